@@ -1,0 +1,398 @@
+//! The IR: a dataflow graph of build operations, the only thing the frontend
+//! and the backend share. It is plain data, serializable to JSON (versioned by
+//! [`IR_VERSION`]), so other tools can generate builds (`stromatekt build
+//! --graph graph.json`) and `stromatekt graph` can print it.
+//!
+//! A node's *state* is a layer stack plus an image config. Sources make a
+//! state from nothing (an image, scratch) or name a file tree (the build
+//! context); `Exec` and `Copy` add one changeset (layer) on top of their base
+//! state; `Config` edits only the config; stack operations recombine layers.
+//! Cache keys are computed by the backend from a node's definition, the keys of
+//! its inputs and the content it reads; the IR carries everything needed for
+//! that and nothing that depends on the machine.
+
+use crate::span::Span;
+use serde::{Deserialize, Serialize};
+
+/// Version of the JSON form of [`Graph`]; bumped on any incompatible change.
+pub const IR_VERSION: u32 = 1;
+
+/// Index of a node in [`Graph::nodes`]. Inputs always have smaller ids than
+/// the nodes that use them (the node list is in topological order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(pub usize);
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+/// The whole build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Graph {
+    /// Always [`IR_VERSION`] when produced by this crate.
+    pub version: u32,
+    /// Nodes in topological order; `nodes[i].id == NodeId(i)`.
+    pub nodes: Vec<Node>,
+    /// What to export (one per requested platform).
+    pub exports: Vec<Export>,
+}
+
+/// Where a node came from, for progress lines, history and errors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Dockerfile path as given by the user (for messages).
+    pub file: String,
+    /// Position of the instruction.
+    pub span: Span,
+    /// Stage name, or its index when unnamed.
+    pub stage: String,
+    /// 1-based position of the instruction within its stage (FROM = 1).
+    pub step: usize,
+    /// Number of instructions in the stage (FROM included).
+    pub steps: usize,
+    /// The instruction as written (continuations joined).
+    pub text: String,
+}
+
+/// One node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// Its index.
+    pub id: NodeId,
+    /// What it does.
+    pub op: Op,
+    /// The instruction it was lowered from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    /// The image history `created_by` this node adds, if it adds an entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+}
+
+/// The operations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// A base image: `registry/repo:tag[@digest]` or `oci-layout://PATH[:tag|@digest]`.
+    Image {
+        /// The reference, expanded and normalized (`busybox` stays as written;
+        /// the backend applies docker.io defaults).
+        reference: String,
+        /// `--platform` (e.g. `linux/arm64`), if the stage asked for one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        platform: Option<String>,
+    },
+    /// The empty state (`FROM scratch`).
+    Scratch,
+    /// A build context: a file tree read from the client, not a layer stack.
+    Context {
+        /// `context` for the main context, else the `--build-context` name.
+        name: String,
+        /// `.dockerignore` patterns, in file order (Go filepath.Match syntax, `!` exceptions).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        exclude: Vec<String>,
+    },
+    /// RUN: one changeset made by running a command on `base`.
+    Exec(Exec),
+    /// COPY/ADD: one changeset made of files from `source` placed into `base`.
+    Copy(CopyOp),
+    /// ENV, WORKDIR, USER, CMD, ... : no changeset, the config changes.
+    Config {
+        /// Input state.
+        base: NodeId,
+        /// The edit.
+        edit: ConfigEdit,
+    },
+    /// `# stromatekt:parallel` group: every member ran on `base`; their layers
+    /// are stacked on `base` in `members` order.
+    Merge {
+        /// The state before the group.
+        base: NodeId,
+        /// The group members (Exec or Copy nodes whose base is `base`).
+        members: Vec<NodeId>,
+        /// What to do when two members write the same path.
+        overlap: Overlap,
+    },
+    /// `# stromatekt:remove`: drop named layers (or `base`, all layers of the
+    /// stage's FROM image) from the stack.
+    Remove {
+        /// Input state.
+        base: NodeId,
+        /// Layer names; `base` means the FROM image's layers.
+        layers: Vec<String>,
+    },
+    /// `# stromatekt:base NEWREF`: export `base` with the layers of `old_base`
+    /// at its bottom replaced by those of `new_base`.
+    Rebase {
+        /// The state built on the original base.
+        base: NodeId,
+        /// The FROM image node the stage was built on.
+        old_base: NodeId,
+        /// The replacement base image node.
+        new_base: NodeId,
+    },
+}
+
+/// How a parallel group treats two members writing the same path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overlap {
+    /// Fail, naming both instructions and the path.
+    #[default]
+    Error,
+    /// The later member (in written order) wins.
+    LastWins,
+}
+
+/// Network mode of a RUN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// The builder's default (host networking, as buildah does).
+    #[default]
+    Default,
+    /// No network: a fresh network namespace with loopback only.
+    None,
+    /// The host's network.
+    Host,
+}
+
+/// RUN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    /// Input state (the rootfs and the config whose Env/User/WorkingDir apply).
+    pub base: NodeId,
+    /// The argv (shell form already wrapped with the SHELL in effect).
+    pub args: Vec<String>,
+    /// Extra `KEY=value` environment for this step only (build args in
+    /// scope), not written to the image config.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// `--mount` specs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+    /// `--network`.
+    #[serde(default)]
+    pub network: Network,
+    /// `--security=insecure`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// Heredoc files the command reads (for RUN heredocs the backend writes
+    /// them into a temporary mount), `(path-in-container, content, mode)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<InlineFile>,
+    /// `# stromatekt:with`: states whose layers are stacked on top of `base`
+    /// while the command runs (not kept in the result).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with: Vec<NodeId>,
+    /// `# stromatekt:layer NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_name: Option<String>,
+}
+
+/// A file given inline (heredoc).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineFile {
+    /// Path (in the container for RUN; relative name for COPY).
+    pub path: String,
+    /// Content.
+    pub content: String,
+    /// Mode bits.
+    pub mode: u32,
+}
+
+/// Kind of a RUN `--mount`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountKind {
+    /// type=bind.
+    Bind,
+    /// type=cache.
+    Cache,
+    /// type=tmpfs.
+    Tmpfs,
+    /// type=secret.
+    Secret,
+    /// type=ssh.
+    Ssh,
+}
+
+/// One RUN `--mount`, options validated and expanded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// The kind.
+    pub kind: MountKind,
+    /// Mount point in the container.
+    pub target: String,
+    /// `from=`: a stage or image node (bind/cache), else the main context for bind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<NodeId>,
+    /// `source=` path inside `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Remaining options (`id`, `sharing`, `mode`, `uid`, `gid`, `rw`, `size`,
+    /// `required`, `env`), sorted by key.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+/// COPY/ADD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyOp {
+    /// The state the files are placed into.
+    pub base: NodeId,
+    /// Where the sources are read: a Context node or a stage/image state.
+    pub source: NodeId,
+    /// Source paths/patterns (expanded), relative to the source root.
+    pub sources: Vec<String>,
+    /// Destination (expanded); relative paths resolve against the
+    /// WorkingDir of `base`'s config at build time.
+    pub dest: String,
+    /// `--chown` (expanded), resolved against `base`'s /etc/passwd and /etc/group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chown: Option<String>,
+    /// `--chmod` (expanded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chmod: Option<String>,
+    /// `--link`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub link: bool,
+    /// `--parents`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parents: bool,
+    /// `--exclude` patterns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// ADD semantics (archives unpacked, URLs fetched).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub add: bool,
+    /// ADD `--checksum`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    /// ADD `--keep-git-dir`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_git_dir: bool,
+    /// ADD `--unpack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpack: Option<bool>,
+    /// Heredoc sources.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<InlineFile>,
+    /// `# stromatekt:layer NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_name: Option<String>,
+}
+
+/// HEALTHCHECK as it goes into the image config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `["NONE"]`, `["CMD", ...]` or `["CMD-SHELL", "..."]`.
+    pub test: Vec<String>,
+    /// Nanoseconds, 0 = inherit.
+    pub interval: u64,
+    /// Nanoseconds.
+    pub timeout: u64,
+    /// Nanoseconds.
+    pub start_period: u64,
+    /// Nanoseconds.
+    pub start_interval: u64,
+    /// Retries, 0 = inherit.
+    pub retries: u64,
+}
+
+/// A config edit (values already expanded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum ConfigEdit {
+    /// Set environment variables, in order.
+    Env(Vec<(String, String)>),
+    /// Set the working directory (absolute; the backend creates it).
+    Workdir(String),
+    /// Set the user.
+    User(String),
+    /// Set Cmd.
+    Cmd(Vec<String>),
+    /// Set Entrypoint (and reset an inherited Cmd, as Docker does).
+    Entrypoint(Vec<String>),
+    /// Add labels, in order.
+    Label(Vec<(String, String)>),
+    /// Add exposed ports (normalized `80/tcp`).
+    Expose(Vec<String>),
+    /// Add volumes.
+    Volume(Vec<String>),
+    /// Set Shell.
+    Shell(Vec<String>),
+    /// Set StopSignal.
+    StopSignal(String),
+    /// Set (or with test NONE, disable) the healthcheck.
+    Healthcheck(Health),
+    /// Append an ONBUILD trigger.
+    Onbuild(String),
+    /// Set the author.
+    Maintainer(String),
+    /// No config change (ARG): only a history entry, if `created_by` is set.
+    Nothing,
+}
+
+/// One image to export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Export {
+    /// The final state.
+    pub node: NodeId,
+    /// The platform it is for (`linux/amd64`), if explicit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+}
+
+impl Graph {
+    /// The node with this id.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0]
+    }
+
+    /// The inputs of a node, in a fixed order (base first).
+    pub fn inputs(&self, id: NodeId) -> Vec<NodeId> {
+        self.node(id).op.inputs()
+    }
+}
+
+impl Op {
+    /// Inputs of this op, base first, then sources, mounts, mix-ins.
+    pub fn inputs(&self) -> Vec<NodeId> {
+        match self {
+            Op::Image { .. } | Op::Scratch | Op::Context { .. } => vec![],
+            Op::Exec(e) => {
+                let mut v = vec![e.base];
+                v.extend(e.mounts.iter().filter_map(|m| m.from));
+                v.extend(e.with.iter().copied());
+                v
+            }
+            Op::Copy(c) => vec![c.base, c.source],
+            Op::Config { base, .. } | Op::Remove { base, .. } => vec![*base],
+            Op::Merge { base, members, .. } => {
+                let mut v = vec![*base];
+                v.extend(members.iter().copied());
+                v
+            }
+            Op::Rebase { base, old_base, new_base } => vec![*base, *old_base, *new_base],
+        }
+    }
+
+    /// Short name of the op kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Image { .. } => "image",
+            Op::Scratch => "scratch",
+            Op::Context { .. } => "context",
+            Op::Exec(_) => "exec",
+            Op::Copy(_) => "copy",
+            Op::Config { .. } => "config",
+            Op::Merge { .. } => "merge",
+            Op::Remove { .. } => "remove",
+            Op::Rebase { .. } => "rebase",
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Command line.
+
+/// Run the CLI; returns the exit code.
+pub fn main() -> i32 {
+    0
+}

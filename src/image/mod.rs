@@ -1,0 +1,8 @@
+//! Image assembly: layers (diff -> tar, tar -> tree), config, manifests, OCI
+//! layouts, compression.
+
+pub mod compress;
+pub mod config;
+pub mod layer;
+pub mod layout;
+pub mod manifest;

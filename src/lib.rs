@@ -1,0 +1,13 @@
+//! stromatekt: the backend and CLI. The binary (`src/main.rs`) is a thin
+//! wrapper around [`cli::run`].
+//!
+//! Dependency direction: cli -> scheduler -> {frontend IR, store, exec, image,
+//! registry}. Only the IR (crate `frontend`) is shared with the frontend.
+
+pub mod cli;
+pub mod context;
+pub mod exec;
+pub mod image;
+pub mod registry;
+pub mod scheduler;
+pub mod store;

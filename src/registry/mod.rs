@@ -1,0 +1,78 @@
+//! Talking to image registries. [`oci::OciRegistry`] uses oci-client over
+//! HTTP(S) (loopback registries over plain HTTP, as Docker does);
+//! [`fake::FakeRegistry`] keeps blobs in memory for tests.
+
+pub mod fake;
+pub mod oci;
+
+use std::path::Path;
+
+/// Registry errors.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Not found (image, tag, blob).
+    #[error("{what} not found in {reference}")]
+    NotFound {
+        /// What.
+        what: String,
+        /// Where.
+        reference: String,
+    },
+    /// Authentication failed.
+    #[error("{reference}: authentication failed: {message}")]
+    Auth {
+        /// Where.
+        reference: String,
+        /// Details.
+        message: String,
+    },
+    /// A reference that does not parse.
+    #[error("invalid reference {reference}: {message}")]
+    Reference {
+        /// As given.
+        reference: String,
+        /// Details.
+        message: String,
+    },
+    /// Transport or protocol failure.
+    #[error("{reference}: {message}")]
+    Transport {
+        /// Where.
+        reference: String,
+        /// Details.
+        message: String,
+    },
+    /// Local I/O.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A manifest as fetched: raw bytes, media type and digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawManifest {
+    /// Raw bytes.
+    pub bytes: Vec<u8>,
+    /// Media type.
+    pub media_type: String,
+    /// `sha256:...` of `bytes`.
+    pub digest: String,
+}
+
+/// A registry client.
+pub trait Registry: Send + Sync {
+    /// Fetch the manifest `reference` points at. For an index/manifest list,
+    /// the entry for `platform` (`linux/amd64`) is followed.
+    fn manifest(&self, reference: &str, platform: &str) -> Result<RawManifest, RegistryError>;
+
+    /// Download blob `digest` of `reference`'s repository to `dest`, verifying the digest.
+    fn fetch_blob(&self, reference: &str, digest: &str, dest: &Path) -> Result<(), RegistryError>;
+
+    /// Whether the blob exists in `reference`'s repository.
+    fn blob_exists(&self, reference: &str, digest: &str) -> Result<bool, RegistryError>;
+
+    /// Upload the blob at `path` with `digest` unless it is already there.
+    fn push_blob(&self, reference: &str, digest: &str, path: &Path) -> Result<(), RegistryError>;
+
+    /// Upload a manifest under `reference`'s tag; returns its digest.
+    fn push_manifest(&self, reference: &str, bytes: &[u8], media_type: &str) -> Result<String, RegistryError>;
+}
