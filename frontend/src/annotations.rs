@@ -80,3 +80,57 @@ pub fn parse(comments: &[Comment]) -> Result<Vec<Located>, Error> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comments(lines: &[&str]) -> Vec<Comment> {
+        lines.iter().enumerate().map(|(i, t)| Comment { line: i + 1, text: t.to_string() }).collect()
+    }
+
+    #[test]
+    fn parses_every_verb_and_ignores_other_comments() {
+        let got = parse(&comments(&[
+            "just a comment",
+            "stromatekt:parallel overlap=last-wins",
+            "stromatekt:layer tools",
+            "stromatekt:end",
+            "stromatekt:remove tools base",
+            "stromatekt:with busybox builder",
+            "stromatekt:base registry/patched:1",
+        ]))
+        .unwrap();
+        let kinds: Vec<_> = got.iter().map(|l| (l.span.line, l.annotation.clone())).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (2, Annotation::Parallel { overlap: Overlap::LastWins }),
+                (3, Annotation::Layer("tools".into())),
+                (4, Annotation::End),
+                (5, Annotation::Remove(vec!["tools".into(), "base".into()])),
+                (6, Annotation::With(vec!["busybox".into(), "builder".into()])),
+                (7, Annotation::Base("registry/patched:1".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_verb_is_an_error_with_line_and_suggestion() {
+        let err = parse(&comments(&["x", "stromatekt:paralel"])).unwrap_err();
+        assert_eq!(err.span.line, 2);
+        assert_eq!(
+            err.kind.to_string(),
+            "annotation: unknown annotation `stromatekt:paralel` (did you mean stromatekt:parallel?)"
+        );
+    }
+
+    #[test]
+    fn wrong_arity_is_an_error() {
+        assert!(parse(&comments(&["stromatekt:layer"])).is_err());
+        assert!(parse(&comments(&["stromatekt:layer a b"])).is_err());
+        assert!(parse(&comments(&["stromatekt:remove"])).is_err());
+        assert!(parse(&comments(&["stromatekt:end now"])).is_err());
+        assert!(parse(&comments(&["stromatekt:parallel overlap=first"])).is_err());
+    }
+}

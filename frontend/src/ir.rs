@@ -396,3 +396,44 @@ impl Op {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_and_inputs() {
+        let g = Graph {
+            version: IR_VERSION,
+            nodes: vec![
+                Node { id: NodeId(0), op: Op::Image { reference: "busybox".into(), platform: None }, origin: None, created_by: None },
+                Node { id: NodeId(1), op: Op::Context { name: "context".into(), exclude: vec!["*.md".into()] }, origin: None, created_by: None },
+                Node {
+                    id: NodeId(2),
+                    op: Op::Exec(Exec {
+                        base: NodeId(0),
+                        args: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+                        env: vec![],
+                        mounts: vec![],
+                        network: Network::Default,
+                        insecure: false,
+                        files: vec![],
+                        with: vec![],
+                        layer_name: Some("tools".into()),
+                    }),
+                    origin: None,
+                    created_by: Some("RUN /bin/sh -c true # buildkit".into()),
+                },
+                Node { id: NodeId(3), op: Op::Config { base: NodeId(2), edit: ConfigEdit::Env(vec![("A".into(), "1".into())]) }, origin: None, created_by: None },
+            ],
+            exports: vec![Export { node: NodeId(3), platform: None }],
+        };
+        let json = serde_json::to_string(&g).unwrap();
+        assert!(json.contains(r#""op":"exec""#), "{json}");
+        assert!(json.contains(r#""edit":{"kind":"env","value":[["A","1"]]}"#), "{json}");
+        let back: Graph = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, g);
+        assert_eq!(g.inputs(NodeId(2)), vec![NodeId(0)]);
+        assert_eq!(g.inputs(NodeId(3)), vec![NodeId(2)]);
+    }
+}
