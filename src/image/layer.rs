@@ -1,1 +1,248 @@
-//! (to be written)
+//! Layers: a list of [`Change`]s read from a snapshot becomes a tar changeset
+//! (OCI image-spec layer format: `.wh.NAME` whiteouts for deletions,
+//! `.wh..wh..opq` in a replaced directory), written deterministically (entries
+//! in path order, hard links by (dev, inode), mtimes clamped to
+//! `SOURCE_DATE_EPOCH` when given) and compressed in the same pass, hashing
+//! both the tar (`diff_id`) and the blob (`digest`).
+//!
+//! Extraction of layers into a snapshot is not written yet.
+
+use crate::store::{Change, ChangeKind};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Layer errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// Reading the snapshot or writing the blob failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What we were doing.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A written layer blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    /// `sha256:` of the uncompressed tar.
+    pub diff_id: String,
+    /// `sha256:` of the blob as stored.
+    pub digest: String,
+    /// Blob size in bytes.
+    pub size: u64,
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+    len: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn sha(hash: Sha256) -> String {
+    format!("sha256:{}", hex::encode(hash.finalize()))
+}
+
+/// Write the changes of `root` (the child snapshot) as a tar to `out`.
+/// `changes` must be sorted by path (as [`crate::store::Store::diff`] returns them).
+pub fn write_tar<W: Write>(root: &Path, changes: &[Change], out: W, epoch: Option<u64>) -> Result<W, LayerError> {
+    let mut b = tar::Builder::new(out);
+    let mut links: BTreeMap<(u64, u64), PathBuf> = BTreeMap::new();
+    let werr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LayerError::Io { op: "writing layer entry", path, source }
+    };
+    for c in changes {
+        match c.kind {
+            ChangeKind::Deleted => {
+                let name = c.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let wh = c.path.with_file_name(format!(".wh.{name}"));
+                let mut h = marker_header(epoch);
+                b.append_data(&mut h, &wh, io::empty()).map_err(werr(&wh))?;
+            }
+            ChangeKind::Added | ChangeKind::Modified | ChangeKind::Replaced => {
+                let full = root.join(&c.path);
+                let meta = fs::symlink_metadata(&full).map_err(|source| LayerError::Io { op: "stat", path: full.clone(), source })?;
+                let mut h = tar::Header::new_gnu();
+                h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+                if let Some(e) = epoch {
+                    h.set_mtime((meta.mtime().max(0) as u64).min(e));
+                }
+                let ft = meta.file_type();
+                if ft.is_symlink() {
+                    let target = fs::read_link(&full).map_err(|source| LayerError::Io { op: "readlink", path: full.clone(), source })?;
+                    h.set_size(0);
+                    b.append_link(&mut h, &c.path, &target).map_err(werr(&c.path))?;
+                } else if ft.is_file() && meta.nlink() > 1 {
+                    if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
+                        h.set_entry_type(tar::EntryType::Link);
+                        h.set_size(0);
+                        b.append_link(&mut h, &c.path, first).map_err(werr(&c.path))?;
+                    } else {
+                        links.insert((meta.dev(), meta.ino()), c.path.clone());
+                        let f = fs::File::open(&full).map_err(|source| LayerError::Io { op: "opening", path: full.clone(), source })?;
+                        b.append_data(&mut h, &c.path, f).map_err(werr(&c.path))?;
+                    }
+                } else if ft.is_file() {
+                    let f = fs::File::open(&full).map_err(|source| LayerError::Io { op: "opening", path: full.clone(), source })?;
+                    b.append_data(&mut h, &c.path, f).map_err(werr(&c.path))?;
+                } else {
+                    h.set_size(0);
+                    append_dir_or_special(&mut b, &mut h, &c.path, ft.is_dir()).map_err(werr(&c.path))?;
+                }
+                if c.kind == ChangeKind::Replaced && ft.is_dir() {
+                    let opq = c.path.join(".wh..wh..opq");
+                    let mut h = marker_header(epoch);
+                    b.append_data(&mut h, &opq, io::empty()).map_err(werr(&opq))?;
+                }
+            }
+        }
+    }
+    b.into_inner().map_err(werr(root))
+}
+
+/// Directories are written as `name/`, as Docker and BuildKit write them
+/// (the tar crate would drop the slash); names too long for the header fall
+/// back to the crate's long-name handling.
+fn append_dir_or_special<W: Write>(b: &mut tar::Builder<W>, h: &mut tar::Header, path: &Path, is_dir: bool) -> io::Result<()> {
+    let mut name = path.to_string_lossy().into_owned().into_bytes();
+    if is_dir && name.len() < 100 {
+        name.push(b'/');
+        let field = &mut h.as_old_mut().name;
+        field.fill(0);
+        field[..name.len()].copy_from_slice(&name);
+        h.set_cksum();
+        return b.append(h, io::empty());
+    }
+    b.append_data(h, path, io::empty())
+}
+
+fn marker_header(epoch: Option<u64>) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(0);
+    h.set_mode(0o644);
+    h.set_mtime(epoch.unwrap_or(0));
+    h
+}
+
+/// Write the changes as a gzip-compressed layer blob to `dest`, returning its digests.
+pub fn write_gzip_blob(root: &Path, changes: &[Change], dest: &Path, epoch: Option<u64>) -> Result<LayerBlob, LayerError> {
+    let derr = |source| LayerError::Io { op: "writing blob", path: dest.to_path_buf(), source };
+    let file = fs::File::create(dest).map_err(derr)?;
+    let compressed = Hashing { inner: io::BufWriter::new(file), hash: Sha256::new(), len: 0 };
+    // mtime 0 and no file name in the gzip header: same bytes for the same tar.
+    let gz = flate2::GzBuilder::new().mtime(0).write(compressed, flate2::Compression::default());
+    let tar_out = Hashing { inner: gz, hash: Sha256::new(), len: 0 };
+    let tar_out = write_tar(root, changes, tar_out, epoch)?;
+    let diff_id = sha(tar_out.hash);
+    let mut compressed = tar_out.inner.finish().map_err(derr)?;
+    compressed.flush().map_err(derr)?;
+    Ok(LayerBlob { diff_id, digest: sha(compressed.hash), size: compressed.len })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{mem::DirStore, Store};
+    use std::io::Read;
+    use std::os::unix::fs::symlink;
+
+    fn entries(tar_bytes: &[u8]) -> Vec<(String, tar::EntryType, String)> {
+        let mut a = tar::Archive::new(tar_bytes);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let path = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+                let ty = e.header().entry_type();
+                let link = e.link_name().unwrap().map(|l| l.display().to_string());
+                let mut body = String::new();
+                e.read_to_string(&mut body).unwrap();
+                (path, ty, link.unwrap_or(body))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn changes_become_entries_and_whiteouts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = DirStore::open(tmp.path()).unwrap();
+        let a = s.prepare("w1", None).unwrap();
+        fs::create_dir(a.join("d")).unwrap();
+        fs::write(a.join("d/gone"), "x").unwrap();
+        s.commit("w1", "base").unwrap();
+        let b = s.prepare("w2", Some("base")).unwrap();
+        fs::remove_file(b.join("d/gone")).unwrap();
+        fs::write(b.join("d/new"), "hello").unwrap();
+        fs::hard_link(b.join("d/new"), b.join("d/new2")).unwrap();
+        symlink("/d/new", b.join("sym")).unwrap();
+        let top = s.commit("w2", "top").unwrap();
+        let changes = s.diff(Some("base"), "top").unwrap();
+        let out = write_tar(&top, &changes, Vec::new(), Some(1000)).unwrap();
+        assert_eq!(
+            entries(&out),
+            vec![
+                ("d/.wh.gone".into(), tar::EntryType::Regular, "".into()),
+                ("d/new".into(), tar::EntryType::Regular, "hello".into()),
+                ("d/new2".into(), tar::EntryType::Link, "d/new".into()),
+                ("sym".into(), tar::EntryType::Symlink, "/d/new".into()),
+            ]
+        );
+        let mut a = tar::Archive::new(&out[..]);
+        for e in a.entries().unwrap() {
+            assert!(e.unwrap().header().mtime().unwrap() <= 1000);
+        }
+    }
+
+    #[test]
+    fn replaced_dir_is_opaque() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::create_dir(root.join("d")).unwrap();
+        let changes = vec![Change { path: "d".into(), kind: ChangeKind::Replaced }];
+        let out = write_tar(root, &changes, Vec::new(), None).unwrap();
+        let names: Vec<String> = entries(&out).into_iter().map(|e| e.0).collect();
+        assert_eq!(names, vec!["d/".to_string(), "d/.wh..wh..opq".to_string()]);
+    }
+
+    #[test]
+    fn gzip_blob_is_deterministic_and_digests_match() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("f"), "data").unwrap();
+        let changes = vec![Change { path: "f".into(), kind: ChangeKind::Added }];
+        let b1 = write_gzip_blob(&root, &changes, &tmp.path().join("1.tgz"), Some(0)).unwrap();
+        let b2 = write_gzip_blob(&root, &changes, &tmp.path().join("2.tgz"), Some(0)).unwrap();
+        assert_eq!(b1, b2);
+        let bytes = fs::read(tmp.path().join("1.tgz")).unwrap();
+        assert_eq!(b1.size, bytes.len() as u64);
+        assert_eq!(b1.digest, format!("sha256:{}", hex::encode(Sha256::digest(&bytes))));
+        let mut tar_bytes = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut tar_bytes).unwrap();
+        assert_eq!(b1.diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&tar_bytes))));
+    }
+}
