@@ -1,1 +1,1 @@
-//! (to be written)
+//! Layer compression (gzip, zstd): not written yet beyond the gzip path in [`super::layer`].
