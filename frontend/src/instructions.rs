@@ -5,6 +5,8 @@
 //!
 //! Modelled on BuildKit's `frontend/dockerfile/instructions/parse.go`.
 
+use crate::error::{suggest, Error, ErrorKind};
+use crate::parser::Node;
 use crate::span::Span;
 use serde::{Deserialize, Serialize};
 
@@ -276,8 +278,390 @@ impl Command {
     }
 }
 
-/// Type the parser's nodes.
+/// Every instruction keyword, lower-cased (for "did you mean" suggestions).
+const KEYWORDS: &[&str] = &[
+    "add", "arg", "cmd", "copy", "entrypoint", "env", "expose", "from", "healthcheck", "label", "maintainer",
+    "onbuild", "run", "shell", "stopsignal", "user", "volume", "workdir",
+];
+
+/// How a declared flag takes its value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FlagKind {
+    /// `--x=value`, at most once.
+    Str,
+    /// `--x=value`, any number of times.
+    Multi,
+    /// `--x` or `--x=true|false`.
+    Bool,
+}
+
+/// The flags one instruction accepts.
+fn declared_flags(keyword: &str) -> &'static [(&'static str, FlagKind)] {
+    use FlagKind::*;
+    match keyword {
+        "from" => &[("platform", Str)],
+        "run" => &[("mount", Multi), ("network", Str), ("security", Str)],
+        "copy" => &[
+            ("from", Str),
+            ("chown", Str),
+            ("chmod", Str),
+            ("link", Bool),
+            ("parents", Bool),
+            ("exclude", Multi),
+        ],
+        "add" => &[
+            ("from", Str),
+            ("chown", Str),
+            ("chmod", Str),
+            ("link", Bool),
+            ("parents", Bool),
+            ("exclude", Multi),
+            ("checksum", Str),
+            ("keep-git-dir", Bool),
+            ("unpack", Bool),
+        ],
+        "healthcheck" => &[
+            ("interval", Str),
+            ("timeout", Str),
+            ("start-period", Str),
+            ("start-interval", Str),
+            ("retries", Str),
+        ],
+        _ => &[],
+    }
+}
+
+/// The parsed flags of one node.
+struct Flags {
+    flags: Vec<Flag>,
+}
+
+impl Flags {
+    /// Last value of a string flag.
+    fn string(&self, name: &str) -> Option<String> {
+        self.flags.iter().rev().find(|f| f.name == name).and_then(|f| f.value.clone())
+    }
+
+    /// All occurrences of a repeatable flag.
+    fn multi(&self, name: &str) -> Vec<Flag> {
+        self.flags.iter().filter(|f| f.name == name).cloned().collect()
+    }
+
+    /// A boolean flag: `None` when absent.
+    fn boolean(&self, name: &str) -> Option<bool> {
+        self.flags
+            .iter()
+            .rev()
+            .find(|f| f.name == name)
+            .map(|f| f.value.as_deref().is_none_or(|v| v.eq_ignore_ascii_case("true")))
+    }
+}
+
+/// Span of a raw flag: its column in the first line of `original` if found.
+fn flag_span(node: &Node, raw: &str) -> Span {
+    let first = node.original.lines().next().unwrap_or("");
+    match first.find(raw) {
+        Some(byte) => Span { line: node.start_line, col: first[..byte].chars().count() + 1, len: raw.chars().count() },
+        None => Span::line(node.start_line),
+    }
+}
+
+/// Parse a node's raw flags against the instruction's declaration.
+fn parse_flags(node: &Node, instr: &str) -> Result<Flags, Error> {
+    let decl = declared_flags(&node.keyword);
+    let mut flags: Vec<Flag> = Vec::new();
+    for raw in &node.flags {
+        let span = flag_span(node, raw);
+        let body = raw.strip_prefix("--").unwrap_or(raw);
+        if body.is_empty() {
+            return Err(Error::invalid(span, instr, "empty flag name `--`"));
+        }
+        let (name, value) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (body, None),
+        };
+        let Some(&(_, kind)) = decl.iter().find(|(n, _)| *n == name) else {
+            return Err(Error::new(
+                span,
+                ErrorKind::UnknownFlag {
+                    instr: instr.to_string(),
+                    flag: name.to_string(),
+                    suggestion: suggest(name, decl.iter().map(|(n, _)| *n)),
+                },
+            ));
+        };
+        match kind {
+            FlagKind::Bool => {
+                if let Some(v) = &value {
+                    if !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false") {
+                        return Err(Error::invalid(
+                            span,
+                            instr,
+                            format!("expecting boolean value for flag --{name}, not: {v}"),
+                        ));
+                    }
+                }
+            }
+            FlagKind::Str | FlagKind::Multi => {
+                if value.is_none() {
+                    return Err(Error::invalid(span, instr, format!("missing a value on flag: --{name}")));
+                }
+            }
+        }
+        if kind != FlagKind::Multi && flags.iter().any(|f| f.name == name) {
+            return Err(Error::invalid(span, instr, format!("duplicate flag specified: --{name}")));
+        }
+        flags.push(Flag { name: name.to_string(), value, span });
+    }
+    Ok(Flags { flags })
+}
+
+/// Shell or exec form of a node's arguments (from `skip` on).
+fn shell_or_exec(node: &Node, skip: usize) -> ShellOrExec {
+    let args = node.args.get(skip..).unwrap_or(&[]);
+    if node.json {
+        ShellOrExec::Exec(args.to_vec())
+    } else {
+        ShellOrExec::Shell(args.join(" "))
+    }
+}
+
+/// Key/value pairs from the parser's key, value, separator triples.
+fn key_values(node: &Node, span: Span, instr: &str) -> Result<Vec<KeyValue>, Error> {
+    if node.args.is_empty() {
+        return Err(Error::invalid(span, instr, format!("{instr} requires at least one argument")));
+    }
+    if !node.args.len().is_multiple_of(3) {
+        return Err(Error::invalid(span, instr, "bad key/value pairs"));
+    }
+    Ok(node
+        .args
+        .chunks(3)
+        .map(|c| KeyValue { key: c[0].clone(), value: c[1].clone() })
+        .collect())
+}
+
+/// The single raw argument of WORKDIR/USER/STOPSIGNAL/MAINTAINER.
+fn exactly_one(node: &Node, span: Span, instr: &str) -> Result<String, Error> {
+    match node.args.as_slice() {
+        [one] if !one.is_empty() => Ok(one.clone()),
+        _ => Err(Error::invalid(span, instr, format!("{instr} requires exactly one argument"))),
+    }
+}
+
+/// Whether a literal stage name is valid (`^[a-z][a-z0-9-_.]*$`).
+fn valid_stage_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '_' | '.'))
+}
+
+/// COPY/ADD.
+fn copy_command(node: &Node, flags: &Flags, span: Span, instr: &str) -> Result<Copy, Error> {
+    let Some((dest, sources)) = node.args.split_last().filter(|(_, s)| !s.is_empty()) else {
+        return Err(Error::invalid(
+            span,
+            instr,
+            format!(
+                "{instr} requires at least two arguments, but only {} provided. Destination could not be determined",
+                if node.args.is_empty() { "none was" } else { "one was" }
+            ),
+        ));
+    };
+    Ok(Copy {
+        sources: sources.to_vec(),
+        dest: dest.clone(),
+        from: flags.string("from"),
+        chown: flags.string("chown"),
+        chmod: flags.string("chmod"),
+        link: flags.boolean("link").unwrap_or(false),
+        parents: flags.boolean("parents").unwrap_or(false),
+        exclude: flags.multi("exclude").into_iter().filter_map(|f| f.value).collect(),
+        checksum: flags.string("checksum"),
+        keep_git_dir: flags.boolean("keep-git-dir").unwrap_or(false),
+        unpack: flags.boolean("unpack"),
+        heredocs: node.heredocs.clone(),
+    })
+}
+
+/// Type one node.
+fn instruction(node: &Node) -> Result<Instruction, Error> {
+    let span = Span::line(node.start_line);
+    let instr = node.keyword.to_ascii_uppercase();
+    let instr = instr.as_str();
+    if !KEYWORDS.contains(&node.keyword.as_str()) {
+        return Err(Error::new(
+            span,
+            ErrorKind::UnknownInstruction {
+                name: instr.to_string(),
+                suggestion: suggest(&node.keyword, KEYWORDS.iter().copied()).map(|s| s.to_ascii_uppercase()),
+            },
+        ));
+    }
+    let flags = parse_flags(node, instr)?;
+    let at_least_one = || Error::invalid(span, instr, format!("{instr} requires at least one argument"));
+    let command = match node.keyword.as_str() {
+        "from" => {
+            let (image, stage_name) = match node.args.as_slice() {
+                [image] => (image.clone(), None),
+                [image, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => {
+                    let name = name.to_lowercase();
+                    if !name.contains('$') && !valid_stage_name(&name) {
+                        return Err(Error::invalid(
+                            span,
+                            instr,
+                            format!("invalid name for build stage: {name:?}, name can't start with a number or contain symbols"),
+                        ));
+                    }
+                    (image.clone(), Some(name))
+                }
+                _ => return Err(Error::invalid(span, instr, "FROM requires either one or three arguments")),
+            };
+            Command::From(From { image, platform: flags.string("platform"), stage_name })
+        }
+        "run" => {
+            if node.args.is_empty() {
+                return Err(at_least_one());
+            }
+            Command::Run(Run {
+                mounts: flags.multi("mount"),
+                network: flags.string("network"),
+                security: flags.string("security"),
+                cmd: shell_or_exec(node, 0),
+                heredocs: node.heredocs.clone(),
+            })
+        }
+        "copy" => Command::Copy(copy_command(node, &flags, span, instr)?),
+        "add" => Command::Add(copy_command(node, &flags, span, instr)?),
+        "env" => Command::Env(key_values(node, span, instr)?),
+        "label" => Command::Label(key_values(node, span, instr)?),
+        "arg" => {
+            if node.args.is_empty() {
+                return Err(at_least_one());
+            }
+            let mut decls = Vec::new();
+            for a in &node.args {
+                let (name, default) = match a.split_once('=') {
+                    Some((n, d)) => (n.to_string(), Some(d.to_string())),
+                    None => (a.clone(), None),
+                };
+                if name.is_empty() {
+                    return Err(Error::invalid(span, instr, format!("invalid ARG {a:?}: empty name")));
+                }
+                decls.push(ArgDecl { name, default });
+            }
+            Command::Arg(decls)
+        }
+        "workdir" => Command::Workdir(exactly_one(node, span, instr)?),
+        "user" => Command::User(exactly_one(node, span, instr)?),
+        "stopsignal" => Command::StopSignal(exactly_one(node, span, instr)?),
+        "maintainer" => Command::Maintainer(exactly_one(node, span, instr)?),
+        "cmd" => Command::Cmd(shell_or_exec(node, 0)),
+        "entrypoint" => Command::Entrypoint(shell_or_exec(node, 0)),
+        "expose" => {
+            if node.args.is_empty() {
+                return Err(at_least_one());
+            }
+            Command::Expose(node.args.clone())
+        }
+        "volume" => {
+            if node.args.is_empty() {
+                return Err(at_least_one());
+            }
+            if node.args.iter().any(|v| v.trim().is_empty()) {
+                return Err(Error::invalid(span, instr, "VOLUME specified can not be an empty string"));
+            }
+            Command::Volume(node.args.clone())
+        }
+        "shell" => {
+            if !node.json {
+                return Err(Error::invalid(span, instr, "SHELL requires the arguments to be in JSON form"));
+            }
+            if node.args.is_empty() {
+                return Err(at_least_one());
+            }
+            Command::Shell(node.args.clone())
+        }
+        "healthcheck" => {
+            let Some(typ) = node.args.first() else {
+                return Err(at_least_one());
+            };
+            match typ.to_ascii_uppercase().as_str() {
+                "NONE" => {
+                    if node.args.len() != 1 {
+                        return Err(Error::invalid(span, instr, "HEALTHCHECK NONE takes no arguments"));
+                    }
+                    Command::Healthcheck(Healthcheck::None)
+                }
+                "CMD" => {
+                    if node.args.len() < 2 {
+                        return Err(Error::invalid(span, instr, "Missing command after HEALTHCHECK CMD"));
+                    }
+                    Command::Healthcheck(Healthcheck::Cmd {
+                        test: shell_or_exec(node, 1),
+                        interval: flags.string("interval"),
+                        timeout: flags.string("timeout"),
+                        start_period: flags.string("start-period"),
+                        start_interval: flags.string("start-interval"),
+                        retries: flags.string("retries"),
+                    })
+                }
+                other => {
+                    return Err(Error::invalid(span, instr, format!("Unknown type {other:?} in HEALTHCHECK (try CMD)")))
+                }
+            }
+        }
+        "onbuild" => {
+            let Some(next) = node.next.as_deref() else {
+                return Err(at_least_one());
+            };
+            match next.keyword.as_str() {
+                "onbuild" => {
+                    return Err(Error::invalid(span, instr, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"))
+                }
+                "from" | "maintainer" => {
+                    return Err(Error::invalid(
+                        span,
+                        instr,
+                        format!("{} isn't allowed as an ONBUILD trigger", next.keyword.to_ascii_uppercase()),
+                    ))
+                }
+                _ => {}
+            }
+            let mut next = next.clone();
+            if next.heredocs.is_empty() {
+                next.heredocs = node.heredocs.clone();
+            }
+            Command::Onbuild(Box::new(instruction(&next)?))
+        }
+        _ => {
+            return Err(Error::new(span, ErrorKind::UnknownInstruction { name: instr.to_string(), suggestion: None }))
+        }
+    };
+    Ok(Instruction { span, end_line: node.end_line, original: node.original.clone(), command })
+}
+
+/// Type the parser's nodes: ARGs before the first FROM become
+/// [`Dockerfile::meta_args`], every other instruction must follow a FROM.
 pub fn from_ast(ast: &crate::parser::Ast) -> Result<Dockerfile, crate::Error> {
-    let _ = ast;
-    Err(crate::Error::syntax(Span::line(1), "instruction typing not written yet"))
+    let mut meta_args = Vec::new();
+    let mut stages: Vec<Stage> = Vec::new();
+    for node in &ast.nodes {
+        let inst = instruction(node)?;
+        match (&inst.command, stages.last_mut()) {
+            (Command::From(_), _) => stages.push(Stage { from: inst, instructions: Vec::new() }),
+            (_, Some(stage)) => stage.instructions.push(inst),
+            (Command::Arg(_), None) => meta_args.push(inst),
+            (c, None) => {
+                return Err(Error::syntax(
+                    inst.span,
+                    format!("{} instruction before the first FROM (only ARG may come before FROM)", c.keyword()),
+                ))
+            }
+        }
+    }
+    if stages.is_empty() {
+        return Err(Error::syntax(Span::line(1), "no FROM instruction: the Dockerfile has no build stage"));
+    }
+    Ok(Dockerfile { directives: ast.directives.clone(), meta_args, stages, comments: ast.comments.clone() })
 }
