@@ -1,6 +1,8 @@
-//! Command line: `stromatekt <command>`. Only `version` works so far; the
-//! other commands of DESIGN §5 are declared so `--help` shows the plan, and
-//! fail with a message saying they are not written yet.
+//! Command line: `stromatekt <command>`. `version` and `graph` work; `build`
+//! and `setup` are declared so `--help` shows the plan, and fail with a
+//! message saying they are not written yet.
+
+mod graph;
 
 use clap::{Parser, Subcommand};
 
@@ -20,8 +22,8 @@ pub enum Command {
     Version,
     /// Build an image from a Dockerfile (not written yet).
     Build,
-    /// Print the IR graph of a Dockerfile (not written yet).
-    Graph,
+    /// Print the IR graph of a Dockerfile.
+    Graph(graph::GraphArgs),
     /// Create and verify the store, check runc and binfmt (not written yet).
     Setup,
 }
@@ -34,7 +36,14 @@ pub fn main() -> i32 {
             println!("stromatekt {} (IR version {})", env!("CARGO_PKG_VERSION"), frontend::ir::IR_VERSION);
             0
         }
-        Command::Build | Command::Graph | Command::Setup => {
+        Command::Graph(a) => match graph::run(&a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("stromatekt: {e}");
+                1
+            }
+        },
+        Command::Build | Command::Setup => {
             eprintln!("stromatekt: this command is not written yet (see README.md, Status)");
             2
         }
