@@ -1,1 +1,219 @@
-//! (to be written)
+//! The real executor: runs each [`ExecRequest`] with `runc run` in a throw-away
+//! bundle whose `config.json` points at the request's rootfs.
+//!
+//! Before running, the working directory is created inside the rootfs and an
+//! `/etc/hosts` and `/etc/resolv.conf` (a copy of the host's) are written into the
+//! bundle and bind-mounted read-only. The container is always deleted afterwards.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard};
+
+use super::{spec, user, BindMount, ExecError, ExecOutcome, ExecRequest, Executor, OutputSink};
+
+/// Runs containers with the `runc` binary.
+pub struct RuncExecutor {
+    state_dir: PathBuf,
+    runc: PathBuf,
+    running: Mutex<BTreeSet<String>>,
+    killed: Mutex<BTreeSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn rt(step: &'static str) -> impl Fn(std::io::Error) -> ExecError {
+    move |e| ExecError::Runtime { step, message: e.to_string() }
+}
+
+/// Join an absolute container path onto `rootfs` (lexically, without `..`).
+fn in_rootfs(rootfs: &Path, path: &str) -> PathBuf {
+    let mut p = rootfs.to_path_buf();
+    for c in path.split('/').filter(|c| !c.is_empty() && *c != "." && *c != "..") {
+        p.push(c);
+    }
+    p
+}
+
+impl RuncExecutor {
+    /// An executor keeping runc's state under `state_dir` (`runc --root`).
+    pub fn new(state_dir: PathBuf) -> Self {
+        Self::with_runc(state_dir, PathBuf::from("runc"))
+    }
+
+    /// Like [`RuncExecutor::new`] with an explicit path to the runc binary.
+    pub fn with_runc(state_dir: PathBuf, runc: PathBuf) -> Self {
+        RuncExecutor { state_dir, runc, running: Mutex::default(), killed: Mutex::default() }
+    }
+
+    fn runc(&self) -> Command {
+        let mut c = Command::new(&self.runc);
+        c.arg("--root").arg(&self.state_dir);
+        c
+    }
+
+    /// `runc delete --force ID`, ignoring failures (it may already be gone).
+    fn delete(&self, id: &str) {
+        let _ = self
+            .runc()
+            .args(["delete", "--force", id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Write config.json, hosts and resolv.conf into `bundle`.
+    fn prepare(&self, req: &ExecRequest, bundle: &Path) -> Result<(), ExecError> {
+        let (uid, gid, gids) = user::resolve(&req.rootfs, &req.user)?;
+        let cwd = in_rootfs(&req.rootfs, &req.cwd);
+        if !cwd.exists() {
+            fs::create_dir_all(&cwd).map_err(rt("creating working directory"))?;
+        }
+        let hosts = bundle.join("hosts");
+        let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        if !req.hostname.is_empty() {
+            text.push_str(&format!("127.0.1.1\t{}\n", req.hostname));
+        }
+        fs::write(&hosts, text).map_err(rt("writing hosts"))?;
+        let resolv = bundle.join("resolv.conf");
+        let host_resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
+        fs::write(&resolv, host_resolv).map_err(rt("writing resolv.conf"))?;
+        let extra = [
+            BindMount { source: hosts, target: "/etc/hosts".into(), readonly: true },
+            BindMount { source: resolv, target: "/etc/resolv.conf".into(), readonly: true },
+        ];
+        let root = fs::canonicalize(&req.rootfs).map_err(rt("resolving rootfs"))?;
+        let spec = spec::build(req, &root, uid, gid, gids, &extra);
+        fs::write(bundle.join("config.json"), spec::to_json(&spec)?).map_err(rt("writing config.json"))?;
+        Ok(())
+    }
+
+    fn run_container(&self, req: &ExecRequest, bundle: &Path, output: OutputSink<'_>) -> Result<ExecOutcome, ExecError> {
+        let mut child = self
+            .runc()
+            .arg("run")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg(&req.id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(rt("starting runc"))?;
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let mut readers = Vec::new();
+        let pipes: Vec<Box<dyn Read + Send>> = [
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for mut pipe in pipes {
+            let tx = tx.clone();
+            readers.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                loop {
+                    match pipe.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if tx.send(buf[..n].to_vec()).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        for chunk in rx {
+            output(&chunk);
+        }
+        for r in readers {
+            let _ = r.join();
+        }
+        let status = child.wait().map_err(rt("waiting for runc"))?;
+        let exit_code = match status.code() {
+            Some(c) => c,
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                128 + status.signal().unwrap_or(0)
+            }
+        };
+        Ok(ExecOutcome { exit_code })
+    }
+}
+
+impl Executor for RuncExecutor {
+    fn run(&self, req: &ExecRequest, output: OutputSink<'_>) -> Result<ExecOutcome, ExecError> {
+        fs::create_dir_all(&self.state_dir).map_err(rt("creating runc state directory"))?;
+        let bundle = tempfile::Builder::new()
+            .prefix("stromatekt-bundle-")
+            .tempdir()
+            .map_err(rt("creating bundle directory"))?;
+        self.prepare(req, bundle.path())?;
+        lock(&self.running).insert(req.id.clone());
+        let result = self.run_container(req, bundle.path(), output);
+        self.delete(&req.id);
+        lock(&self.running).remove(&req.id);
+        if lock(&self.killed).remove(&req.id) {
+            return Err(ExecError::Cancelled);
+        }
+        result
+    }
+
+    fn kill_all(&self) {
+        let ids: Vec<String> = lock(&self.running).iter().cloned().collect();
+        for id in ids {
+            lock(&self.killed).insert(id.clone());
+            let _ = self
+                .runc()
+                .args(["kill", &id, "KILL"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    fn recover(&self) -> Result<(), ExecError> {
+        if !self.state_dir.exists() {
+            return Ok(());
+        }
+        let out = self
+            .runc()
+            .args(["list", "-q"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(rt("listing leftover containers"))?;
+        if !out.status.success() {
+            return Err(ExecError::Runtime {
+                step: "listing leftover containers",
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        for id in String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()) {
+            self.delete(id);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_rootfs_is_lexical() {
+        assert_eq!(in_rootfs(Path::new("/r"), "/a/../b/./c"), PathBuf::from("/r/a/b/c"));
+        assert_eq!(in_rootfs(Path::new("/r"), "/"), PathBuf::from("/r"));
+    }
+}

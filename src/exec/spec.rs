@@ -1,1 +1,254 @@
-//! (to be written)
+//! Building the runc `config.json` (OCI runtime spec) for one [`ExecRequest`].
+//!
+//! The defaults mirror Docker's: its default capability set, the usual `/proc`,
+//! `/dev`, `/dev/pts`, `/dev/shm`, `/dev/mqueue` and read-only `/sys` mounts, new
+//! pid/ipc/uts/mount namespaces, and a network namespace only for `--network=none`.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxCapabilities, LinuxNamespace, LinuxNamespaceType, Mount, Process, Root, Spec, User,
+};
+
+use super::{BindMount, ExecError, ExecRequest, Network};
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPS: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// Every capability (for `--security=insecure`).
+pub const ALL_CAPS: &[Capability] = &[
+    Capability::AuditControl,
+    Capability::AuditRead,
+    Capability::AuditWrite,
+    Capability::BlockSuspend,
+    Capability::Bpf,
+    Capability::CheckpointRestore,
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::DacReadSearch,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::IpcLock,
+    Capability::IpcOwner,
+    Capability::Kill,
+    Capability::Lease,
+    Capability::LinuxImmutable,
+    Capability::MacAdmin,
+    Capability::MacOverride,
+    Capability::Mknod,
+    Capability::NetAdmin,
+    Capability::NetBindService,
+    Capability::NetBroadcast,
+    Capability::NetRaw,
+    Capability::Perfmon,
+    Capability::Setgid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::Setuid,
+    Capability::SysAdmin,
+    Capability::SysBoot,
+    Capability::SysChroot,
+    Capability::SysModule,
+    Capability::SysNice,
+    Capability::SysPacct,
+    Capability::SysPtrace,
+    Capability::SysRawio,
+    Capability::SysResource,
+    Capability::SysTime,
+    Capability::SysTtyConfig,
+    Capability::Syslog,
+    Capability::WakeAlarm,
+];
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(PathBuf::from(dest));
+    m.set_typ(Some(typ.to_string()));
+    m.set_source(Some(PathBuf::from(source)));
+    m.set_options(Some(options.iter().map(|s| s.to_string()).collect()));
+    m
+}
+
+fn bind(b: &BindMount) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(PathBuf::from(&b.target));
+    m.set_typ(Some("bind".to_string()));
+    m.set_source(Some(b.source.clone()));
+    let mode = if b.readonly { "ro" } else { "rw" };
+    m.set_options(Some(vec!["rbind".to_string(), mode.to_string()]));
+    m
+}
+
+fn namespace(typ: LinuxNamespaceType) -> LinuxNamespace {
+    let mut ns = LinuxNamespace::default();
+    ns.set_typ(typ);
+    ns
+}
+
+/// Build the spec for `req`, running as `uid`:`gid` with `additional_gids`.
+///
+/// `rootfs` is the root path written into the spec; `extra_binds` are mounts added
+/// by the executor itself (`/etc/hosts`, `/etc/resolv.conf`), placed before the
+/// request's own bind mounts so the request can still override them.
+pub fn build(
+    req: &ExecRequest,
+    rootfs: &Path,
+    uid: u32,
+    gid: u32,
+    additional_gids: Vec<u32>,
+    extra_binds: &[BindMount],
+) -> Spec {
+    let mut user = User::default();
+    user.set_uid(uid);
+    user.set_gid(gid);
+    user.set_additional_gids(Some(additional_gids));
+
+    let caps_list = if req.insecure { ALL_CAPS } else { DEFAULT_CAPS };
+    let caps: oci_spec::runtime::Capabilities = caps_list.iter().copied().collect();
+    let mut capabilities = LinuxCapabilities::default();
+    capabilities.set_bounding(Some(caps.clone()));
+    capabilities.set_effective(Some(caps.clone()));
+    capabilities.set_permitted(Some(caps));
+    capabilities.set_inheritable(None);
+    capabilities.set_ambient(None);
+
+    let mut process = Process::default();
+    process.set_terminal(Some(false));
+    process.set_user(user);
+    process.set_args(Some(req.args.clone()));
+    process.set_env(Some(req.env.clone()));
+    process.set_cwd(PathBuf::from(&req.cwd));
+    process.set_capabilities(Some(capabilities));
+    process.set_no_new_privileges(Some(false));
+    process.set_rlimits(None);
+    process.set_apparmor_profile(None);
+
+    let mut root = Root::default();
+    root.set_path(rootfs.to_path_buf());
+    root.set_readonly(Some(false));
+
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        ),
+        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
+    ];
+    if req.network == Network::None {
+        mounts.push(mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]));
+    } else {
+        // sysfs can only be mounted in a network namespace we own; bind the host's.
+        mounts.push(mount("/sys", "bind", "/sys", &["rbind", "nosuid", "noexec", "nodev", "ro"]));
+    }
+    mounts.extend(extra_binds.iter().map(bind));
+    mounts.extend(req.mounts.iter().map(bind));
+    for t in &req.tmpfs {
+        mounts.push(mount(t, "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"]));
+    }
+
+    let mut namespaces = vec![
+        namespace(LinuxNamespaceType::Pid),
+        namespace(LinuxNamespaceType::Ipc),
+        namespace(LinuxNamespaceType::Uts),
+        namespace(LinuxNamespaceType::Mount),
+    ];
+    if req.network == Network::None {
+        namespaces.push(namespace(LinuxNamespaceType::Network));
+    }
+
+    let mut spec = Spec::default();
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    linux.set_namespaces(Some(namespaces));
+    if req.insecure {
+        linux.set_masked_paths(None);
+        linux.set_readonly_paths(None);
+    }
+    spec.set_version("1.0.2".to_string());
+    spec.set_process(Some(process));
+    spec.set_root(Some(root));
+    spec.set_hostname(Some(req.hostname.clone()));
+    spec.set_mounts(Some(mounts));
+    spec.set_annotations(None);
+    spec.set_linux(Some(linux));
+    spec
+}
+
+/// Serialize a spec as `config.json` text.
+pub fn to_json(spec: &Spec) -> Result<String, ExecError> {
+    serde_json::to_string_pretty(spec)
+        .map_err(|e| ExecError::Runtime { step: "serializing config.json", message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(network: Network) -> ExecRequest {
+        ExecRequest {
+            id: "t1".into(),
+            rootfs: PathBuf::from("/r"),
+            args: vec!["sh".into(), "-c".into(), "true".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/work".into(),
+            user: String::new(),
+            hostname: "box".into(),
+            network,
+            mounts: vec![],
+            tmpfs: vec!["/run".into()],
+            insecure: false,
+        }
+    }
+
+    #[test]
+    fn spec_json_has_expected_fields() {
+        let spec = build(&req(Network::Default), Path::new("/r"), 1000, 1000, vec![10], &[]);
+        let v: serde_json::Value = serde_json::from_str(&to_json(&spec).expect("json")).expect("parse");
+        assert_eq!(v["process"]["user"]["uid"], 1000);
+        assert_eq!(v["process"]["user"]["additionalGids"][0], 10);
+        assert_eq!(v["process"]["terminal"], false);
+        assert_eq!(v["process"]["cwd"], "/work");
+        assert_eq!(v["root"]["path"], "/r");
+        assert_eq!(v["hostname"], "box");
+        let caps = v["process"]["capabilities"]["bounding"].as_array().expect("caps");
+        assert_eq!(caps.len(), 14);
+        let ns: Vec<&str> =
+            v["linux"]["namespaces"].as_array().expect("ns").iter().filter_map(|n| n["type"].as_str()).collect();
+        assert!(!ns.contains(&"network"));
+        assert!(ns.contains(&"pid"));
+        let dests: Vec<&str> =
+            v["mounts"].as_array().expect("mounts").iter().filter_map(|m| m["destination"].as_str()).collect();
+        assert!(dests.contains(&"/run") && dests.contains(&"/dev/shm") && !dests.contains(&"/tmp"));
+    }
+
+    #[test]
+    fn network_none_and_insecure() {
+        let mut r = req(Network::None);
+        r.insecure = true;
+        let spec = build(&r, Path::new("/r"), 0, 0, vec![], &[]);
+        let v: serde_json::Value = serde_json::from_str(&to_json(&spec).expect("json")).expect("parse");
+        let ns: Vec<&str> =
+            v["linux"]["namespaces"].as_array().expect("ns").iter().filter_map(|n| n["type"].as_str()).collect();
+        assert!(ns.contains(&"network"));
+        assert!(v["process"]["capabilities"]["bounding"].as_array().expect("caps").len() > 30);
+    }
+}
