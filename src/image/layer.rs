@@ -5,7 +5,7 @@
 //! `SOURCE_DATE_EPOCH` when given) and compressed in the same pass, hashing
 //! both the tar (`diff_id`) and the blob (`digest`).
 //!
-//! Extraction of layers into a snapshot is not written yet.
+//! [`extract`] applies a layer to a tree (base image import), safely.
 
 use crate::store::{Change, ChangeKind};
 use sha2::{Digest, Sha256};
@@ -161,6 +161,204 @@ pub fn write_gzip_blob(root: &Path, changes: &[Change], dest: &Path, epoch: Opti
     let mut compressed = tar_out.inner.finish().map_err(derr)?;
     compressed.flush().map_err(derr)?;
     Ok(LayerBlob { diff_id, digest: sha(compressed.hash), size: compressed.len })
+}
+
+/// Apply a layer tar (uncompressed) to the tree at `root`: whiteouts delete,
+/// opaque markers empty a directory's lower content, hard links and symlinks
+/// are created as recorded. No entry can write outside `root`: paths are
+/// cleaned of `..` and leading `/`, and parents are resolved inside `root`
+/// (a symlink among the parents is never followed out of the root).
+/// Owners are applied when running as root; mtimes are kept.
+pub fn extract<R: io::Read>(reader: R, root: &Path) -> Result<(), LayerError> {
+    let ioerr = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LayerError::Io { op, path, source }
+    };
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive.entries().map_err(ioerr("reading layer", root))?;
+    let is_root = nix::unistd::Uid::effective().is_root();
+    for entry in entries {
+        let mut entry = entry.map_err(ioerr("reading layer entry", root))?;
+        let raw = entry.path().map_err(ioerr("reading entry path", root))?.into_owned();
+        let Some(rel) = clean(&raw) else { continue };
+        let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        ensure_dirs(root, parent)?;
+        if name == ".wh..wh..opq" {
+            let dir = root.join(parent);
+            for e in fs::read_dir(&dir).map_err(ioerr("listing", &dir))? {
+                let p = e.map_err(ioerr("listing", &dir))?.path();
+                remove_any(&p)?;
+            }
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            remove_any(&root.join(parent).join(hidden))?;
+            continue;
+        }
+        let dest = root.join(&rel);
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        let existing = fs::symlink_metadata(&dest).ok();
+        if let Some(m) = &existing {
+            if !(m.is_dir() && kind.is_dir()) {
+                remove_any(&dest)?;
+            }
+        }
+        match kind {
+            tar::EntryType::Directory => {
+                if existing.as_ref().map_or(true, |m| !m.is_dir()) {
+                    fs::create_dir(&dest).map_err(ioerr("creating directory", &dest))?;
+                }
+            }
+            tar::EntryType::Symlink => {
+                let target = entry.link_name().map_err(ioerr("reading link", &dest))?.unwrap_or_default();
+                std::os::unix::fs::symlink(&target, &dest).map_err(ioerr("creating symlink", &dest))?;
+            }
+            tar::EntryType::Link => {
+                let target = entry.link_name().map_err(ioerr("reading link", &dest))?.unwrap_or_default();
+                let Some(t) = clean(&target) else { continue };
+                fs::hard_link(root.join(t), &dest).map_err(ioerr("creating hard link", &dest))?;
+                continue;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let mut f = fs::File::create(&dest).map_err(ioerr("creating", &dest))?;
+                io::copy(&mut entry, &mut f).map_err(ioerr("writing", &dest))?;
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                use nix::sys::stat::{mknod, Mode, SFlag};
+                let sflag = match kind {
+                    tar::EntryType::Char => SFlag::S_IFCHR,
+                    tar::EntryType::Block => SFlag::S_IFBLK,
+                    _ => SFlag::S_IFIFO,
+                };
+                let major = header.device_major().ok().flatten().unwrap_or(0) as u64;
+                let minor = header.device_minor().ok().flatten().unwrap_or(0) as u64;
+                mknod(&dest, sflag, Mode::from_bits_truncate(0o600), nix::sys::stat::makedev(major, minor))
+                    .map_err(|e| LayerError::Io { op: "creating device node", path: dest.clone(), source: e.into() })?;
+            }
+            _ => continue,
+        }
+        let mode = header.mode().map_err(ioerr("reading mode", &dest))?;
+        if is_root {
+            let uid = header.uid().unwrap_or(0) as u32;
+            let gid = header.gid().unwrap_or(0) as u32;
+            std::os::unix::fs::lchown(&dest, Some(uid), Some(gid)).map_err(ioerr("chown", &dest))?;
+        }
+        if kind != tar::EntryType::Symlink {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&dest, fs::Permissions::from_mode(mode & 0o7777)).map_err(ioerr("chmod", &dest))?;
+        }
+    }
+    Ok(())
+}
+
+/// `path` relative to the root with `.`, `..` and leading `/` removed
+/// (`..` cannot climb above the root); `None` for the root itself.
+fn clean(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+/// Create the directories of `rel` under `root`, replacing anything that is
+/// not a real directory (a symlink in the parents would lead outside).
+fn ensure_dirs(root: &Path, rel: &Path) -> Result<(), LayerError> {
+    let mut cur = root.to_path_buf();
+    for c in rel.components() {
+        cur.push(c);
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                remove_any(&cur)?;
+                fs::create_dir(&cur).map_err(|source| LayerError::Io { op: "creating directory", path: cur.clone(), source })?;
+            }
+            Err(_) => fs::create_dir(&cur).map_err(|source| LayerError::Io { op: "creating directory", path: cur.clone(), source })?,
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(p: &Path) -> Result<(), LayerError> {
+    let r = match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(_) => return Ok(()),
+    };
+    r.map_err(|source| LayerError::Io { op: "removing", path: p.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod extract_tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, ty, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*ty);
+            h.set_mode(if ty.is_dir() { 0o755 } else { 0o640 });
+            match ty {
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    h.set_size(0);
+                    b.append_link(&mut h, path, data).unwrap();
+                }
+                _ if path.contains("..") => {
+                    // The tar crate refuses to write `..`; a hostile layer has it anyway.
+                    h.set_size(data.len() as u64);
+                    h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+                    h.set_cksum();
+                    b.append(&h, data.as_bytes()).unwrap();
+                }
+                _ => {
+                    h.set_size(data.len() as u64);
+                    b.append_data(&mut h, path, data.as_bytes()).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn whiteouts_opaque_links_and_no_escape() {
+        use tar::EntryType::*;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let l1 = tar_of(&[("d/", Directory, ""), ("d/a", Regular, "A"), ("d/b", Regular, "B"), ("o/", Directory, ""), ("o/old", Regular, "x"), ("f", Regular, "F")]);
+        extract(&l1[..], &root).unwrap();
+        let l2 = tar_of(&[
+            ("d/.wh.a", Regular, ""),
+            ("o/.wh..wh..opq", Regular, ""),
+            ("o/new", Regular, "N"),
+            ("hl", Link, "d/b"),
+            ("abs", Symlink, "/etc/passwd"),
+            ("abs/inside", Regular, "stays in root"),
+            ("../../escape", Regular, "no"),
+        ]);
+        extract(&l2[..], &root).unwrap();
+        assert!(!root.join("d/a").exists());
+        assert_eq!(fs::read_to_string(root.join("d/b")).unwrap(), "B");
+        assert!(!root.join("o/old").exists());
+        assert_eq!(fs::read_to_string(root.join("o/new")).unwrap(), "N");
+        assert_eq!(fs::read_to_string(root.join("hl")).unwrap(), "B");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(root.join("hl")).unwrap().ino(), fs::metadata(root.join("d/b")).unwrap().ino());
+        // The symlink was replaced by a real directory rather than followed.
+        assert_eq!(fs::read_to_string(root.join("abs/inside")).unwrap(), "stays in root");
+        assert_eq!(fs::read_to_string(root.join("escape")).unwrap(), "no");
+        assert!(!tmp.path().join("escape").exists());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(root.join("f")).unwrap().permissions().mode() & 0o777, 0o640);
+    }
 }
 
 #[cfg(test)]

@@ -13,10 +13,10 @@
 //! then read back with [`Store::diff`] (btrfs: an incremental send stream, so
 //! the cost is what changed, not the size of the tree).
 //!
-//! `btrfs::BtrfsStore` will be the real store; [`mem::DirStore`] keeps snapshots as
+//! [`btrfs::BtrfsStore`] is the real store; [`mem::DirStore`] keeps snapshots as
 //! plain directory copies for tests that run without root.
 
-// btrfs.rs (the real store) is not written yet.
+pub mod btrfs;
 pub mod mem;
 
 use std::path::{Path, PathBuf};

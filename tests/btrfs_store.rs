@@ -1,0 +1,224 @@
+//! Integration test of `BtrfsStore` on a loop-mounted btrfs image.
+//!
+//! Needs root and `mkfs.btrfs`; otherwise it is skipped with a message
+//! (unless `CI=true`, where it fails). The mount (and with it the loop
+//! device) is always released by a `Drop` guard.
+
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use stromatekt::store::btrfs::BtrfsStore;
+use stromatekt::store::{ChangeKind, Store};
+
+struct Mount {
+    dir: PathBuf,
+    image: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        // umount of a `-o loop` mount frees the loop device too.
+        let _ = Command::new("umount").arg(&self.dir).status();
+        if let Ok(out) = Command::new("losetup").arg("-a").output() {
+            let s = String::from_utf8_lossy(&out.stdout);
+            for line in s.lines().filter(|l| l.contains(&*self.image.to_string_lossy())) {
+                if let Some(dev) = line.split(':').next() {
+                    let _ = Command::new("losetup").arg("-d").arg(dev).status();
+                }
+            }
+        }
+    }
+}
+
+fn skip(why: &str) -> Option<Mount> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("btrfs store test cannot run: {why}");
+    }
+    eprintln!("skipping btrfs store test: {why}");
+    None
+}
+
+fn mount() -> Option<Mount> {
+    if !nix::unistd::geteuid().is_root() {
+        return skip("not root");
+    }
+    if Command::new("mkfs.btrfs").arg("--version").output().is_err() {
+        return skip("mkfs.btrfs missing");
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let image = tmp.path().join("img");
+    let dir = tmp.path().join("mnt");
+    fs::create_dir(&dir).expect("mkdir");
+    fs::File::create(&image).expect("image").set_len(1 << 30).expect("set_len");
+    assert!(Command::new("mkfs.btrfs").arg("-q").arg(&image).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().expect("mkfs").success());
+    assert!(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&dir).status().expect("mount").success());
+    Some(Mount { dir, image, _tmp: tmp })
+}
+
+fn changes(v: &[stromatekt::store::Change]) -> Vec<(String, ChangeKind)> {
+    v.iter().map(|c| (c.path.display().to_string(), c.kind)).collect()
+}
+
+fn w(p: &Path, s: &str) {
+    fs::write(p, s).expect("write");
+}
+
+#[test]
+fn btrfs_prepare_commit_diff() {
+    let Some(m) = mount() else { return };
+    let s = BtrfsStore::open(&m.dir).expect("open");
+    use ChangeKind::*;
+
+    let a = s.prepare("w1", None).expect("prepare");
+    fs::create_dir(a.join("etc")).unwrap();
+    w(&a.join("etc/keep"), "1");
+    w(&a.join("etc/gone"), "1");
+    w(&a.join("mode"), "x");
+    w(&a.join("edit"), "old");
+    symlink("edit", a.join("ln")).unwrap();
+    fs::create_dir_all(a.join("deldir/sub")).unwrap();
+    w(&a.join("deldir/sub/f"), "1");
+    fs::create_dir(a.join("repl")).unwrap();
+    w(&a.join("repl/old"), "1");
+    let base = s.commit("w1", "base").expect("commit");
+    assert_eq!(base, m.dir.join("committed/base"));
+    assert_eq!(s.list_active().unwrap(), Vec::<String>::new());
+    assert_eq!(s.list_committed().unwrap(), vec!["base".to_string()]);
+    assert_eq!(
+        changes(&s.diff(None, "base").expect("diff")),
+        vec![
+            ("deldir".into(), Added),
+            ("deldir/sub".into(), Added),
+            ("deldir/sub/f".into(), Added),
+            ("edit".into(), Added),
+            ("etc".into(), Added),
+            ("etc/gone".into(), Added),
+            ("etc/keep".into(), Added),
+            ("ln".into(), Added),
+            ("mode".into(), Added),
+            ("repl".into(), Added),
+            ("repl/old".into(), Added),
+        ]
+    );
+    // Read-only.
+    assert!(fs::write(base.join("nope"), "x").is_err());
+
+    let b = s.prepare("w2", Some("base")).expect("prepare child");
+    assert_eq!(s.list_active().unwrap(), vec!["w2".to_string()]);
+    w(&b.join("new"), "n");
+    w(&b.join("edit"), "new content");
+    fs::set_permissions(b.join("mode"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::hard_link(b.join("etc/keep"), b.join("hard")).unwrap();
+    symlink("new", b.join("ln2")).unwrap();
+    fs::remove_file(b.join("etc/gone")).unwrap();
+    fs::remove_dir_all(b.join("deldir")).unwrap();
+    fs::remove_dir_all(b.join("repl")).unwrap();
+    fs::create_dir(b.join("repl")).unwrap();
+    w(&b.join("repl/fresh"), "f");
+    s.commit("w2", "child").expect("commit child");
+    assert_eq!(
+        changes(&s.diff(Some("base"), "child").expect("diff child")),
+        vec![
+            ("deldir".into(), Deleted),
+            ("edit".into(), Modified),
+            ("etc/gone".into(), Deleted),
+            ("hard".into(), Added),
+            ("ln2".into(), Added),
+            ("mode".into(), Modified),
+            ("new".into(), Added),
+            ("repl".into(), Replaced),
+            ("repl/fresh".into(), Added),
+        ]
+    );
+
+    // Idempotent commit: a second key committed to an existing name.
+    let c = s.prepare("w3", Some("base")).expect("prepare w3");
+    w(&c.join("other"), "o");
+    assert_eq!(s.commit("w3", "child").expect("commit again"), m.dir.join("committed/child"));
+    assert!(!m.dir.join("committed/child/other").exists());
+    assert_eq!(s.list_active().unwrap(), Vec::<String>::new());
+    assert!(s.get("child").is_some());
+    assert!(s.get("missing").is_none());
+    assert!(matches!(s.prepare("x", Some("missing")), Err(stromatekt::store::StoreError::NotFound(_))));
+
+    s.remove("child").expect("remove");
+    s.remove("child").expect("remove absent");
+    assert_eq!(s.list_committed().unwrap(), vec!["base".to_string()]);
+    s.remove("base").expect("remove base");
+    drop(s);
+    let img = m.image.clone();
+    drop(m);
+    let out = Command::new("losetup").arg("-a").output().expect("losetup");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&*img.to_string_lossy()), "loop device leaked");
+}
+
+#[test]
+fn open_rejects_non_btrfs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    if Command::new("stat").args(["-f", "-c", "%T"]).arg(tmp.path()).output().map(|o| o.stdout == b"btrfs\n").unwrap_or(true) {
+        return;
+    }
+    let e = BtrfsStore::open(tmp.path()).expect_err("not btrfs");
+    assert!(e.to_string().contains("not btrfs"), "{e}");
+}
+
+#[test]
+fn btrfs_diff_moves_and_type_changes() {
+    let Some(m) = mount() else { return };
+    let s = BtrfsStore::open(&m.dir).expect("open");
+    use ChangeKind::*;
+    let a = s.prepare("w1", None).expect("prepare");
+    fs::create_dir_all(a.join("src/inner")).unwrap();
+    w(&a.join("src/inner/x"), "x");
+    w(&a.join("f2d"), "file");
+    w(&a.join("mv"), "m");
+    s.commit("w1", "base").expect("commit");
+    let b = s.prepare("w2", Some("base")).expect("prepare");
+    fs::rename(b.join("src"), b.join("dst")).unwrap();
+    fs::remove_file(b.join("f2d")).unwrap();
+    fs::create_dir(b.join("f2d")).unwrap();
+    fs::rename(b.join("mv"), b.join("moved")).unwrap();
+    s.commit("w2", "child").expect("commit");
+    assert_eq!(
+        changes(&s.diff(Some("base"), "child").expect("diff")),
+        vec![
+            ("dst".into(), Added),
+            ("dst/inner".into(), Added),
+            ("dst/inner/x".into(), Added),
+            ("f2d".into(), Replaced),
+            ("moved".into(), Added),
+            ("mv".into(), Deleted),
+            ("src".into(), Deleted),
+        ]
+    );
+    // Unchanged child: empty diff.
+    s.prepare("w3", Some("child")).expect("prepare");
+    s.commit("w3", "same").expect("commit");
+    assert_eq!(s.diff(Some("child"), "same").expect("diff"), vec![]);
+    drop(m);
+}
+
+#[test]
+fn ensure_loop_store_mounts_btrfs() {
+    if !nix::unistd::geteuid().is_root() || Command::new("mkfs.btrfs").arg("--version").output().is_err() {
+        skip("not root or mkfs.btrfs missing");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("store");
+    let image = tmp.path().join("images/store.img");
+    let r = stromatekt::store::btrfs::ensure_loop_store(&root, &image, 1);
+    let guard = Mount { dir: root.clone(), image: image.clone(), _tmp: tempfile::tempdir().expect("tempdir") };
+    r.expect("ensure_loop_store");
+    let s = BtrfsStore::open(&root).expect("open");
+    s.prepare("k", None).expect("prepare");
+    // Idempotent when already mounted.
+    stromatekt::store::btrfs::ensure_loop_store(&root, &image, 1).expect("again");
+    drop(s);
+    drop(guard);
+}
