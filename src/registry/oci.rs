@@ -1,1 +1,291 @@
-//! (to be written)
+//! [`OciRegistry`]: the [`Registry`] trait over the async `oci-client` crate.
+//!
+//! The client is async; this type owns a small tokio runtime and blocks on
+//! it, so callers stay synchronous. Registries on loopback (`127.0.0.0/8`,
+//! `localhost`, `[::1]`) are spoken to over plain HTTP, as Docker does; all
+//! others over HTTPS. Authentication is anonymous for now.
+
+use super::{RawManifest, Registry, RegistryError};
+use crate::image::manifest::{digest_of, MANIFEST_V1};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::Path;
+
+/// Manifest media types we accept when pulling.
+const ACCEPTED: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// Media types of indexes / manifest lists.
+const INDEX_TYPES: &[&str] =
+    &["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
+
+/// A registry client over `oci-client`, with an internal tokio runtime.
+///
+/// Its methods block; do not call them from inside an async task (use
+/// `tokio::task::spawn_blocking`).
+pub struct OciRegistry {
+    runtime: tokio::runtime::Runtime,
+    https: Client,
+    http: Client,
+    auth: RegistryAuth,
+    uploads: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Debug for OciRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OciRegistry").finish_non_exhaustive()
+    }
+}
+
+/// Whether `registry` (`host[:port]`) is on loopback.
+pub fn is_loopback(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        registry.rsplit_once(':').map(|(h, _)| h).unwrap_or(registry)
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
+
+fn parse_reference(reference: &str) -> Result<Reference, RegistryError> {
+    reference
+        .parse::<Reference>()
+        .map_err(|e| RegistryError::Reference { reference: reference.to_string(), message: e.to_string() })
+}
+
+fn map_err(reference: &str, what: &str, e: OciDistributionError) -> RegistryError {
+    let reference = reference.to_string();
+    match e {
+        OciDistributionError::AuthenticationFailure(message) => RegistryError::Auth { reference, message },
+        OciDistributionError::UnauthorizedError { url } => {
+            RegistryError::Auth { reference, message: format!("not authorized: {url}") }
+        }
+        OciDistributionError::ImageManifestNotFoundError(_) => RegistryError::NotFound { what: what.to_string(), reference },
+        OciDistributionError::ServerError { code: 404, .. } => RegistryError::NotFound { what: what.to_string(), reference },
+        OciDistributionError::ServerError { code: 401 | 403, message, .. } => RegistryError::Auth { reference, message },
+        OciDistributionError::RegistryError { ref envelope, .. }
+            if envelope.errors.iter().any(|x| {
+                matches!(
+                    x.code,
+                    oci_client::errors::OciErrorCode::ManifestUnknown
+                        | oci_client::errors::OciErrorCode::BlobUnknown
+                        | oci_client::errors::OciErrorCode::NameUnknown
+                )
+            }) =>
+        {
+            RegistryError::NotFound { what: what.to_string(), reference }
+        }
+        OciDistributionError::IoError(e) => RegistryError::Io(e),
+        other => RegistryError::Transport { reference, message: format!("{what}: {other}") },
+    }
+}
+
+impl OciRegistry {
+    /// A client with anonymous authentication.
+    pub fn new() -> Result<OciRegistry, RegistryError> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let https = Client::new(ClientConfig { protocol: ClientProtocol::Https, ..Default::default() });
+        let http = Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() });
+        Ok(OciRegistry { runtime, https, http, auth: RegistryAuth::Anonymous, uploads: Default::default() })
+    }
+
+    /// Number of blob uploads performed (pushes skipped because the blob
+    /// existed are not counted).
+    pub fn uploads(&self) -> usize {
+        self.uploads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn client_for(&self, r: &Reference) -> &Client {
+        if is_loopback(r.resolve_registry()) {
+            &self.http
+        } else {
+            &self.https
+        }
+    }
+
+    fn pull_raw(&self, reference: &str, r: &Reference) -> Result<RawManifest, RegistryError> {
+        let client = self.client_for(r);
+        let (bytes, _digest) = self
+            .runtime
+            .block_on(client.pull_manifest_raw(r, &self.auth, ACCEPTED))
+            .map_err(|e| map_err(reference, "manifest", e))?;
+        let bytes = bytes.to_vec();
+        let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string))
+            .unwrap_or_else(|| MANIFEST_V1.to_string());
+        let digest = digest_of(&bytes);
+        if let Some(want) = r.digest() {
+            if want != digest {
+                return Err(RegistryError::Transport {
+                    reference: reference.to_string(),
+                    message: format!("manifest digest mismatch: want {want}, got {digest}"),
+                });
+            }
+        }
+        Ok(RawManifest { bytes, media_type, digest })
+    }
+}
+
+/// Pick the index entry matching `platform` (`os/arch[/variant]`).
+fn pick_platform(bytes: &[u8], platform: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let mut parts = platform.split('/');
+    let os = parts.next()?;
+    let arch = parts.next()?;
+    let variant = parts.next();
+    let manifests = v.get("manifests")?.as_array()?;
+    let matches = |m: &serde_json::Value, strict_variant: bool| {
+        let p = match m.get("platform") {
+            Some(p) => p,
+            None => return false,
+        };
+        let s = |k: &str| p.get(k).and_then(|x| x.as_str());
+        s("os") == Some(os)
+            && s("architecture") == Some(arch)
+            && (!strict_variant || variant.is_none() || s("variant") == variant)
+    };
+    manifests
+        .iter()
+        .find(|m| matches(m, true))
+        .or_else(|| manifests.iter().find(|m| matches(m, false)))
+        .and_then(|m| m.get("digest")?.as_str().map(str::to_string))
+}
+
+impl Registry for OciRegistry {
+    fn manifest(&self, reference: &str, platform: &str) -> Result<RawManifest, RegistryError> {
+        let r = parse_reference(reference)?;
+        let raw = self.pull_raw(reference, &r)?;
+        if !INDEX_TYPES.contains(&raw.media_type.as_str()) {
+            return Ok(raw);
+        }
+        let digest = pick_platform(&raw.bytes, platform)
+            .ok_or_else(|| RegistryError::NotFound { what: format!("platform {platform}"), reference: reference.to_string() })?;
+        let child = r.clone_with_digest(digest);
+        self.pull_raw(reference, &child)
+    }
+
+    fn fetch_blob(&self, reference: &str, digest: &str, dest: &Path) -> Result<(), RegistryError> {
+        let r = parse_reference(reference)?;
+        let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| Path::new("."));
+        let tmp = tempfile::NamedTempFile::new_in(dir)?;
+        let file = tokio::fs::File::from_std(tmp.reopen()?);
+        let client = self.client_for(&r);
+        self.runtime.block_on(async {
+            let mut file = file;
+            client.pull_blob(&r, digest, &mut file).await?;
+            tokio::io::AsyncWriteExt::flush(&mut file).await?;
+            Ok::<(), OciDistributionError>(())
+        })
+        .map_err(|e| map_err(reference, &format!("blob {digest}"), e))?;
+        // Verify independently of the client.
+        let mut hasher = Sha256::new();
+        let mut f = std::fs::File::open(tmp.path())?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let got = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if got != digest {
+            return Err(RegistryError::Transport {
+                reference: reference.to_string(),
+                message: format!("blob digest mismatch: want {digest}, got {got}"),
+            });
+        }
+        tmp.persist(dest).map_err(|e| RegistryError::Io(e.error))?;
+        Ok(())
+    }
+
+    fn blob_exists(&self, reference: &str, digest: &str) -> Result<bool, RegistryError> {
+        let r = parse_reference(reference)?;
+        let client = self.client_for(&r);
+        self.runtime.block_on(client.blob_exists(&r, digest)).map_err(|e| map_err(reference, &format!("blob {digest}"), e))
+    }
+
+    fn push_blob(&self, reference: &str, digest: &str, path: &Path) -> Result<(), RegistryError> {
+        if self.blob_exists(reference, digest)? {
+            return Ok(());
+        }
+        let r = parse_reference(reference)?;
+        let data = std::fs::read(path)?;
+        let client = self.client_for(&r);
+        self.runtime
+            .block_on(async {
+                client.store_auth_if_needed(r.resolve_registry(), &self.auth).await;
+                client.push_blob(&r, data, digest).await
+            })
+            .map_err(|e| map_err(reference, &format!("blob {digest}"), e))?;
+        self.uploads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn push_manifest(&self, reference: &str, bytes: &[u8], media_type: &str) -> Result<String, RegistryError> {
+        let r = parse_reference(reference)?;
+        let content_type = media_type.parse().map_err(|e| RegistryError::Transport {
+            reference: reference.to_string(),
+            message: format!("bad media type {media_type}: {e}"),
+        })?;
+        let client = self.client_for(&r);
+        self.runtime
+            .block_on(async {
+                client.store_auth_if_needed(r.resolve_registry(), &self.auth).await;
+                client.push_manifest_raw(&r, bytes.to_vec(), content_type).await
+            })
+            .map_err(|e| map_err(reference, "manifest", e))?;
+        Ok(digest_of(bytes))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_detection() {
+        assert!(is_loopback("127.0.0.1:5000"));
+        assert!(is_loopback("127.3.2.1"));
+        assert!(is_loopback("localhost:5000"));
+        assert!(is_loopback("[::1]:5000"));
+        assert!(!is_loopback("docker.io"));
+        assert!(!is_loopback("index.docker.io"));
+        assert!(!is_loopback("10.0.0.1:5000"));
+    }
+
+    #[test]
+    fn docker_hub_shorthand_is_https() {
+        let r = parse_reference("busybox").unwrap();
+        assert_eq!(r.repository(), "library/busybox");
+        assert!(!is_loopback(r.resolve_registry()));
+        let r = parse_reference("127.0.0.1:5000/test/img:v1").unwrap();
+        assert!(is_loopback(r.resolve_registry()));
+        assert_eq!(r.repository(), "test/img");
+    }
+
+    #[test]
+    fn platform_pick() {
+        let idx = br#"{"manifests":[
+            {"digest":"sha256:a","platform":{"os":"linux","architecture":"arm64","variant":"v8"}},
+            {"digest":"sha256:b","platform":{"os":"linux","architecture":"amd64"}}]}"#;
+        assert_eq!(pick_platform(idx, "linux/amd64").as_deref(), Some("sha256:b"));
+        assert_eq!(pick_platform(idx, "linux/arm64/v8").as_deref(), Some("sha256:a"));
+        assert_eq!(pick_platform(idx, "linux/arm64").as_deref(), Some("sha256:a"));
+        assert_eq!(pick_platform(idx, "linux/s390x"), None);
+    }
+}
