@@ -1,7 +1,8 @@
 //! Command line: `stromatekt <command>`. `version` and `graph` work; `build`
-//! and `setup` are declared so `--help` shows the plan, and fail with a
-//! message saying they are not written yet.
+//! builds to an OCI layout; `setup` is declared so `--help` shows the plan,
+//! and fails with a message saying it is not written yet.
 
+mod build;
 mod graph;
 
 use clap::{Parser, Subcommand};
@@ -20,8 +21,8 @@ pub struct Args {
 pub enum Command {
     /// Print the version.
     Version,
-    /// Build an image from a Dockerfile (not written yet).
-    Build,
+    /// Build an image from a Dockerfile into an OCI layout.
+    Build(build::BuildArgs),
     /// Print the IR graph of a Dockerfile.
     Graph(graph::GraphArgs),
     /// Create and verify the store, check runc and binfmt (not written yet).
@@ -43,7 +44,14 @@ pub fn main() -> i32 {
                 1
             }
         },
-        Command::Build | Command::Setup => {
+        Command::Build(a) => match build::run(&a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("stromatekt: {e:#}");
+                1
+            }
+        },
+        Command::Setup => {
             eprintln!("stromatekt: this command is not written yet (see README.md, Status)");
             2
         }
