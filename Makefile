@@ -12,10 +12,25 @@ deps:
 build: deps
 	$(CARGO) build --release --workspace
 
+DEMO ?= $(CURDIR)/target/demo
+
+# Builds examples/hello on the embedded store (/var/lib/stromatekt, a
+# loop-mounted btrfs image when that directory is not on btrfs) into an OCI
+# layout, then runs its CMD with runc to show it works.
 demo: build
-	./target/release/stromatekt version
-	@echo "demo: the end-to-end build of examples/hello is not implemented yet (issue 4);"
-	@echo "demo: see README.md, section Status."
+	./scripts/busybox-oci.sh $(DEMO)/busybox
+	./target/release/stromatekt build -f examples/hello/Dockerfile \
+	  --build-arg BASE=oci-layout://$(DEMO)/busybox:latest \
+	  -t hello -o type=oci,dest=$(DEMO)/hello-oci examples/hello
+	rm -rf $(DEMO)/bundle
+	umoci unpack --image $(DEMO)/hello-oci:latest $(DEMO)/bundle >/dev/null
+	jq '.process.terminal=false' $(DEMO)/bundle/config.json > $(DEMO)/bundle/config.tmp && mv $(DEMO)/bundle/config.tmp $(DEMO)/bundle/config.json
+	cd $(DEMO)/bundle && runc run demo-hello-$$$$ < /dev/null
+	rm -rf $(DEMO)/bundle
+	@echo
+	@echo "demo: the image is the OCI layout $(DEMO)/hello-oci (tag latest)."
+	@echo "demo: run it:  umoci unpack --image $(DEMO)/hello-oci:latest bundle && cd bundle && runc run hello (a terminal is needed: umoci sets process.terminal)"
+	@echo "demo: or copy it: skopeo copy oci:$(DEMO)/hello-oci:latest docker-archive:hello.tar (then docker load < hello.tar)"
 
 test: deps
 	@test -d $(SHARED)/compat/buildkit || { echo "test: $(SHARED)/compat is missing (the conformance fixtures)"; exit 1; }

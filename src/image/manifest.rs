@@ -52,7 +52,8 @@ pub struct Platform {
 pub struct Manifest {
     /// Always 2.
     pub schema_version: u32,
-    /// [`MANIFEST_V1`].
+    /// [`MANIFEST_V1`] (optional when reading: older writers omit it).
+    #[serde(default)]
     pub media_type: String,
     /// The config blob.
     pub config: Descriptor,
@@ -66,7 +67,8 @@ pub struct Manifest {
 pub struct Index {
     /// Always 2.
     pub schema_version: u32,
-    /// [`INDEX_V1`].
+    /// [`INDEX_V1`] (optional when reading: umoci omits it in index.json).
+    #[serde(default)]
     pub media_type: String,
     /// Manifests.
     pub manifests: Vec<Descriptor>,

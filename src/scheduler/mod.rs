@@ -344,8 +344,9 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                     None => None,
                     Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| anyhow!("--chmod {m:?}: only octal modes are supported"))?),
                 };
-                let into_dir = c.dest.ends_with('/') || sources.len() > 1;
-                let dest = root.join(dest_abs.trim_start_matches('/'));
+                // BuildKit: a destination ending in `/` or `.` names a directory.
+                let into_dir = c.dest.ends_with('/') || c.dest == "." || c.dest.ends_with("/.") || sources.len() > 1;
+                let dest: std::path::PathBuf = root.join(dest_abs.trim_start_matches('/')).components().collect();
                 for (rel, p) in &sources {
                     let md = fs::symlink_metadata(p)?;
                     let cx = if ctx { Some(self.context) } else { None };
