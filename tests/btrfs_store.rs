@@ -222,3 +222,21 @@ fn ensure_loop_store_mounts_btrfs() {
     drop(s);
     drop(guard);
 }
+
+#[test]
+fn btrfs_diff_lists_every_name_of_a_changed_hard_link() {
+    let Some(m) = mount() else { return };
+    let s = BtrfsStore::open(&m.dir).expect("open");
+    let a = s.prepare("w1", None).expect("prepare");
+    w(&a.join("a.txt"), "one\n");
+    fs::hard_link(a.join("a.txt"), a.join("b.txt")).unwrap();
+    w(&a.join("other"), "x");
+    s.commit("w1", "base").expect("commit");
+    let b = s.prepare("w2", Some("base")).expect("prepare");
+    fs::write(b.join("a.txt"), "two\n").unwrap();
+    s.commit("w2", "top").expect("commit");
+    assert_eq!(
+        changes(&s.diff(Some("base"), "top").expect("diff")),
+        vec![("a.txt".into(), ChangeKind::Modified), ("b.txt".into(), ChangeKind::Modified)]
+    );
+}

@@ -304,10 +304,11 @@ impl Store for BtrfsStore {
             )));
         }
         let text = String::from_utf8_lossy(&rout.stdout);
-        changes_from_dump(&text, old.as_deref(), &new).map_err(|e| match e {
+        let changes = changes_from_dump(&text, old.as_deref(), &new).map_err(|e| match e {
             StoreError::Diff { message, .. } => derr(message),
             e => e,
-        })
+        })?;
+        Ok(with_link_siblings(changes, &new))
     }
 
     fn list_active(&self) -> Result<Vec<String>, StoreError> {
@@ -389,6 +390,31 @@ struct State {
     added: bool,
     deleted: bool,
     modified: bool,
+}
+
+/// The send stream names one path per write; a changed file with several
+/// hard links must appear under every name in the layer, or the other names
+/// keep their old content. Adds the sibling links (found by inode, with
+/// `btrfs inspect-internal inode-resolve`) as Modified.
+fn with_link_siblings(changes: Vec<Change>, new: &Path) -> Vec<Change> {
+    use std::os::unix::fs::MetadataExt;
+    let mut all: BTreeMap<PathBuf, ChangeKind> = changes.iter().map(|c| (c.path.clone(), c.kind)).collect();
+    for c in &changes {
+        if c.kind != ChangeKind::Modified {
+            continue;
+        }
+        let Ok(md) = fs::symlink_metadata(new.join(&c.path)) else { continue };
+        if !md.is_file() || md.nlink() < 2 {
+            continue;
+        }
+        let Ok(out) = Command::new("btrfs").args(["inspect-internal", "inode-resolve"]).arg(md.ino().to_string()).arg(new).output() else { continue };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Ok(rel) = Path::new(line.trim()).strip_prefix(new) {
+                all.entry(rel.to_path_buf()).or_insert(ChangeKind::Modified);
+            }
+        }
+    }
+    all.into_iter().map(|(path, kind)| Change { path, kind }).collect()
 }
 
 /// Derive sorted changes from `btrfs receive --dump` output. `old`/`new`
