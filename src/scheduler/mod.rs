@@ -271,21 +271,11 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                 return Err(err);
             }
             remove_stubs(&req.rootfs, &stubs);
-            if let Err(err) = self.store.commit(&key, &name) {
-                let _ = self.store.remove(&key);
-                return Err(err.into());
-            }
-            if let Some((n, t)) = p {
-                eprintln!("#{n} DONE {:.1}s", t.elapsed().as_secs_f64());
-            }
+            self.commit_step(&key, &name, p)?;
         } else if let Some((n, _)) = p {
             eprintln!("#{n} CACHED");
         }
-        let mut st = base.clone();
-        st.layers.push(LayerRef { name: name.clone(), parent: base.top.clone() });
-        st.top = Some(name);
-        st.config.history.push(History { created_by: node.created_by.clone(), ..History::default() });
-        Ok(st)
+        Ok(with_layer(node, base, name))
     }
 
     fn run_copy(&mut self, node: &Node, c: &CopyOp, states: &BTreeMap<NodeId, State>) -> Result<State> {
@@ -372,21 +362,24 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                 let _ = self.store.remove(&key);
                 return Err(err.context(origin_label(node)));
             }
-            if let Err(err) = self.store.commit(&key, &name) {
-                let _ = self.store.remove(&key);
-                return Err(err.into());
-            }
-            if let Some((n, t)) = p {
-                eprintln!("#{n} DONE {:.1}s", t.elapsed().as_secs_f64());
-            }
+            self.commit_step(&key, &name, p)?;
         } else if let Some((n, _)) = p {
             eprintln!("#{n} CACHED");
         }
-        let mut st = base.clone();
-        st.layers.push(LayerRef { name: name.clone(), parent: base.top.clone() });
-        st.top = Some(name);
-        st.config.history.push(History { created_by: node.created_by.clone(), ..History::default() });
-        Ok(st)
+        Ok(with_layer(node, base, name))
+    }
+
+    /// Commit a step's writable snapshot `key` as `name` (removing `key` if
+    /// that fails) and print its DONE line.
+    fn commit_step(&self, key: &str, name: &str, progress: Option<(usize, std::time::Instant)>) -> Result<()> {
+        if let Err(err) = self.store.commit(key, name) {
+            let _ = self.store.remove(key);
+            return Err(err.into());
+        }
+        if let Some((n, t)) = progress {
+            eprintln!("#{n} DONE {:.1}s", t.elapsed().as_secs_f64());
+        }
+        Ok(())
     }
 
     /// Write `state` as an OCI image layout at `dest`, tagged `tag`; returns the manifest descriptor.
@@ -576,4 +569,13 @@ fn copy_one(src: &Path, dst: &Path, uid: u32, gid: u32, mode: Option<u32>) -> Re
         fs::set_permissions(dst, fs::Permissions::from_mode(m)).with_context(|| format!("chmod {}", dst.display()))?;
     }
     Ok(())
+}
+
+/// `base` with the committed snapshot `name` stacked on top as one more layer.
+fn with_layer(node: &Node, base: &State, name: String) -> State {
+    let mut st = base.clone();
+    st.layers.push(LayerRef { name: name.clone(), parent: base.top.clone() });
+    st.top = Some(name);
+    st.config.history.push(History { created_by: node.created_by.clone(), ..History::default() });
+    st
 }
