@@ -8,6 +8,7 @@ pub mod cli;
 pub mod context;
 pub mod exec;
 pub mod image;
+pub mod progress;
 pub mod registry;
 pub mod scheduler;
 pub mod store;

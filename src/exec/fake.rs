@@ -9,7 +9,7 @@ use super::{ExecError, ExecOutcome, ExecRequest, Executor, OutputSink};
 
 /// A closure standing in for the command: it may change `req.rootfs` and returns
 /// the exit code.
-pub type Behaviour = Box<dyn Fn(&ExecRequest) -> i32 + Send + Sync>;
+pub type Behaviour = std::sync::Arc<dyn Fn(&ExecRequest) -> i32 + Send + Sync>;
 
 /// What to do when a request's joined args contain a string.
 enum Primed {
@@ -41,7 +41,7 @@ impl FakeExecutor {
     /// Runs `f` for every request (after primed matches are checked); its return value
     /// is the exit code.
     pub fn with_behaviour(self, f: impl Fn(&ExecRequest) -> i32 + Send + Sync + 'static) -> Self {
-        *lock(&self.behaviour) = Some(Box::new(f));
+        *lock(&self.behaviour) = Some(std::sync::Arc::new(f));
         self
     }
 
@@ -95,7 +95,9 @@ impl Executor for FakeExecutor {
                 };
             }
         }
-        let exit_code = lock(&self.behaviour).as_ref().map(|f| f(req)).unwrap_or(0);
+        // Called without holding the lock: concurrent runs really overlap.
+        let behaviour = lock(&self.behaviour).clone();
+        let exit_code = behaviour.map(|f| f(req)).unwrap_or(0);
         Ok(ExecOutcome { exit_code })
     }
 

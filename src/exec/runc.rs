@@ -200,8 +200,14 @@ impl Executor for RuncExecutor {
                 message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
+        // Only containers of builds whose process is gone: another build on
+        // the same store may be running right now.
         for id in String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()) {
-            self.delete(id);
+            let owner = id.strip_prefix("stromatekt-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<i32>().ok());
+            match owner {
+                Some(pid) if std::path::Path::new(&format!("/proc/{pid}")).exists() => {}
+                _ => self.delete(id),
+            }
         }
         Ok(())
     }

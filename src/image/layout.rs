@@ -40,13 +40,17 @@ impl Layout {
         fs::rename(tmp, dest)
     }
 
-    /// Copy a blob from a file (no-op if present).
+    /// Copy (or hard-link) a blob from a file (no-op if present).
     pub fn put_file(&self, digest: &str, src: &Path) -> io::Result<()> {
         let dest = self.blob_path(digest);
         if dest.exists() {
             return Ok(());
         }
-        let tmp = dest.with_extension("tmp");
+        // Blobs are immutable: a hard link is as good as a copy, and free.
+        if fs::hard_link(src, &dest).is_ok() {
+            return Ok(());
+        }
+        let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
         fs::copy(src, &tmp)?;
         fs::rename(tmp, dest)
     }

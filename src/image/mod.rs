@@ -6,3 +6,4 @@ pub mod config;
 pub mod layer;
 pub mod layout;
 pub mod manifest;
+pub mod source;

@@ -15,6 +15,7 @@ struct State {
     blobs: BTreeMap<String, Vec<u8>>,
     manifests: BTreeMap<String, RawManifest>,
     uploads: usize,
+    mounts: usize,
     fail_next: usize,
 }
 
@@ -61,6 +62,11 @@ impl FakeRegistry {
     /// Number of blob uploads actually performed (skipped pushes not counted).
     pub fn uploads(&self) -> usize {
         self.lock().uploads
+    }
+
+    /// Number of successful cross-repository mounts.
+    pub fn mounts(&self) -> usize {
+        self.lock().mounts
     }
 
     /// Add a blob; returns its digest.
@@ -162,6 +168,18 @@ impl Registry for FakeRegistry {
     fn push_manifest(&self, reference: &str, bytes: &[u8], media_type: &str) -> Result<String, RegistryError> {
         self.check_fail(reference)?;
         Ok(self.add_manifest(reference, bytes, media_type))
+    }
+
+    /// Blobs are shared by all repositories here: a mount succeeds when the
+    /// blob exists, and is counted in [`FakeRegistry::mounts`].
+    fn mount_blob(&self, reference: &str, _from: &str, digest: &str) -> Result<bool, RegistryError> {
+        self.check_fail(reference)?;
+        let mut s = self.lock();
+        let ok = s.blobs.contains_key(digest);
+        if ok {
+            s.mounts += 1;
+        }
+        Ok(ok)
     }
 }
 

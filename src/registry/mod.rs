@@ -1,9 +1,13 @@
 //! Talking to image registries. [`oci::OciRegistry`] uses oci-client over
 //! HTTP(S) (loopback registries over plain HTTP, as Docker does);
-//! [`fake::FakeRegistry`] keeps blobs in memory for tests.
+//! [`fake::FakeRegistry`] keeps blobs in memory for tests. [`pull::pull`]
+//! brings an image into a local content directory, [`push::push_layout`]
+//! sends an OCI layout's image to a registry.
 
 pub mod fake;
 pub mod oci;
+pub mod pull;
+pub mod push;
 
 use std::path::Path;
 
@@ -75,4 +79,13 @@ pub trait Registry: Send + Sync {
 
     /// Upload a manifest under `reference`'s tag; returns its digest.
     fn push_manifest(&self, reference: &str, bytes: &[u8], media_type: &str) -> Result<String, RegistryError>;
+
+    /// Make blob `digest` of repository `from` (a reference on the same
+    /// registry) available in `reference`'s repository without uploading it
+    /// (a cross-repository mount). `Ok(false)` when the registry declined or
+    /// cannot mount; the caller then uploads. The default never mounts.
+    fn mount_blob(&self, reference: &str, from: &str, digest: &str) -> Result<bool, RegistryError> {
+        let _ = (reference, from, digest);
+        Ok(false)
+    }
 }

@@ -3,7 +3,10 @@
 //! The client is async; this type owns a small tokio runtime and blocks on
 //! it, so callers stay synchronous. Registries on loopback (`127.0.0.0/8`,
 //! `localhost`, `[::1]`) are spoken to over plain HTTP, as Docker does; all
-//! others over HTTPS. Authentication is anonymous for now.
+//! others over HTTPS. Credentials come from Docker's `config.json`
+//! (`$DOCKER_CONFIG` or `~/.docker`, credential helpers included), then
+//! podman's `auth.json`, per registry; without any, access is anonymous.
+//! Docker identity tokens (OAuth refresh tokens) are not supported yet.
 
 use super::{RawManifest, Registry, RegistryError};
 use crate::image::manifest::{digest_of, MANIFEST_V1};
@@ -12,9 +15,11 @@ use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Manifest media types we accept when pulling.
 const ACCEPTED: &[&str] = &[
@@ -28,6 +33,17 @@ const ACCEPTED: &[&str] = &[
 const INDEX_TYPES: &[&str] =
     &["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
 
+/// Where credentials come from.
+#[derive(Debug, Clone)]
+enum Credentials {
+    /// Docker's config.json (`$DOCKER_CONFIG`, `~/.docker`), then podman's auth.json.
+    User,
+    /// This Docker-format config file only.
+    File(PathBuf),
+    /// None.
+    Anonymous,
+}
+
 /// A registry client over `oci-client`, with an internal tokio runtime.
 ///
 /// Its methods block; do not call them from inside an async task (use
@@ -36,8 +52,24 @@ pub struct OciRegistry {
     runtime: tokio::runtime::Runtime,
     https: Client,
     http: Client,
-    auth: RegistryAuth,
+    credentials: Credentials,
+    auths: Mutex<BTreeMap<String, RegistryAuth>>,
     uploads: std::sync::atomic::AtomicUsize,
+}
+
+/// The keys a Docker config may file `registry`'s credentials under.
+fn credential_keys(registry: &str) -> Vec<String> {
+    if registry == "docker.io" || registry == "index.docker.io" || registry == "registry-1.docker.io" {
+        return vec!["https://index.docker.io/v1/".into(), "index.docker.io".into(), "docker.io".into()];
+    }
+    vec![registry.to_string(), format!("https://{registry}"), format!("http://{registry}")]
+}
+
+fn to_auth(c: docker_credential::DockerCredential) -> Option<RegistryAuth> {
+    match c {
+        docker_credential::DockerCredential::UsernamePassword(u, p) => Some(RegistryAuth::Basic(u, p)),
+        docker_credential::DockerCredential::IdentityToken(_) => None,
+    }
 }
 
 impl std::fmt::Debug for OciRegistry {
@@ -65,16 +97,24 @@ fn parse_reference(reference: &str) -> Result<Reference, RegistryError> {
         .map_err(|e| RegistryError::Reference { reference: reference.to_string(), message: e.to_string() })
 }
 
+/// What to do about an authentication failure.
+const LOGIN_HINT: &str = " (credentials are read from ~/.docker/config.json or $DOCKER_CONFIG, then podman's auth.json: \
+run `docker login REGISTRY` or `podman login REGISTRY`)";
+
 fn map_err(reference: &str, what: &str, e: OciDistributionError) -> RegistryError {
     let reference = reference.to_string();
     match e {
-        OciDistributionError::AuthenticationFailure(message) => RegistryError::Auth { reference, message },
+        OciDistributionError::AuthenticationFailure(message) => {
+            RegistryError::Auth { reference, message: format!("{message}{LOGIN_HINT}") }
+        }
         OciDistributionError::UnauthorizedError { url } => {
-            RegistryError::Auth { reference, message: format!("not authorized: {url}") }
+            RegistryError::Auth { reference, message: format!("not authorized: {url}{LOGIN_HINT}") }
         }
         OciDistributionError::ImageManifestNotFoundError(_) => RegistryError::NotFound { what: what.to_string(), reference },
         OciDistributionError::ServerError { code: 404, .. } => RegistryError::NotFound { what: what.to_string(), reference },
-        OciDistributionError::ServerError { code: 401 | 403, message, .. } => RegistryError::Auth { reference, message },
+        OciDistributionError::ServerError { code: 401 | 403, message, .. } => {
+            RegistryError::Auth { reference, message: format!("{message}{LOGIN_HINT}") }
+        }
         OciDistributionError::RegistryError { ref envelope, .. }
             if envelope.errors.iter().any(|x| {
                 matches!(
@@ -87,18 +127,62 @@ fn map_err(reference: &str, what: &str, e: OciDistributionError) -> RegistryErro
         {
             RegistryError::NotFound { what: what.to_string(), reference }
         }
+        OciDistributionError::RequestError(ref re) if matches!(re.status().map(|c| c.as_u16()), Some(401 | 403)) => {
+            RegistryError::Auth { reference, message: format!("{what}: {re}{LOGIN_HINT}") }
+        }
         OciDistributionError::IoError(e) => RegistryError::Io(e),
         other => RegistryError::Transport { reference, message: format!("{what}: {other}") },
     }
 }
 
 impl OciRegistry {
-    /// A client with anonymous authentication.
+    /// A client using the user's credentials: Docker's `config.json`
+    /// (`$DOCKER_CONFIG` or `~/.docker`, with credential helpers), then
+    /// podman's `auth.json`; anonymous for registries with none.
     pub fn new() -> Result<OciRegistry, RegistryError> {
+        OciRegistry::with_credentials(Credentials::User)
+    }
+
+    /// A client that never sends credentials.
+    pub fn anonymous() -> Result<OciRegistry, RegistryError> {
+        OciRegistry::with_credentials(Credentials::Anonymous)
+    }
+
+    /// A client taking credentials only from the Docker-format config file
+    /// `config` (`{"auths": {"host:port": {"auth": "base64(user:pass)"}}}`).
+    pub fn with_docker_config(config: &Path) -> Result<OciRegistry, RegistryError> {
+        OciRegistry::with_credentials(Credentials::File(config.to_path_buf()))
+    }
+
+    fn with_credentials(credentials: Credentials) -> Result<OciRegistry, RegistryError> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let https = Client::new(ClientConfig { protocol: ClientProtocol::Https, ..Default::default() });
         let http = Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() });
-        Ok(OciRegistry { runtime, https, http, auth: RegistryAuth::Anonymous, uploads: Default::default() })
+        Ok(OciRegistry { runtime, https, http, credentials, auths: Mutex::default(), uploads: Default::default() })
+    }
+
+    /// The credentials for `r`'s registry (looked up once per registry).
+    fn auth(&self, r: &Reference) -> RegistryAuth {
+        let registry = r.registry().to_string();
+        let mut cache = self.auths.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = cache.get(&registry) {
+            return a.clone();
+        }
+        let keys = credential_keys(&registry);
+        let found = match &self.credentials {
+            Credentials::Anonymous => None,
+            Credentials::File(path) => keys.iter().find_map(|k| {
+                let f = std::fs::File::open(path).ok()?;
+                docker_credential::get_credential_from_reader(std::io::BufReader::new(f), k).ok().and_then(to_auth)
+            }),
+            Credentials::User => keys
+                .iter()
+                .find_map(|k| docker_credential::get_credential(k).ok().and_then(to_auth))
+                .or_else(|| keys.iter().find_map(|k| docker_credential::get_podman_credential(k).ok().and_then(to_auth))),
+        };
+        let auth = found.unwrap_or(RegistryAuth::Anonymous);
+        cache.insert(registry, auth.clone());
+        auth
     }
 
     /// Number of blob uploads performed (pushes skipped because the blob
@@ -119,7 +203,7 @@ impl OciRegistry {
         let client = self.client_for(r);
         let (bytes, _digest) = self
             .runtime
-            .block_on(client.pull_manifest_raw(r, &self.auth, ACCEPTED))
+            .block_on(client.pull_manifest_raw(r, &self.auth(r), ACCEPTED))
             .map_err(|e| map_err(reference, "manifest", e))?;
         let bytes = bytes.to_vec();
         let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -183,7 +267,9 @@ impl Registry for OciRegistry {
         let tmp = tempfile::NamedTempFile::new_in(dir)?;
         let file = tokio::fs::File::from_std(tmp.reopen()?);
         let client = self.client_for(&r);
+        let auth = self.auth(&r);
         self.runtime.block_on(async {
+            client.store_auth_if_needed(r.resolve_registry(), &auth).await;
             let mut file = file;
             client.pull_blob(&r, digest, &mut file).await?;
             tokio::io::AsyncWriteExt::flush(&mut file).await?;
@@ -215,7 +301,12 @@ impl Registry for OciRegistry {
     fn blob_exists(&self, reference: &str, digest: &str) -> Result<bool, RegistryError> {
         let r = parse_reference(reference)?;
         let client = self.client_for(&r);
-        self.runtime.block_on(client.blob_exists(&r, digest)).map_err(|e| map_err(reference, &format!("blob {digest}"), e))
+        let auth = self.auth(&r);
+        self.runtime
+            .block_on(async {
+                client.store_auth_if_needed(r.resolve_registry(), &auth).await;
+                client.blob_exists(&r, digest).await
+            }).map_err(|e| map_err(reference, &format!("blob {digest}"), e))
     }
 
     fn push_blob(&self, reference: &str, digest: &str, path: &Path) -> Result<(), RegistryError> {
@@ -227,12 +318,29 @@ impl Registry for OciRegistry {
         let client = self.client_for(&r);
         self.runtime
             .block_on(async {
-                client.store_auth_if_needed(r.resolve_registry(), &self.auth).await;
+                client.store_auth_if_needed(r.resolve_registry(), &self.auth(&r)).await;
                 client.push_blob(&r, data, digest).await
             })
             .map_err(|e| map_err(reference, &format!("blob {digest}"), e))?;
         self.uploads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    fn mount_blob(&self, reference: &str, from: &str, digest: &str) -> Result<bool, RegistryError> {
+        let r = parse_reference(reference)?;
+        let source = parse_reference(from)?;
+        if source.resolve_registry() != r.resolve_registry() || source.repository() == r.repository() {
+            return Ok(false);
+        }
+        let client = self.client_for(&r);
+        let auth = self.auth(&r);
+        // A registry that does not have the blob (or does not mount) answers
+        // 202 and opens an upload instead; the caller then uploads.
+        let mounted = self.runtime.block_on(async {
+            client.store_auth_if_needed(r.resolve_registry(), &auth).await;
+            client.mount_blob(&r, &source, digest).await
+        });
+        Ok(mounted.is_ok())
     }
 
     fn push_manifest(&self, reference: &str, bytes: &[u8], media_type: &str) -> Result<String, RegistryError> {
@@ -244,7 +352,7 @@ impl Registry for OciRegistry {
         let client = self.client_for(&r);
         self.runtime
             .block_on(async {
-                client.store_auth_if_needed(r.resolve_registry(), &self.auth).await;
+                client.store_auth_if_needed(r.resolve_registry(), &self.auth(&r)).await;
                 client.push_manifest_raw(&r, bytes.to_vec(), content_type).await
             })
             .map_err(|e| map_err(reference, "manifest", e))?;
@@ -276,6 +384,12 @@ mod tests {
         let r = parse_reference("127.0.0.1:5000/test/img:v1").unwrap();
         assert!(is_loopback(r.resolve_registry()));
         assert_eq!(r.repository(), "test/img");
+    }
+
+    #[test]
+    fn credential_keys_follow_docker() {
+        assert_eq!(credential_keys("docker.io")[0], "https://index.docker.io/v1/");
+        assert_eq!(credential_keys("127.0.0.1:5000"), ["127.0.0.1:5000", "https://127.0.0.1:5000", "http://127.0.0.1:5000"]);
     }
 
     #[test]

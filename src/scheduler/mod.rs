@@ -1,33 +1,49 @@
-//! Scheduler: executes an IR [`Graph`] against a snapshot [`Store`] and an
-//! [`Executor`], and exports the result as an OCI image layout.
+//! Scheduler: executes an IR [`Graph`] as a dataflow graph against a
+//! snapshot [`Store`] and an [`Executor`], and exports the result.
 //!
-//! Nodes run in order (the IR is topologically ordered); only nodes reachable
-//! from the exports run. Exec and Copy steps are committed under a cache key,
-//! so an identical step with an identical parent is reused (`CACHED`).
+//! Every node whose inputs are done is ready; up to `jobs` ready nodes run at
+//! once on worker threads (independent stages, parallel-group members, base
+//! imports and COPYs overlap with RUNs). Only nodes reachable from the
+//! exports run. The first failure stops new work, kills running containers
+//! and is the error reported; Ctrl-C does the same through [`Scheduler::cancel_flag`].
+//!
+//! Caching: a step's result is a committed snapshot whose *name* is its
+//! cache key (a hash of the parent snapshot's name, the normalized step and
+//! everything it reads: env, user, workdir, file contents for COPY). A name
+//! that already exists is a cache hit; commits are atomic renames, so a
+//! crash never leaves a half entry and concurrent builds on one store agree.
+//! Layer blobs are cached beside the snapshots (see [`export`]).
+
+mod copy;
+pub mod export;
+mod merge;
+mod run;
 
 use crate::context::Context;
-use crate::exec::{ExecRequest, Executor};
-use crate::image::config::{History, ImageConfig, DEFAULT_PATH};
-use crate::image::layer::{extract, write_gzip_blob};
-use crate::image::layout::Layout;
-use crate::image::manifest::{descriptor, Descriptor, Index, Manifest, CONFIG_V1, LAYER_GZIP, MANIFEST_V1};
+use crate::exec::Executor;
+use crate::image::config::{History, ImageConfig};
+use crate::image::layer::extract;
+use crate::image::manifest::Descriptor;
+use crate::image::source::SourceImage;
+use crate::progress::{Outcome, Progress, Step};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
-use frontend::ir::{ConfigEdit, CopyOp, Exec, Graph, Node, NodeId, Op};
+use frontend::ir::{ConfigEdit, Graph, Node, NodeId, Op};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
-/// One layer made by this build: committed `name` on top of `parent`.
+/// One layer made by this build: the changes from `parent` to `name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerRef {
     /// Committed snapshot holding the tree after this layer.
     pub name: String,
-    /// Committed snapshot before it (None = empty).
+    /// Committed snapshot the layer is the diff against (None = empty).
     pub parent: Option<String>,
 }
 
@@ -46,6 +62,39 @@ pub struct State {
     pub context_dir: Option<PathBuf>,
 }
 
+/// Resolves base image references to local images.
+pub trait ImageResolver: Send + Sync {
+    /// The image `reference` for `platform`, its blobs on local disk.
+    fn resolve(&self, reference: &str, platform: &str) -> Result<SourceImage>;
+}
+
+/// Scheduler options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Platform of fresh configs and image pulls (`linux/amd64`).
+    pub platform: String,
+    /// Nodes run at once.
+    pub jobs: usize,
+    /// Do not use cached steps (`--no-cache`).
+    pub no_cache: bool,
+    /// Do not use cached steps of these stages (`--no-cache-filter`).
+    pub no_cache_stages: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { platform: "linux/amd64".into(), jobs: default_jobs(), no_cache: false, no_cache_stages: vec![] }
+    }
+}
+
+/// The default `--jobs`: twice the cores, at least 4. RUN steps often wait
+/// (network, sleep, I/O) rather than compute, so a little oversubscription
+/// overlaps waiting with work; CPU-bound steps just share the cores.
+pub fn default_jobs() -> usize {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    (2 * cores).max(4)
+}
+
 /// Executes graphs.
 pub struct Scheduler<'a, S: Store, E: Executor> {
     /// The snapshot store.
@@ -54,84 +103,261 @@ pub struct Scheduler<'a, S: Store, E: Executor> {
     pub exec: &'a E,
     /// The main build context.
     pub context: &'a Context,
-    /// Platform for fresh configs (`linux/amd64`).
-    pub platform: String,
-    step: usize,
+    /// Base image resolution.
+    pub images: &'a dyn ImageResolver,
+    /// Progress output.
+    pub progress: &'a Progress,
+    /// Options.
+    pub opts: Options,
+    cancel: Arc<AtomicBool>,
+    nonce: String,
 }
 
-fn sha_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn origin_label(node: &Node) -> String {
+pub(crate) fn origin_label(node: &Node) -> String {
     match &node.origin {
         Some(o) => format!("{}:{}", o.file, o.span.line),
         None => format!("node {}", node.id),
     }
 }
 
+/// Shared state of one `run`.
+struct Shared {
+    states: BTreeMap<NodeId, State>,
+    ready: VecDeque<NodeId>,
+    pending: Vec<usize>,
+    remaining: usize,
+    error: Option<anyhow::Error>,
+}
+
 impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
     /// A scheduler over `store` and `exec`.
-    pub fn new(store: &'a S, exec: &'a E, context: &'a Context, platform: &str) -> Self {
-        Scheduler { store, exec, context, platform: platform.to_string(), step: 0 }
+    pub fn new(
+        store: &'a S,
+        exec: &'a E,
+        context: &'a Context,
+        images: &'a dyn ImageResolver,
+        progress: &'a Progress,
+        opts: Options,
+    ) -> Self {
+        let nonce = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
+        Scheduler { store, exec, context, images, progress, opts, cancel: Arc::new(AtomicBool::new(false)), nonce }
     }
 
-    /// Run every node needed by `graph`'s exports; returns the states by node.
-    pub fn run(&mut self, graph: &Graph) -> Result<BTreeMap<NodeId, State>> {
-        let mut needed = vec![false; graph.nodes.len()];
+    /// Set this flag (e.g. from a SIGINT handler) to stop the build: running
+    /// containers are killed, nothing new starts, `run` returns an error.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// Remove what builds that died left behind: writable snapshots and
+    /// containers of processes that no longer exist.
+    pub fn recover(&self) -> Result<()> {
+        // Containers first: a leftover container may still use a snapshot.
+        self.exec.recover().context("removing leftover containers")?;
+        for key in self.store.list_active()? {
+            if let Some(pid) = owner_pid(&key) {
+                if !pid_alive(pid) {
+                    self.store.remove(&key).with_context(|| format!("removing leftover snapshot {key}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the cache may be used for `node`.
+    fn cache_allowed(&self, node: &Node) -> bool {
+        if self.opts.no_cache {
+            return false;
+        }
+        match &node.origin {
+            Some(o) => !self.opts.no_cache_stages.iter().any(|s| s == &o.stage),
+            None => true,
+        }
+    }
+
+    /// The snapshot name for cache key `key` of `node`: the key itself, or
+    /// salted with this build's nonce when the cache is off for the node (so
+    /// the step re-runs, and so does everything after it).
+    pub(crate) fn snapshot_name(&self, prefix: &str, node: &Node, key: &str) -> String {
+        if self.cache_allowed(node) {
+            format!("{prefix}-{key}")
+        } else {
+            format!("{prefix}-{}", sha_hex(format!("{key}\0{}", self.nonce).as_bytes()))
+        }
+    }
+
+    /// A writable-snapshot key owned by this process (recovery removes it if
+    /// the process dies).
+    pub(crate) fn work_key(&self, name: &str) -> String {
+        let tail: String = name.chars().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        format!("w-{}-{tail}", std::process::id())
+    }
+
+    /// Run every node needed by `graph`'s exports, in parallel; returns the
+    /// states by node.
+    pub fn run(&self, graph: &Graph) -> Result<BTreeMap<NodeId, State>> {
+        let n = graph.nodes.len();
+        let mut needed = vec![false; n];
         let mut stack: Vec<NodeId> = graph.exports.iter().map(|e| e.node).collect();
         while let Some(id) = stack.pop() {
-            if id.0 < needed.len() && !needed[id.0] {
+            if id.0 < n && !needed[id.0] {
                 needed[id.0] = true;
                 stack.extend(graph.inputs(id));
             }
         }
-        let mut states: BTreeMap<NodeId, State> = BTreeMap::new();
-        for node in &graph.nodes {
-            if !needed[node.id.0] {
-                continue;
+        let mut dependents: Vec<Vec<NodeId>> = vec![Vec::new(); n];
+        let mut pending = vec![0usize; n];
+        for node in graph.nodes.iter().filter(|x| needed[x.id.0]) {
+            for i in graph.inputs(node.id) {
+                if i.0 >= n {
+                    bail!("internal: node {} reads node {} which does not exist", node.id, i);
+                }
+                pending[node.id.0] += 1;
+                dependents[i.0].push(node.id);
             }
-            let st = self.run_node(node, &states)?;
-            states.insert(node.id, st);
         }
-        Ok(states)
+        let ready: VecDeque<NodeId> = graph.nodes.iter().filter(|x| needed[x.id.0] && pending[x.id.0] == 0).map(|x| x.id).collect();
+        let remaining = needed.iter().filter(|x| **x).count();
+        let shared = Mutex::new(Shared { states: BTreeMap::new(), ready, pending, remaining, error: None });
+        let wake = Condvar::new();
+        let finished = AtomicBool::new(false);
+        let jobs = self.opts.jobs.max(1);
+
+        std::thread::scope(|s| {
+            // Watch for cancellation (Ctrl-C).
+            s.spawn(|| {
+                while !finished.load(Ordering::SeqCst) {
+                    if self.cancel.load(Ordering::SeqCst) {
+                        let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+                        if g.error.is_none() {
+                            g.error = Some(anyhow!("interrupted"));
+                        }
+                        drop(g);
+                        self.exec.kill_all();
+                        wake.notify_all();
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+            let workers: Vec<_> = (0..jobs)
+                .map(|_| {
+                    s.spawn(|| loop {
+                        let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+                        let id = loop {
+                            if g.error.is_some() || g.remaining == 0 {
+                                return;
+                            }
+                            if let Some(id) = g.ready.pop_front() {
+                                break id;
+                            }
+                            g = wake.wait(g).unwrap_or_else(|e| e.into_inner());
+                        };
+                        let node = &graph.nodes[id.0];
+                        let inputs: BTreeMap<NodeId, State> = graph
+                            .inputs(id)
+                            .into_iter()
+                            .filter_map(|i| g.states.get(&i).map(|st| (i, st.clone())))
+                            .collect();
+                        drop(g);
+                        let result = self.run_node(graph, node, &inputs);
+                        let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+                        match result {
+                            Ok(st) => {
+                                g.states.insert(id, st);
+                                g.remaining -= 1;
+                                for d in &dependents[id.0] {
+                                    g.pending[d.0] -= 1;
+                                    if g.pending[d.0] == 0 {
+                                        g.ready.push_back(*d);
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                if g.error.is_none() {
+                                    g.error = Some(e);
+                                    drop(g);
+                                    self.exec.kill_all();
+                                    wake.notify_all();
+                                    continue;
+                                }
+                            }
+                        }
+                        drop(g);
+                        wake.notify_all();
+                    })
+                })
+                .collect();
+            for w in workers {
+                let _ = w.join();
+            }
+            finished.store(true, Ordering::SeqCst);
+        });
+        let g = shared.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = g.error {
+            return Err(e);
+        }
+        if self.cancel.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        Ok(g.states)
     }
 
-    fn progress_start(&mut self, node: &Node) -> Option<(usize, Instant)> {
+    /// Start a progress step for `node` (nodes without a Dockerfile origin
+    /// are internal and not shown).
+    pub(crate) fn step(&self, node: &Node) -> Option<Step> {
         let o = node.origin.as_ref()?;
-        self.step += 1;
-        eprintln!("#{} [{} {}/{}] {}", self.step, o.stage, o.step, o.steps, o.text);
-        Some((self.step, Instant::now()))
+        Some(self.progress.start(node.id.0, &format!("[{} {}/{}] {}", o.stage, o.step, o.steps, o.text)))
     }
 
-    fn input(states: &BTreeMap<NodeId, State>, id: NodeId) -> Result<&State> {
+    pub(crate) fn end(&self, step: Option<Step>, outcome: Outcome) {
+        if let Some(s) = step {
+            self.progress.finish(s, outcome);
+        }
+    }
+
+    pub(crate) fn input<'s>(states: &'s BTreeMap<NodeId, State>, id: NodeId) -> Result<&'s State> {
         states.get(&id).ok_or_else(|| anyhow!("internal: input {id} not computed"))
     }
 
-    fn run_node(&mut self, node: &Node, states: &BTreeMap<NodeId, State>) -> Result<State> {
+    fn run_node(&self, graph: &Graph, node: &Node, states: &BTreeMap<NodeId, State>) -> Result<State> {
+        if self.cancel.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
         match &node.op {
-            Op::Scratch => Ok(State { config: ImageConfig::for_platform(&self.platform), ..State::default() }),
+            Op::Scratch => Ok(State { config: ImageConfig::for_platform(&self.opts.platform), ..State::default() }),
             Op::Context { name, .. } => {
                 if name != "context" && !name.is_empty() {
                     bail!("{}: build context {name:?} is not supported yet", origin_label(node));
                 }
                 Ok(State { context_dir: Some(self.context.dir.clone()), ..State::default() })
             }
-            Op::Image { reference, .. } => {
-                let p = self.progress_start(node);
-                let st = self.pull(reference).with_context(|| format!("{}: FROM {reference}", origin_label(node)))?;
-                if let Some((n, t)) = p {
-                    eprintln!("#{n} DONE {:.1}s", t.elapsed().as_secs_f64());
+            Op::Image { reference, platform } => {
+                let step = Some(self.progress.start(node.id.0, &format!("[internal] load image {reference}")));
+                let platform = platform.clone().unwrap_or_else(|| self.opts.platform.clone());
+                let res = self
+                    .images
+                    .resolve(reference, &platform)
+                    .and_then(|img| self.import(&img))
+                    .with_context(|| format!("{}: FROM {reference}", origin_label(node)));
+                match res {
+                    Ok((st, imported)) => {
+                        self.end(step, if imported { Outcome::Done } else { Outcome::Cached });
+                        Ok(st)
+                    }
+                    Err(e) => {
+                        self.end(step, Outcome::Error);
+                        Err(e)
+                    }
                 }
-                Ok(st)
             }
             Op::Config { base, edit } => {
-                let p = self.progress_start(node);
                 let mut st = Self::input(states, *base)?.clone();
                 apply_edit(&mut st.config, edit);
-                if let Some((n, t)) = p {
-                    eprintln!("#{n} DONE {:.1}s", t.elapsed().as_secs_f64());
-                }
                 if let Some(cb) = &node.created_by {
                     st.config.history.push(History { created_by: Some(cb.clone()), empty_layer: Some(true), ..History::default() });
                 }
@@ -139,52 +365,34 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             }
             Op::Exec(e) => self.run_exec(node, e, states),
             Op::Copy(c) => self.run_copy(node, c, states),
+            Op::Merge { base, members, overlap } => self.run_merge(graph, node, *base, members, *overlap, states),
             other => bail!("{}: operation {} is not supported yet", origin_label(node), other.kind()),
         }
     }
 
-    /// Load an `oci-layout://PATH[:tag]` image into the store.
-    fn pull(&self, reference: &str) -> Result<State> {
-        let Some(rest) = reference.strip_prefix("oci-layout://") else {
-            bail!("registry pulls not wired yet (only oci-layout://PATH[:tag] images work)");
-        };
-        let (path, tag) = match rest.rsplit_once(':') {
-            Some((p, t)) if !t.contains('/') => (PathBuf::from(p), Some(t.to_string())),
-            _ => (PathBuf::from(rest), None),
-        };
-        let read_json = |p: &Path| -> Result<serde_json::Value> {
-            let b = fs::read(p).with_context(|| format!("read {}", p.display()))?;
-            serde_json::from_slice(&b).with_context(|| format!("parse {}", p.display()))
-        };
-        let blob = |d: &str| -> PathBuf { path.join("blobs").join(d.replacen(':', "/", 1)) };
-        let index: Index = serde_json::from_value(read_json(&path.join("index.json"))?).context("index.json")?;
-        let md = index
-            .manifests
-            .iter()
-            .find(|m| match &tag {
-                Some(t) => m.annotations.as_ref().and_then(|a| a.get("org.opencontainers.image.ref.name")) == Some(t),
-                None => true,
-            })
-            .or_else(|| if tag.is_none() { index.manifests.first() } else { None })
-            .ok_or_else(|| anyhow!("{}: no manifest tagged {:?}", path.display(), tag))?;
-        let manifest: Manifest = serde_json::from_value(read_json(&blob(&md.digest))?).context("manifest")?;
-        let config: ImageConfig = serde_json::from_value(read_json(&blob(&manifest.config.digest))?).context("image config")?;
-        if config.rootfs.diff_ids.len() != manifest.layers.len() {
-            bail!("{}: config has {} diff_ids but the manifest {} layers", path.display(), config.rootfs.diff_ids.len(), manifest.layers.len());
-        }
+    /// Import an image's layers as a chain of committed snapshots named by
+    /// chain id (`img-<chainid>`), each extracted once per store. Also says
+    /// whether any layer had to be extracted.
+    fn import(&self, img: &SourceImage) -> Result<(State, bool)> {
+        let mut imported = false;
         let mut top: Option<String> = None;
         let mut chain = String::new();
-        let mut base_blobs = Vec::new();
-        for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        for ((layer, file), diff_id) in img.layers.iter().zip(&img.config.rootfs.diff_ids) {
             chain = if chain.is_empty() { diff_id.clone() } else { format!("sha256:{}", sha_hex(format!("{chain} {diff_id}").as_bytes())) };
             let name = format!("img-{}", chain.trim_start_matches("sha256:"));
-            let file = blob(&layer.digest);
             if self.store.get(&name).is_none() {
-                let key = format!("pull-{}-{}", std::process::id(), &name[4..20]);
+                imported = true;
+                let key = self.work_key(&name);
                 let dir = self.store.prepare(&key, top.as_deref())?;
                 let res = (|| -> Result<()> {
-                    let f = fs::File::open(&file).with_context(|| format!("open {}", file.display()))?;
-                    let r: Box<dyn Read> = if layer.media_type.ends_with("gzip") { Box::new(flate2::read::GzDecoder::new(f)) } else { Box::new(f) };
+                    let f = fs::File::open(file).with_context(|| format!("open {}", file.display()))?;
+                    let r: Box<dyn Read> = if layer.media_type.ends_with("gzip") {
+                        Box::new(flate2::read::GzDecoder::new(f))
+                    } else if layer.media_type.ends_with("zstd") {
+                        Box::new(zstd::stream::read::Decoder::new(f)?)
+                    } else {
+                        Box::new(f)
+                    };
                     extract(r, &dir)?;
                     Ok(())
                 })();
@@ -192,242 +400,24 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                     let _ = self.store.remove(&key);
                     return Err(e.context(format!("layer {}", layer.digest)));
                 }
-                self.store.commit(&key, &name)?;
+                if let Err(e) = self.store.commit(&key, &name) {
+                    let _ = self.store.remove(&key);
+                    return Err(e.into());
+                }
             }
-            base_blobs.push((layer.clone(), file));
             top = Some(name);
         }
-        Ok(State { top, base_blobs, layers: vec![], config, context_dir: None })
-    }
-
-    fn exec_env(config: &ImageConfig, extra: &[String]) -> Vec<String> {
-        let mut env: Vec<String> = config.config.env.clone().unwrap_or_default();
-        if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.insert(0, format!("PATH={DEFAULT_PATH}"));
-        }
-        for e in extra {
-            let k = e.split('=').next().unwrap_or("");
-            env.retain(|x| x.split('=').next() != Some(k));
-            env.push(e.clone());
-        }
-        env
-    }
-
-    fn run_exec(&mut self, node: &Node, e: &Exec, states: &BTreeMap<NodeId, State>) -> Result<State> {
-        if !e.mounts.is_empty() {
-            bail!("{}: RUN --mount is not supported yet", origin_label(node));
-        }
-        let base = Self::input(states, e.base)?;
-        let env = Self::exec_env(&base.config, &e.env);
-        let cwd = base.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
-        let user = base.config.config.user.clone().unwrap_or_default();
-        let mut op = e.clone();
-        op.base = NodeId(0);
-        let key_src = serde_json::json!({"parent": base.top, "op": op, "env": env, "cwd": cwd, "user": user});
-        let name = format!("run-{}", sha_hex(key_src.to_string().as_bytes()));
-        let p = self.progress_start(node);
-        if self.store.get(&name).is_none() {
-            let key = format!("w-{}-{}", std::process::id(), &name[4..24]);
-            let rootfs = self.store.prepare(&key, base.top.as_deref())?;
-            let stubs: Vec<&str> = MOUNT_STUBS.iter().copied().filter(|p| fs::symlink_metadata(rootfs.join(p)).is_err()).collect();
-            let req = ExecRequest {
-                id: format!("stromatekt-{}-{}", std::process::id(), &name[4..16]),
-                rootfs,
-                args: e.args.clone(),
-                env,
-                cwd,
-                user,
-                hostname: "stromatekt".into(),
-                network: e.network,
-                mounts: vec![],
-                tmpfs: vec![],
-                insecure: e.insecure,
-            };
-            let mut out: Vec<u8> = Vec::new();
-            let res = {
-                let mut sink = |b: &[u8]| {
-                    out.extend_from_slice(b);
-                };
-                self.exec.run(&req, &mut sink)
-            };
-            let fail = match res {
-                Ok(o) if o.exit_code == 0 => None,
-                Ok(o) => {
-                    let text = String::from_utf8_lossy(&out);
-                    let lines: Vec<&str> = text.lines().collect();
-                    let tail = lines[lines.len().saturating_sub(10)..].join("\n");
-                    Some(anyhow!(
-                        "{}: process {:?} did not complete successfully: exit code: {}\n{}",
-                        origin_label(node),
-                        e.args.join(" "),
-                        o.exit_code,
-                        tail
-                    ))
-                }
-                Err(err) => Some(anyhow!(err).context(format!("{}: running {:?}", origin_label(node), e.args.join(" ")))),
-            };
-            if let Some(err) = fail {
-                let _ = self.store.remove(&key);
-                return Err(err);
-            }
-            remove_stubs(&req.rootfs, &stubs);
-            self.commit_step(&key, &name, p)?;
-        } else if let Some((n, _)) = p {
-            eprintln!("#{n} CACHED");
-        }
-        Ok(with_layer(node, base, name))
-    }
-
-    fn run_copy(&mut self, node: &Node, c: &CopyOp, states: &BTreeMap<NodeId, State>) -> Result<State> {
-        if c.add || !c.files.is_empty() || c.parents {
-            bail!("{}: this form of COPY/ADD is not supported yet", origin_label(node));
-        }
-        let base = Self::input(states, c.base)?;
-        let src_state = Self::input(states, c.source)?;
-        let (src_root, ctx) = match (&src_state.context_dir, &src_state.top) {
-            (Some(d), _) => (d.clone(), true),
-            (None, Some(top)) => (self.store.get(top).ok_or_else(|| anyhow!("snapshot {top} vanished"))?, false),
-            (None, None) => (PathBuf::new(), false),
-        };
-        let workdir = base.config.config.working_dir.clone().unwrap_or_else(|| "/".into());
-        let dest_abs = if c.dest.starts_with('/') { c.dest.clone() } else { format!("{}/{}", workdir.trim_end_matches('/'), c.dest) };
-        let mut sources = Vec::new();
-        for s in &c.sources {
-            let rel = s.trim_start_matches("./").trim_start_matches('/');
-            let p = if rel.is_empty() || rel == "." { src_root.clone() } else { src_root.join(rel) };
-            if fs::symlink_metadata(&p).is_err() {
-                bail!("{}: COPY source {s:?} not found", origin_label(node));
-            }
-            sources.push((rel.to_string(), p));
-        }
-        // Cache key: parent, op, and the content of the sources.
-        let mut h = Sha256::new();
-        h.update(serde_json::json!({"parent": base.top, "dest": dest_abs, "chown": c.chown, "chmod": c.chmod, "sources": c.sources}).to_string());
-        for (rel, p) in &sources {
-            hash_tree(&mut h, p, rel, if ctx { Some(self.context) } else { None })?;
-        }
-        let name = format!("copy-{}", hex::encode(h.finalize()));
-        let p = self.progress_start(node);
-        if self.store.get(&name).is_none() {
-            let key = format!("w-{}-{}", std::process::id(), &name[5..25]);
-            let root = self.store.prepare(&key, base.top.as_deref())?;
-            let res = (|| -> Result<()> {
-                let (uid, gid) = match &c.chown {
-                    None => (0, 0),
-                    Some(spec) => {
-                        let (u, g) = spec.split_once(':').map(|(a, b)| (a, Some(b))).unwrap_or((spec.as_str(), None));
-                        let uid = match u.parse::<u32>() {
-                            Ok(n) => n,
-                            Err(_) => crate::exec::user::resolve(&root, u)?.0,
-                        };
-                        let gid = match g {
-                            None => uid,
-                            Some(g) => match g.parse::<u32>() {
-                                Ok(n) => n,
-                                Err(_) => crate::exec::user::resolve(&root, &format!("0:{g}"))?.1,
-                            },
-                        };
-                        (uid, gid)
-                    }
-                };
-                let mode = match &c.chmod {
-                    None => None,
-                    Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| anyhow!("--chmod {m:?}: only octal modes are supported"))?),
-                };
-                // BuildKit: a destination ending in `/` or `.` names a directory.
-                let into_dir = c.dest.ends_with('/') || c.dest == "." || c.dest.ends_with("/.") || sources.len() > 1;
-                let dest: std::path::PathBuf = root.join(dest_abs.trim_start_matches('/')).components().collect();
-                for (rel, p) in &sources {
-                    let md = fs::symlink_metadata(p)?;
-                    let cx = if ctx { Some(self.context) } else { None };
-                    if md.is_dir() {
-                        mkdir_p(&root, &dest)?;
-                        copy_contents(p, &dest, rel, cx, uid, gid, mode)?;
-                    } else {
-                        let target = if into_dir || dest.is_dir() {
-                            mkdir_p(&root, &dest)?;
-                            dest.join(p.file_name().unwrap_or_default())
-                        } else {
-                            if let Some(parent) = dest.parent() {
-                                mkdir_p(&root, parent)?;
-                            }
-                            dest.clone()
-                        };
-                        copy_one(p, &target, uid, gid, mode)?;
-                    }
-                }
-                Ok(())
-            })();
-            if let Err(err) = res {
-                let _ = self.store.remove(&key);
-                return Err(err.context(origin_label(node)));
-            }
-            self.commit_step(&key, &name, p)?;
-        } else if let Some((n, _)) = p {
-            eprintln!("#{n} CACHED");
-        }
-        Ok(with_layer(node, base, name))
+        Ok((State { top, base_blobs: img.layers.clone(), layers: vec![], config: img.config.clone(), context_dir: None }, imported))
     }
 
     /// Commit a step's writable snapshot `key` as `name` (removing `key` if
-    /// that fails) and print its DONE line.
-    fn commit_step(&self, key: &str, name: &str, progress: Option<(usize, std::time::Instant)>) -> Result<()> {
+    /// that fails).
+    pub(crate) fn commit_step(&self, key: &str, name: &str) -> Result<()> {
         if let Err(err) = self.store.commit(key, name) {
             let _ = self.store.remove(key);
             return Err(err.into());
         }
-        if let Some((n, t)) = progress {
-            eprintln!("#{n} DONE {:.1}s", t.elapsed().as_secs_f64());
-        }
         Ok(())
-    }
-
-    /// Write `state` as an OCI image layout at `dest`, tagged `tag`; returns the manifest descriptor.
-    pub fn export(&self, state: &State, dest: &Path, tag: &str) -> Result<Descriptor> {
-        let layout = Layout::create(dest).with_context(|| format!("create OCI layout {}", dest.display()))?;
-        let mut config = state.config.clone();
-        let mut layers = Vec::new();
-        for (d, file) in &state.base_blobs {
-            layout.put_file(&d.digest, file).with_context(|| format!("copy {}", file.display()))?;
-            layers.push(d.clone());
-        }
-        for l in &state.layers {
-            let changes = self.store.diff(l.parent.as_deref(), &l.name)?;
-            let root = self.store.get(&l.name).ok_or_else(|| anyhow!("snapshot {} vanished", l.name))?;
-            let tmp = tempfile::NamedTempFile::new_in(self.store.root()).context("temp file in the store")?;
-            let blob = write_gzip_blob(&root, &changes, tmp.path(), None)?;
-            layout.put_file(&blob.digest, tmp.path())?;
-            config.rootfs.diff_ids.push(blob.diff_id.clone());
-            layers.push(Descriptor { media_type: LAYER_GZIP.into(), digest: blob.digest, size: blob.size, annotations: None, platform: None });
-        }
-        let cfg = config.to_canonical_json();
-        let cd = descriptor(CONFIG_V1, &cfg);
-        layout.put_bytes(&cd.digest, &cfg)?;
-        let m = Manifest::new(cd, layers).to_json();
-        let md = descriptor(MANIFEST_V1, &m);
-        layout.put_bytes(&md.digest, &m)?;
-        layout.set_manifest(md.clone(), Some(tag))?;
-        Ok(md)
-    }
-}
-
-/// Mount points the executor creates in the rootfs, innermost first.
-const MOUNT_STUBS: &[&str] = &["etc/hosts", "etc/resolv.conf", "etc", "dev", "proc", "sys"];
-
-/// Remove the mount points the executor created (listed in `stubs`) when
-/// they are still empty, so they do not end up in the layer.
-fn remove_stubs(rootfs: &Path, stubs: &[&str]) {
-    for p in stubs {
-        let path = rootfs.join(p);
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {
-                let _ = fs::remove_dir(&path); // fails (kept) when not empty
-            }
-            Ok(m) if m.is_file() && m.len() == 0 => {
-                let _ = fs::remove_file(&path);
-            }
-            _ => {}
-        }
     }
 }
 
@@ -481,101 +471,25 @@ pub fn apply_edit(config: &mut ImageConfig, edit: &ConfigEdit) {
     }
 }
 
-fn mkdir_p(root: &Path, dir: &Path) -> Result<()> {
-    if !dir.starts_with(root) {
-        bail!("destination {} escapes the root", dir.display());
-    }
-    fs::create_dir_all(dir).with_context(|| format!("mkdir {}", dir.display()))
+
+/// The pid in a `w-<pid>-...` work key.
+fn owner_pid(key: &str) -> Option<i32> {
+    key.strip_prefix("w-")?.split('-').next()?.parse().ok()
 }
 
-fn hash_tree(h: &mut Sha256, p: &Path, rel: &str, ctx: Option<&Context>) -> Result<()> {
-    let md = fs::symlink_metadata(p).with_context(|| format!("stat {}", p.display()))?;
-    h.update(format!("\0{rel}\0{:o}\0{}\0{}\0", md.mode(), md.uid(), md.gid()));
-    if md.is_dir() {
-        let mut names: Vec<_> = fs::read_dir(p)?.collect::<std::io::Result<Vec<_>>>()?.into_iter().map(|e| e.file_name()).collect();
-        names.sort();
-        for n in names {
-            let r = if rel.is_empty() { n.to_string_lossy().into_owned() } else { format!("{rel}/{}", n.to_string_lossy()) };
-            let child = p.join(&n);
-            if let Some(c) = ctx {
-                if c.excluded(&r, child.is_dir()) {
-                    continue;
-                }
-            }
-            hash_tree(h, &child, &r, ctx)?;
-        }
-    } else if md.file_type().is_symlink() {
-        h.update(fs::read_link(p)?.as_os_str().as_encoded_bytes());
-    } else if md.is_file() {
-        let mut f = fs::File::open(p)?;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-    }
-    Ok(())
-}
-
-fn copy_contents(src: &Path, dest: &Path, rel: &str, ctx: Option<&Context>, uid: u32, gid: u32, mode: Option<u32>) -> Result<()> {
-    for e in fs::read_dir(src)? {
-        let e = e?;
-        let n = e.file_name();
-        let r = if rel.is_empty() || rel == "." { n.to_string_lossy().into_owned() } else { format!("{rel}/{}", n.to_string_lossy()) };
-        let child = src.join(&n);
-        let md = fs::symlink_metadata(&child)?;
-        if let Some(c) = ctx {
-            if c.excluded(&r, md.is_dir()) {
-                continue;
-            }
-        }
-        copy_one(&child, &dest.join(&n), uid, gid, mode)?;
-        if md.is_dir() {
-            copy_contents(&child, &dest.join(&n), &r, ctx, uid, gid, mode)?;
-        }
-    }
-    Ok(())
-}
-
-/// Copy one entry (a directory is created, not filled).
-fn copy_one(src: &Path, dst: &Path, uid: u32, gid: u32, mode: Option<u32>) -> Result<()> {
-    let md = fs::symlink_metadata(src).with_context(|| format!("stat {}", src.display()))?;
-    let ft = md.file_type();
-    if ft.is_dir() {
-        if !dst.is_dir() {
-            let _ = fs::remove_file(dst);
-            fs::create_dir(dst).with_context(|| format!("mkdir {}", dst.display()))?;
-        }
-    } else {
-        if fs::symlink_metadata(dst).map(|m| m.is_dir()).unwrap_or(false) {
-            fs::remove_dir_all(dst)?;
-        } else {
-            let _ = fs::remove_file(dst);
-        }
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(src)?, dst).with_context(|| format!("symlink {}", dst.display()))?;
-        } else if ft.is_file() {
-            fs::copy(src, dst).with_context(|| format!("copy {} to {}", src.display(), dst.display()))?;
-        } else {
-            bail!("{}: special files cannot be copied", src.display());
-        }
-    }
-    std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).with_context(|| format!("chown {}", dst.display()))?;
-    if !ft.is_symlink() {
-        let m = mode.unwrap_or(md.mode() & 0o7777);
-        fs::set_permissions(dst, fs::Permissions::from_mode(m)).with_context(|| format!("chmod {}", dst.display()))?;
-    }
-    Ok(())
+/// Whether process `pid` exists.
+pub fn pid_alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// `base` with the committed snapshot `name` stacked on top as one more layer.
-fn with_layer(node: &Node, base: &State, name: String) -> State {
+pub(crate) fn with_layer(node: &Node, base: &State, name: String) -> State {
     let mut st = base.clone();
     st.layers.push(LayerRef { name: name.clone(), parent: base.top.clone() });
     st.top = Some(name);
     st.config.history.push(History { created_by: node.created_by.clone(), ..History::default() });
     st
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,134 @@
+//! Export: a [`State`] as an OCI image (layout directory), with layer blobs
+//! cached in the store so an unchanged layer is never diffed or compressed
+//! twice.
+//!
+//! Store layout used here:
+//! - `content/blobs/sha256/<hex>`: blobs (pulled base layers, our layers),
+//!   written to a temporary name and renamed, so a blob file is always whole;
+//! - `cache/layers/<key>.json`: `{diff_id, digest, size, media_type}` of the
+//!   layer that is the diff from snapshot `parent` to snapshot `name`,
+//!   written after its blob (temp + rename). A crash leaves at worst a blob
+//!   without a record, recomputed next time.
+
+use super::{LayerRef, State};
+use crate::image::config::ImageConfig;
+use crate::image::layer::write_gzip_blob;
+use crate::image::layout::Layout;
+use crate::image::manifest::{descriptor, Descriptor, Manifest, CONFIG_V1, LAYER_GZIP, MANIFEST_V1};
+use crate::store::Store;
+use anyhow::{anyhow, Context as _, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// A cached layer blob.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CachedLayer {
+    /// `sha256:` of the uncompressed tar.
+    pub diff_id: String,
+    /// `sha256:` of the blob.
+    pub digest: String,
+    /// Blob size.
+    pub size: u64,
+    /// Blob media type.
+    pub media_type: String,
+}
+
+impl CachedLayer {
+    /// Its manifest descriptor.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor { media_type: self.media_type.clone(), digest: self.digest.clone(), size: self.size, annotations: None, platform: None }
+    }
+}
+
+/// The store's blob directory (`ROOT/content`, an OCI layout's `blobs/` parent).
+pub fn content_dir(root: &Path) -> PathBuf {
+    root.join("content")
+}
+
+/// Path of blob `digest` in the store.
+pub fn blob_path(root: &Path, digest: &str) -> PathBuf {
+    content_dir(root).join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+}
+
+fn record_path(root: &Path, l: &LayerRef) -> PathBuf {
+    let key = super::sha_hex(format!("{}\0{}\0gzip", l.parent.as_deref().unwrap_or(""), l.name).as_bytes());
+    root.join("cache/layers").join(format!("{key}.json"))
+}
+
+/// The gzip blob of layer `l` (diff `l.parent` -> `l.name`), from the cache
+/// or made now and cached. Returns the record and the blob's path.
+pub fn layer_blob<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>) -> Result<(CachedLayer, PathBuf)> {
+    let root = store.root();
+    let rec_path = record_path(root, l);
+    if epoch.is_none() {
+        if let Ok(bytes) = fs::read(&rec_path) {
+            if let Ok(rec) = serde_json::from_slice::<CachedLayer>(&bytes) {
+                let p = blob_path(root, &rec.digest);
+                if p.is_file() {
+                    return Ok((rec, p));
+                }
+            }
+        }
+    }
+    let changes = store.diff(l.parent.as_deref(), &l.name)?;
+    let tree = store.get(&l.name).ok_or_else(|| anyhow!("snapshot {} vanished", l.name))?;
+    let blobs = content_dir(root).join("blobs/sha256");
+    fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
+    let tmp = tempfile::Builder::new().prefix(".tmp-layer-").tempfile_in(&blobs).context("temp file in the store")?;
+    let blob = write_gzip_blob(&tree, &changes, tmp.path(), epoch).with_context(|| format!("writing the layer of {}", l.name))?;
+    let dest = blob_path(root, &blob.digest);
+    tmp.persist(&dest).map_err(|e| anyhow!(e.error)).with_context(|| format!("storing blob {}", dest.display()))?;
+    let rec = CachedLayer { diff_id: blob.diff_id, digest: blob.digest, size: blob.size, media_type: LAYER_GZIP.into() };
+    if epoch.is_none() {
+        if let Some(dir) = rec_path.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let tmp_rec = rec_path.with_extension(format!("tmp-{}", std::process::id()));
+        fs::write(&tmp_rec, serde_json::to_vec(&rec)?).with_context(|| format!("writing {}", tmp_rec.display()))?;
+        fs::rename(&tmp_rec, &rec_path).with_context(|| format!("writing {}", rec_path.display()))?;
+    }
+    Ok((rec, dest))
+}
+
+/// The image of `state`: its config (diff_ids completed) and its layer
+/// blobs, bottom first. Layers are made in parallel (up to `jobs` at once).
+pub fn image_parts<S: Store>(store: &S, state: &State, jobs: usize) -> Result<(ImageConfig, Vec<(Descriptor, PathBuf)>)> {
+    let mut config = state.config.clone();
+    let mut layers: Vec<(Descriptor, PathBuf)> = state.base_blobs.clone();
+    let made: Vec<Result<(CachedLayer, PathBuf)>> = {
+        let chunks: Vec<&[LayerRef]> = state.layers.chunks(state.layers.len().div_ceil(jobs.max(1)).max(1)).collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| s.spawn(move || chunk.iter().map(|l| layer_blob(store, l, None)).collect::<Vec<_>>()))
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|_| vec![Err(anyhow!("layer export thread panicked"))])).collect()
+        })
+    };
+    for m in made {
+        let (rec, path) = m?;
+        config.rootfs.diff_ids.push(rec.diff_id.clone());
+        layers.push((rec.descriptor(), path));
+    }
+    Ok((config, layers))
+}
+
+/// Write `state` as an OCI image layout at `dest`, tagged `tag`; returns the
+/// manifest descriptor.
+pub fn export_layout<S: Store>(store: &S, state: &State, dest: &Path, tag: &str, jobs: usize) -> Result<Descriptor> {
+    let (config, layers) = image_parts(store, state, jobs)?;
+    let layout = Layout::create(dest).with_context(|| format!("create OCI layout {}", dest.display()))?;
+    let mut descs = Vec::new();
+    for (d, file) in &layers {
+        layout.put_file(&d.digest, file).with_context(|| format!("copy {}", file.display()))?;
+        descs.push(d.clone());
+    }
+    let cfg = config.to_canonical_json();
+    let cd = descriptor(CONFIG_V1, &cfg);
+    layout.put_bytes(&cd.digest, &cfg)?;
+    let m = Manifest::new(cd, descs).to_json();
+    let md = descriptor(MANIFEST_V1, &m);
+    layout.put_bytes(&md.digest, &m)?;
+    layout.set_manifest(md.clone(), Some(tag))?;
+    Ok(md)
+}

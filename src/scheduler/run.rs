@@ -1,0 +1,153 @@
+//! RUN: a command in a writable snapshot of its base, through the executor.
+
+use super::{origin_label, sha_hex, with_layer, Scheduler, State};
+use crate::exec::{ExecRequest, Executor};
+use crate::image::config::{ImageConfig, DEFAULT_PATH};
+use crate::progress::Outcome;
+use crate::store::Store;
+use anyhow::{anyhow, bail, Result};
+use frontend::ir::{Exec, Node, NodeId};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+/// Mount points the executor creates in the rootfs, innermost first.
+const MOUNT_STUBS: &[&str] = &["etc/hosts", "etc/resolv.conf", "etc", "dev", "proc", "sys"];
+
+/// Remove the mount points the executor created (listed in `stubs`) when
+/// they are still empty, so they do not end up in the layer.
+fn remove_stubs(rootfs: &Path, stubs: &[&str]) {
+    for p in stubs {
+        let path = rootfs.join(p);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                let _ = fs::remove_dir(&path); // fails (kept) when not empty
+            }
+            Ok(m) if m.is_file() && m.len() == 0 => {
+                let _ = fs::remove_file(&path);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The environment of a RUN: the image's Env (PATH defaulted) plus the
+/// step's build args, which do not override the image's Env (as BuildKit).
+pub(crate) fn exec_env(config: &ImageConfig, extra: &[String]) -> Vec<String> {
+    let mut env: Vec<String> = config.config.env.clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, format!("PATH={DEFAULT_PATH}"));
+    }
+    for e in extra {
+        let k = e.split('=').next().unwrap_or("");
+        env.retain(|x| x.split('=').next() != Some(k));
+        env.push(e.clone());
+    }
+    env
+}
+
+/// Keep the last `max` lines of a step's output.
+struct Tail {
+    buf: Vec<u8>,
+}
+
+impl Tail {
+    fn push(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() > 64 * 1024 {
+            let cut = self.buf.len() - 32 * 1024;
+            self.buf.drain(..cut);
+        }
+    }
+
+    fn lines(&self, max: usize) -> String {
+        let text = String::from_utf8_lossy(&self.buf);
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(max)..].join("\n")
+    }
+}
+
+impl<S: Store, E: Executor> Scheduler<'_, S, E> {
+    pub(crate) fn run_exec(&self, node: &Node, e: &Exec, states: &BTreeMap<NodeId, State>) -> Result<State> {
+        if !e.mounts.is_empty() {
+            bail!("{}: RUN --mount is not supported yet", origin_label(node));
+        }
+        if !e.files.is_empty() {
+            bail!("{}: RUN with heredoc files is not supported yet", origin_label(node));
+        }
+        if !e.with.is_empty() {
+            bail!("{}: # stromatekt:with is not supported yet", origin_label(node));
+        }
+        let base = Self::input(states, e.base)?;
+        let env = exec_env(&base.config, &e.env);
+        let cwd = base.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+        let user = base.config.config.user.clone().unwrap_or_default();
+        let mut op = e.clone();
+        op.base = NodeId(0);
+        op.layer_name = None;
+        let key_src = serde_json::json!({"parent": base.top, "op": op, "env": env, "cwd": cwd, "user": user});
+        let name = self.snapshot_name("run", node, &sha_hex(key_src.to_string().as_bytes()));
+        let step = self.step(node);
+        if self.store.get(&name).is_some() {
+            self.end(step, Outcome::Cached);
+            return Ok(with_layer(node, base, name));
+        }
+        let key = self.work_key(&name);
+        let rootfs = match self.store.prepare(&key, base.top.as_deref()) {
+            Ok(r) => r,
+            Err(err) => {
+                self.end(step, Outcome::Error);
+                return Err(err.into());
+            }
+        };
+        let stubs: Vec<&str> = MOUNT_STUBS.iter().copied().filter(|p| fs::symlink_metadata(rootfs.join(p)).is_err()).collect();
+        let req = ExecRequest {
+            id: format!("stromatekt-{}-{}", std::process::id(), &name[name.len() - 12..]),
+            rootfs,
+            args: e.args.clone(),
+            env,
+            cwd,
+            user,
+            hostname: "stromatekt".into(),
+            network: e.network,
+            mounts: vec![],
+            tmpfs: vec![],
+            insecure: e.insecure,
+        };
+        let mut tail = Tail { buf: Vec::new() };
+        let res = {
+            let progress = self.progress;
+            let step_ref = step.as_ref();
+            let mut sink = |b: &[u8]| {
+                tail.push(b);
+                if let Some(s) = step_ref {
+                    progress.log(s, b);
+                }
+            };
+            self.exec.run(&req, &mut sink)
+        };
+        let fail = match res {
+            Ok(o) if o.exit_code == 0 => None,
+            Ok(o) => Some(anyhow!(
+                "{}: process {:?} did not complete successfully: exit code: {}\n{}",
+                origin_label(node),
+                e.args.join(" "),
+                o.exit_code,
+                tail.lines(10)
+            )),
+            Err(err) => Some(anyhow!(err).context(format!("{}: running {:?}", origin_label(node), e.args.join(" ")))),
+        };
+        if let Some(err) = fail {
+            let _ = self.store.remove(&key);
+            self.end(step, Outcome::Error);
+            return Err(err);
+        }
+        remove_stubs(&req.rootfs, &stubs);
+        if let Err(err) = self.commit_step(&key, &name) {
+            self.end(step, Outcome::Error);
+            return Err(err);
+        }
+        self.end(step, Outcome::Done);
+        Ok(with_layer(node, base, name))
+    }
+}

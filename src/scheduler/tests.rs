@@ -1,0 +1,249 @@
+//! Scheduler tests without root: [`DirStore`] snapshots and a
+//! [`FakeExecutor`] whose behaviour writes files and sleeps.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::exec::fake::FakeExecutor;
+use crate::progress::{Mode, Outcome, Progress, StepRecord};
+use crate::store::mem::DirStore;
+use frontend::LowerOptions;
+
+struct NoImages;
+
+impl ImageResolver for NoImages {
+    fn resolve(&self, reference: &str, _platform: &str) -> Result<SourceImage> {
+        bail!("no images in tests ({reference})")
+    }
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    store: DirStore,
+    context: Context,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = DirStore::open(&tmp.path().join("store")).unwrap();
+    let ctx_dir = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx_dir).unwrap();
+    fs::write(ctx_dir.join("a.txt"), "a").unwrap();
+    let context = Context::open(&ctx_dir).unwrap().with_index(&tmp.path().join("index"));
+    Fixture { _tmp: tmp, store, context }
+}
+
+/// When each fake command really ran: (command, start, end).
+type Spans = std::sync::Arc<Mutex<Vec<(String, std::time::Instant, std::time::Instant)>>>;
+
+/// An executor whose `sleep N` sleeps N*100 ms and whose `touch P` creates P.
+fn fake() -> FakeExecutor {
+    fake_recording(Spans::default())
+}
+
+fn fake_recording(spans: Spans) -> FakeExecutor {
+    FakeExecutor::new().with_behaviour(move |req| {
+        let cmd = req.args.last().cloned().unwrap_or_default();
+        let t0 = std::time::Instant::now();
+        let code = fake_command(req, &cmd);
+        spans.lock().unwrap().push((cmd, t0, std::time::Instant::now()));
+        code
+    })
+}
+
+fn fake_command(req: &crate::exec::ExecRequest, cmd: &str) -> i32 {
+    {
+        for part in cmd.split("&&") {
+            let words: Vec<&str> = part.split_whitespace().collect();
+            match words.as_slice() {
+                ["sleep", n] => std::thread::sleep(Duration::from_millis(n.parse::<u64>().unwrap_or(1) * 100)),
+                ["touch", p] => {
+                    let path = req.rootfs.join(p.trim_start_matches('/'));
+                    fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    fs::write(path, p).unwrap();
+                }
+                ["false"] => return 1,
+                _ => {}
+            }
+        }
+        0
+    }
+}
+
+fn graph(text: &str, args: &[(&str, &str)]) -> Graph {
+    let opts = LowerOptions {
+        file: "Dockerfile".into(),
+        build_args: args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
+    };
+    frontend::build_graph(text, &opts).map_err(|e| e.render("Dockerfile", text)).unwrap()
+}
+
+fn build(f: &Fixture, exec: &FakeExecutor, text: &str, args: &[(&str, &str)]) -> (Result<State>, Vec<StepRecord>) {
+    let g = graph(text, args);
+    let progress = Progress::new(Mode::Quiet);
+    let sched = Scheduler::new(&f.store, exec, &f.context, &NoImages, &progress, Options { jobs: 4, ..Options::default() });
+    let res = sched.run(&g).map(|states| states[&g.exports[0].node].clone());
+    (res, progress.records())
+}
+
+fn by_text<'r>(records: &'r [StepRecord], needle: &str) -> &'r StepRecord {
+    records.iter().find(|r| r.name.contains(needle)).unwrap_or_else(|| panic!("no step {needle} in {records:#?}"))
+}
+
+fn overlaps(a: &StepRecord, b: &StepRecord) -> bool {
+    a.start < b.end && b.start < a.end
+}
+
+const STAGES: &str = "FROM scratch AS a\nRUN sleep 3 && touch /a\n\
+FROM scratch AS b\nRUN sleep 3 && touch /b\n\
+FROM scratch AS c\nRUN sleep 3 && touch /c\n\
+FROM scratch\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nCOPY --from=c /c /c\nRUN sleep 1 && touch /done\n";
+
+#[test]
+fn independent_stages_overlap_and_dependent_steps_do_not() {
+    let f = fixture();
+    let spans = Spans::default();
+    let exec = fake_recording(spans.clone());
+    let (res, rec) = build(&f, &exec, STAGES, &[]);
+    let st = res.unwrap();
+    // The commands themselves (inside the executor) overlapped.
+    let spans = spans.lock().unwrap().clone();
+    let span = |needle: &str| spans.iter().find(|s| s.0.contains(needle)).map(|s| (s.1, s.2)).unwrap();
+    let (sa, sb, sc, sd) = (span("touch /a"), span("touch /b"), span("touch /c"), span("touch /done"));
+    let ov = |x: (std::time::Instant, std::time::Instant), y: (std::time::Instant, std::time::Instant)| x.0 < y.1 && y.0 < x.1;
+    assert!(ov(sa, sb) && ov(sb, sc) && ov(sa, sc), "commands did not run concurrently");
+    assert!(sa.1 <= sd.0 && sb.1 <= sd.0 && sc.1 <= sd.0, "the dependent command overlapped its inputs");
+    let (a, b, c) = (by_text(&rec, "touch /a"), by_text(&rec, "touch /b"), by_text(&rec, "touch /c"));
+    assert!(overlaps(a, b) && overlaps(b, c) && overlaps(a, c), "stages did not overlap: {rec:#?}");
+    let last = by_text(&rec, "touch /done");
+    for r in [a, b, c] {
+        assert!(r.end <= last.start, "the final RUN started before its inputs ended: {rec:#?}");
+    }
+    for copy in rec.iter().filter(|r| r.name.contains("COPY")) {
+        assert!(copy.end <= last.start);
+    }
+    assert_eq!(st.layers.len(), 4);
+    let top = f.store.get(st.top.as_deref().unwrap()).unwrap();
+    for p in ["a", "b", "c", "done"] {
+        assert!(top.join(p).is_file(), "{p} missing from the result");
+    }
+}
+
+#[test]
+fn rebuild_is_fully_cached_and_runs_nothing() {
+    let f = fixture();
+    let exec = fake();
+    build(&f, &exec, STAGES, &[]).0.unwrap();
+    let runs = exec.requests().len();
+    assert_eq!(runs, 4);
+    let (res, rec) = build(&f, &exec, STAGES, &[]);
+    res.unwrap();
+    assert_eq!(exec.requests().len(), runs, "a cached rebuild started containers");
+    assert!(rec.iter().all(|r| r.outcome == Outcome::Cached), "{rec:#?}");
+}
+
+#[test]
+fn build_arg_change_reruns_from_its_first_use() {
+    let f = fixture();
+    let exec = fake();
+    let text = "FROM scratch\nRUN touch /one\nARG V=1\nRUN touch /two\nRUN echo $V && touch /three\nRUN touch /four\n";
+    build(&f, &exec, text, &[]).0.unwrap();
+    let (res, rec) = build(&f, &exec, text, &[("V", "2")]);
+    res.unwrap();
+    assert_eq!(by_text(&rec, "touch /one").outcome, Outcome::Cached);
+    // BuildKit: every RUN after the ARG sees it in its environment.
+    assert_eq!(by_text(&rec, "touch /two").outcome, Outcome::Done);
+    assert_eq!(by_text(&rec, "touch /three").outcome, Outcome::Done);
+    assert_eq!(by_text(&rec, "touch /four").outcome, Outcome::Done);
+}
+
+#[test]
+fn copy_cache_follows_content_and_mode_not_mtime() {
+    let f = fixture();
+    let exec = fake();
+    let text = "FROM scratch\nRUN touch /first\nCOPY a.txt /a.txt\nRUN touch /after\n";
+    build(&f, &exec, text, &[]).0.unwrap();
+    let file = f.context.dir.join("a.txt");
+
+    // mtime only: cached.
+    let later = std::time::SystemTime::now() + Duration::from_secs(100);
+    fs::File::options().write(true).open(&file).unwrap().set_modified(later).unwrap();
+    let (res, rec) = build(&f, &exec, text, &[]);
+    res.unwrap();
+    assert!(rec.iter().all(|r| r.outcome == Outcome::Cached), "mtime change re-ran: {rec:#?}");
+
+    // content: the COPY and what follows re-run, earlier steps cached.
+    fs::write(&file, "changed").unwrap();
+    let (res, rec) = build(&f, &exec, text, &[]);
+    res.unwrap();
+    assert_eq!(by_text(&rec, "touch /first").outcome, Outcome::Cached);
+    assert_eq!(by_text(&rec, "COPY").outcome, Outcome::Done);
+    assert_eq!(by_text(&rec, "touch /after").outcome, Outcome::Done);
+
+    // mode: same.
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let (res, rec) = build(&f, &exec, text, &[]);
+    res.unwrap();
+    assert_eq!(by_text(&rec, "touch /first").outcome, Outcome::Cached);
+    assert_eq!(by_text(&rec, "COPY").outcome, Outcome::Done);
+    assert_eq!(by_text(&rec, "touch /after").outcome, Outcome::Done);
+}
+
+#[test]
+fn no_cache_reruns_everything_and_filter_only_its_stage() {
+    let f = fixture();
+    let exec = fake();
+    let text = "FROM scratch AS a\nRUN touch /a\nFROM scratch\nRUN touch /b\n";
+    build(&f, &exec, text, &[]).0.unwrap();
+    let g = graph(text, &[]);
+    let progress = Progress::new(Mode::Quiet);
+    let opts = Options { jobs: 2, no_cache_stages: vec!["a".into()], ..Options::default() };
+    Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, opts).run(&g).unwrap();
+    // Stage a is not needed by the final stage: nothing ran.
+    assert!(progress.records().iter().all(|r| r.outcome == Outcome::Cached));
+    let progress = Progress::new(Mode::Quiet);
+    let opts = Options { jobs: 2, no_cache: true, ..Options::default() };
+    Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, opts).run(&g).unwrap();
+    assert!(progress.records().iter().all(|r| r.outcome == Outcome::Done));
+}
+
+#[test]
+fn a_failure_stops_the_build_and_leaves_no_work_snapshots() {
+    let f = fixture();
+    let exec = fake();
+    let text = "FROM scratch AS a\nRUN sleep 5 && touch /a\nFROM scratch AS b\nRUN false\nFROM scratch\nCOPY --from=a /a /a\nCOPY --from=b / /\n";
+    let (res, rec) = build(&f, &exec, text, &[]);
+    let err = format!("{:#}", res.unwrap_err());
+    assert!(err.contains("Dockerfile:4") && err.contains("exit code: 1"), "{err}");
+    assert!(exec.kill_count() >= 1, "running steps were not killed");
+    assert!(rec.iter().all(|r| !r.name.contains("COPY")), "steps after the failure ran: {rec:#?}");
+    assert!(f.store.list_active().unwrap().is_empty(), "work snapshots left: {:?}", f.store.list_active());
+}
+
+#[test]
+fn cancel_flag_interrupts() {
+    let f = fixture();
+    let exec = fake();
+    let g = graph("FROM scratch\nRUN sleep 2\nRUN touch /x\n", &[]);
+    let progress = Progress::new(Mode::Quiet);
+    let sched = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, Options::default());
+    sched.cancel_flag().store(true, Ordering::SeqCst);
+    let err = sched.run(&g).unwrap_err();
+    assert!(err.to_string().contains("interrupted"), "{err}");
+    assert!(exec.requests().is_empty());
+}
+
+#[test]
+fn recovery_removes_work_snapshots_of_dead_processes_only() {
+    let f = fixture();
+    let exec = fake();
+    f.store.prepare("w-999999999-dead", None).unwrap();
+    let mine = format!("w-{}-live", std::process::id());
+    f.store.prepare(&mine, None).unwrap();
+    let progress = Progress::new(Mode::Quiet);
+    Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, Options::default()).recover().unwrap();
+    assert_eq!(f.store.list_active().unwrap(), vec![mine]);
+}
+
+use std::os::unix::fs::PermissionsExt;

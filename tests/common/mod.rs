@@ -1,0 +1,303 @@
+//! Shared harness for the integration tests (`mod common;`): skipping when
+//! root or a tool is missing (but failing under `CI=true`, where a skip
+//! would prove nothing), a loop-mounted btrfs store, a local
+//! `docker-registry`, and base-image fixtures as OCI layouts (busybox from
+//! busybox-static, Debian bookworm minbase from debootstrap, cached under
+//! `target/fixtures/`). Everything started or mounted here is released by
+//! `Drop` guards.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether we run under CI (`CI=true`), where missing pieces are failures.
+pub fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// Skip the calling test: print why and return `false`; under `CI=true`
+/// panic instead.
+pub fn skip(why: &str) -> bool {
+    if ci() {
+        panic!("cannot run: {why} (CI=true, so this is a failure, not a skip)");
+    }
+    eprintln!("skipping: {why}");
+    false
+}
+
+/// Path of `name` on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+/// Whether `tool` is installed; else [`skip`].
+pub fn require(tool: &str) -> bool {
+    which(tool).is_some() || skip(&format!("{tool} is not installed (scripts/install-deps.sh)"))
+}
+
+/// Whether we are root and every tool in `tools` is installed; else
+/// [`skip`] naming everything missing.
+pub fn runnable(tools: &[&str]) -> bool {
+    let mut missing: Vec<String> = tools.iter().filter(|t| which(t).is_none()).map(|t| t.to_string()).collect();
+    if !nix::unistd::geteuid().is_root() {
+        missing.insert(0, "root".into());
+    }
+    missing.is_empty() || skip(&format!("needs {} (scripts/install-deps.sh; run as root)", missing.join(", ")))
+}
+
+/// Run `cmd`; panic with the command, status and output unless it succeeds.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({})\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// Detach every loop device backed by `image`.
+pub fn detach_loops(image: &Path) {
+    let Ok(out) = Command::new("losetup").args(["-j"]).arg(image).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(dev) = line.split(':').next() {
+            let _ = Command::new("losetup").arg("-d").arg(dev).status();
+        }
+    }
+}
+
+/// A btrfs filesystem on a sparse file, loop-mounted in a temporary
+/// directory; unmounted (releasing the loop device) and deleted on drop.
+pub struct LoopStore {
+    /// The mount point.
+    pub dir: PathBuf,
+    /// The image file.
+    pub image: PathBuf,
+    tmp: tempfile::TempDir,
+}
+
+impl LoopStore {
+    /// Make and mount one of `size_gb` GiB (sparse). Call after
+    /// [`runnable`] checked root and `mkfs.btrfs`.
+    pub fn new(size_gb: u64) -> LoopStore {
+        let tmp = tempfile::tempdir().unwrap();
+        let image = tmp.path().join("store.img");
+        let dir = tmp.path().join("mnt");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::File::create(&image).unwrap().set_len(size_gb << 30).unwrap();
+        run(Command::new("mkfs.btrfs").arg("-q").arg(&image));
+        run(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&dir));
+        LoopStore { dir, image, tmp }
+    }
+
+    /// A scratch directory beside the mount (not on btrfs), removed on drop.
+    pub fn scratch(&self) -> &Path {
+        self.tmp.path()
+    }
+}
+
+impl Drop for LoopStore {
+    fn drop(&mut self) {
+        // Mounts a test made inside the store go first (deepest first).
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            let prefix = format!("{}/", self.dir.display());
+            let mut inner: Vec<&str> =
+                mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|m| m.starts_with(&prefix)).collect();
+            inner.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in inner {
+                let _ = Command::new("umount").arg(m).status();
+            }
+        }
+        // umount of a `-o loop` mount frees the loop device too; be sure.
+        let _ = Command::new("umount").arg(&self.dir).status();
+        detach_loops(&self.image);
+    }
+}
+
+/// User name of [`RegistryServer::start_with_auth`].
+pub const REGISTRY_USER: &str = "tester";
+/// Its password.
+pub const REGISTRY_PASSWORD: &str = "stromatekt-test";
+/// bcrypt of [`REGISTRY_PASSWORD`] (cost 4), for the htpasswd file.
+const REGISTRY_PASSWORD_BCRYPT: &str = "$2b$04$BEdCMJ6WoY8wNyKRvqdkD.AFsQtu2F1PA5J0tsHKDIdtrd51QHcAy";
+
+/// Where `docker-registry` is.
+const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
+
+/// A running `docker-registry serve` on a free 127.0.0.1 port, with its
+/// storage in a temporary directory; killed (by PID) on drop.
+pub struct RegistryServer {
+    child: Child,
+    /// The port.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RegistryServer {
+    /// Start one, or `None` (after [`skip`]) when `docker-registry` is missing.
+    pub fn start() -> Option<RegistryServer> {
+        RegistryServer::start_inner(false)
+    }
+
+    /// Start one that demands HTTP basic authentication as
+    /// [`REGISTRY_USER`] / [`REGISTRY_PASSWORD`].
+    pub fn start_with_auth() -> Option<RegistryServer> {
+        RegistryServer::start_inner(true)
+    }
+
+    fn start_inner(auth: bool) -> Option<RegistryServer> {
+        let binary = if Path::new(REGISTRY_BINARY).exists() {
+            PathBuf::from(REGISTRY_BINARY)
+        } else if let Some(p) = which("docker-registry") {
+            p
+        } else {
+            skip("docker-registry is not installed (scripts/install-deps.sh)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let storage = dir.path().join("storage");
+        std::fs::create_dir_all(&storage).unwrap();
+        let config = dir.path().join("config.yml");
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            storage.display()
+        );
+        if auth {
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{REGISTRY_USER}:{REGISTRY_PASSWORD_BCRYPT}\n")).unwrap();
+            yaml.push_str(&format!("auth:\n  htpasswd:\n    realm: stromatekt-test\n    path: {}\n", htpasswd.display()));
+        }
+        std::fs::write(&config, yaml).unwrap();
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = RegistryServer { child, port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !server.ping() {
+            assert!(Instant::now() < deadline, "docker-registry did not answer GET /v2/ on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(server)
+    }
+
+    /// Whether GET /v2/ answers (200, or 401 when it wants credentials).
+    pub fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.port).as_bytes()).is_err() {
+            return false;
+        }
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        ["HTTP/1.1 200", "HTTP/1.0 200", "HTTP/1.1 401", "HTTP/1.0 401"].iter().any(|p| buf.starts_with(p))
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RegistryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `target/` of this workspace (`CARGO_TARGET_DIR` when set).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// A busybox image (from busybox-static, via `scripts/busybox-oci.sh`) as an
+/// OCI layout at `out` (which must not exist yet), tag `latest`. Returns
+/// `false` (after [`skip`]) when umoci or /bin/busybox is missing.
+pub fn busybox_layout(out: &Path) -> bool {
+    if !require("umoci") {
+        return false;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        return skip("/bin/busybox is missing (busybox-static)");
+    }
+    run(Command::new(repo_root().join("scripts/busybox-oci.sh")).arg(out));
+    true
+}
+
+/// The Debian bookworm minbase image as an OCI layout (tag `latest`), built
+/// once by `scripts/debian-oci.sh` and cached in
+/// `target/fixtures/debian-<script hash>`; concurrent callers wait on a lock
+/// file instead of racing. Building needs root, debootstrap, umoci and the
+/// Debian mirror; without them `None` (after [`skip`]). Treat the result as
+/// read-only.
+pub fn debian_layout() -> Option<PathBuf> {
+    use sha2::Digest as _;
+    let script = repo_root().join("scripts/debian-oci.sh");
+    let text = std::fs::read(&script).unwrap();
+    let hash = hex::encode(sha2::Sha256::digest(&text));
+    let fixtures = target_dir().join("fixtures");
+    let name = format!("debian-{}", &hash[..16]);
+    let dir = fixtures.join(&name);
+    // The script renames a finished layout into place: present = complete.
+    if dir.join("index.json").exists() {
+        return Some(dir);
+    }
+    if !runnable(&["debootstrap", "umoci"]) {
+        return None;
+    }
+    std::fs::create_dir_all(&fixtures).unwrap();
+    let lock_file = std::fs::File::create(fixtures.join("debian.lock")).unwrap();
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
+    if !dir.join("index.json").exists() {
+        eprintln!("building the Debian fixture {} (debootstrap; takes a few minutes, once)", dir.display());
+        let out = Command::new(&script).arg(&dir).stdin(Stdio::null()).output().unwrap();
+        if !out.status.success() {
+            skip(&format!(
+                "{} failed (is the Debian mirror reachable?):\n{}{}",
+                script.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+            return None;
+        }
+        // Fixtures made by older versions of the script are stale now.
+        for e in std::fs::read_dir(&fixtures).unwrap().flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with("debian-") && n != name {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Some(dir)
+}
+
+/// Copy image `latest` of the OCI layout at `layout` to the registry as
+/// `REGISTRY/repo:latest` with skopeo; returns that reference.
+pub fn push_layout_to(server: &RegistryServer, layout: &Path, repo: &str) -> String {
+    let reference = format!("{}/{repo}:latest", server.host());
+    run(Command::new("skopeo").args(["copy", "--quiet", "--dest-tls-verify=false"]).arg(format!("oci:{}:latest", layout.display())).arg(format!("docker://{reference}")));
+    reference
+}
+
+/// Copy `reference` from the registry into an OCI layout at `out`, tag `latest`.
+pub fn pull_to_layout(reference: &str, out: &Path) {
+    run(Command::new("skopeo").args(["copy", "--quiet", "--src-tls-verify=false"]).arg(format!("docker://{reference}")).arg(format!("oci:{}:latest", out.display())));
+}

@@ -1,0 +1,158 @@
+//! Several `stromatekt build` processes on one store, and builds killed with
+//! SIGINT or SIGKILL: the store and the cache stay consistent, and the next
+//! build's start-up recovery leaves no containers, mounts or work snapshots.
+//!
+//! Needs root, btrfs and runc: skipped with a message when missing, except
+//! under `CI=true`, where it fails.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+fn stromatekt(root: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stromatekt"));
+    c.env("STROMATEKT_ROOT", root).env_remove("BUILDKIT_PROGRESS");
+    c
+}
+
+/// A context dir with `Dockerfile` = `text` (BASE pointing at the busybox layout).
+fn context(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let ctx = dir.join(name);
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), text).unwrap();
+    std::fs::write(ctx.join("data.txt"), format!("data of {name}\n")).unwrap();
+    ctx
+}
+
+fn build_cmd(root: &Path, base: &Path, ctx: &Path) -> Command {
+    let mut c = stromatekt(root);
+    c.arg("build")
+        .arg("--progress=rawjson")
+        .arg("--build-arg")
+        .arg(format!("BASE=oci-layout://{}:latest", base.display()))
+        .arg(ctx);
+    c
+}
+
+fn events(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stderr).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn show(out: &Output) -> String {
+    format!("status {:?}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stderr))
+}
+
+/// Containers runc knows in the store's state dir.
+fn containers(root: &Path) -> Vec<String> {
+    let out = Command::new("runc").arg("--root").arg(root.join("runc")).args(["list", "-q"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+}
+
+/// Mounts below the store (a container's /proc, /dev, binds...).
+fn mounts_below(root: &Path) -> Vec<String> {
+    let prefix = format!("{}/", root.display());
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+fn active(root: &Path) -> Vec<String> {
+    match std::fs::read_dir(root.join("active")) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => vec![],
+    }
+}
+
+fn dockerfile(i: usize) -> String {
+    format!(
+        "ARG BASE\nFROM ${{BASE}}\nRUN echo build {i} > /built && sleep 1\nCOPY data.txt /data.txt\nRUN cat /data.txt /built > /both\n"
+    )
+}
+
+#[test]
+fn concurrent_builds_share_one_store_and_stay_consistent() {
+    if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
+        return;
+    }
+    let store = common::LoopStore::new(4);
+    let root = store.dir.join("root");
+    let base = store.scratch().join("busybox");
+    assert!(common::busybox_layout(&base));
+    let ctxs: Vec<PathBuf> = (0..4).map(|i| context(store.scratch(), &format!("c{i}"), &dockerfile(i))).collect();
+
+    // Four different builds at once (they share the base import).
+    let children: Vec<Child> = ctxs
+        .iter()
+        .map(|c| build_cmd(&root, &base, c).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    for ch in children {
+        let out = ch.wait_with_output().unwrap();
+        assert!(out.status.success(), "a concurrent build failed:\n{}", show(&out));
+    }
+    // A fifth run of each is fully cached: no step ran.
+    for c in &ctxs {
+        let out = build_cmd(&root, &base, c).output().unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+        let ev = events(&out);
+        let ran: Vec<&serde_json::Value> = ev.iter().filter(|e| e["event"] == "done").collect();
+        let cached = ev.iter().filter(|e| e["event"] == "cached").count();
+        assert_eq!(cached, 4, "expected 4 cached steps (FROM, RUN, COPY, RUN):\n{}", show(&out));
+        assert!(ran.is_empty(), "steps ran on a cached rebuild: {ran:?}");
+    }
+    assert!(containers(&root).is_empty());
+    assert!(active(&root).is_empty(), "work snapshots left: {:?}", active(&root));
+}
+
+#[test]
+fn interrupted_and_killed_builds_are_recovered() {
+    if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
+        return;
+    }
+    let store = common::LoopStore::new(4);
+    let root = store.dir.join("root");
+    let base = store.scratch().join("busybox");
+    assert!(common::busybox_layout(&base));
+    let ctx = context(
+        store.scratch(),
+        "slow",
+        "ARG BASE\nFROM ${BASE}\nRUN echo one > /one\nRUN sleep 3 && echo two > /two\nCOPY data.txt /data.txt\nRUN sleep 2 && cat /data.txt > /three\n",
+    );
+    // Prime the base import so kills land in RUN steps as well as early.
+    let out = build_cmd(&root, &base, &context(store.scratch(), "prime", "ARG BASE\nFROM ${BASE}\nRUN true\n")).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+
+    for (signal, delay_ms) in [("INT", 300u64), ("INT", 1800), ("KILL", 500), ("KILL", 2500), ("INT", 4200)] {
+        let child = build_cmd(&root, &base, &ctx).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let pid = child.id();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let st = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+        assert!(st.success());
+        let out = child.wait_with_output().unwrap();
+        if signal == "INT" {
+            // Its own clean-up ran: nothing of it is left.
+            assert!(!out.status.success(), "an interrupted build reported success:\n{}", show(&out));
+            assert!(containers(&root).is_empty(), "SIGINT left containers {:?}", containers(&root));
+            assert!(active(&root).is_empty(), "SIGINT left work snapshots {:?}", active(&root));
+            assert!(mounts_below(&root).is_empty(), "SIGINT left mounts {:?}", mounts_below(&root));
+        }
+    }
+    // The next build recovers what SIGKILL left, and succeeds.
+    let out = build_cmd(&root, &base, &ctx).output().unwrap();
+    assert!(out.status.success(), "the build after the kills failed:\n{}", show(&out));
+    assert!(containers(&root).is_empty(), "containers left: {:?}", containers(&root));
+    assert!(active(&root).is_empty(), "work snapshots left: {:?}", active(&root));
+    assert!(mounts_below(&root).is_empty(), "mounts left: {:?}", mounts_below(&root));
+    // And the cache it left is complete: one more build runs nothing.
+    let out = build_cmd(&root, &base, &ctx).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(events(&out).iter().filter(|e| e["event"] == "cached").count(), 5, "{}", show(&out));
+    assert_eq!(events(&out).iter().filter(|e| e["event"] == "done").count(), 0, "{}", show(&out));
+}
