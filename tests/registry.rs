@@ -1,104 +1,22 @@
-//! Integration tests for [`stromatekt::registry::oci::OciRegistry`] against a
-//! real `docker-registry` (distribution) on loopback, started per test.
+//! Integration tests for [`stromatekt::registry::oci::OciRegistry`],
+//! [`stromatekt::registry::pull`] and [`stromatekt::registry::push`] against a
+//! real `docker-registry` (distribution) on loopback, started per test; the
+//! busybox fixture is copied in and out with skopeo.
 //!
-//! When `docker-registry` is missing the tests are skipped with a message,
-//! unless `CI=true`, where they fail.
+//! When `docker-registry`, skopeo, umoci or busybox-static is missing the
+//! tests are skipped with a message, unless `CI=true`, where they fail.
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use common::{which, RegistryServer};
+use std::io::Write;
+use std::process::Command;
 
 use stromatekt::image::manifest::{descriptor, digest_of, Index, Manifest, Platform, CONFIG_V1, INDEX_V1, LAYER_GZIP, MANIFEST_V1};
 use stromatekt::registry::oci::OciRegistry;
 use stromatekt::registry::{Registry, RegistryError};
-
-const BINARY: &str = "/usr/bin/docker-registry";
-
-/// A running `docker-registry serve`; killed on drop.
-struct RegistryServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RegistryServer {
-    /// Start one, or `None` (skip) when the binary is missing outside CI.
-    fn start() -> Option<RegistryServer> {
-        let binary = if Path::new(BINARY).exists() {
-            PathBuf::from(BINARY)
-        } else if let Some(p) = which("docker-registry") {
-            p
-        } else {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("docker-registry not installed, but CI=true");
-            }
-            eprintln!("skipping: docker-registry not installed");
-            return None;
-        };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-            l.local_addr().expect("local addr").port()
-        };
-        let storage = dir.path().join("storage");
-        std::fs::create_dir_all(&storage).expect("storage dir");
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
-            ),
-        )
-        .expect("write config");
-        let child = Command::new(binary)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn docker-registry");
-        let server = RegistryServer { child, port, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !server.ping() {
-            assert!(Instant::now() < deadline, "docker-registry did not answer GET /v2/ on port {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(server)
-    }
-
-    /// Whether GET /v2/ answers 200.
-    fn ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.port).as_bytes()).is_err() {
-            return false;
-        }
-        let mut buf = String::new();
-        let _ = s.read_to_string(&mut buf);
-        buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.0 200")
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for RegistryServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.exists())
-}
 
 /// A small gzip'd tar layer with one file.
 fn gzip_layer() -> Vec<u8> {
@@ -195,4 +113,154 @@ fn invalid_reference_is_reported() {
     let reg = OciRegistry::new().unwrap();
     let err = reg.manifest("Not A Valid//Reference", "linux/amd64").unwrap_err();
     assert!(matches!(err, RegistryError::Reference { .. }), "{err:?}");
+}
+
+/// The manifest descriptor tagged `latest` in a layout's index.json.
+fn latest(layout: &std::path::Path) -> stromatekt::image::manifest::Descriptor {
+    let index: Index = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index
+        .manifests
+        .into_iter()
+        .find(|d| d.annotations.as_ref().and_then(|a| a.get("org.opencontainers.image.ref.name")).map(String::as_str) == Some("latest"))
+        .unwrap()
+}
+
+#[test]
+fn pull_busybox_into_content_dir() {
+    let Some(server) = RegistryServer::start() else { return };
+    if !common::require("skopeo") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("busybox");
+    if !common::busybox_layout(&layout) {
+        return;
+    }
+    let reference = common::push_layout_to(&server, &layout, "lib/busybox");
+    let reg = OciRegistry::new().unwrap();
+    let content = tmp.path().join("content");
+    // Docker shorthand without a tag resolves to :latest.
+    let short = reference.trim_end_matches(":latest");
+    let img = stromatekt::registry::pull::pull(&reg, short, "linux/amd64", &content).unwrap();
+    assert_eq!(img.config.config.cmd.as_deref(), Some(&["sh".to_string()][..]));
+    assert_eq!(img.layers.len(), img.config.rootfs.diff_ids.len());
+    assert!(!img.layers.is_empty());
+    for (d, p) in &img.layers {
+        assert!(p.starts_with(content.join("blobs/sha256")), "{}", p.display());
+        assert_eq!(stromatekt::image::manifest::digest_of(&std::fs::read(p).unwrap()), d.digest);
+    }
+    // The registry's manifest digest is what the layout had (skopeo copies
+    // OCI manifests unchanged).
+    assert_eq!(img.manifest_desc.digest, latest(&layout).digest);
+
+    // resolve_config fetches the config only.
+    let content2 = tmp.path().join("content2");
+    let r = stromatekt::registry::pull::resolve_config(&reg, &reference, "linux/amd64", &content2).unwrap();
+    assert_eq!(r.pinned, format!("{}/lib/busybox@{}", server.host(), img.manifest_desc.digest));
+    assert_eq!(std::fs::read_dir(content2.join("blobs/sha256")).unwrap().count(), 1);
+    assert_eq!(r.config, img.config);
+    // By digest.
+    let by_digest = stromatekt::registry::pull::pull(&reg, &r.pinned, "linux/amd64", &content2).unwrap();
+    assert_eq!(by_digest.manifest_desc.digest, img.manifest_desc.digest);
+
+    // An unknown tag says so.
+    let err = stromatekt::registry::pull::pull(&reg, &format!("{}/lib/busybox:nope", server.host()), "linux/amd64", &content).unwrap_err();
+    assert!(matches!(err, RegistryError::NotFound { .. }), "{err:?}");
+}
+
+#[test]
+fn push_layout_and_read_back_with_skopeo() {
+    let Some(server) = RegistryServer::start() else { return };
+    if !common::require("skopeo") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("busybox");
+    if !common::busybox_layout(&layout) {
+        return;
+    }
+    let desc = latest(&layout);
+    let reg = OciRegistry::new().unwrap();
+    let reference = format!("{}/pushed/busybox:v1", server.host());
+    let digest = stromatekt::registry::push::push_layout(&reg, &layout, &desc, &reference).unwrap();
+    assert_eq!(digest, desc.digest);
+    let uploads = reg.uploads();
+    assert!(uploads >= 2, "config and at least one layer uploaded: {uploads}");
+    // Pushing again under another tag uploads no blob.
+    stromatekt::registry::push::push_layout(&reg, &layout, &desc, &format!("{}/pushed/busybox:v2", server.host())).unwrap();
+    assert_eq!(reg.uploads(), uploads);
+
+    let out = Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")]).output().unwrap();
+    assert!(out.status.success(), "skopeo inspect: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(digest_of(&out.stdout), digest);
+    let back = tmp.path().join("back");
+    common::pull_to_layout(&reference, &back);
+    assert_eq!(latest(&back).digest, digest);
+    let img = stromatekt::image::source::read_layout(&back, Some("latest"), "linux/amd64").unwrap();
+    assert_eq!(img.config.config.cmd.as_deref(), Some(&["sh".to_string()][..]));
+
+    // To another repository: mounted from the first, nothing uploaded.
+    let reg2 = OciRegistry::new().unwrap();
+    let opts = stromatekt::registry::push::PushOptions { mount_from: vec![reference.clone()] };
+    let other = format!("{}/other/busybox:v1", server.host());
+    let d2 = stromatekt::registry::push::push_layout_with(&reg2, &layout, &desc, &other, &opts).unwrap();
+    assert_eq!(d2, digest);
+    assert_eq!(reg2.uploads(), 0, "blobs mounted, not uploaded");
+    assert_eq!(reg2.manifest(&other, "linux/amd64").unwrap().digest, digest);
+    // Without the mount source a third repository gets uploads.
+    let reg3 = OciRegistry::new().unwrap();
+    stromatekt::registry::push::push_layout(&reg3, &layout, &desc, &format!("{}/third/busybox:v1", server.host())).unwrap();
+    assert_eq!(reg3.uploads(), uploads);
+}
+
+#[test]
+fn credentials_from_a_docker_config() {
+    let Some(server) = RegistryServer::start_with_auth() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = gzip_layer();
+    let path = tmp.path().join("layer");
+    std::fs::write(&path, &layer).unwrap();
+    let d = digest_of(&layer);
+    let reference = format!("{}/private/img:v1", server.host());
+
+    // Without credentials: an authentication error that says what to do.
+    let anon = OciRegistry::anonymous().unwrap();
+    let err = anon.push_blob(&reference, &d, &path).unwrap_err();
+    assert!(matches!(err, RegistryError::Auth { .. }), "{err:?}");
+    assert!(err.to_string().contains("docker login"), "{err}");
+
+    // With a Docker config naming this registry.
+    let config = tmp.path().join("config.json");
+    let auth = base64_encode(format!("{}:{}", common::REGISTRY_USER, common::REGISTRY_PASSWORD).as_bytes());
+    std::fs::write(&config, format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, server.host())).unwrap();
+    let reg = OciRegistry::with_docker_config(&config).unwrap();
+    reg.push_blob(&reference, &d, &path).unwrap();
+    assert!(reg.blob_exists(&reference, &d).unwrap());
+    let m = Manifest::new(descriptor(CONFIG_V1, b"{}"), vec![]).to_json();
+    std::fs::write(tmp.path().join("cfg"), b"{}").unwrap();
+    reg.push_blob(&reference, &digest_of(b"{}"), &tmp.path().join("cfg")).unwrap();
+    reg.push_manifest(&reference, &m, MANIFEST_V1).unwrap();
+    assert_eq!(reg.manifest(&reference, "linux/amd64").unwrap().bytes, m);
+    let out = tmp.path().join("out");
+    reg.fetch_blob(&reference, &d, &out).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), layer);
+    assert!(matches!(anon.manifest(&reference, "linux/amd64"), Err(RegistryError::Auth { .. })));
+}
+
+/// Standard base64 with padding (for a Docker config's `auth`).
+fn base64_encode(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

@@ -7,7 +7,6 @@ use crate::image::source::{read_layout, split_layout_ref, SourceImage};
 use crate::progress::{Mode, Progress};
 use crate::scheduler::export::{content_dir, export_layout};
 use crate::scheduler::{default_jobs, ImageResolver, Options, Scheduler};
-use crate::store::btrfs::{ensure_loop_store, BtrfsStore};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Args;
@@ -76,24 +75,6 @@ fn parse_output(o: &str) -> Result<PathBuf> {
     dest.ok_or_else(|| anyhow!("--output {o:?}: dest=DIR is required"))
 }
 
-/// Open (creating a loop-mounted btrfs image when needed) the store.
-pub(crate) fn open_store() -> Result<BtrfsStore> {
-    let root = std::env::var_os("STROMATEKT_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib/stromatekt"));
-    std::fs::create_dir_all(&root).with_context(|| format!("create store root {}", root.display()))?;
-    match BtrfsStore::open(&root) {
-        Ok(s) => Ok(s),
-        Err(e) => {
-            if !nix::unistd::geteuid().is_root() {
-                return Err(anyhow!(e).context(format!("store root {} is not on btrfs (run as root to create a loop store)", root.display())));
-            }
-            let img = root.with_extension("img");
-            eprintln!("stromatekt: {} is not on btrfs; mounting loop image {} (20 GiB sparse)", root.display(), img.display());
-            ensure_loop_store(&root, &img, 20).with_context(|| format!("creating loop store at {}", root.display()))?;
-            Ok(BtrfsStore::open(&root)?)
-        }
-    }
-}
-
 /// Resolves `FROM` references: OCI layouts on disk, or registry pulls into
 /// the store's content directory.
 struct Resolver {
@@ -156,7 +137,8 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         ..Default::default()
     };
     let graph = frontend::build_graph(&text, &opts).map_err(|e| anyhow!("{}", e.render(&shown, &text)))?;
-    let store = open_store()?;
+    let store = crate::store::root::open_default()?;
+    let _lock = crate::cache::StoreLock::shared(store.root())?;
     let context = Context::new(&a.context, &ignore).with_index(&store.root().join("cache/context"));
     let exec = RuncExecutor::new(store.root().join("runc"));
     let progress = Progress::new(progress_mode);

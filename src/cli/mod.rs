@@ -1,9 +1,11 @@
 //! Command line: `stromatekt <command>`. `version` and `graph` work; `build`
-//! builds to an OCI layout; `setup` is declared so `--help` shows the plan,
-//! and fails with a message saying it is not written yet.
+//! builds to an OCI layout; `setup` prepares the store and checks runc and
+//! binfmt/qemu.
 
 mod build;
+mod cache;
 mod graph;
+mod setup;
 
 use clap::{Parser, Subcommand};
 
@@ -25,8 +27,12 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Print the IR graph of a Dockerfile.
     Graph(graph::GraphArgs),
-    /// Create and verify the store, check runc and binfmt (not written yet).
+    /// Create and verify the store, check runc and binfmt/qemu.
     Setup,
+    /// Show the build cache's disk usage.
+    Du(cache::DuArgs),
+    /// Remove build cache.
+    Prune(cache::PruneArgs),
 }
 
 /// Run the CLI; returns the exit code.
@@ -51,9 +57,26 @@ pub fn main() -> i32 {
                 1
             }
         },
-        Command::Setup => {
-            eprintln!("stromatekt: this command is not written yet (see README.md, Status)");
-            2
-        }
+        Command::Du(a) => match cache::du(&a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("stromatekt: {e:#}");
+                1
+            }
+        },
+        Command::Prune(a) => match cache::run_prune(&a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("stromatekt: {e:#}");
+                1
+            }
+        },
+        Command::Setup => match setup::run() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("stromatekt: {e:#}");
+                1
+            }
+        },
     }
 }

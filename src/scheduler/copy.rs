@@ -58,7 +58,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             }
         }
         let name = self.snapshot_name("copy", node, &hex::encode(h.finalize()));
-        if self.store.get(&name).is_some() {
+        if self.cached(&name) {
             self.end(step, Outcome::Cached);
             return Ok(with_layer(node, base, name));
         }

@@ -31,6 +31,9 @@ pub struct CachedLayer {
     pub size: u64,
     /// Blob media type.
     pub media_type: String,
+    /// The snapshot the layer leads to (prune drops the record with it).
+    #[serde(default)]
+    pub snapshot: String,
 }
 
 impl CachedLayer {
@@ -78,7 +81,13 @@ pub fn layer_blob<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>
     let blob = write_gzip_blob(&tree, &changes, tmp.path(), epoch).with_context(|| format!("writing the layer of {}", l.name))?;
     let dest = blob_path(root, &blob.digest);
     tmp.persist(&dest).map_err(|e| anyhow!(e.error)).with_context(|| format!("storing blob {}", dest.display()))?;
-    let rec = CachedLayer { diff_id: blob.diff_id, digest: blob.digest, size: blob.size, media_type: LAYER_GZIP.into() };
+    let rec = CachedLayer {
+        diff_id: blob.diff_id,
+        digest: blob.digest,
+        size: blob.size,
+        media_type: LAYER_GZIP.into(),
+        snapshot: l.name.clone(),
+    };
     if epoch.is_none() {
         if let Some(dir) = rec_path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

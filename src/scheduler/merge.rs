@@ -84,7 +84,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         }
         let names: Vec<&str> = layers.iter().map(|(_, l, _)| l.name.as_str()).collect();
         let name = format!("merge-{}", sha_hex(format!("{:?}\0{}", base_state.top, names.join("\0")).as_bytes()));
-        if self.store.get(&name).is_none() {
+        if !self.cached(&name) {
             let key = self.work_key(&name);
             let res = (|| -> Result<()> {
                 let dir = self.store.prepare(&key, base_state.top.as_deref())?;

@@ -380,7 +380,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         for ((layer, file), diff_id) in img.layers.iter().zip(&img.config.rootfs.diff_ids) {
             chain = if chain.is_empty() { diff_id.clone() } else { format!("sha256:{}", sha_hex(format!("{chain} {diff_id}").as_bytes())) };
             let name = format!("img-{}", chain.trim_start_matches("sha256:"));
-            if self.store.get(&name).is_none() {
+            if !self.cached(&name) {
                 imported = true;
                 let key = self.work_key(&name);
                 let dir = self.store.prepare(&key, top.as_deref())?;
@@ -404,6 +404,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                     let _ = self.store.remove(&key);
                     return Err(e.into());
                 }
+                self.used(&name);
             }
             top = Some(name);
         }
@@ -417,7 +418,21 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             let _ = self.store.remove(key);
             return Err(err.into());
         }
+        self.used(name);
         Ok(())
+    }
+
+    /// Whether cache entry `name` exists; records the use when it does.
+    pub(crate) fn cached(&self, name: &str) -> bool {
+        let hit = self.store.get(name).is_some();
+        if hit {
+            self.used(name);
+        }
+        hit
+    }
+
+    fn used(&self, name: &str) {
+        crate::cache::touch(self.store.root(), name);
     }
 }
 

@@ -88,7 +88,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let key_src = serde_json::json!({"parent": base.top, "op": op, "env": env, "cwd": cwd, "user": user});
         let name = self.snapshot_name("run", node, &sha_hex(key_src.to_string().as_bytes()));
         let step = self.step(node);
-        if self.store.get(&name).is_some() {
+        if self.cached(&name) {
             self.end(step, Outcome::Cached);
             return Ok(with_layer(node, base, name));
         }

@@ -18,6 +18,7 @@
 
 pub mod btrfs;
 pub mod mem;
+pub mod root;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,276 @@
+//! Build cache management: which cache entries exist, when each was last
+//! used (`stromatekt du`), removing them (`stromatekt prune`), and the store
+//! lock that keeps a prune from pulling a snapshot out from under a build.
+//!
+//! Cache entries are the committed snapshots: `run-*`, `copy-*`, `merge-*`
+//! (steps of builds) and `img-*` (imported base image layers). Each use
+//! touches `cache/used/<name>`, whose mtime is the entry's last use. Layer
+//! records (`cache/layers/*.json`) and their blobs (`content/blobs`) follow
+//! the snapshots they describe.
+//!
+//! Builds hold the store lock shared; prune holds it exclusively, so it
+//! waits for running builds and builds wait for it.
+
+use crate::store::Store;
+use anyhow::{Context as _, Result};
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// A held store lock (released on drop).
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: fs::File,
+}
+
+impl StoreLock {
+    fn take(root: &Path, op: libc::c_int) -> Result<StoreLock> {
+        let path = root.join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("locking {}", path.display()));
+        }
+        Ok(StoreLock { _file: file })
+    }
+
+    /// Shared: many builds at once.
+    pub fn shared(root: &Path) -> Result<StoreLock> {
+        Self::take(root, libc::LOCK_SH)
+    }
+
+    /// Exclusive: no build runs meanwhile.
+    pub fn exclusive(root: &Path) -> Result<StoreLock> {
+        Self::take(root, libc::LOCK_EX)
+    }
+}
+
+fn used_dir(root: &Path) -> PathBuf {
+    root.join("cache/used")
+}
+
+/// Record that cache entry `name` was used now (best effort).
+pub fn touch(root: &Path, name: &str) {
+    let dir = used_dir(root);
+    let p = dir.join(name);
+    let now = SystemTime::now();
+    let ok = fs::File::options().write(true).open(&p).and_then(|f| f.set_modified(now)).is_ok();
+    if !ok {
+        let _ = fs::create_dir_all(&dir);
+        let _ = fs::File::create(&p);
+    }
+}
+
+/// One cache entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Snapshot name.
+    pub name: String,
+    /// `run`, `copy`, `merge` or `img`.
+    pub kind: String,
+    /// Last use (or creation when never recorded).
+    pub last_used: SystemTime,
+}
+
+/// Every cache entry, least recently used first.
+pub fn entries<S: Store + ?Sized>(store: &S) -> Result<Vec<Entry>> {
+    let root = store.root();
+    let mut v = Vec::new();
+    for name in store.list_committed()? {
+        let kind = name.split('-').next().unwrap_or("").to_string();
+        let last_used = fs::metadata(used_dir(root).join(&name))
+            .and_then(|m| m.modified())
+            .or_else(|_| fs::symlink_metadata(store.get(&name).unwrap_or_default()).and_then(|m| m.modified()))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        v.push(Entry { name, kind, last_used });
+    }
+    v.sort_by(|a, b| a.last_used.cmp(&b.last_used).then(a.name.cmp(&b.name)));
+    Ok(v)
+}
+
+/// Bytes used on the store's filesystem.
+pub fn fs_used(root: &Path) -> Result<u64> {
+    let st = nix::sys::statvfs::statvfs(root).with_context(|| format!("statvfs {}", root.display()))?;
+    Ok((st.blocks() as u64).saturating_sub(st.blocks_free() as u64) * st.fragment_size() as u64)
+}
+
+/// Size of the blobs in the store's content directory: (count, bytes).
+pub fn blob_usage(root: &Path) -> (usize, u64) {
+    let dir = root.join("content/blobs/sha256");
+    let mut n = 0;
+    let mut bytes = 0;
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if let Ok(m) = e.metadata() {
+                n += 1;
+                bytes += m.len();
+            }
+        }
+    }
+    (n, bytes)
+}
+
+/// What a prune did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    /// Snapshots removed.
+    pub snapshots: usize,
+    /// Blobs removed.
+    pub blobs: usize,
+    /// Blob bytes removed.
+    pub blob_bytes: u64,
+}
+
+/// Remove cache entries, least recently used first: every build step
+/// (`--all`: base images and pulled blobs too), or, with `keep_bytes`, only
+/// until the store's filesystem uses at most that much. Layer records whose
+/// snapshot is gone and blobs no record or kept image needs are removed too.
+/// `wait_reclaim` is called after each batch of removals so the filesystem
+/// can report freed space (btrfs frees deleted subvolumes asynchronously).
+pub fn prune<S: Store + ?Sized>(
+    store: &S,
+    all: bool,
+    keep_bytes: Option<u64>,
+    wait_reclaim: &dyn Fn(),
+) -> Result<Pruned> {
+    let root = store.root().to_path_buf();
+    let mut out = Pruned::default();
+    let candidates: Vec<Entry> = entries(store)?.into_iter().filter(|e| all || e.kind != "img").collect();
+    let mut removed = BTreeSet::new();
+    for batch in candidates.chunks(8) {
+        if let Some(keep) = keep_bytes {
+            wait_reclaim();
+            if fs_used(&root)? <= keep {
+                break;
+            }
+        }
+        for e in batch {
+            store.remove(&e.name).with_context(|| format!("removing cache entry {}", e.name))?;
+            let _ = fs::remove_file(used_dir(&root).join(&e.name));
+            removed.insert(e.name.clone());
+            out.snapshots += 1;
+        }
+    }
+    // Layer records of removed snapshots; remember which blobs stay in use.
+    let existing: BTreeSet<String> = store.list_committed()?.into_iter().collect();
+    let mut ours = BTreeSet::new();
+    let mut kept = BTreeSet::new();
+    let layers = root.join("cache/layers");
+    if let Ok(rd) = fs::read_dir(&layers) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(bytes) = fs::read(&p) else { continue };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                let _ = fs::remove_file(&p);
+                continue;
+            };
+            let digest = v["digest"].as_str().unwrap_or("").trim_start_matches("sha256:").to_string();
+            let snapshot = v["snapshot"].as_str().unwrap_or("").to_string();
+            ours.insert(digest.clone());
+            if snapshot.is_empty() || !existing.contains(&snapshot) || all {
+                let _ = fs::remove_file(&p);
+            } else {
+                kept.insert(digest);
+            }
+        }
+    }
+    let blobs = root.join("content/blobs/sha256");
+    if let Ok(rd) = fs::read_dir(&blobs) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // Pulled base blobs (no layer record) stay unless --all.
+            let drop = all || (ours.contains(&name) && !kept.contains(&name)) || name.starts_with(".tmp-");
+            if drop {
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                if fs::remove_file(e.path()).is_ok() {
+                    out.blobs += 1;
+                    out.blob_bytes += size;
+                }
+            }
+        }
+    }
+    if all {
+        let _ = fs::remove_dir_all(root.join("cache/context"));
+    }
+    Ok(out)
+}
+
+/// Parse a size like `10GB`, `512MiB`, `1.5g`, `1000` (bytes), as docker does
+/// (decimal and binary suffixes, case-insensitive).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((n * mult) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::mem::DirStore;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1000"), Some(1000));
+        assert_eq!(parse_size("10GB"), Some(10_000_000_000));
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size("1.5g"), Some(1_500_000_000));
+        assert_eq!(parse_size("ten"), None);
+        assert_eq!(parse_size("5 parsecs"), None);
+    }
+
+    #[test]
+    fn prune_removes_steps_lru_and_keeps_images_unless_all() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = DirStore::open(tmp.path()).expect("store");
+        for name in ["img-a", "run-old", "copy-new"] {
+            store.prepare("w", None).expect("prepare");
+            store.commit("w", name).expect("commit");
+        }
+        touch(tmp.path(), "run-old");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        touch(tmp.path(), "copy-new");
+        let e = entries(&store).expect("entries");
+        let names: Vec<&str> = e.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(names.last(), Some(&"copy-new"), "not LRU order: {names:?}");
+
+        // A record + blob of a removed step go; a pulled blob stays.
+        let blobs = tmp.path().join("content/blobs/sha256");
+        fs::create_dir_all(&blobs).expect("mkdir");
+        fs::write(blobs.join("aaaa"), b"ours").expect("blob");
+        fs::write(blobs.join("bbbb"), b"pulled").expect("blob");
+        fs::create_dir_all(tmp.path().join("cache/layers")).expect("mkdir");
+        fs::write(tmp.path().join("cache/layers/x.json"), br#"{"digest":"sha256:aaaa","snapshot":"run-old"}"#).expect("rec");
+
+        let p = prune(&store, false, None, &|| {}).expect("prune");
+        assert_eq!(p.snapshots, 2);
+        assert_eq!(store.list_committed().expect("list"), vec!["img-a".to_string()]);
+        assert!(!blobs.join("aaaa").exists() && blobs.join("bbbb").exists());
+
+        let p = prune(&store, true, None, &|| {}).expect("prune --all");
+        assert_eq!(p.snapshots, 1);
+        assert!(store.list_committed().expect("list").is_empty());
+        assert!(!blobs.join("bbbb").exists());
+    }
+}

@@ -1,0 +1,75 @@
+//! `stromatekt du` / `stromatekt prune` on a real store.
+//!
+//! Needs root, btrfs and runc: skipped with a message when missing, except
+//! under `CI=true`, where it fails.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cmd(root: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_stromatekt")).env("STROMATEKT_ROOT", root).args(args).output().unwrap();
+    assert!(out.status.success(), "stromatekt {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn count(o: &Output, event: &str) -> usize {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == event)
+        .count()
+}
+
+#[test]
+fn du_lists_and_prune_removes_the_cache() {
+    if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
+        return;
+    }
+    let store = common::LoopStore::new(2);
+    let root = store.dir.join("root");
+    let base = store.scratch().join("busybox");
+    assert!(common::busybox_layout(&base));
+    let ctx = store.scratch().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "ARG BASE\nFROM ${BASE}\nRUN echo hi > /hi\nCOPY Dockerfile /\n").unwrap();
+    let base_arg = format!("BASE=oci-layout://{}:latest", base.display());
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--progress=rawjson", "--build-arg", &base_arg];
+        args.extend_from_slice(extra);
+        let ctx_s = ctx.to_str().unwrap().to_string();
+        let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        a.push(ctx_s);
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        cmd(&root, &refs)
+    };
+    build(&[]);
+    let du = stdout(&cmd(&root, &["du", "--verbose"]));
+    assert!(du.contains("cache entries: 3 (run 1, copy 1, merge 0, base image layers 1)"), "{du}");
+    assert!(du.lines().any(|l| l.starts_with("run-")), "{du}");
+
+    // A generous --keep-storage removes nothing.
+    let p = stdout(&cmd(&root, &["prune", "--keep-storage", "100GB"]));
+    assert!(p.starts_with("removed 0 cache entries"), "{p}");
+    assert_eq!(count(&build(&[]), "cached"), 3);
+
+    // prune: build steps go, the base image stays.
+    let p = stdout(&cmd(&root, &["prune"]));
+    assert!(p.starts_with("removed 2 cache entries"), "{p}");
+    let rebuilt = build(&[]);
+    assert_eq!(count(&rebuilt, "cached"), 1, "only FROM should be cached after prune");
+    assert_eq!(count(&rebuilt, "done"), 2);
+
+    // prune --all: everything.
+    let p = stdout(&cmd(&root, &["prune", "--all"]));
+    assert!(p.starts_with("removed 3 cache entries"), "{p}");
+    let du = stdout(&cmd(&root, &["du"]));
+    assert!(du.contains("cache entries: 0"), "{du}");
+}

@@ -1,0 +1,178 @@
+//! Acceptance tests around registries and the CLI, against a real
+//! `docker-registry` on loopback:
+//!
+//! - `stromatekt build --push` of examples/hello on a busybox base pulled
+//!   from the registry, read back with skopeo, unpacked with umoci and run
+//!   with runc (the README's demo, through a registry);
+//! - pulling the Debian bookworm fixture with [`stromatekt::registry::pull`]
+//!   and pushing it back with [`stromatekt::registry::push`];
+//! - `stromatekt setup` creating its loop-mounted store.
+//!
+//! They need root, btrfs-progs, runc, skopeo, umoci, docker-registry,
+//! busybox-static and debootstrap (scripts/install-deps.sh); without them they
+//! skip with a message, or fail under `CI=true`. Mounts, loop devices,
+//! registry processes and temporary directories are released by guards.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{LoopStore, RegistryServer};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use stromatekt::image::manifest::{digest_of, Index};
+use stromatekt::registry::oci::OciRegistry;
+
+fn stromatekt() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_stromatekt"))
+}
+
+/// The descriptor tagged `latest` in a layout's index.json.
+fn latest(layout: &Path) -> stromatekt::image::manifest::Descriptor {
+    let index: Index = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index
+        .manifests
+        .into_iter()
+        .find(|d| d.annotations.as_ref().and_then(|a| a.get("org.opencontainers.image.ref.name")).map(String::as_str) == Some("latest"))
+        .unwrap()
+}
+
+#[test]
+fn build_push_pull_run_hello() {
+    if !common::runnable(&["mkfs.btrfs", "runc", "skopeo", "umoci"]) {
+        return;
+    }
+    let Some(server) = RegistryServer::start() else { return };
+    let store = LoopStore::new(4);
+    let work = tempfile::tempdir().unwrap();
+    let base = work.path().join("busybox");
+    if !common::busybox_layout(&base) {
+        return;
+    }
+    let base_ref = common::push_layout_to(&server, &base, "busybox");
+    let target = format!("{}/hello", server.host());
+    let root = common::repo_root();
+    let out = stromatekt()
+        .current_dir(&root)
+        .env("STROMATEKT_ROOT", store.dir.join("root"))
+        .args(["build", "-f", "examples/hello/Dockerfile", "--build-arg"])
+        .arg(format!("BASE={base_ref}"))
+        .args(["-t", &target, "--push", "examples/hello"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stromatekt build --push failed ({})\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let back = work.path().join("hello-oci");
+    common::pull_to_layout(&format!("{target}:latest"), &back);
+    let bundle = work.path().join("bundle");
+    common::run(Command::new("umoci").arg("unpack").arg("--image").arg(format!("{}:latest", back.display())).arg(&bundle));
+    let cfg_path = bundle.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    spec["process"]["terminal"] = serde_json::Value::Bool(false);
+    std::fs::write(&cfg_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    // `runc run` deletes the container when it exits.
+    let id = format!("stromatekt-push-e2e-{}", std::process::id());
+    let run = common::run(Command::new("runc").arg("run").arg("--bundle").arg(&bundle).arg(&id));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("Hello from stromatekt!"), "container output: {stdout}");
+    assert!(stdout.contains("built by stromatekt"), "container output: {stdout}");
+}
+
+#[test]
+fn pull_and_push_debian_fixture() {
+    if !common::require("skopeo") {
+        return;
+    }
+    let Some(debian) = common::debian_layout() else { return };
+    let Some(server) = RegistryServer::start() else { return };
+    let reference = common::push_layout_to(&server, &debian, "debian");
+    let reg = OciRegistry::new().unwrap();
+    let content = tempfile::tempdir().unwrap();
+    let img = stromatekt::registry::pull::pull(&reg, &reference, "linux/amd64", content.path()).unwrap();
+    assert_eq!(img.config.os, "linux");
+    assert_eq!(img.config.architecture, "amd64");
+    assert_eq!(img.config.config.cmd.as_deref(), Some(&["bash".to_string()][..]));
+    assert!(img.config.env("PATH").is_some_and(|p| p.contains("/usr/bin")), "{:?}", img.config.config.env);
+    assert_eq!(img.layers.len(), img.config.rootfs.diff_ids.len());
+    assert_eq!(img.layers.len(), 1, "debian-oci.sh makes one layer");
+    let (d, p) = &img.layers[0];
+    assert!(d.size > 10 << 20, "a minbase layer is tens of MB: {}", d.size);
+    assert_eq!(std::fs::metadata(p).unwrap().len(), d.size);
+    assert_eq!(stromatekt::registry::pull::blob_path(content.path(), &d.digest).unwrap(), *p);
+    assert_eq!(img.manifest_desc.digest, latest(&debian).digest);
+
+    // Push it back to another repository with our push; the manifest digest
+    // must not change.
+    let desc = latest(&debian);
+    let target = format!("{}/copy/debian:bookworm", server.host());
+    let digest = stromatekt::registry::push::push_layout(&reg, &debian, &desc, &target).unwrap();
+    assert_eq!(digest, desc.digest);
+    let raw = common::run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{target}")]));
+    assert_eq!(digest_of(&raw.stdout), digest);
+}
+
+/// Unmounts `root` (the loop store setup made) and detaches its loop device.
+struct SetupCleanup {
+    root: std::path::PathBuf,
+    image: std::path::PathBuf,
+}
+
+impl Drop for SetupCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.root).status();
+        common::detach_loops(&self.image);
+    }
+}
+
+#[test]
+fn setup_creates_the_loop_store_and_reports() {
+    if !common::runnable(&["mkfs.btrfs", "runc"]) {
+        return;
+    }
+    // A root on a non-btrfs filesystem: setup creates ROOT.img and mounts it.
+    let tmp = tempfile::tempdir().unwrap();
+    if stromatekt::store::root::is_btrfs(tmp.path()).unwrap() {
+        common::skip("the temporary directory is on btrfs, so setup would not make a loop store");
+        return;
+    }
+    let root = tmp.path().join("root");
+    let _cleanup = SetupCleanup { root: root.clone(), image: stromatekt::store::root::loop_image(&root) };
+    let out = stromatekt().env("STROMATEKT_ROOT", &root).arg("setup").stdin(Stdio::null()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("(btrfs, ready)"), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("not on btrfs"), "says once that it makes a loop store: {stderr}");
+    assert!(stdout.contains("runc:"), "{stdout}");
+    assert!(stromatekt::store::root::is_btrfs(&root).unwrap());
+    assert!(root.join("committed").is_dir());
+    // binfmt_misc may be unavailable in a container; then setup must say so.
+    if out.status.success() {
+        assert!(stdout.contains("binfmt:") && stdout.contains("setup:   ok"), "{stdout}");
+    } else {
+        assert!(stderr.contains("binfmt"), "setup failed for another reason:\n{stdout}\n{stderr}");
+    }
+
+    // A second run reuses the store silently.
+    let again = stromatekt().env("STROMATEKT_ROOT", &root).arg("setup").stdin(Stdio::null()).output().unwrap();
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("not on btrfs"));
+    assert_eq!(again.status.success(), out.status.success());
+}
+
+#[test]
+fn setup_names_a_malformed_config_file() {
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join(".config/stromatekt/config.json");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    std::fs::write(&cfg, "{oops").unwrap();
+    let out = stromatekt().env("HOME", home.path()).env_remove("STROMATEKT_ROOT").arg("setup").stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&cfg.display().to_string()) && stderr.contains("not valid JSON"), "{stderr}");
+}
