@@ -148,6 +148,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         jobs: a.jobs.unwrap_or_else(default_jobs),
         no_cache: a.no_cache,
         no_cache_stages: a.no_cache_filter.clone(),
+        ..Options::default()
     };
     let sched = Scheduler::new(&store, &exec, &context, &resolver, &progress, sched_opts);
     sched.recover()?;

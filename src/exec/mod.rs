@@ -22,6 +22,21 @@ pub struct BindMount {
     pub readonly: bool,
 }
 
+/// A tmpfs mount into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TmpfsMount {
+    /// Container path.
+    pub target: String,
+    /// Size limit in bytes (None: the kernel default, half of RAM).
+    pub size: Option<u64>,
+}
+
+impl From<&str> for TmpfsMount {
+    fn from(target: &str) -> Self {
+        TmpfsMount { target: target.to_string(), size: None }
+    }
+}
+
 /// Everything needed to run one command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecRequest {
@@ -44,8 +59,8 @@ pub struct ExecRequest {
     pub network: Network,
     /// Extra bind mounts.
     pub mounts: Vec<BindMount>,
-    /// Extra tmpfs mounts (container path).
-    pub tmpfs: Vec<String>,
+    /// Extra tmpfs mounts.
+    pub tmpfs: Vec<TmpfsMount>,
     /// `--security=insecure`: all capabilities, no seccomp.
     pub insecure: bool,
 }

@@ -163,7 +163,12 @@ pub fn build(
     mounts.extend(extra_binds.iter().map(bind));
     mounts.extend(req.mounts.iter().map(bind));
     for t in &req.tmpfs {
-        mounts.push(mount(t, "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"]));
+        let size = t.size.map(|s| format!("size={s}"));
+        let mut opts = vec!["nosuid", "nodev", "mode=1777"];
+        if let Some(s) = &size {
+            opts.push(s);
+        }
+        mounts.push(mount(&t.target, "tmpfs", "tmpfs", &opts));
     }
 
     let mut namespaces = vec![

@@ -17,6 +17,7 @@
 mod copy;
 pub mod export;
 mod merge;
+mod mounts;
 mod run;
 
 use crate::context::Context;
@@ -79,11 +80,22 @@ pub struct Options {
     pub no_cache: bool,
     /// Do not use cached steps of these stages (`--no-cache-filter`).
     pub no_cache_stages: Vec<String>,
+    /// Secret values by id (`--secret id=...`), for `RUN --mount=type=secret`.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// SSH agent sockets by id (`--ssh default=...`), for `RUN --mount=type=ssh`.
+    pub ssh: BTreeMap<String, PathBuf>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { platform: "linux/amd64".into(), jobs: default_jobs(), no_cache: false, no_cache_stages: vec![] }
+        Options {
+            platform: "linux/amd64".into(),
+            jobs: default_jobs(),
+            no_cache: false,
+            no_cache_stages: vec![],
+            secrets: BTreeMap::new(),
+            ssh: BTreeMap::new(),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! RUN: a command in a writable snapshot of its base, through the executor.
 
+use super::mounts::{missing_stub, remove_stub};
 use super::{origin_label, sha_hex, with_layer, Scheduler, State};
 use crate::exec::{ExecRequest, Executor};
 use crate::image::config::{ImageConfig, DEFAULT_PATH};
@@ -9,7 +10,7 @@ use anyhow::{anyhow, bail, Result};
 use frontend::ir::{Exec, Node, NodeId};
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Mount points the executor creates in the rootfs, innermost first.
 const MOUNT_STUBS: &[&str] = &["etc/hosts", "etc/resolv.conf", "etc", "dev", "proc", "sys"];
@@ -69,12 +70,6 @@ impl Tail {
 
 impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     pub(crate) fn run_exec(&self, node: &Node, e: &Exec, states: &BTreeMap<NodeId, State>) -> Result<State> {
-        if !e.mounts.is_empty() {
-            bail!("{}: RUN --mount is not supported yet", origin_label(node));
-        }
-        if !e.files.is_empty() {
-            bail!("{}: RUN with heredoc files is not supported yet", origin_label(node));
-        }
         if !e.with.is_empty() {
             bail!("{}: # stromatekt:with is not supported yet", origin_label(node));
         }
@@ -82,13 +77,24 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let env = exec_env(&base.config, &e.env);
         let cwd = base.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
         let user = base.config.config.user.clone().unwrap_or_default();
+        let step = self.step(node);
+        let mounts = match self.prepare_mounts(e, &cwd, states) {
+            Ok(m) => m,
+            Err(err) => {
+                self.end(step, Outcome::Error);
+                return Err(err.context(origin_label(node)));
+            }
+        };
         let mut op = e.clone();
         op.base = NodeId(0);
         op.layer_name = None;
-        let key_src = serde_json::json!({"parent": base.top, "op": op, "env": env, "cwd": cwd, "user": user});
+        for m in &mut op.mounts {
+            m.from = None; // graph-local ids: the mounted content is in `mounts.key`
+        }
+        let key_src = serde_json::json!({"parent": base.top, "op": op, "env": env, "cwd": cwd, "user": user, "mounts": mounts.key});
         let name = self.snapshot_name("run", node, &sha_hex(key_src.to_string().as_bytes()));
-        let step = self.step(node);
         if self.cached(&name) {
+            mounts.release(self.store);
             self.end(step, Outcome::Cached);
             return Ok(with_layer(node, base, name));
         }
@@ -96,11 +102,18 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let rootfs = match self.store.prepare(&key, base.top.as_deref()) {
             Ok(r) => r,
             Err(err) => {
+                mounts.release(self.store);
                 self.end(step, Outcome::Error);
                 return Err(err.into());
             }
         };
         let stubs: Vec<&str> = MOUNT_STUBS.iter().copied().filter(|p| fs::symlink_metadata(rootfs.join(p)).is_err()).collect();
+        let targets: Vec<String> =
+            mounts.binds.iter().map(|b| b.target.clone()).chain(mounts.tmpfs.iter().map(|t| t.target.clone())).collect();
+        let mount_stubs: Vec<(PathBuf, String)> =
+            targets.iter().filter_map(|t| missing_stub(&rootfs, t).map(|s| (s, t.clone()))).collect();
+        let mut env = env;
+        env.extend(mounts.env.iter().cloned());
         let req = ExecRequest {
             id: format!("stromatekt-{}-{}", std::process::id(), &name[name.len() - 12..]),
             rootfs,
@@ -110,8 +123,8 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             user,
             hostname: "stromatekt".into(),
             network: e.network,
-            mounts: vec![],
-            tmpfs: vec![],
+            mounts: mounts.binds.clone(),
+            tmpfs: mounts.tmpfs.clone(),
             insecure: e.insecure,
         };
         let mut tail = Tail { buf: Vec::new() };
@@ -137,10 +150,14 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             )),
             Err(err) => Some(anyhow!(err).context(format!("{}: running {:?}", origin_label(node), e.args.join(" ")))),
         };
+        mounts.release(self.store);
         if let Some(err) = fail {
             let _ = self.store.remove(&key);
             self.end(step, Outcome::Error);
             return Err(err);
+        }
+        for (stub, target) in mount_stubs.iter().rev() {
+            remove_stub(stub, &req.rootfs, target);
         }
         remove_stubs(&req.rootfs, &stubs);
         if let Err(err) = self.commit_step(&key, &name) {

@@ -1,0 +1,106 @@
+//! RUN --mount (bind, cache, tmpfs) and RUN heredocs, built for real on a
+//! busybox base: what the command saw, what the image holds, and that mount
+//! points leave nothing in the layers.
+//!
+//! Needs root, btrfs and runc: skipped with a message when missing, except
+//! under `CI=true`, where it fails.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn build(root: &Path, base: &Path, ctx: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stromatekt"));
+    c.env("STROMATEKT_ROOT", root)
+        .arg("build")
+        .args(extra)
+        .arg("--build-arg")
+        .arg(format!("BASE=oci-layout://{}:latest", base.display()))
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", out.display()))
+        .arg(ctx);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "build failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn unpack(layout: &Path, dest: &Path) -> std::path::PathBuf {
+    let _ = std::fs::remove_dir_all(dest);
+    common::run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", layout.display())).arg(dest));
+    dest.join("rootfs")
+}
+
+const DOCKERFILE: &str = r#"ARG BASE
+FROM ${BASE} AS tools
+RUN mkdir -p /opt/tool && echo tool-v1 > /opt/tool/version
+
+FROM ${BASE}
+WORKDIR /work
+RUN --mount=target=/ctx cat /ctx/data.txt > /from-ctx
+RUN --mount=type=bind,source=data.txt,target=/d.txt,rw echo changed > /d.txt && cat /d.txt > /rw-result
+RUN --mount=type=bind,from=tools,source=/opt/tool,target=/mnt/tool cp /mnt/tool/version /tool-version
+RUN --mount=type=cache,target=/var/cache/app echo run >> /var/cache/app/log && wc -l < /var/cache/app/log | tr -d ' ' > /cache-count
+RUN --mount=type=tmpfs,target=/scratch,size=1m echo x > /scratch/x && df -k /scratch | tail -1 | awk '{print $2}' > /tmpfs-size
+RUN <<EOF
+echo heredoc line > /heredoc
+echo in $(pwd) >> /heredoc
+EOF
+RUN <<'SCRIPT'
+#!/bin/sh
+echo from script > /script-out
+SCRIPT
+"#;
+
+#[test]
+fn run_mounts_and_heredocs() {
+    if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
+        return;
+    }
+    let store = common::LoopStore::new(2);
+    let root = store.dir.join("root");
+    let base = store.scratch().join("busybox");
+    assert!(common::busybox_layout(&base));
+    let ctx = store.scratch().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(ctx.join("data.txt"), "context data\n").unwrap();
+    let out = store.scratch().join("out");
+    build(&root, &base, &ctx, &out, &[]);
+    let rootfs = unpack(&out, &store.scratch().join("bundle"));
+    let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    assert_eq!(read("from-ctx"), "context data\n");
+    assert_eq!(read("rw-result"), "changed\n");
+    assert_eq!(std::fs::read_to_string(ctx.join("data.txt")).unwrap(), "context data\n", "an rw bind wrote to the context");
+    assert_eq!(read("tool-version"), "tool-v1\n");
+    assert_eq!(read("cache-count"), "1\n");
+    assert_eq!(read("tmpfs-size"), "1024\n");
+    assert_eq!(read("heredoc"), "heredoc line\nin /work\n");
+    assert_eq!(read("script-out"), "from script\n");
+    // Mount points are gone; the cache content is not in the image.
+    for p in ["ctx", "d.txt", "mnt", "var/cache/app", "scratch", "dev/pipes"] {
+        assert!(std::fs::symlink_metadata(rootfs.join(p)).is_err(), "mount point /{p} left in the image");
+    }
+
+    // The cache mount persists across builds (re-run with --no-cache).
+    let out2 = store.scratch().join("out2");
+    build(&root, &base, &ctx, &out2, &["--no-cache"]);
+    let rootfs = unpack(&out2, &store.scratch().join("bundle2"));
+    assert_eq!(std::fs::read_to_string(rootfs.join("cache-count")).unwrap(), "2\n");
+
+    // A context change re-runs the bind-mount step (its content is in the key).
+    std::fs::write(ctx.join("data.txt"), "new data\n").unwrap();
+    let o = build(&root, &base, &ctx, &store.scratch().join("out3"), &["--progress=rawjson"]);
+    let ev: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stderr).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let outcome = |needle: &str| {
+        ev.iter()
+            .find(|e| (e["event"] == "done" || e["event"] == "cached") && e["name"].as_str().unwrap_or("").contains(needle))
+            .map(|e| e["event"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(outcome("/from-ctx"), "done");
+    assert_eq!(outcome("/tool-version"), "done", "steps after a re-run step re-run");
+}
