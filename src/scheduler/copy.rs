@@ -139,7 +139,7 @@ fn mkdir_p(root: &Path, dir: &Path) -> Result<()> {
 /// owner, and content digest or link target, in sorted order. Entries are
 /// listed first (directory entry types, no stat), then stat-ed and hashed in
 /// parallel; context files go through the context's stat index.
-fn hash_tree(h: &mut Sha256, p: &Path, rel: &str, ctx: Option<&Context>) -> Result<()> {
+pub(crate) fn hash_tree(h: &mut Sha256, p: &Path, rel: &str, ctx: Option<&Context>) -> Result<()> {
     let mut entries: Vec<(String, PathBuf)> = vec![(rel.to_string(), p.to_path_buf())];
     if fs::symlink_metadata(p).with_context(|| format!("stat {}", p.display()))?.is_dir() {
         list_tree(p, rel, ctx, &mut entries)?;
