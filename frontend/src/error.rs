@@ -107,7 +107,7 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
         let d = edit_distance(&word, &c.to_ascii_lowercase());
-        if d <= 2.max(word.len() / 3) && best.map_or(true, |(bd, _)| d < bd) {
+        if d <= 2.max(word.len() / 3) && best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, c));
         }
     }

@@ -36,6 +36,10 @@ pub struct Comment {
     pub line: usize,
     /// The text after `#`, trimmed.
     pub text: String,
+    /// 1-based column of the first character of `text` (for carets under
+    /// annotation words); 0 when unknown.
+    #[serde(default)]
+    pub col: usize,
 }
 
 /// A whole typed Dockerfile.
@@ -103,6 +107,10 @@ pub struct Heredoc {
     pub expand: bool,
     /// File descriptor for `3<<EOF` forms, if given.
     pub file_descriptor: Option<u32>,
+    /// The body as written (no `<<-` tab stripping): what BuildKit hands the
+    /// shell when it reassembles a RUN with heredocs.
+    #[serde(default)]
+    pub raw: String,
 }
 
 /// A flag value with the span of the flag (for error messages).

@@ -99,6 +99,36 @@ pub enum Op {
     Exec(Exec),
     /// COPY/ADD: one changeset made of files from `source` placed into `base`.
     Copy(CopyOp),
+    /// ADD `http(s)://...`: a file tree holding one file, `filename`, downloaded
+    /// from `url` (a source like Context, not a layer stack).
+    Http {
+        /// The URL (expanded).
+        url: String,
+        /// `--checksum` (`sha256:...`), verified by the backend.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<String>,
+        /// The name of the file in the tree: the last path element of the URL
+        /// (`__unnamed__` when it has none), as BuildKit names it.
+        filename: String,
+    },
+    /// ADD of a git repository: a file tree with the repository checked out
+    /// (a source like Context, not a layer stack).
+    Git {
+        /// Remote URL without the `#fragment` (`https://host/repo.git`, `git@host:repo.git`).
+        remote: String,
+        /// Branch, tag or commit from `#ref`, None = default branch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        /// Sub-directory from `#ref:subdir`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subdir: Option<String>,
+        /// `--keep-git-dir` (or `?keep-git-dir=true`): keep `.git`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keep_git_dir: bool,
+        /// `--checksum`: the commit the reference must resolve to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<String>,
+    },
     /// ENV, WORKDIR, USER, CMD, ... : no changeset, the config changes.
     Config {
         /// Input state.
@@ -106,8 +136,14 @@ pub enum Op {
         /// The edit.
         edit: ConfigEdit,
     },
-    /// `# stromatekt:parallel` group: every member ran on `base`; their layers
-    /// are stacked on `base` in `members` order.
+    /// `# stromatekt:parallel` ... `# stromatekt:end` group: every member
+    /// (an Exec or Copy node) has `base` as its base and yields one layer; the
+    /// merge is `base` with the members' layers stacked in `members` order
+    /// (written order) and their history entries in that order. The config is
+    /// `base`'s (members are RUN/COPY/ADD only, which do not edit config).
+    /// With `overlap: error` two members writing the same path fail the build
+    /// naming both instructions and the path; with `last-wins` the later
+    /// member's version is kept.
     Merge {
         /// The state before the group.
         base: NodeId,
@@ -117,15 +153,24 @@ pub enum Op {
         overlap: Overlap,
     },
     /// `# stromatekt:remove`: drop named layers (or `base`, all layers of the
-    /// stage's FROM image) from the stack.
+    /// stage's FROM image) from the stack. Names are those given by
+    /// `# stromatekt:layer` to Exec/Copy nodes of the same stage (their
+    /// `layer_name`), all checked by the frontend to exist above this node; the
+    /// history entries of removed layers go too. Later layers that touched
+    /// paths of a removed layer are worth a warning (the backend knows paths).
     Remove {
         /// Input state.
         base: NodeId,
         /// Layer names; `base` means the FROM image's layers.
         layers: Vec<String>,
     },
-    /// `# stromatekt:base NEWREF`: export `base` with the layers of `old_base`
-    /// at its bottom replaced by those of `new_base`.
+    /// `# stromatekt:base NEWREF` above a FROM: the stage is built on
+    /// `old_base` as written, and its result is `base` with the layers of
+    /// `old_base` at the bottom of the stack replaced by those of `new_base`
+    /// (config: `base`'s, so ENV/CMD/... set in the stage are kept). It is the
+    /// stage's result: the export, `FROM stage` and `COPY --from=stage` see the
+    /// rebased stack. Layers above the base keep their cache keys, so only the
+    /// swap itself is new work when just the base changes.
     Rebase {
         /// The state built on the original base.
         base: NodeId,
@@ -180,8 +225,11 @@ pub struct Exec {
     /// `--security=insecure`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
-    /// Heredoc files the command reads (for RUN heredocs the backend writes
-    /// them into a temporary mount), `(path-in-container, content, mode)`.
+    /// Heredoc files the command reads: the backend writes each at its path
+    /// in the container on a read-only mount of its own (BuildKit mounts a
+    /// `RUN <<EOF` script starting with `#!` at `/dev/pipes/EOF`, mode 0755,
+    /// and runs it with the shell: `sh -c /dev/pipes/EOF`). Not part of the
+    /// layer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<InlineFile>,
     /// `# stromatekt:with`: states whose layers are stacked on top of `base`
@@ -191,6 +239,11 @@ pub struct Exec {
     /// `# stromatekt:layer NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer_name: Option<String>,
+    /// Proxy variables (`HTTP_PROXY`, `https_proxy`, ... from `--build-arg`
+    /// without an ARG declaration): set for the command like `env`, but, as
+    /// in BuildKit, neither in the history text nor in the cache key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_env: Vec<String>,
 }
 
 /// A file given inline (heredoc).
@@ -225,7 +278,8 @@ pub enum MountKind {
 pub struct Mount {
     /// The kind.
     pub kind: MountKind,
-    /// Mount point in the container.
+    /// Mount point in the container (relative: against the WorkingDir of
+    /// `base`). Empty only for a secret exposed as `env` alone.
     pub target: String,
     /// `from=`: a stage or image node (bind/cache), else the main context for bind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,10 +287,65 @@ pub struct Mount {
     /// `source=` path inside `from`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    /// Remaining options (`id`, `sharing`, `mode`, `uid`, `gid`, `rw`, `size`,
-    /// `required`, `env`), sorted by key.
+    /// Unused by this frontend (every option has a typed field below); kept
+    /// for graphs written by other tools.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub options: std::collections::BTreeMap<String, String>,
+    /// Read-only (BuildKit default: bind, secret and ssh read-only; cache and
+    /// tmpfs writable). A writable bind's changes are discarded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub readonly: bool,
+    /// cache: the cache id (default: the cleaned target); secret: the secret
+    /// id (`source=`, else `id=`, else the target's base name); ssh: the agent
+    /// id (default `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// cache: `sharing=` (default `shared`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<Sharing>,
+    /// tmpfs: `size=` in bytes (None = no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// cache/secret/ssh: mode bits (secret default 0400, ssh 0600, when any
+    /// of mode/uid/gid is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// cache/secret/ssh: owner uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// cache/secret/ssh: owner gid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// secret/ssh: fail when the client does not provide it (default: the
+    /// mount is skipped).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// secret: also (or, when no target was given, only) expose the secret
+    /// as this environment variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}
+
+/// Cache mount sharing mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sharing {
+    /// Concurrent builds use the cache at once.
+    Shared,
+    /// Each concurrent user gets its own copy.
+    Private,
+    /// Users wait for each other.
+    Locked,
+}
+
+/// One remote source of an ADD: an `Http` or `Git` node and the path to
+/// copy from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteSource {
+    /// The Http or Git node.
+    pub source: NodeId,
+    /// Path inside it: the file name for Http, `/` for Git.
+    pub path: String,
 }
 
 /// COPY/ADD.
@@ -244,7 +353,8 @@ pub struct Mount {
 pub struct CopyOp {
     /// The state the files are placed into.
     pub base: NodeId,
-    /// Where the sources are read: a Context node or a stage/image state.
+    /// Where `sources` are read: a Context node or a stage/image state
+    /// (`Scratch` when all sources are heredocs or remote).
     pub source: NodeId,
     /// Source paths/patterns (expanded), relative to the source root.
     pub sources: Vec<String>,
@@ -254,19 +364,24 @@ pub struct CopyOp {
     /// `--chown` (expanded), resolved against `base`'s /etc/passwd and /etc/group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chown: Option<String>,
-    /// `--chmod` (expanded).
+    /// `--chmod` (expanded, validated): octal (`755`) or symbolic as chmod(1)
+    /// (`u=rwX,go=rX`, `+x`), applied to every copied file and directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chmod: Option<String>,
-    /// `--link`.
+    /// `--link`: the layer does not depend on `base`'s files (BuildKit
+    /// builds it on scratch and rebases it; the result is the same stack).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub link: bool,
-    /// `--parents`.
+    /// `--parents`: keep the source's parent directories under `dest`; a
+    /// `/./` in a source marks where the kept part starts (`a/./b/c` -> `dest/b/c`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub parents: bool,
-    /// `--exclude` patterns.
+    /// `--exclude` patterns (expanded; `.dockerignore` syntax), matched
+    /// against source paths.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
-    /// ADD semantics (archives unpacked, URLs fetched).
+    /// ADD semantics: local tar archives (gzip/bzip2/xz/zstd) are unpacked
+    /// into `dest` unless `unpack == Some(false)`; remote sources are in `remote`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub add: bool,
     /// ADD `--checksum`.
@@ -275,15 +390,21 @@ pub struct CopyOp {
     /// ADD `--keep-git-dir`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_git_dir: bool,
-    /// ADD `--unpack`.
+    /// ADD `--unpack`: None = default (unpack local archives, not URLs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unpack: Option<bool>,
-    /// Heredoc sources.
+    /// Heredoc sources (`COPY <<EOF /dest`): files named after the delimiter,
+    /// mode 0644 before `chmod`, bodies expanded unless the delimiter was quoted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<InlineFile>,
     /// `# stromatekt:layer NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer_name: Option<String>,
+    /// ADD sources that are URLs or git repositories, copied after
+    /// `sources` into the same layer (`--chown`/`--chmod` apply; `unpack`
+    /// applies to Http sources only when set to true).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote: Vec<RemoteSource>,
 }
 
 /// HEALTHCHECK as it goes into the image config.
@@ -363,14 +484,18 @@ impl Op {
     /// Inputs of this op, base first, then sources, mounts, mix-ins.
     pub fn inputs(&self) -> Vec<NodeId> {
         match self {
-            Op::Image { .. } | Op::Scratch | Op::Context { .. } => vec![],
+            Op::Image { .. } | Op::Scratch | Op::Context { .. } | Op::Http { .. } | Op::Git { .. } => vec![],
             Op::Exec(e) => {
                 let mut v = vec![e.base];
                 v.extend(e.mounts.iter().filter_map(|m| m.from));
                 v.extend(e.with.iter().copied());
                 v
             }
-            Op::Copy(c) => vec![c.base, c.source],
+            Op::Copy(c) => {
+                let mut v = vec![c.base, c.source];
+                v.extend(c.remote.iter().map(|r| r.source));
+                v
+            }
             Op::Config { base, .. } | Op::Remove { base, .. } => vec![*base],
             Op::Merge { base, members, .. } => {
                 let mut v = vec![*base];
@@ -387,6 +512,8 @@ impl Op {
             Op::Image { .. } => "image",
             Op::Scratch => "scratch",
             Op::Context { .. } => "context",
+            Op::Http { .. } => "http",
+            Op::Git { .. } => "git",
             Op::Exec(_) => "exec",
             Op::Copy(_) => "copy",
             Op::Config { .. } => "config",
@@ -420,6 +547,7 @@ mod tests {
                         files: vec![],
                         with: vec![],
                         layer_name: Some("tools".into()),
+                        proxy_env: vec![],
                     }),
                     origin: None,
                     created_by: Some("RUN /bin/sh -c true # buildkit".into()),
@@ -428,10 +556,10 @@ mod tests {
             ],
             exports: vec![Export { node: NodeId(3), platform: None }],
         };
-        let json = serde_json::to_string(&g).unwrap();
+        let json = serde_json::to_string(&g).expect("serializes");
         assert!(json.contains(r#""op":"exec""#), "{json}");
         assert!(json.contains(r#""edit":{"kind":"env","value":[["A","1"]]}"#), "{json}");
-        let back: Graph = serde_json::from_str(&json).unwrap();
+        let back: Graph = serde_json::from_str(&json).expect("deserializes");
         assert_eq!(back, g);
         assert_eq!(g.inputs(NodeId(2)), vec![NodeId(0)]);
         assert_eq!(g.inputs(NodeId(3)), vec![NodeId(2)]);

@@ -36,12 +36,19 @@ pub struct LexError(pub String);
 #[derive(Debug, Clone, Copy)]
 pub struct Lexer {
     escape: char,
+    skip_quotes: bool,
 }
 
 impl Lexer {
     /// A lexer using `escape` (`\` or `` ` ``).
     pub fn new(escape: char) -> Lexer {
-        Lexer { escape }
+        Lexer { escape, skip_quotes: false }
+    }
+
+    /// The same lexer with quotes taken literally (BuildKit's
+    /// `SkipProcessQuotes`, used to expand COPY heredoc bodies).
+    pub fn skip_quotes(self) -> Lexer {
+        Lexer { skip_quotes: true, ..self }
     }
 
     /// Expand one word as BuildKit's `ProcessWord`: quotes removed, escapes
@@ -57,6 +64,7 @@ impl Lexer {
         env: &dyn VarLookup,
     ) -> Result<Expansion, LexError> {
         let mut sw = ShellWord::new(word, self.escape, env);
+        sw.skip_quotes = self.skip_quotes;
         let (value, _) = sw.process_stop_on(None, false)?;
         Ok(Expansion {
             value,
@@ -69,6 +77,7 @@ impl Lexer {
     /// whitespace separates words).
     pub fn process_words(&self, word: &str, env: &dyn VarLookup) -> Result<Vec<String>, LexError> {
         let mut sw = ShellWord::new(word, self.escape, env);
+        sw.skip_quotes = self.skip_quotes;
         let (_, words) = sw.process_stop_on(None, false)?;
         Ok(words)
     }
@@ -124,6 +133,7 @@ struct ShellWord<'a> {
     chars: Vec<char>,
     pos: usize,
     escape: char,
+    skip_quotes: bool,
     env: &'a dyn VarLookup,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
@@ -139,6 +149,7 @@ impl<'a> ShellWord<'a> {
             chars: word.chars().collect(),
             pos: 0,
             escape,
+            skip_quotes: false,
             env,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
@@ -190,12 +201,12 @@ impl<'a> ShellWord<'a> {
                     result.push_str(&tmp);
                     words.add_string(&tmp);
                 }
-                '\'' => {
+                '\'' if !self.skip_quotes => {
                     let tmp = self.process_single_quote()?;
                     result.push_str(&tmp);
                     words.add_raw_string(&tmp);
                 }
-                '"' => {
+                '"' if !self.skip_quotes => {
                     let tmp = self.process_double_quote()?;
                     result.push_str(&tmp);
                     words.add_raw_string(&tmp);

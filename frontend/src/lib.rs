@@ -9,23 +9,34 @@
 //! This crate does no I/O: no files, network, btrfs or runc. The caller
 //! passes in the `.dockerignore` text and build arguments.
 //!
-//! Status: parser, instruction typing, word lexer, `.dockerignore`,
-//! annotation parsing and a first cut of lowering are written; lowering of
-//! RUN mounts, heredocs, ADD, annotations and some instructions is not yet.
+//! Every Dockerfile instruction and flag of the reference is lowered (RUN
+//! `--mount`/`--network`/`--security` and heredocs, COPY/ADD with every flag,
+//! URLs and git sources, heredoc files, HEALTHCHECK, ONBUILD, ...), and so are
+//! the `# stromatekt:` annotations (parallel groups, layer names, removals,
+//! mix-ins, base swaps).
+//!
+//! ```
+//! let text = "FROM busybox\n# stromatekt:layer tools\nRUN echo hi > /x\n";
+//! let graph = frontend::build_graph(text, &frontend::LowerOptions::default()).expect("valid Dockerfile");
+//! assert_eq!(graph.nodes.len(), 2);
+//! ```
 #![warn(missing_docs)]
 
 pub mod annotations;
 pub mod dockerignore;
 pub mod error;
+pub mod health;
 pub mod instructions;
 pub mod ir;
 pub mod lexer;
 pub mod lower;
+pub mod mounts;
 pub mod parser;
+pub mod remote;
 pub mod span;
 
 pub use error::{Error, ErrorKind};
-pub use lower::{lower, LowerOptions};
+pub use lower::{base_images, lower, LowerOptions};
 
 /// Parse and type a Dockerfile.
 pub fn parse(text: &str) -> Result<instructions::Dockerfile, Error> {

@@ -187,6 +187,16 @@ impl DirectiveState {
     }
 }
 
+/// A comment line (known to start with `#` after blanks) as a [`Comment`].
+fn comment(raw: &str, line: usize) -> Comment {
+    let t = raw.trim_end_matches(['\r', '\n']);
+    let body = t.trim_start_matches(is_space);
+    let after_hash = body.get(1..).unwrap_or("");
+    let text = after_hash.trim_start();
+    let col = t.chars().count() - text.chars().count() + 1;
+    Comment { line, text: text.trim_end().to_string(), col }
+}
+
 fn is_comment(line: &str) -> bool {
     line.trim_start_matches(is_space).starts_with('#')
 }
@@ -217,7 +227,7 @@ pub fn parse(text: &str) -> Result<Ast, Error> {
         let is_dir = ds.check(token, &mut ast.directives, lineno)?;
         if is_comment(token) {
             if !is_dir {
-                ast.comments.push(Comment { line: lineno, text: token[1..].trim().to_string() });
+                ast.comments.push(comment(raw, lineno));
             }
             continue;
         }
@@ -233,7 +243,7 @@ pub fn parse(text: &str) -> Result<Ast, Error> {
             let t = raw.trim_end_matches(['\r', '\n']);
             ds.check(t, &mut ast.directives, i)?;
             if is_comment(t) {
-                ast.comments.push(Comment { line: i, text: t.trim_start_matches(is_space)[1..].trim().to_string() });
+                ast.comments.push(comment(t, i));
                 continue;
             }
             if t.trim_start_matches(is_space).is_empty() {
@@ -264,6 +274,7 @@ pub fn parse(text: &str) -> Result<Ast, Error> {
                     } else {
                         h.0.content.push_str(raw);
                     }
+                    h.0.raw.push_str(raw);
                 }
                 if !terminated {
                     return Err(Error::syntax(Span::line(start_line), "unterminated heredoc"));
@@ -377,7 +388,7 @@ fn heredocs_from_line(line: &str) -> Vec<(Heredoc, bool)> {
         let name = unquote(rest);
         let expand = name == rest;
         let fd = if digits > 0 { w[..digits].parse::<u32>().ok() } else { None };
-        out.push((Heredoc { name, content: String::new(), expand, file_descriptor: fd }, chomp));
+        out.push((Heredoc { name, content: String::new(), expand, file_descriptor: fd, raw: String::new() }, chomp));
     }
     out
 }
