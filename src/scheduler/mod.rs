@@ -16,6 +16,7 @@
 
 mod copy;
 pub mod export;
+mod algebra;
 mod merge;
 mod mounts;
 mod run;
@@ -46,6 +47,10 @@ pub struct LayerRef {
     pub name: String,
     /// Committed snapshot the layer is the diff against (None = empty).
     pub parent: Option<String>,
+    /// `# stromatekt:layer NAME` of the instruction that made it.
+    pub label: Option<String>,
+    /// The instruction that made it (`Dockerfile:3 RUN ...`), for messages.
+    pub origin: String,
 }
 
 /// The result of one node.
@@ -378,6 +383,8 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             Op::Exec(e) => self.run_exec(node, e, states),
             Op::Copy(c) => self.run_copy(node, c, states),
             Op::Merge { base, members, overlap } => self.run_merge(graph, node, *base, members, *overlap, states),
+            Op::Remove { base, layers } => self.run_remove(node, *base, layers, states),
+            Op::Rebase { base, old_base, new_base } => self.run_rebase(node, *base, *old_base, *new_base, states),
             other => bail!("{}: operation {} is not supported yet", origin_label(node), other.kind()),
         }
     }
@@ -494,7 +501,24 @@ pub fn apply_edit(config: &mut ImageConfig, edit: &ConfigEdit) {
         ConfigEdit::StopSignal(s) => c.stop_signal = Some(s.clone()),
         ConfigEdit::Onbuild(s) => c.on_build.get_or_insert_with(Vec::new).push(s.clone()),
         ConfigEdit::Maintainer(m) => config.author = Some(m.clone()),
-        ConfigEdit::Healthcheck(_) | ConfigEdit::Nothing => {}
+        ConfigEdit::Healthcheck(h) => {
+            // Docker's HealthConfig: durations in ns, zero values omitted.
+            let mut v = serde_json::Map::new();
+            v.insert("Test".into(), serde_json::json!(h.test));
+            for (k, n) in [
+                ("Interval", h.interval),
+                ("Timeout", h.timeout),
+                ("StartPeriod", h.start_period),
+                ("StartInterval", h.start_interval),
+                ("Retries", h.retries),
+            ] {
+                if n != 0 {
+                    v.insert(k.into(), serde_json::json!(n));
+                }
+            }
+            c.healthcheck = Some(serde_json::Value::Object(v));
+        }
+        ConfigEdit::Nothing => {}
     }
 }
 
@@ -512,7 +536,16 @@ pub fn pid_alive(pid: i32) -> bool {
 /// `base` with the committed snapshot `name` stacked on top as one more layer.
 pub(crate) fn with_layer(node: &Node, base: &State, name: String) -> State {
     let mut st = base.clone();
-    st.layers.push(LayerRef { name: name.clone(), parent: base.top.clone() });
+    let label = match &node.op {
+        Op::Exec(e) => e.layer_name.clone(),
+        Op::Copy(c) => c.layer_name.clone(),
+        _ => None,
+    };
+    let origin = match &node.origin {
+        Some(o) => format!("{}:{} {}", o.file, o.span.line, o.text),
+        None => format!("node {}", node.id),
+    };
+    st.layers.push(LayerRef { name: name.clone(), parent: base.top.clone(), label, origin });
     st.top = Some(name);
     st.config.history.push(History { created_by: node.created_by.clone(), ..History::default() });
     st

@@ -6,7 +6,7 @@ use crate::exec::{ExecRequest, Executor};
 use crate::image::config::{ImageConfig, DEFAULT_PATH};
 use crate::progress::Outcome;
 use crate::store::Store;
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use frontend::ir::{Exec, Node, NodeId};
 use std::collections::BTreeMap;
 use std::fs;
@@ -70,9 +70,6 @@ impl Tail {
 
 impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     pub(crate) fn run_exec(&self, node: &Node, e: &Exec, states: &BTreeMap<NodeId, State>) -> Result<State> {
-        if !e.with.is_empty() {
-            bail!("{}: # stromatekt:with is not supported yet", origin_label(node));
-        }
         let base = Self::input(states, e.base)?;
         let env = exec_env(&base.config, &e.env);
         let cwd = base.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
@@ -91,15 +88,43 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         for m in &mut op.mounts {
             m.from = None; // graph-local ids: the mounted content is in `mounts.key`
         }
-        let key_src = serde_json::json!({"parent": base.top, "op": op, "env": env, "cwd": cwd, "user": user, "mounts": mounts.key});
+        op.with.clear();
+        // `# stromatekt:with`: run on the base with the mixed-in stacks on top.
+        let parent = if e.with.is_empty() {
+            base.top.clone()
+        } else {
+            match self.mixed(node, base, &e.with, states) {
+                Ok(m) => Some(m),
+                Err(err) => {
+                    mounts.release(self.store);
+                    self.end(step, Outcome::Error);
+                    return Err(err);
+                }
+            }
+        };
+        let key_src = serde_json::json!({"parent": parent, "op": op, "env": env, "cwd": cwd, "user": user, "mounts": mounts.key});
         let name = self.snapshot_name("run", node, &sha_hex(key_src.to_string().as_bytes()));
+        let finish = |name: String| -> Result<State> {
+            if e.with.is_empty() {
+                return Ok(with_layer(node, base, name));
+            }
+            // Keep only what the RUN wrote: the layer is the diff against the
+            // mixed tree, and later steps see the base plus that layer.
+            let mut st = with_layer(node, base, name);
+            if let Some(l) = st.layers.last_mut() {
+                l.parent = parent.clone();
+            }
+            let layer = st.layers.last().cloned().ok_or_else(|| anyhow!("internal: no layer"))?;
+            st.top = Some(self.unmixed(base, &layer).map_err(|e| e.context(origin_label(node)))?);
+            Ok(st)
+        };
         if self.cached(&name) {
             mounts.release(self.store);
             self.end(step, Outcome::Cached);
-            return Ok(with_layer(node, base, name));
+            return finish(name);
         }
         let key = self.work_key(&name);
-        let rootfs = match self.store.prepare(&key, base.top.as_deref()) {
+        let rootfs = match self.store.prepare(&key, parent.as_deref()) {
             Ok(r) => r,
             Err(err) => {
                 mounts.release(self.store);
@@ -165,6 +190,6 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             return Err(err);
         }
         self.end(step, Outcome::Done);
-        Ok(with_layer(node, base, name))
+        finish(name)
     }
 }

@@ -1,0 +1,218 @@
+//! Layer algebra: `# stromatekt:remove`, `# stromatekt:base` (rebase) and
+//! `# stromatekt:with` (mix-in), on stacks of changesets.
+//!
+//! A stack is the base image's blobs plus this build's layers, each layer
+//! the diff between two snapshots. Every operation here yields a new stack
+//! *and* the tree later steps see, made by applying the stack's layers in
+//! order onto the nearest snapshot that is still valid, exactly as a
+//! runtime stacks an image's layers — so what later RUNs see is what the
+//! exported image contains. Layers keep their cache keys: only the
+//! recombination is new work.
+
+use super::export::layer_blob;
+use super::{origin_label, sha_hex, LayerRef, Scheduler, State};
+use crate::exec::Executor;
+use crate::image::config::History;
+use crate::image::layer::extract;
+use crate::image::manifest::Descriptor;
+use crate::store::Store;
+use anyhow::{bail, Context as _, Result};
+use frontend::ir::{Node, NodeId};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Apply a compressed (or plain) layer blob onto the tree at `dir`.
+fn apply_blob(desc: &Descriptor, file: &Path, dir: &Path) -> Result<()> {
+    let f = fs::File::open(file).with_context(|| format!("open {}", file.display()))?;
+    let r: Box<dyn Read> = if desc.media_type.ends_with("gzip") {
+        Box::new(flate2::read::GzDecoder::new(f))
+    } else if desc.media_type.ends_with("zstd") {
+        Box::new(zstd::stream::read::Decoder::new(f)?)
+    } else {
+        Box::new(f)
+    };
+    extract(r, dir).with_context(|| format!("applying layer {}", desc.digest))?;
+    Ok(())
+}
+
+/// Indexes of `history` entries that stand for layers (not `empty_layer`).
+fn layer_entries(history: &[History]) -> Vec<usize> {
+    history.iter().enumerate().filter(|(_, h)| h.empty_layer != Some(true)).map(|(i, _)| i).collect()
+}
+
+impl<S: Store, E: Executor> Scheduler<'_, S, E> {
+    /// Make (or reuse) snapshot `name`: `start` (or empty) with `blobs` and
+    /// then `layers` applied in order.
+    fn stacked(&self, name: &str, start: Option<&str>, blobs: &[(Descriptor, PathBuf)], layers: &[LayerRef]) -> Result<()> {
+        if self.cached(name) {
+            return Ok(());
+        }
+        let key = self.work_key(name);
+        let res = (|| -> Result<()> {
+            let dir = self.store.prepare(&key, start)?;
+            for (d, f) in blobs {
+                apply_blob(d, f, &dir)?;
+            }
+            for l in layers {
+                let (rec, file) = layer_blob(self.store, l, None)?;
+                apply_blob(&rec.descriptor(), &file, &dir).with_context(|| format!("stacking the layer of {}", l.origin))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let _ = self.store.remove(&key);
+            return Err(e);
+        }
+        self.commit_step(&key, name)
+    }
+
+    /// `# stromatekt:remove NAME... | base`.
+    pub(crate) fn run_remove(&self, node: &Node, base: NodeId, names: &[String], states: &BTreeMap<NodeId, State>) -> Result<State> {
+        let st = Self::input(states, base)?;
+        let drop_base = names.iter().any(|n| n == "base");
+        let removed: Vec<usize> =
+            st.layers.iter().enumerate().filter(|(_, l)| l.label.as_ref().is_some_and(|x| names.contains(x))).map(|(i, _)| i).collect();
+        for n in names.iter().filter(|n| *n != "base") {
+            if !st.layers.iter().any(|l| l.label.as_ref() == Some(n)) {
+                bail!("{}: # stromatekt:remove {n}: no layer of that name in this stage's stack", origin_label(node));
+            }
+        }
+        // Warn about later layers touching paths of removed ones.
+        for &r in &removed {
+            let rl = &st.layers[r];
+            let rpaths: std::collections::BTreeSet<PathBuf> =
+                self.store.diff(rl.parent.as_deref(), &rl.name)?.into_iter().map(|c| c.path).collect();
+            for later in st.layers.iter().skip(r + 1).filter(|l| !l.label.as_ref().is_some_and(|x| names.contains(x))) {
+                let tree = self.store.get(&later.name);
+                for c in self.store.diff(later.parent.as_deref(), &later.name)? {
+                    let is_dir = tree.as_ref().is_some_and(|t| t.join(&c.path).is_dir());
+                    if !is_dir && rpaths.contains(&c.path) {
+                        self.progress.message(&format!(
+                            "warning: {}: /{} was written by {} (kept) and by {} (removed)",
+                            origin_label(node),
+                            c.path.display(),
+                            later.origin,
+                            rl.origin
+                        ));
+                    }
+                }
+            }
+        }
+        let mut out = st.clone();
+        let lentries = layer_entries(&st.config.history);
+        let nbase = st.base_blobs.len();
+        // History: drop the entries of removed layers (base ones first).
+        let mut drop_hist: Vec<usize> = Vec::new();
+        if drop_base {
+            drop_hist.extend(lentries.iter().take(nbase).copied());
+        }
+        for &r in &removed {
+            if let Some(i) = lentries.get(nbase + r) {
+                drop_hist.push(*i);
+            }
+        }
+        out.config.history = st.config.history.iter().enumerate().filter(|(i, _)| !drop_hist.contains(i)).map(|(_, h)| h.clone()).collect();
+        if drop_base {
+            out.base_blobs.clear();
+            out.config.rootfs.diff_ids.clear();
+        }
+        out.layers = st.layers.iter().enumerate().filter(|(i, _)| !removed.contains(i)).map(|(_, l)| l.clone()).collect();
+        // The tree: from the last snapshot before the first change, apply the rest.
+        let first = if drop_base { 0 } else { removed.first().copied().unwrap_or(st.layers.len()) };
+        let (start, blobs): (Option<String>, Vec<(Descriptor, PathBuf)>) = if drop_base {
+            (None, vec![])
+        } else if first == 0 {
+            (st.layers.first().and_then(|l| l.parent.clone()).or(st.top.clone()), vec![])
+        } else {
+            (Some(st.layers[first - 1].name.clone()), vec![])
+        };
+        let rest: Vec<LayerRef> = st.layers.iter().enumerate().skip(first).filter(|(i, _)| !removed.contains(i)).map(|(_, l)| l.clone()).collect();
+        if drop_base || !removed.is_empty() {
+            let ids: Vec<&str> = rest.iter().map(|l| l.name.as_str()).collect();
+            let name = format!("rm-{}", sha_hex(format!("{start:?}\0{}", ids.join("\0")).as_bytes()));
+            self.stacked(&name, start.as_deref(), &blobs, &rest).with_context(|| origin_label(node))?;
+            out.top = Some(name);
+        }
+        Ok(out)
+    }
+
+    /// `# stromatekt:base NEWREF`: `base`'s stack with `old_base`'s layers
+    /// at the bottom replaced by `new_base`'s.
+    pub(crate) fn run_rebase(
+        &self,
+        node: &Node,
+        base: NodeId,
+        old_base: NodeId,
+        new_base: NodeId,
+        states: &BTreeMap<NodeId, State>,
+    ) -> Result<State> {
+        let st = Self::input(states, base)?;
+        let old = Self::input(states, old_base)?;
+        let new = Self::input(states, new_base)?;
+        let n_old = old.base_blobs.len();
+        if st.base_blobs.len() < n_old || st.base_blobs[..n_old].iter().zip(&old.base_blobs).any(|(a, b)| a.0.digest != b.0.digest) {
+            bail!("{}: # stromatekt:base: the stage's stack does not start with its FROM image's layers", origin_label(node));
+        }
+        let mut out = st.clone();
+        out.base_blobs = new.base_blobs.clone();
+        out.config.rootfs.diff_ids = new.config.rootfs.diff_ids.clone();
+        let old_hist = old.config.history.len();
+        let mut history = new.config.history.clone();
+        history.extend(st.config.history.iter().skip(old_hist).cloned());
+        out.config.history = history;
+        let ids: Vec<&str> = st.layers.iter().map(|l| l.name.as_str()).collect();
+        let name = format!("rebase-{}", sha_hex(format!("{:?}\0{}", new.top, ids.join("\0")).as_bytes()));
+        self.stacked(&name, new.top.as_deref(), &[], &st.layers).with_context(|| origin_label(node))?;
+        out.top = Some(name);
+        Ok(out)
+    }
+
+    /// `# stromatekt:with`: the snapshot `base` with the stacks of `with`
+    /// applied on top, for a RUN to run on. Returns its name.
+    pub(crate) fn mixed(&self, node: &Node, base: &State, with: &[NodeId], states: &BTreeMap<NodeId, State>) -> Result<String> {
+        let mut parts = vec![format!("{:?}", base.top)];
+        let mut order: Vec<(Vec<(Descriptor, PathBuf)>, Vec<LayerRef>)> = Vec::new();
+        for id in with {
+            let w = Self::input(states, *id)?;
+            if w.context_dir.is_some() {
+                bail!("{}: # stromatekt:with needs images or stages, not a build context", origin_label(node));
+            }
+            parts.push(format!("{:?}", w.top));
+            order.push((w.base_blobs.clone(), w.layers.clone()));
+        }
+        let name = format!("mix-{}", sha_hex(parts.join("\0").as_bytes()));
+        if self.cached(&name) {
+            return Ok(name);
+        }
+        let key = self.work_key(&name);
+        let res = (|| -> Result<()> {
+            let dir = self.store.prepare(&key, base.top.as_deref())?;
+            for (b, ls) in &order {
+                for (d, f) in b {
+                    apply_blob(d, f, &dir)?;
+                }
+                for l in ls {
+                    let (rec, file) = layer_blob(self.store, l, None)?;
+                    apply_blob(&rec.descriptor(), &file, &dir)?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let _ = self.store.remove(&key);
+            return Err(e.context(origin_label(node)));
+        }
+        self.commit_step(&key, &name)?;
+        Ok(name)
+    }
+
+    /// After a RUN on a mixed snapshot: the tree later steps see, `base`
+    /// plus only what the RUN wrote (`layer`).
+    pub(crate) fn unmixed(&self, base: &State, layer: &LayerRef) -> Result<String> {
+        let name = format!("unmix-{}", sha_hex(format!("{:?}\0{}", base.top, layer.name).as_bytes()));
+        self.stacked(&name, base.top.as_deref(), &[], std::slice::from_ref(layer))?;
+        Ok(name)
+    }
+}
