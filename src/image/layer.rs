@@ -9,7 +9,7 @@
 
 use crate::store::{Change, ChangeKind};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
@@ -67,14 +67,31 @@ fn sha(hash: Sha256) -> String {
 
 /// Write the changes of `root` (the child snapshot) as a tar to `out`.
 /// `changes` must be sorted by path (as [`crate::store::Store::diff`] returns them).
+///
+/// Every directory above a changed path (or a whiteout) is written too, with
+/// its metadata from `root`, before the first entry below it, even when the
+/// directory itself did not change: Docker's layers carry them (overlayfs
+/// copies parents up; containerd's tar differ adds them), and layer-level
+/// tools expect them. Pinned by compat case `run-basic` (`rm /bin/vi` yields
+/// `bin/` + `bin/.wh.vi`) and `copy-files` (`COPY dir/nested /bin/`).
 pub fn write_tar<W: Write>(root: &Path, changes: &[Change], out: W, epoch: Option<u64>) -> Result<W, LayerError> {
     let mut b = tar::Builder::new(out);
     let mut links: BTreeMap<(u64, u64), PathBuf> = BTreeMap::new();
+    let mut dirs_written: BTreeSet<PathBuf> = BTreeSet::new();
     let werr = |path: &Path| {
         let path = path.to_path_buf();
         move |source| LayerError::Io { op: "writing layer entry", path, source }
     };
     for c in changes {
+        let mut parent = PathBuf::new();
+        if let Some(dir) = c.path.parent() {
+            for comp in dir.components() {
+                parent.push(comp);
+                if dirs_written.insert(parent.clone()) {
+                    append_path(&mut b, root, &parent, epoch, &mut links)?;
+                }
+            }
+        }
         match c.kind {
             ChangeKind::Deleted => {
                 let name = c.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -83,36 +100,14 @@ pub fn write_tar<W: Write>(root: &Path, changes: &[Change], out: W, epoch: Optio
                 b.append_data(&mut h, &wh, io::empty()).map_err(werr(&wh))?;
             }
             ChangeKind::Added | ChangeKind::Modified | ChangeKind::Replaced => {
-                let full = root.join(&c.path);
-                let meta = fs::symlink_metadata(&full).map_err(|source| LayerError::Io { op: "stat", path: full.clone(), source })?;
-                let mut h = tar::Header::new_gnu();
-                h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
-                if let Some(e) = epoch {
-                    h.set_mtime((meta.mtime().max(0) as u64).min(e));
+                if dirs_written.contains(&c.path) {
+                    continue;
                 }
-                let ft = meta.file_type();
-                if ft.is_symlink() {
-                    let target = fs::read_link(&full).map_err(|source| LayerError::Io { op: "readlink", path: full.clone(), source })?;
-                    h.set_size(0);
-                    b.append_link(&mut h, &c.path, &target).map_err(werr(&c.path))?;
-                } else if ft.is_file() && meta.nlink() > 1 {
-                    if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
-                        h.set_entry_type(tar::EntryType::Link);
-                        h.set_size(0);
-                        b.append_link(&mut h, &c.path, first).map_err(werr(&c.path))?;
-                    } else {
-                        links.insert((meta.dev(), meta.ino()), c.path.clone());
-                        let f = fs::File::open(&full).map_err(|source| LayerError::Io { op: "opening", path: full.clone(), source })?;
-                        b.append_data(&mut h, &c.path, f).map_err(werr(&c.path))?;
-                    }
-                } else if ft.is_file() {
-                    let f = fs::File::open(&full).map_err(|source| LayerError::Io { op: "opening", path: full.clone(), source })?;
-                    b.append_data(&mut h, &c.path, f).map_err(werr(&c.path))?;
-                } else {
-                    h.set_size(0);
-                    append_dir_or_special(&mut b, &mut h, &c.path, ft.is_dir()).map_err(werr(&c.path))?;
+                let is_dir = append_path(&mut b, root, &c.path, epoch, &mut links)?;
+                if is_dir {
+                    dirs_written.insert(c.path.clone());
                 }
-                if c.kind == ChangeKind::Replaced && ft.is_dir() {
+                if c.kind == ChangeKind::Replaced && is_dir {
                     let opq = c.path.join(".wh..wh..opq");
                     let mut h = marker_header(epoch);
                     b.append_data(&mut h, &opq, io::empty()).map_err(werr(&opq))?;
@@ -121,6 +116,49 @@ pub fn write_tar<W: Write>(root: &Path, changes: &[Change], out: W, epoch: Optio
         }
     }
     b.into_inner().map_err(werr(root))
+}
+
+/// Append the entry for `path` (relative to `root`) as it is in `root`;
+/// a second name of an inode already written becomes a hard link to the
+/// first. Returns whether it was a directory.
+fn append_path<W: Write>(
+    b: &mut tar::Builder<W>,
+    root: &Path,
+    path: &Path,
+    epoch: Option<u64>,
+    links: &mut BTreeMap<(u64, u64), PathBuf>,
+) -> Result<bool, LayerError> {
+    let werr = |source| LayerError::Io { op: "writing layer entry", path: path.to_path_buf(), source };
+    let full = root.join(path);
+    let meta = fs::symlink_metadata(&full).map_err(|source| LayerError::Io { op: "stat", path: full.clone(), source })?;
+    let mut h = tar::Header::new_gnu();
+    h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+    if let Some(e) = epoch {
+        h.set_mtime((meta.mtime().max(0) as u64).min(e));
+    }
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let target = fs::read_link(&full).map_err(|source| LayerError::Io { op: "readlink", path: full.clone(), source })?;
+        h.set_size(0);
+        b.append_link(&mut h, path, &target).map_err(werr)?;
+    } else if ft.is_file() && meta.nlink() > 1 {
+        if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
+            h.set_entry_type(tar::EntryType::Link);
+            h.set_size(0);
+            b.append_link(&mut h, path, first).map_err(werr)?;
+        } else {
+            links.insert((meta.dev(), meta.ino()), path.to_path_buf());
+            let f = fs::File::open(&full).map_err(|source| LayerError::Io { op: "opening", path: full.clone(), source })?;
+            b.append_data(&mut h, path, f).map_err(werr)?;
+        }
+    } else if ft.is_file() {
+        let f = fs::File::open(&full).map_err(|source| LayerError::Io { op: "opening", path: full.clone(), source })?;
+        b.append_data(&mut h, path, f).map_err(werr)?;
+    } else {
+        h.set_size(0);
+        append_dir_or_special(b, &mut h, path, ft.is_dir()).map_err(werr)?;
+    }
+    Ok(ft.is_dir())
 }
 
 /// Directories are written as `name/`, as Docker and BuildKit write them
@@ -139,11 +177,16 @@ fn append_dir_or_special<W: Write>(b: &mut tar::Builder<W>, h: &mut tar::Header,
     b.append_data(h, path, io::empty())
 }
 
+/// Header of a whiteout or opaque marker. Every numeric field is set: a fresh
+/// header leaves uid/gid as NUL bytes, which Go's tar reads as 0 but the
+/// `tar` crate (and so our own [`extract`]) rejects (found by the compat test).
 fn marker_header(epoch: Option<u64>) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
     h.set_size(0);
     h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_mtime(epoch.unwrap_or(0));
     h
 }
@@ -153,8 +196,9 @@ pub fn write_gzip_blob(root: &Path, changes: &[Change], dest: &Path, epoch: Opti
     let derr = |source| LayerError::Io { op: "writing blob", path: dest.to_path_buf(), source };
     let file = fs::File::create(dest).map_err(derr)?;
     let compressed = Hashing { inner: io::BufWriter::new(file), hash: Sha256::new(), len: 0 };
-    // mtime 0 and no file name in the gzip header: same bytes for the same tar.
-    let gz = flate2::GzBuilder::new().mtime(0).write(compressed, flate2::Compression::default());
+    // Compressed on all cores; mtime 0 and no file name in the gzip header:
+    // same bytes for the same tar.
+    let gz = super::compress::ParGzWriter::new(compressed, 6).map_err(derr)?;
     let tar_out = Hashing { inner: gz, hash: Sha256::new(), len: 0 };
     let tar_out = write_tar(root, changes, tar_out, epoch)?;
     let diff_id = sha(tar_out.hash);
@@ -403,6 +447,7 @@ mod tests {
         assert_eq!(
             entries(&out),
             vec![
+                ("d/".into(), tar::EntryType::Directory, "".into()),
                 ("d/.wh.gone".into(), tar::EntryType::Regular, "".into()),
                 ("d/new".into(), tar::EntryType::Regular, "hello".into()),
                 ("d/new2".into(), tar::EntryType::Link, "d/new".into()),
@@ -411,8 +456,29 @@ mod tests {
         );
         let mut a = tar::Archive::new(&out[..]);
         for e in a.entries().unwrap() {
-            assert!(e.unwrap().header().mtime().unwrap() <= 1000);
+            let e = e.unwrap();
+            assert!(e.header().mtime().unwrap() <= 1000);
+            // Whiteouts too: every numeric field must parse (compat case run-basic).
+            assert_eq!((e.header().uid().unwrap(), e.header().gid().unwrap()), (0, 0));
         }
+    }
+
+    #[test]
+    fn unchanged_parents_are_written_once_before_their_children() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::write(root.join("a/b/f"), "x").unwrap();
+        fs::write(root.join("a/g"), "y").unwrap();
+        let changes = vec![
+            Change { path: "a/b/f".into(), kind: ChangeKind::Modified },
+            Change { path: "a/g".into(), kind: ChangeKind::Added },
+            Change { path: "a/gone".into(), kind: ChangeKind::Deleted },
+            Change { path: "top".into(), kind: ChangeKind::Deleted },
+        ];
+        let out = write_tar(root, &changes, Vec::new(), None).unwrap();
+        let names: Vec<String> = entries(&out).into_iter().map(|e| e.0).collect();
+        assert_eq!(names, vec!["a/", "a/b/", "a/b/f", "a/g", "a/.wh.gone", ".wh.top"]);
     }
 
     #[test]

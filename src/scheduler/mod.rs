@@ -245,6 +245,9 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         let jobs = self.opts.jobs.max(1);
 
         std::thread::scope(|s| {
+            // Hash the context files COPY steps will read while earlier steps
+            // run: the COPY then finds their digests in the context index.
+            s.spawn(|| self.prehash(graph, &needed, &finished));
             // Watch for cancellation (Ctrl-C).
             s.spawn(|| {
                 while !finished.load(Ordering::SeqCst) {
@@ -322,6 +325,33 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             bail!("interrupted");
         }
         Ok(g.states)
+    }
+
+    /// Warm the context's stat index for the context sources of the needed
+    /// COPY/ADD nodes (literal paths only; patterns are left to the step).
+    fn prehash(&self, graph: &Graph, needed: &[bool], finished: &AtomicBool) {
+        for node in graph.nodes.iter().filter(|n| needed[n.id.0]) {
+            let Op::Copy(c) = &node.op else { continue };
+            let is_main_context = matches!(&graph.node(c.source).op, Op::Context { name, .. } if name == "context" || name.is_empty());
+            if !is_main_context {
+                continue;
+            }
+            for src in &c.sources {
+                if finished.load(Ordering::SeqCst) || self.cancel.load(Ordering::SeqCst) {
+                    return;
+                }
+                if src.contains(['*', '?', '[']) {
+                    continue;
+                }
+                let rel = src.trim_start_matches("./").trim_start_matches('/');
+                let rel = if rel == "." { "" } else { rel };
+                let path = if rel.is_empty() { self.context.dir.clone() } else { self.context.dir.join(rel) };
+                if path.exists() {
+                    let mut h = Sha256::new();
+                    let _ = copy::hash_tree(&mut h, &path, rel, Some(self.context));
+                }
+            }
+        }
     }
 
     /// Start a progress step for `node` (nodes without a Dockerfile origin
