@@ -240,3 +240,25 @@ fn btrfs_diff_lists_every_name_of_a_changed_hard_link() {
         vec![("a.txt".into(), ChangeKind::Modified), ("b.txt".into(), ChangeKind::Modified)]
     );
 }
+
+#[test]
+fn btrfs_diff_sees_mtime_only_changes_and_ignores_identical_rewrites() {
+    let Some(m) = mount() else { return };
+    let s = BtrfsStore::open(&m.dir).expect("open");
+    let a = s.prepare("w1", None).expect("prepare");
+    w(&a.join("touched"), "t\n");
+    w(&a.join("same"), "same content\n");
+    w(&a.join("untouched"), "u\n");
+    s.commit("w1", "base").expect("commit");
+    let b = s.prepare("w2", Some("base")).expect("prepare");
+    // `touch`: only the mtime changes (docker's layer has the file).
+    let f = fs::File::options().write(true).open(b.join("touched")).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60)).unwrap();
+    // Rewritten with the same bytes and the same mtime: not a change.
+    let mtime = fs::metadata(b.join("same")).unwrap().modified().unwrap();
+    fs::remove_file(b.join("same")).unwrap();
+    w(&b.join("same"), "same content\n");
+    fs::File::options().write(true).open(b.join("same")).unwrap().set_modified(mtime).unwrap();
+    s.commit("w2", "top").expect("commit");
+    assert_eq!(changes(&s.diff(Some("base"), "top").expect("diff")), vec![("touched".into(), ChangeKind::Modified)]);
+}

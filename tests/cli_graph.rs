@@ -45,3 +45,14 @@ fn errors_point_at_the_line() {
     assert_eq!(code, 1);
     assert_eq!(err, "stromatekt: -:2:6: COPY: unknown flag --chwon (did you mean --chown?)\n 2 | COPY --chwon=1 a b\n   |      ^^^^^^^^^\n");
 }
+
+#[test]
+fn dot_draws_stages_groups_mixins_and_removals() {
+    let df = "FROM busybox AS tools\nRUN echo t > /t\nFROM busybox\n# stromatekt:parallel\nRUN echo a > /a\nRUN echo b > /b\n# stromatekt:end\n# stromatekt:layer x\nRUN echo x > /x\n# stromatekt:with tools\nRUN cat /t > /u\n# stromatekt:remove x\n";
+    let (code, out, err) = graph(&["-f", "-", "--format", "dot"], df);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("subgraph cluster_stage_") && out.contains("label=\"stage tools\""), "{out}");
+    assert!(out.contains("label=\"parallel\""), "no parallel cluster: {out}");
+    assert!(out.contains("[style=dashed, label=\"with\"]"), "no mix-in edge: {out}");
+    assert!(out.contains("label=\"remove x\", shape=octagon"), "no removal node: {out}");
+}

@@ -58,19 +58,80 @@ pub fn run(a: &GraphArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Graphviz rendering: one box per node labelled with its op and instruction.
+/// Graphviz rendering: one box per node labelled with its instruction, a
+/// cluster per stage, parallel groups as nested clusters, mix-ins
+/// (`# stromatekt:with`) as dashed edges, removals and base swaps as
+/// highlighted nodes.
 pub fn to_dot(g: &Graph) -> String {
+    use std::collections::BTreeMap;
     let mut s = String::from("digraph stromatekt {\n  rankdir=BT;\n  node [shape=box, fontname=monospace];\n");
-    for n in &g.nodes {
-        let label = match (&n.op, &n.origin) {
+    let label = |n: &frontend::ir::Node| -> String {
+        match (&n.op, &n.origin) {
             (Op::Image { reference, .. }, _) => format!("FROM {reference}"),
             (Op::Context { name, .. }, _) => format!("context {name}"),
+            (Op::Http { url, .. }, _) => format!("ADD {url}"),
+            (Op::Git { remote, .. }, _) => format!("git {remote}"),
+            (Op::Remove { layers, .. }, _) => format!("remove {}", layers.join(" ")),
+            (Op::Rebase { .. }, Some(o)) => format!("[{}] base swap", o.stage),
+            (Op::Merge { overlap, .. }, _) => format!("parallel group ({})", if *overlap == frontend::ir::Overlap::LastWins { "last-wins" } else { "no overlap" }),
             (_, Some(o)) => format!("[{} {}/{}] {}", o.stage, o.step, o.steps, o.text),
             (op, None) => op.kind().to_string(),
+        }
+    };
+    // Parallel group members, by their merge node.
+    let mut group_of: BTreeMap<usize, usize> = BTreeMap::new();
+    for n in &g.nodes {
+        if let Op::Merge { members, .. } = &n.op {
+            for m in members {
+                group_of.insert(m.0, n.id.0);
+            }
+        }
+    }
+    let mut stages: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut loose = Vec::new();
+    for n in &g.nodes {
+        match &n.origin {
+            Some(o) if !group_of.contains_key(&n.id.0) => stages.entry(o.stage.clone()).or_default().push(n.id.0),
+            Some(_) => {}
+            None => loose.push(n.id.0),
+        }
+    }
+    let node_line = |id: usize| -> String {
+        let n = &g.nodes[id];
+        let style = match &n.op {
+            Op::Remove { .. } => ", shape=octagon, style=filled, fillcolor=mistyrose",
+            Op::Rebase { .. } => ", shape=hexagon, style=filled, fillcolor=lightyellow",
+            Op::Merge { .. } => ", shape=trapezium",
+            Op::Image { .. } | Op::Context { .. } | Op::Http { .. } | Op::Git { .. } => ", shape=folder",
+            _ => "",
         };
-        s.push_str(&format!("  {} [label={:?}];\n", n.id, label));
+        format!("n{} [label={:?}{style}];\n", id, label(n))
+    };
+    for id in &loose {
+        s.push_str(&format!("  {}", node_line(*id)));
+    }
+    for (i, (stage, ids)) in stages.iter().enumerate() {
+        s.push_str(&format!("  subgraph cluster_stage_{i} {{\n    label={:?};\n", format!("stage {stage}")));
+        for id in ids {
+            s.push_str(&format!("    {}", node_line(*id)));
+            if let Op::Merge { members, .. } = &g.nodes[*id].op {
+                s.push_str(&format!("    subgraph cluster_group_{id} {{\n      label=\"parallel\";\n      style=dashed;\n"));
+                for m in members {
+                    s.push_str(&format!("      {}", node_line(m.0)));
+                }
+                s.push_str("    }\n");
+            }
+        }
+        s.push_str("  }\n");
+    }
+    for n in &g.nodes {
+        let with: Vec<usize> = match &n.op {
+            Op::Exec(e) => e.with.iter().map(|w| w.0).collect(),
+            _ => vec![],
+        };
         for i in n.op.inputs() {
-            s.push_str(&format!("  {} -> {};\n", i, n.id));
+            let attr = if with.contains(&i.0) { " [style=dashed, label=\"with\"]" } else { "" };
+            s.push_str(&format!("  n{} -> n{}{attr};\n", i.0, n.id.0));
         }
     }
     s.push_str("}\n");

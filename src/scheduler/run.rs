@@ -89,6 +89,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             m.from = None; // graph-local ids: the mounted content is in `mounts.key`
         }
         op.with.clear();
+        op.proxy_env.clear();
         // `# stromatekt:with`: run on the base with the mixed-in stacks on top.
         let parent = if e.with.is_empty() {
             base.top.clone()
@@ -138,7 +139,9 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let mount_stubs: Vec<(PathBuf, String)> =
             targets.iter().filter_map(|t| missing_stub(&rootfs, t).map(|s| (s, t.clone()))).collect();
         let mut env = env;
+        // Secrets-as-env and proxy args reach the command but not the cache key.
         env.extend(mounts.env.iter().cloned());
+        env.extend(e.proxy_env.iter().cloned());
         let req = ExecRequest {
             id: format!("stromatekt-{}-{}", std::process::id(), &name[name.len() - 12..]),
             rootfs,

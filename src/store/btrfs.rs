@@ -392,6 +392,36 @@ struct State {
     modified: bool,
 }
 
+/// Whether regular files `a` and `b` are the same to an image: type, mode,
+/// owner, size, mtime and content (containerd's differ does the same, so a
+/// file rewritten with identical content and mtime is not a change).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (Ok(ma), Ok(mb)) = (fs::symlink_metadata(a), fs::symlink_metadata(b)) else { return false };
+    if !(ma.is_file() && mb.is_file())
+        || ma.mode() != mb.mode()
+        || ma.uid() != mb.uid()
+        || ma.gid() != mb.gid()
+        || ma.len() != mb.len()
+        || ma.mtime() != mb.mtime()
+        || ma.mtime_nsec() != mb.mtime_nsec()
+    {
+        return false;
+    }
+    let (Ok(mut fa), Ok(mut fb)) = (fs::File::open(a), fs::File::open(b)) else { return false };
+    let mut ba = vec![0u8; 64 * 1024];
+    let mut bb = vec![0u8; 64 * 1024];
+    loop {
+        let Ok(n) = fa.read(&mut ba) else { return false };
+        if n == 0 {
+            return true;
+        }
+        if fb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
+            return false;
+        }
+    }
+}
+
 /// The send stream names one path per write; a changed file with several
 /// hard links must appear under every name in the layer, or the other names
 /// keep their old content. Adds the sibling links (found by inode, with
@@ -441,7 +471,7 @@ fn changes_from_dump(text: &str, old: Option<&Path>, new: &Path) -> Result<Vec<C
         let orphan = is_orphan(&path);
         let empty = path.as_os_str().is_empty();
         match op.as_str() {
-            "snapshot" | "subvol" | "utimes" | "end" | "" => {}
+            "snapshot" | "subvol" | "end" | "" => {}
             "mkfile" | "mkdir" | "mknod" | "mkfifo" | "mksock" | "symlink" => {
                 if !orphan && !empty {
                     st.entry(path).or_default().added = true;
@@ -516,7 +546,12 @@ fn changes_from_dump(text: &str, old: Option<&Path>, new: &Path) -> Result<Vec<C
                 None => None,
             },
             (false, true) => Some(ChangeKind::Deleted),
-            (false, false) if s.modified => nm.is_some().then_some(ChangeKind::Modified),
+            (false, false) if s.modified => match (&nm, old) {
+                // Rewritten with the same content and metadata: no change.
+                (Some(m), Some(o)) if m.is_file() && same_file(&o.join(path), &new.join(path)) => None,
+                (Some(_), _) => Some(ChangeKind::Modified),
+                (None, _) => None,
+            },
             _ => None,
         };
         if let Some(k) = kind {
