@@ -532,6 +532,7 @@ fn changes_from_dump(text: &str, old: Option<&Path>, new: &Path) -> Result<Vec<C
                         walk_dirs.push(path.clone());
                         Some(ChangeKind::Replaced)
                     }
+                    (Some(_), Some(m)) if m.is_file() && old.is_some_and(|o| same_file(&o.join(path), &new.join(path))) => None,
                     (_, Some(_)) => Some(ChangeKind::Modified),
                     (_, None) => Some(ChangeKind::Deleted),
                 }
