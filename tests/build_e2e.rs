@@ -168,18 +168,21 @@ fn build_run_copy_cache_and_failure() {
     assert_eq!(md.annotations.as_ref().unwrap()["org.opencontainers.image.ref.name"], "v1");
     let manifest: Manifest = serde_json::from_slice(&fs::read(blob(&out, &md.digest)).unwrap()).unwrap();
     let config: ImageConfig = serde_json::from_slice(&fs::read(blob(&out, &manifest.config.digest)).unwrap()).unwrap();
-    assert_eq!(manifest.layers.len(), 4, "{manifest:?}");
-    assert_eq!(config.rootfs.diff_ids.len(), 4);
+    // base, WORKDIR (BuildKit makes the directory a layer), RUN, RUN, COPY.
+    assert_eq!(manifest.layers.len(), 5, "{manifest:?}");
+    assert_eq!(config.rootfs.diff_ids.len(), 5);
     assert_eq!(config.config.cmd, Some(vec!["cat".to_string(), "a.txt".to_string()]));
     assert_eq!(config.config.working_dir.as_deref(), Some("/app"));
     let env = config.config.env.clone().unwrap_or_default();
     assert!(env.contains(&"GREETING=hello".to_string()), "{env:?}");
 
-    let l1 = layer_entries(&blob(&out, &manifest.layers[1].digest));
+    let l0 = layer_entries(&blob(&out, &manifest.layers[1].digest));
+    assert_eq!(l0, set(&["app"]), "WORKDIR layer");
+    let l1 = layer_entries(&blob(&out, &manifest.layers[2].digest));
     assert_eq!(l1, set(&["app", "app/a.txt", "app/d", "app/d/f", "app/hard", "app/m.txt", "app/soft"]), "layer 1");
-    let l2 = layer_entries(&blob(&out, &manifest.layers[2].digest));
+    let l2 = layer_entries(&blob(&out, &manifest.layers[3].digest));
     assert_eq!(l2, set(&["app", "app/.wh.d", "app/.wh.soft", "app/e", "app/e/new", "app/m.txt", "bin", "bin/.wh.ls"]), "layer 2");
-    let l3 = layer_entries(&blob(&out, &manifest.layers[3].digest));
+    let l3 = layer_entries(&blob(&out, &manifest.layers[4].digest));
     assert_eq!(l3, set(&["app", "app/ctx.txt", "app/inner.txt"]), "layer 3");
 
     if have("skopeo") {
@@ -192,7 +195,7 @@ fn build_run_copy_cache_and_failure() {
     let o = build(&mnt, &ctx, &dockerfile, &out2);
     let stderr2 = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(o.status.success(), "second build failed:\n{stderr2}");
-    assert_eq!(stderr2.matches("CACHED").count(), 4, "FROM, RUN, RUN, COPY: {stderr2}");
+    assert_eq!(stderr2.matches("CACHED").count(), 5, "FROM, WORKDIR, RUN, RUN, COPY: {stderr2}");
     let index2: Index = serde_json::from_slice(&fs::read(out2.join("index.json")).unwrap()).unwrap();
     assert_eq!(index2.manifests[0].digest, md.digest, "rebuild is reproducible");
 

@@ -16,6 +16,7 @@
 
 mod copy;
 pub mod export;
+mod fetch;
 mod algebra;
 mod merge;
 mod mounts;
@@ -405,6 +406,9 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             Op::Config { base, edit } => {
                 let mut st = Self::input(states, *base)?.clone();
                 apply_edit(&mut st.config, edit);
+                if let (ConfigEdit::Workdir(_), Some(_)) = (edit, &node.created_by) {
+                    return self.run_workdir(node, st);
+                }
                 if let Some(cb) = &node.created_by {
                     st.config.history.push(History { created_by: Some(cb.clone()), empty_layer: Some(true), ..History::default() });
                 }
@@ -412,10 +416,13 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             }
             Op::Exec(e) => self.run_exec(node, e, states),
             Op::Copy(c) => self.run_copy(node, c, states),
+            Op::Http { url, checksum, filename } => self.run_http(graph, node, url, checksum.as_deref(), filename),
+            Op::Git { remote, reference, subdir, keep_git_dir, checksum } => {
+                self.run_git(graph, node, remote, reference.as_deref(), subdir.as_deref(), *keep_git_dir, checksum.as_deref())
+            }
             Op::Merge { base, members, overlap } => self.run_merge(graph, node, *base, members, *overlap, states),
             Op::Remove { base, layers } => self.run_remove(node, *base, layers, states),
             Op::Rebase { base, old_base, new_base } => self.run_rebase(node, *base, *old_base, *new_base, states),
-            other => bail!("{}: operation {} is not supported yet", origin_label(node), other.kind()),
         }
     }
 
@@ -458,6 +465,53 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             top = Some(name);
         }
         Ok((State { top, base_blobs: img.layers.clone(), layers: vec![], config: img.config.clone(), context_dir: None }, imported))
+    }
+
+    /// WORKDIR: as BuildKit, the directory is created (`mkdir -p`, owned by
+    /// the USER in effect) as a layer of its own, empty when it exists.
+    fn run_workdir(&self, node: &Node, st: State) -> Result<State> {
+        let wd = st.config.config.working_dir.clone().unwrap_or_else(|| "/".into());
+        if wd == "/" {
+            let mut st = st;
+            st.config.history.push(History { created_by: node.created_by.clone(), empty_layer: Some(true), ..History::default() });
+            return Ok(st);
+        }
+        let user = st.config.config.user.clone().unwrap_or_default();
+        let step = self.step(node);
+        let key = sha_hex(format!("{:?}\0{wd}\0{user}", st.top).as_bytes());
+        let name = self.snapshot_name("wd", node, &key);
+        if self.cached(&name) {
+            self.end(step, Outcome::Cached);
+            return Ok(with_layer(node, &st, name));
+        }
+        let work = self.work_key(&name);
+        let res = (|| -> Result<()> {
+            let root = self.store.prepare(&work, st.top.as_deref())?;
+            let (uid, gid) = if user.is_empty() { (0, 0) } else { crate::exec::user::resolve(&root, &user).map(|(u, g, _)| (u, g))? };
+            // Create missing components one by one, each inside the root.
+            let mut rel = String::new();
+            for comp in wd.split('/').filter(|c| !c.is_empty()) {
+                rel.push('/');
+                rel.push_str(comp);
+                let p = copy::resolve_in_root(&root, &rel)?;
+                if fs::symlink_metadata(&p).is_err() {
+                    fs::create_dir(&p).with_context(|| format!("creating {rel}"))?;
+                    std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let _ = self.store.remove(&work);
+            self.end(step, Outcome::Error);
+            return Err(e.context(origin_label(node)));
+        }
+        if let Err(e) = self.commit_step(&work, &name) {
+            self.end(step, Outcome::Error);
+            return Err(e);
+        }
+        self.end(step, Outcome::Done);
+        Ok(with_layer(node, &st, name))
     }
 
     /// Commit a step's writable snapshot `key` as `name` (removing `key` if

@@ -92,7 +92,7 @@ pub fn ensure_loop_store(root: &Path, image: &Path, size_gb: u64) -> Result<(), 
         drop(f);
         run("mkfs.btrfs", image, Command::new("mkfs.btrfs").arg("-q").arg(image))?;
     }
-    run("mount -o loop", root, Command::new("mount").args(["-o", "loop"]).arg(image).arg(root))?;
+    run("mount -o loop,noatime", root, Command::new("mount").args(["-o", "loop,noatime"]).arg(image).arg(root))?;
     let t = fs_type(root)?;
     if t != "btrfs" {
         return Err(StoreError::Root {
@@ -390,6 +390,9 @@ struct State {
     added: bool,
     deleted: bool,
     modified: bool,
+    /// Only a `utimes` was seen: a change if the mtime moved (an atime
+    /// update also makes btrfs send a utimes).
+    utimes: bool,
 }
 
 /// Whether regular files `a` and `b` are the same to an image: type, mode,
@@ -472,6 +475,11 @@ fn changes_from_dump(text: &str, old: Option<&Path>, new: &Path) -> Result<Vec<C
         let empty = path.as_os_str().is_empty();
         match op.as_str() {
             "snapshot" | "subvol" | "end" | "" => {}
+            "utimes" => {
+                if !orphan && !empty {
+                    st.entry(path).or_default().utimes = true;
+                }
+            }
             "mkfile" | "mkdir" | "mknod" | "mkfifo" | "mksock" | "symlink" => {
                 if !orphan && !empty {
                     st.entry(path).or_default().added = true;
@@ -547,6 +555,13 @@ fn changes_from_dump(text: &str, old: Option<&Path>, new: &Path) -> Result<Vec<C
                 None => None,
             },
             (false, true) => Some(ChangeKind::Deleted),
+            (false, false) if !s.modified && s.utimes => {
+                let om = old.and_then(|o| fs::symlink_metadata(o.join(path)).ok());
+                match (&om, &nm) {
+                    (Some(o), Some(n)) if o.mtime() != n.mtime() || o.mtime_nsec() != n.mtime_nsec() => Some(ChangeKind::Modified),
+                    _ => None,
+                }
+            }
             (false, false) if s.modified => match (&nm, old) {
                 // Rewritten with the same content and metadata: no change.
                 (Some(m), Some(o)) if m.is_file() && same_file(&o.join(path), &new.join(path)) => None,
