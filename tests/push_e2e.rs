@@ -71,16 +71,7 @@ fn build_push_pull_run_hello() {
 
     let back = work.path().join("hello-oci");
     common::pull_to_layout(&format!("{target}:latest"), &back);
-    let bundle = work.path().join("bundle");
-    common::run(Command::new("umoci").arg("unpack").arg("--image").arg(format!("{}:latest", back.display())).arg(&bundle));
-    let cfg_path = bundle.join("config.json");
-    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
-    spec["process"]["terminal"] = serde_json::Value::Bool(false);
-    std::fs::write(&cfg_path, serde_json::to_vec(&spec).unwrap()).unwrap();
-    // `runc run` deletes the container when it exits.
-    let id = format!("stromatekt-push-e2e-{}", std::process::id());
-    let run = common::run(Command::new("runc").arg("run").arg("--bundle").arg(&bundle).arg(&id));
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stdout = common::run_image(&back, "latest", &work.path().join("bundle"));
     assert!(stdout.contains("Hello from stromatekt!"), "container output: {stdout}");
     assert!(stdout.contains("built by stromatekt"), "container output: {stdout}");
 }

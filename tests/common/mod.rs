@@ -301,3 +301,170 @@ pub fn push_layout_to(server: &RegistryServer, layout: &Path, repo: &str) -> Str
 pub fn pull_to_layout(reference: &str, out: &Path) {
     run(Command::new("skopeo").args(["copy", "--quiet", "--src-tls-verify=false"]).arg(format!("docker://{reference}")).arg(format!("oci:{}:latest", out.display())));
 }
+
+/// What [`FaultyProxy`] does to a request it picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this HTTP status (500, 503, 429...) and close.
+    Status(u16),
+    /// Close the connection without answering.
+    Drop,
+}
+
+/// Decides, from a request's first line (`PUT /v2/x/blobs/uploads/...
+/// HTTP/1.1`) and its number (0-based, in arrival order), whether to fault it.
+pub type FaultRule = dyn Fn(&str, usize) -> Option<Fault> + Send + Sync;
+
+/// The requests a [`FaultyProxy`] saw (first line) and what it did to them.
+type RequestLog = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<Fault>)>>>;
+
+/// A loopback HTTP proxy in front of a registry that injects faults. Every
+/// request is forwarded with `Connection: close`, so one connection carries
+/// one request and each can be judged by [`FaultRule`]. Stopped (and its
+/// threads joined) on drop.
+pub struct FaultyProxy {
+    /// The proxy's port.
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    requests: RequestLog,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FaultyProxy {
+    /// Start one forwarding to `127.0.0.1:upstream`.
+    pub fn start(upstream: u16, rule: Box<FaultRule>) -> FaultyProxy {
+        use std::sync::atomic::Ordering;
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let requests: RequestLog = Arc::default();
+        let rule: Arc<FaultRule> = Arc::from(rule);
+        let (stop2, requests2) = (stop.clone(), requests.clone());
+        let thread = std::thread::spawn(move || {
+            let mut workers = Vec::new();
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = conn else { continue };
+                let (rule, requests) = (rule.clone(), requests2.clone());
+                workers.push(std::thread::spawn(move || proxy_one(client, upstream, &*rule, &requests)));
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+        });
+        FaultyProxy { port, stop, requests, thread: Some(thread) }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The requests seen so far (first line) and what was done to them.
+    pub fn requests(&self) -> Vec<(String, Option<Fault>)> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// How many requests were faulted.
+    pub fn faults(&self) -> usize {
+        self.requests().iter().filter(|(_, f)| f.is_some()).count()
+    }
+}
+
+impl Drop for FaultyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Handle one proxied connection (one request, see [`FaultyProxy`]).
+fn proxy_one(mut client: TcpStream, upstream: u16, rule: &FaultRule, requests: &std::sync::Mutex<Vec<(String, Option<Fault>)>>) {
+    let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
+    // Read the request head.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let first = text.lines().next().unwrap_or("").to_string();
+    let fault = {
+        let mut r = requests.lock().unwrap();
+        let n = r.len();
+        let f = rule(&first, n);
+        r.push((first.clone(), f));
+        f
+    };
+    match fault {
+        Some(Fault::Drop) => {
+            let _ = client.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        Some(Fault::Status(code)) => {
+            let body = format!("{{\"errors\":[{{\"code\":\"UNAVAILABLE\",\"message\":\"injected fault {code}\"}}]}}");
+            let _ = write!(
+                client,
+                "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = client.flush();
+            // Let the client finish sending its body before the close, so
+            // it reads the answer instead of a reset.
+            let _ = client.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut sink = [0u8; 64 * 1024];
+            while matches!(client.read(&mut sink), Ok(n) if n > 0) {}
+            let _ = client.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        None => {}
+    }
+    let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else { return };
+    let mut out = String::new();
+    for line in text.split("\r\n") {
+        if line.to_ascii_lowercase().starts_with("connection:") || line.is_empty() {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    if up.write_all(out.as_bytes()).is_err() {
+        return;
+    }
+    let _ = client.set_read_timeout(None);
+    let (mut c2, mut u2) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+    let body = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut u2);
+        let _ = u2.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut up, &mut client);
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    let _ = up.shutdown(std::net::Shutdown::Both);
+    let _ = body.join();
+}
+
+/// Unpack image `tag` of the OCI layout `layout` into `bundle` (umoci), run
+/// its entrypoint/cmd with runc (no terminal) and return what it printed.
+/// runc deletes the container when it exits.
+pub fn run_image(layout: &Path, tag: &str, bundle: &Path) -> String {
+    let _ = std::fs::remove_dir_all(bundle);
+    run(Command::new("umoci").arg("unpack").arg("--image").arg(format!("{}:{tag}", layout.display())).arg(bundle));
+    let cfg_path = bundle.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    spec["process"]["terminal"] = serde_json::Value::Bool(false);
+    std::fs::write(&cfg_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let id = format!("stromatekt-test-{}-{}", std::process::id(), bundle.file_name().unwrap_or_default().to_string_lossy());
+    let out = run(Command::new("runc").arg("run").arg("--bundle").arg(bundle).arg(&id).stdin(Stdio::null()));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
