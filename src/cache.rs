@@ -145,9 +145,11 @@ pub fn prune<S: Store + ?Sized>(
     let mut out = Pruned::default();
     let candidates: Vec<Entry> = entries(store)?.into_iter().filter(|e| all || e.kind != "img").collect();
     let mut removed = BTreeSet::new();
-    for batch in candidates.chunks(8) {
+    for (i, batch) in candidates.chunks(8).enumerate() {
         if let Some(keep) = keep_bytes {
-            wait_reclaim();
+            if i > 0 {
+                wait_reclaim();
+            }
             if fs_used(&root)? <= keep {
                 break;
             }

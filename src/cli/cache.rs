@@ -90,16 +90,22 @@ pub fn run_prune(a: &PruneArgs) -> Result<()> {
     let _lock = StoreLock::exclusive(&root)?;
     let before = fs_used(&root)?;
     let sync_root = root.clone();
+    // Commit the transaction now, then wait for the cleaner to free the
+    // deleted snapshots' space (btrfs frees it in the background).
     let wait = move || {
-        let _ = std::process::Command::new("btrfs")
-            .args(["subvolume", "sync"])
-            .arg(&sync_root)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        for args in [&["filesystem", "sync"][..], &["subvolume", "sync"][..]] {
+            let _ = std::process::Command::new("btrfs")
+                .args(args)
+                .arg(&sync_root)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     };
     let p = prune(&store, a.all, keep, &wait)?;
-    wait();
+    if p.snapshots > 0 {
+        wait();
+    }
     let after = fs_used(&root)?;
     println!(
         "removed {} cache entries and {} blobs ({}); store uses {} (was {})",
