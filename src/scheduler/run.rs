@@ -32,6 +32,33 @@ fn remove_stubs(rootfs: &Path, stubs: &[&str]) {
     }
 }
 
+/// A directory's entries and mtime before a run.
+struct DirState {
+    names: Vec<std::ffi::OsString>,
+    mtime: std::time::SystemTime,
+}
+
+impl DirState {
+    fn read(dir: &Path) -> Option<DirState> {
+        let mtime = fs::symlink_metadata(dir).ok().filter(|m| m.is_dir())?.modified().ok()?;
+        let mut names: Vec<_> = fs::read_dir(dir).ok()?.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+        names.sort();
+        Some(DirState { names, mtime })
+    }
+
+    /// Put the mtime back when the entries are what they were (only the
+    /// executor's mount points came and went).
+    fn restore_if_unchanged(&self, dir: &Path) {
+        if let Some(now) = DirState::read(dir) {
+            if now.names == self.names && now.mtime != self.mtime {
+                if let Ok(f) = fs::File::open(dir) {
+                    let _ = f.set_modified(self.mtime);
+                }
+            }
+        }
+    }
+}
+
 /// The environment of a RUN: the image's Env (PATH defaulted) plus the
 /// step's build args, which do not override the image's Env (as BuildKit).
 pub(crate) fn exec_env(config: &ImageConfig, extra: &[String]) -> Vec<String> {
@@ -138,6 +165,16 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             mounts.binds.iter().map(|b| b.target.clone()).chain(mounts.tmpfs.iter().map(|t| t.target.clone())).collect();
         let mount_stubs: Vec<(PathBuf, String)> =
             targets.iter().filter_map(|t| missing_stub(&rootfs, t).map(|s| (s, t.clone()))).collect();
+        // Directories that will get a mount point: their mtime is restored
+        // after the stubs go, unless the command changed their entries.
+        let stub_parents: Vec<PathBuf> = stubs
+            .iter()
+            .map(|p| rootfs.join(p))
+            .chain(mount_stubs.iter().map(|(s, _)| s.clone()))
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        let parent_state: Vec<(PathBuf, DirState)> =
+            stub_parents.into_iter().filter_map(|d| DirState::read(&d).map(|st| (d, st))).collect();
         let mut env = env;
         // Secrets-as-env and proxy args reach the command but not the cache key.
         env.extend(mounts.env.iter().cloned());
@@ -188,6 +225,9 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             remove_stub(stub, &req.rootfs, target);
         }
         remove_stubs(&req.rootfs, &stubs);
+        for (dir, before) in &parent_state {
+            before.restore_if_unchanged(dir);
+        }
         if let Err(err) = self.commit_step(&key, &name) {
             self.end(step, Outcome::Error);
             return Err(err);
