@@ -9,6 +9,7 @@ pub mod cli;
 pub mod context;
 pub mod exec;
 pub mod image;
+pub mod output;
 pub mod progress;
 pub mod registry;
 pub mod scheduler;

@@ -1,13 +1,16 @@
-//! Build progress: BuildKit-style numbered step lines (`plain`), one JSON
-//! event per line (`rawjson`), or nothing (`quiet`), plus the end-of-build
-//! summary (total time, steps run and cached, critical path).
+//! Build progress: BuildKit-style numbered step lines (`plain`), a live
+//! view of the running steps on a terminal (`tty`: timers and last log
+//! lines, finished steps collapsed to one line, as buildx), one JSON event
+//! per line (`rawjson`), or nothing (`quiet`), plus the end-of-build summary
+//! (total time, steps run and cached, critical path).
 //!
 //! Every event is also recorded with its timestamp, so tests can check which
 //! steps overlapped without timing anything.
 
-use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// How progress is shown.
@@ -15,6 +18,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub enum Mode {
     /// `#5 [stage 2/4] RUN ...` / `#5 DONE 1.2s` lines on stderr.
     Plain,
+    /// A live view on the terminal (stderr): running steps with timers and
+    /// their last log lines; finished steps collapse to one line.
+    Tty,
     /// One JSON object per event on stderr.
     RawJson,
     /// Nothing.
@@ -22,10 +28,16 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// Parse `--progress` (`auto` and `tty` are shown as `plain` for now).
+    /// Parse `--progress`: `auto` is `tty` when stderr is a terminal, else
+    /// `plain`; `tty` falls back to `plain` when stderr is not a terminal.
     pub fn parse(s: &str) -> Option<Mode> {
         match s {
-            "auto" | "tty" | "plain" => Some(Mode::Plain),
+            "auto" | "tty" => Some(if std::io::stderr().is_terminal() && std::env::var("TERM").as_deref() != Ok("dumb") {
+                Mode::Tty
+            } else {
+                Mode::Plain
+            }),
+            "plain" => Some(Mode::Plain),
             "rawjson" => Some(Mode::RawJson),
             "quiet" => Some(Mode::Quiet),
             _ => None,
@@ -85,6 +97,86 @@ pub struct Progress {
     next: AtomicUsize,
     records: Mutex<Vec<StepRecord>>,
     out: Mutex<()>,
+    live: Option<Arc<Mutex<Live>>>,
+    ticker: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
+}
+
+/// Log lines kept per running step in `tty` mode.
+const TAIL_LINES: usize = 6;
+
+/// A running step, as `tty` mode shows it.
+#[derive(Debug)]
+struct LiveStep {
+    name: String,
+    start: Instant,
+    tail: VecDeque<String>,
+    partial: String,
+}
+
+/// What `tty` mode has on screen.
+#[derive(Debug)]
+struct Live {
+    began: Instant,
+    running: BTreeMap<usize, LiveStep>,
+    /// Lines of the live area currently drawn (below the permanent lines).
+    drawn: usize,
+}
+
+impl Live {
+    /// The live area: a header, then each running step with its timer and
+    /// its last log lines, each line cut to `width` characters.
+    fn render(&self, now: Instant, width: usize) -> Vec<String> {
+        let cut = |s: &str, w: usize| -> String { s.chars().filter(|c| !c.is_control()).take(w).collect() };
+        let mut out = vec![format!("[+] Building {:.1}s ({} running)", now.duration_since(self.began).as_secs_f64(), self.running.len())];
+        for (n, st) in &self.running {
+            let timer = format!(" {:.1}s", now.duration_since(st.start).as_secs_f64());
+            let head = cut(&format!("#{n} {}", st.name), width.saturating_sub(timer.len()).max(1));
+            out.push(format!("\x1b[34m{head}\x1b[0m{timer}"));
+            for l in &st.tail {
+                out.push(format!("\x1b[2m{}\x1b[0m", cut(&format!("#{n} {l}"), width)));
+            }
+        }
+        out
+    }
+
+    /// Redraw: erase the live area, print `permanent` lines above it, draw it again.
+    fn redraw(&mut self, permanent: &[String]) {
+        let mut s = String::new();
+        if self.drawn > 0 {
+            s.push_str(&format!("\x1b[{}A", self.drawn));
+        }
+        s.push_str("\r\x1b[J");
+        for p in permanent {
+            s.push_str(p);
+            s.push('\n');
+        }
+        let lines = if self.running.is_empty() { vec![] } else { self.render(Instant::now(), term_width().saturating_sub(1).max(20)) };
+        for l in &lines {
+            s.push_str(l);
+            s.push('\n');
+        }
+        self.drawn = lines.len();
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(s.as_bytes());
+        let _ = err.flush();
+    }
+}
+
+/// Columns of the terminal on stderr (80 when unknown).
+fn term_width() -> usize {
+    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the pointer we pass, which
+    // lives for the whole call; on failure it writes nothing.
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_col > 0 {
+        ws.ws_col as usize
+    } else {
+        std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(80)
+    }
+}
+
+fn lock_live(l: &Mutex<Live>) -> std::sync::MutexGuard<'_, Live> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn unix_now() -> f64 {
@@ -94,7 +186,37 @@ fn unix_now() -> f64 {
 impl Progress {
     /// A printer in `mode`, its clock starting now.
     pub fn new(mode: Mode) -> Progress {
-        Progress { mode, began: Instant::now(), next: AtomicUsize::new(1), records: Mutex::new(Vec::new()), out: Mutex::new(()) }
+        let began = Instant::now();
+        let mut live = None;
+        let mut ticker = None;
+        if mode == Mode::Tty {
+            let l = Arc::new(Mutex::new(Live { began, running: BTreeMap::new(), drawn: 0 }));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (l2, stop2) = (l.clone(), stop.clone());
+            // Timers tick even while no step prints anything.
+            let handle = std::thread::Builder::new().name("progress-tty".into()).spawn(move || {
+                while !stop2.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(150));
+                    let mut g = lock_live(&l2);
+                    if !g.running.is_empty() {
+                        g.redraw(&[]);
+                    }
+                }
+            });
+            if let Ok(h) = handle {
+                ticker = Some((stop, h));
+            }
+            live = Some(l);
+        }
+        Progress {
+            mode,
+            began,
+            next: AtomicUsize::new(1),
+            records: Mutex::new(Vec::new()),
+            out: Mutex::new(()),
+            live,
+            ticker: Mutex::new(ticker),
+        }
     }
 
     /// The mode.
@@ -109,6 +231,14 @@ impl Progress {
             Mode::Plain => {
                 let _ = writeln!(err, "{}", plain());
             }
+            Mode::Tty => {
+                drop(err);
+                if let Some(live) = &self.live {
+                    let text = plain();
+                    let lines: Vec<String> = text.lines().map(String::from).collect();
+                    lock_live(live).redraw(&lines);
+                }
+            }
             Mode::RawJson => {
                 let _ = writeln!(err, "{}", json());
             }
@@ -120,6 +250,12 @@ impl Progress {
     pub fn start(&self, node: usize, name: &str) -> Step {
         let number = self.next.fetch_add(1, Ordering::SeqCst);
         let step = Step { number, node, name: name.to_string(), start: Instant::now() };
+        if let Some(live) = &self.live {
+            let mut g = lock_live(live);
+            g.running.insert(number, LiveStep { name: name.to_string(), start: step.start, tail: VecDeque::new(), partial: String::new() });
+            g.redraw(&[]);
+            return step;
+        }
         self.emit(
             || format!("#{number} {name}"),
             || serde_json::json!({"event": "start", "step": number, "node": node, "name": name, "time": unix_now()}),
@@ -131,6 +267,24 @@ impl Progress {
     pub fn log(&self, step: &Step, bytes: &[u8]) {
         let text = String::from_utf8_lossy(bytes);
         let t = step.start.elapsed().as_secs_f64();
+        if let Some(live) = &self.live {
+            let mut g = lock_live(live);
+            if let Some(st) = g.running.get_mut(&step.number) {
+                st.partial.push_str(&text);
+                while let Some(i) = st.partial.find(['\n', '\r']) {
+                    let line: String = st.partial.drain(..=i).collect();
+                    let line = line.trim_end_matches(['\n', '\r']).to_string();
+                    if !line.is_empty() {
+                        st.tail.push_back(line);
+                        if st.tail.len() > TAIL_LINES {
+                            st.tail.pop_front();
+                        }
+                    }
+                }
+            }
+            g.redraw(&[]);
+            return;
+        }
         self.emit(
             || {
                 let mut s = String::new();
@@ -152,7 +306,23 @@ impl Progress {
         let start = step.start.duration_since(self.began).as_secs_f64();
         let n = step.number;
         let dur = end - start;
-        self.emit(
+        if let Some(live) = &self.live {
+            let mut g = lock_live(live);
+            let gone = g.running.remove(&n);
+            let mut lines = vec![match outcome {
+                Outcome::Done => format!("\x1b[32m#{n} {}\x1b[0m DONE {dur:.1}s", step.name),
+                Outcome::Cached => format!("\x1b[36m#{n} {}\x1b[0m CACHED", step.name),
+                Outcome::Error => format!("\x1b[31m#{n} {}\x1b[0m ERROR after {dur:.1}s", step.name),
+            }];
+            // A failed step keeps its last lines on screen.
+            if outcome == Outcome::Error {
+                if let Some(st) = gone {
+                    lines.extend(st.tail.iter().chain(Some(&st.partial).filter(|p| !p.is_empty())).map(|l| format!("#{n} {l}")));
+                }
+            }
+            g.redraw(&lines);
+        } else {
+            self.emit(
             || match outcome {
                 Outcome::Done => format!("#{n} DONE {dur:.1}s"),
                 Outcome::Cached => format!("#{n} CACHED"),
@@ -167,6 +337,7 @@ impl Progress {
                 serde_json::json!({"event": ev, "step": n, "node": step.node, "name": step.name, "time": unix_now(), "duration": dur})
             },
         );
+        }
         if let Ok(mut r) = self.records.lock() {
             r.push(StepRecord { number: n, node: step.node, name: step.name, start, end, outcome });
         }
@@ -264,8 +435,25 @@ pub fn critical_path(records: &[StepRecord], inputs: &dyn Fn(usize) -> Vec<usize
     path
 }
 
+impl Drop for Progress {
+    /// Stop `tty` mode's ticker and erase what is left of the live area.
+    fn drop(&mut self) {
+        let ticker = self.ticker.get_mut().map(|t| t.take()).unwrap_or_else(|e| e.into_inner().take());
+        if let Some((stop, handle)) = ticker {
+            stop.store(true, Ordering::SeqCst);
+            let _ = handle.join();
+        }
+        if let Some(live) = &self.live {
+            let mut g = lock_live(live);
+            g.running.clear();
+            g.redraw(&[]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn rec(number: usize, node: usize, start: f64, end: f64) -> StepRecord {
@@ -291,5 +479,23 @@ mod tests {
         assert_eq!(Mode::parse("rawjson"), Some(Mode::RawJson));
         assert_eq!(Mode::parse("quiet"), Some(Mode::Quiet));
         assert_eq!(Mode::parse("fancy"), None);
+        // Tests run with stderr captured or piped: never a terminal here.
+        if !std::io::stderr().is_terminal() {
+            assert_eq!(Mode::parse("tty"), Some(Mode::Plain));
+            assert_eq!(Mode::parse("auto"), Some(Mode::Plain));
+        }
+    }
+
+    #[test]
+    fn tty_live_area_shows_running_steps_and_their_last_lines() {
+        let began = Instant::now();
+        let mut live = Live { began, running: BTreeMap::new(), drawn: 0 };
+        let tail: VecDeque<String> = ["one", "two"].iter().map(|s| s.to_string()).collect();
+        live.running.insert(3, LiveStep { name: "[stage 1/2] RUN make -j8 all".into(), start: began, tail, partial: String::new() });
+        let lines = live.render(began + std::time::Duration::from_millis(1500), 20);
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(lines[0].starts_with("[+] Building 1.5s (1 running)"));
+        assert!(lines[1].contains("#3 [stage 1/2") && lines[1].ends_with(" 1.5s"), "{:?}", lines[1]);
+        assert!(lines[2].contains("#3 one") && lines[3].contains("#3 two"));
     }
 }

@@ -264,3 +264,155 @@ fn base64_encode(data: &[u8]) -> String {
     }
     out
 }
+
+/// An OCI layout with one image: a config and one layer of `layer_size`
+/// pseudo-random bytes (incompressible); returns the manifest descriptor and
+/// the layer's digest.
+fn random_layout(dir: &std::path::Path, layer_size: usize) -> (stromatekt::image::manifest::Descriptor, String) {
+    let l = stromatekt::image::layout::Layout::create(dir).unwrap();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let layer: Vec<u8> = (0..layer_size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let ld = descriptor(LAYER_GZIP, &layer);
+    l.put_bytes(&ld.digest, &layer).unwrap();
+    let cfg = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#, ld.digest);
+    let cd = descriptor(CONFIG_V1, cfg.as_bytes());
+    l.put_bytes(&cd.digest, cfg.as_bytes()).unwrap();
+    let m = Manifest::new(cd, vec![ld.clone()]).to_json();
+    let md = descriptor(MANIFEST_V1, &m);
+    l.put_bytes(&md.digest, &m).unwrap();
+    l.set_manifest(md.clone(), Some("latest")).unwrap();
+    (md, ld.digest)
+}
+
+#[test]
+fn push_and_pull_retry_through_injected_faults() {
+    use common::{Fault, FaultyProxy};
+    let Some(server) = RegistryServer::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    // 17 MiB: above the 16 MiB threshold, so uploaded in PATCH chunks.
+    let (md, layer_digest) = random_layout(tmp.path(), 17 << 20);
+    // Requests 1-3 fail (500, dropped connection, 503), and the second
+    // PATCH of the chunked upload gets a 500.
+    let patches = std::sync::atomic::AtomicUsize::new(0);
+    let proxy = FaultyProxy::start(
+        server.port,
+        Box::new(move |line, n| {
+            if line.starts_with("PATCH") && patches.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                return Some(Fault::Status(500));
+            }
+            match n {
+                1 => Some(Fault::Status(500)),
+                2 => Some(Fault::Drop),
+                3 => Some(Fault::Status(503)),
+                _ => None,
+            }
+        }),
+    );
+    let reg = OciRegistry::anonymous().unwrap();
+    let reference = format!("{}/flaky/img:v1", proxy.host());
+    let digest = stromatekt::registry::push::push_layout(&reg, tmp.path(), &md, &reference).unwrap();
+    assert_eq!(digest, md.digest);
+    assert!(proxy.faults() >= 4, "faults were injected: {:?}", proxy.requests());
+    assert!(proxy.requests().iter().any(|(l, _)| l.starts_with("PATCH")), "the big layer went in chunks: {:?}", proxy.requests());
+    drop(proxy);
+
+    // Pull it back through a proxy that drops the first connections and
+    // answers 429 once: the layer arrives whole and verified.
+    let proxy = FaultyProxy::start(
+        server.port,
+        Box::new(|_, n| match n {
+            0 | 1 => Some(Fault::Drop),
+            3 => Some(Fault::Status(429)),
+            _ => None,
+        }),
+    );
+    let content = tmp.path().join("content");
+    let img = stromatekt::registry::pull::pull(&reg, &format!("{}/flaky/img:v1", proxy.host()), "linux/amd64", &content).unwrap();
+    assert_eq!(img.layers[0].0.digest, layer_digest);
+    assert_eq!(digest_of(&std::fs::read(&img.layers[0].1).unwrap()), layer_digest);
+    assert!(proxy.faults() >= 3, "{:?}", proxy.requests());
+    drop(proxy);
+
+    // A download corrupted on the way is refused, never stored, and fetched again.
+    let corrupted = std::sync::atomic::AtomicBool::new(false);
+    let needle = format!("/blobs/{layer_digest}");
+    let proxy = FaultyProxy::start(
+        server.port,
+        Box::new(move |line, _| {
+            (line.starts_with("GET ") && line.contains(&needle) && !corrupted.swap(true, std::sync::atomic::Ordering::SeqCst))
+                .then_some(Fault::Corrupt)
+        }),
+    );
+    let content = tmp.path().join("content2");
+    let img = stromatekt::registry::pull::pull(&reg, &format!("{}/flaky/img:v1", proxy.host()), "linux/amd64", &content).unwrap();
+    assert_eq!(digest_of(&std::fs::read(&img.layers[0].1).unwrap()), layer_digest);
+    let gets = proxy.requests().iter().filter(|(l, _)| l.starts_with("GET ") && l.contains(&layer_digest)).count();
+    assert_eq!(gets, 2, "fetched twice: {:?}", proxy.requests());
+    assert_eq!(proxy.faults(), 1);
+    let leftovers: Vec<_> = std::fs::read_dir(content.join("blobs/sha256")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "config and layer only, no temporary or wrong blob: {leftovers:?}");
+}
+
+#[test]
+fn a_push_that_keeps_failing_tags_nothing() {
+    use common::{Fault, FaultyProxy};
+    let Some(server) = RegistryServer::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (md, layer_digest) = random_layout(tmp.path(), 4096);
+    // Every attempt to finish the layer's upload gets a 500.
+    let needle = format!("digest={}", layer_digest.replace(':', "%3A"));
+    let needle2 = format!("digest={layer_digest}");
+    let proxy = FaultyProxy::start(
+        server.port,
+        Box::new(move |line, _| (line.contains(&needle) || line.contains(&needle2)).then_some(Fault::Status(500))),
+    );
+    let reg = OciRegistry::anonymous().unwrap();
+    let err = stromatekt::registry::push::push_layout(&reg, tmp.path(), &md, &format!("{}/half/img:v1", proxy.host())).unwrap_err();
+    assert!(matches!(err, RegistryError::Unavailable { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("500") && msg.contains("gave up after"), "{msg}");
+    assert!(proxy.faults() >= 2, "{:?}", proxy.requests());
+    assert!(!proxy.requests().iter().any(|(l, _)| l.contains("/manifests/")), "no manifest was sent: {:?}", proxy.requests());
+    // Directly at the registry: the tag does not exist.
+    let direct = OciRegistry::anonymous().unwrap();
+    let err = direct.manifest(&format!("{}/half/img:v1", server.host()), "linux/amd64").unwrap_err();
+    assert!(matches!(err, RegistryError::NotFound { .. }), "{err:?}");
+}
+
+#[test]
+fn pulls_docker_schema2_images() {
+    let Some(server) = RegistryServer::start() else { return };
+    if !common::require("skopeo") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("busybox");
+    if !common::busybox_layout(&layout) {
+        return;
+    }
+    // skopeo converts to Docker schema2 media types on the way in.
+    let reference = format!("{}/docker/busybox:v2s2", server.host());
+    common::run(
+        Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false", "--format", "v2s2"])
+            .arg(format!("oci:{}:latest", layout.display()))
+            .arg(format!("docker://{reference}")),
+    );
+    let reg = OciRegistry::anonymous().unwrap();
+    let content = tmp.path().join("content");
+    let img = stromatekt::registry::pull::pull(&reg, &reference, "linux/amd64", &content).unwrap();
+    assert_eq!(img.manifest_desc.media_type, stromatekt::registry::pull::DOCKER_MANIFEST_V2);
+    assert_eq!(img.manifest.config.media_type, stromatekt::registry::pull::DOCKER_CONFIG_V1);
+    assert_eq!(img.config.config.cmd.as_deref(), Some(&["sh".to_string()][..]));
+    for (d, p) in &img.layers {
+        assert_eq!(d.media_type, stromatekt::registry::pull::DOCKER_LAYER_GZIP);
+        assert_eq!(digest_of(&std::fs::read(p).unwrap()), d.digest);
+    }
+}

@@ -1,25 +1,35 @@
-//! `stromatekt build [OPTIONS] CONTEXT`: build a Dockerfile, export it as an
-//! OCI layout and/or push it.
+//! `stromatekt build [OPTIONS] CONTEXT`: the `docker build` / `docker buildx
+//! build` command line. Parses and validates docker's flags, reads the
+//! Dockerfile and context (a directory, or stdin: a Dockerfile or a tar),
+//! runs the scheduler, and hands the result to [`crate::output`].
+//!
+//! Docker flags stromatekt does not implement are still declared (hidden),
+//! so using one fails naming it instead of being ignored or misparsed.
 
 use crate::context::Context;
 use crate::exec::runc::RuncExecutor;
+use crate::exec::{BindMount, ExecError, ExecOutcome, ExecRequest, Executor, OutputSink};
 use crate::image::source::{read_layout, split_layout_ref, SourceImage};
+use crate::output::spec::OutputSpec;
+use crate::output::{write_iidfile, write_metadata, write_outputs, Request};
 use crate::progress::{Mode, Progress};
-use crate::scheduler::export::{content_dir, export_layout};
+use crate::scheduler::export::content_dir;
 use crate::scheduler::{default_jobs, ImageResolver, Options, Scheduler};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Args;
+use frontend::ir::{MountKind, Network, Op};
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// `build` arguments.
+/// `build` arguments (docker's names and meanings).
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` = standard input).
     #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
-    /// Image name and tag (repeatable); the tag part names the layout entry.
+    /// Image name and tag (repeatable).
     #[arg(short = 't', long = "tag")]
     pub tags: Vec<String>,
     /// Build-time variable `KEY=VALUE` (repeatable).
@@ -28,12 +38,43 @@ pub struct BuildArgs {
     /// Stage to build.
     #[arg(long)]
     pub target: Option<String>,
-    /// Output: `type=oci,dest=DIR`.
+    /// Output (repeatable): `type=oci|docker|tar|local|image|registry[,dest=PATH|-][,name=N][,push=true]
+    /// [,compression=gzip|zstd|uncompressed][,compression-level=N][,oci-mediatypes=B][,tar=B]`,
+    /// `DIR` (= type=local,dest=DIR) or `-` (= type=tar,dest=-).
     #[arg(short = 'o', long = "output")]
-    pub output: Option<String>,
-    /// Push the image to the registry of each `-t` tag.
+    pub outputs: Vec<String>,
+    /// Push the image to the registry of each `-t` tag (= `--output type=registry`).
     #[arg(long)]
     pub push: bool,
+    /// Load the image into Docker (or Podman when no Docker daemon answers).
+    #[arg(long)]
+    pub load: bool,
+    /// Set image metadata `KEY=VALUE` (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Always look up base images in their registry (stromatekt resolves
+    /// registry tags on every build; accepted for compatibility).
+    #[arg(long)]
+    pub pull: bool,
+    /// Network for RUN steps without `--network`: `default` (host), `host` or `none`.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Add a custom host-to-IP mapping `HOST:IP` (or `HOST=IP`) to RUN steps' /etc/hosts (repeatable).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
+    /// Secret for `RUN --mount=type=secret`: `id=ID[,src=FILE|env=VAR]` (repeatable).
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// SSH agent socket for `RUN --mount=type=ssh`: `default` or `ID=SOCKET` (repeatable).
+    #[arg(long = "ssh")]
+    pub ssh: Vec<String>,
+    /// Additional build context `NAME=VALUE`: `docker-image://REF` or `oci-layout://PATH[:TAG]`
+    /// (local directories and URLs are not supported yet) (repeatable).
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
+    /// Target platform (one, e.g. `linux/arm64`).
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Steps run at once (default: twice the cores, at least 4).
     #[arg(short = 'j', long = "jobs")]
     pub jobs: Option<usize>,
@@ -46,33 +87,131 @@ pub struct BuildArgs {
     /// Progress output: auto, tty, plain, rawjson or quiet (default: $BUILDKIT_PROGRESS or auto).
     #[arg(long)]
     pub progress: Option<String>,
-    /// The build context directory.
+    /// Print only the image ID on success (progress is suppressed).
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    /// Write the image ID to this file.
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Write build result metadata (JSON, buildx's keys) to this file.
+    #[arg(long = "metadata-file")]
+    pub metadata_file: Option<PathBuf>,
+    /// Set when run as `docker build` / `docker buildx build` (the plugin
+    /// adds it): with no -o/--push/--load, the image is loaded into the
+    /// Docker daemon when one answers, as buildx's default docker driver does.
+    #[arg(long = "as-docker-plugin", hide = true)]
+    pub as_docker_plugin: bool,
+    /// Not supported yet (fails).
+    #[arg(long = "cache-from", hide = true)]
+    pub cache_from: Vec<String>,
+    /// Not supported yet (fails).
+    #[arg(long = "cache-to", hide = true)]
+    pub cache_to: Vec<String>,
+    /// Docker flags stromatekt does not support (each fails, naming itself).
+    #[command(flatten)]
+    pub unsupported: Unsupported,
+    /// The build context: a directory, or `-` (standard input: a Dockerfile, or a tar of the context).
     pub context: PathBuf,
 }
 
-fn tag_of(tags: &[String]) -> String {
-    let Some(t) = tags.first() else { return "latest".into() };
-    let last = t.rsplit('/').next().unwrap_or(t);
-    match last.split_once(':') {
-        Some((_, tag)) if !tag.is_empty() => tag.to_string(),
-        _ => "latest".into(),
-    }
+/// Docker build flags stromatekt does not implement: declared so that using
+/// one fails with its name instead of an "unexpected argument" (or, worse,
+/// being ignored). `--rm`, `--force-rm` and `--disable-content-trust` are
+/// accepted: stromatekt always removes its containers and never verifies
+/// content trust, which is what they ask for by default.
+#[derive(Debug, Args, Default)]
+pub struct Unsupported {
+    #[arg(long, hide = true)]
+    squash: bool,
+    #[arg(long, hide = true)]
+    compress: bool,
+    #[arg(long, hide = true)]
+    stream: bool,
+    #[arg(long, hide = true)]
+    check: bool,
+    #[arg(long, hide = true)]
+    isolation: Option<String>,
+    #[arg(long = "cgroup-parent", hide = true)]
+    cgroup_parent: Option<String>,
+    #[arg(long = "shm-size", hide = true)]
+    shm_size: Option<String>,
+    #[arg(long, hide = true)]
+    ulimit: Vec<String>,
+    #[arg(short = 'm', long, hide = true)]
+    memory: Option<String>,
+    #[arg(long = "memory-swap", hide = true)]
+    memory_swap: Option<String>,
+    #[arg(short = 'c', long = "cpu-shares", hide = true)]
+    cpu_shares: Option<String>,
+    #[arg(long = "cpu-period", hide = true)]
+    cpu_period: Option<String>,
+    #[arg(long = "cpu-quota", hide = true)]
+    cpu_quota: Option<String>,
+    #[arg(long = "cpuset-cpus", hide = true)]
+    cpuset_cpus: Option<String>,
+    #[arg(long = "cpuset-mems", hide = true)]
+    cpuset_mems: Option<String>,
+    #[arg(long = "security-opt", hide = true)]
+    security_opt: Vec<String>,
+    #[arg(long, hide = true)]
+    annotation: Vec<String>,
+    #[arg(long, hide = true)]
+    attest: Vec<String>,
+    #[arg(long, hide = true)]
+    allow: Vec<String>,
+    #[arg(long, hide = true)]
+    call: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    sbom: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    provenance: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    rm: Option<String>,
+    #[arg(long = "force-rm", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    force_rm: Option<String>,
+    #[arg(long = "disable-content-trust", hide = true, num_args = 0..=1, default_missing_value = "true")]
+    disable_content_trust: Option<String>,
 }
 
-fn parse_output(o: &str) -> Result<PathBuf> {
-    let mut kind = None;
-    let mut dest = None;
-    for part in o.split(',') {
-        match part.split_once('=') {
-            Some(("type", v)) => kind = Some(v.to_string()),
-            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
-            _ => bail!("--output {o:?}: unsupported field {part:?} (expected type=oci,dest=DIR)"),
+impl Unsupported {
+    /// The first unsupported flag given, with why.
+    fn check(&self) -> Result<()> {
+        let set: [(&str, bool); 22] = [
+            ("--squash", self.squash),
+            ("--compress", self.compress),
+            ("--stream", self.stream),
+            ("--check", self.check),
+            ("--isolation", self.isolation.is_some()),
+            ("--cgroup-parent", self.cgroup_parent.is_some()),
+            ("--shm-size", self.shm_size.is_some()),
+            ("--ulimit", !self.ulimit.is_empty()),
+            ("--memory", self.memory.is_some()),
+            ("--memory-swap", self.memory_swap.is_some()),
+            ("--cpu-shares", self.cpu_shares.is_some()),
+            ("--cpu-period", self.cpu_period.is_some()),
+            ("--cpu-quota", self.cpu_quota.is_some()),
+            ("--cpuset-cpus", self.cpuset_cpus.is_some()),
+            ("--cpuset-mems", self.cpuset_mems.is_some()),
+            ("--security-opt", !self.security_opt.is_empty()),
+            ("--annotation", !self.annotation.is_empty()),
+            ("--attest", !self.attest.is_empty()),
+            ("--allow", !self.allow.is_empty()),
+            ("--call", self.call.is_some()),
+            ("--sbom", self.sbom.as_deref().is_some_and(|v| v != "false")),
+            ("--provenance", self.provenance.as_deref().is_some_and(|v| v != "false" && v != "0")),
+        ];
+        if let Some((flag, _)) = set.iter().find(|(_, on)| *on) {
+            bail!("{flag} is a docker build flag stromatekt does not support (yet); remove it to build");
         }
+        for (flag, v) in [("--rm", &self.rm), ("--force-rm", &self.force_rm), ("--disable-content-trust", &self.disable_content_trust)] {
+            if let Some(v) = v {
+                if !matches!(v.as_str(), "true" | "false" | "1" | "0") {
+                    bail!("{flag}={v:?}: expected true or false");
+                }
+            }
+        }
+        Ok(())
     }
-    if kind.as_deref() != Some("oci") {
-        bail!("--output {o:?}: only type=oci is supported yet");
-    }
-    dest.ok_or_else(|| anyhow!("--output {o:?}: dest=DIR is required"))
 }
 
 /// Resolves `FROM` references: OCI layouts on disk, or registry pulls into
@@ -92,12 +231,135 @@ impl ImageResolver for Resolver {
     }
 }
 
+/// An executor that gives RUN steps an `/etc/hosts` with `--add-host`
+/// entries: a bind mount over the executor's own `/etc/hosts` (request
+/// mounts come after the executor's, so they win).
+struct AddHosts<'a, E: Executor> {
+    inner: &'a E,
+    hosts: Option<PathBuf>,
+}
+
+impl<E: Executor> Executor for AddHosts<'_, E> {
+    fn run(&self, req: &ExecRequest, output: OutputSink<'_>) -> Result<ExecOutcome, ExecError> {
+        let Some(hosts) = &self.hosts else { return self.inner.run(req, output) };
+        let mut req = req.clone();
+        req.mounts.insert(0, BindMount { source: hosts.clone(), target: "/etc/hosts".into(), readonly: true });
+        self.inner.run(&req, output)
+    }
+    fn kill_all(&self) {
+        self.inner.kill_all()
+    }
+    fn recover(&self) -> Result<(), ExecError> {
+        self.inner.recover()
+    }
+}
+
+/// The `/etc/hosts` text for `--add-host` values (None when there are none).
+fn hosts_file(add_hosts: &[String]) -> Result<Option<String>> {
+    if add_hosts.is_empty() {
+        return Ok(None);
+    }
+    let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tstromatekt\n");
+    for h in add_hosts {
+        let (host, ip) = h.split_once('=').or_else(|| h.split_once(':')).ok_or_else(|| anyhow!("--add-host {h:?}: expected HOST:IP"))?;
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            bail!("--add-host {h:?}: invalid host name {host:?}");
+        }
+        let ip = ip.trim_start_matches('[').trim_end_matches(']');
+        if ip == "host-gateway" {
+            bail!("--add-host {h:?}: host-gateway is not supported (RUN uses the host's network; give the address itself)");
+        }
+        let addr: std::net::IpAddr = ip.parse().map_err(|_| anyhow!("--add-host {h:?}: {ip:?} is not an IP address"))?;
+        text.push_str(&format!("{addr}\t{host}\n"));
+    }
+    Ok(Some(text))
+}
+
+/// `--secret id=ID[,src=FILE|env=VAR][,type=file|env]`: the id and value.
+/// With neither src nor env, the environment variable ID is used when set,
+/// else the file ID (as buildx).
+fn parse_secret(s: &str) -> Result<(String, Vec<u8>)> {
+    let (mut id, mut src, mut env, mut typ) = (None, None, None, None);
+    for part in s.split(',') {
+        match part.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => src = Some(v.to_string()),
+            Some(("env", v)) => env = Some(v.to_string()),
+            Some(("type", v @ ("file" | "env"))) => typ = Some(v.to_string()),
+            _ => bail!("--secret {s:?}: unexpected {part:?} (expected id=ID[,src=FILE|env=VAR][,type=file|env])"),
+        }
+    }
+    if typ.as_deref() == Some("env") && env.is_none() {
+        env = src.take();
+    }
+    let id = id.or_else(|| env.clone()).or_else(|| src.as_ref().and_then(|p| Path::new(p).file_name().map(|n| n.to_string_lossy().to_string())));
+    let id = id.filter(|i| !i.is_empty()).ok_or_else(|| anyhow!("--secret {s:?}: id= is required"))?;
+    if src.is_none() && env.is_none() {
+        if std::env::var_os(&id).is_some() && typ.as_deref() != Some("file") {
+            env = Some(id.clone());
+        } else {
+            src = Some(id.clone());
+        }
+    }
+    let value = match (src, env) {
+        (Some(p), _) => std::fs::read(&p).with_context(|| format!("--secret id={id}: reading {p}"))?,
+        (None, Some(v)) => std::env::var_os(&v)
+            .ok_or_else(|| anyhow!("--secret id={id}: environment variable {v} is not set"))?
+            .into_encoded_bytes(),
+        (None, None) => unreachable!("one of src/env was set above"),
+    };
+    Ok((id, value))
+}
+
+/// `--ssh default|ID=SOCKET`.
+fn parse_ssh(s: &str) -> Result<(String, PathBuf)> {
+    let (id, path) = match s.split_once('=') {
+        Some((id, p)) => (id.to_string(), p.to_string()),
+        None => (s.to_string(), std::env::var("SSH_AUTH_SOCK").map_err(|_| anyhow!("--ssh {s}: SSH_AUTH_SOCK is not set; give ID=SOCKET"))?),
+    };
+    if path.contains(',') {
+        bail!("--ssh {s}: only one agent socket per id is supported (key files are not)");
+    }
+    let p = PathBuf::from(&path);
+    let is_socket = std::fs::metadata(&p).map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())).unwrap_or(false);
+    if !is_socket {
+        bail!("--ssh {s}: {path} is not an SSH agent socket (private key files are not supported yet)");
+    }
+    Ok((id, p))
+}
+
+/// `--platform`: one platform, normalized to `os/arch[/variant]`.
+fn parse_platform(p: &str) -> Result<String> {
+    let p = p.trim();
+    if p.contains(',') {
+        bail!("--platform {p}: multi-platform builds are not supported yet; build one platform at a time");
+    }
+    let parts: Vec<&str> = p.split('/').collect();
+    if !(2..=3).contains(&parts.len()) || parts.iter().any(|s| s.is_empty()) {
+        bail!("--platform {p:?}: expected OS/ARCH[/VARIANT], e.g. linux/amd64");
+    }
+    Ok(p.to_string())
+}
+
+fn key_value(flag: &str, kv: &str) -> Result<(String, String)> {
+    let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("{flag} {kv}: expected KEY=VALUE"))?;
+    if k.is_empty() {
+        bail!("{flag} {kv}: empty key");
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
 /// The `.dockerignore` text: `<Dockerfile>.dockerignore` beside the
 /// Dockerfile wins over `CONTEXT/.dockerignore` (as BuildKit).
-fn dockerignore_text(file: &Path, context: &Path) -> Result<String> {
-    let mut specific = file.as_os_str().to_owned();
-    specific.push(".dockerignore");
-    for p in [PathBuf::from(specific), context.join(".dockerignore")] {
+fn dockerignore_text(file: Option<&Path>, context: &Path) -> Result<String> {
+    let mut candidates = vec![];
+    if let Some(file) = file {
+        let mut specific = file.as_os_str().to_owned();
+        specific.push(".dockerignore");
+        candidates.push(PathBuf::from(specific));
+    }
+    candidates.push(context.join(".dockerignore"));
+    for p in candidates {
         match std::fs::read_to_string(&p) {
             Ok(t) => return Ok(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -107,47 +369,195 @@ fn dockerignore_text(file: &Path, context: &Path) -> Result<String> {
     Ok(String::new())
 }
 
-/// Run `build`.
-pub fn run(a: &BuildArgs) -> Result<()> {
+/// The Dockerfile and context directory, from disk or standard input.
+struct Input {
+    text: String,
+    /// Dockerfile path as shown in messages.
+    shown: String,
+    /// The Dockerfile on disk (for `<Dockerfile>.dockerignore`).
+    file: Option<PathBuf>,
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn read_stdin() -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::io::stdin().lock().read_to_end(&mut buf).context("reading standard input")?;
+    Ok(buf)
+}
+
+/// Whether `bytes` start a tar archive (`ustar` magic at offset 257).
+fn is_tar(bytes: &[u8]) -> bool {
+    bytes.get(257..262) == Some(b"ustar")
+}
+
+fn read_input(a: &BuildArgs) -> Result<Input> {
+    let stdin_file = a.file.as_deref() == Some(Path::new("-"));
+    if a.context == Path::new("-") {
+        if stdin_file {
+            bail!("-f - and context - both read standard input: give one of them a path");
+        }
+        let mut bytes = read_stdin()?;
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_end(&mut out).context("decompressing the context tar on standard input")?;
+            bytes = out;
+        }
+        let tmp = tempfile::Builder::new().prefix("stromatekt-context-").tempdir().context("temp dir for the context")?;
+        if is_tar(&bytes) {
+            let mut ar = tar::Archive::new(&bytes[..]);
+            ar.set_preserve_permissions(true);
+            ar.set_preserve_mtime(true);
+            ar.unpack(tmp.path()).context("unpacking the context tar from standard input")?;
+            let rel = a.file.clone().unwrap_or_else(|| PathBuf::from("Dockerfile"));
+            let file = if rel.is_absolute() { rel } else { tmp.path().join(rel) };
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading the Dockerfile {} from the context tar", file.strip_prefix(tmp.path()).unwrap_or(&file).display()))?;
+            let shown = file.strip_prefix(tmp.path()).unwrap_or(&file).display().to_string();
+            return Ok(Input { text, shown, file: Some(file), dir: tmp.path().to_path_buf(), _tmp: Some(tmp) });
+        }
+        if a.file.is_some() {
+            bail!("-f cannot be used when standard input is a Dockerfile (build - < Dockerfile)");
+        }
+        let text = String::from_utf8(bytes).context("the Dockerfile on standard input is not UTF-8 (nor a tar)")?;
+        return Ok(Input { text, shown: "Dockerfile".into(), file: None, dir: tmp.path().to_path_buf(), _tmp: Some(tmp) });
+    }
+    if !a.context.is_dir() {
+        bail!("build context {} is not a directory (give a directory, or - to read a Dockerfile or a tar from standard input)", a.context.display());
+    }
+    if stdin_file {
+        let text = String::from_utf8(read_stdin()?).context("the Dockerfile on standard input is not UTF-8")?;
+        return Ok(Input { text, shown: "Dockerfile".into(), file: None, dir: a.context.clone(), _tmp: None });
+    }
     let file = a.file.clone().unwrap_or_else(|| a.context.join("Dockerfile"));
     let shown = file.display().to_string();
     let text = std::fs::read_to_string(&file).with_context(|| format!("reading {shown}"))?;
+    Ok(Input { text, shown, file: Some(file), dir: a.context.clone(), _tmp: None })
+}
+
+/// Fail before building when a `RUN --mount=type=secret,required` names a
+/// secret no `--secret` gave.
+fn check_secrets(graph: &frontend::ir::Graph, secrets: &BTreeMap<String, Vec<u8>>, shown: &str) -> Result<()> {
+    for node in &graph.nodes {
+        let Op::Exec(e) = &node.op else { continue };
+        for m in e.mounts.iter().filter(|m| m.kind == MountKind::Secret && m.required) {
+            let id = m.id.clone().unwrap_or_default();
+            if !secrets.contains_key(&id) {
+                let at = node.origin.as_ref().map(|o| format!("{}:{}: ", o.file, o.span.line)).unwrap_or_else(|| format!("{shown}: "));
+                bail!("{at}RUN --mount=type=secret,id={id},required: secret {id:?} was not given; pass --secret id={id},src=FILE (or env=VAR)");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run `build`.
+pub fn run(a: &BuildArgs) -> Result<()> {
+    a.unsupported.check()?;
+    if !a.cache_from.is_empty() {
+        bail!("--cache-from is not supported yet (stromatekt keeps its own local cache in the store); remove it to build");
+    }
+    if !a.cache_to.is_empty() {
+        bail!("--cache-to is not supported yet (stromatekt keeps its own local cache in the store); remove it to build");
+    }
     let mut build_args = BTreeMap::new();
     for kv in &a.build_args {
-        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("--build-arg {kv}: expected KEY=VALUE"))?;
-        build_args.insert(k.to_string(), v.to_string());
+        // `--build-arg NAME` takes NAME from the environment (as docker).
+        match kv.split_once('=') {
+            Some((k, v)) => build_args.insert(k.to_string(), v.to_string()),
+            None => match std::env::var(kv) {
+                Ok(v) => build_args.insert(kv.clone(), v),
+                Err(_) => continue,
+            },
+        };
     }
-    let progress_mode = match a.progress.clone().or_else(|| std::env::var("BUILDKIT_PROGRESS").ok()) {
-        None => Mode::Plain,
-        Some(p) => Mode::parse(&p).ok_or_else(|| anyhow!("--progress {p:?}: expected auto, tty, plain, rawjson or quiet"))?,
+    let labels = a.labels.iter().map(|l| key_value("--label", l)).collect::<Result<Vec<_>>>()?;
+    let mut build_contexts = BTreeMap::new();
+    for c in &a.build_contexts {
+        let (k, v) = key_value("--build-context", c)?;
+        build_contexts.insert(k, v);
+    }
+    let platform = a.platform.as_deref().map(parse_platform).transpose()?;
+    let network = match a.network.as_deref() {
+        None | Some("default") => None,
+        Some("host") => Some(Network::Host),
+        Some("none") => Some(Network::None),
+        Some(n) => bail!("--network {n:?}: expected default, host or none (named networks are not supported)"),
     };
-    let dest = a.output.as_deref().map(parse_output).transpose()?;
+    let hosts = hosts_file(&a.add_hosts)?;
+    let mut secrets = BTreeMap::new();
+    for s in &a.secrets {
+        let (id, v) = parse_secret(s)?;
+        secrets.insert(id, v);
+    }
+    let mut ssh = BTreeMap::new();
+    for s in &a.ssh {
+        let (id, p) = parse_ssh(s)?;
+        ssh.insert(id, p);
+    }
+    let progress_mode = if a.quiet {
+        Mode::Quiet
+    } else {
+        match a.progress.clone().or_else(|| std::env::var("BUILDKIT_PROGRESS").ok().filter(|p| !p.is_empty())) {
+            None => Mode::parse("auto").unwrap_or(Mode::Plain),
+            Some(p) => Mode::parse(&p).ok_or_else(|| anyhow!("--progress {p:?}: expected auto, tty, plain, rawjson or quiet"))?,
+        }
+    };
+    let outputs: Vec<OutputSpec> = a.outputs.iter().map(|o| crate::output::spec::parse(o)).collect::<Result<_, _>>()?;
     if a.push && a.tags.is_empty() {
         bail!("--push needs an image name: add -t REGISTRY/REPO[:TAG]");
     }
-    if !a.context.is_dir() {
-        bail!("build context {} is not a directory", a.context.display());
+    let to_stdout = outputs.iter().filter(|o| o.dest == Some(crate::output::spec::Dest::Stdout)).count();
+    if to_stdout > 1 || (to_stdout == 1 && a.quiet) {
+        bail!("only one thing can go to standard output: one --output with dest=- and no -q");
     }
-    let ignore = dockerignore_text(&file, &a.context)?;
+
+    let input = read_input(a)?;
+    let ignore = dockerignore_text(input.file.as_deref(), &input.dir)?;
     let opts = frontend::LowerOptions {
-        file: shown.clone(),
+        file: input.shown.clone(),
         build_args,
         target: a.target.clone(),
         dockerignore: frontend::dockerignore::Matcher::parse(&ignore).patterns().to_vec(),
+        build_contexts,
+        platform: platform.clone(),
         ..Default::default()
     };
-    let graph = frontend::build_graph(&text, &opts).map_err(|e| anyhow!("{}", e.render(&shown, &text)))?;
+    let mut graph = frontend::build_graph(&input.text, &opts).map_err(|e| anyhow!("{}", e.render(&input.shown, &input.text)))?;
+    if let Some(net) = network {
+        for n in graph.nodes.iter_mut() {
+            if let Op::Exec(e) = &mut n.op {
+                if e.network == Network::Default {
+                    e.network = net;
+                }
+            }
+        }
+    }
+    check_secrets(&graph, &secrets, &input.shown)?;
     let store = crate::store::root::open_default()?;
     let _lock = crate::cache::StoreLock::shared(store.root())?;
-    let context = Context::new(&a.context, &ignore).with_index(&store.root().join("cache/context"));
-    let exec = RuncExecutor::new(store.root().join("runc"));
+    let context = Context::new(&input.dir, &ignore).with_index(&store.root().join("cache/context"));
+    let runc = RuncExecutor::new(store.root().join("runc"));
+    let hosts_dir = match &hosts {
+        Some(text) => {
+            let d = tempfile::Builder::new().prefix("stromatekt-hosts-").tempdir().context("temp dir for /etc/hosts")?;
+            std::fs::write(d.path().join("hosts"), text).context("writing the --add-host hosts file")?;
+            Some(d)
+        }
+        None => None,
+    };
+    let exec = AddHosts { inner: &runc, hosts: hosts_dir.as_ref().map(|d| d.path().join("hosts")) };
     let progress = Progress::new(progress_mode);
     let resolver = Resolver { content: content_dir(store.root()) };
+    // `..Options::default()`: fields added to Options later keep their defaults.
+    #[allow(clippy::needless_update)]
     let sched_opts = Options {
-        platform: "linux/amd64".into(),
+        platform: platform.unwrap_or_else(|| "linux/amd64".into()),
         jobs: a.jobs.unwrap_or_else(default_jobs),
         no_cache: a.no_cache,
         no_cache_stages: a.no_cache_filter.clone(),
+        secrets,
+        ssh,
         ..Options::default()
     };
     let sched = Scheduler::new(&store, &exec, &context, &resolver, &progress, sched_opts);
@@ -163,23 +573,83 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     let states = result?;
     let export = graph.exports.first().ok_or_else(|| anyhow!("the Dockerfile exports nothing"))?;
     let state = states.get(&export.node).ok_or_else(|| anyhow!("internal: export not built"))?;
-    let jobs = sched.opts.jobs;
-    if let Some(dest) = &dest {
-        let md = export_layout(&store, state, dest, &tag_of(&a.tags), jobs)?;
-        progress.message(&format!("exported {} to {}", md.digest, dest.display()));
+    let default_load = a.as_docker_plugin && outputs.is_empty() && !a.push && !a.load && crate::output::load::docker_reachable();
+    let req = Request { outputs, tags: a.tags.clone(), labels, load: a.load || default_load, push: a.push, jobs: sched.opts.jobs };
+    let need_image = a.quiet || a.iidfile.is_some() || a.metadata_file.is_some();
+    let info = write_outputs(&store, state, &req, &progress, need_image)?;
+    if req.outputs.is_empty() && !req.push && !req.load {
+        progress.message("no output given (-o, --load or --push): the result stays in the build cache only");
     }
-    if a.push {
-        let tmp = tempfile::Builder::new().prefix(".tmp-push-").tempdir_in(store.root()).context("temp dir in the store")?;
-        let md = export_layout(&store, state, tmp.path(), "latest", jobs)?;
-        let reg = crate::registry::oci::OciRegistry::new()?;
-        for tag in &a.tags {
-            let digest = crate::registry::push::push_layout(&reg, tmp.path(), &md, tag).with_context(|| format!("pushing {tag}"))?;
-            progress.message(&format!("pushed {tag}@{digest}"));
-        }
+    if let (Some(path), Some(info)) = (&a.iidfile, &info) {
+        write_iidfile(path, info)?;
     }
-    if dest.is_none() && !a.push {
-        progress.message("no output given (-o type=oci,dest=DIR or --push): the result stays in the build cache only");
+    if let Some(path) = &a.metadata_file {
+        write_metadata(path, info.as_ref())?;
     }
     progress.summary(&|n| graph.inputs(frontend::ir::NodeId(n)).into_iter().map(|i| i.0).collect());
+    if a.quiet {
+        if let Some(info) = &info {
+            println!("{}", info.config_digest);
+        }
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        b: BuildArgs,
+    }
+
+    fn parse(args: &[&str]) -> BuildArgs {
+        T::try_parse_from(std::iter::once("build").chain(args.iter().copied())).unwrap().b
+    }
+
+    #[test]
+    fn unsupported_flags_fail_naming_themselves() {
+        for (args, flag) in [
+            (&["--squash", "."][..], "--squash"),
+            (&["--isolation", "hyperv", "."], "--isolation"),
+            (&["--shm-size=1g", "."], "--shm-size"),
+            (&["--ulimit", "nofile=1024", "."], "--ulimit"),
+            (&["-m", "1g", "."], "--memory"),
+            (&["--cgroup-parent", "x", "."], "--cgroup-parent"),
+            (&["--provenance=true", "."], "--provenance"),
+        ] {
+            let e = parse(args).unsupported.check().unwrap_err().to_string();
+            assert!(e.contains(flag), "{args:?}: {e}");
+        }
+        assert!(parse(&["--provenance=false", "--rm", "--force-rm=false", "."]).unsupported.check().is_ok());
+    }
+
+    #[test]
+    fn platform_and_hosts() {
+        assert_eq!(parse_platform("linux/arm64/v8").unwrap(), "linux/arm64/v8");
+        assert!(parse_platform("linux/amd64,linux/arm64").unwrap_err().to_string().contains("multi-platform"));
+        assert!(parse_platform("amd64").is_err());
+        let h = hosts_file(&["db:10.0.0.2".into(), "v6=::1".into()]).unwrap().unwrap();
+        assert!(h.contains("10.0.0.2\tdb\n") && h.contains("::1\tv6\n"), "{h}");
+        assert!(hosts_file(&["db:nope".into()]).is_err());
+        assert!(hosts_file(&["db:host-gateway".into()]).unwrap_err().to_string().contains("host-gateway"));
+    }
+
+    #[test]
+    fn secrets_from_file_and_env() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("s");
+        std::fs::write(&f, "hunter2").unwrap();
+        assert_eq!(parse_secret(&format!("id=pw,src={}", f.display())).unwrap(), ("pw".into(), b"hunter2".to_vec()));
+        std::env::set_var("STROMATEKT_TEST_SECRET", "v");
+        assert_eq!(parse_secret("id=x,env=STROMATEKT_TEST_SECRET").unwrap().1, b"v");
+        assert_eq!(parse_secret("id=STROMATEKT_TEST_SECRET").unwrap().1, b"v");
+        assert!(parse_secret("id=x,env=STROMATEKT_TEST_SECRET_UNSET").unwrap_err().to_string().contains("not set"));
+        assert!(parse_secret("src=/nonexistent/x").is_err());
+        assert!(parse_secret("id=x,bogus=1").unwrap_err().to_string().contains("bogus"));
+    }
 }

@@ -5,6 +5,8 @@
 mod build;
 mod cache;
 mod graph;
+mod plugin;
+mod rebase;
 mod setup;
 
 use clap::{Parser, Subcommand};
@@ -23,21 +25,45 @@ pub struct Args {
 pub enum Command {
     /// Print the version.
     Version,
-    /// Build an image from a Dockerfile into an OCI layout.
+    /// Build an image from a Dockerfile (docker build's flags and outputs).
     Build(build::BuildArgs),
     /// Print the IR graph of a Dockerfile.
     Graph(graph::GraphArgs),
+    /// Put an existing image on another base without rebuilding it (like `crane rebase`).
+    Rebase(rebase::RebaseArgs),
     /// Create and verify the store, check runc and binfmt/qemu.
     Setup,
     /// Show the build cache's disk usage.
     Du(cache::DuArgs),
     /// Remove build cache.
     Prune(cache::PruneArgs),
+    /// Install stromatekt as the Docker CLI plugin `docker-buildx`.
+    DockerPlugin(plugin::PluginArgs),
 }
 
 /// Run the CLI; returns the exit code.
 pub fn main() -> i32 {
-    let args = Args::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let args = match plugin::classify(&argv) {
+        plugin::Invocation::Native => Args::parse(),
+        plugin::Invocation::Mapped(mapped) => Args::parse_from(mapped),
+        plugin::Invocation::Metadata => {
+            println!("{}", plugin::metadata());
+            return 0;
+        }
+        plugin::Invocation::Version => {
+            plugin::print_version();
+            return 0;
+        }
+        plugin::Invocation::Ls => {
+            plugin::print_ls();
+            return 0;
+        }
+        plugin::Invocation::Unsupported(cmd) => {
+            eprintln!("stromatekt: docker buildx {cmd} is not supported by stromatekt (it has build, du, prune, ls and version)");
+            return 1;
+        }
+    };
     match args.command {
         Command::Version => {
             println!("stromatekt {} (IR version {})", env!("CARGO_PKG_VERSION"), frontend::ir::IR_VERSION);
@@ -57,6 +83,13 @@ pub fn main() -> i32 {
                 1
             }
         },
+        Command::Rebase(a) => match rebase::run(&a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("stromatekt: {e:#}");
+                1
+            }
+        },
         Command::Du(a) => match cache::du(&a) {
             Ok(()) => 0,
             Err(e) => {
@@ -65,6 +98,13 @@ pub fn main() -> i32 {
             }
         },
         Command::Prune(a) => match cache::run_prune(&a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("stromatekt: {e:#}");
+                1
+            }
+        },
+        Command::DockerPlugin(a) => match plugin::run(&a) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("stromatekt: {e:#}");

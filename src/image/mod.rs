@@ -6,4 +6,5 @@ pub mod config;
 pub mod layer;
 pub mod layout;
 pub mod manifest;
+pub mod rebase;
 pub mod source;

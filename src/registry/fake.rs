@@ -17,6 +17,14 @@ struct State {
     uploads: usize,
     mounts: usize,
     fail_next: usize,
+    /// Digests whose uploads always fail.
+    broken_uploads: Vec<String>,
+    upload_attempts: usize,
+    upload_delay: std::time::Duration,
+    in_flight: usize,
+    max_in_flight: usize,
+    /// Order of successful writes: `blob DIGEST` / `manifest REFERENCE`.
+    log: Vec<String>,
 }
 
 /// An in-memory registry.
@@ -62,6 +70,32 @@ impl FakeRegistry {
     /// Number of blob uploads actually performed (skipped pushes not counted).
     pub fn uploads(&self) -> usize {
         self.lock().uploads
+    }
+
+    /// Make every upload of blob `digest` fail with
+    /// [`RegistryError::Unavailable`] (an HTTP 500 on each attempt).
+    pub fn break_uploads_of(&self, digest: &str) {
+        self.lock().broken_uploads.push(digest.to_string());
+    }
+
+    /// Make each upload take `delay` (to observe parallel uploads).
+    pub fn set_upload_delay(&self, delay: std::time::Duration) {
+        self.lock().upload_delay = delay;
+    }
+
+    /// The most uploads that were running at the same time.
+    pub fn max_parallel_uploads(&self) -> usize {
+        self.lock().max_in_flight
+    }
+
+    /// Upload attempts, failed ones included.
+    pub fn upload_attempts(&self) -> usize {
+        self.lock().upload_attempts
+    }
+
+    /// Successful writes in order: `blob DIGEST` and `manifest REFERENCE`.
+    pub fn write_log(&self) -> Vec<String> {
+        self.lock().log.clone()
     }
 
     /// Number of successful cross-repository mounts.
@@ -151,6 +185,24 @@ impl Registry for FakeRegistry {
         if self.blob_exists(reference, digest)? {
             return Ok(());
         }
+        {
+            let mut s = self.lock();
+            s.upload_attempts += 1;
+            if s.broken_uploads.iter().any(|d| d == digest) {
+                return Err(RegistryError::Unavailable {
+                    reference: reference.to_string(),
+                    message: format!("blob {digest}: HTTP 500 (primed)"),
+                });
+            }
+        }
+        let delay = {
+            let mut s = self.lock();
+            s.in_flight += 1;
+            s.max_in_flight = s.max_in_flight.max(s.in_flight);
+            s.upload_delay
+        };
+        std::thread::sleep(delay);
+        self.lock().in_flight -= 1;
         let bytes = std::fs::read(path)?;
         let got = digest_of(&bytes);
         if got != digest {
@@ -160,6 +212,7 @@ impl Registry for FakeRegistry {
             });
         }
         let mut s = self.lock();
+        s.log.push(format!("blob {got}"));
         s.blobs.insert(got, bytes);
         s.uploads += 1;
         Ok(())
@@ -167,6 +220,7 @@ impl Registry for FakeRegistry {
 
     fn push_manifest(&self, reference: &str, bytes: &[u8], media_type: &str) -> Result<String, RegistryError> {
         self.check_fail(reference)?;
+        self.lock().log.push(format!("manifest {reference}"));
         Ok(self.add_manifest(reference, bytes, media_type))
     }
 

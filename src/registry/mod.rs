@@ -2,12 +2,14 @@
 //! HTTP(S) (loopback registries over plain HTTP, as Docker does);
 //! [`fake::FakeRegistry`] keeps blobs in memory for tests. [`pull::pull`]
 //! brings an image into a local content directory, [`push::push_layout`]
-//! sends an OCI layout's image to a registry.
+//! sends an OCI layout's image to a registry; [`retry::retry`] is the retry
+//! policy both use.
 
 pub mod fake;
 pub mod oci;
 pub mod pull;
 pub mod push;
+pub mod retry;
 
 use std::path::Path;
 
@@ -46,9 +48,28 @@ pub enum RegistryError {
         /// Details.
         message: String,
     },
+    /// A failure worth retrying: the connection failed or was dropped, or
+    /// the registry answered 5xx or 429 (too many requests).
+    #[error("{reference}: {message} (the registry is unreachable or overloaded; try again later)")]
+    Unavailable {
+        /// Where.
+        reference: String,
+        /// Details.
+        message: String,
+    },
     /// Local I/O.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl RegistryError {
+    /// Whether trying the same call again may succeed: connection errors,
+    /// 5xx and 429 answers ([`RegistryError::Unavailable`]) and other
+    /// transport failures (a truncated or corrupted transfer). Missing
+    /// images, refused credentials, bad references and local I/O are final.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RegistryError::Unavailable { .. } | RegistryError::Transport { .. })
+    }
 }
 
 /// A manifest as fetched: raw bytes, media type and digest.

@@ -7,6 +7,33 @@
 //! (`$DOCKER_CONFIG` or `~/.docker`, credential helpers included), then
 //! podman's `auth.json`, per registry; without any, access is anonymous.
 //! Docker identity tokens (OAuth refresh tokens) are not supported yet.
+//!
+//! Failures are classified for [`super::retry`]: connection errors,
+//! timeouts, 5xx and 429 answers become [`RegistryError::Unavailable`]
+//! (retried), 401/403 [`RegistryError::Auth`], 404 and `*_UNKNOWN`
+//! [`RegistryError::NotFound`] (final).
+//!
+//! Blobs are downloaded as a stream into a temporary file beside the
+//! destination and renamed only after their sha256 matched. Uploads go
+//! monolithically (one PUT) up to [`CHUNKED_ABOVE`] bytes and as a series
+//! of PATCH chunks above.
+//!
+//! Why uploads still go through oci-client, and how big blobs avoid the
+//! heap: oci-client's upload API takes the blob as `bytes::Bytes` or as a
+//! `futures::Stream`. This crate depends on neither `bytes` nor
+//! `futures-util` directly (both are in Cargo.lock through oci-client, but
+//! the workspace manifest is not this module's to change), and speaking
+//! the distribution API ourselves would need a direct HTTP client
+//! dependency as well. So small blobs are read into memory, and blobs above
+//! [`CHUNKED_ABOVE`] are memory-mapped read-only and handed over as a
+//! `&'static [u8]` (which `Bytes` takes without copying): the kernel pages
+//! them in from the file as the chunks are sent, nothing is read into the
+//! heap. The mappings live until the [`OciRegistry`] is dropped, after its
+//! runtime (whose tasks might still hold a body) is shut down. With
+//! `futures-util` + `bytes` as dependencies, `Client::push_blob_stream` would
+//! replace the mapping. oci-client keeps chunked sessions private, so a
+//! failed upload is restarted from its beginning (a new upload session),
+//! not resumed.
 
 use super::{RawManifest, Registry, RegistryError};
 use crate::image::manifest::{digest_of, MANIFEST_V1};
@@ -52,10 +79,64 @@ pub struct OciRegistry {
     runtime: tokio::runtime::Runtime,
     https: Client,
     http: Client,
+    https_chunked: Client,
+    http_chunked: Client,
     credentials: Credentials,
     auths: Mutex<BTreeMap<String, RegistryAuth>>,
     uploads: std::sync::atomic::AtomicUsize,
+    mounts: std::sync::atomic::AtomicUsize,
+    // Declared last: dropped after the runtime and the clients above, so no
+    // task can still be reading a mapping when it is unmapped.
+    mappings: Mutex<BTreeMap<String, Mapping>>,
 }
+
+/// A read-only, private memory mapping of a whole file; unmapped on drop.
+struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and only ever read; the pointer is not
+// tied to the thread that created it.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; shared reads of immutable memory.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Map `file` (of `len` > 0 bytes) read-only.
+    fn new(file: &std::fs::File, len: usize) -> std::io::Result<Mapping> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh private read-only mapping of an open file; the
+        // kernel picks the address. Checked for MAP_FAILED below.
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapping { ptr, len })
+    }
+
+    /// The mapped bytes, as `'static`: valid as long as the mapping is
+    /// kept (see [`OciRegistry`]'s field order).
+    fn bytes(&self) -> &'static [u8] {
+        // SAFETY: `ptr` maps `len` readable bytes that are unmapped only
+        // when this Mapping is dropped, which OciRegistry does after its
+        // runtime and clients, i.e. after every user of the slice.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped, once.
+        unsafe {
+            libc::munmap(self.ptr, self.len);
+        }
+    }
+}
+
+/// Blobs larger than this are uploaded in PATCH chunks, smaller ones with
+/// one PUT.
+pub const CHUNKED_ABOVE: u64 = 16 << 20;
 
 /// The keys a Docker config may file `registry`'s credentials under.
 fn credential_keys(registry: &str) -> Vec<String> {
@@ -130,6 +211,18 @@ fn map_err(reference: &str, what: &str, e: OciDistributionError) -> RegistryErro
         OciDistributionError::RequestError(ref re) if matches!(re.status().map(|c| c.as_u16()), Some(401 | 403)) => {
             RegistryError::Auth { reference, message: format!("{what}: {re}{LOGIN_HINT}") }
         }
+        OciDistributionError::ServerError { code, message, url } if code == 429 || code >= 500 => {
+            RegistryError::Unavailable { reference, message: format!("{what}: HTTP {code} from {url}: {}", message.trim()) }
+        }
+        OciDistributionError::RequestError(ref re)
+            if re.is_connect()
+                || re.is_timeout()
+                || re.is_request()
+                || re.is_body()
+                || matches!(re.status().map(|c| c.as_u16()), Some(429 | 500..=599)) =>
+        {
+            RegistryError::Unavailable { reference, message: format!("{what}: {re}") }
+        }
         OciDistributionError::IoError(e) => RegistryError::Io(e),
         other => RegistryError::Transport { reference, message: format!("{what}: {other}") },
     }
@@ -155,10 +248,29 @@ impl OciRegistry {
     }
 
     fn with_credentials(credentials: Credentials) -> Result<OciRegistry, RegistryError> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let https = Client::new(ClientConfig { protocol: ClientProtocol::Https, ..Default::default() });
-        let http = Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() });
-        Ok(OciRegistry { runtime, https, http, credentials, auths: Mutex::default(), uploads: Default::default() })
+        // Several threads block on this runtime at once (parallel blob
+        // transfers), so it has workers of its own.
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let client = |protocol: ClientProtocol, monolithic: bool| {
+            Client::new(ClientConfig {
+                protocol,
+                use_monolithic_push: monolithic,
+                connect_timeout: Some(std::time::Duration::from_secs(30)),
+                ..Default::default()
+            })
+        };
+        Ok(OciRegistry {
+            runtime,
+            https: client(ClientProtocol::Https, true),
+            http: client(ClientProtocol::Http, true),
+            https_chunked: client(ClientProtocol::Https, false),
+            http_chunked: client(ClientProtocol::Http, false),
+            credentials,
+            auths: Mutex::default(),
+            uploads: Default::default(),
+            mounts: Default::default(),
+            mappings: Mutex::default(),
+        })
     }
 
     /// The credentials for `r`'s registry (looked up once per registry).
@@ -191,11 +303,39 @@ impl OciRegistry {
         self.uploads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Number of successful cross-repository mounts.
+    pub fn mounts(&self) -> usize {
+        self.mounts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The bytes of blob `digest` in `file` (`len` bytes), memory-mapped
+    /// once and kept mapped for the client's lifetime (retries reuse it).
+    fn mapped(&self, digest: &str, file: &std::fs::File, len: u64) -> std::io::Result<&'static [u8]> {
+        let mut maps = self.mappings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = maps.get(digest) {
+            return Ok(m.bytes());
+        }
+        let len = usize::try_from(len).map_err(std::io::Error::other)?;
+        let m = Mapping::new(file, len)?;
+        let bytes = m.bytes();
+        maps.insert(digest.to_string(), m);
+        Ok(bytes)
+    }
+
     fn client_for(&self, r: &Reference) -> &Client {
         if is_loopback(r.resolve_registry()) {
             &self.http
         } else {
             &self.https
+        }
+    }
+
+    /// The client uploading in PATCH chunks.
+    fn chunked_client_for(&self, r: &Reference) -> &Client {
+        if is_loopback(r.resolve_registry()) {
+            &self.http_chunked
+        } else {
+            &self.https_chunked
         }
     }
 
@@ -314,14 +454,34 @@ impl Registry for OciRegistry {
             return Ok(());
         }
         let r = parse_reference(reference)?;
-        let data = std::fs::read(path)?;
-        let client = self.client_for(&r);
-        self.runtime
-            .block_on(async {
-                client.store_auth_if_needed(r.resolve_registry(), &self.auth(&r)).await;
+        let at = |e: std::io::Error| std::io::Error::new(e.kind(), format!("reading blob {digest} from {}: {e}", path.display()));
+        let file = std::fs::File::open(path).map_err(at)?;
+        let len = file.metadata().map_err(at)?.len();
+        if len == 0 {
+            // Registries take an empty blob only as a PUT with no body,
+            // which oci-client refuses to send; no image needs one.
+            return Err(RegistryError::Transport {
+                reference: reference.to_string(),
+                message: format!("blob {digest} at {} is empty; cannot upload an empty blob", path.display()),
+            });
+        }
+        let auth = self.auth(&r);
+        let pushed = if len > CHUNKED_ABOVE {
+            let data = self.mapped(digest, &file, len).map_err(at)?;
+            let client = self.chunked_client_for(&r);
+            self.runtime.block_on(async {
+                client.store_auth_if_needed(r.resolve_registry(), &auth).await;
                 client.push_blob(&r, data, digest).await
             })
-            .map_err(|e| map_err(reference, &format!("blob {digest}"), e))?;
+        } else {
+            let data = std::fs::read(path).map_err(at)?;
+            let client = self.client_for(&r);
+            self.runtime.block_on(async {
+                client.store_auth_if_needed(r.resolve_registry(), &auth).await;
+                client.push_blob(&r, data, digest).await
+            })
+        };
+        pushed.map_err(|e| map_err(reference, &format!("blob {digest}"), e))?;
         self.uploads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
@@ -340,7 +500,16 @@ impl Registry for OciRegistry {
             client.store_auth_if_needed(r.resolve_registry(), &auth).await;
             client.mount_blob(&r, &source, digest).await
         });
-        Ok(mounted.is_ok())
+        match mounted {
+            Ok(()) => {
+                self.mounts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(true)
+            }
+            Err(e) => match map_err(reference, &format!("mounting blob {digest} from {from}"), e) {
+                e @ (RegistryError::Unavailable { .. } | RegistryError::Auth { .. }) => Err(e),
+                _ => Ok(false),
+            },
+        }
     }
 
     fn push_manifest(&self, reference: &str, bytes: &[u8], media_type: &str) -> Result<String, RegistryError> {

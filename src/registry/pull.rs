@@ -9,9 +9,14 @@
 //! temporary name in the same directory and renamed only after their digest
 //! has been checked, so the content directory never holds a blob whose name
 //! lies about its content. Docker schema2 media types are accepted as well as
-//! OCI ones. Turning layers into snapshots is left to the scheduler.
+//! OCI ones. Layers are downloaded [`PARALLEL_BLOBS`] at a time, and every
+//! registry call is retried on transient failures ([`super::retry`]); a
+//! download that fails or arrives corrupted is discarded and started again.
+//! Turning layers into snapshots is left to the scheduler.
 
+use super::retry::retry;
 use super::{Registry, RegistryError};
+pub use super::push::PARALLEL_BLOBS;
 use crate::image::config::ImageConfig;
 use crate::image::manifest::{Descriptor, Manifest, MANIFEST_V1};
 use crate::image::source::SourceImage;
@@ -121,15 +126,20 @@ pub fn ensure_blob(reg: &dyn Registry, reference: &str, desc: &Descriptor, conte
     }
     let dir = content.join("blobs").join("sha256");
     fs::create_dir_all(&dir).map_err(io_at(&dir, "creating"))?;
-    let tmp = tempfile::Builder::new().prefix(".tmp-pull-").tempfile_in(&dir).map_err(io_at(&dir, "creating a temporary file in"))?;
-    reg.fetch_blob(reference, &desc.digest, tmp.path())?;
-    let got = file_digest(tmp.path()).map_err(io_at(tmp.path(), "reading"))?;
-    if got != desc.digest {
-        return Err(RegistryError::Transport {
-            reference: reference.to_string(),
-            message: format!("blob {} downloaded with digest {got}; the registry sent wrong data", desc.digest),
-        });
-    }
+    let tmp = retry(|| {
+        // A fresh temporary file per attempt: a failed one is deleted.
+        let tmp =
+            tempfile::Builder::new().prefix(".tmp-pull-").tempfile_in(&dir).map_err(io_at(&dir, "creating a temporary file in"))?;
+        reg.fetch_blob(reference, &desc.digest, tmp.path())?;
+        let got = file_digest(tmp.path()).map_err(io_at(tmp.path(), "reading"))?;
+        if got != desc.digest {
+            return Err(RegistryError::Transport {
+                reference: reference.to_string(),
+                message: format!("blob {} downloaded with digest {got}; the registry sent wrong data", desc.digest),
+            });
+        }
+        Ok(tmp)
+    })?;
     let size = fs::metadata(tmp.path()).map_err(io_at(tmp.path(), "reading"))?.len();
     if size != desc.size {
         return Err(RegistryError::Transport {
@@ -151,7 +161,7 @@ fn bad(reference: &str, message: String) -> RegistryError {
 /// [`ResolvedImage::pinned`] afterwards to get the layers of the same image.
 pub fn resolve_config(reg: &dyn Registry, reference: &str, platform: &str, content: &Path) -> Result<ResolvedImage, RegistryError> {
     let normalized = normalize_reference(reference)?;
-    let raw = reg.manifest(&normalized, platform)?;
+    let raw = retry(|| reg.manifest(&normalized, platform))?;
     let media_type = raw.media_type.as_str();
     if media_type.contains("index") || media_type.contains("manifest.list") {
         return Err(bad(&normalized, format!("the registry returned an index ({media_type}) where a manifest for {platform} was expected")));
@@ -192,10 +202,39 @@ pub fn pull(reg: &dyn Registry, reference: &str, platform: &str, content: &Path)
 /// Fetch the layers of an image resolved by [`resolve_config`] (by its
 /// pinned digest, so it is the same image) into `content`.
 pub fn pull_resolved(reg: &dyn Registry, resolved: ResolvedImage, content: &Path) -> Result<SourceImage, RegistryError> {
-    let mut layers = Vec::with_capacity(resolved.manifest.layers.len());
-    for l in &resolved.manifest.layers {
-        let path = ensure_blob(reg, &resolved.pinned, l, content)?;
-        layers.push((l.clone(), path));
+    let wanted = &resolved.manifest.layers;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<Result<PathBuf, RegistryError>>>> =
+        std::sync::Mutex::new((0..wanted.len()).map(|_| None).collect());
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_BLOBS.min(wanted.len()) {
+            s.spawn(|| loop {
+                if failed.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(l) = wanted.get(i) else { return };
+                let r = ensure_blob(reg, &resolved.pinned, l, content);
+                if r.is_err() {
+                    failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut layers = Vec::with_capacity(wanted.len());
+    for (l, r) in wanted.iter().zip(results) {
+        match r {
+            Some(Ok(path)) => layers.push((l.clone(), path)),
+            Some(Err(e)) => return Err(e),
+            // Not attempted because another layer failed; that error comes first.
+            None => {}
+        }
+    }
+    if layers.len() != wanted.len() {
+        return Err(bad(&resolved.pinned, "not every layer could be downloaded".into()));
     }
     Ok(SourceImage { manifest_desc: resolved.manifest_desc, manifest: resolved.manifest, config: resolved.config, layers })
 }

@@ -1,39 +1,32 @@
-//! Pushing an image from an OCI layout directory to a registry.
+//! Pushing images to a registry.
 //!
-//! Order matters for readers of the registry: every layer and the config are
-//! uploaded first (blobs already in the repository are skipped by
-//! [`Registry::push_blob`]), then each is confirmed to exist, and only then
-//! is the manifest put under the tag, so a tag never points at an image with
-//! missing blobs. An index (multi-platform image) pushes each child manifest
-//! by digest first, then the index under the tag. Blobs can be mounted from
-//! other repositories of the same registry (the base image's) instead of
-//! uploaded ([`PushOptions::mount_from`]). Transport errors are retried a few
-//! times; what to push is the caller's choice.
+//! Order matters for readers of the registry: every blob (layers and the
+//! config) is made present first, then each is confirmed to exist, and
+//! only then is the manifest put under the tag, so a tag never points at an
+//! image with missing blobs. An index (multi-platform image) pushes each
+//! child manifest by digest first, then the index under the tag: a failure
+//! anywhere leaves the tag as it was.
+//!
+//! Per blob, cheapest first: skipped when the target repository has it;
+//! mounted from another repository of the same registry that is known to
+//! hold it ([`PushOptions::mount_from`], [`BlobSource::remote`]); uploaded
+//! from a local file; or, for a blob that only exists in a repository of
+//! another registry, downloaded to a temporary file and uploaded. Blobs are
+//! handled [`PARALLEL_BLOBS`] at a time; each registry call is retried on
+//! transient failures ([`super::retry`]). What to push is the caller's choice.
 
 use super::pull::{blob_path, file_digest, normalize_reference, pinned_reference};
+use super::retry::retry;
 use super::{Registry, RegistryError};
 use crate::image::manifest::{digest_of, Descriptor, Index, Manifest, INDEX_V1, MANIFEST_V1};
 use oci_client::Reference;
 use std::fs;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
-/// How many times a failing transport call is tried in all.
-const ATTEMPTS: u32 = 3;
-
-/// Run `f`, retrying [`RegistryError::Transport`] failures with a short backoff.
-fn retry<T>(mut f: impl FnMut() -> Result<T, RegistryError>) -> Result<T, RegistryError> {
-    let mut attempt = 1;
-    loop {
-        match f() {
-            Err(RegistryError::Transport { .. }) if attempt < ATTEMPTS => {
-                std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
-}
+/// How many blobs are transferred at once.
+pub const PARALLEL_BLOBS: usize = 4;
 
 fn is_index(media_type: &str) -> bool {
     media_type == INDEX_V1 || media_type.ends_with("manifest.list.v2+json")
@@ -64,6 +57,37 @@ pub struct PushOptions {
     pub mount_from: Vec<String>,
 }
 
+/// Where a blob of an image being pushed can be had.
+#[derive(Debug, Clone)]
+pub struct BlobSource {
+    /// The blob.
+    pub desc: Descriptor,
+    /// A local file holding it (checked against the digest before upload).
+    pub path: Option<PathBuf>,
+    /// References of repositories known to hold it (same registry: mounted
+    /// from; other registry: downloaded from when there is no `path`).
+    pub remote: Vec<String>,
+}
+
+/// What a push did with the blobs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushStats {
+    /// Blobs already in the target repository.
+    pub present: usize,
+    /// Blobs mounted from another repository of the registry.
+    pub mounted: usize,
+    /// Blobs uploaded.
+    pub uploaded: usize,
+}
+
+impl PushStats {
+    fn add(&mut self, o: &PushStats) {
+        self.present += o.present;
+        self.mounted += o.mounted;
+        self.uploaded += o.uploaded;
+    }
+}
+
 /// Push the image `manifest` (an image manifest or an index, described as in
 /// the layout's `index.json`) of the OCI layout at `layout_dir` to
 /// `reference` (`127.0.0.1:5000/hello:latest`; Docker shorthand allowed).
@@ -80,8 +104,18 @@ pub fn push_layout_with(
     reference: &str,
     opts: &PushOptions,
 ) -> Result<String, RegistryError> {
-    let normalized = normalize_reference(reference)?;
-    let r = normalized.parse::<Reference>().map_err(|e| RegistryError::Reference { reference: reference.to_string(), message: e.to_string() })?;
+    push_layout_stats(reg, layout_dir, manifest, reference, opts).map(|(d, _)| d)
+}
+
+/// [`push_layout_with`], also saying what happened to the blobs.
+pub fn push_layout_stats(
+    reg: &dyn Registry,
+    layout_dir: &Path,
+    manifest: &Descriptor,
+    reference: &str,
+    opts: &PushOptions,
+) -> Result<(String, PushStats), RegistryError> {
+    let (normalized, r) = target_reference(reference)?;
     if let Some(want) = r.digest() {
         if want != manifest.digest {
             return Err(RegistryError::Reference {
@@ -90,28 +124,184 @@ pub fn push_layout_with(
             });
         }
     }
-    let mut mount_from = Vec::new();
-    for m in &opts.mount_from {
-        let n = normalize_reference(m)?;
-        let src = n.parse::<Reference>().map_err(|e| RegistryError::Reference { reference: m.clone(), message: e.to_string() })?;
-        if src.registry() == r.registry() && src.repository() != r.repository() {
-            mount_from.push(n);
-        }
-    }
-    push_node(reg, layout_dir, manifest, &normalized, &mount_from, 0)
+    let mount_from = same_registry(&r, &opts.mount_from)?;
+    let mut stats = PushStats::default();
+    let digest = push_node(reg, layout_dir, manifest, &normalized, &mount_from, 0, &mut stats)?;
+    Ok((digest, stats))
 }
 
-/// Upload blob `digest` at `path` to `target`'s repository unless it is
-/// there, trying a mount from each of `mount_from` first.
-fn push_one_blob(reg: &dyn Registry, target: &str, digest: &str, path: &Path, mount_from: &[String]) -> Result<(), RegistryError> {
-    if !mount_from.is_empty() && !retry(|| reg.blob_exists(target, digest))? {
-        for from in mount_from {
-            if reg.mount_blob(target, from, digest)? {
-                return Ok(());
-            }
+fn target_reference(reference: &str) -> Result<(String, Reference), RegistryError> {
+    let normalized = normalize_reference(reference)?;
+    let r = normalized
+        .parse::<Reference>()
+        .map_err(|e| RegistryError::Reference { reference: reference.to_string(), message: e.to_string() })?;
+    Ok((normalized, r))
+}
+
+/// The normalized references among `refs` on `target`'s registry but in
+/// another repository: those a blob can be mounted from.
+fn same_registry(target: &Reference, refs: &[String]) -> Result<Vec<String>, RegistryError> {
+    let mut out = Vec::new();
+    for m in refs {
+        let n = normalize_reference(m)?;
+        let src = n.parse::<Reference>().map_err(|e| RegistryError::Reference { reference: m.clone(), message: e.to_string() })?;
+        if src.registry() == target.registry() && src.repository() != target.repository() && !out.contains(&n) {
+            out.push(n);
         }
     }
-    retry(|| reg.push_blob(target, digest, path))
+    Ok(out)
+}
+
+/// Push manifest `bytes` (`media_type`) to `reference` after making every
+/// blob in `blobs` present in its repository (see the module doc for how).
+/// `bytes` must be an image manifest whose config and layers are all in
+/// `blobs`. Returns the manifest digest and what happened to the blobs.
+pub fn push_manifest_with_blobs(
+    reg: &dyn Registry,
+    reference: &str,
+    bytes: &[u8],
+    media_type: &str,
+    blobs: &[BlobSource],
+) -> Result<(String, PushStats), RegistryError> {
+    let (normalized, r) = target_reference(reference)?;
+    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| RegistryError::Transport {
+        reference: reference.to_string(),
+        message: format!("the manifest to push does not parse: {e}"),
+    })?;
+    for d in m.layers.iter().chain(std::iter::once(&m.config)) {
+        if !blobs.iter().any(|b| b.desc.digest == d.digest) {
+            return Err(RegistryError::Transport {
+                reference: reference.to_string(),
+                message: format!("no source for blob {} of the manifest", d.digest),
+            });
+        }
+    }
+    let mut prepared = Vec::with_capacity(blobs.len());
+    for b in blobs {
+        if prepared.iter().any(|p: &Prepared| p.desc.digest == b.desc.digest) {
+            continue;
+        }
+        prepared.push(Prepared { desc: b.desc.clone(), path: b.path.clone(), mount_from: same_registry(&r, &b.remote)?, remote: b.remote.clone() });
+    }
+    let stats = push_blobs(reg, &normalized, &prepared)?;
+    confirm_blobs(reg, &normalized, prepared.iter().map(|p| p.desc.digest.as_str()))?;
+    let digest = retry(|| reg.push_manifest(&normalized, bytes, media_type))?;
+    Ok((digest, stats))
+}
+
+/// A blob to make present, with its sources resolved.
+#[derive(Debug)]
+struct Prepared {
+    desc: Descriptor,
+    path: Option<PathBuf>,
+    /// Same-registry repositories to mount from.
+    mount_from: Vec<String>,
+    /// All repositories known to hold it (to download from).
+    remote: Vec<String>,
+}
+
+/// What happened to one blob.
+enum Outcome {
+    Present,
+    Mounted,
+    Uploaded,
+}
+
+/// Make blob `p` present in `target`'s repository.
+fn push_one(reg: &dyn Registry, target: &str, p: &Prepared) -> Result<Outcome, RegistryError> {
+    let digest = &p.desc.digest;
+    if retry(|| reg.blob_exists(target, digest))? {
+        return Ok(Outcome::Present);
+    }
+    for from in &p.mount_from {
+        if retry(|| reg.mount_blob(target, from, digest))? {
+            return Ok(Outcome::Mounted);
+        }
+    }
+    if let Some(path) = &p.path {
+        let meta = fs::metadata(path).map_err(|e| io_err(path, &format!("blob {digest}"), e))?;
+        if meta.len() != p.desc.size {
+            return Err(RegistryError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("blob {} is {} bytes but the manifest says {}", path.display(), meta.len(), p.desc.size),
+            )));
+        }
+        let got = file_digest(path).map_err(|e| io_err(path, "reading", e))?;
+        if got != *digest {
+            return Err(RegistryError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("blob {} has digest {got}, not {digest}; the local copy is corrupt", path.display()),
+            )));
+        }
+        retry(|| reg.push_blob(target, digest, path))?;
+        return Ok(Outcome::Uploaded);
+    }
+    // Only in a repository of another registry (or one that declined to
+    // mount): bring it over through a temporary file.
+    let Some(from) = p.remote.first() else {
+        return Err(RegistryError::NotFound { what: format!("a source for blob {digest}"), reference: target.to_string() });
+    };
+    let tmp = tempfile::Builder::new().prefix("stromatekt-blob-").tempfile()?;
+    let pinned = pinned_reference(from, digest)?;
+    retry(|| reg.fetch_blob(&pinned, digest, tmp.path()))?;
+    retry(|| reg.push_blob(target, digest, tmp.path()))?;
+    Ok(Outcome::Uploaded)
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> RegistryError {
+    RegistryError::Io(std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display())))
+}
+
+/// Run [`push_one`] for every blob, [`PARALLEL_BLOBS`] at a time. The first
+/// error stops handing out further blobs; it is returned once the running
+/// ones are done.
+fn push_blobs(reg: &dyn Registry, target: &str, blobs: &[Prepared]) -> Result<PushStats, RegistryError> {
+    let next = AtomicUsize::new(0);
+    let stats = Mutex::new(PushStats::default());
+    let error: Mutex<Option<RegistryError>> = Mutex::new(None);
+    let workers = PARALLEL_BLOBS.min(blobs.len());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                if error.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(p) = blobs.get(i) else { return };
+                match push_one(reg, target, p) {
+                    Ok(o) => {
+                        let mut st = stats.lock().unwrap_or_else(|e| e.into_inner());
+                        match o {
+                            Outcome::Present => st.present += 1,
+                            Outcome::Mounted => st.mounted += 1,
+                            Outcome::Uploaded => st.uploaded += 1,
+                        }
+                    }
+                    Err(e) => {
+                        error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    Ok(stats.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Check that the registry has every blob before a manifest names them.
+fn confirm_blobs<'a>(reg: &dyn Registry, target: &str, digests: impl Iterator<Item = &'a str>) -> Result<(), RegistryError> {
+    for d in digests {
+        if !retry(|| reg.blob_exists(target, d))? {
+            return Err(RegistryError::Transport {
+                reference: target.to_string(),
+                message: format!("blob {d} was uploaded but the registry does not have it; manifest not pushed"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Push one manifest or index and what it references; `target` is where the
@@ -123,6 +313,7 @@ fn push_node(
     target: &str,
     mount_from: &[String],
     depth: usize,
+    stats: &mut PushStats,
 ) -> Result<String, RegistryError> {
     if depth > 4 {
         return Err(invalid(layout, format!("indexes nested deeper than 4 levels at {}", desc.digest)));
@@ -136,34 +327,36 @@ fn push_node(
     if is_index(&media_type) {
         let index: Index =
             serde_json::from_slice(&bytes).map_err(|e| invalid(layout, format!("index {} does not parse: {e}", desc.digest)))?;
+        // Every child manifest is in place before the index names them.
         for child in &index.manifests {
             let child_target = pinned_reference(target, &child.digest)?;
-            push_node(reg, layout, child, &child_target, mount_from, depth + 1)?;
+            push_node(reg, layout, child, &child_target, mount_from, depth + 1, stats)?;
         }
     } else {
         let m: Manifest =
             serde_json::from_slice(&bytes).map_err(|e| invalid(layout, format!("manifest {} does not parse: {e}", desc.digest)))?;
-        let blobs: Vec<&Descriptor> = m.layers.iter().chain(std::iter::once(&m.config)).collect();
-        for b in &blobs {
+        let mut blobs = Vec::new();
+        for b in m.layers.iter().chain(std::iter::once(&m.config)) {
             let path = blob_path(layout, &b.digest)?;
-            let meta = fs::metadata(&path).map_err(|e| invalid(layout, format!("blob {} of manifest {}: {e}", b.digest, desc.digest)))?;
-            if meta.len() != b.size {
-                return Err(invalid(layout, format!("blob {} is {} bytes but the manifest says {}", path.display(), meta.len(), b.size)));
+            if !path.is_file() {
+                return Err(invalid(layout, format!("blob {} of manifest {} is missing", b.digest, desc.digest)));
             }
-            let got = file_digest(&path).map_err(|e| invalid(layout, format!("reading {}: {e}", path.display())))?;
-            if got != b.digest {
-                return Err(invalid(layout, format!("blob {} has digest {got}; the layout is corrupt", path.display())));
+            if blobs.iter().any(|p: &Prepared| p.desc.digest == b.digest) {
+                continue;
             }
-            push_one_blob(reg, target, &b.digest, &path, mount_from)?;
+            blobs.push(Prepared { desc: b.clone(), path: Some(path), mount_from: mount_from.to_vec(), remote: vec![] });
         }
-        for b in &blobs {
-            if !retry(|| reg.blob_exists(target, &b.digest))? {
-                return Err(RegistryError::Transport {
-                    reference: target.to_string(),
-                    message: format!("blob {} was uploaded but the registry does not have it; manifest not pushed", b.digest),
-                });
+        // Local blobs are checked before anything is sent.
+        for p in &blobs {
+            if let Some(path) = &p.path {
+                let got = file_digest(path).map_err(|e| invalid(layout, format!("reading {}: {e}", path.display())))?;
+                if got != p.desc.digest {
+                    return Err(invalid(layout, format!("blob {} has digest {got}; the layout is corrupt", path.display())));
+                }
             }
         }
+        stats.add(&push_blobs(reg, target, &blobs)?);
+        confirm_blobs(reg, target, blobs.iter().map(|p| p.desc.digest.as_str()))?;
     }
     let digest = retry(|| reg.push_manifest(target, &bytes, &media_type))?;
     if digest != desc.digest {
@@ -261,5 +454,90 @@ mod tests {
         assert_eq!(push_layout(&reg, dir.path(), &md, "host:5000/hello").unwrap(), md.digest);
         let wrong = format!("host:5000/hello@sha256:{}", "0".repeat(64));
         assert!(matches!(push_layout(&reg, dir.path(), &md, &wrong), Err(RegistryError::Reference { .. })));
+    }
+
+    #[test]
+    fn a_blob_that_never_uploads_leaves_no_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let children = layout(dir.path(), &["amd64", "arm64"]);
+        let idx = Index::new(children.clone()).to_json();
+        let id = descriptor(INDEX_V1, &idx);
+        Layout::create(dir.path()).unwrap().put_bytes(&id.digest, &idx).unwrap();
+        let arm: Manifest = serde_json::from_slice(&fs::read(blob_path(dir.path(), &children[1].digest).unwrap()).unwrap()).unwrap();
+        let reg = FakeRegistry::new();
+        reg.break_uploads_of(&arm.layers[0].digest);
+        let err = push_layout(&reg, dir.path(), &id, "host:5000/multi:1").unwrap_err();
+        assert!(matches!(err, RegistryError::Unavailable { .. }), "{err:?}");
+        assert!(err.to_string().contains("gave up after"), "{err}");
+        assert_eq!(reg.upload_attempts() - reg.uploads(), crate::registry::retry::DEFAULT_ATTEMPTS as usize, "retried");
+        assert!(reg.manifest("host:5000/multi:1", "linux/amd64").is_err(), "the index tag was not written");
+        let log = reg.write_log();
+        assert!(!log.iter().any(|l| l.contains("multi:1")), "{log:?}");
+        assert!(!log.iter().any(|l| l.contains(&children[1].digest)), "the broken child's manifest was not written: {log:?}");
+    }
+
+    #[test]
+    fn manifest_comes_after_all_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = layout(dir.path(), &["amd64"]).remove(0);
+        let reg = FakeRegistry::new();
+        push_layout(&reg, dir.path(), &md, "host:5000/hello:1").unwrap();
+        let log = reg.write_log();
+        assert_eq!(log.len(), 3, "{log:?}");
+        assert!(log[2].starts_with("manifest "), "{log:?}");
+    }
+
+    #[test]
+    fn blob_sources_mount_upload_or_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = FakeRegistry::new();
+        // The layer is already in another repository of the registry.
+        let layer = b"base layer".to_vec();
+        let ld = descriptor(LAYER_GZIP, &layer);
+        reg.add_blob(&layer);
+        let cfg = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+        let cd = descriptor(CONFIG_V1, &cfg);
+        let cfg_path = dir.path().join("config");
+        fs::write(&cfg_path, &cfg).unwrap();
+        let m = Manifest::new(cd.clone(), vec![ld.clone()]).to_json();
+        let blobs = vec![
+            BlobSource { desc: ld.clone(), path: None, remote: vec!["host:5000/base:1".into()] },
+            BlobSource { desc: cd.clone(), path: Some(cfg_path), remote: vec![] },
+        ];
+        let (d, stats) = push_manifest_with_blobs(&reg, "host:5000/app:1", &m, MANIFEST_V1, &blobs).unwrap();
+        assert_eq!(d, digest_of(&m));
+        // The fake shares blobs between repositories: the layer is "present".
+        assert_eq!(stats, PushStats { present: 1, mounted: 0, uploaded: 1 });
+        assert_eq!(reg.uploads(), 1);
+        // A manifest naming a blob without a source is refused up front.
+        let err = push_manifest_with_blobs(&reg, "host:5000/app:2", &m, MANIFEST_V1, &blobs[..1]).unwrap_err();
+        assert!(err.to_string().contains(&cd.digest), "{err}");
+        assert!(reg.manifest("host:5000/app:2", "linux/amd64").is_err());
+    }
+
+    #[test]
+    fn blobs_go_up_in_parallel_but_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Layout::create(dir.path()).unwrap();
+        let layers: Vec<Descriptor> = (0..10)
+            .map(|i| {
+                let b = format!("layer {i}").into_bytes();
+                let d = descriptor(LAYER_GZIP, &b);
+                l.put_bytes(&d.digest, &b).unwrap();
+                d
+            })
+            .collect();
+        let cfg = br#"{"architecture":"amd64","os":"linux"}"#;
+        let cd = descriptor(CONFIG_V1, cfg);
+        l.put_bytes(&cd.digest, cfg).unwrap();
+        let m = Manifest::new(cd, layers).to_json();
+        let md = descriptor(MANIFEST_V1, &m);
+        l.put_bytes(&md.digest, &m).unwrap();
+        let reg = FakeRegistry::new();
+        reg.set_upload_delay(std::time::Duration::from_millis(50));
+        push_layout(&reg, dir.path(), &md, "host:5000/many:1").unwrap();
+        assert_eq!(reg.uploads(), 11);
+        let max = reg.max_parallel_uploads();
+        assert!(max > 1 && max <= PARALLEL_BLOBS, "{max} uploads at once");
     }
 }

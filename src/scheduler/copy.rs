@@ -1,10 +1,35 @@
-//! COPY (and, later, ADD): files from the build context or another state
-//! placed into a writable snapshot of the base.
+//! COPY and ADD: files from the build context, another state, heredocs or
+//! remote sources (`Http`/`Git` nodes, see [`super::fetch`]) placed into a
+//! writable snapshot of the base, with BuildKit's semantics:
+//!
+//! - sources are cleaned paths below the source root; a source with Go
+//!   `filepath.Match` meta characters (`*`, `?`, `[`) is matched component
+//!   by component; a wildcard matching nothing copies nothing (BuildKit's
+//!   `AllowEmptyWildcard`), but fails when the directory it searches is
+//!   missing; a source that is a symlink is followed (inside the root);
+//! - a directory source copies its contents; a destination ending in `/`
+//!   (or `.`) or an existing directory mean "into this directory" (several
+//!   sources without one overwrite each other, as in BuildKit); a relative
+//!   destination is against the WORKDIR;
+//!   missing parents are created 0755 (or the octal `--chmod`) owned by
+//!   root (or the `--chown` owner), as fsutil's `MkdirAll`;
+//! - files from the context, heredocs and remote sources are owned by 0:0,
+//!   files from another stage keep their owners; modes, mtimes, symlinks,
+//!   hard links (inside one copy) and xattrs are kept; `--chown`/`--chmod`
+//!   override owners/modes of every copied entry;
+//! - `--parents` keeps the source path (after a `/./` pivot) under the
+//!   destination, `--exclude` skips paths (relative to each source) matched
+//!   with `.dockerignore` syntax;
+//! - ADD unpacks local tar archives (plain, gzip, bzip2, xz, zstd; detected by
+//!   content) into the destination unless `--unpack=false`;
+//! - `--link`: the layer is built on an empty tree (so its digest does not
+//!   depend on the base) and the tree later steps see is the base with the
+//!   layer applied on top.
 //!
 //! The cache key covers the destination, the flags and the content and
-//! metadata (mode, owner, type, link target; not mtime) of exactly the
-//! files selected; context files are hashed through the context's stat
-//! index, so unchanged files are not read again.
+//! metadata (mode, owner, type, link target; not mtime) of exactly the files
+//! selected; context files are hashed through the context's stat index, so
+//! unchanged files are not read again.
 
 use super::{origin_label, with_layer, Scheduler, State};
 use crate::context::Context;
@@ -12,127 +37,1032 @@ use crate::exec::Executor;
 use crate::progress::Outcome;
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
-use frontend::ir::{CopyOp, Node, NodeId};
+use frontend::dockerignore::Matcher;
+use frontend::ir::{CopyOp, Node, NodeId, Op};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ffi::OsString;
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// Format version of COPY cache keys (bump when the formula changes).
+const KEY_VERSION: &str = "copy-v2";
+
+/// A `uid:gid` pair.
+type Owner = (u32, u32);
+
+/// Who owns copied entries when no `--chown` is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owners {
+    /// 0:0 (build context, heredocs, remote sources).
+    Root,
+    /// The source's owners (another stage or image).
+    Keep,
+}
+
+/// One selected source.
+#[derive(Debug, Clone)]
+struct Item {
+    /// Its path on disk.
+    path: PathBuf,
+    /// Its path relative to its source root (`""` = the root itself),
+    /// symlinks resolved.
+    rel: String,
+    /// Its name as selected (before following a symlink): the file name
+    /// given to it inside a destination directory.
+    name: Option<OsString>,
+    /// With `--parents`: the path kept below the destination.
+    kept: Option<String>,
+    /// Owners when no `--chown`.
+    owners: Owners,
+    /// Where `--exclude` patterns are matched from (see [`excluded_by`]).
+    base: String,
+    /// Whether a tar archive is unpacked instead of copied.
+    unpack: bool,
+    /// The build context, when the item comes from it (stat index, ignore rules).
+    from_context: bool,
+}
+
 impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     pub(crate) fn run_copy(&self, node: &Node, c: &CopyOp, states: &BTreeMap<NodeId, State>) -> Result<State> {
-        if c.add || !c.files.is_empty() || c.parents {
-            bail!("{}: this form of COPY/ADD is not supported yet", origin_label(node));
+        let step = self.step(node);
+        match self.copy_inner(node, c, states) {
+            Ok((st, cached)) => {
+                self.end(step, if cached { Outcome::Cached } else { Outcome::Done });
+                Ok(st)
+            }
+            Err(e) => {
+                self.end(step, Outcome::Error);
+                Err(e.context(format!("{}: {}", origin_label(node), short_text(node))))
+            }
         }
+    }
+
+    fn copy_inner(&self, node: &Node, c: &CopyOp, states: &BTreeMap<NodeId, State>) -> Result<(State, bool)> {
         let base = Self::input(states, c.base)?;
-        let src_state = Self::input(states, c.source)?;
-        let (src_root, ctx) = match (&src_state.context_dir, &src_state.top) {
-            (Some(d), _) => (d.clone(), true),
-            (None, Some(top)) => (self.store.get(top).ok_or_else(|| anyhow!("snapshot {top} vanished"))?, false),
-            (None, None) => (PathBuf::new(), false),
+        let base_root = match &base.top {
+            Some(t) => Some(self.store.get(t).ok_or_else(|| anyhow!("snapshot {t} vanished"))?),
+            None => None,
         };
-        let cx = if ctx { Some(self.context) } else { None };
+        let heredocs = tempfile::tempdir().context("temporary directory for heredoc sources")?;
+        let items = self.select(node, c, states, heredocs.path())?;
+        let (chown, chmod) = copy_flags(c, base_root.as_deref())?;
+        // BuildKit makes `--link` a merge only without `--chmod` (convert_copy.go);
+        // with it the copy is an ordinary one on the base.
+        let link = c.link && c.chmod.is_none();
+        let exclude = if c.exclude.is_empty() { None } else { Some(Matcher::parse(&c.exclude.join("\n"))) };
         let workdir = base.config.config.working_dir.clone().unwrap_or_else(|| "/".into());
         let dest_abs = if c.dest.starts_with('/') { c.dest.clone() } else { format!("{}/{}", workdir.trim_end_matches('/'), c.dest) };
-        let mut sources = Vec::new();
-        for s in &c.sources {
-            let rel = s.trim_start_matches("./").trim_start_matches('/');
-            let p = if rel.is_empty() || rel == "." { src_root.clone() } else { src_root.join(rel) };
-            if fs::symlink_metadata(&p).is_err() {
-                bail!("{}: COPY source {s:?} not found", origin_label(node));
-            }
-            let rel = if rel == "." { "" } else { rel };
-            sources.push((rel.to_string(), p));
-        }
-        let step = self.step(node);
-        // Cache key: parent, op, and the content of the sources.
+
+        // Cache key: the normalized op and exactly what it reads.
         let mut h = Sha256::new();
         h.update(
-            serde_json::json!({"parent": base.top, "dest": dest_abs, "chown": c.chown, "chmod": c.chmod, "sources": c.sources})
-                .to_string(),
+            serde_json::json!({
+                "v": KEY_VERSION,
+                "parent": if link { None } else { base.top.clone() },
+                "dest": dest_abs, "into_dir": dest_is_dir(&c.dest),
+                "chown": chown, "chmod": c.chmod, "link": link, "parents": c.parents,
+                "exclude": c.exclude, "add": c.add, "unpack": c.unpack, "sources": c.sources,
+                "files": c.files.iter().map(|f| (&f.path, &f.content, f.mode)).collect::<Vec<_>>(),
+            })
+            .to_string(),
         );
-        for (rel, p) in &sources {
-            if let Err(e) = hash_tree(&mut h, p, rel, cx) {
-                self.end(step, Outcome::Error);
-                return Err(e.context(origin_label(node)));
-            }
+        for it in &items {
+            h.update(format!("\0item\0{}\0{:?}\0{:?}\0{}\0", it.rel, it.kept, it.owners, it.unpack));
+            let ctx = if it.from_context { Some(self.context) } else { None };
+            let skip = |r: &str, _is_dir: bool| excluded_by(exclude.as_ref(), &it.base, r);
+            hash_tree_filtered(&mut h, &it.path, &it.rel, ctx, &skip)?;
         }
         let name = self.snapshot_name("copy", node, &hex::encode(h.finalize()));
-        if self.cached(&name) {
-            self.end(step, Outcome::Cached);
-            return Ok(with_layer(node, base, name));
-        }
-        let key = self.work_key(&name);
-        let res = (|| -> Result<()> {
-            let root = self.store.prepare(&key, base.top.as_deref())?;
-            let (uid, gid) = match &c.chown {
-                None => (0, 0),
-                Some(spec) => resolve_chown(&root, spec)?,
-            };
-            let mode = match &c.chmod {
-                None => None,
-                Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| anyhow!("--chmod {m:?}: only octal modes are supported"))?),
-            };
-            // BuildKit: a destination ending in `/` or `.` names a directory.
-            let into_dir = c.dest.ends_with('/') || c.dest == "." || c.dest.ends_with("/.") || sources.len() > 1;
-            let dest: PathBuf = root.join(dest_abs.trim_start_matches('/')).components().collect();
-            for (rel, p) in &sources {
-                let md = fs::symlink_metadata(p)?;
-                if md.is_dir() {
-                    mkdir_p(&root, &dest)?;
-                    copy_contents(p, &dest, rel, cx, uid, gid, mode)?;
-                } else {
-                    let target = if into_dir || dest.is_dir() {
-                        mkdir_p(&root, &dest)?;
-                        dest.join(p.file_name().unwrap_or_default())
-                    } else {
-                        if let Some(parent) = dest.parent() {
-                            mkdir_p(&root, parent)?;
-                        }
-                        dest.clone()
-                    };
-                    copy_one(p, &target, uid, gid, mode)?;
-                }
+        let mut cached = self.cached(&name);
+        if !cached {
+            let key = self.work_key(&name);
+            let parent = if link { None } else { base.top.as_deref() };
+            let res = (|| -> Result<()> {
+                let root = self.store.prepare(&key, parent)?;
+                let mut cp = Copier { chown, chmod, exclude: exclude.as_ref(), ctx: Some(self.context), links: HashMap::new(), replace: false };
+                place(&mut cp, &root, &dest_abs, dest_is_dir(&c.dest), &items)
+            })();
+            if let Err(err) = res {
+                let _ = self.store.remove(&key);
+                return Err(err);
             }
-            Ok(())
-        })();
-        if let Err(err) = res {
-            let _ = self.store.remove(&key);
-            self.end(step, Outcome::Error);
-            return Err(err.context(origin_label(node)));
+            self.commit_step(&key, &name)?;
         }
-        if let Err(err) = self.commit_step(&key, &name) {
-            self.end(step, Outcome::Error);
-            return Err(err);
+        if !link {
+            return Ok((with_layer(node, base, name), cached));
         }
-        self.end(step, Outcome::Done);
-        Ok(with_layer(node, base, name))
+        // --link: the layer is `name` (diff from nothing); later steps see
+        // the base with that layer applied.
+        let merged = self.snapshot_name("link", node, &super::sha_hex(format!("{}\0{name}", base.top.as_deref().unwrap_or("")).as_bytes()));
+        if !self.cached(&merged) {
+            cached = false;
+            let key = self.work_key(&merged);
+            let res = (|| -> Result<()> {
+                let root = self.store.prepare(&key, base.top.as_deref())?;
+                let layer = self.store.get(&name).ok_or_else(|| anyhow!("snapshot {name} vanished"))?;
+                apply_tree(&layer, &root)
+            })();
+            if let Err(err) = res {
+                let _ = self.store.remove(&key);
+                return Err(err);
+            }
+            self.commit_step(&key, &merged)?;
+        }
+        let mut st = with_layer(node, base, name);
+        if let Some(l) = st.layers.last_mut() {
+            l.parent = None;
+        }
+        st.top = Some(merged);
+        Ok((st, cached))
+    }
+
+    /// The sources of `c`, in order: local sources (wildcards expanded),
+    /// heredocs (written to `heredocs`), remote sources.
+    fn select(&self, node: &Node, c: &CopyOp, states: &BTreeMap<NodeId, State>, heredocs: &Path) -> Result<Vec<Item>> {
+        let _ = node;
+        let src_state = Self::input(states, c.source)?;
+        let (src_root, from_context) = match (&src_state.context_dir, &src_state.top) {
+            (Some(d), _) => (Some(d.clone()), true),
+            (None, Some(top)) => (Some(self.store.get(top).ok_or_else(|| anyhow!("snapshot {top} vanished"))?), false),
+            (None, None) => (None, false),
+        };
+        let ctx = if from_context { Some(self.context) } else { None };
+        let owners = if from_context { Owners::Root } else { Owners::Keep };
+        let unpack_local = c.add && c.unpack != Some(false);
+        let mut items = Vec::new();
+        for s in &c.sources {
+            let (pattern, pivot) = split_pivot(s);
+            let found = match &src_root {
+                Some(root) => expand(root, &pattern, ctx)?,
+                None => vec![],
+            };
+            if found.is_empty() {
+                let what = if from_context { "the build context" } else { "the source stage or image" };
+                if has_meta(&pattern) {
+                    // BuildKit copies with AllowEmptyWildcard: a pattern that
+                    // matches nothing copies nothing, but the directory it
+                    // looks in must exist (moby/buildkit#2933).
+                    let prefix: Vec<&str> = pattern.split('/').take_while(|c| !has_meta(c)).collect();
+                    let prefix = prefix.join("/");
+                    let exists = prefix.is_empty()
+                        || src_root.as_ref().is_some_and(|r| {
+                            resolve_in_root(r, &prefix).is_ok_and(|p| p.is_dir())
+                                && !ctx.is_some_and(|c| c.excluded(&prefix, true))
+                        });
+                    if exists {
+                        continue;
+                    }
+                    bail!("source {s:?}: directory {prefix:?} not found in {what}, so the pattern cannot match: check the path");
+                }
+                let hint = if from_context && ctx.is_some_and(|c| c.excluded(pattern.trim_start_matches('/'), false)) {
+                    " (it is excluded by .dockerignore)"
+                } else {
+                    ""
+                };
+                bail!("source {s:?} not found in {what}{hint}: check the path (it is relative to the root of {what})");
+            }
+            for (named, rel, path) in found {
+                let kept = if c.parents {
+                    Some(match &pivot {
+                        Some(p) => rel.strip_prefix(p.as_str()).unwrap_or(&rel).trim_start_matches('/').to_string(),
+                        None => rel.clone(),
+                    })
+                } else {
+                    None
+                };
+                let unpack = unpack_local && fs::metadata(&path).map(|m| m.is_file()).unwrap_or(false);
+                let name = Path::new(&named).file_name().map(|n| n.to_os_string());
+                let base = if c.parents { pivot.clone().unwrap_or_default() } else { rel.clone() };
+                items.push(Item { path, rel, name, kept, owners, base, unpack, from_context });
+            }
+        }
+        for f in &c.files {
+            let name = f.path.trim_start_matches('/');
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                bail!("heredoc name {:?} is not a plain file name", f.path);
+            }
+            let p = heredocs.join(name);
+            fs::write(&p, &f.content).with_context(|| format!("writing heredoc {}", p.display()))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(f.mode & 0o7777))?;
+            items.push(Item {
+                path: p,
+                rel: name.to_string(),
+                name: Some(name.into()),
+                kept: None,
+                owners: Owners::Root,
+                base: name.to_string(),
+                unpack: false,
+                from_context: false,
+            });
+        }
+        for r in &c.remote {
+            let st = Self::input(states, r.source)?;
+            let top = st.top.as_ref().ok_or_else(|| anyhow!("internal: remote source {} has no tree", r.source))?;
+            let root = self.store.get(top).ok_or_else(|| anyhow!("snapshot {top} vanished"))?;
+            let rel = r.path.trim_matches('/').to_string();
+            let path = if rel.is_empty() { root.clone() } else { root.join(&rel) };
+            if fs::symlink_metadata(&path).is_err() {
+                bail!("internal: remote source {} has no {:?}", r.source, r.path);
+            }
+            // Http trees hold one file named by `path`; Git trees are copied from `/`.
+            let is_http = !rel.is_empty();
+            let unpack = is_http && c.unpack == Some(true);
+            let name = path.file_name().map(|n| n.to_os_string());
+            let base = rel.clone();
+            items.push(Item { path, rel, name, kept: None, owners: Owners::Root, base, unpack, from_context: false });
+        }
+        Ok(items)
     }
 }
 
-/// `--chown=user[:group]`, names resolved in the destination's /etc/passwd
-/// and /etc/group; a user without a group gets the user's id as gid (as BuildKit).
-fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32)> {
+/// The instruction text for error messages.
+fn short_text(node: &Node) -> String {
+    match &node.origin {
+        Some(o) => o.text.clone(),
+        None => match &node.op {
+            Op::Copy(c) if c.add => "ADD".into(),
+            _ => "COPY".into(),
+        },
+    }
+}
+
+/// Resolved `--chown` and parsed `--chmod`. Names are looked up in the base
+/// tree's /etc/passwd and /etc/group (as BuildKit reads the destination's).
+fn copy_flags(c: &CopyOp, base_root: Option<&Path>) -> Result<(Option<Owner>, Option<Chmod>)> {
+    let chown = match &c.chown {
+        None => None,
+        Some(spec) => Some(resolve_chown(base_root, spec)?),
+    };
+    let chmod = match &c.chmod {
+        None => None,
+        Some(m) => Some(Chmod::parse(m).ok_or_else(|| anyhow!("--chmod={m}: expected octal (755) or symbolic (u=rwX,go=rX) permissions"))?),
+    };
+    Ok((chown, chmod))
+}
+
+/// Whether a destination names a directory by its spelling.
+fn dest_is_dir(dest: &str) -> bool {
+    dest.ends_with('/') || dest == "." || dest.ends_with("/.") || dest.is_empty()
+}
+
+/// `a/./b/c` -> (`a/b/c`, Some(`a`)): the `--parents` pivot.
+fn split_pivot(s: &str) -> (String, Option<String>) {
+    let norm = format!("/{}", s.trim_start_matches('/'));
+    match norm.find("/./") {
+        Some(i) => {
+            let before = clean_rel(&norm[..i]);
+            let after = &norm[i + 3..];
+            let full = if before.is_empty() { clean_rel(after) } else { clean_rel(&format!("{before}/{after}")) };
+            (full, Some(before))
+        }
+        None => (clean_rel(&norm), None),
+    }
+}
+
+/// `path.Clean` of a path below the root, without the leading `/` (`""` = root).
+fn clean_rel(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out.join("/")
+}
+
+fn has_meta(p: &str) -> bool {
+    p.contains(['*', '?', '['])
+}
+
+/// Whether `r` (relative to the source root) is excluded by `--exclude`,
+/// matched (as fsutil's copier does) relative to `base`, the directory the
+/// copy walks from: the selected source itself, or with `--parents` the
+/// pivot (the source root without one). `base` itself is never excluded,
+/// so a file matched by a wildcard is copied whatever `--exclude` says.
+fn excluded_by(m: Option<&Matcher>, base: &str, r: &str) -> bool {
+    let Some(m) = m else { return false };
+    let rel = if base.is_empty() { r } else { r.strip_prefix(base).map(|x| x.trim_start_matches('/')).unwrap_or(r) };
+    !rel.is_empty() && m.excluded(rel, false)
+}
+
+/// Expand `pattern` (cleaned, relative) below `root`: `(rel, path)` pairs,
+/// sorted. A literal path is resolved (following symlinks inside the root);
+/// meta components are matched against directory entries.
+fn expand(root: &Path, pattern: &str, ctx: Option<&Context>) -> Result<Vec<(String, String, PathBuf)>> {
+    let mut out = Vec::new();
+    for (named, rel) in expand_names(root, pattern, ctx)? {
+        let p = resolve_in_root(root, &rel)?;
+        if fs::symlink_metadata(&p).is_err() {
+            continue;
+        }
+        let resolved = p.strip_prefix(root).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(c) = ctx {
+            if !resolved.is_empty() && c.excluded(&resolved, p.is_dir()) {
+                continue;
+            }
+        }
+        out.push((named, resolved, p));
+    }
+    Ok(out)
+}
+
+/// The relative paths `pattern` names (not yet resolved), as `(named, rel)`.
+fn expand_names(root: &Path, pattern: &str, ctx: Option<&Context>) -> Result<Vec<(String, String)>> {
+    if !has_meta(pattern) {
+        return Ok(vec![(pattern.to_string(), pattern.to_string())]);
+    }
+    let mut current: Vec<String> = vec![String::new()];
+    let comps: Vec<&str> = pattern.split('/').collect();
+    for (i, comp) in comps.iter().enumerate() {
+        let last = i + 1 == comps.len();
+        let mut next = Vec::new();
+        for rel in &current {
+            let dir = if rel.is_empty() { root.to_path_buf() } else { resolve_in_root(root, rel)? };
+            if !has_meta(comp) {
+                let r = if rel.is_empty() { comp.to_string() } else { format!("{rel}/{comp}") };
+                if fs::symlink_metadata(dir.join(comp)).is_ok() {
+                    next.push(r);
+                }
+                continue;
+            }
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            let mut names: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            names.sort();
+            for n in names {
+                if go_match(comp, &n).map_err(|e| anyhow!("source pattern {pattern:?}: {e}"))? {
+                    let r = if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") };
+                    if !last && !dir.join(&n).is_dir() {
+                        continue;
+                    }
+                    next.push(r);
+                }
+            }
+        }
+        current = next;
+    }
+    let mut out = Vec::new();
+    for rel in current {
+        if let Some(c) = ctx {
+            if c.excluded(&rel, root.join(&rel).is_dir()) {
+                continue;
+            }
+        }
+        out.push((rel.clone(), rel));
+    }
+    Ok(out)
+}
+
+/// Go's `filepath.Match` for one path component.
+pub(crate) fn go_match(pattern: &str, name: &str) -> Result<bool, String> {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    match_from(&p, &n)
+}
+
+fn match_from(p: &[char], n: &[char]) -> Result<bool, String> {
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    loop {
+        if pi < p.len() {
+            match p[pi] {
+                '*' => {
+                    star = Some((pi, ni));
+                    pi += 1;
+                    continue;
+                }
+                c if ni < n.len() => {
+                    let (ok, len) = match c {
+                        '?' => (n[ni] != '/', 1),
+                        '[' => class(&p[pi..], n[ni])?,
+                        '\\' => match p.get(pi + 1) {
+                            Some(e) => (*e == n[ni], 2),
+                            None => return Err("syntax error in pattern".into()),
+                        },
+                        c => (c == n[ni], 1),
+                    };
+                    if ok {
+                        pi += len;
+                        ni += 1;
+                        continue;
+                    }
+                }
+                '[' => {
+                    class(&p[pi..], ' ')?;
+                }
+                _ => {}
+            }
+        } else if ni == n.len() {
+            return Ok(true);
+        }
+        match star {
+            Some((sp, sn)) if sn < n.len() && n[sn] != '/' => {
+                star = Some((sp, sn + 1));
+                pi = sp + 1;
+                ni = sn + 1;
+            }
+            _ => {
+                // Go reports bad patterns even when the name does not match.
+                let mut i = pi;
+                while i < p.len() {
+                    match p[i] {
+                        '[' => i += class(&p[i..], ' ')?.1,
+                        '\\' if i + 1 >= p.len() => return Err("syntax error in pattern".into()),
+                        '\\' => i += 2,
+                        _ => i += 1,
+                    }
+                }
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// Match `c` against the class at the start of `p` (`[...]`); returns the
+/// result and the class's length.
+fn class(p: &[char], c: char) -> Result<(bool, usize), String> {
+    let bad = || "syntax error in pattern".to_string();
+    let mut i = 1;
+    let negate = p.get(i) == Some(&'^');
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    loop {
+        let ch = *p.get(i).ok_or_else(bad)?;
+        if ch == ']' && !first {
+            i += 1;
+            break;
+        }
+        first = false;
+        let lo = if ch == '\\' {
+            i += 1;
+            *p.get(i).ok_or_else(bad)?
+        } else {
+            ch
+        };
+        i += 1;
+        let mut hi = lo;
+        if p.get(i) == Some(&'-') && p.get(i + 1).is_some_and(|x| *x != ']') {
+            i += 1;
+            hi = if p[i] == '\\' {
+                i += 1;
+                *p.get(i).ok_or_else(bad)?
+            } else {
+                p[i]
+            };
+            i += 1;
+        }
+        if lo <= c && c <= hi {
+            matched = true;
+        }
+    }
+    Ok((matched != negate && c != '/', i))
+}
+
+/// The path of `rel` inside `root`, following symlinks as if `root` were
+/// `/` (an absolute link target restarts at `root`, `..` stops there).
+/// The last component is followed too; missing components are kept as written.
+pub(crate) fn resolve_in_root(root: &Path, rel: &str) -> Result<PathBuf> {
+    let mut out: Vec<OsString> = Vec::new();
+    let mut todo: VecDeque<OsString> = rel.split('/').map(OsString::from).collect();
+    let mut hops = 0;
+    while let Some(c) = todo.pop_front() {
+        if c.is_empty() || c == "." {
+            continue;
+        }
+        if c == ".." {
+            out.pop();
+            continue;
+        }
+        let mut cand = root.to_path_buf();
+        cand.extend(&out);
+        cand.push(&c);
+        match fs::symlink_metadata(&cand) {
+            Ok(md) if md.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 255 {
+                    bail!("too many levels of symbolic links at {}", cand.display());
+                }
+                let target = fs::read_link(&cand).with_context(|| format!("readlink {}", cand.display()))?;
+                if target.is_absolute() {
+                    out.clear();
+                }
+                let t = target.to_string_lossy().into_owned();
+                for part in t.split('/').rev() {
+                    todo.push_front(OsString::from(part));
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    let mut p = root.to_path_buf();
+    p.extend(&out);
+    Ok(p)
+}
+
+/// Place `items` at `dest_abs` (absolute in the image) below `root`.
+fn place(cp: &mut Copier<'_>, root: &Path, dest_abs: &str, dest_dir: bool, items: &[Item]) -> Result<()> {
+    // As BuildKit, several sources do not make `dest` a directory: each is
+    // copied in turn, into `dest` if it is a directory by then, else as `dest`
+    // (so without a trailing `/` the last file wins; docs say to add the `/`).
+    let into_dir = dest_dir;
+    let dest_rel = clean_rel(dest_abs);
+    let dest = resolve_in_root(root, &dest_rel)?;
+    for it in items {
+        let md = fs::symlink_metadata(&it.path).with_context(|| format!("stat {}", it.path.display()))?;
+        if it.kept.is_some() && excluded_by(cp.exclude, &it.base, &it.rel) {
+            continue;
+        }
+        if let Some(kept) = &it.kept {
+            // --parents: recreate the kept directories from the source.
+            cp.mkdir_parents(root, &dest)?;
+            let src_base = it.path.to_string_lossy().strip_suffix(kept.as_str()).map(PathBuf::from).unwrap_or_default();
+            let mut d = dest.clone();
+            let parts: Vec<&str> = kept.split('/').filter(|x| !x.is_empty()).collect();
+            let mut s = src_base.clone();
+            for part in parts.iter().take(parts.len().saturating_sub(1)) {
+                s.push(part);
+                d.push(part);
+                if !fs::symlink_metadata(&d).map(|m| m.is_dir()).unwrap_or(false) {
+                    cp.entry(&s, &d, it.owners)?;
+                }
+            }
+            let target = if kept.is_empty() { dest.clone() } else { dest.join(kept) };
+            if md.is_dir() {
+                if !target.is_dir() {
+                    cp.entry(&it.path, &target, it.owners)?;
+                }
+                cp.tree(&it.path, &target, &it.rel, &it.base, it.from_context, it.owners)?;
+                cp.times(&it.path, &target)?;
+            } else {
+                cp.entry(&it.path, &target, it.owners)?;
+            }
+            continue;
+        }
+        if md.is_dir() {
+            // The contents go into `dest`; a missing `dest` is created like
+            // its parents (fsutil `prepareTargetDir`), not from the source.
+            match fs::symlink_metadata(&dest) {
+                Ok(m) if !m.is_dir() => bail!("cannot copy directory {:?} onto the existing file {dest_abs}", it.rel),
+                _ => cp.mkdir_parents(root, &dest)?,
+            }
+            cp.tree(&it.path, &dest, &it.rel, &it.base, it.from_context, it.owners)?;
+            continue;
+        }
+        if it.unpack {
+            if let Some(reader) = archive_reader(&it.path)? {
+                cp.mkdir_parents(root, &dest)?;
+                unpack(reader, &dest, cp.chown).with_context(|| format!("unpacking {}", it.path.display()))?;
+                continue;
+            }
+        }
+        let target = if into_dir || dest.is_dir() {
+            cp.mkdir_parents(root, &dest)?;
+            let file_name = it.name.clone().or_else(|| it.path.file_name().map(|n| n.to_os_string()));
+            dest.join(file_name.ok_or_else(|| anyhow!("source {} has no file name", it.path.display()))?)
+        } else {
+            if let Some(parent) = dest.parent() {
+                cp.mkdir_parents(root, parent)?;
+            }
+            dest.clone()
+        };
+        cp.entry(&it.path, &target, it.owners)?;
+    }
+    Ok(())
+}
+
+/// Copies entries with one COPY's owner/mode rules.
+struct Copier<'a> {
+    chown: Option<(u32, u32)>,
+    chmod: Option<Chmod>,
+    exclude: Option<&'a Matcher>,
+    ctx: Option<&'a Context>,
+    /// Hard links: source (dev, ino) -> first destination.
+    links: HashMap<(u64, u64), PathBuf>,
+    /// Replace a directory by a file and a file by a directory (applying a
+    /// `--link` layer, like an overlay); else that is an error, as in fsutil.
+    replace: bool,
+}
+
+impl Copier<'_> {
+    /// Create the missing directories of `dir` (below `root`): 0755, or the
+    /// octal `--chmod`; root-owned, or the `--chown` owner (fsutil `MkdirAll`).
+    fn mkdir_parents(&self, root: &Path, dir: &Path) -> Result<()> {
+        if !dir.starts_with(root) {
+            bail!("destination {} escapes the root", dir.display());
+        }
+        let mut missing = Vec::new();
+        let mut d = dir.to_path_buf();
+        while !d.exists() && d.starts_with(root) && d != root {
+            missing.push(d.clone());
+            if !d.pop() {
+                break;
+            }
+        }
+        let mode = match &self.chmod {
+            Some(Chmod::Octal(m)) => *m,
+            _ => 0o755,
+        };
+        let (uid, gid) = self.chown.unwrap_or((0, 0));
+        for m in missing.iter().rev() {
+            if let Ok(md) = fs::symlink_metadata(m) {
+                if !md.is_dir() {
+                    bail!("cannot create directory {}: a file is in the way", m.display());
+                }
+                continue;
+            }
+            fs::create_dir(m).with_context(|| format!("mkdir {}", m.display()))?;
+            std::os::unix::fs::lchown(m, Some(uid), Some(gid)).with_context(|| format!("chown {}", m.display()))?;
+            fs::set_permissions(m, fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {}", m.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Copy the contents of directory `src` (its path `rel` in the source
+    /// root; `item` = the selected source it belongs to) into `dst`.
+    fn tree(&mut self, src: &Path, dst: &Path, rel: &str, item: &str, from_context: bool, owners: Owners) -> Result<()> {
+        let mut names: Vec<OsString> = Vec::new();
+        for e in fs::read_dir(src).with_context(|| format!("reading directory {}", src.display()))? {
+            names.push(e.with_context(|| format!("reading directory {}", src.display()))?.file_name());
+        }
+        names.sort();
+        for n in names {
+            let r = if rel.is_empty() { n.to_string_lossy().into_owned() } else { format!("{rel}/{}", n.to_string_lossy()) };
+            let child = src.join(&n);
+            let md = fs::symlink_metadata(&child).with_context(|| format!("stat {}", child.display()))?;
+            if from_context {
+                if let Some(c) = self.ctx {
+                    if c.excluded(&r, md.is_dir()) && !(md.is_dir() && c.matcher.has_exceptions()) {
+                        continue;
+                    }
+                }
+            }
+            let ex = excluded_by(self.exclude, item, &r);
+            if ex && !(md.is_dir() && self.exclude.is_some_and(|m| m.has_exceptions())) {
+                continue;
+            }
+            let d = dst.join(&n);
+            self.entry(&child, &d, owners)?;
+            if md.is_dir() {
+                self.tree(&child, &d, &r, item, from_context, owners)?;
+                self.times(&child, &d)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copy one entry (a directory is created or updated, not filled).
+    fn entry(&mut self, src: &Path, dst: &Path, owners: Owners) -> Result<()> {
+        let md = fs::symlink_metadata(src).with_context(|| format!("stat {}", src.display()))?;
+        let ft = md.file_type();
+        let existing = fs::symlink_metadata(dst).ok();
+        if ft.is_dir() {
+            match existing {
+                Some(e) if e.is_dir() => {}
+                Some(_) if !self.replace => bail!("cannot copy directory {} onto the existing file {}", src.display(), dst.display()),
+                Some(_) => {
+                    fs::remove_file(dst).with_context(|| format!("replacing {}", dst.display()))?;
+                    fs::create_dir(dst).with_context(|| format!("mkdir {}", dst.display()))?;
+                }
+                None => fs::create_dir(dst).with_context(|| format!("mkdir {}", dst.display()))?,
+            }
+        } else {
+            match existing {
+                Some(e) if e.is_dir() && !self.replace => {
+                    bail!("cannot replace the directory {} with the file {}", dst.display(), src.display())
+                }
+                Some(e) if e.is_dir() => fs::remove_dir_all(dst).with_context(|| format!("replacing {}", dst.display()))?,
+                Some(_) => fs::remove_file(dst).with_context(|| format!("replacing {}", dst.display()))?,
+                None => {}
+            }
+            if md.nlink() > 1 && ft.is_file() {
+                if let Some(first) = self.links.get(&(md.dev(), md.ino())) {
+                    fs::hard_link(first, dst).with_context(|| format!("link {} to {}", dst.display(), first.display()))?;
+                    return Ok(());
+                }
+                self.links.insert((md.dev(), md.ino()), dst.to_path_buf());
+            }
+            if ft.is_symlink() {
+                let target = fs::read_link(src).with_context(|| format!("readlink {}", src.display()))?;
+                std::os::unix::fs::symlink(target, dst).with_context(|| format!("symlink {}", dst.display()))?;
+            } else if ft.is_file() {
+                fs::copy(src, dst).with_context(|| format!("copy {} to {}", src.display(), dst.display()))?;
+            } else {
+                // Devices, fifos and sockets are recreated, as fsutil does.
+                use nix::sys::stat::{mknod, Mode, SFlag};
+                let kind = SFlag::from_bits_truncate(md.mode() & libc::S_IFMT);
+                mknod(dst, kind, Mode::from_bits_truncate(md.mode() & 0o7777), md.rdev())
+                    .with_context(|| format!("mknod {}", dst.display()))?;
+            }
+        }
+        let (uid, gid) = match (self.chown, owners) {
+            (Some(o), _) => o,
+            (None, Owners::Root) => (0, 0),
+            (None, Owners::Keep) => (md.uid(), md.gid()),
+        };
+        std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).with_context(|| format!("chown {}", dst.display()))?;
+        copy_xattrs(src, dst);
+        if !ft.is_symlink() {
+            let old = md.mode() & 0o7777;
+            let m = self.chmod.as_ref().map(|c| c.apply(old, ft.is_dir())).unwrap_or(old);
+            fs::set_permissions(dst, fs::Permissions::from_mode(m)).with_context(|| format!("chmod {}", dst.display()))?;
+        }
+        self.times(src, dst)
+    }
+
+    /// Give `dst` the access and modification times of `src`.
+    fn times(&self, src: &Path, dst: &Path) -> Result<()> {
+        let md = fs::symlink_metadata(src).with_context(|| format!("stat {}", src.display()))?;
+        set_times(dst, md.atime(), md.atime_nsec(), md.mtime(), md.mtime_nsec())
+    }
+}
+
+fn set_times(dst: &Path, asec: i64, ansec: i64, msec: i64, mnsec: i64) -> Result<()> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let a = TimeSpec::new(asec, ansec);
+    let m = TimeSpec::new(msec, mnsec);
+    utimensat(nix::fcntl::AT_FDCWD, dst, &a, &m, UtimensatFlags::NoFollowSymlink).with_context(|| format!("setting times of {}", dst.display()))
+}
+
+/// Copy extended attributes (best effort: a filesystem without xattr
+/// support, or a namespace we may not write, is not an error).
+fn copy_xattrs(src: &Path, dst: &Path) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(s), Ok(d)) = (CString::new(src.as_os_str().as_bytes()), CString::new(dst.as_os_str().as_bytes())) else { return };
+    let mut names = vec![0u8; 4096];
+    // SAFETY: the pointers are valid for the given lengths.
+    let n = unsafe { libc::llistxattr(s.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return;
+    }
+    names.truncate(n as usize);
+    for name in names.split(|b| *b == 0).filter(|x| !x.is_empty()) {
+        let Ok(cname) = CString::new(name) else { continue };
+        let mut val = vec![0u8; 65536];
+        // SAFETY: as above.
+        let len = unsafe { libc::lgetxattr(s.as_ptr(), cname.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
+        if len < 0 {
+            continue;
+        }
+        // SAFETY: as above.
+        unsafe { libc::lsetxattr(d.as_ptr(), cname.as_ptr(), val.as_ptr().cast(), len as usize, 0) };
+    }
+}
+
+/// Apply the tree `layer` onto `root` (a `--link` layer over its base): the
+/// layer's entries replace what is there, keeping owners, modes and times.
+fn apply_tree(layer: &Path, root: &Path) -> Result<()> {
+    let mut cp = Copier { chown: None, chmod: None, exclude: None, ctx: None, links: HashMap::new(), replace: true };
+    cp.tree(layer, root, "", "", false, Owners::Keep)?;
+    Ok(())
+}
+
+/// `--chmod`: octal or symbolic as chmod(1) with umask 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Chmod {
+    /// `755`.
+    Octal(u32),
+    /// `u=rwX,go=rX`.
+    Symbolic(Vec<(u32, char, Perm)>),
+}
+
+/// The right-hand side of one symbolic operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Perm {
+    /// `rwxXst` letters.
+    Bits(String),
+    /// Copy of another class (`g=u`).
+    From(char),
+}
+
+impl Chmod {
+    /// Parse a `--chmod` value.
+    pub(crate) fn parse(v: &str) -> Option<Chmod> {
+        if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()) {
+            return u32::from_str_radix(v, 8).ok().filter(|m| *m <= 0o7777).map(Chmod::Octal);
+        }
+        let mut ops = Vec::new();
+        for clause in v.split(',') {
+            let mut who = 0u32;
+            let mut chars = clause.chars().peekable();
+            while let Some(c) = chars.peek().copied() {
+                who |= match c {
+                    'u' => 0o4700,
+                    'g' => 0o2070,
+                    'o' => 0o1007,
+                    'a' => 0o7777,
+                    _ => break,
+                };
+                chars.next();
+            }
+            if who == 0 {
+                who = 0o7777;
+            }
+            let mut any = false;
+            while let Some(op) = chars.next() {
+                if !matches!(op, '+' | '-' | '=') {
+                    return None;
+                }
+                any = true;
+                let perm = match chars.peek().copied() {
+                    Some(c @ ('u' | 'g' | 'o')) => {
+                        chars.next();
+                        Perm::From(c)
+                    }
+                    _ => {
+                        let mut s = String::new();
+                        while let Some(c) = chars.peek().copied().filter(|c| "rwxXst".contains(*c)) {
+                            s.push(c);
+                            chars.next();
+                        }
+                        Perm::Bits(s)
+                    }
+                };
+                ops.push((who, op, perm));
+            }
+            if !any {
+                return None;
+            }
+        }
+        Some(Chmod::Symbolic(ops))
+    }
+
+    /// The new mode of an entry with mode `old`.
+    pub(crate) fn apply(&self, old: u32, is_dir: bool) -> u32 {
+        let ops = match self {
+            Chmod::Octal(m) => return *m,
+            Chmod::Symbolic(ops) => ops,
+        };
+        let mut mode = old & 0o7777;
+        for (who, op, perm) in ops {
+            let bits = match perm {
+                Perm::Bits(s) => {
+                    let mut b = 0;
+                    for c in s.chars() {
+                        b |= match c {
+                            'r' => 0o444,
+                            'w' => 0o222,
+                            'x' => 0o111,
+                            'X' if is_dir || old & 0o111 != 0 => 0o111,
+                            's' => 0o6000,
+                            't' => 0o1000,
+                            _ => 0,
+                        };
+                    }
+                    b
+                }
+                Perm::From(c) => {
+                    let v = match c {
+                        'u' => (mode >> 6) & 7,
+                        'g' => (mode >> 3) & 7,
+                        _ => mode & 7,
+                    };
+                    v | (v << 3) | (v << 6)
+                }
+            };
+            let mask = who & bits;
+            match op {
+                '+' => mode |= mask,
+                '-' => mode &= !mask,
+                _ => {
+                    // `=` clears the class's bits (rwx and its special bit), then sets.
+                    mode &= !*who;
+                    mode |= mask;
+                }
+            }
+        }
+        mode
+    }
+}
+
+/// `--chown=user[:group]`: a name is looked up in the base's /etc/passwd
+/// (its primary group is the gid); a numeric uid alone gives gid = uid (as
+/// BuildKit); a group name is looked up in /etc/group.
+fn resolve_chown(root: Option<&Path>, spec: &str) -> Result<(u32, u32)> {
     let (u, g) = spec.split_once(':').map(|(a, b)| (a, Some(b))).unwrap_or((spec, None));
-    let uid = match u.parse::<u32>() {
-        Ok(n) => n,
-        Err(_) => crate::exec::user::resolve(root, u)?.0,
+    let empty = PathBuf::from("/nonexistent-stromatekt-root");
+    let root = root.unwrap_or(&empty);
+    let (uid, primary) = match u.parse::<u32>() {
+        Ok(n) => (n, n),
+        Err(_) => {
+            let (uid, gid, _) = crate::exec::user::resolve(root, u).map_err(|_| {
+                anyhow!("--chown={spec}: no user {u:?} in /etc/passwd of the destination image; use a numeric uid or add the user in an earlier RUN")
+            })?;
+            (uid, gid)
+        }
     };
     let gid = match g {
-        None => uid,
+        None | Some("") => primary,
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => crate::exec::user::resolve(root, &format!("0:{g}"))?.1,
+            Err(_) => {
+                crate::exec::user::resolve(root, &format!("0:{g}"))
+                    .map_err(|_| anyhow!("--chown={spec}: no group {g:?} in /etc/group of the destination image; use a numeric gid or add the group in an earlier RUN"))?
+                    .1
+            }
         },
     };
     Ok((uid, gid))
 }
 
-fn mkdir_p(root: &Path, dir: &Path) -> Result<()> {
-    if !dir.starts_with(root) {
-        bail!("destination {} escapes the root", dir.display());
+/// A reader of the tar stream in `path` when it is a tar archive (plain or
+/// compressed with gzip, bzip2, xz or zstd; judged by content, as BuildKit),
+/// else None.
+fn archive_reader(path: &Path) -> Result<Option<Box<dyn Read>>> {
+    let mut magic = [0u8; 6];
+    let n = {
+        let mut f = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+        let mut got = 0;
+        while got < magic.len() {
+            let k = f.read(&mut magic[got..])?;
+            if k == 0 {
+                break;
+            }
+            got += k;
+        }
+        got
+    };
+    let f = fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let m = &magic[..n];
+    let mut r: Box<dyn Read> = if m.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(f))
+    } else if m.starts_with(b"BZh") {
+        Box::new(bzip2::read::MultiBzDecoder::new(f))
+    } else if m.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Box::new(liblzma::read::XzDecoder::new_multi_decoder(f))
+    } else if m.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::new(f)?)
+    } else {
+        Box::new(f)
+    };
+    let mut header = vec![0u8; 512];
+    let mut got = 0;
+    while got < 512 {
+        match r.read(&mut header[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            // Not a valid compressed stream: a plain file.
+            Err(_) => return Ok(None),
+        }
     }
-    fs::create_dir_all(dir).with_context(|| format!("mkdir {}", dir.display()))
+    if got < 512 || !is_tar_header(&header) {
+        return Ok(None);
+    }
+    Ok(Some(Box::new(std::io::Cursor::new(header).chain(r))))
+}
+
+/// Whether `h` is a valid tar header block (its checksum matches).
+fn is_tar_header(h: &[u8]) -> bool {
+    if h.len() < 512 || h.iter().all(|b| *b == 0) {
+        return false;
+    }
+    let field = String::from_utf8_lossy(&h[148..156]);
+    let Ok(want) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8) else { return false };
+    let sum: u32 = h.iter().enumerate().map(|(i, b)| if (148..156).contains(&i) { 32 } else { u32::from(*b) }).sum();
+    sum == want
+}
+
+/// Unpack a tar stream into `dest` (entries keep owners, modes and times;
+/// `--chown` overrides owners), refusing paths that leave `dest`.
+fn unpack(r: Box<dyn Read>, dest: &Path, chown: Option<(u32, u32)>) -> Result<()> {
+    let mut ar = tar::Archive::new(r);
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_ownerships(true);
+    ar.set_preserve_mtime(true);
+    ar.set_unpack_xattrs(true);
+    ar.set_overwrite(true);
+    let mut dirs = Vec::new();
+    for e in ar.entries()? {
+        let mut e = e?;
+        let p = e.path()?.into_owned();
+        let is_dir = e.header().entry_type().is_dir();
+        let mtime = e.header().mtime().unwrap_or(0) as i64;
+        if !e.unpack_in(dest)? {
+            continue;
+        }
+        let out = dest.join(&p);
+        if let Some((u, g)) = chown {
+            std::os::unix::fs::lchown(&out, Some(u), Some(g)).with_context(|| format!("chown {}", out.display()))?;
+        }
+        if is_dir {
+            dirs.push((out, mtime));
+        }
+    }
+    // Directory times last: later entries changed them.
+    for (d, t) in dirs.iter().rev() {
+        let _ = set_times(d, *t, 0, *t, 0);
+    }
+    Ok(())
 }
 
 /// Hash the tree at `p` (named `rel`) into `h`: every entry's path, mode,
@@ -140,9 +1070,15 @@ fn mkdir_p(root: &Path, dir: &Path) -> Result<()> {
 /// listed first (directory entry types, no stat), then stat-ed and hashed in
 /// parallel; context files go through the context's stat index.
 pub(crate) fn hash_tree(h: &mut Sha256, p: &Path, rel: &str, ctx: Option<&Context>) -> Result<()> {
+    hash_tree_filtered(h, p, rel, ctx, &|_, _| false)
+}
+
+/// [`hash_tree`] skipping the entries (and, without exceptions, the
+/// directories' contents) for which `skip(rel, is_dir)` holds.
+fn hash_tree_filtered(h: &mut Sha256, p: &Path, rel: &str, ctx: Option<&Context>, skip: &(dyn Fn(&str, bool) -> bool + Sync)) -> Result<()> {
     let mut entries: Vec<(String, PathBuf)> = vec![(rel.to_string(), p.to_path_buf())];
     if fs::symlink_metadata(p).with_context(|| format!("stat {}", p.display()))?.is_dir() {
-        list_tree(p, rel, ctx, &mut entries)?;
+        list_tree(p, rel, ctx, skip, &mut entries)?;
     }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
     let chunk = entries.len().div_ceil(threads).max(256);
@@ -161,8 +1097,8 @@ pub(crate) fn hash_tree(h: &mut Sha256, p: &Path, rel: &str, ctx: Option<&Contex
 
 /// Append the entries below directory `p` (pre-order, sorted by name),
 /// skipping what the context excludes.
-fn list_tree(p: &Path, rel: &str, ctx: Option<&Context>, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
-    let mut children: Vec<(std::ffi::OsString, bool)> = Vec::new();
+fn list_tree(p: &Path, rel: &str, ctx: Option<&Context>, skip: &(dyn Fn(&str, bool) -> bool + Sync), out: &mut Vec<(String, PathBuf)>) -> Result<()> {
+    let mut children: Vec<(OsString, bool)> = Vec::new();
     for e in fs::read_dir(p).with_context(|| format!("reading directory {}", p.display()))? {
         let e = e.with_context(|| format!("reading directory {}", p.display()))?;
         let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
@@ -173,14 +1109,21 @@ fn list_tree(p: &Path, rel: &str, ctx: Option<&Context>, out: &mut Vec<(String, 
         let name = n.to_string_lossy();
         let r = if rel.is_empty() { name.into_owned() } else { format!("{rel}/{name}") };
         if let Some(c) = ctx {
-            if c.excluded(&r, is_dir) {
+            if c.excluded(&r, is_dir) && !(is_dir && c.matcher.has_exceptions()) {
                 continue;
             }
         }
         let child = p.join(&n);
+        if skip(&r, is_dir) {
+            if is_dir {
+                // Exceptions below an excluded directory still count.
+                list_tree(&child, &r, ctx, skip, out)?;
+            }
+            continue;
+        }
         out.push((r.clone(), child.clone()));
         if is_dir {
-            list_tree(&child, &r, ctx, out)?;
+            list_tree(&child, &r, ctx, skip, out)?;
         }
     }
     Ok(())
@@ -203,54 +1146,528 @@ fn entry_record(rel: &str, p: &Path, ctx: Option<&Context>) -> Result<Vec<u8>> {
     Ok(rec)
 }
 
-fn copy_contents(src: &Path, dest: &Path, rel: &str, ctx: Option<&Context>, uid: u32, gid: u32, mode: Option<u32>) -> Result<()> {
-    for e in fs::read_dir(src)? {
-        let e = e?;
-        let n = e.file_name();
-        let r = if rel.is_empty() || rel == "." { n.to_string_lossy().into_owned() } else { format!("{rel}/{}", n.to_string_lossy()) };
-        let child = src.join(&n);
-        let md = fs::symlink_metadata(&child)?;
-        if let Some(c) = ctx {
-            if c.excluded(&r, md.is_dir()) {
-                continue;
+#[cfg(test)]
+mod tests {
+    //! COPY/ADD on a [`DirStore`] with a [`FakeExecutor`] (no RUN is used):
+    //! exact trees, modes, owners and contents.
+    #![allow(clippy::unwrap_used)]
+
+    use super::super::{ImageResolver, Options, Scheduler, State};
+    use super::*;
+    use crate::exec::fake::FakeExecutor;
+    use crate::image::source::SourceImage;
+    use crate::progress::{Mode, Progress, StepRecord};
+    use crate::store::mem::DirStore;
+    use frontend::ir::Graph;
+    use frontend::LowerOptions;
+    use std::collections::BTreeSet;
+    use std::io::Write as _;
+    use std::os::unix::fs::symlink;
+
+    struct NoImages;
+
+    impl ImageResolver for NoImages {
+        fn resolve(&self, reference: &str, _platform: &str) -> Result<SourceImage> {
+            bail!("no images in tests ({reference})")
+        }
+    }
+
+    struct Fx {
+        tmp: tempfile::TempDir,
+        store: DirStore,
+        context: Context,
+    }
+
+    /// A context with `files` (path, content, mode), uid/gid 1000 (to see
+    /// that COPY from the context makes them 0:0).
+    fn fx(files: &[(&str, &str, u32)]) -> Fx {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirStore::open(&tmp.path().join("store")).unwrap();
+        let ctx = tmp.path().join("ctx");
+        fs::create_dir_all(&ctx).unwrap();
+        for (p, content, mode) in files {
+            let f = ctx.join(p);
+            fs::create_dir_all(f.parent().unwrap()).unwrap();
+            fs::write(&f, content).unwrap();
+            fs::set_permissions(&f, fs::Permissions::from_mode(*mode)).unwrap();
+            std::os::unix::fs::lchown(&f, Some(1000), Some(1000)).unwrap();
+        }
+        let context = Context::open(&ctx).unwrap().with_index(&tmp.path().join("index"));
+        Fx { tmp, store, context }
+    }
+
+    impl Fx {
+        fn ctx(&self) -> PathBuf {
+            self.tmp.path().join("ctx")
+        }
+        fn reopen(&mut self) {
+            self.context = Context::open(&self.ctx()).unwrap().with_index(&self.tmp.path().join("index"));
+        }
+    }
+
+    fn graph(text: &str) -> Graph {
+        let opts = LowerOptions { file: "Dockerfile".into(), ..Default::default() };
+        frontend::build_graph(text, &opts).map_err(|e| e.render("Dockerfile", text)).unwrap()
+    }
+
+    fn run_graph(f: &Fx, g: &Graph) -> (Result<State>, Vec<StepRecord>) {
+        let exec = FakeExecutor::new();
+        let progress = Progress::new(Mode::Quiet);
+        let sched = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, Options { jobs: 2, ..Options::default() });
+        let res = sched.run(g).map(|states| states[&g.exports[0].node].clone());
+        (res, progress.records())
+    }
+
+    fn build(f: &Fx, text: &str) -> Result<State> {
+        run_graph(f, &graph(text)).0
+    }
+
+    fn root_of(f: &Fx, st: &State) -> PathBuf {
+        f.store.get(st.top.as_ref().unwrap()).unwrap()
+    }
+
+    /// `path type mode uid:gid [content|target]` for every entry below `root`.
+    fn listing(root: &Path) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for e in walkdir::WalkDir::new(root).min_depth(1) {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let md = fs::symlink_metadata(e.path()).unwrap();
+            let ft = md.file_type();
+            let line = if ft.is_symlink() {
+                format!("{rel} -> {}", fs::read_link(e.path()).unwrap().display())
+            } else if ft.is_dir() {
+                format!("{rel}/ {:o} {}:{}", md.mode() & 0o7777, md.uid(), md.gid())
+            } else {
+                format!("{rel} {:o} {}:{} {}", md.mode() & 0o7777, md.uid(), md.gid(), fs::read_to_string(e.path()).unwrap_or_default())
+            };
+            out.insert(line);
+        }
+        out
+    }
+
+    fn set(lines: &[&str]) -> BTreeSet<String> {
+        lines.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn err(f: &Fx, text: &str) -> String {
+        format!("{:#}", build(f, text).unwrap_err())
+    }
+
+    #[test]
+    fn wildcards_directories_and_destinations() {
+        let f = fx(&[("a.txt", "A", 0o644), ("b.txt", "B", 0o600), ("x.md", "X", 0o644), ("dir/sub/c.txt", "C", 0o755), ("[x].txt", "K", 0o644)]);
+        let st = build(&f, "FROM scratch\nCOPY *.txt /out/\nCOPY dir /d\nCOPY a.txt /f\nWORKDIR /w\nCOPY ?.md rel/\nCOPY b.txt x.md sub/\nCOPY [[]x].txt dir/sub/ /k/\n").unwrap();
+        let root = root_of(&f, &st);
+        let l = listing(&root);
+        for want in [
+            "out/ 755 0:0",
+            "out/a.txt 644 0:0 A",
+            "out/b.txt 600 0:0 B",
+            "out/[x].txt 644 0:0 K",
+            "d/sub/c.txt 755 0:0 C",
+            "f 644 0:0 A",
+            "w/ 755 0:0",
+            "w/rel/x.md 644 0:0 X",
+            "w/sub/b.txt 600 0:0 B",
+            "w/sub/x.md 644 0:0 X",
+            "k/[x].txt 644 0:0 K",
+            "k/c.txt 755 0:0 C",
+        ] {
+            assert!(l.contains(want), "missing {want:?} in {l:#?}");
+        }
+        assert!(!l.iter().any(|x| x.starts_with("out/x.md") || x.starts_with("out/dir")), "{l:#?}");
+        // BuildKit copies several sources in turn: without a trailing `/` the
+        // destination is a file and the last one wins.
+        let st = build(&f, "FROM scratch\nCOPY a.txt b.txt /last\n").unwrap();
+        assert_eq!(listing(&root_of(&f, &st)), set(&["last 600 0:0 B"]));
+        // As BuildKit (AllowEmptyWildcard): an empty match copies nothing...
+        let st = build(&f, "FROM scratch\nCOPY a.txt /a\nCOPY *.nothing /x/\n").unwrap();
+        assert_eq!(listing(&root_of(&f, &st)), set(&["a 644 0:0 A"]));
+        // ... but the directory the pattern looks in must exist.
+        let e = err(&f, "FROM scratch\nCOPY nodir/*.txt /x/\n");
+        assert!(e.contains("Dockerfile:2") && e.contains("\"nodir\" not found"), "{e}");
+        let e = err(&f, "FROM scratch\nCOPY missing.txt /x\n");
+        assert!(e.contains("Dockerfile:2") && e.contains("\"missing.txt\" not found"), "{e}");
+    }
+
+    #[test]
+    fn dockerignore_excluded_sources_and_exclude_flag() {
+        let mut f = fx(&[("keep.txt", "k", 0o644), ("secret.key", "s", 0o600), ("src/a.rs", "a", 0o644), ("src/a.md", "m", 0o644), ("src/deep/b.md", "b", 0o644)]);
+        fs::write(f.ctx().join(".dockerignore"), "*.key\n").unwrap();
+        f.reopen();
+        let st = build(&f, "FROM scratch\nCOPY . /all/\nCOPY --exclude=*.md --exclude=deep src /src\n").unwrap();
+        let l = listing(&root_of(&f, &st));
+        assert!(l.contains("all/keep.txt 644 0:0 k") && l.contains("all/.dockerignore 644 0:0 *.key\n"), "{l:#?}");
+        assert!(!l.iter().any(|x| x.contains("secret.key")), "{l:#?}");
+        let src: Vec<&String> = l.iter().filter(|x| x.starts_with("src")).collect();
+        assert_eq!(src, vec!["src/ 755 0:0", "src/a.rs 644 0:0 a"], "{l:#?}");
+        let e = err(&f, "FROM scratch\nCOPY secret.key /x\n");
+        assert!(e.contains("excluded by .dockerignore"), "{e}");
+        // As fsutil: patterns apply below the selected source, so a file
+        // matched by the wildcard itself is copied.
+        let st = build(&f, "FROM scratch\nCOPY --exclude=*.md src/*.md /m/\nCOPY --parents --exclude=src/*.md src/a.* /p/\n").unwrap();
+        let l = listing(&root_of(&f, &st));
+        assert!(l.contains("m/a.md 644 0:0 m") && l.contains("p/src/a.rs 644 0:0 a"), "{l:#?}");
+        assert!(!l.contains("p/src/a.md 644 0:0 m"), "{l:#?}");
+        let e = err(&f, "FROM scratch\nCOPY keep.txt /f\nCOPY src /f\n");
+        assert!(e.contains("Dockerfile:3") && e.contains("onto the existing file"), "{e}");
+        let e = err(&f, "FROM scratch\nCOPY src /f/\nCOPY keep.txt /f/a.rs/x\nCOPY keep.txt /f/a.rs\n");
+        assert!(e.contains("Dockerfile:3"), "{e}");
+    }
+
+    #[test]
+    fn chown_chmod_and_owners() {
+        let f = fx(&[
+            ("passwd", "root:x:0:0::/root:/bin/sh\napp:x:1234:4321::/home/app:/bin/sh\n", 0o644),
+            ("group", "root:x:0:\nstaff:x:50:\n", 0o644),
+            ("run.sh", "#!/bin/sh", 0o700),
+            ("d/f", "F", 0o640),
+        ]);
+        let df = "FROM scratch AS base\nCOPY passwd group /etc/\n\
+                  FROM scratch AS owned\nCOPY --chown=777:888 run.sh /o/run.sh\n\
+                  FROM base\n\
+                  COPY --chown=app run.sh /a/\n\
+                  COPY --chown=app:staff --chmod=640 run.sh /b/\n\
+                  COPY --chown=42 d /c/new/\n\
+                  COPY --chmod=u=rwX,go=rX d /s/\n\
+                  COPY --chmod=+x d/f /x\n\
+                  COPY --chmod=751 d /p/q/\n\
+                  COPY --from=owned /o/run.sh /kept\n";
+        let st = build(&f, df).unwrap();
+        let l = listing(&root_of(&f, &st));
+        for want in [
+            "a/run.sh 700 1234:4321 #!/bin/sh",
+            "b/run.sh 640 1234:50 #!/bin/sh",
+            "c/ 755 42:42",
+            "c/new/ 755 42:42",
+            "c/new/f 640 42:42 F",
+            "s/f 644 0:0 F",
+            "x 751 0:0 F",
+            "p/ 751 0:0",
+            "p/q/ 751 0:0",
+            "p/q/f 751 0:0 F",
+            "kept 700 777:888 #!/bin/sh",
+        ] {
+            assert!(l.contains(want), "missing {want:?} in {l:#?}");
+        }
+        let e = err(&f, "FROM scratch\nCOPY passwd /etc/\nCOPY --chown=nobody run.sh /x\n");
+        assert!(e.contains("Dockerfile:3") && e.contains("no user \"nobody\""), "{e}");
+        let e = err(&f, "FROM scratch\nCOPY --chown=0:wheel run.sh /x\n");
+        assert!(e.contains("no group \"wheel\""), "{e}");
+    }
+
+    #[test]
+    fn chmod_symbolic() {
+        let m = |s: &str, old: u32, dir: bool| Chmod::parse(s).unwrap().apply(old, dir);
+        assert_eq!(m("755", 0o600, false), 0o755);
+        assert_eq!(m("u=rwX,go=rX", 0o600, false), 0o644);
+        assert_eq!(m("u=rwX,go=rX", 0o700, false), 0o755);
+        assert_eq!(m("u=rwX,go=rX", 0o600, true), 0o755);
+        assert_eq!(m("+x", 0o640, false), 0o751);
+        assert_eq!(m("g-w,o=", 0o777, false), 0o750);
+        assert_eq!(m("g=u", 0o640, false), 0o660);
+        assert_eq!(m("u+s", 0o755, false), 0o4755);
+        assert!(Chmod::parse("rwx").is_none());
+        assert!(Chmod::parse("888").is_none());
+    }
+
+    #[test]
+    fn links_hardlinks_and_times_are_kept() {
+        let f = fx(&[("t/file", "data", 0o644)]);
+        let t = f.ctx().join("t");
+        symlink("file", t.join("link")).unwrap();
+        fs::hard_link(t.join("file"), t.join("hard")).unwrap();
+        symlink("t/file", f.ctx().join("top-link")).unwrap();
+        let when = nix::sys::time::TimeSpec::new(1_000_000_000, 0);
+        nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &t.join("file"), &when, &when, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+        let st = build(&f, "FROM scratch\nCOPY t /t/\nCOPY top-link /dir/\n").unwrap();
+        let root = root_of(&f, &st);
+        let l = listing(&root);
+        assert!(l.contains("t/link -> file"), "{l:#?}");
+        // The source symlink is followed; the copy keeps its name.
+        assert!(l.contains("dir/top-link 644 0:0 data"), "{l:#?}");
+        let (a, b) = (fs::metadata(root.join("t/file")).unwrap(), fs::metadata(root.join("t/hard")).unwrap());
+        assert_eq!(a.ino(), b.ino());
+        assert_eq!(a.mtime(), 1_000_000_000);
+    }
+
+    #[test]
+    fn special_files_are_recreated() {
+        let f = fx(&[]);
+        let src = f.tmp.path().join("special");
+        fs::create_dir_all(&src).unwrap();
+        nix::unistd::mkfifo(&src.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
+        let ctx = f.ctx();
+        fs::rename(src.join("fifo"), ctx.join("fifo")).unwrap();
+        let st = build(&f, "FROM scratch\nCOPY fifo /dev-like/\n").unwrap();
+        let md = fs::symlink_metadata(root_of(&f, &st).join("dev-like/fifo")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&md.file_type()));
+        assert_eq!(md.mode() & 0o7777, 0o640);
+    }
+
+    fn getxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+        use std::os::unix::ffi::OsStrExt;
+        let (cp, cn) = (std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap(), std::ffi::CString::new(name).unwrap());
+        let mut buf = vec![0u8; 256];
+        // SAFETY: valid C strings and buffer.
+        let n = unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        (n >= 0).then(|| buf[..n as usize].to_vec())
+    }
+
+    #[test]
+    fn xattrs_are_kept() {
+        use std::os::unix::ffi::OsStrExt;
+        let f = fx(&[("x", "x", 0o644)]);
+        let p = std::ffi::CString::new(f.ctx().join("x").as_os_str().as_bytes()).unwrap();
+        let (name, value) = (c"user.stromatekt", b"v1");
+        // SAFETY: valid C strings and buffer.
+        if unsafe { libc::lsetxattr(p.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) } != 0 {
+            eprintln!("skipping: no user xattrs on this filesystem");
+            return;
+        }
+        let st = build(&f, "FROM scratch\nCOPY x /y\n").unwrap();
+        assert_eq!(getxattr(&root_of(&f, &st).join("y"), "user.stromatekt").as_deref(), Some(&b"v1"[..]));
+    }
+
+    #[test]
+    fn parents_with_pivot() {
+        let f = fx(&[("a/b/c.txt", "c", 0o644), ("a/b/d.txt", "d", 0o644), ("x/y/z.txt", "z", 0o644)]);
+        fs::set_permissions(f.ctx().join("a/b"), fs::Permissions::from_mode(0o750)).unwrap();
+        let st = build(&f, "FROM scratch\nCOPY --parents a/b/*.txt /p/\nCOPY --parents x/./y/z.txt /q/\n").unwrap();
+        let l = listing(&root_of(&f, &st));
+        for want in ["p/a/b/ 750 0:0", "p/a/b/c.txt 644 0:0 c", "p/a/b/d.txt 644 0:0 d", "q/y/z.txt 644 0:0 z"] {
+            assert!(l.contains(want), "missing {want:?} in {l:#?}");
+        }
+        assert!(!l.iter().any(|x| x.starts_with("q/x")), "{l:#?}");
+    }
+
+    #[test]
+    fn heredoc_sources() {
+        let f = fx(&[]);
+        let st = build(&f, "FROM scratch\nCOPY <<EOF /h.txt\nhello\nEOF\nCOPY --chmod=755 <<A <<B /dir/\none\nA\ntwo\nB\n").unwrap();
+        let l = listing(&root_of(&f, &st));
+        assert_eq!(l, set(&["h.txt 644 0:0 hello\n", "dir/ 755 0:0", "dir/A 755 0:0 one\n", "dir/B 755 0:0 two\n"]));
+    }
+
+    #[test]
+    fn link_layer_does_not_depend_on_the_base() {
+        let f = fx(&[("one", "1", 0o644), ("two", "2", 0o644), ("app.txt", "app", 0o644)]);
+        let a = build(&f, "FROM scratch\nCOPY one /base/\nCOPY --link app.txt /opt/app/\n").unwrap();
+        let b = build(&f, "FROM scratch\nCOPY two /other/\nCOPY --link app.txt /opt/app/\n").unwrap();
+        let (la, lb) = (a.layers.last().unwrap(), b.layers.last().unwrap());
+        assert_eq!(la.name, lb.name, "the --link layer differs with the base");
+        assert_eq!(la.parent, None);
+        let layer = listing(&f.store.get(&la.name).unwrap());
+        assert_eq!(layer, set(&["opt/ 755 0:0", "opt/app/ 755 0:0", "opt/app/app.txt 644 0:0 app"]));
+        let tree = listing(&root_of(&f, &a));
+        assert!(tree.contains("base/one 644 0:0 1") && tree.contains("opt/app/app.txt 644 0:0 app"), "{tree:#?}");
+        assert_ne!(a.top, b.top);
+    }
+
+    #[test]
+    fn cache_hits_ignore_mtime_but_not_content_or_mode() {
+        let f = fx(&[("a.txt", "A", 0o644), ("other", "o", 0o644)]);
+        let text = "FROM scratch\nCOPY a.txt /a\n";
+        let g = graph(text);
+        let copy_outcome = |f: &Fx| run_graph(f, &g).1.iter().find(|r| r.name.contains("COPY")).unwrap().outcome;
+        assert_eq!(copy_outcome(&f), Outcome::Done);
+        let when = nix::sys::time::TimeSpec::new(12345, 0);
+        nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &f.ctx().join("a.txt"), &when, &when, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+        fs::write(f.ctx().join("other"), "changed").unwrap();
+        assert_eq!(copy_outcome(&f), Outcome::Cached);
+        fs::set_permissions(f.ctx().join("a.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(copy_outcome(&f), Outcome::Done);
+        fs::write(f.ctx().join("a.txt"), "B").unwrap();
+        assert_eq!(copy_outcome(&f), Outcome::Done);
+    }
+
+    /// A tar with `d/` (0750) and `d/f` (0640, uid 7, "hi").
+    fn tar_bytes() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o750);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(0);
+        h.set_mtime(1000);
+        b.append_data(&mut h, "d/", std::io::empty()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o640);
+        h.set_size(2);
+        h.set_uid(7);
+        h.set_gid(8);
+        h.set_mtime(1000);
+        b.append_data(&mut h, "d/f", &b"hi"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn add_unpacks_archives_by_content() {
+        let f = fx(&[("not-really.tar.gz", "plain text", 0o644)]);
+        let tar = tar_bytes();
+        let c = f.ctx();
+        fs::write(c.join("plain.tar"), &tar).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar).unwrap();
+        fs::write(c.join("archive.bin"), gz.finish().unwrap()).unwrap();
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+        bz.write_all(&tar).unwrap();
+        fs::write(c.join("a.tar.bz2"), bz.finish().unwrap()).unwrap();
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 6);
+        xz.write_all(&tar).unwrap();
+        fs::write(c.join("a.tar.xz"), xz.finish().unwrap()).unwrap();
+        fs::write(c.join("a.tar.zst"), zstd::encode_all(&tar[..], 3).unwrap()).unwrap();
+        let st = build(
+            &f,
+            "FROM scratch\nADD plain.tar /plain\nADD archive.bin /gz/\nADD a.tar.bz2 /bz/\nADD a.tar.xz /xz/\nADD a.tar.zst /zst/\n\
+             ADD not-really.tar.gz /n/\nADD --unpack=false plain.tar /keep/\nCOPY plain.tar /copied/\n",
+        )
+        .unwrap();
+        let root = root_of(&f, &st);
+        let l = listing(&root);
+        for d in ["plain", "gz", "bz", "xz", "zst"] {
+            assert!(l.contains(&format!("{d}/d/ 750 0:0")), "{d}: {l:#?}");
+            assert!(l.contains(&format!("{d}/d/f 640 7:8 hi")), "{d}: {l:#?}");
+            assert_eq!(fs::metadata(root.join(d).join("d/f")).unwrap().mtime(), 1000);
+        }
+        assert!(l.contains("n/not-really.tar.gz 644 0:0 plain text"), "{l:#?}");
+        assert!(root.join("keep/plain.tar").is_file() && root.join("copied/plain.tar").is_file(), "{l:#?}");
+    }
+
+    /// Serve `routes` (path -> (status line, headers, body)) on loopback,
+    /// one connection at a time, forever (the thread dies with the test).
+    fn serve(routes: Vec<(&'static str, &'static str, Vec<u8>)>) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut s) = conn else { continue };
+                let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+                let mut first = String::new();
+                std::io::BufRead::read_line(&mut r, &mut first).unwrap();
+                loop {
+                    let mut l = String::new();
+                    if std::io::BufRead::read_line(&mut r, &mut l).unwrap() == 0 || l.trim().is_empty() {
+                        break;
+                    }
+                }
+                let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+                match routes.iter().find(|(p, _, _)| *p == path) {
+                    Some((_, headers, body)) => {
+                        let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{headers}\r\n", body.len());
+                        let _ = s.write_all(body);
+                    }
+                    None => {
+                        let _ = write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                    }
+                }
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn add_http_sources() {
+        let f = fx(&[]);
+        let tar = tar_bytes();
+        let port = serve(vec![
+            ("/files/hello.txt", "Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n", b"hello".to_vec()),
+            ("/redirect", "", vec![]),
+            ("/t.tar", "", tar),
+        ]);
+        let sum = hex::encode(Sha256::digest(b"hello"));
+        let u = format!("http://127.0.0.1:{port}");
+        let st = build(
+            &f,
+            &format!(
+                "FROM scratch\nADD {u}/files/hello.txt /dl/\nADD --checksum=sha256:{sum} {u}/files/hello.txt /named\n\
+                 ADD --chown=5:6 {u}/files/hello.txt /owned/\nADD {u}/t.tar /t/\nADD --unpack=true {u}/t.tar /u/\n"
+            ),
+        )
+        .unwrap();
+        let root = root_of(&f, &st);
+        let l = listing(&root);
+        for want in ["dl/hello.txt 600 0:0 hello", "named 600 0:0 hello", "owned/hello.txt 600 5:6 hello", "u/d/f 640 7:8 hi"] {
+            assert!(l.contains(want), "missing {want:?} in {l:#?}");
+        }
+        assert!(root.join("t/t.tar").is_file(), "{l:#?}");
+        assert_eq!(fs::metadata(root.join("dl/hello.txt")).unwrap().mtime(), 784111777);
+        let bad = "0".repeat(64);
+        let e = err(&f, &format!("FROM scratch\nADD --checksum=sha256:{bad} {u}/files/hello.txt /x\n"));
+        assert!(e.contains("Dockerfile:2") && e.contains("checksum mismatch"), "{e}");
+        let e = err(&f, &format!("FROM scratch\nADD {u}/nothing /x\n"));
+        assert!(e.contains("Dockerfile:2") && e.contains("404"), "{e}");
+    }
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    #[test]
+    fn add_git_sources() {
+        if std::process::Command::new("git").arg("--version").output().is_err() {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "git is not installed");
+            eprintln!("skipping: git is not installed");
+            return;
+        }
+        let f = fx(&[]);
+        let repo = f.tmp.path().join("repo");
+        fs::create_dir_all(repo.join("sub")).unwrap();
+        git(&repo, &["init", "-q"]);
+        fs::write(repo.join("README"), "v1").unwrap();
+        fs::write(repo.join("sub/tool.sh"), "echo").unwrap();
+        fs::set_permissions(repo.join("sub/tool.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        git(&repo, &["add", "."]);
+        git(&repo, &["commit", "-qm", "one"]);
+        git(&repo, &["tag", "v1"]);
+        fs::write(repo.join("README"), "v2").unwrap();
+        git(&repo, &["commit", "-qam", "two"]);
+        // The frontend only takes remote-looking URLs; point the node at the local repository.
+        let mut g = graph("FROM scratch\nADD git@example.com:r.git#v1 /v1/\nADD git@example.com:r.git#main:sub /sub/\nADD --keep-git-dir git@example.com:r.git /keep/\n");
+        for n in &mut g.nodes {
+            if let Op::Git { remote, .. } = &mut n.op {
+                *remote = repo.to_string_lossy().into_owned();
             }
         }
-        copy_one(&child, &dest.join(&n), uid, gid, mode)?;
-        if md.is_dir() {
-            copy_contents(&child, &dest.join(&n), &r, ctx, uid, gid, mode)?;
+        let st = run_graph(&f, &g).0.unwrap();
+        let root = root_of(&f, &st);
+        let l = listing(&root);
+        for want in ["v1/README 644 0:0 v1", "v1/sub/tool.sh 755 0:0 echo", "sub/tool.sh 755 0:0 echo", "keep/README 644 0:0 v2"] {
+            assert!(l.contains(want), "missing {want:?} in {l:#?}");
         }
+        assert!(!root.join("v1/.git").exists() && root.join("keep/.git").is_dir());
+        let retarget = |text: &str| {
+            let mut g = graph(text);
+            for n in &mut g.nodes {
+                if let Op::Git { remote, .. } = &mut n.op {
+                    *remote = repo.to_string_lossy().into_owned();
+                }
+            }
+            format!("{:#}", run_graph(&f, &g).0.unwrap_err())
+        };
+        let e = retarget("FROM scratch\nADD git@example.com:r.git#nope /x/\n");
+        assert!(e.contains("Dockerfile:2") && e.contains("reference \"nope\" not found"), "{e}");
+        let e = retarget("FROM scratch\nADD --checksum=0123456789abcdef git@example.com:r.git#v1 /x/\n");
+        assert!(e.contains("Dockerfile:2") && e.contains("checksum mismatch"), "{e}");
     }
-    Ok(())
-}
 
-/// Copy one entry (a directory is created, not filled).
-fn copy_one(src: &Path, dst: &Path, uid: u32, gid: u32, mode: Option<u32>) -> Result<()> {
-    let md = fs::symlink_metadata(src).with_context(|| format!("stat {}", src.display()))?;
-    let ft = md.file_type();
-    if ft.is_dir() {
-        if !dst.is_dir() {
-            let _ = fs::remove_file(dst);
-            fs::create_dir(dst).with_context(|| format!("mkdir {}", dst.display()))?;
-        }
-    } else {
-        if fs::symlink_metadata(dst).map(|m| m.is_dir()).unwrap_or(false) {
-            fs::remove_dir_all(dst)?;
-        } else {
-            let _ = fs::remove_file(dst);
-        }
-        if ft.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(src)?, dst).with_context(|| format!("symlink {}", dst.display()))?;
-        } else if ft.is_file() {
-            fs::copy(src, dst).with_context(|| format!("copy {} to {}", src.display(), dst.display()))?;
-        } else {
-            bail!("{}: special files cannot be copied", src.display());
-        }
+    #[test]
+    fn go_match_syntax() {
+        assert_eq!(go_match("*.txt", "a.txt"), Ok(true));
+        assert_eq!(go_match("a?c", "abc"), Ok(true));
+        assert_eq!(go_match("[a-c]x", "bx"), Ok(true));
+        assert_eq!(go_match("[^a-c]x", "bx"), Ok(false));
+        assert_eq!(go_match("\\*", "*"), Ok(true));
+        assert_eq!(go_match("*", ".hidden"), Ok(true));
+        assert!(go_match("[", "a").is_err());
+        assert!(go_match("a[", "b").is_err());
     }
-    std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).with_context(|| format!("chown {}", dst.display()))?;
-    if !ft.is_symlink() {
-        let m = mode.unwrap_or(md.mode() & 0o7777);
-        fs::set_permissions(dst, fs::Permissions::from_mode(m)).with_context(|| format!("chmod {}", dst.display()))?;
-    }
-    Ok(())
 }
-

@@ -20,6 +20,7 @@ mod fetch;
 mod algebra;
 mod merge;
 mod mounts;
+pub mod platforms;
 mod run;
 
 use crate::context::Context;
@@ -417,9 +418,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             Op::Exec(e) => self.run_exec(node, e, states),
             Op::Copy(c) => self.run_copy(node, c, states),
             Op::Http { url, checksum, filename } => self.run_http(graph, node, url, checksum.as_deref(), filename),
-            Op::Git { remote, reference, subdir, keep_git_dir, checksum } => {
-                self.run_git(graph, node, remote, reference.as_deref(), subdir.as_deref(), *keep_git_dir, checksum.as_deref())
-            }
+            Op::Git { .. } => self.run_git(graph, node),
             Op::Merge { base, members, overlap } => self.run_merge(graph, node, *base, members, *overlap, states),
             Op::Remove { base, layers } => self.run_remove(node, *base, layers, states),
             Op::Rebase { base, old_base, new_base } => self.run_rebase(node, *base, *old_base, *new_base, states),

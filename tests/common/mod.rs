@@ -309,6 +309,9 @@ pub enum Fault {
     Status(u16),
     /// Close the connection without answering.
     Drop,
+    /// Forward, but flip the first byte of the answer's body (a corrupted
+    /// download).
+    Corrupt,
 }
 
 /// Decides, from a request's first line (`PUT /v2/x/blobs/uploads/...
@@ -427,7 +430,7 @@ fn proxy_one(mut client: TcpStream, upstream: u16, rule: &FaultRule, requests: &
             let _ = client.shutdown(std::net::Shutdown::Both);
             return;
         }
-        None => {}
+        None | Some(Fault::Corrupt) => {}
     }
     let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else { return };
     let mut out = String::new();
@@ -448,6 +451,20 @@ fn proxy_one(mut client: TcpStream, upstream: u16, rule: &FaultRule, requests: &
         let _ = std::io::copy(&mut c2, &mut u2);
         let _ = u2.shutdown(std::net::Shutdown::Write);
     });
+    if fault == Some(Fault::Corrupt) {
+        // Pass the answer's head through, then the body with its first byte flipped.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            match up.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+        let _ = client.write_all(&head);
+        if let Ok(1) = up.read(&mut byte) {
+            let _ = client.write_all(&[byte[0] ^ 0xff]);
+        }
+    }
     let _ = std::io::copy(&mut up, &mut client);
     let _ = client.shutdown(std::net::Shutdown::Both);
     let _ = up.shutdown(std::net::Shutdown::Both);

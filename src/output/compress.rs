@@ -1,0 +1,108 @@
+//! Layer blobs in another compression: the store caches every layer as
+//! gzip (`scheduler::export::layer_blob`); `compression=zstd|uncompressed`
+//! outputs re-encode that blob. The tar inside (and so the diff_id) does not
+//! change. Written beside `image::layer::write_gzip_blob` rather than in it,
+//! to keep image/ free of exporter options.
+
+use super::spec::Compression;
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+/// A writer that hashes and counts what passes through it.
+pub(crate) struct Hashing<W> {
+    pub(crate) inner: W,
+    pub(crate) hash: Sha256,
+    pub(crate) len: u64,
+}
+
+impl<W> Hashing<W> {
+    pub(crate) fn new(inner: W) -> Hashing<W> {
+        Hashing { inner, hash: Sha256::new(), len: 0 }
+    }
+
+    pub(crate) fn digest(&self) -> String {
+        format!("sha256:{}", hex::encode(self.hash.clone().finalize()))
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// How a blob is compressed, from its media type.
+pub fn compression_of(media_type: &str) -> Compression {
+    if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
+        Compression::Zstd
+    } else if media_type.ends_with("gzip") {
+        Compression::Gzip
+    } else {
+        Compression::Uncompressed
+    }
+}
+
+/// The uncompressed tar stream of a layer blob file.
+pub fn open_tar(path: &Path, media_type: &str) -> io::Result<Box<dyn Read>> {
+    let file = BufReader::new(fs::File::open(path)?);
+    Ok(match compression_of(media_type) {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
+        Compression::Uncompressed => Box::new(file),
+    })
+}
+
+/// Write the tar from `tar` to `dest` compressed as `to` (`level`: the
+/// codec's default when None); returns the blob's digest and size.
+pub fn write_blob(mut tar: impl Read, dest: &Path, to: Compression, level: Option<i32>) -> io::Result<(String, u64)> {
+    let out = Hashing::new(BufWriter::new(fs::File::create(dest)?));
+    let mut out = match to {
+        Compression::Gzip => {
+            let lvl = level.map(|l| l.clamp(0, 9) as u32).unwrap_or(6);
+            let mut gz = flate2::GzBuilder::new().mtime(0).write(out, flate2::Compression::new(lvl));
+            io::copy(&mut tar, &mut gz)?;
+            gz.finish()?
+        }
+        Compression::Zstd => {
+            let mut z = zstd::stream::write::Encoder::new(out, level.unwrap_or(3))?;
+            io::copy(&mut tar, &mut z)?;
+            z.finish()?
+        }
+        Compression::Uncompressed => {
+            let mut out = out;
+            io::copy(&mut tar, &mut out)?;
+            out
+        }
+    };
+    out.flush()?;
+    Ok((out.digest(), out.len))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn zstd_round_trip_keeps_the_tar() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tar_bytes: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let gz = tmp.path().join("l.gz");
+        write_blob(&tar_bytes[..], &gz, Compression::Gzip, None).unwrap();
+        let zst = tmp.path().join("l.zst");
+        let (digest, size) = write_blob(open_tar(&gz, "x.tar+gzip").unwrap(), &zst, Compression::Zstd, Some(5)).unwrap();
+        assert_eq!(size, fs::metadata(&zst).unwrap().len());
+        assert_eq!(digest, crate::image::manifest::digest_of(&fs::read(&zst).unwrap()));
+        let mut back = vec![];
+        open_tar(&zst, "application/vnd.oci.image.layer.v1.tar+zstd").unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, tar_bytes);
+    }
+}

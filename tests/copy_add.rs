@@ -1,0 +1,187 @@
+//! COPY and ADD built for real (btrfs store, runc) on a busybox base: owners
+//! from names in the image's /etc/passwd, modes, archives, a download from a
+//! loopback HTTP server, what a RUN sees afterwards, and `--link` layers that
+//! are byte-identical whatever the base below them.
+//!
+//! Needs root, btrfs, runc and umoci: skipped with a message when missing,
+//! except under `CI=true`, where it fails.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn build(root: &Path, base: &Path, ctx: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stromatekt"));
+    c.env("STROMATEKT_ROOT", root)
+        .arg("build")
+        .args(extra)
+        .arg("--build-arg")
+        .arg(format!("BASE=oci-layout://{}:latest", base.display()))
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", out.display()))
+        .arg(ctx);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "build failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn unpack(layout: &Path, dest: &Path) -> PathBuf {
+    let _ = fs::remove_dir_all(dest);
+    common::run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", layout.display())).arg(dest));
+    dest.join("rootfs")
+}
+
+/// The layer digests of the single image in an OCI layout.
+fn layer_digests(layout: &Path) -> Vec<String> {
+    let json = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+    };
+    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let index = json(layout.join("index.json"));
+    let manifest = json(blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
+}
+
+/// `uid:gid mode` of a path (not following symlinks).
+fn meta(p: &Path) -> String {
+    let md = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    format!("{}:{} {:o}", md.uid(), md.gid(), md.mode() & 0o7777)
+}
+
+/// Serve `body` at every path with a Last-Modified header, on loopback.
+fn serve(body: &'static [u8]) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            loop {
+                let mut l = String::new();
+                if r.read_line(&mut l).unwrap_or(0) == 0 || l.trim().is_empty() {
+                    break;
+                }
+            }
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(body);
+        }
+    });
+    port
+}
+
+const DOCKERFILE: &str = r#"ARG BASE
+FROM ${BASE} AS users
+RUN echo 'app:x:1500:1501::/home/app:/bin/sh' >> /etc/passwd && echo 'staff:x:1600:' >> /etc/group
+
+FROM users AS owned
+COPY --chown=4242:4343 one.txt /owned/one.txt
+
+FROM users
+ARG PORT
+WORKDIR /work
+COPY --chown=app:staff files/ /home/app/
+COPY --chown=app one.txt rel/
+COPY --chmod=u=rwX,go=rX files/tool.sh /usr/local/bin/
+COPY --from=owned /owned/one.txt /kept.txt
+COPY --exclude=sub/*.md --parents files/./sub/ /parents/
+ADD data.tar.gz /opt/data/
+ADD http://127.0.0.1:${PORT}/dl/hello.txt /dl/
+COPY <<EOT /etc/motd
+hello from a heredoc
+EOT
+RUN stat -c '%u:%g %a' /home/app/tool.sh > /seen && cat /opt/data/d/f /dl/hello.txt /etc/motd >> /seen
+"#;
+
+#[test]
+fn copy_and_add_for_real() {
+    if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
+        return;
+    }
+    let store = common::LoopStore::new(2);
+    let root = store.dir.join("root");
+    let base = store.scratch().join("busybox");
+    assert!(common::busybox_layout(&base));
+    let ctx = store.scratch().join("ctx");
+    fs::create_dir_all(ctx.join("files/sub")).unwrap();
+    fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    fs::write(ctx.join("one.txt"), "one\n").unwrap();
+    fs::write(ctx.join("files/tool.sh"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(ctx.join("files/tool.sh"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(ctx.join("files/sub/a.txt"), "a\n").unwrap();
+    fs::write(ctx.join("files/sub/notes.md"), "md\n").unwrap();
+    // A gzip tar with d/f (uid 7, 0640).
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o640);
+    h.set_uid(7);
+    h.set_gid(8);
+    h.set_size(9);
+    h.set_mtime(1000);
+    b.append_data(&mut h, "d/f", &b"from tar\n"[..]).unwrap();
+    fs::write(ctx.join("data.tar.gz"), b.into_inner().unwrap().finish().unwrap()).unwrap();
+    let port = serve(b"downloaded\n");
+
+    let out = store.scratch().join("out");
+    build(&root, &base, &ctx, &out, &["--build-arg", &format!("PORT={port}")]);
+    let rootfs = unpack(&out, &store.scratch().join("bundle"));
+    let at = |p: &str| rootfs.join(p);
+    let read = |p: &str| fs::read_to_string(at(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    assert_eq!(meta(&at("home/app/tool.sh")), "1500:1600 700");
+    assert_eq!(meta(&at("home/app/sub")), "1500:1600 755");
+    assert_eq!(meta(&at("home/app/sub/a.txt")), "1500:1600 644");
+    // A name without a group takes the user's primary group.
+    assert_eq!(meta(&at("work/rel/one.txt")), "1500:1501 644");
+    assert_eq!(meta(&at("usr/local/bin/tool.sh")), "0:0 755");
+    assert_eq!(meta(&at("kept.txt")), "4242:4343 644");
+    assert_eq!(read("parents/sub/a.txt"), "a\n");
+    assert!(!at("parents/sub/notes.md").exists() && !at("parents/files").exists());
+    assert_eq!(meta(&at("opt/data/d/f")), "7:8 640");
+    assert_eq!(meta(&at("dl/hello.txt")), "0:0 600");
+    assert_eq!(fs::metadata(at("dl/hello.txt")).unwrap().mtime(), 784111777);
+    assert_eq!(read("seen"), "1500:1600 700\nfrom tar\ndownloaded\nhello from a heredoc\n");
+}
+
+const LINKED: &str = r#"ARG BASE
+FROM ${BASE}
+ARG FLAVOUR
+RUN echo ${FLAVOUR} > /flavour && mkdir -p /opt
+COPY --link app.sh /opt/app/
+RUN cat /flavour /opt/app/app.sh > /check
+"#;
+
+#[test]
+fn link_layers_do_not_depend_on_the_base() {
+    if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
+        return;
+    }
+    let store = common::LoopStore::new(2);
+    let root = store.dir.join("root");
+    let base = store.scratch().join("busybox");
+    assert!(common::busybox_layout(&base));
+    let ctx = store.scratch().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), LINKED).unwrap();
+    fs::write(ctx.join("app.sh"), "echo app\n").unwrap();
+    fs::set_permissions(ctx.join("app.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    let (a, b) = (store.scratch().join("a"), store.scratch().join("b"));
+    build(&root, &base, &ctx, &a, &["--build-arg", "FLAVOUR=one"]);
+    build(&root, &base, &ctx, &b, &["--build-arg", "FLAVOUR=two"]);
+    let (la, lb) = (layer_digests(&a), layer_digests(&b));
+    assert_eq!(la.len(), lb.len());
+    let n = la.len();
+    assert_ne!(la[n - 3], lb[n - 3], "the RUN layers below differ");
+    assert_eq!(la[n - 2], lb[n - 2], "the --link layer depends on the base");
+    let rootfs = unpack(&b, &store.scratch().join("bundle"));
+    assert_eq!(fs::read_to_string(rootfs.join("check")).unwrap(), "two\necho app\n");
+    assert_eq!(meta(&rootfs.join("opt/app/app.sh")), "0:0 755");
+}

@@ -1,0 +1,322 @@
+//! Integration: every `--output` kind of `stromatekt build`, each read back
+//! by a real consumer: skopeo (OCI layout dir and tar, zstd), tar listings
+//! (docker archive, filesystem tar on stdout), the file tree (`type=local`),
+//! `docker load` / `--load` into a private dockerd (Debian's 20.10, started
+//! by `scripts/ref-dockerd.sh`), `podman load`; plus `--iidfile`,
+//! `--metadata-file`, `-q`, `--label`, and Dockerfile / tar context on stdin.
+//!
+//! Needs root, runc, mkfs.btrfs, umoci, skopeo and /bin/busybox (dockerd and
+//! podman for their tests); otherwise skipped with a message (a failure
+//! under `CI=true`). Mounts, daemons and temp dirs are released by guards.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{busybox_layout, run, runnable, LoopStore};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+struct Env {
+    store: LoopStore,
+    ctx: PathBuf,
+}
+
+fn setup(tools: &[&str]) -> Option<Env> {
+    let mut all = vec!["runc", "mkfs.btrfs", "umoci"];
+    all.extend_from_slice(tools);
+    if !runnable(&all) {
+        return None;
+    }
+    let store = LoopStore::new(4);
+    let base = store.scratch().join("busybox");
+    if !busybox_layout(&base) {
+        return None;
+    }
+    let ctx = store.scratch().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), format!("FROM oci-layout://{}:latest\nRUN echo hi > /hello\nCOPY data.txt /data.txt\n", base.display())).unwrap();
+    fs::write(ctx.join("data.txt"), "data\n").unwrap();
+    Some(Env { store, ctx })
+}
+
+fn build(env: &Env, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stromatekt"));
+    cmd.env("STROMATEKT_ROOT", env.store.dir.join("root")).env_remove("DOCKER_HOST").arg("build").args(args);
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(bytes) = stdin {
+        let mut i = child.stdin.take().unwrap();
+        i.write_all(bytes).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{cmd:?} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn skopeo_json(args: &[&str], image: &str) -> serde_json::Value {
+    let out = run(Command::new("skopeo").arg("inspect").args(args).arg(image));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn tar_names(bytes: &[u8]) -> Vec<String> {
+    tar::Archive::new(bytes).entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().to_string()).collect()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn image_and_filesystem_outputs() {
+    let Some(env) = setup(&["skopeo"]) else { return };
+    let out = env.store.scratch().join("out");
+    let ctx = s(&env.ctx);
+
+    // OCI layout directory + iidfile + metadata-file + label.
+    let dir = out.join("oci-dir");
+    let iid = out.join("iid");
+    let md = out.join("md.json");
+    fs::create_dir_all(&out).unwrap();
+    build(&env, &["-t", "example/app:v1", "--label", "org.example.k=v", "-o", &format!("type=oci,dest={}", dir.display()), "--iidfile", s(&iid), "--metadata-file", s(&md), ctx], None);
+    let v = skopeo_json(&[], &format!("oci:{}:v1", dir.display()));
+    assert_eq!(v["Labels"]["org.example.k"], "v", "{v}");
+    let raw = skopeo_json(&["--raw"], &format!("oci:{}:v1", dir.display()));
+    let config_digest = raw["config"]["digest"].as_str().unwrap().to_string();
+    assert_eq!(fs::read_to_string(&iid).unwrap(), config_digest);
+    let meta: serde_json::Value = serde_json::from_slice(&fs::read(&md).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.config.digest"], config_digest.as_str());
+    assert_eq!(meta["containerimage.digest"], v["Digest"]);
+    assert_eq!(meta["containerimage.descriptor"]["digest"], v["Digest"]);
+    assert_eq!(meta["containerimage.descriptor"]["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(meta["image.name"], "example/app:v1");
+
+    // OCI tar with zstd layers.
+    let zt = out.join("img.tar");
+    build(&env, &["-o", &format!("type=oci,dest={},compression=zstd", zt.display()), ctx], None);
+    let raw = skopeo_json(&["--raw"], &format!("oci-archive:{}", zt.display()));
+    let layers = raw["layers"].as_array().unwrap();
+    assert_eq!(layers.last().unwrap()["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd", "{raw}");
+    let bundle = out.join("bundle");
+    let unpacked = out.join("zstd-layout");
+    // skopeo must decode the zstd layers to recompress them (umoci cannot read zstd).
+    run(Command::new("skopeo").args(["copy", "--quiet", "--dest-compress-format", "gzip"]).arg(format!("oci-archive:{}", zt.display())).arg(format!("oci:{}:latest", unpacked.display())));
+    run(Command::new("umoci").args(["unpack", "--rootless", "--image"]).arg(format!("{}:latest", unpacked.display())).arg(&bundle));
+    assert_eq!(fs::read_to_string(bundle.join("rootfs/hello")).unwrap(), "hi\n");
+
+    // Uncompressed, docker media types, to stdout.
+    let o = build(&env, &["-o", "type=oci,dest=-,compression=uncompressed,oci-mediatypes=false", ctx], None);
+    let names = tar_names(&o.stdout);
+    assert!(names.contains(&"index.json".to_string()) && names.contains(&"oci-layout".to_string()), "{names:?}");
+
+    // Docker archive.
+    let da = out.join("docker.tar");
+    build(&env, &["-t", "example/app:v1", "-o", &format!("type=docker,dest={}", da.display()), ctx], None);
+    let names = tar_names(&fs::read(&da).unwrap());
+    assert!(names.contains(&"manifest.json".to_string()) && names.contains(&"repositories".to_string()), "{names:?}");
+    let v = skopeo_json(&[], &format!("docker-archive:{}", da.display()));
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 3, "{v}");
+
+    // The filesystem: directory (also via the `-o DIR` shorthand) and tar on stdout.
+    let local = out.join("fs");
+    build(&env, &["-o", &format!("type=local,dest={}", local.display()), ctx], None);
+    assert_eq!(fs::read_to_string(local.join("hello")).unwrap(), "hi\n");
+    assert_eq!(fs::read_to_string(local.join("data.txt")).unwrap(), "data\n");
+    assert!(local.join("bin/busybox").is_file());
+    let short = out.join("fs2");
+    build(&env, &["-o", s(&short), ctx], None);
+    assert!(short.join("hello").is_file());
+    let o = build(&env, &["-o", "-", ctx], None);
+    let names = tar_names(&o.stdout);
+    assert!(names.iter().any(|n| n.trim_start_matches("./") == "hello"), "{names:?}");
+
+    // -q prints only the image ID.
+    let o = build(&env, &["-q", "--label", "org.example.k=v", ctx], None);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), config_digest);
+    assert!(o.stderr.is_empty() || !String::from_utf8_lossy(&o.stderr).contains("#1"), "quiet printed progress");
+
+    // Dockerfile on stdin (-f -), stdin Dockerfile without context, tar context on stdin.
+    let text = fs::read(env.ctx.join("Dockerfile")).unwrap();
+    let d1 = out.join("stdin-f");
+    build(&env, &["-f", "-", "-o", &format!("type=local,dest={}", d1.display()), ctx], Some(&text));
+    assert!(d1.join("data.txt").is_file());
+    let d2 = out.join("stdin-noctx");
+    let no_copy: String = String::from_utf8(text.clone()).unwrap().lines().filter(|l| !l.starts_with("COPY")).map(|l| format!("{l}\n")).collect();
+    build(&env, &["-o", &format!("type=local,dest={}", d2.display()), "-"], Some(no_copy.as_bytes()));
+    assert!(d2.join("hello").is_file());
+    let mut ctx_tar = tar::Builder::new(Vec::new());
+    ctx_tar.append_dir_all(".", &env.ctx).unwrap();
+    let ctx_tar = ctx_tar.into_inner().unwrap();
+    let d3 = out.join("stdin-tar");
+    build(&env, &["-o", &format!("type=local,dest={}", d3.display()), "-"], Some(&ctx_tar));
+    assert_eq!(fs::read_to_string(d3.join("data.txt")).unwrap(), "data\n");
+}
+
+/// A private dockerd, stopped on drop.
+struct Dockerd {
+    dir: tempfile::TempDir,
+    host: String,
+}
+
+impl Dockerd {
+    fn start() -> Option<Dockerd> {
+        if !Path::new("/usr/sbin/dockerd").exists() || !Path::new("/usr/bin/docker").exists() {
+            common::skip("dockerd (Debian docker.io) is not installed");
+            return None;
+        }
+        let dir = tempfile::Builder::new().prefix("sd").tempdir_in("/tmp").unwrap();
+        let out = run(Command::new(common::repo_root().join("scripts/ref-dockerd.sh")).arg("start").arg(dir.path()));
+        let host = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Some(Dockerd { dir, host })
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        run(Command::new("/usr/bin/docker").env("DOCKER_HOST", &self.host).args(args))
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = Command::new(common::repo_root().join("scripts/ref-dockerd.sh")).arg("stop").arg(self.dir.path()).status();
+        let _ = Command::new("umount").arg("-R").arg(self.dir.path().join("data")).stderr(Stdio::null()).status();
+    }
+}
+
+#[test]
+fn docker_load_and_load_flag() {
+    let Some(env) = setup(&[]) else { return };
+    let Some(d) = Dockerd::start() else { return };
+    let out = env.store.scratch().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let ctx = s(&env.ctx);
+    let da = out.join("docker.tar");
+    let iid = out.join("iid");
+    build(&env, &["-t", "stromatekt-test/a:1", "-o", &format!("type=docker,dest={}", da.display()), "--iidfile", s(&iid), ctx], None);
+    d.docker(&["load", "-i", s(&da)]);
+    let id = String::from_utf8_lossy(&d.docker(&["image", "inspect", "-f", "{{.Id}}", "stromatekt-test/a:1"]).stdout).trim().to_string();
+    assert_eq!(id, fs::read_to_string(&iid).unwrap());
+    let o = d.docker(&["run", "--rm", "--network", "none", "stromatekt-test/a:1", "cat", "/hello", "/data.txt"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\ndata\n");
+
+    // --load talks to the daemon of DOCKER_HOST itself.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stromatekt"));
+    cmd.env("STROMATEKT_ROOT", env.store.dir.join("root")).env("DOCKER_HOST", &d.host).args(["build", "--load", "-t", "stromatekt-test/b:2", ctx]);
+    run(&mut cmd);
+    let id2 = String::from_utf8_lossy(&d.docker(&["image", "inspect", "-f", "{{.Id}}", "stromatekt-test/b:2"]).stdout).trim().to_string();
+    assert_eq!(id2, id);
+}
+
+#[test]
+fn podman_load() {
+    let Some(env) = setup(&["podman"]) else { return };
+    let out = env.store.scratch().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let da = out.join("docker.tar");
+    build(&env, &["-t", "stromatekt-test/p:1", "-o", &format!("type=docker,dest={}", da.display()), s(&env.ctx)], None);
+    // A private podman store, removed with the scratch dir.
+    let root = out.join("podman-root");
+    let runroot = out.join("podman-run");
+    let podman = |args: &[&str]| {
+        run(Command::new("podman").arg("--root").arg(&root).arg("--runroot").arg(&runroot).args(["--storage-driver", "vfs"]).args(args))
+    };
+    podman(&["load", "-i", s(&da)]);
+    let o = podman(&["image", "inspect", "--format", "{{.Id}}", "stromatekt-test/p:1"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).trim().is_empty());
+    let _ = Command::new("umount").arg("-R").arg(&root).stderr(Stdio::null()).status();
+}
+
+fn build_fails(env: &Env, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_stromatekt"))
+        .env("STROMATEKT_ROOT", env.store.dir.join("root"))
+        .arg("build")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "build {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn docker_build_flags() {
+    let Some(env) = setup(&[]) else { return };
+    let base = env.store.scratch().join("busybox");
+    let ctx = env.store.scratch().join("ctx2");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM mybase\nRUN --mount=type=secret,id=pw cat /run/secrets/pw > /secret-copy\nRUN cat /etc/hosts > /hosts-copy && ls /sys/class/net > /nets\n",
+    )
+    .unwrap();
+    let secret = env.store.scratch().join("pw.txt");
+    fs::write(&secret, "hunter2").unwrap();
+    let dest = env.store.scratch().join("flags-fs");
+    let c = s(&ctx);
+    build(
+        &env,
+        &[
+            "--build-context",
+            &format!("mybase=oci-layout://{}:latest", base.display()),
+            "--secret",
+            &format!("id=pw,src={}", secret.display()),
+            "--add-host",
+            "db:10.1.2.3",
+            "--network",
+            "none",
+            "--platform",
+            "linux/amd64",
+            "--pull",
+            "--provenance=false",
+            "-o",
+            &format!("type=local,dest={}", dest.display()),
+            c,
+        ],
+        None,
+    );
+    assert_eq!(fs::read_to_string(dest.join("secret-copy")).unwrap(), "hunter2");
+    assert!(fs::read_to_string(dest.join("hosts-copy")).unwrap().contains("10.1.2.3\tdb"));
+    assert_eq!(fs::read_to_string(dest.join("nets")).unwrap(), "lo\n");
+
+    let bc = format!("mybase=oci-layout://{}:latest", base.display());
+    fs::write(ctx.join("Dockerfile.req"), "FROM mybase\nRUN --mount=type=secret,id=tok,required=true cat /run/secrets/tok\n").unwrap();
+    let e = build_fails(&env, &["--build-context", &bc, "-f", s(&ctx.join("Dockerfile.req")), c]);
+    assert!(e.contains("secret \"tok\" was not given") && e.contains("--secret id=tok"), "{e}");
+    for (flag, want) in [
+        (vec!["--squash"], "--squash"),
+        (vec!["--shm-size", "1g"], "--shm-size"),
+        (vec!["--ulimit", "nofile=10"], "--ulimit"),
+        (vec!["--cgroup-parent", "x"], "--cgroup-parent"),
+        (vec!["--isolation", "default"], "--isolation"),
+        (vec!["--platform", "linux/amd64,linux/arm64"], "multi-platform"),
+        (vec!["--cache-from", "type=local,src=/tmp/x"], "--cache-from"),
+        (vec!["--cache-to", "type=inline"], "--cache-to"),
+        (vec!["--network", "bridge0"], "--network"),
+        (vec!["-o", "type=nope"], "unknown type"),
+    ] {
+        let mut args = flag.clone();
+        args.extend(["--build-context", &bc, c]);
+        let e = build_fails(&env, &args);
+        assert!(e.contains(want), "{flag:?}: {e}");
+    }
+}
+
+#[test]
+fn registry_output() {
+    let Some(env) = setup(&["skopeo"]) else { return };
+    let Some(reg) = common::RegistryServer::start() else { return };
+    let md = env.store.scratch().join("md.json");
+    let name = format!("{}/stromatekt/out:z", reg.host());
+    build(&env, &["-o", &format!("type=registry,name={name},compression=zstd"), "--metadata-file", s(&md), s(&env.ctx)], None);
+    let raw = skopeo_json(&["--raw", "--tls-verify=false"], &format!("docker://{name}"));
+    assert_eq!(raw["layers"].as_array().unwrap().last().unwrap()["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd", "{raw}");
+    let meta: serde_json::Value = serde_json::from_slice(&fs::read(&md).unwrap()).unwrap();
+    assert_eq!(meta["image.name"], name.as_str());
+    let v = skopeo_json(&["--tls-verify=false"], &format!("docker://{name}"));
+    assert_eq!(meta["containerimage.digest"], v["Digest"]);
+    // type=image,push=true is the same exporter.
+    let name2 = format!("{}/stromatekt/out:img", reg.host());
+    build(&env, &["-t", &name2, "-o", "type=image,push=true", s(&env.ctx)], None);
+    skopeo_json(&["--tls-verify=false"], &format!("docker://{name2}"));
+}
