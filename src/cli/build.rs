@@ -72,9 +72,17 @@ pub struct BuildArgs {
     /// (local directories and URLs are not supported yet) (repeatable).
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
-    /// Target platform (one, e.g. `linux/arm64`).
+    /// Target platform(s), comma-separated (`linux/amd64,linux/arm64`): several
+    /// make one image index, foreign ones run through qemu-user-static.
     #[arg(long)]
     pub platform: Option<String>,
+    /// Allow an entitlement: `security.insecure` (for `RUN --security=insecure`).
+    #[arg(long, value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
+    /// Build from an IR graph file (`stromatekt graph --format json` output)
+    /// instead of a Dockerfile.
+    #[arg(long = "graph", value_name = "FILE")]
+    pub graph: Option<PathBuf>,
     /// Steps run at once (default: twice the cores, at least 4).
     #[arg(short = 'j', long = "jobs")]
     pub jobs: Option<usize>,
@@ -158,8 +166,6 @@ pub struct Unsupported {
     #[arg(long, hide = true)]
     attest: Vec<String>,
     #[arg(long, hide = true)]
-    allow: Vec<String>,
-    #[arg(long, hide = true)]
     call: Option<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
     sbom: Option<String>,
@@ -176,7 +182,7 @@ pub struct Unsupported {
 impl Unsupported {
     /// The first unsupported flag given, with why.
     fn check(&self) -> Result<()> {
-        let set: [(&str, bool); 22] = [
+        let set: [(&str, bool); 21] = [
             ("--squash", self.squash),
             ("--compress", self.compress),
             ("--stream", self.stream),
@@ -195,7 +201,6 @@ impl Unsupported {
             ("--security-opt", !self.security_opt.is_empty()),
             ("--annotation", !self.annotation.is_empty()),
             ("--attest", !self.attest.is_empty()),
-            ("--allow", !self.allow.is_empty()),
             ("--call", self.call.is_some()),
             ("--sbom", self.sbom.as_deref().is_some_and(|v| v != "false")),
             ("--provenance", self.provenance.as_deref().is_some_and(|v| v != "false" && v != "0")),
@@ -218,6 +223,18 @@ impl Unsupported {
 /// the store's content directory.
 struct Resolver {
     content: PathBuf,
+}
+
+impl Resolver {
+    /// Only the config of image `reference` (no layers downloaded).
+    fn config(&self, reference: &str, platform: &str) -> Result<crate::image::config::ImageConfig> {
+        if reference.starts_with("oci-layout://") {
+            let (path, tag) = split_layout_ref(reference);
+            return Ok(read_layout(&path, tag.as_deref(), platform)?.config);
+        }
+        let reg = crate::registry::oci::OciRegistry::new()?;
+        Ok(crate::registry::pull::resolve_config(&reg, reference, platform, &self.content)?.config)
+    }
 }
 
 impl ImageResolver for Resolver {
@@ -331,9 +348,6 @@ fn parse_ssh(s: &str) -> Result<(String, PathBuf)> {
 /// `--platform`: one platform, normalized to `os/arch[/variant]`.
 fn parse_platform(p: &str) -> Result<String> {
     let p = p.trim();
-    if p.contains(',') {
-        bail!("--platform {p}: multi-platform builds are not supported yet; build one platform at a time");
-    }
     let parts: Vec<&str> = p.split('/').collect();
     if !(2..=3).contains(&parts.len()) || parts.iter().any(|s| s.is_empty()) {
         bail!("--platform {p:?}: expected OS/ARCH[/VARIANT], e.g. linux/amd64");
@@ -435,6 +449,84 @@ fn read_input(a: &BuildArgs) -> Result<Input> {
     Ok(Input { text, shown, file: Some(file), dir: a.context.clone(), _tmp: None })
 }
 
+/// Fill `opts.image_env` / `image_shell` with the configs of the FROM images
+/// (BuildKit expands `$VAR` with the base image's ENV). Images that cannot be
+/// resolved now are left out: their FROM step reports the error.
+fn base_image_configs(resolver: &Resolver, input: &Input, opts: &mut frontend::LowerOptions, platform: &str) {
+    if input.text.is_empty() {
+        return;
+    }
+    let Ok(refs) = frontend::base_images(&input.text, opts) else { return };
+    for r in refs {
+        if let Ok(config) = resolver.config(&r, platform) {
+            if let Some(env) = config.config.env.clone() {
+                opts.image_env.insert(r.clone(), env);
+            }
+            if let Some(shell) = config.config.shell.clone() {
+                opts.image_shell.insert(r.clone(), shell);
+            }
+        }
+    }
+}
+
+/// Outputs of a multi-platform build: an OCI layout holding an image index
+/// (`type=oci,dest=DIR`) and/or a push of the index (`--push`,
+/// `type=registry`, `type=image,push=true`).
+fn multi_platform_outputs<S: crate::store::Store>(
+    a: &BuildArgs,
+    store: &S,
+    graph: &frontend::ir::Graph,
+    states: &BTreeMap<frontend::ir::NodeId, crate::scheduler::State>,
+    progress: &Progress,
+    epoch: Option<u64>,
+    jobs: usize,
+) -> Result<()> {
+    use crate::output::spec::{Dest, Kind};
+    let mut images = Vec::new();
+    for e in &graph.exports {
+        let st = states.get(&e.node).ok_or_else(|| anyhow!("internal: export not built"))?;
+        images.push((e.platform.clone().unwrap_or_else(|| "linux/amd64".into()), st));
+    }
+    let tag = a.tags.first().map(|n| crate::output::image::tag_part(n)).unwrap_or_else(|| "latest".into());
+    let mut push_names: Vec<String> = if a.push { a.tags.clone() } else { vec![] };
+    let mut wrote = false;
+    for o in &a.outputs {
+        let spec = crate::output::spec::parse(o)?;
+        match (spec.kind, &spec.dest) {
+            (Kind::Oci, Some(Dest::Path(dir))) if !spec.oci_as_tar() => {
+                let d = crate::scheduler::platforms::export_index(store, &images, dir, &tag, jobs, epoch)?;
+                progress.message(&format!("exported index {} ({} platforms) to {}", d.digest, images.len(), dir.display()));
+                wrote = true;
+            }
+            (Kind::Image, _) if spec.push => {
+                push_names.extend(a.tags.iter().cloned());
+                push_names.extend(spec.names.iter().cloned());
+            }
+            _ => bail!("--output {o}: multi-platform builds write type=oci,dest=DIR or push (--push, type=registry); this output is for one platform"),
+        }
+    }
+    if a.load {
+        bail!("--load takes one platform (docker loads one image): build with --platform for one, or --push the index");
+    }
+    push_names.sort();
+    push_names.dedup();
+    if !push_names.is_empty() {
+        let tmp = tempfile::Builder::new().prefix(".tmp-push-").tempdir_in(store.root()).context("temp dir in the store")?;
+        let d = crate::scheduler::platforms::export_index(store, &images, tmp.path(), "latest", jobs, epoch)?;
+        let reg = crate::registry::oci::OciRegistry::new()?;
+        for name in &push_names {
+            let digest = crate::registry::push::push_layout(&reg, tmp.path(), &d, name).with_context(|| format!("pushing {name}"))?;
+            progress.message(&format!("pushed {name}@{digest} ({} platforms)", images.len()));
+        }
+        wrote = true;
+    }
+    if !wrote {
+        progress.message("no output given (-o type=oci,dest=DIR or --push): the result stays in the build cache only");
+    }
+    progress.summary(&|n| graph.inputs(frontend::ir::NodeId(n)).into_iter().map(|i| i.0).collect());
+    Ok(())
+}
+
 /// Fail before building when a `RUN --mount=type=secret,required` names a
 /// secret no `--secret` gave.
 fn check_secrets(graph: &frontend::ir::Graph, secrets: &BTreeMap<String, Vec<u8>>, shown: &str) -> Result<()> {
@@ -477,7 +569,21 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         let (k, v) = key_value("--build-context", c)?;
         build_contexts.insert(k, v);
     }
-    let platform = a.platform.as_deref().map(parse_platform).transpose()?;
+    let platforms: Vec<String> = match &a.platform {
+        None => vec![],
+        Some(list) => list.split(',').map(parse_platform).collect::<Result<_>>()?,
+    };
+    let platform = platforms.first().cloned();
+    let epoch = match build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok()) {
+        None => None,
+        Some(v) if v.is_empty() => None,
+        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?}: expected seconds since 1970"))?),
+    };
+    for e in &a.allow {
+        if e != "security.insecure" && e != "network.host" {
+            bail!("--allow {e}: unknown entitlement (stromatekt knows security.insecure and network.host)");
+        }
+    }
     let network = match a.network.as_deref() {
         None | Some("default") => None,
         Some("host") => Some(Network::Host),
@@ -512,8 +618,19 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         bail!("only one thing can go to standard output: one --output with dest=- and no -q");
     }
 
-    let input = read_input(a)?;
+    let input = match &a.graph {
+        Some(g) => {
+            if !a.context.is_dir() {
+                bail!("build context {} is not a directory", a.context.display());
+            }
+            Input { text: String::new(), shown: g.display().to_string(), file: None, dir: a.context.clone(), _tmp: None }
+        }
+        None => read_input(a)?,
+    };
     let ignore = dockerignore_text(input.file.as_deref(), &input.dir)?;
+    let store = crate::store::root::open_default()?;
+    let _lock = crate::cache::StoreLock::shared(store.root())?;
+    let resolver = Resolver { content: content_dir(store.root()) };
     let opts = frontend::LowerOptions {
         file: input.shown.clone(),
         build_args,
@@ -523,7 +640,30 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         platform: platform.clone(),
         ..Default::default()
     };
-    let mut graph = frontend::build_graph(&input.text, &opts).map_err(|e| anyhow!("{}", e.render(&input.shown, &input.text)))?;
+    let lower = |plat: Option<String>| -> Result<frontend::ir::Graph> {
+        let mut o = opts.clone();
+        o.platform = plat.clone();
+        base_image_configs(&resolver, &input, &mut o, plat.as_deref().unwrap_or("linux/amd64"));
+        frontend::build_graph(&input.text, &o).map_err(|e| anyhow!("{}", e.render(&input.shown, &input.text)))
+    };
+    let mut graph = if let Some(g) = &a.graph {
+        let bytes = std::fs::read(g).with_context(|| format!("reading {}", g.display()))?;
+        let graph: frontend::ir::Graph =
+            serde_json::from_slice(&bytes).with_context(|| format!("{}: not an IR graph (expected `stromatekt graph --format json` output)", g.display()))?;
+        if graph.version != frontend::ir::IR_VERSION {
+            bail!("{}: IR version {} but this stromatekt reads version {}", g.display(), graph.version, frontend::ir::IR_VERSION);
+        }
+        graph
+    } else if platforms.len() > 1 {
+        let graphs = platforms.iter().map(|p| Ok((p.clone(), lower(Some(p.clone()))?))).collect::<Result<Vec<_>>>()?;
+        crate::scheduler::platforms::merge_graphs(graphs)?
+    } else {
+        lower(platform.clone())?
+    };
+    let insecure = graph.nodes.iter().any(|n| matches!(&n.op, Op::Exec(e) if e.insecure));
+    if insecure && !a.allow.iter().any(|e| e == "security.insecure") {
+        bail!("RUN --security=insecure needs the entitlement: add --allow security.insecure");
+    }
     if let Some(net) = network {
         for n in graph.nodes.iter_mut() {
             if let Op::Exec(e) = &mut n.op {
@@ -534,8 +674,6 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         }
     }
     check_secrets(&graph, &secrets, &input.shown)?;
-    let store = crate::store::root::open_default()?;
-    let _lock = crate::cache::StoreLock::shared(store.root())?;
     let context = Context::new(&input.dir, &ignore).with_index(&store.root().join("cache/context"));
     let runc = RuncExecutor::new(store.root().join("runc"));
     let hosts_dir = match &hosts {
@@ -548,7 +686,6 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     };
     let exec = AddHosts { inner: &runc, hosts: hosts_dir.as_ref().map(|d| d.path().join("hosts")) };
     let progress = Progress::new(progress_mode);
-    let resolver = Resolver { content: content_dir(store.root()) };
     // `..Options::default()`: fields added to Options later keep their defaults.
     #[allow(clippy::needless_update)]
     let sched_opts = Options {
@@ -571,10 +708,13 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         eprintln!("stromatekt: warning: could not save the context index: {e}");
     }
     let states = result?;
+    if platforms.len() > 1 {
+        return multi_platform_outputs(a, &store, &graph, &states, &progress, epoch, sched.opts.jobs);
+    }
     let export = graph.exports.first().ok_or_else(|| anyhow!("the Dockerfile exports nothing"))?;
     let state = states.get(&export.node).ok_or_else(|| anyhow!("internal: export not built"))?;
     let default_load = a.as_docker_plugin && outputs.is_empty() && !a.push && !a.load && crate::output::load::docker_reachable();
-    let req = Request { outputs, tags: a.tags.clone(), labels, load: a.load || default_load, push: a.push, jobs: sched.opts.jobs };
+    let req = Request { outputs, tags: a.tags.clone(), labels, load: a.load || default_load, push: a.push, jobs: sched.opts.jobs, epoch };
     let need_image = a.quiet || a.iidfile.is_some() || a.metadata_file.is_some();
     let info = write_outputs(&store, state, &req, &progress, need_image)?;
     if req.outputs.is_empty() && !req.push && !req.load {
@@ -631,7 +771,6 @@ mod tests {
     #[test]
     fn platform_and_hosts() {
         assert_eq!(parse_platform("linux/arm64/v8").unwrap(), "linux/arm64/v8");
-        assert!(parse_platform("linux/amd64,linux/arm64").unwrap_err().to_string().contains("multi-platform"));
         assert!(parse_platform("amd64").is_err());
         let h = hosts_file(&["db:10.0.0.2".into(), "v6=::1".into()]).unwrap().unwrap();
         assert!(h.contains("10.0.0.2\tdb\n") && h.contains("::1\tv6\n"), "{h}");

@@ -44,6 +44,8 @@ pub struct Request {
     pub push: bool,
     /// Layer export threads.
     pub jobs: usize,
+    /// `SOURCE_DATE_EPOCH`: clamp file times, set `created` (reproducible images).
+    pub epoch: Option<u64>,
 }
 
 /// The image the build produced, as recorded by `--iidfile`,
@@ -93,7 +95,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
     let ours = state.layers.len();
     let image = |enc: Encoding, parts: &mut Option<(ImageConfig, Vec<(Descriptor, PathBuf)>)>| -> Result<BuiltImage> {
         if parts.is_none() {
-            let (mut config, layers) = crate::scheduler::export::image_parts(store, state, req.jobs)?;
+            let (mut config, layers) = crate::scheduler::export::image_parts_at(store, state, req.jobs, req.epoch)?;
             if !req.labels.is_empty() {
                 let labels = config.config.labels.get_or_insert_with(Default::default);
                 for (k, v) in &req.labels {

@@ -689,34 +689,67 @@ impl Copier<'_> {
     /// Copy the contents of directory `src` (its path `rel` in the source
     /// root; `item` = the selected source it belongs to) into `dst`.
     fn tree(&mut self, src: &Path, dst: &Path, rel: &str, item: &str, from_context: bool, owners: Owners) -> Result<()> {
-        let mut names: Vec<OsString> = Vec::new();
-        for e in fs::read_dir(src).with_context(|| format!("reading directory {}", src.display()))? {
-            names.push(e.with_context(|| format!("reading directory {}", src.display()))?.file_name());
-        }
-        names.sort();
-        for n in names {
+        for (n, is_dir, excluded) in self.children(src, rel, item, from_context)? {
             let r = if rel.is_empty() { n.to_string_lossy().into_owned() } else { format!("{rel}/{}", n.to_string_lossy()) };
-            let child = src.join(&n);
-            let md = fs::symlink_metadata(&child).with_context(|| format!("stat {}", child.display()))?;
-            if from_context {
-                if let Some(c) = self.ctx {
-                    if c.excluded(&r, md.is_dir()) && !(md.is_dir() && c.matcher.has_exceptions()) {
-                        continue;
-                    }
+            let (child, d) = (src.join(&n), dst.join(&n));
+            if excluded {
+                // An excluded directory with exceptions below it exists only
+                // if something in it is re-included (as the context walker).
+                if is_dir && self.has_included(&child, &r, item, from_context)? {
+                    self.entry(&child, &d, owners)?;
+                    self.tree(&child, &d, &r, item, from_context, owners)?;
+                    self.times(&child, &d)?;
                 }
-            }
-            let ex = excluded_by(self.exclude, item, &r);
-            if ex && !(md.is_dir() && self.exclude.is_some_and(|m| m.has_exceptions())) {
                 continue;
             }
-            let d = dst.join(&n);
             self.entry(&child, &d, owners)?;
-            if md.is_dir() {
+            if is_dir {
                 self.tree(&child, &d, &r, item, from_context, owners)?;
                 self.times(&child, &d)?;
             }
         }
         Ok(())
+    }
+
+    /// The entries of directory `src` (its path `rel`), sorted: name, whether
+    /// a directory, whether excluded (by .dockerignore or `--exclude`).
+    /// Excluded entries are listed only when they are directories whose
+    /// patterns have exceptions (something below may be re-included).
+    fn children(&self, src: &Path, rel: &str, item: &str, from_context: bool) -> Result<Vec<(OsString, bool, bool)>> {
+        let mut out = Vec::new();
+        let mut entries: Vec<(OsString, bool)> = Vec::new();
+        for e in fs::read_dir(src).with_context(|| format!("reading directory {}", src.display()))? {
+            let e = e.with_context(|| format!("reading directory {}", src.display()))?;
+            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            entries.push((e.file_name(), is_dir));
+        }
+        entries.sort();
+        for (n, is_dir) in entries {
+            let r = if rel.is_empty() { n.to_string_lossy().into_owned() } else { format!("{rel}/{}", n.to_string_lossy()) };
+            let by_ctx = from_context && self.ctx.is_some_and(|c| c.excluded(&r, is_dir));
+            let by_flag = excluded_by(self.exclude, item, &r);
+            let exceptions = (by_ctx && self.ctx.is_some_and(|c| c.matcher.has_exceptions()))
+                || (by_flag && self.exclude.is_some_and(|m| m.has_exceptions()));
+            if (by_ctx || by_flag) && !(is_dir && exceptions) {
+                continue;
+            }
+            out.push((n, is_dir, by_ctx || by_flag));
+        }
+        Ok(out)
+    }
+
+    /// Whether anything below directory `src` is not excluded.
+    fn has_included(&self, src: &Path, rel: &str, item: &str, from_context: bool) -> Result<bool> {
+        for (n, is_dir, excluded) in self.children(src, rel, item, from_context)? {
+            if !excluded {
+                return Ok(true);
+            }
+            let r = if rel.is_empty() { n.to_string_lossy().into_owned() } else { format!("{rel}/{}", n.to_string_lossy()) };
+            if is_dir && self.has_included(&src.join(&n), &r, item, from_context)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Copy one entry (a directory is created or updated, not filled).
@@ -740,11 +773,18 @@ impl Copier<'_> {
                     bail!("cannot replace the directory {} with the file {}", dst.display(), src.display())
                 }
                 Some(e) if e.is_dir() => fs::remove_dir_all(dst).with_context(|| format!("replacing {}", dst.display()))?,
+                // A lone regular file is rewritten in place: same result, but
+                // its directory is untouched, so copying identical content
+                // leaves no change in the layer (compat case copy-identical).
+                Some(e) if ft.is_file() && e.is_file() && e.nlink() == 1 => {}
                 Some(_) => fs::remove_file(dst).with_context(|| format!("replacing {}", dst.display()))?,
                 None => {}
             }
             if md.nlink() > 1 && ft.is_file() {
                 if let Some(first) = self.links.get(&(md.dev(), md.ino())) {
+                    if fs::symlink_metadata(dst).is_ok() {
+                        fs::remove_file(dst).with_context(|| format!("replacing {}", dst.display()))?;
+                    }
                     fs::hard_link(first, dst).with_context(|| format!("link {} to {}", dst.display(), first.display()))?;
                     return Ok(());
                 }
@@ -1108,12 +1148,16 @@ fn list_tree(p: &Path, rel: &str, ctx: Option<&Context>, skip: &(dyn Fn(&str, bo
     for (n, is_dir) in children {
         let name = n.to_string_lossy();
         let r = if rel.is_empty() { name.into_owned() } else { format!("{rel}/{name}") };
+        let child = p.join(&n);
         if let Some(c) = ctx {
-            if c.excluded(&r, is_dir) && !(is_dir && c.matcher.has_exceptions()) {
+            if c.excluded(&r, is_dir) {
+                if is_dir && c.matcher.has_exceptions() {
+                    // Exceptions below an excluded directory still count.
+                    list_tree(&child, &r, ctx, skip, out)?;
+                }
                 continue;
             }
         }
-        let child = p.join(&n);
         if skip(&r, is_dir) {
             if is_dir {
                 // Exceptions below an excluded directory still count.
@@ -1304,6 +1348,18 @@ mod tests {
         assert_eq!(src, vec!["src/ 755 0:0", "src/a.rs 644 0:0 a"], "{l:#?}");
         let e = err(&f, "FROM scratch\nCOPY secret.key /x\n");
         assert!(e.contains("excluded by .dockerignore"), "{e}");
+        // An excluded directory exists only when an exception re-includes
+        // something in it.
+        let mut g = fx(&[("skip/s.txt", "s", 0o644), ("logs/a.log", "a", 0o644), ("logs/keep.log", "k", 0o644)]);
+        fs::write(g.ctx().join(".dockerignore"), "skip\n**/*.log\n!logs/keep.log\n.dockerignore\n").unwrap();
+        g.reopen();
+        let st = build(&g, "FROM scratch AS a\nCOPY . /c/\nFROM a\nCOPY --exclude=logs --exclude=!logs/keep.log --from=a /c /d/\n").unwrap();
+        let l = listing(&root_of(&g, &st));
+        assert_eq!(
+            l,
+            set(&["c/ 755 0:0", "c/logs/ 755 0:0", "c/logs/keep.log 644 0:0 k", "d/ 755 0:0", "d/logs/ 755 0:0", "d/logs/keep.log 644 0:0 k"]),
+            "{l:#?}"
+        );
         // As fsutil: patterns apply below the selected source, so a file
         // matched by the wildcard itself is copied.
         let st = build(&f, "FROM scratch\nCOPY --exclude=*.md src/*.md /m/\nCOPY --parents --exclude=src/*.md src/a.* /p/\n").unwrap();

@@ -53,8 +53,9 @@ pub fn blob_path(root: &Path, digest: &str) -> PathBuf {
     content_dir(root).join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
 }
 
-fn record_path(root: &Path, l: &LayerRef) -> PathBuf {
-    let key = super::sha_hex(format!("{}\0{}\0gzip", l.parent.as_deref().unwrap_or(""), l.name).as_bytes());
+fn record_path(root: &Path, l: &LayerRef, epoch: Option<u64>) -> PathBuf {
+    let clamp = epoch.map(|e| format!("\0epoch={e}")).unwrap_or_default();
+    let key = super::sha_hex(format!("{}\0{}\0gzip{clamp}", l.parent.as_deref().unwrap_or(""), l.name).as_bytes());
     root.join("cache/layers").join(format!("{key}.json"))
 }
 
@@ -62,8 +63,8 @@ fn record_path(root: &Path, l: &LayerRef) -> PathBuf {
 /// or made now and cached. Returns the record and the blob's path.
 pub fn layer_blob<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>) -> Result<(CachedLayer, PathBuf)> {
     let root = store.root();
-    let rec_path = record_path(root, l);
-    if epoch.is_none() {
+    let rec_path = record_path(root, l, epoch);
+    {
         if let Ok(bytes) = fs::read(&rec_path) {
             if let Ok(rec) = serde_json::from_slice::<CachedLayer>(&bytes) {
                 let p = blob_path(root, &rec.digest);
@@ -88,7 +89,7 @@ pub fn layer_blob<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>
         media_type: LAYER_GZIP.into(),
         snapshot: l.name.clone(),
     };
-    if epoch.is_none() {
+    {
         if let Some(dir) = rec_path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -102,14 +103,51 @@ pub fn layer_blob<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>
 /// The image of `state`: its config (diff_ids completed) and its layer
 /// blobs, bottom first. Layers are made in parallel (up to `jobs` at once).
 pub fn image_parts<S: Store>(store: &S, state: &State, jobs: usize) -> Result<(ImageConfig, Vec<(Descriptor, PathBuf)>)> {
+    image_parts_at(store, state, jobs, None)
+}
+
+/// RFC 3339 (UTC) of a Unix time.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// [`image_parts`] with `SOURCE_DATE_EPOCH`: file times in our layers are
+/// clamped to `epoch`, and the config's and history's `created` are set to
+/// it (as BuildKit's rewrite-timestamp), so the image is byte-identical
+/// across runs and stores.
+pub fn image_parts_at<S: Store>(
+    store: &S,
+    state: &State,
+    jobs: usize,
+    epoch: Option<u64>,
+) -> Result<(ImageConfig, Vec<(Descriptor, PathBuf)>)> {
     let mut config = state.config.clone();
+    if let Some(e) = epoch {
+        let t = rfc3339(e);
+        config.created = Some(t.clone());
+        for h in &mut config.history {
+            h.created = Some(t.clone());
+        }
+    }
     let mut layers: Vec<(Descriptor, PathBuf)> = state.base_blobs.clone();
     let made: Vec<Result<(CachedLayer, PathBuf)>> = {
         let chunks: Vec<&[LayerRef]> = state.layers.chunks(state.layers.len().div_ceil(jobs.max(1)).max(1)).collect();
         std::thread::scope(|s| {
             let handles: Vec<_> = chunks
                 .into_iter()
-                .map(|chunk| s.spawn(move || chunk.iter().map(|l| layer_blob(store, l, None)).collect::<Vec<_>>()))
+                .map(|chunk| s.spawn(move || chunk.iter().map(|l| layer_blob(store, l, epoch)).collect::<Vec<_>>()))
                 .collect();
             handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|_| vec![Err(anyhow!("layer export thread panicked"))])).collect()
         })
@@ -140,4 +178,14 @@ pub fn export_layout<S: Store>(store: &S, state: &State, dest: &Path, tag: &str,
     layout.put_bytes(&md.digest, &m)?;
     layout.set_manifest(md.clone(), Some(tag))?;
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
 }

@@ -9,7 +9,7 @@
 //! binaries through qemu-user-static (binfmt_misc). The result is an image
 //! index with one manifest per platform.
 
-use super::export::image_parts;
+use super::export::image_parts_at;
 use super::State;
 use crate::image::layout::Layout;
 use crate::image::manifest::{descriptor, Descriptor, Index, Manifest, Platform, CONFIG_V1, INDEX_V1, MANIFEST_V1};
@@ -99,11 +99,18 @@ pub fn parse_platform(p: &str) -> Result<Platform> {
 
 /// Write the image of each `(platform, state)` into the layout at `dest` and
 /// an index listing them (tagged `tag`); returns the index descriptor.
-pub fn export_index<S: Store>(store: &S, images: &[(String, &State)], dest: &Path, tag: &str, jobs: usize) -> Result<Descriptor> {
+pub fn export_index<S: Store>(
+    store: &S,
+    images: &[(String, &State)],
+    dest: &Path,
+    tag: &str,
+    jobs: usize,
+    epoch: Option<u64>,
+) -> Result<Descriptor> {
     let layout = Layout::create(dest).with_context(|| format!("create OCI layout {}", dest.display()))?;
     let mut manifests = Vec::new();
     for (platform, state) in images {
-        let (mut config, layers) = image_parts(store, state, jobs)?;
+        let (mut config, layers) = image_parts_at(store, state, jobs, epoch)?;
         let p = parse_platform(platform)?;
         config.os = p.os.clone();
         config.architecture = p.architecture.clone();
