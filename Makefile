@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SHARED ?= ../shared
 
-.PHONY: all deps build demo test lint bench clean
+.PHONY: all deps build demo test compat lint bench clean
 
 all: build
 
@@ -35,6 +35,18 @@ demo: build
 test: deps
 	@test -d $(SHARED)/compat/buildkit || { echo "test: $(SHARED)/compat is missing (the conformance fixtures)"; exit 1; }
 	$(CARGO) test --workspace
+
+# Times stromatekt against docker BuildKit, the legacy builder and buildah
+# (bench/bench.py; BENCH_N=runs per cell, default 3). Writes bench/results.md
+# and bench/results.tsv.
+bench: deps
+	$(CARGO) build --release
+	python3 bench/bench.py $(if $(BENCH_N),-n $(BENCH_N))
+
+# The docker-build comparison alone (also part of `make test`): every case in
+# compat-tests/cases built by stromatekt and by docker 20.10's BuildKit.
+compat: deps
+	$(CARGO) test --test compat -- --nocapture
 
 lint:
 	$(CARGO) clippy --workspace --all-targets
