@@ -160,13 +160,11 @@ pub fn image_parts_at<S: Store>(
     Ok((config, layers))
 }
 
-/// Write `state` as an OCI image layout at `dest`, tagged `tag`; returns the
-/// manifest descriptor.
-pub fn export_layout<S: Store>(store: &S, state: &State, dest: &Path, tag: &str, jobs: usize) -> Result<Descriptor> {
-    let (config, layers) = image_parts(store, state, jobs)?;
-    let layout = Layout::create(dest).with_context(|| format!("create OCI layout {}", dest.display()))?;
+/// Put one image (its layer blobs, config and manifest) into `layout`;
+/// returns the manifest descriptor (not yet listed in `index.json`).
+pub fn write_image(layout: &Layout, config: &ImageConfig, layers: &[(Descriptor, PathBuf)]) -> Result<Descriptor> {
     let mut descs = Vec::new();
-    for (d, file) in &layers {
+    for (d, file) in layers {
         layout.put_file(&d.digest, file).with_context(|| format!("copy {}", file.display()))?;
         descs.push(d.clone());
     }
@@ -176,6 +174,15 @@ pub fn export_layout<S: Store>(store: &S, state: &State, dest: &Path, tag: &str,
     let m = Manifest::new(cd, descs).to_json();
     let md = descriptor(MANIFEST_V1, &m);
     layout.put_bytes(&md.digest, &m)?;
+    Ok(md)
+}
+
+/// Write `state` as an OCI image layout at `dest`, tagged `tag`; returns the
+/// manifest descriptor.
+pub fn export_layout<S: Store>(store: &S, state: &State, dest: &Path, tag: &str, jobs: usize) -> Result<Descriptor> {
+    let (config, layers) = image_parts(store, state, jobs)?;
+    let layout = Layout::create(dest).with_context(|| format!("create OCI layout {}", dest.display()))?;
+    let md = write_image(&layout, &config, &layers)?;
     layout.set_manifest(md.clone(), Some(tag))?;
     Ok(md)
 }

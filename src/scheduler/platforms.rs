@@ -9,10 +9,10 @@
 //! binaries through qemu-user-static (binfmt_misc). The result is an image
 //! index with one manifest per platform.
 
-use super::export::image_parts_at;
+use super::export::{image_parts_at, write_image};
 use super::State;
 use crate::image::layout::Layout;
-use crate::image::manifest::{descriptor, Descriptor, Index, Manifest, Platform, CONFIG_V1, INDEX_V1, MANIFEST_V1};
+use crate::image::manifest::{descriptor, Descriptor, Index, Platform, INDEX_V1};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
 use frontend::ir::{Export, Graph, Node, NodeId, Op};
@@ -115,17 +115,7 @@ pub fn export_index<S: Store>(
         config.os = p.os.clone();
         config.architecture = p.architecture.clone();
         config.variant = p.variant.clone();
-        let mut descs = Vec::new();
-        for (d, file) in &layers {
-            layout.put_file(&d.digest, file).with_context(|| format!("copy {}", file.display()))?;
-            descs.push(d.clone());
-        }
-        let cfg = config.to_canonical_json();
-        let cd = descriptor(CONFIG_V1, &cfg);
-        layout.put_bytes(&cd.digest, &cfg)?;
-        let m = Manifest::new(cd, descs).to_json();
-        let mut md = descriptor(MANIFEST_V1, &m);
-        layout.put_bytes(&md.digest, &m)?;
+        let mut md = write_image(&layout, &config, &layers)?;
         md.platform = Some(p);
         manifests.push(md);
     }
