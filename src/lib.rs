@@ -12,5 +12,6 @@ pub mod image;
 pub mod output;
 pub mod progress;
 pub mod registry;
+pub mod remote_cache;
 pub mod scheduler;
 pub mod store;

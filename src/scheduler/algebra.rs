@@ -15,6 +15,7 @@ use crate::exec::Executor;
 use crate::image::config::History;
 use crate::image::layer::extract;
 use crate::image::manifest::Descriptor;
+use crate::remote_cache::Part;
 use crate::store::Store;
 use anyhow::{bail, Context as _, Result};
 use frontend::ir::{Node, NodeId};
@@ -46,6 +47,8 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     /// Make (or reuse) snapshot `name`: `start` (or empty) with `blobs` and
     /// then `layers` applied in order.
     fn stacked(&self, name: &str, start: Option<&str>, blobs: &[(Descriptor, PathBuf)], layers: &[LayerRef]) -> Result<()> {
+        let parts = blobs.iter().map(|(d, f)| Part::Blob(d.clone(), f.clone())).chain(layers.iter().cloned().map(Part::Layer)).collect();
+        self.recorded.record(name, start, parts);
         if self.cached(name) {
             return Ok(());
         }
@@ -126,12 +129,18 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         } else if first == 0 {
             (st.layers.first().and_then(|l| l.parent.clone()).or(st.top.clone()), vec![])
         } else {
-            (Some(st.layers[first - 1].name.clone()), vec![])
+            // The tree before the first removed layer is that layer's parent
+            // (after a parallel group: the merged tree, not the last
+            // member's snapshot); a `with` RUN's parent is the mixed tree,
+            // so there the previous layer's snapshot is the start.
+            let before = st.layers.get(first).and_then(|l| l.parent.clone()).filter(|p| !p.starts_with("mix-"));
+            (Some(before.unwrap_or_else(|| st.layers[first - 1].name.clone())), vec![])
         };
         let rest: Vec<LayerRef> = st.layers.iter().enumerate().skip(first).filter(|(i, _)| !removed.contains(i)).map(|(_, l)| l.clone()).collect();
         if drop_base || !removed.is_empty() {
             let ids: Vec<&str> = rest.iter().map(|l| l.name.as_str()).collect();
             let name = format!("rm-{}", sha_hex(format!("{start:?}\0{}", ids.join("\0")).as_bytes()));
+            self.recorded.depend(&name, removed.iter().map(|&r| st.layers[r].name.clone()).collect());
             self.stacked(&name, start.as_deref(), &blobs, &rest).with_context(|| origin_label(node))?;
             out.top = Some(name);
         }
@@ -183,6 +192,11 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             order.push((w.base_blobs.clone(), w.layers.clone()));
         }
         let name = format!("mix-{}", sha_hex(parts.join("\0").as_bytes()));
+        let recipe = order
+            .iter()
+            .flat_map(|(b, ls)| b.iter().map(|(d, f)| Part::Blob(d.clone(), f.clone())).chain(ls.iter().cloned().map(Part::Layer)))
+            .collect();
+        self.recorded.record(&name, base.top.as_deref(), recipe);
         if self.cached(&name) {
             return Ok(name);
         }

@@ -577,6 +577,9 @@ fn place(cp: &mut Copier<'_>, root: &Path, dest_abs: &str, dest_dir: bool, items
     let dest_rel = clean_rel(dest_abs);
     let dest = resolve_in_root(root, &dest_rel)?;
     for it in items {
+        // Hard links are kept within one source, as fsutil copies each
+        // source with a copier of its own.
+        cp.links.clear();
         let md = fs::symlink_metadata(&it.path).with_context(|| format!("stat {}", it.path.display()))?;
         if it.kept.is_some() && excluded_by(cp.exclude, &it.base, &it.rel) {
             continue;
@@ -619,7 +622,8 @@ fn place(cp: &mut Copier<'_>, root: &Path, dest_abs: &str, dest_dir: bool, items
         }
         if it.unpack {
             if let Some(reader) = archive_reader(&it.path)? {
-                cp.mkdir_parents(root, &dest)?;
+                // BuildKit's unpack creates the destination 0755 whatever --chmod says.
+                cp.mkdir_all(root, &dest, 0o755)?;
                 unpack(reader, &dest, cp.chown).with_context(|| format!("unpacking {}", it.path.display()))?;
                 continue;
             }
@@ -656,6 +660,16 @@ impl Copier<'_> {
     /// Create the missing directories of `dir` (below `root`): 0755, or the
     /// octal `--chmod`; root-owned, or the `--chown` owner (fsutil `MkdirAll`).
     fn mkdir_parents(&self, root: &Path, dir: &Path) -> Result<()> {
+        let mode = match &self.chmod {
+            Some(Chmod::Octal(m)) => *m,
+            _ => 0o755,
+        };
+        self.mkdir_all(root, dir, mode)
+    }
+
+    /// Create the missing directories of `dir` with `mode`, owned by root or
+    /// the `--chown` owner.
+    fn mkdir_all(&self, root: &Path, dir: &Path, mode: u32) -> Result<()> {
         if !dir.starts_with(root) {
             bail!("destination {} escapes the root", dir.display());
         }
@@ -667,10 +681,6 @@ impl Copier<'_> {
                 break;
             }
         }
-        let mode = match &self.chmod {
-            Some(Chmod::Octal(m)) => *m,
-            _ => 0o755,
-        };
         let (uid, gid) = self.chown.unwrap_or((0, 0));
         for m in missing.iter().rev() {
             if let Ok(md) = fs::symlink_metadata(m) {
@@ -1446,6 +1456,11 @@ mod tests {
         let (a, b) = (fs::metadata(root.join("t/file")).unwrap(), fs::metadata(root.join("t/hard")).unwrap());
         assert_eq!(a.ino(), b.ino());
         assert_eq!(a.mtime(), 1_000_000_000);
+        // Named as two sources, the two names are two files (as docker 20.10 builds it).
+        let st = build(&f, "FROM scratch\nCOPY t/file t/hard /two/\n").unwrap();
+        let root = root_of(&f, &st);
+        let (a, b) = (fs::metadata(root.join("two/file")).unwrap(), fs::metadata(root.join("two/hard")).unwrap());
+        assert_ne!(a.ino(), b.ino());
     }
 
     #[test]
@@ -1611,6 +1626,20 @@ mod tests {
                 }
                 let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
                 match routes.iter().find(|(p, _, _)| *p == path) {
+                    // A route whose headers start with a status code sets it.
+                    Some((_, headers, body)) if headers.starts_with('3') => {
+                        let _ = write!(s, "HTTP/1.1 {headers}Content-Length: 0\r\n\r\n");
+                        let _ = body;
+                    }
+                    Some((_, headers, body)) if headers.contains("chunked") => {
+                        let _ = write!(s, "HTTP/1.1 200 OK\r\n{headers}\r\n");
+                        for part in body.chunks(3) {
+                            let _ = write!(s, "{:x}\r\n", part.len());
+                            let _ = s.write_all(part);
+                            let _ = s.write_all(b"\r\n");
+                        }
+                        let _ = s.write_all(b"0\r\n\r\n");
+                    }
                     Some((_, headers, body)) => {
                         let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{headers}\r\n", body.len());
                         let _ = s.write_all(body);
@@ -1630,7 +1659,8 @@ mod tests {
         let tar = tar_bytes();
         let port = serve(vec![
             ("/files/hello.txt", "Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\n", b"hello".to_vec()),
-            ("/redirect", "", vec![]),
+            ("/redirect", "302 Found\r\nLocation: /files/hello.txt\r\n", vec![]),
+            ("/chunked/c.txt", "Transfer-Encoding: chunked\r\n", b"chunked body\n".to_vec()),
             ("/t.tar", "", tar),
         ]);
         let sum = hex::encode(Sha256::digest(b"hello"));
@@ -1639,13 +1669,14 @@ mod tests {
             &f,
             &format!(
                 "FROM scratch\nADD {u}/files/hello.txt /dl/\nADD --checksum=sha256:{sum} {u}/files/hello.txt /named\n\
-                 ADD --chown=5:6 {u}/files/hello.txt /owned/\nADD {u}/t.tar /t/\nADD --unpack=true {u}/t.tar /u/\n"
+                 ADD --chown=5:6 {u}/files/hello.txt /owned/\nADD {u}/t.tar /t/\nADD --unpack=true {u}/t.tar /u/\n\
+                 ADD {u}/redirect /r/\nADD {u}/chunked/c.txt /c/\n"
             ),
         )
         .unwrap();
         let root = root_of(&f, &st);
         let l = listing(&root);
-        for want in ["dl/hello.txt 600 0:0 hello", "named 600 0:0 hello", "owned/hello.txt 600 5:6 hello", "u/d/f 640 7:8 hi"] {
+        for want in ["dl/hello.txt 600 0:0 hello", "named 600 0:0 hello", "owned/hello.txt 600 5:6 hello", "u/d/f 640 7:8 hi", "r/redirect 600 0:0 hello", "c/c.txt 600 0:0 chunked body\n"] {
             assert!(l.contains(want), "missing {want:?} in {l:#?}");
         }
         assert!(root.join("t/t.tar").is_file(), "{l:#?}");
@@ -1713,6 +1744,23 @@ mod tests {
         assert!(e.contains("Dockerfile:2") && e.contains("reference \"nope\" not found"), "{e}");
         let e = retarget("FROM scratch\nADD --checksum=0123456789abcdef git@example.com:r.git#v1 /x/\n");
         assert!(e.contains("Dockerfile:2") && e.contains("checksum mismatch"), "{e}");
+    }
+
+    #[test]
+    fn paths_resolve_inside_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::create_dir_all(r.join("usr/bin")).unwrap();
+        symlink("usr/bin", r.join("bin")).unwrap();
+        symlink("/tmp", r.join("abs")).unwrap();
+        symlink("../../..", r.join("usr/bin/up")).unwrap();
+        assert_eq!(resolve_in_root(r, "bin/sh").unwrap(), r.join("usr/bin/sh"));
+        assert_eq!(resolve_in_root(r, "/abs/x").unwrap(), r.join("tmp/x"));
+        assert_eq!(resolve_in_root(r, "bin/up/etc").unwrap(), r.join("etc"));
+        assert_eq!(resolve_in_root(r, "../../etc/passwd").unwrap(), r.join("etc/passwd"));
+        assert_eq!(split_pivot("a/./b/c"), ("a/b/c".to_string(), Some("a".to_string())));
+        assert_eq!(split_pivot("./x/../y"), ("y".to_string(), Some(String::new())));
+        assert_eq!(split_pivot("/a/b"), ("a/b".to_string(), None));
     }
 
     #[test]

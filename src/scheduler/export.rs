@@ -34,6 +34,17 @@ pub struct CachedLayer {
     /// The snapshot the layer leads to (prune drops the record with it).
     #[serde(default)]
     pub snapshot: String,
+    /// Creation time (ns) of that snapshot when the record was written: a
+    /// snapshot replaced since (`--no-cache`) makes the record stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_btime: Option<u64>,
+}
+
+/// Creation time (ns since 1970) of committed snapshot `name`, if known.
+fn btime<S: Store + ?Sized>(store: &S, name: &str) -> Option<u64> {
+    let dir = store.get(name)?;
+    let t = fs::metadata(dir).ok()?.created().ok()?;
+    t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_nanos() as u64)
 }
 
 impl CachedLayer {
@@ -68,7 +79,8 @@ pub fn layer_blob<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>
         if let Ok(bytes) = fs::read(&rec_path) {
             if let Ok(rec) = serde_json::from_slice::<CachedLayer>(&bytes) {
                 let p = blob_path(root, &rec.digest);
-                if p.is_file() {
+                let current = rec.snapshot_btime.is_none() || rec.snapshot_btime == btime(store, &l.name);
+                if p.is_file() && current {
                     return Ok((rec, p));
                 }
             }
@@ -88,6 +100,7 @@ pub fn layer_blob<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>
         size: blob.size,
         media_type: LAYER_GZIP.into(),
         snapshot: l.name.clone(),
+        snapshot_btime: btime(store, &l.name),
     };
     {
         if let Some(dir) = rec_path.parent() {

@@ -84,6 +84,8 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         }
         let names: Vec<&str> = layers.iter().map(|(_, l, _)| l.name.as_str()).collect();
         let name = format!("merge-{}", sha_hex(format!("{:?}\0{}", base_state.top, names.join("\0")).as_bytes()));
+        let recipe = layers.iter().map(|(_, l, _)| crate::remote_cache::Part::Layer(l.clone())).collect();
+        self.recorded.record(&name, base_state.top.as_deref(), recipe);
         if !self.cached(&name) {
             let key = self.work_key(&name);
             let res = (|| -> Result<()> {

@@ -129,7 +129,13 @@ pub struct Scheduler<'a, S: Store, E: Executor> {
     /// Options.
     pub opts: Options,
     cancel: Arc<AtomicBool>,
-    nonce: String,
+    /// Snapshot names this build must make afresh (`--no-cache`): not
+    /// reused, and replaced when committed.
+    fresh: Mutex<std::collections::BTreeSet<String>>,
+    /// Recipes of the snapshots this build made or found (`--cache-to`).
+    recorded: crate::remote_cache::Recorder,
+    /// Imported caches (`--cache-from`), asked in order for missing snapshots.
+    remote: Vec<Arc<crate::remote_cache::ImportedCache>>,
 }
 
 pub(crate) fn sha_hex(bytes: &[u8]) -> String {
@@ -162,8 +168,31 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         progress: &'a Progress,
         opts: Options,
     ) -> Self {
-        let nonce = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
-        Scheduler { store, exec, context, images, progress, opts, cancel: Arc::new(AtomicBool::new(false)), nonce }
+        Scheduler {
+            store,
+            exec,
+            context,
+            images,
+            progress,
+            opts,
+            cancel: Arc::new(AtomicBool::new(false)),
+            fresh: Mutex::new(Default::default()),
+            recorded: crate::remote_cache::Recorder::default(),
+            remote: Vec::new(),
+        }
+    }
+
+    /// Also take missing cache entries from `cache` (`--cache-from`; several
+    /// are asked in the order added).
+    pub fn with_remote_cache(mut self, cache: Arc<crate::remote_cache::ImportedCache>) -> Self {
+        self.remote.push(cache);
+        self
+    }
+
+    /// The recipes of the snapshots made or found so far, for
+    /// [`crate::remote_cache::export_cache`] (`--cache-to`).
+    pub fn recorded(&self) -> &crate::remote_cache::Recorder {
+        &self.recorded
     }
 
     /// Set this flag (e.g. from a SIGINT handler) to stop the build: running
@@ -198,15 +227,23 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         }
     }
 
-    /// The snapshot name for cache key `key` of `node`: the key itself, or
-    /// salted with this build's nonce when the cache is off for the node (so
-    /// the step re-runs, and so does everything after it).
+    /// The snapshot name for cache key `key` of `node`. When the cache is off
+    /// for the node (`--no-cache`), the name is marked fresh: an existing
+    /// snapshot of that name is not reused, and the new result replaces it,
+    /// so later builds reuse what this one made (as BuildKit records a
+    /// `--no-cache` result under the same key).
     pub(crate) fn snapshot_name(&self, prefix: &str, node: &Node, key: &str) -> String {
-        if self.cache_allowed(node) {
-            format!("{prefix}-{key}")
-        } else {
-            format!("{prefix}-{}", sha_hex(format!("{key}\0{}", self.nonce).as_bytes()))
+        let name = format!("{prefix}-{key}");
+        if !self.cache_allowed(node) {
+            if let Ok(mut f) = self.fresh.lock() {
+                f.insert(name.clone());
+            }
         }
+        name
+    }
+
+    fn is_fresh(&self, name: &str) -> bool {
+        self.fresh.lock().map(|f| f.contains(name)).unwrap_or(false)
     }
 
     /// A writable-snapshot key owned by this process (recovery removes it if
@@ -287,6 +324,9 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                             .collect();
                         drop(g);
                         let result = self.run_node(graph, node, &inputs);
+                        if let Ok(st) = &result {
+                            self.recorded.record_state(st);
+                        }
                         let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
                         match result {
                             Ok(st) => {
@@ -516,6 +556,13 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
     /// Commit a step's writable snapshot `key` as `name` (removing `key` if
     /// that fails).
     pub(crate) fn commit_step(&self, key: &str, name: &str) -> Result<()> {
+        if self.is_fresh(name) {
+            // Replace the old result; from now on this build reuses the new one.
+            let _ = self.store.remove(name);
+            if let Ok(mut f) = self.fresh.lock() {
+                f.remove(name);
+            }
+        }
         if let Err(err) = self.store.commit(key, name) {
             let _ = self.store.remove(key);
             return Err(err.into());
@@ -524,9 +571,22 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         Ok(())
     }
 
-    /// Whether cache entry `name` exists; records the use when it does.
+    /// Whether cache entry `name` exists (made from an imported cache when
+    /// only that has it); records the use when it does.
     pub(crate) fn cached(&self, name: &str) -> bool {
-        let hit = self.store.get(name).is_some();
+        if self.is_fresh(name) {
+            return false;
+        }
+        let mut hit = self.store.get(name).is_some();
+        for cache in &self.remote {
+            if hit || !cache.has(name) {
+                continue;
+            }
+            match cache.materialize(self.store, name) {
+                Ok(made) => hit = made,
+                Err(e) => self.progress.message(&format!("warning: build cache {}: {e:#} (building the step instead)", cache.origin())),
+            }
+        }
         if hit {
             self.used(name);
         }

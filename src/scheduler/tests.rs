@@ -206,6 +206,11 @@ fn no_cache_reruns_everything_and_filter_only_its_stage() {
     let opts = Options { jobs: 2, no_cache: true, ..Options::default() };
     Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, opts).run(&g).unwrap();
     assert!(progress.records().iter().all(|r| r.outcome == Outcome::Done));
+    // The --no-cache results replaced the old ones: the next build reuses them.
+    let progress = Progress::new(Mode::Quiet);
+    Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, Options::default()).run(&g).unwrap();
+    assert!(progress.records().iter().all(|r| r.outcome == Outcome::Cached), "{:#?}", progress.records());
+    assert!(f.store.list_active().unwrap().is_empty());
 }
 
 #[test]
