@@ -289,9 +289,9 @@ fn docker_build_flags() {
         (vec!["--ulimit", "nofile=10"], "--ulimit"),
         (vec!["--cgroup-parent", "x"], "--cgroup-parent"),
         (vec!["--isolation", "default"], "--isolation"),
-        (vec!["--platform", "linux/amd64,linux/arm64"], "multi-platform"),
-        (vec!["--cache-from", "type=local,src=/tmp/x"], "--cache-from"),
-        (vec!["--cache-to", "type=inline"], "--cache-to"),
+        (vec!["--platform", "linux/amd64,linux/arm64", "--load"], "--load takes one platform"),
+        (vec!["--cache-from", "type=gha"], "--cache-from"),
+        (vec!["--cache-to", "type=nope,ref=x"], "--cache-to"),
         (vec!["--network", "bridge0"], "--network"),
         (vec!["-o", "type=nope"], "unknown type"),
     ] {

@@ -296,3 +296,44 @@ fn importing_what_is_not_a_cache_fails_clearly() {
     let e = ImportedCache::from_registry(reg, &image, "linux/amd64").unwrap_err();
     assert!(format!("{e:#}").contains("no stromatekt build cache"), "{e:#}");
 }
+
+/// Through the CLI: `--cache-to type=local` on one store, `--cache-from` on a
+/// fresh one: every step CACHED, no container started.
+#[test]
+fn cli_cache_to_and_from_local() {
+    if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
+        return;
+    }
+    let a = common::LoopStore::new(2);
+    let b = common::LoopStore::new(2);
+    let base = a.scratch().join("busybox");
+    assert!(common::busybox_layout(&base));
+    let ctx = a.scratch().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "ARG BASE\nFROM ${BASE}\nRUN echo one > /one\nCOPY Dockerfile /df\nRUN cat /one /df > /both\n").unwrap();
+    let cache = a.scratch().join("cache");
+    let build = |root: &Path, flag: &str, spec: String| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_stromatekt"))
+            .env("STROMATEKT_ROOT", root)
+            .args(["build", "--progress=rawjson", flag, &spec, "--build-arg"])
+            .arg(format!("BASE=oci-layout://{}:latest", base.display()))
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        err
+    };
+    build(&a.dir.join("root"), "--cache-to", format!("type=local,dest={},mode=max", cache.display()));
+    let err = build(&b.dir.join("root"), "--cache-from", format!("type=local,src={}", cache.display()));
+    let ev: Vec<serde_json::Value> = err.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let steps: Vec<&serde_json::Value> = ev.iter().filter(|e| e["event"] == "done" || e["event"] == "cached").collect();
+    assert!(!steps.is_empty());
+    for s in &steps {
+        let name = s["name"].as_str().unwrap_or("");
+        // The base import is a pull on B (a layout here): everything else is cached.
+        if !name.contains("load image") {
+            assert_eq!(s["event"], "cached", "{name} ran on the fresh store:\n{err}");
+        }
+    }
+}

@@ -109,11 +109,12 @@ pub struct BuildArgs {
     /// Docker daemon when one answers, as buildx's default docker driver does.
     #[arg(long = "as-docker-plugin", hide = true)]
     pub as_docker_plugin: bool,
-    /// Not supported yet (fails).
-    #[arg(long = "cache-from", hide = true)]
+    /// Import a build cache: `type=registry,ref=REF` | `type=local,src=DIR` (repeatable).
+    #[arg(long = "cache-from")]
     pub cache_from: Vec<String>,
-    /// Not supported yet (fails).
-    #[arg(long = "cache-to", hide = true)]
+    /// Export the build cache: `type=registry,ref=REF[,mode=min|max]` |
+    /// `type=local,dest=DIR[,mode=..]` | `type=inline` (repeatable).
+    #[arg(long = "cache-to")]
     pub cache_to: Vec<String>,
     /// Docker flags stromatekt does not support (each fails, naming itself).
     #[command(flatten)]
@@ -469,6 +470,22 @@ fn base_image_configs(resolver: &Resolver, input: &Input, opts: &mut frontend::L
     }
 }
 
+/// Before building: the outputs a multi-platform build can write.
+fn check_multi_outputs(a: &BuildArgs) -> Result<()> {
+    use crate::output::spec::{Dest, Kind};
+    if a.load {
+        bail!("--load takes one platform (docker loads one image): build with --platform for one, or --push the index");
+    }
+    for o in &a.outputs {
+        let spec = crate::output::spec::parse(o)?;
+        let ok = matches!((spec.kind, &spec.dest), (Kind::Oci, Some(Dest::Path(_))) if !spec.oci_as_tar()) || (spec.kind == Kind::Image && spec.push);
+        if !ok {
+            bail!("--output {o}: multi-platform builds write type=oci,dest=DIR or push (--push, type=registry); this output is for one platform");
+        }
+    }
+    Ok(())
+}
+
 /// Outputs of a multi-platform build: an OCI layout holding an image index
 /// (`type=oci,dest=DIR`) and/or a push of the index (`--push`,
 /// `type=registry`, `type=image,push=true`).
@@ -546,12 +563,10 @@ fn check_secrets(graph: &frontend::ir::Graph, secrets: &BTreeMap<String, Vec<u8>
 /// Run `build`.
 pub fn run(a: &BuildArgs) -> Result<()> {
     a.unsupported.check()?;
-    if !a.cache_from.is_empty() {
-        bail!("--cache-from is not supported yet (stromatekt keeps its own local cache in the store); remove it to build");
-    }
-    if !a.cache_to.is_empty() {
-        bail!("--cache-to is not supported yet (stromatekt keeps its own local cache in the store); remove it to build");
-    }
+    use crate::remote_cache::{parse_cache_spec, CacheSpec, ImportedCache};
+    let cache_from =
+        a.cache_from.iter().map(|c| parse_cache_spec(c).with_context(|| format!("--cache-from {c}"))).collect::<Result<Vec<_>>>()?;
+    let cache_to = a.cache_to.iter().map(|c| parse_cache_spec(c).with_context(|| format!("--cache-to {c}"))).collect::<Result<Vec<_>>>()?;
     let mut build_args = BTreeMap::new();
     for kv in &a.build_args {
         // `--build-arg NAME` takes NAME from the environment (as docker).
@@ -660,6 +675,9 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     } else {
         lower(platform.clone())?
     };
+    if platforms.len() > 1 {
+        check_multi_outputs(a)?;
+    }
     let insecure = graph.nodes.iter().any(|n| matches!(&n.op, Op::Exec(e) if e.insecure));
     if insecure && !a.allow.iter().any(|e| e == "security.insecure") {
         bail!("RUN --security=insecure needs the entitlement: add --allow security.insecure");
@@ -697,7 +715,17 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         ssh,
         ..Options::default()
     };
-    let sched = Scheduler::new(&store, &exec, &context, &resolver, &progress, sched_opts);
+    let mut sched = Scheduler::new(&store, &exec, &context, &resolver, &progress, sched_opts);
+    for spec in &cache_from {
+        match ImportedCache::import(spec, None, &sched.opts.platform) {
+            Ok(c) => {
+                progress.message(&format!("importing build cache {} ({} entries)", c.origin(), c.config().recipes.len()));
+                sched = sched.with_remote_cache(std::sync::Arc::new(c));
+            }
+            // As BuildKit: an unreadable cache is a warning, the build goes on.
+            Err(e) => progress.message(&format!("warning: --cache-from: {e:#}")),
+        }
+    }
     sched.recover()?;
     let cancel = sched.cancel_flag();
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -708,12 +736,21 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         eprintln!("stromatekt: warning: could not save the context index: {e}");
     }
     let states = result?;
+    let results: Vec<&crate::scheduler::State> = graph.exports.iter().filter_map(|e| states.get(&e.node)).collect();
+    for spec in cache_to.iter().filter(|c| **c != CacheSpec::Inline) {
+        let s = crate::remote_cache::export_cache(&store, sched.recorded(), &results, spec, None).context("--cache-to")?;
+        progress.message(&format!("exported build cache {} ({} entries, {} blobs)", s.manifest, s.recipes, s.blobs));
+    }
     if platforms.len() > 1 {
         return multi_platform_outputs(a, &store, &graph, &states, &progress, epoch, sched.opts.jobs);
     }
     let export = graph.exports.first().ok_or_else(|| anyhow!("the Dockerfile exports nothing"))?;
     let state = states.get(&export.node).ok_or_else(|| anyhow!("internal: export not built"))?;
     let default_load = a.as_docker_plugin && outputs.is_empty() && !a.push && !a.load && crate::output::load::docker_reachable();
+    let mut labels = labels;
+    if cache_to.contains(&CacheSpec::Inline) {
+        labels.push(crate::remote_cache::inline_label(&store, sched.recorded(), &[state])?);
+    }
     let req = Request { outputs, tags: a.tags.clone(), labels, load: a.load || default_load, push: a.push, jobs: sched.opts.jobs, epoch };
     let need_image = a.quiet || a.iidfile.is_some() || a.metadata_file.is_some();
     let info = write_outputs(&store, state, &req, &progress, need_image)?;
