@@ -170,6 +170,29 @@ fn remove_with_and_base_swap() {
     assert_eq!(std::fs::read_to_string(rootfs.join("copy")).unwrap(), "tool-output\n");
     assert!(!rootfs.join("usr/local/bin/mytool").exists(), "the mixed-in tool was kept");
 
+    // with, from a scratch-based tool image holding only a static binary;
+    // changing the tool re-runs that RUN and nothing else.
+    let tool_df = "ARG BASE\nARG TOOLV=1\nFROM scratch AS tool\nARG TOOLV\nCOPY busybox /tool/busybox\nCOPY version /tool/version-${TOOLV}\n\
+                   FROM ${BASE}\nRUN echo before > /before\n# stromatekt:with tool\nRUN /tool/busybox echo static-tool-ran > /tool-output && ls /tool > /tool-listing\nRUN echo after > /after\n";
+    let ctx = env.ctx("withscratch", tool_df, &[("version", "v\n")]);
+    std::fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
+    let (_, out) = env.ok(&ctx, &[]);
+    let rootfs = env.rootfs(&out);
+    assert_eq!(std::fs::read_to_string(rootfs.join("tool-output")).unwrap(), "static-tool-ran\n");
+    assert_eq!(std::fs::read_to_string(rootfs.join("tool-listing")).unwrap(), "busybox\nversion-1\n");
+    assert!(!rootfs.join("tool").exists(), "the mixed-in image is in the result");
+    let (o, _) = env.ok(&ctx, &["--build-arg".into(), "TOOLV=2".into()]);
+    let ev = events(&o);
+    let outcome = |needle: &str| {
+        ev.iter()
+            .find(|e| (e["event"] == "done" || e["event"] == "cached") && e["name"].as_str().unwrap_or("").contains(needle))
+            .map(|e| e["event"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(outcome("echo before"), "cached");
+    assert_eq!(outcome("static-tool-ran"), "done", "changing the tool must re-run the RUN that uses it");
+    assert_eq!(outcome("echo after"), "done", "the next step's parent changed");
+
     // base: build on OLD, export on NEW; a new NEW reuses the upper layers.
     let patched = |name: &str, text: &str| -> PathBuf {
         let c = env.ctx(name, &format!("ARG BASE\nFROM ${{BASE}}\nRUN echo {text} > /etc/patched\n"), &[]);
@@ -185,8 +208,22 @@ fn remove_with_and_base_swap() {
     assert_eq!(std::fs::read_to_string(rootfs.join("etc/patched")).unwrap(), "one\n");
     assert_eq!(std::fs::read_to_string(rootfs.join("app")).unwrap(), "app\n");
     assert_eq!(manifest_layers(&out), 2 + 1);
+    let layers_of = |layout: &Path| -> Vec<String> {
+        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let d = index["manifests"][0]["digest"].as_str().unwrap().replace("sha256:", "");
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(d)).unwrap()).unwrap();
+        m["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
+    };
+    let first = layers_of(&out);
     let (o, out) = env.ok(&ctx, &arg(&new2));
+    let second = layers_of(&out);
+    assert_eq!(first.last(), second.last(), "the upper layer blob was not reused");
+    assert_eq!(second[..2], layers_of(&new2)[..], "the bottom layers are not the new base's");
     let ev = events(&o);
+    assert!(
+        !ev.iter().any(|e| e["event"] == "done" && !e["name"].as_str().unwrap_or("").contains("load image")),
+        "a step ran when only the new base changed"
+    );
     assert!(
         ev.iter().any(|e| e["event"] == "cached" && e["name"].as_str().unwrap_or("").contains("echo app")),
         "the upper layer re-ran when only the new base changed"

@@ -39,7 +39,8 @@ fn fixtures(dir: &Path) -> Option<Fixtures> {
         std::fs::write(&src, format!("{file}\n")).unwrap();
         run(Command::new("umoci").arg("insert").arg("--image").arg(format!("{}:latest", layout.display())).arg(&src).arg(dest));
     }
-    run(Command::new("umoci").args(["config", "--image"]).arg(format!("{}:latest", image.display())).args(["--config.env", "APP=1"]));
+    run(Command::new("umoci").args(["config", "--image"]).arg(format!("{}:latest", image.display())).args(["--config.env", "APP=1"])
+        .args(["--config.cmd", "sh", "--config.cmd", "-c", "--config.cmd", "cat /app.txt /etc/new-base.txt 2>/dev/null; echo APP=$APP"]));
     Some(Fixtures { old, new, image })
 }
 
@@ -131,6 +132,11 @@ fn rebase_in_a_registry_uploads_only_the_config() {
     assert_eq!(std::fs::read_to_string(rootfs.join("etc/new-base.txt")).unwrap(), "new-base.txt\n");
     assert_eq!(std::fs::read_to_string(rootfs.join("app.txt")).unwrap(), "app.txt\n");
     assert!(rootfs.join("bin/busybox").is_file());
+    // And it runs: its CMD sees the app and the new base.
+    if common::require("runc") {
+        let out = common::run_image(&back, "latest", &tmp.path().join("run-bundle"));
+        assert_eq!(out, "app.txt\nnew-base.txt\nAPP=1\n");
+    }
 }
 
 fn digest_of_manifest(reference: &str) -> String {
