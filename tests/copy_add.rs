@@ -185,3 +185,87 @@ fn link_layers_do_not_depend_on_the_base() {
     assert_eq!(fs::read_to_string(rootfs.join("check")).unwrap(), "two\necho app\n");
     assert_eq!(meta(&rootfs.join("opt/app/app.sh")), "0:0 755");
 }
+
+/// A `git daemon` serving `base` on a free loopback port; killed (by PID) on drop.
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(base: &Path) -> GitDaemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // git-daemon itself, not `git daemon` (which would run it as a child
+        // that outlives a kill of the `git` process).
+        let exec_path = String::from_utf8(common::run(Command::new("git").arg("--exec-path")).stdout).unwrap();
+        let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        GitDaemon { child, port }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    common::run(Command::new("git").current_dir(dir).args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]).args(args));
+}
+
+const FROM_GIT: &str = r#"ARG BASE
+FROM ${BASE}
+ARG PORT
+ADD git://127.0.0.1:${PORT}/repo.git#v1 /src/
+ADD git://127.0.0.1:${PORT}/repo.git#main:sub /sub/
+RUN cat /src/README /sub/tool.sh > /seen
+"#;
+
+#[test]
+fn add_git_for_real() {
+    if !common::runnable(&["mkfs.btrfs", "runc", "umoci", "git"]) {
+        return;
+    }
+    let store = common::LoopStore::new(2);
+    let root = store.dir.join("root");
+    let base = store.scratch().join("busybox");
+    assert!(common::busybox_layout(&base));
+    let repos = store.scratch().join("repos");
+    let repo = repos.join("repo.git");
+    fs::create_dir_all(repo.join("sub")).unwrap();
+    git(&repo, &["init", "-q"]);
+    fs::write(repo.join("README"), "v1\n").unwrap();
+    fs::write(repo.join("sub/tool.sh"), "echo tool\n").unwrap();
+    fs::set_permissions(repo.join("sub/tool.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-qm", "one"]);
+    git(&repo, &["tag", "v1"]);
+    fs::write(repo.join("README"), "v2\n").unwrap();
+    git(&repo, &["commit", "-qam", "two"]);
+    let daemon = GitDaemon::start(&repos);
+    let ctx = store.scratch().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), FROM_GIT).unwrap();
+    let out = store.scratch().join("out");
+    build(&root, &base, &ctx, &out, &["--build-arg", &format!("PORT={}", daemon.port)]);
+    let rootfs = unpack(&out, &store.scratch().join("bundle"));
+    assert_eq!(fs::read_to_string(rootfs.join("seen")).unwrap(), "v1\necho tool\n");
+    assert_eq!(meta(&rootfs.join("sub/tool.sh")), "0:0 755");
+    assert_eq!(meta(&rootfs.join("src/README")), "0:0 644");
+    assert!(!rootfs.join("src/.git").exists());
+}

@@ -136,17 +136,65 @@ pub fn health(h: &Healthcheck) -> Result<Health, String> {
     }
 }
 
-/// BuildKit's history text: `HEALTHCHECK {Test:[CMD-SHELL x] Interval:5s ...}`.
+/// BuildKit's history text, as Docker 20.10 writes it: Go's `%q` of the
+/// `*HealthConfig` (`Test`, `Interval`, `Timeout`, `StartPeriod`, `Retries`;
+/// no StartInterval in that version), so durations are quoted strings and
+/// retries a quoted rune: `HEALTHCHECK &{["CMD-SHELL" "curl x"] "5s" "2s"
+/// "0s" '\x04'}` (compat case `healthcheck`). Docker 20.10 rejects
+/// `--start-interval`; with it, the text is newer BuildKit's, whose struct
+/// has StartInterval before Retries (compat case `healthcheck-start-interval`).
 pub fn history(h: &Health) -> String {
+    let mut durations = vec![h.interval, h.timeout, h.start_period];
+    if h.start_interval != 0 {
+        durations.push(h.start_interval);
+    }
     format!(
-        "HEALTHCHECK {{Test:[{}] Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
-        h.test.join(" "),
-        format_duration(h.interval),
-        format_duration(h.timeout),
-        format_duration(h.start_period),
-        format_duration(h.start_interval),
-        h.retries
+        "HEALTHCHECK &{{[{}] {} {}}}",
+        h.test.iter().map(|t| go_quote(t)).collect::<Vec<_>>().join(" "),
+        durations.iter().map(|d| go_quote(&format_duration(*d))).collect::<Vec<_>>().join(" "),
+        go_quote_rune(h.retries)
     )
+}
+
+/// One character as Go's `strconv.Quote` writes it inside `quote`.
+fn go_escape(c: char, quote: char, out: &mut String) {
+    match c {
+        '\\' => out.push_str("\\\\"),
+        c if c == quote => {
+            out.push('\\');
+            out.push(c);
+        }
+        '\u{7}' => out.push_str("\\a"),
+        '\u{8}' => out.push_str("\\b"),
+        '\u{c}' => out.push_str("\\f"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\u{b}' => out.push_str("\\v"),
+        c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+        c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+        c => out.push(c),
+    }
+}
+
+/// Go's `strconv.Quote` (`%q` of a string).
+pub fn go_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        go_escape(c, '"', &mut out);
+    }
+    out.push('"');
+    out
+}
+
+/// Go's `%q` of an integer: the quoted rune (`'\x04'`, `'A'`), `'�'` when
+/// it is not a valid code point.
+pub fn go_quote_rune(n: u64) -> String {
+    let c = u32::try_from(n).ok().and_then(char::from_u32).unwrap_or('\u{fffd}');
+    let mut out = String::from("'");
+    go_escape(c, '\'', &mut out);
+    out.push('\'');
+    out
 }
 
 const SIGNALS: &[&str] = &[
@@ -195,6 +243,29 @@ mod tests {
         assert_eq!(format_duration(0), "0s");
     }
 
+    /// Strings seen in Docker 20.10's history (compat case `healthcheck`
+    /// and hand-run builds).
+    #[test]
+    fn history_is_gos_percent_q_of_the_struct() {
+        let h = Health {
+            test: vec!["CMD".into(), "/bin/true".into(), "a\"b".into()],
+            interval: 90_000_000_000,
+            timeout: 500_000_000,
+            start_period: 3_600_000_000_000,
+            start_interval: 0,
+            retries: 65,
+        };
+        assert_eq!(history(&h), r#"HEALTHCHECK &{["CMD" "/bin/true" "a\"b"] "1m30s" "500ms" "1h0m0s" 'A'}"#);
+        let none = Health { test: vec!["NONE".into()], interval: 0, timeout: 0, start_period: 0, start_interval: 0, retries: 0 };
+        assert_eq!(history(&none), r#"HEALTHCHECK &{["NONE"] "0s" "0s" "0s" '\x00'}"#);
+        let with_start_interval = Health { start_interval: 2_000_000_000, retries: 2, ..h.clone() };
+        assert_eq!(history(&with_start_interval), r#"HEALTHCHECK &{["CMD" "/bin/true" "a\"b"] "1m30s" "500ms" "1h0m0s" "2s" '\x02'}"#);
+        assert_eq!(go_quote_rune(39), r"'\''");
+        assert_eq!(go_quote_rune(10), r"'\n'");
+        assert_eq!(go_quote_rune(0x110000), "'\u{fffd}'");
+        assert_eq!(go_quote("tab\there \u{1}"), r#""tab\there \x01""#);
+    }
+
     #[test]
     fn healthcheck_and_signals() {
         let h = health(&Healthcheck::Cmd {
@@ -208,7 +279,7 @@ mod tests {
         .expect("valid");
         assert_eq!(
             history(&h),
-            "HEALTHCHECK {Test:[CMD-SHELL curl -f http://localhost/] Interval:5s Timeout:0s StartPeriod:0s StartInterval:0s Retries:3}"
+            "HEALTHCHECK &{[\"CMD-SHELL\" \"curl -f http://localhost/\"] \"5s\" \"0s\" \"0s\" '\\x03'}"
         );
         let bad = Healthcheck::Cmd {
             test: ShellOrExec::Exec(vec!["true".into()]),

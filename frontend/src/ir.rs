@@ -212,8 +212,11 @@ pub struct Exec {
     pub base: NodeId,
     /// The argv (shell form already wrapped with the SHELL in effect).
     pub args: Vec<String>,
-    /// Extra `KEY=value` environment for this step only (build args in
-    /// scope), not written to the image config.
+    /// Extra `KEY=value` environment for this step only, not written to the
+    /// image config: the ARG values in scope that the config's Env does not
+    /// hold with that value, sorted by name; they override the config's Env
+    /// of the same name (Docker 20.10's BuildKit: a later ARG wins over an
+    /// earlier ENV).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
     /// `--mount` specs.
@@ -430,13 +433,17 @@ pub struct Health {
 pub enum ConfigEdit {
     /// Set environment variables, in order.
     Env(Vec<(String, String)>),
-    /// Set the working directory (absolute; the backend creates it).
+    /// Set the working directory: always absolute (a relative WORKDIR is
+    /// already joined and cleaned as BuildKit's `path.Join`; an absolute one
+    /// is kept as written, as BuildKit does); the backend creates it.
     Workdir(String),
     /// Set the user.
     User(String),
     /// Set Cmd.
     Cmd(Vec<String>),
-    /// Set Entrypoint (and reset an inherited Cmd, as Docker does).
+    /// Set Entrypoint and reset Cmd. Docker resets only an inherited Cmd:
+    /// when the stage set CMD before, the frontend follows this edit with a
+    /// `cmd` edit (no history entry) restoring it.
     Entrypoint(Vec<String>),
     /// Add labels, in order.
     Label(Vec<(String, String)>),
@@ -452,6 +459,13 @@ pub enum ConfigEdit {
     Healthcheck(Health),
     /// Append an ONBUILD trigger.
     Onbuild(String),
+    /// Drop all ONBUILD triggers (`OnBuild` unset): the first edit of a
+    /// stage whose base had triggers, which the frontend replays right after
+    /// it (BuildKit clears them in the child). Serialized as
+    /// `{"kind": "clear_onbuild"}`. Behind the `clear-onbuild` feature until
+    /// the scheduler's `apply_edit` handles it (`c.on_build = None`).
+    #[cfg(feature = "clear-onbuild")]
+    ClearOnbuild,
     /// Set the author.
     Maintainer(String),
     /// No config change (ARG): only a history entry, if `created_by` is set.

@@ -3,7 +3,7 @@
 //! Three layers, as in BuildKit: [`parser`] joins continuation lines, reads
 //! directives and heredocs and builds a loose tree of nodes with spans;
 //! [`instructions`] types each node (flags declared per instruction);
-//! [`lower`] expands variables with the word [`lexer`], scopes ARGs, applies
+//! [`lower`](mod@lower) expands variables with the word [`lexer`], scopes ARGs, applies
 //! `# stromatekt:` [`annotations`] and produces the [`ir::Graph`].
 //!
 //! This crate does no I/O: no files, network, btrfs or runc. The caller

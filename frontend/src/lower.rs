@@ -1,21 +1,27 @@
 //! Lowering: typed instructions -> IR graph (as BuildKit's
 //! `dockerfile2llb/convert.go`). Expands words with the [`Lexer`] in the scope
-//! BuildKit uses (the base image's ENV, ARG values and ENV set in the
-//! Dockerfile; ENV wins over ARG), scopes ARGs (global meta args before FROM,
-//! redeclared per stage, overridden by `--build-arg`), resolves `FROM`/`COPY
+//! BuildKit uses (the base image's ENV, then ENV and ARG values in written
+//! order, the later winning, as Docker 20.10's BuildKit does), scopes ARGs
+//! (global meta args before FROM, redeclared per stage, overridden by `--build-arg`), resolves `FROM`/`COPY
 //! --from`/`--mount from=` references (stages, `--build-context` names,
 //! images), lowers only the stages `--target` needs, applies the
 //! `# stromatekt:` annotations placed by [`crate::annotations::place`], and
 //! writes history `created_by` text the way BuildKit does.
 //!
-//! The frontend does no I/O: a base image's ENV and SHELL are known only when
-//! the caller passes them in [`LowerOptions::image_env`] /
-//! [`LowerOptions::image_shell`] (get the references with [`base_images`]);
-//! otherwise `$VAR`s set only by the base image expand to empty.
-//! Not done here: replaying ONBUILD triggers. ONBUILD is recorded into the
-//! image config, but a stage built FROM an image or an earlier stage that has
-//! triggers does not run them (BuildKit runs them first in the child stage and
-//! drops them from its config).
+//! The frontend does no I/O: a base image's ENV, SHELL, WorkingDir and
+//! ONBUILD triggers are known only when the caller passes them in
+//! [`LowerOptions::image_env`], [`LowerOptions::image_shell`],
+//! [`LowerOptions::image_workdir`] and [`LowerOptions::image_onbuild`] (get
+//! the references with [`base_images`]); otherwise `$VAR`s set only by the
+//! base image expand to empty, and a relative WORKDIR is joined to `/`.
+//! ONBUILD triggers of the base (an earlier stage's, or an image's passed in
+//! [`LowerOptions::image_onbuild`]) are lowered first in the child stage, as
+//! BuildKit does; dropping them from the child's config needs the
+//! `clear-onbuild` feature (see [`crate::ir::ConfigEdit`]).
+//!
+//! The reference for history text is the BuildKit shipped in Docker 20.10
+//! (what `tests/compat.rs` runs); where newer BuildKit writes it differently
+//! the comment says so.
 
 use crate::annotations::{Annotation, Located, Placement};
 use crate::error::{Error, ErrorKind};
@@ -56,6 +62,13 @@ pub struct LowerOptions {
     /// SHELL of base images that set one (same keys as `image_env`): the
     /// initial shell of stages built FROM that image (BuildKit's `withShell`).
     pub image_shell: BTreeMap<String, Vec<String>>,
+    /// WorkingDir of base images that set one (same keys as `image_env`):
+    /// a relative WORKDIR in a stage FROM that image is joined to it.
+    pub image_workdir: BTreeMap<String, String>,
+    /// ONBUILD triggers of base images (same keys as `image_env`), as in the
+    /// image config (`RUN echo hi`): replayed at the start of a stage FROM
+    /// that image, as BuildKit does.
+    pub image_onbuild: BTreeMap<String, Vec<String>>,
 }
 
 /// Build args BuildKit accepts without an ARG declaration; passed to RUN
@@ -222,26 +235,46 @@ pub fn base_images(text: &str, opts: &LowerOptions) -> Result<Vec<String>, Error
     Ok(out)
 }
 
-/// The variables and shell in effect in a stage.
+/// The variables, shell and config facts in effect in a stage.
+///
+/// Docker 20.10's BuildKit (the compat reference) keeps one environment per
+/// state that ENV and ARG both write, the later write winning (`ARG E=x` after
+/// `ENV E=1` makes `$E` and the RUN see `x`; compat case `arg-env-order`), and
+/// apart from it the image config's Env, which only ENV writes.
 #[derive(Debug, Clone, Default)]
 struct Scope {
-    /// Declared ARGs with a value.
-    args: BTreeMap<String, String>,
-    /// Every declared ARG name, in declaration order (BuildKit's
-    /// `d.buildArgs`: the `|N K=V` prefix of RUN history).
+    /// The state's environment: the base image's Env, then ENV and ARG
+    /// values in written order (BuildKit's `d.state.Env()`). Expansion,
+    /// RUN's environment and the values in RUN history come from here.
+    vars: BTreeMap<String, String>,
+    /// ARG names declared in this stage, in first-declaration order
+    /// (BuildKit's `d.buildArgs`: the `|N K=V` prefix of RUN history; a
+    /// stage FROM another stage starts with none).
     declared: Vec<String>,
-    /// ENV (the base image's, then the stage's).
+    /// The image config's Env (the base image's, then the stage's ENVs).
     env: BTreeMap<String, String>,
     /// SHELL.
     shell: Vec<String>,
+    /// The image config's WorkingDir (`""` = unset, i.e. `/`).
+    workdir: String,
+    /// ONBUILD triggers recorded in this stage (what a stage FROM this one
+    /// replays first).
+    onbuild: Vec<Instruction>,
+    /// The CMD set in this stage, if any: ENTRYPOINT then keeps it
+    /// (BuildKit's `d.cmdSet`; compat case `cmd-reset`).
+    cmd: Option<Vec<String>>,
 }
 
-/// The expansion scope: ARGs and ENV, ENV winning.
+/// The expansion scope: the state's environment.
 impl crate::lexer::VarLookup for Scope {
     fn lookup(&self, name: &str) -> Option<&str> {
-        self.env.get(name).or_else(|| self.args.get(name)).map(String::as_str)
+        self.vars.get(name).map(String::as_str)
     }
 }
+
+/// BuildKit's `system.DefaultPathEnv` for Linux: set in every stage whose
+/// base image has no PATH.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn default_shell() -> Vec<String> {
     vec!["/bin/sh".into(), "-c".into()]
@@ -401,25 +434,45 @@ fn lower_stage(l: &mut Lowerer<'_>, df: &Dockerfile, index: usize) -> Result<Nod
     let (from_ref, platform) = l.a.froms[index].clone();
     // The FROM node and the inherited scope.
     let mut scope = Scope { shell: default_shell(), ..Scope::default() };
+    let mut triggers: Vec<Instruction> = Vec::new();
     let from_node = match stage_ref(&l.a.names, &from_ref, index) {
         Some(d) => {
             if let Some(s) = l.stage_scopes.get(&d) {
-                // BuildKit carries the base stage's state over: its ENV,
-                // SHELL and also its ARGs (`ds.buildArgs`, and their values
-                // in the state's env).
+                // BuildKit carries the base stage's state over (its
+                // environment, ARG values included, then the image config's
+                // Env on top), its config and its SHELL, but not the list of
+                // declared ARGs nor whether CMD was set.
                 scope = s.clone();
+                scope.declared.clear();
+                scope.cmd = None;
+                for (k, v) in s.env.clone() {
+                    scope.vars.insert(k, v);
+                }
+                triggers = std::mem::take(&mut scope.onbuild);
             }
             l.stage_results.get(&d).copied().ok_or_else(|| Error::new(stage.from.span, ErrorKind::Stage(format!("internal: stage {d} not lowered"))))?
         }
         None => {
-            if let Some(env) = l.opts.image_env.get(&from_ref) {
-                for kv in env {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
-                    scope.env.insert(k.to_string(), v.to_string());
-                }
+            let env = l.opts.image_env.get(&from_ref);
+            for kv in env.into_iter().flatten() {
+                let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+                scope.env.insert(k.to_string(), v.to_string());
             }
+            // BuildKit sets PATH in every stage whose base has none
+            // (compat case `env-base-path`); only known for scratch and for
+            // images whose Env the caller passed.
+            if (from_ref == "scratch" || env.is_some()) && !scope.env.contains_key("PATH") {
+                scope.env.insert("PATH".into(), DEFAULT_PATH.into());
+            }
+            scope.vars = scope.env.clone();
             if let Some(sh) = l.opts.image_shell.get(&from_ref).filter(|s| !s.is_empty()) {
                 scope.shell = sh.clone();
+            }
+            if let Some(w) = l.opts.image_workdir.get(&from_ref) {
+                scope.workdir = w.clone();
+            }
+            if let Some(t) = l.opts.image_onbuild.get(&from_ref).filter(|t| !t.is_empty()) {
+                triggers = image_triggers(t, &from_ref, stage.from.span)?;
             }
             match l.opts.build_contexts.get(&from_ref).cloned() {
                 Some(v) => l.named_context(&from_ref, &v, platform),
@@ -428,6 +481,20 @@ fn lower_stage(l: &mut Lowerer<'_>, df: &Dockerfile, index: usize) -> Result<Nod
         }
     };
     let mut state = from_node;
+    // The base's ONBUILD triggers run first, in order, each with its own
+    // history entry; the stage's config then drops them (BuildKit's
+    // `dispatchOnBuildTriggers`; compat case `onbuild-replay`).
+    if !triggers.is_empty() {
+        #[cfg(feature = "clear-onbuild")]
+        {
+            let o = origin(l, stage, index, 1, &stage.from);
+            state = l.push(Op::Config { base: state, edit: ConfigEdit::ClearOnbuild }, Some(o), None);
+        }
+        for t in &triggers {
+            let o = Origin { text: t.original.trim().to_string(), ..origin(l, stage, index, 1, &stage.from) };
+            state = lower_instruction(l, index, t, o, state, &mut scope)?;
+        }
+    }
     let placed: Vec<(usize, Located)> = l.a.placement.stages.get(index).cloned().unwrap_or_default();
     let mut pa = placed.into_iter().peekable();
     let mut ann = StageAnnotations::default();
@@ -470,6 +537,34 @@ fn lower_stage(l: &mut Lowerer<'_>, df: &Dockerfile, index: usize) -> Result<Nod
     }
     l.stage_scopes.insert(index, scope);
     Ok(state)
+}
+
+/// Type an image's ONBUILD triggers (config `OnBuild` strings) as
+/// instructions of a stage; errors point at the FROM line.
+fn image_triggers(triggers: &[String], reference: &str, span: Span) -> Result<Vec<Instruction>, Error> {
+    let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
+    let bad = |e: Error| Error::invalid(span, "FROM", format!("ONBUILD trigger of {reference}: {}", e.kind));
+    let df = crate::parse(&text).map_err(bad)?;
+    let mut out = Vec::new();
+    for stage in df.stages {
+        if stage.from.span.line != 1 {
+            let msg = format!("ONBUILD trigger of {reference}: FROM isn't allowed as an ONBUILD trigger");
+            return Err(Error::invalid(span, "FROM", msg));
+        }
+        for mut ins in stage.instructions {
+            let msg = match ins.command {
+                Command::Onbuild(_) => "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+                Command::Maintainer(_) => "MAINTAINER isn't allowed as an ONBUILD trigger",
+                _ => "",
+            };
+            if !msg.is_empty() {
+                return Err(Error::invalid(span, "FROM", format!("ONBUILD trigger of {reference}: {msg}")));
+            }
+            ins.span = span;
+            out.push(ins);
+        }
+    }
+    Ok(out)
 }
 
 /// Apply one annotation (not `base`) standing before the instruction after
@@ -532,9 +627,48 @@ fn flag_span(o: &Origin, name: &str) -> Span {
     }
 }
 
+/// Go's `path.Clean` of an absolute path: `.`, `..` and repeated slashes
+/// resolved, no trailing slash.
+fn clean_path(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// The ports of one EXPOSE word as Docker's `nat.ParsePortSpecs`:
+/// `80` -> `80/tcp`, `443/UDP` -> `443/udp`, `8000-8001` -> both ports;
+/// of `IP:HOST:CONTAINER` only the container port counts.
+fn expose_ports(word: &str) -> Result<Vec<String>, String> {
+    let word = word.rsplit(':').next().unwrap_or(word);
+    let (ports, proto) = match word.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (word, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto: {proto}"));
+    }
+    let num = |s: &str| s.parse::<u16>().map_err(|_| format!("invalid containerPort: {ports}"));
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(ports)?, num(ports)?),
+    };
+    if hi < lo {
+        return Err(format!("invalid range specified for container port: {ports}"));
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
 /// Go's `%q` of a `[]string`: `["a" "b c"]` (BuildKit's CMD/ENTRYPOINT history).
 fn go_quoted_list(v: &[String]) -> String {
-    format!("[{}]", v.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(" "))
+    format!("[{}]", v.iter().map(|a| crate::health::go_quote(a)).collect::<Vec<_>>().join(" "))
 }
 
 /// `<<EOF`-only command word (BuildKit's `reHeredoc` `^(\d*)<<(-?)\s*([^<]*)$`
@@ -578,25 +712,30 @@ fn lower_instruction(
             }
             for (k, v) in &pairs {
                 scope.env.insert(k.clone(), v.clone());
+                scope.vars.insert(k.clone(), v.clone());
             }
             let shown = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
             config(l, ConfigEdit::Env(pairs), o, Some(format!("ENV {shown}")))
         }
         Command::Arg(decls) => {
+            // History shows the line with defaults expanded, not the value
+            // in effect (`ARG GREETING`, `ARG LEVEL=1` with --build-arg
+            // LEVEL=2; compat case `target-and-build-args`).
             let mut shown = Vec::new();
             for d in decls {
-                let value = match (l.opts.build_args.get(&d.name), &d.default, l.a.meta.get(&d.name)) {
+                let default = d.default.as_deref().map(|def| x(def, scope)).transpose()?;
+                let value = match (l.opts.build_args.get(&d.name), &default, l.a.meta.get(&d.name)) {
                     (Some(v), _, _) => Some(v.clone()),
-                    (None, Some(def), _) => Some(x(def, scope)?),
+                    (None, Some(def), _) => Some(def.clone()),
                     (None, None, Some(m)) => Some(m.clone()),
                     (None, None, None) => None,
                 };
-                match &value {
-                    Some(v) => {
-                        shown.push(format!("{}={v}", d.name));
-                        scope.args.insert(d.name.clone(), v.clone());
-                    }
+                match &default {
+                    Some(def) => shown.push(format!("{}={def}", d.name)),
                     None => shown.push(d.name.clone()),
+                }
+                if let Some(v) = value {
+                    scope.vars.insert(d.name.clone(), v);
                 }
                 if !scope.declared.contains(&d.name) {
                     scope.declared.push(d.name.clone());
@@ -614,8 +753,14 @@ fn lower_instruction(
             config(l, ConfigEdit::Label(pairs), o, Some(format!("LABEL {shown}")))
         }
         Command::Workdir(w) => {
+            // BuildKit 20.10 keeps an absolute path as written and joins a
+            // relative one to the current WorkingDir with Go's path.Join
+            // (cleaned: `..` resolved); history and config show the result
+            // (compat case `workdir-relative`).
             let w = x(w, scope)?;
-            config(l, ConfigEdit::Workdir(w.clone()), o, Some(format!("WORKDIR {w}")))
+            let wd = if w.starts_with('/') { w } else { clean_path(&format!("/{}/{w}", scope.workdir)) };
+            scope.workdir = wd.clone();
+            config(l, ConfigEdit::Workdir(wd.clone()), o, Some(format!("WORKDIR {wd}")))
         }
         Command::User(u) => {
             let u = x(u, scope)?;
@@ -628,15 +773,31 @@ fn lower_instruction(
                 ShellOrExec::Exec(v) => v.clone(),
             };
             let shown = format!("{} {}", if is_cmd { "CMD" } else { "ENTRYPOINT" }, go_quoted_list(&argv));
-            let edit = if is_cmd { ConfigEdit::Cmd(argv) } else { ConfigEdit::Entrypoint(argv) };
-            config(l, edit, o, Some(shown))
+            if is_cmd {
+                scope.cmd = Some(argv.clone());
+                return Ok(config(l, ConfigEdit::Cmd(argv), o, Some(shown)));
+            }
+            let node = config(l, ConfigEdit::Entrypoint(argv), o.clone(), Some(shown));
+            // The Entrypoint edit resets CMD (right for an inherited one);
+            // BuildKit keeps a CMD set earlier in this stage (compat case
+            // `cmd-reset`), so set it again, without a history entry.
+            match scope.cmd.clone() {
+                Some(cmd) => l.push(Op::Config { base: node, edit: ConfigEdit::Cmd(cmd) }, Some(o), None),
+                None => node,
+            }
         }
         Command::Expose(ports) => {
-            let mut out = Vec::new();
+            // BuildKit 20.10 prints the instruction's port set as a Go map:
+            // keys sorted, ranges expanded, duplicates once (compat case
+            // `expose-order`).
+            let mut out = BTreeSet::new();
             for p in ports {
                 let p = x(p, scope)?;
-                out.push(if p.contains('/') { p.to_ascii_lowercase() } else { format!("{p}/tcp") });
+                for port in expose_ports(&p).map_err(|m| Error::invalid(sp, "EXPOSE", m))? {
+                    out.insert(port);
+                }
             }
+            let out: Vec<String> = out.into_iter().collect();
             let shown = format!("EXPOSE map[{}]", out.iter().map(|p| format!("{p}:{{}}")).collect::<Vec<_>>().join(" "));
             config(l, ConfigEdit::Expose(out), o, Some(shown))
         }
@@ -666,7 +827,8 @@ fn lower_instruction(
             let shown = crate::health::history(&health);
             config(l, ConfigEdit::Healthcheck(health), o, Some(shown))
         }
-        Command::Onbuild(_) => {
+        Command::Onbuild(trigger) => {
+            scope.onbuild.push((**trigger).clone());
             // The trigger as written after ONBUILD (BuildKit's `Expression`);
             // BuildKit adds no history entry for ONBUILD.
             let text = ins.original.trim_start();
@@ -738,26 +900,20 @@ fn lower_run(l: &mut Lowerer<'_>, r: &Run, base: NodeId, index: usize, o: Origin
             scope.shell.iter().cloned().chain([cmd]).collect()
         }
     };
-    // The step's environment: declared ARGs with a value that ENV does not
-    // override, in declaration order.
-    let step_env: Vec<String> = scope
-        .declared
-        .iter()
-        .filter(|k| !scope.env.contains_key(*k))
-        .filter_map(|k| scope.args.get(k).map(|v| format!("{k}={v}")))
-        .collect();
+    // The step's environment beyond the image config's Env: the state's
+    // variables (ARG values) that the config does not hold with that value.
+    let step_env: Vec<String> =
+        scope.vars.iter().filter(|(k, v)| scope.env.get(*k) != Some(*v)).map(|(k, v)| format!("{k}={v}")).collect();
     let proxy_env: Vec<String> = PROXY_ARGS
         .iter()
-        .filter(|k| !scope.declared.iter().any(|d| d == *k))
+        .filter(|k| !scope.vars.contains_key(**k))
         .filter_map(|k| l.opts.build_args.get(*k).map(|v| format!("{k}={v}")))
         .collect();
-    // BuildKit's `runCommandString`: every declared ARG (value from ENV if
-    // set there, empty if it has none), then the argv joined by spaces.
-    let shown_args: Vec<String> = scope
-        .declared
-        .iter()
-        .map(|k| format!("{k}={}", crate::lexer::VarLookup::lookup(scope, k).unwrap_or("")))
-        .collect();
+    // BuildKit's `runCommandString`: the ARGs declared in this stage with
+    // their value in the state's environment (empty if none), then the argv
+    // joined by spaces.
+    let shown_args: Vec<String> =
+        scope.declared.iter().map(|k| format!("{k}={}", scope.vars.get(k).map(String::as_str).unwrap_or(""))).collect();
     let prefix = if shown_args.is_empty() { String::new() } else { format!("|{} {} ", shown_args.len(), shown_args.join(" ")) };
     let shown = argv.join(" ");
     let exec = Exec { base, args: argv, env: step_env, mounts, network, insecure, files, with: vec![], layer_name: None, proxy_env };
@@ -879,15 +1035,13 @@ fn lower_copy(l: &mut Lowerer<'_>, c: &Copy, add: bool, base: NodeId, index: usi
         None if !local.is_empty() => l.context(),
         None => l.image("scratch", None),
     };
+    // BuildKit 20.10 writes no --chown/--chmod into the history (compat
+    // cases `copy-chown`, `copy-chmod`; newer BuildKit writes both). It
+    // rejects --parents, so that flag is shown as newer BuildKit does
+    // (compat case `copy-parents`).
     let mut shown = instr.to_string();
     if c.parents {
         shown.push_str(" --parents");
-    }
-    if let Some(v) = &chown {
-        shown.push_str(&format!(" --chown={v}"));
-    }
-    if let Some(v) = &chmod {
-        shown.push_str(&format!(" --chmod={v}"));
     }
     for s in &shown_sources {
         shown.push_str(&format!(" {s}"));

@@ -2,7 +2,8 @@
 //! JSON (or the rendered error) compared with `ir.json` beside it. A case
 //! named `target` builds `--target test`; an `options.json` beside the
 //! Dockerfile sets lowering options (`target`, `platform`, `build_args`,
-//! `build_contexts`, `image_env`, `image_shell`). `STROMATEKT_BLESS=1 cargo
+//! `build_contexts`, `image_env`, `image_shell`, `image_workdir`,
+//! `image_onbuild`). `STROMATEKT_BLESS=1 cargo
 //! test` rewrites the expected files; review blessed diffs like code.
 
 use std::fs;
@@ -48,6 +49,12 @@ fn golden_ir() {
             }
             for (k, x) in map("image_shell") {
                 opts.image_shell.insert(k, strings(&x));
+            }
+            for (k, x) in map("image_workdir") {
+                opts.image_workdir.insert(k, x.as_str().expect("golden case").into());
+            }
+            for (k, x) in map("image_onbuild") {
+                opts.image_onbuild.insert(k, strings(&x));
             }
         }
         let got = match frontend::build_graph(&text, &opts) {

@@ -126,13 +126,15 @@ fn every_golden_graph_round_trips_through_json() {
 
 #[test]
 fn run_history_and_env_follow_buildkit() {
-    // ARGs (and their values) carry over into stages built FROM the stage;
+    // Docker 20.10's BuildKit: a stage FROM another stage keeps the ARG
+    // values in its environment but lists none of them in RUN history;
     // declared ARGs without a value show as `K=`; exec form is joined.
-    let text = "FROM a AS x\nARG V=1\nARG NOVAL\nFROM x\nENV V=2\nRUN [\"echo\", \"hi\"]\n";
+    let text = "FROM a AS x\nARG V=1\nARG NOVAL\nFROM x\nENV V=2\nRUN [\"echo\", \"hi\"]\nARG NOVAL\nRUN true\n";
     let g = build_graph(text, &opts()).expect("valid");
-    let run = g.nodes.iter().find(|n| n.op.kind() == "exec").expect("a RUN");
-    assert_eq!(run.created_by.as_deref(), Some("RUN |2 V=2 NOVAL= echo hi # buildkit"));
-    let Op::Exec(e) = &run.op else { panic!("exec") };
+    let runs: Vec<&frontend::ir::Node> = g.nodes.iter().filter(|n| n.op.kind() == "exec").collect();
+    assert_eq!(runs[0].created_by.as_deref(), Some("RUN echo hi # buildkit"));
+    assert_eq!(runs[1].created_by.as_deref(), Some("RUN |1 NOVAL= /bin/sh -c true # buildkit"));
+    let Op::Exec(e) = &runs[0].op else { panic!("exec") };
     assert!(e.env.is_empty(), "V is overridden by ENV: {:?}", e.env);
     let args: Vec<Option<&str>> = g
         .nodes
@@ -140,5 +142,157 @@ fn run_history_and_env_follow_buildkit() {
         .filter(|n| matches!(n.op, Op::Config { edit: ConfigEdit::Nothing, .. }))
         .map(|n| n.created_by.as_deref())
         .collect();
-    assert_eq!(args, vec![Some("ARG V=1"), Some("ARG NOVAL")]);
+    assert_eq!(args, vec![Some("ARG V=1"), Some("ARG NOVAL"), Some("ARG NOVAL")]);
+}
+
+/// `(edit, created_by)` of every config node, in order.
+fn config_edits(g: &frontend::ir::Graph) -> Vec<(ConfigEdit, Option<String>)> {
+    g.nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Config { edit, .. } => Some((edit.clone(), n.created_by.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The history text of every node that has one, in order.
+fn history(g: &frontend::ir::Graph) -> Vec<String> {
+    g.nodes.iter().filter_map(|n| n.created_by.clone()).collect()
+}
+
+#[test]
+fn image_env_is_found_by_the_expanded_oci_layout_reference() {
+    // What the CLI does for compat case `env-base-path`: base_images gives
+    // the key, image_env holds the config's Env under it.
+    let text = "ARG BASE\nFROM ${BASE}\nENV PATH=/custom/bin:$PATH\n";
+    let mut o = opts();
+    o.build_args.insert("BASE".into(), "oci-layout:///tmp/busybox:latest".into());
+    let bases = base_images(text, &o).expect("valid");
+    assert_eq!(bases, vec!["oci-layout:///tmp/busybox:latest"]);
+    o.image_env.insert(bases[0].clone(), vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()]);
+    let g = build_graph(text, &o).expect("valid");
+    assert_eq!(history(&g), vec!["ENV PATH=/custom/bin:/usr/sbin:/usr/bin:/sbin:/bin"]);
+    // An image whose Env has no PATH gets BuildKit's default one.
+    o.image_env.insert(bases[0].clone(), vec!["A=1".into()]);
+    let g = build_graph(text, &o).expect("valid");
+    assert_eq!(history(&g), vec!["ENV PATH=/custom/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]);
+}
+
+#[test]
+fn entrypoint_keeps_a_cmd_of_the_same_stage_only() {
+    let text = "FROM a AS one\nCMD [\"a\"]\nENTRYPOINT [\"/bin/echo\"]\nFROM one\nENTRYPOINT [\"/bin/cat\"]\n";
+    let g = build_graph(text, &opts()).expect("valid");
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        config_edits(&g),
+        vec![
+            (ConfigEdit::Cmd(s(&["a"])), Some("CMD [\"a\"]".into())),
+            (ConfigEdit::Entrypoint(s(&["/bin/echo"])), Some("ENTRYPOINT [\"/bin/echo\"]".into())),
+            // The Entrypoint edit resets Cmd; this one restores it, unseen.
+            (ConfigEdit::Cmd(s(&["a"])), None),
+            // Another stage: the inherited CMD is cleared.
+            (ConfigEdit::Entrypoint(s(&["/bin/cat"])), Some("ENTRYPOINT [\"/bin/cat\"]".into())),
+        ]
+    );
+}
+
+#[test]
+fn workdir_is_joined_and_cleaned_like_go_path_join() {
+    let text = "FROM a\nWORKDIR /app\nWORKDIR sub\nWORKDIR ../other/deeper\nWORKDIR ../../..\nWORKDIR ..\nFROM a\nWORKDIR x\n";
+    let mut o = opts();
+    o.image_workdir.insert("a".into(), "/img".into());
+    let g = build_graph(text, &o).expect("valid");
+    assert_eq!(history(&g), vec!["WORKDIR /img/x"]);
+    o.target = None;
+    let text0 = text.replace("FROM a\nWORKDIR x\n", "");
+    let g = build_graph(&text0, &o).expect("valid");
+    assert_eq!(history(&g), vec!["WORKDIR /app", "WORKDIR /app/sub", "WORKDIR /app/other/deeper", "WORKDIR /", "WORKDIR /"]);
+    let dirs: Vec<String> = config_edits(&g)
+        .into_iter()
+        .filter_map(|(e, _)| match e {
+            ConfigEdit::Workdir(w) => Some(w),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dirs, vec!["/app", "/app/sub", "/app/other/deeper", "/", "/"]);
+}
+
+#[test]
+fn expose_prints_a_sorted_go_map_and_checks_ports() {
+    let g = build_graph("FROM a\nEXPOSE 80 443/udp 8080/TCP 80 9000-9001\n", &opts()).expect("valid");
+    assert_eq!(history(&g), vec!["EXPOSE map[443/udp:{} 80/tcp:{} 8080/tcp:{} 9000/tcp:{} 9001/tcp:{}]"]);
+    let e = err("FROM a\nEXPOSE 80/xyz\n", &opts());
+    assert!(e.starts_with("Dockerfile:2:1: EXPOSE: invalid proto: xyz"), "{e}");
+    let e = err("FROM a\nEXPOSE http\n", &opts());
+    assert!(e.starts_with("Dockerfile:2:1: EXPOSE: invalid containerPort: http"), "{e}");
+}
+
+#[test]
+fn arg_history_shows_the_line_and_run_lists_only_this_stages_args() {
+    let text = "ARG G=default\nFROM a AS base\nARG G\nARG LEVEL=1\nRUN true\nFROM base\nARG C=3\nRUN echo $G$LEVEL\n";
+    let mut o = opts();
+    o.build_args.insert("G".into(), "hello".into());
+    o.build_args.insert("LEVEL".into(), "2".into());
+    let g = build_graph(text, &o).expect("valid");
+    assert_eq!(
+        history(&g),
+        vec![
+            "ARG G",
+            "ARG LEVEL=1",
+            "RUN |2 G=hello LEVEL=2 /bin/sh -c true # buildkit",
+            "ARG C=3",
+            "RUN |1 C=3 /bin/sh -c echo $G$LEVEL # buildkit",
+        ]
+    );
+    // The inherited ARGs still reach the RUN.
+    let env = g.nodes.iter().rev().find_map(|n| match &n.op {
+        Op::Exec(e) => Some(e.env.clone()),
+        _ => None,
+    });
+    assert_eq!(env, Some(vec!["C=3".to_string(), "G=hello".into(), "LEVEL=2".into()]));
+}
+
+#[test]
+fn copy_history_drops_the_flags_docker_20_10_drops() {
+    // Docker 20.10 drops --chown/--chmod/--from; it cannot build --parents,
+    // which newer BuildKit shows.
+    let text = "FROM a AS s\nFROM a\nCOPY --chown=1:2 --chmod=600 f /x/\nCOPY --from=s /a /b\nCOPY --parents ./a/./b /c/\n";
+    let g = build_graph(text, &opts()).expect("valid");
+    assert_eq!(history(&g), vec!["COPY f /x/ # buildkit", "COPY /a /b # buildkit", "COPY --parents ./a/./b /c/ # buildkit"]);
+}
+
+#[test]
+fn onbuild_triggers_of_a_stage_run_first_in_the_child() {
+    let text = "FROM a AS p\nONBUILD ARG OB=x\nONBUILD RUN echo $OB\nONBUILD WORKDIR sub\nFROM p AS c\nWORKDIR /w\nFROM c\nRUN echo hi\n";
+    let g = build_graph(text, &opts()).expect("valid");
+    assert_eq!(
+        history(&g),
+        vec!["ARG OB=x", "RUN |1 OB=x /bin/sh -c echo $OB # buildkit", "WORKDIR /sub", "WORKDIR /w", "RUN /bin/sh -c echo hi # buildkit"]
+    );
+    let ob: Vec<String> = config_edits(&g)
+        .into_iter()
+        .filter_map(|(e, _)| match e {
+            ConfigEdit::Onbuild(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ob, vec!["ARG OB=x", "RUN echo $OB", "WORKDIR sub"]);
+    #[cfg(feature = "clear-onbuild")]
+    assert_eq!(config_edits(&g).iter().filter(|(e, _)| *e == ConfigEdit::ClearOnbuild).count(), 1);
+}
+
+#[test]
+fn onbuild_triggers_of_an_image_run_first_and_bad_ones_point_at_from() {
+    let text = "FROM img\nRUN echo child\n";
+    let mut o = opts();
+    o.image_onbuild.insert("img".into(), vec!["ENV A=1".into(), "RUN echo $A".into()]);
+    let g = build_graph(text, &o).expect("valid");
+    assert_eq!(history(&g), vec!["ENV A=1", "RUN /bin/sh -c echo $A # buildkit", "RUN /bin/sh -c echo child # buildkit"]);
+    o.image_onbuild.insert("img".into(), vec!["FROM x".into()]);
+    let e = err(text, &o);
+    assert!(e.starts_with("Dockerfile:1:1: FROM: ONBUILD trigger of img: FROM isn't allowed as an ONBUILD trigger"), "{e}");
+    o.image_onbuild.insert("img".into(), vec!["COPY --chwon=1 a b".into()]);
+    let e = err(text, &o);
+    assert!(e.starts_with("Dockerfile:1:1: FROM: ONBUILD trigger of img:"), "{e}");
 }

@@ -112,6 +112,14 @@ fn exercise(bytes: &[u8]) {
     }
     opts.target = Some("a".into());
     let _ = frontend::base_images(&text, &opts);
+    // The same text as a base image's ONBUILD triggers and config values.
+    let mut o = frontend::LowerOptions { file: "Dockerfile".into(), ..Default::default() };
+    o.image_onbuild.insert("img".into(), text.lines().map(String::from).collect());
+    o.image_workdir.insert("img".into(), text.lines().next().unwrap_or("").to_string());
+    let child = "FROM img\nWORKDIR ../x\nRUN true\nFROM img AS b\nFROM b\n";
+    if let Err(e) = frontend::build_graph(child, &o) {
+        let _ = e.render("Dockerfile", child);
+    }
     let lexer = frontend::lexer::Lexer::new('\\');
     let env = std::collections::BTreeMap::from([("A".to_string(), "x y".to_string())]);
     let _ = lexer.process_word(&text, &env);

@@ -460,11 +460,17 @@ fn base_image_configs(resolver: &Resolver, input: &Input, opts: &mut frontend::L
     let Ok(refs) = frontend::base_images(&input.text, opts) else { return };
     for r in refs {
         if let Ok(config) = resolver.config(&r, platform) {
-            if let Some(env) = config.config.env.clone() {
-                opts.image_env.insert(r.clone(), env);
-            }
+            // Inserted even when empty: a known Env without PATH gets
+            // BuildKit's default PATH.
+            opts.image_env.insert(r.clone(), config.config.env.clone().unwrap_or_default());
             if let Some(shell) = config.config.shell.clone() {
                 opts.image_shell.insert(r.clone(), shell);
+            }
+            if let Some(wd) = config.config.working_dir.clone().filter(|w| !w.is_empty()) {
+                opts.image_workdir.insert(r.clone(), wd);
+            }
+            if let Some(triggers) = config.config.on_build.clone().filter(|t| !t.is_empty()) {
+                opts.image_onbuild.insert(r.clone(), triggers);
             }
         }
     }

@@ -60,6 +60,11 @@ pub fn open_tar(path: &Path, media_type: &str) -> io::Result<Box<dyn Read>> {
     })
 }
 
+/// zstd worker threads: the cores (at least 1).
+pub fn zstd_workers() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1).max(1)
+}
+
 /// Write the tar from `tar` to `dest` compressed as `to` (`level`: the
 /// codec's default when None); returns the blob's digest and size.
 pub fn write_blob(mut tar: impl Read, dest: &Path, to: Compression, level: Option<i32>) -> io::Result<(String, u64)> {
@@ -67,12 +72,15 @@ pub fn write_blob(mut tar: impl Read, dest: &Path, to: Compression, level: Optio
     let mut out = match to {
         Compression::Gzip => {
             let lvl = level.map(|l| l.clamp(0, 9) as u32).unwrap_or(6);
-            let mut gz = flate2::GzBuilder::new().mtime(0).write(out, flate2::Compression::new(lvl));
+            let mut gz = crate::image::compress::ParGzWriter::new(out, lvl)?;
             io::copy(&mut tar, &mut gz)?;
             gz.finish()?
         }
         Compression::Zstd => {
             let mut z = zstd::stream::write::Encoder::new(out, level.unwrap_or(3))?;
+            // Always multi-threaded (at least one worker): the output depends
+            // on the job size, not on the number of cores.
+            z.multithread(zstd_workers())?;
             io::copy(&mut tar, &mut z)?;
             z.finish()?
         }

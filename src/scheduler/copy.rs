@@ -107,7 +107,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             None => None,
         };
         let heredocs = tempfile::tempdir().context("temporary directory for heredoc sources")?;
-        let items = self.select(node, c, states, heredocs.path())?;
+        let items = self.select(c, states, heredocs.path())?;
         let (chown, chmod) = copy_flags(c, base_root.as_deref())?;
         // BuildKit makes `--link` a merge only without `--chmod` (convert_copy.go);
         // with it the copy is an ordinary one on the base.
@@ -181,8 +181,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
 
     /// The sources of `c`, in order: local sources (wildcards expanded),
     /// heredocs (written to `heredocs`), remote sources.
-    fn select(&self, node: &Node, c: &CopyOp, states: &BTreeMap<NodeId, State>, heredocs: &Path) -> Result<Vec<Item>> {
-        let _ = node;
+    fn select(&self, c: &CopyOp, states: &BTreeMap<NodeId, State>, heredocs: &Path) -> Result<Vec<Item>> {
         let src_state = Self::input(states, c.source)?;
         let (src_root, from_context) = match (&src_state.context_dir, &src_state.top) {
             (Some(d), _) => (Some(d.clone()), true),

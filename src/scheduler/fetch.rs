@@ -79,13 +79,12 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             let root = self.store.prepare(&key, None)?;
             write_download(&root, filename, &dl)
         })();
-        self.finish_source(node, &key, &name, res).map_err(fail)
+        self.finish_source(&key, &name, res).map_err(fail)
     }
 
     /// Commit source tree `key` as `name` after `res`; two nodes fetching the
     /// same thing at once agree on the name, so the loser reuses the winner's.
-    fn finish_source(&self, node: &Node, key: &str, name: &str, res: Result<()>) -> Result<State> {
-        let _ = node;
+    fn finish_source(&self, key: &str, name: &str, res: Result<()>) -> Result<State> {
         if let Err(e) = res {
             let _ = self.store.remove(key);
             return Err(e);
@@ -145,7 +144,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             let root = self.store.prepare(&key, None)?;
             copy_dir(&src, &root)
         })();
-        self.finish_source(node, &key, &name, res).map_err(fail)
+        self.finish_source(&key, &name, res).map_err(fail)
     }
 }
 

@@ -46,7 +46,8 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                 bail!("{}: parallel group member {} is not one layer on the group's base", origin_label(node), instruction(graph, *m));
             }
             let l = st.layers.last().cloned().ok_or_else(|| anyhow!("internal: member without a layer"))?;
-            if l.parent != base_state.top {
+            // A `COPY --link` member's layer is a diff from nothing: fine too.
+            if l.parent.is_some() && l.parent != base_state.top {
                 bail!("{}: parallel group member {} did not start from the group's base", origin_label(node), instruction(graph, *m));
             }
             layers.push((*m, l, st.config.history.last().and_then(|h| h.created_by.clone())));

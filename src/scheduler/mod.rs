@@ -418,7 +418,13 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             bail!("interrupted");
         }
         match &node.op {
-            Op::Scratch => Ok(State { config: ImageConfig::for_platform(&self.opts.platform), ..State::default() }),
+            Op::Scratch => {
+                // BuildKit's empty image: PATH set, WorkingDir "/" (compat case scratch-env).
+                let mut config = ImageConfig::for_platform(&self.opts.platform);
+                config.config.env = Some(vec![format!("PATH={}", crate::image::config::DEFAULT_PATH)]);
+                config.config.working_dir = Some("/".into());
+                Ok(State { config, ..State::default() })
+            }
             Op::Context { name, .. } => {
                 if name != "context" && !name.is_empty() {
                     bail!("{}: build context {name:?} is not supported yet", origin_label(node));
@@ -616,9 +622,10 @@ pub fn apply_edit(config: &mut ImageConfig, edit: &ConfigEdit) {
             c.working_dir = Some(new);
         }
         ConfigEdit::User(u) => c.user = Some(u.clone()),
-        ConfigEdit::Cmd(v) => c.cmd = Some(v.clone()),
+        // `CMD []` / `ENTRYPOINT []` unset the field (BuildKit: a nil slice).
+        ConfigEdit::Cmd(v) => c.cmd = (!v.is_empty()).then(|| v.clone()),
         ConfigEdit::Entrypoint(v) => {
-            c.entrypoint = Some(v.clone());
+            c.entrypoint = (!v.is_empty()).then(|| v.clone());
             c.cmd = None;
         }
         ConfigEdit::Label(kvs) => {
@@ -643,6 +650,7 @@ pub fn apply_edit(config: &mut ImageConfig, edit: &ConfigEdit) {
         ConfigEdit::Shell(v) => c.shell = Some(v.clone()),
         ConfigEdit::StopSignal(s) => c.stop_signal = Some(s.clone()),
         ConfigEdit::Onbuild(s) => c.on_build.get_or_insert_with(Vec::new).push(s.clone()),
+        ConfigEdit::ClearOnbuild => c.on_build = None,
         ConfigEdit::Maintainer(m) => config.author = Some(m.clone()),
         ConfigEdit::Healthcheck(h) => {
             // Docker's HealthConfig: durations in ns, zero values omitted.
