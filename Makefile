@@ -42,6 +42,7 @@ test: deps
 bench: deps
 	$(CARGO) build --release
 	python3 bench/bench.py $(if $(BENCH_N),-n $(BENCH_N))
+	$(CARGO) bench --bench transfer
 
 # The docker-build comparison alone (also part of `make test`): every case in
 # compat-tests/cases built by stromatekt and by docker 20.10's BuildKit.
