@@ -158,11 +158,20 @@ fn main() {
     if let Some(reg) = registry() {
         let push_mb = 500usize;
         let tmp = tempfile::tempdir().unwrap();
-        // A 500 MB layer blob (noise: gzip keeps its size).
+        // A 500 MB layer blob.
         let blob = tmp.path().join("layer.gz");
         {
             let mut gz = ParGzWriter::new(std::io::BufWriter::new(std::fs::File::create(&blob).unwrap()), 1).unwrap();
-            let chunk = mixed(16 * MB);
+            // Noise: gzip keeps its size, so the image is ~500 MB.
+            let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+            let chunk: Vec<u8> = (0..16 * MB)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 24) as u8
+                })
+                .collect();
             for i in 0..push_mb / 16 {
                 let mut c = chunk.clone();
                 c[0] = i as u8;
