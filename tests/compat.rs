@@ -843,6 +843,9 @@ fn run_case(s: &Setup, name: &str, dir: &Path) -> (Outcome, usize) {
     if text.contains("$HTTP") || text.contains("${HTTP}") {
         flags.push(format!("--build-arg=HTTP={}", s.http));
     }
+    if s.ssh_sock.is_none() && flags.iter().any(|f| f.starts_with("--ssh")) {
+        return (Outcome::BuildFailed("needs ssh-agent (Debian's openssh-client), which is not installed".into()), 0);
+    }
     set_xattrs(dir);
     let with_ssh = |c: &mut Command| {
         if let Some(sock) = &s.ssh_sock {
@@ -1136,6 +1139,9 @@ fn compat_with_docker_build() {
 
     let setup = Setup { tmp: t.clone(), docker_host: host, base_oci, base, store: mnt, http, ssh_sock, bless };
     let only: Option<BTreeSet<String>> = std::env::var("STROMATEKT_COMPAT_CASE").ok().map(|s| s.split(',').map(|c| c.trim().to_string()).collect());
+    // Blessing overwrites expected/, hand corrections included: only for
+    // cases named one by one.
+    assert!(!bless || only.is_some(), "STROMATEKT_COMPAT_BLESS=1 needs STROMATEKT_COMPAT_CASE=a,b (the cases whose expected/ to rewrite)");
     let xfail = expected_failures();
     let known = known_differences();
     let mut names: Vec<String> = fs::read_dir(&cases_dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.path().join("Dockerfile").exists()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
