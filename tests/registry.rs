@@ -296,7 +296,7 @@ fn push_and_pull_retry_through_injected_faults() {
     use common::{Fault, FaultyProxy};
     let Some(server) = RegistryServer::start() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    // 17 MiB: above the 16 MiB threshold, so uploaded in PATCH chunks.
+    // 17 MiB: above the 16 MiB threshold set below, so uploaded in PATCH chunks.
     let (md, layer_digest) = random_layout(tmp.path(), 17 << 20);
     // Requests 1-3 fail (500, dropped connection, 503), and the second
     // PATCH of the chunked upload gets a 500.
@@ -316,6 +316,7 @@ fn push_and_pull_retry_through_injected_faults() {
         }),
     );
     let reg = OciRegistry::anonymous().unwrap();
+    reg.set_chunked_above(16 << 20);
     let reference = format!("{}/flaky/img:v1", proxy.host());
     let digest = stromatekt::registry::push::push_layout(&reg, tmp.path(), &md, &reference).unwrap();
     assert_eq!(digest, md.digest);

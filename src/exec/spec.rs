@@ -30,6 +30,30 @@ pub const DEFAULT_CAPS: &[Capability] = &[
     Capability::AuditWrite,
 ];
 
+/// Kernel capability names, in capability-number order.
+const CAP_NAMES: &[&str] = &[
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN",
+    "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The kernel number of capability `c`.
+fn cap_number(c: &Capability) -> Option<u32> {
+    let name = c.to_string();
+    CAP_NAMES.iter().position(|n| *n == name).map(|p| p as u32)
+}
+
+/// This process's capability bounding set (`CapBnd` of /proc/self/status).
+fn bounding_set() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("CapBnd:"))?;
+    u64::from_str_radix(line.trim_start_matches("CapBnd:").trim(), 16).ok()
+}
+
 /// Every capability (for `--security=insecure`).
 pub const ALL_CAPS: &[Capability] = &[
     Capability::AuditControl,
@@ -118,8 +142,14 @@ pub fn build(
     user.set_gid(gid);
     user.set_additional_gids(Some(additional_gids));
 
-    let caps_list = if req.insecure { ALL_CAPS } else { DEFAULT_CAPS };
-    let caps: oci_spec::runtime::Capabilities = caps_list.iter().copied().collect();
+    let caps: oci_spec::runtime::Capabilities = if req.insecure {
+        // Every capability this process may hand on (asking for one outside
+        // our bounding set makes runc fail to apply them).
+        let bounding = bounding_set();
+        ALL_CAPS.iter().copied().filter(|c| bounding.is_none_or(|b| cap_number(c).is_some_and(|n| b & (1u64 << n) != 0))).collect()
+    } else {
+        DEFAULT_CAPS.iter().copied().collect()
+    };
     let mut capabilities = LinuxCapabilities::default();
     capabilities.set_bounding(Some(caps.clone()));
     capabilities.set_effective(Some(caps.clone()));

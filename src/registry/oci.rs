@@ -85,6 +85,8 @@ pub struct OciRegistry {
     auths: Mutex<BTreeMap<String, RegistryAuth>>,
     uploads: std::sync::atomic::AtomicUsize,
     mounts: std::sync::atomic::AtomicUsize,
+    /// Blobs above this many bytes go in PATCH chunks ([`CHUNKED_ABOVE`]).
+    chunked_above: std::sync::atomic::AtomicU64,
     // Declared last: dropped after the runtime and the clients above, so no
     // task can still be reading a mapping when it is unmapped.
     mappings: Mutex<BTreeMap<String, Mapping>>,
@@ -135,8 +137,11 @@ impl Drop for Mapping {
 }
 
 /// Blobs larger than this are uploaded in PATCH chunks, smaller ones with
-/// one PUT.
-pub const CHUNKED_ABOVE: u64 = 16 << 20;
+/// one PUT (from a memory map above [`MAP_ABOVE`]).
+pub const CHUNKED_ABOVE: u64 = 1 << 30;
+
+/// Blobs larger than this are memory-mapped rather than read into memory.
+pub const MAP_ABOVE: u64 = 16 << 20;
 
 /// The keys a Docker config may file `registry`'s credentials under.
 fn credential_keys(registry: &str) -> Vec<String> {
@@ -269,6 +274,7 @@ impl OciRegistry {
             auths: Mutex::default(),
             uploads: Default::default(),
             mounts: Default::default(),
+            chunked_above: std::sync::atomic::AtomicU64::new(CHUNKED_ABOVE),
             mappings: Mutex::default(),
         })
     }
@@ -295,6 +301,11 @@ impl OciRegistry {
         let auth = found.unwrap_or(RegistryAuth::Anonymous);
         cache.insert(registry, auth.clone());
         auth
+    }
+
+    /// Upload blobs above `bytes` in PATCH chunks (default [`CHUNKED_ABOVE`]).
+    pub fn set_chunked_above(&self, bytes: u64) {
+        self.chunked_above.store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Number of blob uploads performed (pushes skipped because the blob
@@ -466,9 +477,18 @@ impl Registry for OciRegistry {
             });
         }
         let auth = self.auth(&r);
-        let pushed = if len > CHUNKED_ABOVE {
+        let pushed = if len > self.chunked_above.load(std::sync::atomic::Ordering::Relaxed) {
             let data = self.mapped(digest, &file, len).map_err(at)?;
             let client = self.chunked_client_for(&r);
+            self.runtime.block_on(async {
+                client.store_auth_if_needed(r.resolve_registry(), &auth).await;
+                client.push_blob(&r, data, digest).await
+            })
+        } else if len > MAP_ABOVE {
+            // One PUT straight from the mapped file: on a fast link the
+            // round trips of 4 MiB chunks cost more than they save.
+            let data = self.mapped(digest, &file, len).map_err(at)?;
+            let client = self.client_for(&r);
             self.runtime.block_on(async {
                 client.store_auth_if_needed(r.resolve_registry(), &auth).await;
                 client.push_blob(&r, data, digest).await
