@@ -43,8 +43,10 @@ const CAP_NAMES: &[&str] = &[
 
 /// The kernel number of capability `c`.
 fn cap_number(c: &Capability) -> Option<u32> {
+    // oci-spec prints `SYS_ADMIN`; serialized it is `CAP_SYS_ADMIN`.
     let name = c.to_string();
-    CAP_NAMES.iter().position(|n| *n == name).map(|p| p as u32)
+    let name = name.strip_prefix("CAP_").unwrap_or(&name);
+    CAP_NAMES.iter().position(|n| n.strip_prefix("CAP_") == Some(name)).map(|p| p as u32)
 }
 
 /// This process's capability bounding set (`CapBnd` of /proc/self/status).
@@ -232,6 +234,16 @@ pub fn build(
 pub fn to_json(spec: &Spec) -> Result<String, ExecError> {
     serde_json::to_string_pretty(spec)
         .map_err(|e| ExecError::Runtime { step: "serializing config.json", message: e.to_string() })
+}
+
+#[cfg(test)]
+mod cap_tests {
+    #[test]
+    fn capability_numbers() {
+        assert_eq!(super::cap_number(&super::Capability::Chown), Some(0));
+        assert_eq!(super::cap_number(&super::Capability::SysAdmin), Some(21));
+        assert_eq!(super::cap_number(&super::Capability::CheckpointRestore), Some(40));
+    }
 }
 
 #[cfg(test)]
