@@ -52,7 +52,6 @@
 //! `--cache-from type=registry,ref=IMAGE` (an image whose config carries the
 //! label is accepted wherever a cache manifest is).
 
-use crate::image::layer::extract;
 use crate::image::layout::Layout;
 use crate::image::manifest::{descriptor, Descriptor, Manifest, LAYER_GZIP, MANIFEST_V1};
 use crate::registry::push::{push_manifest_with_blobs, BlobSource};
@@ -64,7 +63,6 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -640,7 +638,7 @@ impl ImportedCache {
         let res = (|| -> Result<()> {
             let dir = store.prepare(&key, recipe.start.as_deref())?;
             for (l, f) in recipe.layers.iter().zip(&files) {
-                apply_blob(&l.descriptor(), f, &dir)?;
+                crate::scheduler::apply_blob(&l.descriptor(), f, &dir)?;
             }
             Ok(())
         })();
@@ -702,20 +700,6 @@ fn read_local_blob(dir: &Path, digest: &str) -> Result<Vec<u8>> {
         bail!("{}: blob {digest} has digest {got}; the cache is corrupt", dir.display());
     }
     Ok(bytes)
-}
-
-/// Apply a compressed (or plain) layer blob onto the tree at `dir`.
-fn apply_blob(desc: &Descriptor, file: &Path, dir: &Path) -> Result<()> {
-    let f = fs::File::open(file).with_context(|| format!("open {}", file.display()))?;
-    let r: Box<dyn Read> = if desc.media_type.ends_with("gzip") {
-        Box::new(flate2::read::GzDecoder::new(f))
-    } else if desc.media_type.ends_with("zstd") {
-        Box::new(zstd::stream::read::Decoder::new(f)?)
-    } else {
-        Box::new(f)
-    };
-    extract(r, dir).with_context(|| format!("applying layer {}", desc.digest))?;
-    Ok(())
 }
 
 /// Record blob `l` as the layer `parent -> snapshot` where

@@ -510,3 +510,22 @@ mod tests {
         assert_eq!(b1.diff_id, format!("sha256:{}", hex::encode(Sha256::digest(&tar_bytes))));
     }
 }
+
+/// Open a layer blob for reading its tar, decompressing by media type
+/// (`...+gzip`/`.gzip`, `...+zstd`/`.zstd`, else plain tar).
+pub fn open_blob(file: &Path, media_type: &str) -> io::Result<Box<dyn io::Read>> {
+    let f = fs::File::open(file)?;
+    Ok(if media_type.ends_with("gzip") {
+        Box::new(flate2::read::GzDecoder::new(io::BufReader::new(f)))
+    } else if media_type.ends_with("zstd") {
+        Box::new(zstd::stream::read::Decoder::new(f)?)
+    } else {
+        Box::new(io::BufReader::new(f))
+    })
+}
+
+/// Apply layer blob `file` (of `media_type`) onto the tree at `root`.
+pub fn apply_blob(file: &Path, media_type: &str, root: &Path) -> Result<(), LayerError> {
+    let r = open_blob(file, media_type).map_err(|source| LayerError::Io { op: "opening layer blob", path: file.to_path_buf(), source })?;
+    extract(r, root)
+}

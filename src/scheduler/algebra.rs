@@ -13,29 +13,17 @@ use super::export::layer_blob;
 use super::{origin_label, sha_hex, LayerRef, Scheduler, State};
 use crate::exec::Executor;
 use crate::image::config::History;
-use crate::image::layer::extract;
 use crate::image::manifest::Descriptor;
 use crate::remote_cache::Part;
 use crate::store::Store;
 use anyhow::{bail, Context as _, Result};
 use frontend::ir::{Node, NodeId};
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Apply a compressed (or plain) layer blob onto the tree at `dir`.
-fn apply_blob(desc: &Descriptor, file: &Path, dir: &Path) -> Result<()> {
-    let f = fs::File::open(file).with_context(|| format!("open {}", file.display()))?;
-    let r: Box<dyn Read> = if desc.media_type.ends_with("gzip") {
-        Box::new(flate2::read::GzDecoder::new(f))
-    } else if desc.media_type.ends_with("zstd") {
-        Box::new(zstd::stream::read::Decoder::new(f)?)
-    } else {
-        Box::new(f)
-    };
-    extract(r, dir).with_context(|| format!("applying layer {}", desc.digest))?;
-    Ok(())
+pub(crate) fn apply_blob(desc: &Descriptor, file: &Path, dir: &Path) -> Result<()> {
+    crate::image::layer::apply_blob(file, &desc.media_type, dir).with_context(|| format!("applying layer {}", desc.digest))
 }
 
 /// Indexes of `history` entries that stand for layers (not `empty_layer`).

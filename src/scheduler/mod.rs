@@ -18,6 +18,7 @@ mod copy;
 pub mod export;
 mod fetch;
 mod algebra;
+pub(crate) use algebra::apply_blob;
 mod merge;
 mod mounts;
 pub mod platforms;
@@ -26,7 +27,6 @@ mod run;
 use crate::context::Context;
 use crate::exec::Executor;
 use crate::image::config::{History, ImageConfig};
-use crate::image::layer::extract;
 use crate::image::manifest::Descriptor;
 use crate::image::source::SourceImage;
 use crate::progress::{Outcome, Progress, Step};
@@ -36,7 +36,6 @@ use frontend::ir::{ConfigEdit, Graph, Node, NodeId, Op};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -485,18 +484,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                 imported = true;
                 let key = self.work_key(&name);
                 let dir = self.store.prepare(&key, top.as_deref())?;
-                let res = (|| -> Result<()> {
-                    let f = fs::File::open(file).with_context(|| format!("open {}", file.display()))?;
-                    let r: Box<dyn Read> = if layer.media_type.ends_with("gzip") {
-                        Box::new(flate2::read::GzDecoder::new(f))
-                    } else if layer.media_type.ends_with("zstd") {
-                        Box::new(zstd::stream::read::Decoder::new(f)?)
-                    } else {
-                        Box::new(f)
-                    };
-                    extract(r, &dir)?;
-                    Ok(())
-                })();
+                let res = apply_blob(layer, file, &dir);
                 if let Err(e) = res {
                     let _ = self.store.remove(&key);
                     return Err(e.context(format!("layer {}", layer.digest)));
