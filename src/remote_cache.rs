@@ -718,7 +718,7 @@ fn write_layer_record(root: &Path, l: &RecipeLayer) -> Result<()> {
     if path.exists() {
         return Ok(());
     }
-    let rec = CachedLayer { diff_id: diff_id.clone(), digest: l.digest.clone(), size: l.size, media_type: l.media_type.clone(), snapshot: snapshot.clone(), snapshot_btime: None };
+    let rec = CachedLayer { diff_id: diff_id.clone(), digest: l.digest.clone(), size: l.size, media_type: l.media_type.clone(), snapshot: snapshot.clone(), snapshot_gen: None };
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     fs::write(&tmp, serde_json::to_vec(&rec)?)?;
     fs::rename(&tmp, &path)?;

@@ -34,17 +34,11 @@ pub struct CachedLayer {
     /// The snapshot the layer leads to (prune drops the record with it).
     #[serde(default)]
     pub snapshot: String,
-    /// Creation time (ns) of that snapshot when the record was written: a
-    /// snapshot replaced since (`--no-cache`) makes the record stale.
+    /// Generation of that snapshot when the record was written (see
+    /// [`generation`]): a snapshot replaced since (`--no-cache`) makes the
+    /// record stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot_btime: Option<u64>,
-}
-
-/// Creation time (ns since 1970) of committed snapshot `name`, if known.
-fn btime<S: Store + ?Sized>(store: &S, name: &str) -> Option<u64> {
-    let dir = store.get(name)?;
-    let t = fs::metadata(dir).ok()?.created().ok()?;
-    t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_nanos() as u64)
+    pub snapshot_gen: Option<String>,
 }
 
 impl CachedLayer {
@@ -52,6 +46,29 @@ impl CachedLayer {
     pub fn descriptor(&self) -> Descriptor {
         Descriptor { media_type: self.media_type.clone(), digest: self.digest.clone(), size: self.size, annotations: None, platform: None }
     }
+}
+
+fn gen_path(root: &Path, name: &str) -> PathBuf {
+    root.join("cache/gen").join(name)
+}
+
+/// The generation of committed snapshot `name`: None until it is first
+/// replaced, then a new value at each replacement. (btrfs snapshots inherit
+/// their source's inode times, so a snapshot's own times cannot tell.)
+pub fn generation(root: &Path, name: &str) -> Option<String> {
+    fs::read_to_string(gen_path(root, name)).ok()
+}
+
+/// Record that snapshot `name` is being replaced (before the new one is committed).
+pub fn bump_generation(root: &Path, name: &str) -> std::io::Result<()> {
+    let p = gen_path(root, name);
+    if let Some(d) = p.parent() {
+        fs::create_dir_all(d)?;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let tmp = p.with_extension(format!("tmp-{}", std::process::id()));
+    fs::write(&tmp, format!("{now}-{}", std::process::id()))?;
+    fs::rename(tmp, p)
 }
 
 /// The store's blob directory (`ROOT/content`, an OCI layout's `blobs/` parent).
@@ -79,7 +96,7 @@ pub fn layer_blob<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>
         if let Ok(bytes) = fs::read(&rec_path) {
             if let Ok(rec) = serde_json::from_slice::<CachedLayer>(&bytes) {
                 let p = blob_path(root, &rec.digest);
-                let current = rec.snapshot_btime.is_none() || rec.snapshot_btime == btime(store, &l.name);
+                let current = rec.snapshot_gen == generation(root, &l.name);
                 if p.is_file() && current {
                     return Ok((rec, p));
                 }
@@ -100,7 +117,7 @@ pub fn layer_blob<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>
         size: blob.size,
         media_type: LAYER_GZIP.into(),
         snapshot: l.name.clone(),
-        snapshot_btime: btime(store, &l.name),
+        snapshot_gen: generation(root, &l.name),
     };
     {
         if let Some(dir) = rec_path.parent() {

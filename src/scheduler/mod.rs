@@ -552,6 +552,9 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
     pub(crate) fn commit_step(&self, key: &str, name: &str) -> Result<()> {
         if self.is_fresh(name) {
             // Replace the old result; from now on this build reuses the new one.
+            if self.store.get(name).is_some() {
+                export::bump_generation(self.store.root(), name).context("recording a replaced cache entry")?;
+            }
             let _ = self.store.remove(name);
             if let Ok(mut f) = self.fresh.lock() {
                 f.remove(name);
