@@ -85,6 +85,21 @@ fn docker_build_runs_stromatekt() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["Layers"].as_array().unwrap().len(), 2, "{v}");
     }
+    // `docker buildx build --push -t REG/x .` pushes through stromatekt.
+    let Some(reg) = common::RegistryServer::start() else { return };
+    let target = format!("{}/plugin/x:1", reg.host());
+    let mut cmd = docker(cfg.path());
+    cmd.env("STROMATEKT_ROOT", &root).args(["buildx", "build", "--push", "--progress", "plain", "-t", &target]).arg(&ctx);
+    let out = run(&mut cmd);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RUN echo via-docker"), "stromatekt's progress: {out:?}");
+    let back = store.scratch().join("pulled");
+    common::pull_to_layout(&target, &back);
+    let bundle = store.scratch().join("pulled-bundle");
+    run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", back.display())).arg(&bundle));
+    assert_eq!(fs::read_to_string(bundle.join("rootfs/hello")).unwrap(), "via-docker\n");
+    let layers = run(Command::new("skopeo").args(["inspect", "--tls-verify=false"]).arg(format!("docker://{target}")));
+    let v: serde_json::Value = serde_json::from_slice(&layers.stdout).unwrap();
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 2, "{v}");
 }
 
 /// A private dockerd (Debian's 20.10, `scripts/ref-dockerd.sh`), stopped on drop.
