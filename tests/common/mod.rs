@@ -312,6 +312,8 @@ pub enum Fault {
     /// Forward, but flip the first byte of the answer's body (a corrupted
     /// download).
     Corrupt,
+    /// Wait this many milliseconds, then forward (a stalled request).
+    Stall(u64),
 }
 
 /// Decides, from a request's first line (`PUT /v2/x/blobs/uploads/...
@@ -430,6 +432,7 @@ fn proxy_one(mut client: TcpStream, upstream: u16, rule: &FaultRule, requests: &
             let _ = client.shutdown(std::net::Shutdown::Both);
             return;
         }
+        Some(Fault::Stall(ms)) => std::thread::sleep(Duration::from_millis(ms)),
         None | Some(Fault::Corrupt) => {}
     }
     let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else { return };
