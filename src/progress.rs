@@ -384,6 +384,35 @@ impl Progress {
     }
 }
 
+/// Human size: `523.0 MB`.
+pub fn human_bytes(bytes: u64) -> String {
+    let mb = bytes as f64 / 1e6;
+    if mb >= 1000.0 {
+        format!("{:.2} GB", mb / 1000.0)
+    } else if mb >= 1.0 {
+        format!("{mb:.1} MB")
+    } else {
+        format!("{:.1} kB", bytes as f64 / 1e3)
+    }
+}
+
+/// `BYTES in T s (RATE)` for a transfer of `bytes` taking `took`.
+pub fn rate_text(bytes: u64, took: std::time::Duration) -> String {
+    let secs = took.as_secs_f64().max(1e-3);
+    format!("{} in {secs:.1}s ({}/s)", human_bytes(bytes), human_bytes((bytes as f64 / secs) as u64))
+}
+
+/// What a push moved: uploaded bytes and rate, and the blobs it skipped.
+pub fn transfer_summary(st: &crate::registry::push::PushStats, took: std::time::Duration) -> String {
+    format!(
+        "{} blobs uploaded, {}; {} already present, {} mounted",
+        st.uploaded,
+        rate_text(st.uploaded_bytes, took),
+        st.present,
+        st.mounted
+    )
+}
+
 /// The chain of recorded steps with the largest summed duration, following
 /// dependencies (`inputs` walks the graph through nodes without a record).
 pub fn critical_path(records: &[StepRecord], inputs: &dyn Fn(usize) -> Vec<usize>) -> Vec<StepRecord> {

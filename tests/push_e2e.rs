@@ -69,6 +69,13 @@ fn build_push_pull_run_hello() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Long transfers say how much they moved and how fast.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.lines().any(|l| l.starts_with("pushed ") && l.contains("blobs uploaded") && l.contains("/s)")),
+        "no push summary with bytes and rate:\n{stderr}"
+    );
+    assert!(stderr.lines().any(|l| l.contains("pulled ") && l.contains("/s)")), "no pull summary with bytes and rate:\n{stderr}");
     let back = work.path().join("hello-oci");
     common::pull_to_layout(&format!("{target}:latest"), &back);
     let stdout = common::run_image(&back, "latest", &work.path().join("bundle"));

@@ -538,8 +538,10 @@ fn multi_platform_outputs<S: crate::store::Store>(
         let d = crate::scheduler::platforms::export_index(store, &images, tmp.path(), "latest", jobs, epoch)?;
         let reg = crate::registry::oci::OciRegistry::new()?;
         for name in &push_names {
-            let digest = crate::registry::push::push_layout(&reg, tmp.path(), &d, name).with_context(|| format!("pushing {name}"))?;
-            progress.message(&format!("pushed {name}@{digest} ({} platforms)", images.len()));
+            let t = std::time::Instant::now();
+            let (digest, st) = crate::registry::push::push_layout_stats(&reg, tmp.path(), &d, name, &Default::default())
+                .with_context(|| format!("pushing {name}"))?;
+            progress.message(&format!("pushed {name}@{digest} ({} platforms): {}", images.len(), crate::progress::transfer_summary(&st, t.elapsed())));
         }
         wrote = true;
     }

@@ -95,7 +95,13 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
     let ours = state.layers.len();
     let image = |enc: Encoding, parts: &mut Option<(ImageConfig, Vec<(Descriptor, PathBuf)>)>| -> Result<BuiltImage> {
         if parts.is_none() {
+            let t = std::time::Instant::now();
             let (mut config, layers) = crate::scheduler::export::image_parts_at(store, state, req.jobs, req.epoch)?;
+            let ours: u64 = layers.iter().skip(layers.len().saturating_sub(state.layers.len())).map(|(d, _)| d.size).sum();
+            if t.elapsed() > std::time::Duration::from_millis(200) {
+                // Layers were diffed and compressed now (not from the cache).
+                progress.message(&format!("exported layers: {}", crate::progress::rate_text(ours, t.elapsed())));
+            }
             if !req.labels.is_empty() {
                 let labels = config.config.labels.get_or_insert_with(Default::default);
                 for (k, v) in &req.labels {
@@ -166,8 +172,10 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
                 img.write_layout_dir(tmp.path(), "latest")?;
                 let reg = crate::registry::oci::OciRegistry::new()?;
                 for n in &names {
-                    let digest = crate::registry::push::push_layout(&reg, tmp.path(), &img.manifest_desc, n).with_context(|| format!("pushing {n}"))?;
-                    progress.message(&format!("pushed {n}@{digest}"));
+                    let t = std::time::Instant::now();
+                    let (digest, st) = crate::registry::push::push_layout_stats(&reg, tmp.path(), &img.manifest_desc, n, &Default::default())
+                        .with_context(|| format!("pushing {n}"))?;
+                    progress.message(&format!("pushed {n}@{digest}: {}", crate::progress::transfer_summary(&st, t.elapsed())));
                 }
                 record(&img, &names, &mut info);
             }

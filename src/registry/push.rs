@@ -78,6 +78,8 @@ pub struct PushStats {
     pub mounted: usize,
     /// Blobs uploaded.
     pub uploaded: usize,
+    /// Bytes of the blobs uploaded.
+    pub uploaded_bytes: u64,
 }
 
 impl PushStats {
@@ -85,6 +87,7 @@ impl PushStats {
         self.present += o.present;
         self.mounted += o.mounted;
         self.uploaded += o.uploaded;
+        self.uploaded_bytes += o.uploaded_bytes;
     }
 }
 
@@ -274,7 +277,10 @@ fn push_blobs(reg: &dyn Registry, target: &str, blobs: &[Prepared]) -> Result<Pu
                         match o {
                             Outcome::Present => st.present += 1,
                             Outcome::Mounted => st.mounted += 1,
-                            Outcome::Uploaded => st.uploaded += 1,
+                            Outcome::Uploaded => {
+                                st.uploaded += 1;
+                                st.uploaded_bytes += p.desc.size;
+                            }
                         }
                     }
                     Err(e) => {
@@ -507,7 +513,7 @@ mod tests {
         let (d, stats) = push_manifest_with_blobs(&reg, "host:5000/app:1", &m, MANIFEST_V1, &blobs).unwrap();
         assert_eq!(d, digest_of(&m));
         // The fake shares blobs between repositories: the layer is "present".
-        assert_eq!(stats, PushStats { present: 1, mounted: 0, uploaded: 1 });
+        assert_eq!((stats.present, stats.mounted, stats.uploaded), (1, 0, 1));
         assert_eq!(reg.uploads(), 1);
         // A manifest naming a blob without a source is refused up front.
         let err = push_manifest_with_blobs(&reg, "host:5000/app:2", &m, MANIFEST_V1, &blobs[..1]).unwrap_err();

@@ -433,10 +433,25 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             Op::Image { reference, platform } => {
                 let step = Some(self.progress.start(node.id.0, &format!("[internal] load image {reference}")));
                 let platform = platform.clone().unwrap_or_else(|| self.opts.platform.clone());
+                let began = std::time::SystemTime::now();
+                let t = std::time::Instant::now();
                 let res = self
                     .images
                     .resolve(reference, &platform)
-                    .and_then(|img| self.import(&img))
+                    .and_then(|img| {
+                        // Blobs written since the step began were downloaded now.
+                        let fresh: u64 = img
+                            .layers
+                            .iter()
+                            .filter_map(|(d, p)| fs::metadata(p).ok().filter(|m| m.modified().is_ok_and(|m| m >= began)).map(|_| d.size))
+                            .sum();
+                        if fresh > 0 {
+                            if let Some(s) = &step {
+                                self.progress.log(s, format!("pulled {}\n", crate::progress::rate_text(fresh, t.elapsed())).as_bytes());
+                            }
+                        }
+                        self.import(&img)
+                    })
                     .with_context(|| format!("{}: FROM {reference}", origin_label(node)));
                 match res {
                     Ok((st, imported)) => {
