@@ -32,7 +32,7 @@ fn mixed(len: usize) -> Vec<u8> {
         x ^= x >> 7;
         x ^= x << 17;
         let run = 512 + (x % 4096) as usize;
-        if x % 3 == 0 {
+        if x.is_multiple_of(3) {
             for _ in 0..run {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -94,13 +94,15 @@ fn registry() -> Option<Registry> {
         ),
     )
     .unwrap();
-    let child = Command::new("/usr/bin/docker-registry").arg("serve").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new("/usr/bin/docker-registry").arg("serve").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Some(Registry { child, port, _dir: dir });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     None
 }
 

@@ -1,6 +1,8 @@
 //! `stromatekt graph`: prints the IR as JSON or dot, and reports Dockerfile
 //! errors with path:line:col, the line and a caret.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 

@@ -5,6 +5,8 @@
 //! Needs skopeo and umoci (installed by `make test`). Missing one, the test
 //! skips with a message on a developer's machine and fails under `CI=true`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

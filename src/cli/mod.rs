@@ -26,7 +26,7 @@ pub enum Command {
     /// Print the version.
     Version,
     /// Build an image from a Dockerfile (docker build's flags and outputs).
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Print the IR graph of a Dockerfile.
     Graph(graph::GraphArgs),
     /// Put an existing image on another base without rebuilding it (like `crane rebase`).

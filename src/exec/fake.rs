@@ -113,6 +113,7 @@ impl Executor for FakeExecutor {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use std::path::PathBuf;
 

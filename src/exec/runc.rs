@@ -215,6 +215,7 @@ impl Executor for RuncExecutor {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

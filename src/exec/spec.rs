@@ -238,6 +238,7 @@ pub fn to_json(spec: &Spec) -> Result<String, ExecError> {
 
 #[cfg(test)]
 mod cap_tests {
+    #![allow(clippy::unwrap_used)]
     #[test]
     fn capability_numbers() {
         assert_eq!(super::cap_number(&super::Capability::Chown), Some(0));
@@ -248,6 +249,7 @@ mod cap_tests {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn req(network: Network) -> ExecRequest {

@@ -141,6 +141,7 @@ impl<W: Write> Write for ParGzWriter<W> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use std::io::Read;
 

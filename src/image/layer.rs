@@ -251,7 +251,7 @@ pub fn extract<R: io::Read>(reader: R, root: &Path) -> Result<(), LayerError> {
         }
         match kind {
             tar::EntryType::Directory => {
-                if existing.as_ref().map_or(true, |m| !m.is_dir()) {
+                if existing.as_ref().is_none_or(|m| !m.is_dir()) {
                     fs::create_dir(&dest).map_err(ioerr("creating directory", &dest))?;
                 }
             }
@@ -342,6 +342,7 @@ fn remove_any(p: &Path) -> Result<(), LayerError> {
 
 #[cfg(test)]
 mod extract_tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
@@ -407,6 +408,7 @@ mod extract_tests {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::store::{mem::DirStore, Store};
     use std::io::Read;

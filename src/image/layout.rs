@@ -78,6 +78,7 @@ impl Layout {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::image::config::ImageConfig;
     use crate::image::manifest::{descriptor, Manifest, CONFIG_V1, MANIFEST_V1};

@@ -91,6 +91,7 @@ fn with_attempts(e: RegistryError, attempts: u32) -> RegistryError {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn fast(attempts: u32) -> RetryPolicy {

@@ -26,6 +26,9 @@ pub(crate) fn apply_blob(desc: &Descriptor, file: &Path, dir: &Path) -> Result<(
     crate::image::layer::apply_blob(file, &desc.media_type, dir).with_context(|| format!("applying layer {}", desc.digest))
 }
 
+/// A state's stack: base image blobs, then this build's layers.
+type Stack = (Vec<(Descriptor, PathBuf)>, Vec<LayerRef>);
+
 /// Indexes of `history` entries that stand for layers (not `empty_layer`).
 fn layer_entries(history: &[History]) -> Vec<usize> {
     history.iter().enumerate().filter(|(_, h)| h.empty_layer != Some(true)).map(|(i, _)| i).collect()
@@ -170,7 +173,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     /// applied on top, for a RUN to run on. Returns its name.
     pub(crate) fn mixed(&self, node: &Node, base: &State, with: &[NodeId], states: &BTreeMap<NodeId, State>) -> Result<String> {
         let mut parts = vec![format!("{:?}", base.top)];
-        let mut order: Vec<(Vec<(Descriptor, PathBuf)>, Vec<LayerRef>)> = Vec::new();
+        let mut order: Vec<Stack> = Vec::new();
         for id in with {
             let w = Self::input(states, *id)?;
             if w.context_dir.is_some() {

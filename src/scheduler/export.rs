@@ -219,6 +219,7 @@ pub fn export_layout<S: Store>(store: &S, state: &State, dest: &Path, tag: &str,
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     #[test]
     fn rfc3339_dates() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");

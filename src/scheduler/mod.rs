@@ -408,7 +408,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         }
     }
 
-    pub(crate) fn input<'s>(states: &'s BTreeMap<NodeId, State>, id: NodeId) -> Result<&'s State> {
+    pub(crate) fn input(states: &BTreeMap<NodeId, State>, id: NodeId) -> Result<&State> {
         states.get(&id).ok_or_else(|| anyhow!("internal: input {id} not computed"))
     }
 

@@ -155,6 +155,7 @@ pub fn node_platforms(g: &Graph) -> BTreeMap<usize, String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn lower(text: &str, platform: &str) -> Graph {

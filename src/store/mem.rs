@@ -230,6 +230,7 @@ fn walk_diff(old: Option<&Path>, new: &Path, rel: &Path, out: &mut Vec<Change>) 
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
