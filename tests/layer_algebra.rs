@@ -14,43 +14,27 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-struct Env {
-    store: common::LoopStore,
-    root: PathBuf,
-    base: PathBuf,
+/// [`common::BuildEnv`] plus what these tests do each time: rawjson
+/// progress and an OCI layout output per context.
+struct Env(common::BuildEnv);
+
+impl std::ops::Deref for Env {
+    type Target = common::BuildEnv;
+    fn deref(&self) -> &common::BuildEnv {
+        &self.0
+    }
 }
 
 impl Env {
     fn new() -> Option<Env> {
-        if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
-            return None;
-        }
-        let store = common::LoopStore::new(3);
-        let root = store.dir.join("root");
-        let base = store.scratch().join("busybox");
-        assert!(common::busybox_layout(&base));
-        Some(Env { store, root, base })
-    }
-
-    fn ctx(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
-        let ctx = self.store.scratch().join(name);
-        std::fs::create_dir_all(&ctx).unwrap();
-        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-        for (p, c) in files {
-            std::fs::write(ctx.join(p), c).unwrap();
-        }
-        ctx
+        common::BuildEnv::new(3, &[]).map(Env)
     }
 
     fn build(&self, ctx: &Path, args: &[String]) -> Output {
         let out = self.store.scratch().join(format!("{}-out", ctx.file_name().unwrap().to_string_lossy()));
         let _ = std::fs::remove_dir_all(&out);
-        Command::new(env!("CARGO_BIN_EXE_stromatekt"))
-            .env("STROMATEKT_ROOT", &self.root)
-            .arg("build")
+        self.cmd()
             .arg("--progress=rawjson")
-            .arg("--build-arg")
-            .arg(format!("BASE=oci-layout://{}:latest", self.base.display()))
             .args(args)
             .arg("-o")
             .arg(format!("type=oci,dest={}", out.display()))
@@ -74,9 +58,6 @@ impl Env {
     }
 }
 
-fn events(o: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&o.stderr).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
 
 fn manifest_layers(layout: &Path) -> usize {
     let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
@@ -102,7 +83,7 @@ fn parallel_groups() {
         &[("c.txt", "c\n")],
     );
     let (o, out) = env.ok(&ctx, &[]);
-    let ev = events(&o);
+    let ev = common::events(&o);
     let (a, b) = (span(&ev, "echo a"), span(&ev, "echo b"));
     assert!(a.0 < b.1 && b.0 < a.1, "group members did not run concurrently: {a:?} {b:?}");
     let all = span(&ev, "cat /a");
@@ -182,13 +163,8 @@ fn remove_with_and_base_swap() {
     assert_eq!(std::fs::read_to_string(rootfs.join("tool-listing")).unwrap(), "busybox\nversion-1\n");
     assert!(!rootfs.join("tool").exists(), "the mixed-in image is in the result");
     let (o, _) = env.ok(&ctx, &["--build-arg".into(), "TOOLV=2".into()]);
-    let ev = events(&o);
-    let outcome = |needle: &str| {
-        ev.iter()
-            .find(|e| (e["event"] == "done" || e["event"] == "cached") && e["name"].as_str().unwrap_or("").contains(needle))
-            .map(|e| e["event"].as_str().unwrap_or("").to_string())
-            .unwrap_or_default()
-    };
+    let ev = common::events(&o);
+    let outcome = |needle: &str| common::outcome(&ev, needle);
     assert_eq!(outcome("echo before"), "cached");
     assert_eq!(outcome("static-tool-ran"), "done", "changing the tool must re-run the RUN that uses it");
     assert_eq!(outcome("echo after"), "done", "the next step's parent changed");
@@ -219,7 +195,7 @@ fn remove_with_and_base_swap() {
     let second = layers_of(&out);
     assert_eq!(first.last(), second.last(), "the upper layer blob was not reused");
     assert_eq!(second[..2], layers_of(&new2)[..], "the bottom layers are not the new base's");
-    let ev = events(&o);
+    let ev = common::events(&o);
     assert!(
         !ev.iter().any(|e| e["event"] == "done" && !e["name"].as_str().unwrap_or("").contains("load image")),
         "a step ran when only the new base changed"

@@ -12,31 +12,20 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-struct Env {
-    store: common::LoopStore,
-    root: PathBuf,
-    base: PathBuf,
+struct Env(common::BuildEnv);
+
+impl std::ops::Deref for Env {
+    type Target = common::BuildEnv;
+    fn deref(&self) -> &common::BuildEnv {
+        &self.0
+    }
 }
 
 impl Env {
     fn build(&self, name: &str, dockerfile: &str, extra: &[&str]) -> (Output, PathBuf) {
-        let ctx = self.store.scratch().join(name);
-        std::fs::create_dir_all(&ctx).unwrap();
-        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-        std::fs::write(ctx.join("present.txt"), "here\n").unwrap();
+        let ctx = self.ctx(name, dockerfile, &[("present.txt", "here\n")]);
         let out = self.store.scratch().join(format!("{name}-out"));
-        let o = Command::new(env!("CARGO_BIN_EXE_stromatekt"))
-            .env("STROMATEKT_ROOT", &self.root)
-            .arg("build")
-            .arg("--progress=plain")
-            .args(extra)
-            .arg("--build-arg")
-            .arg(format!("BASE=oci-layout://{}:latest", self.base.display()))
-            .arg("-o")
-            .arg(format!("type=oci,dest={}", out.display()))
-            .arg(&ctx)
-            .output()
-            .unwrap();
+        let o = self.cmd().arg("--progress=plain").args(extra).arg("-o").arg(format!("type=oci,dest={}", out.display())).arg(&ctx).output().unwrap();
         (o, out)
     }
 
@@ -83,13 +72,7 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
 
 #[test]
 fn bad_input_is_a_clear_error_and_leaves_nothing() {
-    if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
-        return;
-    }
-    let store = common::LoopStore::new(2);
-    let base = store.scratch().join("busybox");
-    assert!(common::busybox_layout(&base));
-    let env = Env { root: store.dir.join("root"), base, store };
+    let Some(env) = common::BuildEnv::new(2, &[]).map(Env) else { return };
 
     env.fails("missing-source", "ARG BASE\nFROM ${BASE}\nCOPY nothere.txt /\n", &[], 3, &["nothere.txt"]);
     env.fails("unknown-user", "ARG BASE\nFROM ${BASE}\nCOPY --chown=nosuchuser present.txt /\n", &[], 3, &["nosuchuser"]);

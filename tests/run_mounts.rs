@@ -10,22 +10,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn build(root: &Path, base: &Path, ctx: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_stromatekt"));
-    c.env("STROMATEKT_ROOT", root)
-        .arg("build")
-        .args(extra)
-        .arg("--build-arg")
-        .arg(format!("BASE=oci-layout://{}:latest", base.display()))
-        .arg("-o")
-        .arg(format!("type=oci,dest={}", out.display()))
-        .arg(ctx);
-    let o = c.output().unwrap();
-    assert!(o.status.success(), "build failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    o
-}
+use std::process::Command;
 
 fn unpack(layout: &Path, dest: &Path) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(dest);
@@ -56,19 +41,16 @@ SCRIPT
 
 #[test]
 fn run_mounts_and_heredocs() {
-    if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
-        return;
-    }
-    let store = common::LoopStore::new(2);
-    let root = store.dir.join("root");
-    let base = store.scratch().join("busybox");
-    assert!(common::busybox_layout(&base));
-    let ctx = store.scratch().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
-    std::fs::write(ctx.join("data.txt"), "context data\n").unwrap();
+    let Some(env) = common::BuildEnv::new(2, &[]) else { return };
+    let store = &env.store;
+    let ctx = env.ctx("ctx", DOCKERFILE, &[("data.txt", "context data\n")]);
+    let build = |out: &Path, extra: &[&str]| {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.extend(["-o".into(), format!("type=oci,dest={}", out.display())]);
+        env.build(&ctx, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
     let out = store.scratch().join("out");
-    build(&root, &base, &ctx, &out, &[]);
+    build(&out, &[]);
     let rootfs = unpack(&out, &store.scratch().join("bundle"));
     let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
     assert_eq!(read("from-ctx"), "context data\n");
@@ -86,21 +68,13 @@ fn run_mounts_and_heredocs() {
 
     // The cache mount persists across builds (re-run with --no-cache).
     let out2 = store.scratch().join("out2");
-    build(&root, &base, &ctx, &out2, &["--no-cache"]);
+    build(&out2, &["--no-cache"]);
     let rootfs = unpack(&out2, &store.scratch().join("bundle2"));
     assert_eq!(std::fs::read_to_string(rootfs.join("cache-count")).unwrap(), "2\n");
 
     // A context change re-runs the bind-mount step (its content is in the key).
     std::fs::write(ctx.join("data.txt"), "new data\n").unwrap();
-    let o = build(&root, &base, &ctx, &store.scratch().join("out3"), &["--progress=rawjson"]);
-    let ev: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&o.stderr).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let outcome = |needle: &str| {
-        ev.iter()
-            .find(|e| (e["event"] == "done" || e["event"] == "cached") && e["name"].as_str().unwrap_or("").contains(needle))
-            .map(|e| e["event"].as_str().unwrap_or("").to_string())
-            .unwrap_or_default()
-    };
-    assert_eq!(outcome("/from-ctx"), "done");
-    assert_eq!(outcome("/tool-version"), "done", "steps after a re-run step re-run");
+    let ev = common::events(&build(&store.scratch().join("out3"), &["--progress=rawjson"]));
+    assert_eq!(common::outcome(&ev, "/from-ctx"), "done");
+    assert_eq!(common::outcome(&ev, "/tool-version"), "done", "steps after a re-run step re-run");
 }

@@ -488,3 +488,80 @@ pub fn run_image(layout: &Path, tag: &str, bundle: &Path) -> String {
     let out = run(Command::new("runc").arg("run").arg("--bundle").arg(bundle).arg(&id).stdin(Stdio::null()));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A test-owned loop store with a busybox base image, for tests that run
+/// `stromatekt build`: most integration tests start like this.
+pub struct BuildEnv {
+    /// The loop-mounted btrfs (its scratch dir holds contexts and outputs).
+    pub store: LoopStore,
+    /// The store root (`STROMATEKT_ROOT`).
+    pub root: PathBuf,
+    /// The busybox OCI layout (`BASE=oci-layout://BASE:latest`).
+    pub base: PathBuf,
+}
+
+impl BuildEnv {
+    /// Set one up (`size_gb` GiB store), or `None` after [`skip`] when root,
+    /// btrfs, runc, umoci or one of `tools` is missing.
+    pub fn new(size_gb: u64, tools: &[&str]) -> Option<BuildEnv> {
+        let mut all = vec!["mkfs.btrfs", "runc", "umoci"];
+        all.extend_from_slice(tools);
+        if !runnable(&all) {
+            return None;
+        }
+        let store = LoopStore::new(size_gb);
+        let root = store.dir.join("root");
+        let base = store.scratch().join("busybox");
+        if !busybox_layout(&base) {
+            return None;
+        }
+        Some(BuildEnv { store, root, base })
+    }
+
+    /// A context directory `name` holding `Dockerfile` = `dockerfile` and `files`.
+    pub fn ctx(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
+        let ctx = self.store.scratch().join(name);
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        for (p, c) in files {
+            let f = ctx.join(p);
+            if let Some(d) = f.parent() {
+                std::fs::create_dir_all(d).unwrap();
+            }
+            std::fs::write(f, c).unwrap();
+        }
+        ctx
+    }
+
+    /// `stromatekt build` on this store with `BASE` set; add flags and the context.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_stromatekt"));
+        c.env("STROMATEKT_ROOT", &self.root)
+            .env_remove("BUILDKIT_PROGRESS")
+            .arg("build")
+            .arg("--build-arg")
+            .arg(format!("BASE=oci-layout://{}:latest", self.base.display()));
+        c
+    }
+
+    /// Build `ctx` with `extra` flags; panics with the output unless it succeeds.
+    pub fn build(&self, ctx: &Path, extra: &[&str]) -> Output {
+        let o = self.cmd().args(extra).arg(ctx).output().unwrap();
+        assert!(o.status.success(), "stromatekt build {extra:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
+        o
+    }
+}
+
+/// The `--progress=rawjson` events of a build's stderr.
+pub fn events(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stderr).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// How the step whose name contains `needle` ended (`done`, `cached`, ...), or "".
+pub fn outcome(events: &[serde_json::Value], needle: &str) -> String {
+    events
+        .iter()
+        .find(|e| (e["event"] == "done" || e["event"] == "cached") && e["name"].as_str().unwrap_or("").contains(needle))
+        .map(|e| e["event"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
