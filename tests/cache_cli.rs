@@ -21,34 +21,18 @@ fn stdout(o: &Output) -> String {
 }
 
 fn count(o: &Output, event: &str) -> usize {
-    String::from_utf8_lossy(&o.stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["event"] == event)
-        .count()
+    common::events(o).iter().filter(|e| e["event"] == event).count()
 }
 
 #[test]
 fn du_lists_and_prune_removes_the_cache() {
-    if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
-        return;
-    }
-    let store = common::LoopStore::new(2);
-    let root = store.dir.join("root");
-    let base = store.scratch().join("busybox");
-    assert!(common::busybox_layout(&base));
-    let ctx = store.scratch().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), "ARG BASE\nFROM ${BASE}\nRUN echo hi > /hi\nCOPY Dockerfile /\n").unwrap();
-    let base_arg = format!("BASE=oci-layout://{}:latest", base.display());
+    let Some(env) = common::BuildEnv::new(2, &[]) else { return };
+    let root = env.root.clone();
+    let ctx = env.ctx("ctx", "ARG BASE\nFROM ${BASE}\nRUN echo hi > /hi\nCOPY Dockerfile /\n", &[]);
     let build = |extra: &[&str]| {
-        let mut args = vec!["build", "--progress=rawjson", "--build-arg", &base_arg];
+        let mut args = vec!["--progress=rawjson"];
         args.extend_from_slice(extra);
-        let ctx_s = ctx.to_str().unwrap().to_string();
-        let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        a.push(ctx_s);
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        cmd(&root, &refs)
+        env.build(&ctx, &args)
     };
     build(&[]);
     let du = stdout(&cmd(&root, &["du", "--verbose"]));

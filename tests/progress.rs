@@ -47,34 +47,14 @@ fn normalize(text: &str, base: &Path) -> String {
 
 #[test]
 fn plain_rawjson_and_tty() {
-    if !common::runnable(&["mkfs.btrfs", "runc", "umoci", "tmux"]) {
-        return;
-    }
-    let store = common::LoopStore::new(2);
-    let root = store.dir.join("root");
-    let base = store.scratch().join("busybox");
-    assert!(common::busybox_layout(&base));
-    let ctx = store.scratch().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
-    std::fs::write(ctx.join("data.txt"), "data\n").unwrap();
+    let Some(env) = common::BuildEnv::new(2, &["tmux"]) else { return };
+    let (root, base) = (&env.root, &env.base);
+    let ctx = env.ctx("ctx", DOCKERFILE, &[("data.txt", "data\n")]);
     let bin = env!("CARGO_BIN_EXE_stromatekt");
-    let build = |progress: &str| {
-        let o = Command::new(bin)
-            .env("STROMATEKT_ROOT", &root)
-            .arg("build")
-            .arg(format!("--progress={progress}"))
-            .arg("--build-arg")
-            .arg(format!("BASE=oci-layout://{}:latest", base.display()))
-            .arg(&ctx)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    };
+    let build = |progress: &str| String::from_utf8_lossy(&env.build(&ctx, &[&format!("--progress={progress}")]).stderr).into_owned();
 
     // plain, cold: the exact lines.
-    let plain = normalize(&build("plain"), &base);
+    let plain = normalize(&build("plain"), base);
     let expected = "\
 #1 [internal] load image oci-layout://BASE:latest
 #1 DONE T
