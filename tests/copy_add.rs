@@ -14,28 +14,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn build(root: &Path, base: &Path, ctx: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_stromatekt"));
-    c.env("STROMATEKT_ROOT", root)
-        .arg("build")
-        .args(extra)
-        .arg("--build-arg")
-        .arg(format!("BASE=oci-layout://{}:latest", base.display()))
-        .arg("-o")
-        .arg(format!("type=oci,dest={}", out.display()))
-        .arg(ctx);
-    let o = c.output().unwrap();
-    assert!(o.status.success(), "build failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    o
-}
-
-fn unpack(layout: &Path, dest: &Path) -> PathBuf {
-    let _ = fs::remove_dir_all(dest);
-    common::run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", layout.display())).arg(dest));
-    dest.join("rootfs")
-}
+use std::process::Command;
 
 /// The layer digests of the single image in an OCI layout.
 fn layer_digests(layout: &Path) -> Vec<String> {
@@ -104,13 +83,8 @@ RUN stat -c '%u:%g %a' /home/app/tool.sh > /seen && cat /opt/data/d/f /dl/hello.
 
 #[test]
 fn copy_and_add_for_real() {
-    if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
-        return;
-    }
-    let store = common::LoopStore::new(2);
-    let root = store.dir.join("root");
-    let base = store.scratch().join("busybox");
-    assert!(common::busybox_layout(&base));
+    let Some(env) = common::BuildEnv::new(2, &[]) else { return };
+    let store = &env.store;
     let ctx = store.scratch().join("ctx");
     fs::create_dir_all(ctx.join("files/sub")).unwrap();
     fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
@@ -132,8 +106,8 @@ fn copy_and_add_for_real() {
     let port = serve(b"downloaded\n");
 
     let out = store.scratch().join("out");
-    build(&root, &base, &ctx, &out, &["--build-arg", &format!("PORT={port}")]);
-    let rootfs = unpack(&out, &store.scratch().join("bundle"));
+    env.build_oci(&ctx, &out, &["--build-arg", &format!("PORT={port}")]);
+    let rootfs = common::unpack(&out, &store.scratch().join("bundle"));
     let at = |p: &str| rootfs.join(p);
     let read = |p: &str| fs::read_to_string(at(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
     assert_eq!(meta(&at("home/app/tool.sh")), "1500:1600 700");
@@ -161,27 +135,22 @@ RUN cat /flavour /opt/app/app.sh > /check
 
 #[test]
 fn link_layers_do_not_depend_on_the_base() {
-    if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
-        return;
-    }
-    let store = common::LoopStore::new(2);
-    let root = store.dir.join("root");
-    let base = store.scratch().join("busybox");
-    assert!(common::busybox_layout(&base));
+    let Some(env) = common::BuildEnv::new(2, &[]) else { return };
+    let store = &env.store;
     let ctx = store.scratch().join("ctx");
     fs::create_dir_all(&ctx).unwrap();
     fs::write(ctx.join("Dockerfile"), LINKED).unwrap();
     fs::write(ctx.join("app.sh"), "echo app\n").unwrap();
     fs::set_permissions(ctx.join("app.sh"), fs::Permissions::from_mode(0o755)).unwrap();
     let (a, b) = (store.scratch().join("a"), store.scratch().join("b"));
-    build(&root, &base, &ctx, &a, &["--build-arg", "FLAVOUR=one"]);
-    build(&root, &base, &ctx, &b, &["--build-arg", "FLAVOUR=two"]);
+    env.build_oci(&ctx, &a, &["--build-arg", "FLAVOUR=one"]);
+    env.build_oci(&ctx, &b, &["--build-arg", "FLAVOUR=two"]);
     let (la, lb) = (layer_digests(&a), layer_digests(&b));
     assert_eq!(la.len(), lb.len());
     let n = la.len();
     assert_ne!(la[n - 3], lb[n - 3], "the RUN layers below differ");
     assert_eq!(la[n - 2], lb[n - 2], "the --link layer depends on the base");
-    let rootfs = unpack(&b, &store.scratch().join("bundle"));
+    let rootfs = common::unpack(&b, &store.scratch().join("bundle"));
     assert_eq!(fs::read_to_string(rootfs.join("check")).unwrap(), "two\necho app\n");
     assert_eq!(meta(&rootfs.join("opt/app/app.sh")), "0:0 755");
 }
@@ -238,13 +207,8 @@ RUN cat /src/README /sub/tool.sh > /seen
 
 #[test]
 fn add_git_for_real() {
-    if !common::runnable(&["mkfs.btrfs", "runc", "umoci", "git"]) {
-        return;
-    }
-    let store = common::LoopStore::new(2);
-    let root = store.dir.join("root");
-    let base = store.scratch().join("busybox");
-    assert!(common::busybox_layout(&base));
+    let Some(env) = common::BuildEnv::new(2, &["git"]) else { return };
+    let store = &env.store;
     let repos = store.scratch().join("repos");
     let repo = repos.join("repo.git");
     fs::create_dir_all(repo.join("sub")).unwrap();
@@ -262,8 +226,8 @@ fn add_git_for_real() {
     fs::create_dir_all(&ctx).unwrap();
     fs::write(ctx.join("Dockerfile"), FROM_GIT).unwrap();
     let out = store.scratch().join("out");
-    build(&root, &base, &ctx, &out, &["--build-arg", &format!("PORT={}", daemon.port)]);
-    let rootfs = unpack(&out, &store.scratch().join("bundle"));
+    env.build_oci(&ctx, &out, &["--build-arg", &format!("PORT={}", daemon.port)]);
+    let rootfs = common::unpack(&out, &store.scratch().join("bundle"));
     assert_eq!(fs::read_to_string(rootfs.join("seen")).unwrap(), "v1\necho tool\n");
     assert_eq!(meta(&rootfs.join("sub/tool.sh")), "0:0 755");
     assert_eq!(meta(&rootfs.join("src/README")), "0:0 644");

@@ -10,13 +10,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-fn unpack(layout: &Path, dest: &Path) -> std::path::PathBuf {
-    let _ = std::fs::remove_dir_all(dest);
-    common::run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", layout.display())).arg(dest));
-    dest.join("rootfs")
-}
 
 const DOCKERFILE: &str = r#"ARG BASE
 FROM ${BASE} AS tools
@@ -44,14 +38,10 @@ fn run_mounts_and_heredocs() {
     let Some(env) = common::BuildEnv::new(2, &[]) else { return };
     let store = &env.store;
     let ctx = env.ctx("ctx", DOCKERFILE, &[("data.txt", "context data\n")]);
-    let build = |out: &Path, extra: &[&str]| {
-        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        args.extend(["-o".into(), format!("type=oci,dest={}", out.display())]);
-        env.build(&ctx, &args.iter().map(String::as_str).collect::<Vec<_>>())
-    };
+    let build = |out: &Path, extra: &[&str]| env.build_oci(&ctx, out, extra);
     let out = store.scratch().join("out");
     build(&out, &[]);
-    let rootfs = unpack(&out, &store.scratch().join("bundle"));
+    let rootfs = common::unpack(&out, &store.scratch().join("bundle"));
     let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
     assert_eq!(read("from-ctx"), "context data\n");
     assert_eq!(read("rw-result"), "changed\n");
@@ -69,7 +59,7 @@ fn run_mounts_and_heredocs() {
     // The cache mount persists across builds (re-run with --no-cache).
     let out2 = store.scratch().join("out2");
     build(&out2, &["--no-cache"]);
-    let rootfs = unpack(&out2, &store.scratch().join("bundle2"));
+    let rootfs = common::unpack(&out2, &store.scratch().join("bundle2"));
     assert_eq!(std::fs::read_to_string(rootfs.join("cache-count")).unwrap(), "2\n");
 
     // A context change re-runs the bind-mount step (its content is in the key).

@@ -552,6 +552,24 @@ impl BuildEnv {
     }
 }
 
+impl BuildEnv {
+    /// [`BuildEnv::build`] into an OCI layout at `out`.
+    pub fn build_oci(&self, ctx: &Path, out: &Path, extra: &[&str]) -> Output {
+        let dest = format!("type=oci,dest={}", out.display());
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(["-o", &dest]);
+        self.build(ctx, &args)
+    }
+}
+
+/// Unpack image `latest` of the OCI layout `layout` into `dest` (umoci);
+/// returns its rootfs.
+pub fn unpack(layout: &Path, dest: &Path) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dest);
+    run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", layout.display())).arg(dest));
+    dest.join("rootfs")
+}
+
 /// The `--progress=rawjson` events of a build's stderr.
 pub fn events(o: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&o.stderr).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
