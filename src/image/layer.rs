@@ -42,11 +42,22 @@ pub struct LayerBlob {
     pub size: u64,
 }
 
-/// A writer that hashes what passes through it.
-struct Hashing<W> {
-    inner: W,
-    hash: Sha256,
-    len: u64,
+/// A writer that hashes and counts what passes through it.
+pub(crate) struct Hashing<W> {
+    pub(crate) inner: W,
+    pub(crate) hash: Sha256,
+    pub(crate) len: u64,
+}
+
+impl<W> Hashing<W> {
+    pub(crate) fn new(inner: W) -> Hashing<W> {
+        Hashing { inner, hash: Sha256::new(), len: 0 }
+    }
+
+    /// `sha256:` of what passed so far.
+    pub(crate) fn digest(&self) -> String {
+        format!("sha256:{}", hex::encode(self.hash.clone().finalize()))
+    }
 }
 
 impl<W: Write> Write for Hashing<W> {
@@ -518,7 +529,8 @@ mod tests {
 pub fn open_blob(file: &Path, media_type: &str) -> io::Result<Box<dyn io::Read>> {
     let f = fs::File::open(file)?;
     Ok(if media_type.ends_with("gzip") {
-        Box::new(flate2::read::GzDecoder::new(io::BufReader::new(f)))
+        // Multi-member: some writers (and parallel gzip tools) make several.
+        Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(f)))
     } else if media_type.ends_with("zstd") {
         Box::new(zstd::stream::read::Decoder::new(f)?)
     } else {

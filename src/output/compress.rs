@@ -5,39 +5,10 @@
 //! to keep image/ free of exporter options.
 
 use super::spec::Compression;
-use sha2::{Digest, Sha256};
+use crate::image::layer::Hashing;
 use std::fs;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
-
-/// A writer that hashes and counts what passes through it.
-pub(crate) struct Hashing<W> {
-    pub(crate) inner: W,
-    pub(crate) hash: Sha256,
-    pub(crate) len: u64,
-}
-
-impl<W> Hashing<W> {
-    pub(crate) fn new(inner: W) -> Hashing<W> {
-        Hashing { inner, hash: Sha256::new(), len: 0 }
-    }
-
-    pub(crate) fn digest(&self) -> String {
-        format!("sha256:{}", hex::encode(self.hash.clone().finalize()))
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
 
 /// How a blob is compressed, from its media type.
 pub fn compression_of(media_type: &str) -> Compression {
@@ -52,12 +23,7 @@ pub fn compression_of(media_type: &str) -> Compression {
 
 /// The uncompressed tar stream of a layer blob file.
 pub fn open_tar(path: &Path, media_type: &str) -> io::Result<Box<dyn Read>> {
-    let file = BufReader::new(fs::File::open(path)?);
-    Ok(match compression_of(media_type) {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
-        Compression::Uncompressed => Box::new(file),
-    })
+    crate::image::layer::open_blob(path, media_type)
 }
 
 /// zstd worker threads: the cores (at least 1).
