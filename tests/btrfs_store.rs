@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -24,14 +26,7 @@ impl Drop for Mount {
     fn drop(&mut self) {
         // umount of a `-o loop` mount frees the loop device too.
         let _ = Command::new("umount").arg(&self.dir).status();
-        if let Ok(out) = Command::new("losetup").arg("-a").output() {
-            let s = String::from_utf8_lossy(&out.stdout);
-            for line in s.lines().filter(|l| l.contains(&*self.image.to_string_lossy())) {
-                if let Some(dev) = line.split(':').next() {
-                    let _ = Command::new("losetup").arg("-d").arg(dev).status();
-                }
-            }
-        }
+        common::detach_loops(&self.image);
     }
 }
 

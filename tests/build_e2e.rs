@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
@@ -27,14 +29,7 @@ struct Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.mnt).status();
-        if let Ok(out) = Command::new("losetup").arg("-a").output() {
-            let s = String::from_utf8_lossy(&out.stdout);
-            for line in s.lines().filter(|l| l.contains(&*self.image.to_string_lossy())) {
-                if let Some(dev) = line.split(':').next() {
-                    let _ = Command::new("losetup").arg("-d").arg(dev).status();
-                }
-            }
-        }
+        common::detach_loops(&self.image);
     }
 }
 

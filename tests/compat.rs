@@ -28,6 +28,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -130,14 +132,7 @@ struct LoopStore {
 impl Drop for LoopStore {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.mnt).status();
-        if let Ok(out) = Command::new("losetup").arg("-a").output() {
-            let s = String::from_utf8_lossy(&out.stdout);
-            for line in s.lines().filter(|l| l.contains(&*self.image.to_string_lossy())) {
-                if let Some(dev) = line.split(':').next() {
-                    let _ = Command::new("losetup").arg("-d").arg(dev).status();
-                }
-            }
-        }
+        common::detach_loops(&self.image);
     }
 }
 
