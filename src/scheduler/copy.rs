@@ -11,8 +11,9 @@
 //!   (or `.`) or an existing directory mean "into this directory" (several
 //!   sources without one overwrite each other, as in BuildKit); a relative
 //!   destination is against the WORKDIR;
-//!   missing parents are created 0755 (or the octal `--chmod`) owned by
-//!   root (or the `--chown` owner), as fsutil's `MkdirAll`;
+//!   missing parents (and the destination of a directory source) are
+//!   created 0755 whatever `--chmod` says, owned by root (or the `--chown`
+//!   owner), as fsutil's `MkdirAll`;
 //! - files from the context, heredocs and remote sources are owned by 0:0,
 //!   files from another stage keep their owners; modes, mtimes, symlinks,
 //!   hard links (inside one copy) and xattrs are kept; `--chown`/`--chmod`
@@ -44,11 +45,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Format version of COPY cache keys (bump when the formula changes).
-const KEY_VERSION: &str = "copy-v2";
+const KEY_VERSION: &str = "copy-v3";
 
 /// A `uid:gid` pair.
 type Owner = (u32, u32);
@@ -221,6 +222,15 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                 } else {
                     ""
                 };
+                // A dangling symlink is followed, as in BuildKit, and fails.
+                let link = src_root.as_ref().and_then(|r| {
+                    let (dir, name) = pattern.rsplit_once('/').unwrap_or(("", pattern.as_str()));
+                    let dir = resolve_in_root(r, dir).ok()?;
+                    fs::read_link(dir.join(name)).ok()
+                });
+                if let Some(target) = link {
+                    bail!("source {s:?} is a symlink to {:?}, which is not in {what}: COPY follows symlinks; copy what it points to, or make the link in a RUN", target.display().to_string());
+                }
                 bail!("source {s:?} not found in {what}{hint}: check the path (it is relative to the root of {what})");
             }
             for (named, rel, path) in found {
@@ -309,7 +319,12 @@ fn dest_is_dir(dest: &str) -> bool {
 
 /// `a/./b/c` -> (`a/b/c`, Some(`a`)): the `--parents` pivot.
 fn split_pivot(s: &str) -> (String, Option<String>) {
-    let norm = format!("/{}", s.trim_start_matches('/'));
+    // A leading `./` only says "relative"; the pivot is a later `/./`.
+    let mut t = s.trim_start_matches('/');
+    while let Some(rest) = t.strip_prefix("./") {
+        t = rest.trim_start_matches('/');
+    }
+    let norm = format!("/{t}");
     match norm.find("/./") {
         Some(i) => {
             let before = clean_rel(&norm[..i]);
@@ -656,14 +671,11 @@ struct Copier<'a> {
 }
 
 impl Copier<'_> {
-    /// Create the missing directories of `dir` (below `root`): 0755, or the
-    /// octal `--chmod`; root-owned, or the `--chown` owner (fsutil `MkdirAll`).
+    /// Create the missing directories of `dir` (below `root`): 0755 whatever
+    /// `--chmod` says, root-owned or the `--chown` owner (fsutil's `MkdirAll`
+    /// for the destination path; the mode applies to copied entries only).
     fn mkdir_parents(&self, root: &Path, dir: &Path) -> Result<()> {
-        let mode = match &self.chmod {
-            Some(Chmod::Octal(m)) => *m,
-            _ => 0o755,
-        };
-        self.mkdir_all(root, dir, mode)
+        self.mkdir_all(root, dir, 0o755)
     }
 
     /// Create the missing directories of `dir` with `mode`, owned by root or
@@ -765,6 +777,10 @@ impl Copier<'_> {
     fn entry(&mut self, src: &Path, dst: &Path, owners: Owners) -> Result<()> {
         let md = fs::symlink_metadata(src).with_context(|| format!("stat {}", src.display()))?;
         let ft = md.file_type();
+        if ft.is_fifo() || ft.is_socket() {
+            // Docker 20.10's copier (fsutil) skips named pipes and sockets.
+            return Ok(());
+        }
         let existing = fs::symlink_metadata(dst).ok();
         if ft.is_dir() {
             match existing {
@@ -949,7 +965,10 @@ impl Chmod {
     /// The new mode of an entry with mode `old`.
     pub(crate) fn apply(&self, old: u32, is_dir: bool) -> u32 {
         let ops = match self {
-            Chmod::Octal(m) => return *m,
+            // Octal modes set the permission bits only: docker 20.10's
+            // BuildKit turns `4755` into an `os.FileMode` whose 0o4000 is not
+            // Go's setuid flag, so chmod(2) gets 0755.
+            Chmod::Octal(m) => return *m & 0o777,
             Chmod::Symbolic(ops) => ops,
         };
         let mut mode = old & 0o7777;
@@ -1398,6 +1417,7 @@ mod tests {
                   COPY --chmod=u=rwX,go=rX d /s/\n\
                   COPY --chmod=+x d/f /x\n\
                   COPY --chmod=751 d /p/q/\n\
+                  COPY --chmod=4755 d/f /suid\n\
                   COPY --from=owned /o/run.sh /kept\n";
         let st = build(&f, df).unwrap();
         let l = listing(&root_of(&f, &st));
@@ -1409,9 +1429,12 @@ mod tests {
             "c/new/f 640 42:42 F",
             "s/f 644 0:0 F",
             "x 751 0:0 F",
-            "p/ 751 0:0",
-            "p/q/ 751 0:0",
+            // created directories are 0755 whatever --chmod says;
+            // octal modes set permission bits only (as docker 20.10)
+            "p/ 755 0:0",
+            "p/q/ 755 0:0",
             "p/q/f 751 0:0 F",
+            "suid 755 0:0 F",
             "kept 700 777:888 #!/bin/sh",
         ] {
             assert!(l.contains(want), "missing {want:?} in {l:#?}");
@@ -1463,17 +1486,27 @@ mod tests {
     }
 
     #[test]
-    fn special_files_are_recreated() {
-        let f = fx(&[]);
-        let src = f.tmp.path().join("special");
-        fs::create_dir_all(&src).unwrap();
-        nix::unistd::mkfifo(&src.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
+    fn fifos_are_skipped_and_dangling_sources_fail() {
+        let f = fx(&[("d/file", "x", 0o644)]);
         let ctx = f.ctx();
-        fs::rename(src.join("fifo"), ctx.join("fifo")).unwrap();
-        let st = build(&f, "FROM scratch\nCOPY fifo /dev-like/\n").unwrap();
-        let md = fs::symlink_metadata(root_of(&f, &st).join("dev-like/fifo")).unwrap();
-        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&md.file_type()));
-        assert_eq!(md.mode() & 0o7777, 0o640);
+        nix::unistd::mkfifo(&ctx.join("d/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
+        std::os::unix::fs::symlink("nowhere", ctx.join("dangling")).unwrap();
+        std::os::unix::fs::symlink("/abs/nowhere", ctx.join("d/abs")).unwrap();
+        let st = build(&f, "FROM scratch\nCOPY d /d/\n").unwrap();
+        let root = root_of(&f, &st);
+        // docker 20.10's copier leaves named pipes out
+        assert!(fs::symlink_metadata(root.join("d/fifo")).is_err());
+        assert_eq!(fs::read_to_string(root.join("d/file")).unwrap(), "x");
+        // a dangling symlink named as the source is followed and fails, as
+        // in docker ("/nowhere" not found); a link inside a copied
+        // directory is copied as it is
+        let e = err(&f, "FROM scratch\nCOPY dangling /l\n");
+        assert!(e.contains("Dockerfile:2") && e.contains("source \"dangling\" is a symlink to \"nowhere\""), "{e}");
+        let e = err(&f, "FROM scratch\nCOPY d/abs /dir/\n");
+        assert!(e.contains("is a symlink to \"/abs/nowhere\""), "{e}");
+        assert_eq!(fs::read_link(root.join("d/abs")).unwrap(), Path::new("/abs/nowhere"));
+        let e = err(&f, "FROM scratch\nCOPY missing /m\n");
+        assert!(e.contains("source \"missing\" not found"), "{e}");
     }
 
     fn getxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
@@ -1758,7 +1791,9 @@ mod tests {
         assert_eq!(resolve_in_root(r, "bin/up/etc").unwrap(), r.join("etc"));
         assert_eq!(resolve_in_root(r, "../../etc/passwd").unwrap(), r.join("etc/passwd"));
         assert_eq!(split_pivot("a/./b/c"), ("a/b/c".to_string(), Some("a".to_string())));
-        assert_eq!(split_pivot("./x/../y"), ("y".to_string(), Some(String::new())));
+        assert_eq!(split_pivot("./x/../y"), ("y".to_string(), None));
+        assert_eq!(split_pivot("./a/./b/f.txt"), ("a/b/f.txt".to_string(), Some("a".to_string())));
+        assert_eq!(split_pivot("/./a/b"), ("a/b".to_string(), None));
         assert_eq!(split_pivot("/a/b"), ("a/b".to_string(), None));
     }
 

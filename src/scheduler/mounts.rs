@@ -14,7 +14,8 @@
 //! - `secret`: the value given to the build (`--secret id=...`) in a file
 //!   outside the store, bind-mounted read-only and/or exposed as an env
 //!   variable; never part of the key or the layer.
-//! - `ssh`: the agent socket bind-mounted, `SSH_AUTH_SOCK` set.
+//! - `ssh`: a socket of the mount's mode and owner (default 0600 root)
+//!   forwarding to the agent, bind-mounted; `SSH_AUTH_SOCK` set.
 //!
 //! Mount points missing from the rootfs are created by runc; they are
 //! removed again after the run when still empty, so they do not end up in
@@ -49,6 +50,59 @@ pub(crate) struct Prepared {
     dirs: Vec<tempfile::TempDir>,
     /// Held locks (cache mounts).
     _locks: Vec<fs::File>,
+    /// SSH agent forwarders (stopped when dropped).
+    proxies: Vec<AgentProxy>,
+}
+
+/// A unix socket that forwards every connection to an SSH agent socket: how
+/// `RUN --mount=type=ssh` gets a socket with its own `mode`/`uid`/`gid`
+/// (BuildKit's default 0600 root:root) without touching the user's agent.
+pub(crate) struct AgentProxy {
+    path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AgentProxy {
+    /// Listen at `path`, forwarding to `agent`.
+    pub(crate) fn start(path: &Path, agent: PathBuf) -> Result<AgentProxy> {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::Ordering;
+        let listener = UnixListener::bind(path).with_context(|| format!("creating the ssh agent socket {}", path.display()))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = conn else { continue };
+                let Ok(upstream) = UnixStream::connect(&agent) else { continue };
+                let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else { continue };
+                let (mut c1, mut u1) = (client, upstream);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c1, &mut u1);
+                    let _ = u1.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Ok(AgentProxy { path: path.to_path_buf(), stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for AgentProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::os::unix::net::UnixStream::connect(&self.path);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Prepared {
@@ -57,6 +111,7 @@ impl Prepared {
         for s in &self.snapshots {
             let _ = store.remove(s);
         }
+        drop(self.proxies);
         drop(self.dirs);
     }
 }
@@ -268,7 +323,15 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                     let target = if target.is_empty() { format!("/run/buildkit/ssh_agent.{i}") } else { target };
                     p.key.push(serde_json::json!({"ssh": id, "target": target}));
                     p.env.push(format!("SSH_AUTH_SOCK={target}"));
-                    p.binds.push(BindMount { source: sock.clone(), target, readonly: false });
+                    // A socket of our own, with the mount's mode and owner,
+                    // that forwards to the agent (the user's socket is left as it is).
+                    let dir = self.temp_dir(p, "ssh-")?;
+                    let path = dir.join("agent.sock");
+                    let proxy = AgentProxy::start(&path, sock.clone())?;
+                    fs::set_permissions(&path, fs::Permissions::from_mode(m.mode.unwrap_or(0o600)))?;
+                    std::os::unix::fs::lchown(&path, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)))?;
+                    p.proxies.push(proxy);
+                    p.binds.push(BindMount { source: path, target, readonly: false });
                 }
             }
         }
