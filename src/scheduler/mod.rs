@@ -131,6 +131,9 @@ pub struct Scheduler<'a, S: Store, E: Executor> {
     /// Snapshot names this build must make afresh (`--no-cache`): not
     /// reused, and replaced when committed.
     fresh: Mutex<std::collections::BTreeSet<String>>,
+    /// Nodes built without the cache because something they read is
+    /// (`--no-cache-filter STAGE` rebuilds what is built on STAGE too).
+    uncached_inputs: Mutex<std::collections::BTreeSet<NodeId>>,
     /// Recipes of the snapshots this build made or found (`--cache-to`).
     recorded: crate::remote_cache::Recorder,
     /// Imported caches (`--cache-from`), asked in order for missing snapshots.
@@ -176,6 +179,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             opts,
             cancel: Arc::new(AtomicBool::new(false)),
             fresh: Mutex::new(Default::default()),
+            uncached_inputs: Mutex::new(Default::default()),
             recorded: crate::remote_cache::Recorder::default(),
             remote: Vec::new(),
         }
@@ -217,12 +221,42 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
 
     /// Whether the cache may be used for `node`.
     fn cache_allowed(&self, node: &Node) -> bool {
+        self.cache_allowed_here(node) && !self.uncached_inputs.lock().map(|u| u.contains(&node.id)).unwrap_or(false)
+    }
+
+    /// Whether the flags allow the cache for `node` itself.
+    fn cache_allowed_here(&self, node: &Node) -> bool {
         if self.opts.no_cache {
             return false;
         }
         match &node.origin {
             Some(o) => !self.opts.no_cache_stages.iter().any(|s| s == &o.stage),
             None => true,
+        }
+    }
+
+    /// Mark every node that reads (directly or not) a node built without
+    /// the cache: its cache key names its inputs' snapshots, which this build
+    /// replaces, so its old result would be built on the old ones.
+    fn mark_uncached_inputs(&self, graph: &Graph, needed: &[bool]) {
+        if self.opts.no_cache_stages.is_empty() {
+            return;
+        }
+        let mut off: Vec<bool> = graph.nodes.iter().map(|x| needed[x.id.0] && !self.cache_allowed_here(x)).collect();
+        loop {
+            let mut changed = false;
+            for node in graph.nodes.iter().filter(|x| needed[x.id.0]) {
+                if !off[node.id.0] && graph.inputs(node.id).into_iter().any(|i| off.get(i.0).copied().unwrap_or(false)) {
+                    off[node.id.0] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        if let Ok(mut u) = self.uncached_inputs.lock() {
+            u.extend(graph.nodes.iter().filter(|x| off[x.id.0]).map(|x| x.id));
         }
     }
 
@@ -264,6 +298,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                 stack.extend(graph.inputs(id));
             }
         }
+        self.mark_uncached_inputs(graph, &needed);
         let mut dependents: Vec<Vec<NodeId>> = vec![Vec::new(); n];
         let mut pending = vec![0usize; n];
         for node in graph.nodes.iter().filter(|x| needed[x.id.0]) {

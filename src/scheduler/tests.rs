@@ -214,6 +214,28 @@ fn no_cache_reruns_everything_and_filter_only_its_stage() {
 }
 
 #[test]
+fn no_cache_filter_rebuilds_what_is_built_on_the_stage() {
+    let f = fixture();
+    let exec = fake();
+    let text = "FROM scratch AS a\nRUN touch /a\nFROM a AS b\nRUN touch /b\nFROM scratch AS c\nRUN touch /c\nFROM b\nCOPY --from=c /c /c\n";
+    build(&f, &exec, text, &[]).0.unwrap();
+    let g = graph(text, &[]);
+    let progress = Progress::new(Mode::Quiet);
+    let opts = Options { jobs: 2, no_cache_stages: vec!["a".into()], ..Options::default() };
+    Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, opts).run(&g).unwrap();
+    let rec = progress.records();
+    // a is rebuilt, and so is b (built on the new a) and the final stage;
+    // c does not read a: it stays cached.
+    assert_eq!(by_text(&rec, "touch /a").outcome, Outcome::Done);
+    assert_eq!(by_text(&rec, "touch /b").outcome, Outcome::Done, "{rec:#?}");
+    assert_eq!(by_text(&rec, "touch /c").outcome, Outcome::Cached, "{rec:#?}");
+    // The next plain build reuses all of it.
+    let progress = Progress::new(Mode::Quiet);
+    Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, Options::default()).run(&g).unwrap();
+    assert!(progress.records().iter().all(|r| r.outcome == Outcome::Cached), "{:#?}", progress.records());
+}
+
+#[test]
 fn a_failure_stops_the_build_and_leaves_no_work_snapshots() {
     let f = fixture();
     let exec = fake();
