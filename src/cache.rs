@@ -205,6 +205,48 @@ pub fn prune<S: Store + ?Sized>(
     Ok(out)
 }
 
+/// The name prefix of a temporary file or directory `kind` this process
+/// makes in the store: `.tmp-KIND-PID-`, so that [`sweep_dead_temps`] can
+/// remove it after the process was killed.
+pub fn temp_prefix(kind: &str) -> String {
+    format!(".tmp-{kind}-{}-", std::process::id())
+}
+
+/// Where temporary files of builds live in the store.
+fn temp_dirs(root: &Path) -> [PathBuf; 3] {
+    [root.to_path_buf(), root.join("tmp"), root.join("content/blobs/sha256")]
+}
+
+/// The process that made temporary entry `name` (`.tmp-KIND-PID-...`).
+fn temp_owner(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix(".tmp-")?;
+    rest.split('-').skip(1).find_map(|part| part.parse::<i32>().ok().filter(|p| *p > 0))
+}
+
+/// Remove the temporary files and directories (push layouts, layer blobs
+/// being written, RUN mount helpers) left by builds that were killed: those
+/// whose owner process no longer exists. Returns how many were removed.
+pub fn sweep_dead_temps(root: &Path) -> usize {
+    let mut n = 0;
+    for dir in temp_dirs(root) {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = temp_owner(&name) else { continue };
+            if crate::scheduler::pid_alive(pid) {
+                continue;
+            }
+            let p = e.path();
+            let gone = match e.file_type() {
+                Ok(t) if t.is_dir() => fs::remove_dir_all(&p).is_ok(),
+                _ => fs::remove_file(&p).is_ok(),
+            };
+            n += usize::from(gone);
+        }
+    }
+    n
+}
+
 /// Parse a size like `10GB`, `512MiB`, `1.5g`, `1000` (bytes), as docker does
 /// (decimal and binary suffixes, case-insensitive).
 pub fn parse_size(s: &str) -> Option<u64> {
@@ -232,6 +274,27 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::store::mem::DirStore;
+
+    #[test]
+    fn temps_of_dead_processes_are_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::create_dir_all(root.join("tmp")).unwrap();
+        fs::create_dir_all(root.join("content/blobs/sha256")).unwrap();
+        // pid 999999999 cannot exist (pid_max is at most 2^22)
+        fs::create_dir_all(root.join(".tmp-push-999999999-abc/blobs")).unwrap();
+        fs::write(root.join("content/blobs/sha256/.tmp-layer-999999999-x"), b"half").unwrap();
+        fs::create_dir_all(root.join("tmp/.tmp-ssh-999999999-y")).unwrap();
+        let mine = root.join(format!("{}abc", temp_prefix("push")));
+        fs::create_dir_all(&mine).unwrap();
+        fs::create_dir_all(root.join(".tmp-push-old")).unwrap();
+        assert_eq!(sweep_dead_temps(root), 3);
+        assert!(mine.is_dir(), "a live process's temp was removed");
+        assert!(root.join(".tmp-push-old").is_dir(), "an entry without a pid was removed");
+        assert!(!root.join(".tmp-push-999999999-abc").exists());
+        assert_eq!(temp_owner(".tmp-push-123-abc"), Some(123));
+        assert_eq!(temp_owner("run-abc"), None);
+    }
 
     #[test]
     fn sizes_parse() {

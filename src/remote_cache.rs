@@ -437,7 +437,7 @@ pub fn export_cache<S: Store + ?Sized>(
             };
             let dir = content_dir(store.root()).join("blobs/sha256");
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let tmp = tempfile::Builder::new().prefix(".tmp-cache-config-").tempfile_in(&dir).context("temporary file in the store")?;
+            let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("cache-config")).tempfile_in(&dir).context("temporary file in the store")?;
             fs::write(tmp.path(), &config).with_context(|| format!("writing {}", tmp.path().display()))?;
             let mut sources: Vec<BlobSource> =
                 exp.blobs.iter().map(|(d, p)| BlobSource { desc: d.clone(), path: Some(p.clone()), remote: vec![] }).collect();
@@ -675,7 +675,7 @@ impl ImportedCache {
                 let src = dir.join("blobs/sha256").join(l.digest.trim_start_matches("sha256:"));
                 let blobs = content.join("blobs/sha256");
                 fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
-                let tmp = tempfile::Builder::new().prefix(".tmp-cache-").tempfile_in(&blobs).context("temporary file in the store")?;
+                let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("cache")).tempfile_in(&blobs).context("temporary file in the store")?;
                 fs::copy(&src, tmp.path()).with_context(|| format!("copying blob {} from the build cache {}", l.digest, dir.display()))?;
                 let got = crate::registry::pull::file_digest(tmp.path()).with_context(|| format!("reading {}", tmp.path().display()))?;
                 if got != l.digest {

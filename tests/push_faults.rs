@@ -193,8 +193,14 @@ fn a_push_killed_mid_way_leaves_no_partial_tag() {
     let _ = Command::new("kill").arg("-KILL").arg(child.id().to_string()).status();
     let _ = child.wait();
     assert_eq!(check.manifest(&direct, "linux/amd64").unwrap().digest, before, "the tag moved after a killed push");
-    // The next build on the store recovers and pushes fine.
+    // The killed pushes left their layouts in the store; the next build
+    // removes them (their process is gone) and pushes fine.
+    let leftovers = |root: &Path| -> Vec<String> {
+        std::fs::read_dir(root).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(".tmp-push-")).collect()
+    };
+    assert!(!leftovers(&root).is_empty(), "the killed push left no temporary layout: the test did not kill it mid-way");
     let again = push(&big, &tag).wait_with_output().unwrap();
     assert!(again.status.success(), "the push after the kill failed");
+    assert!(leftovers(&root).is_empty(), "temporary layouts of killed pushes are still in the store: {:?}", leftovers(&root));
     assert_ne!(check.manifest(&direct, "linux/amd64").unwrap().digest, before);
 }

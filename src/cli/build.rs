@@ -534,7 +534,7 @@ fn multi_platform_outputs<S: crate::store::Store>(
     push_names.sort();
     push_names.dedup();
     if !push_names.is_empty() {
-        let tmp = tempfile::Builder::new().prefix(".tmp-push-").tempdir_in(store.root()).context("temp dir in the store")?;
+        let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("push")).tempdir_in(store.root()).context("temp dir in the store")?;
         let d = crate::scheduler::platforms::export_index(store, &images, tmp.path(), "latest", jobs, epoch)?;
         let reg = crate::registry::oci::OciRegistry::new()?;
         for name in &push_names {

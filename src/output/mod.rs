@@ -153,7 +153,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
             Kind::Docker | Kind::Image if !o.push => {
                 let img = image(encoding_of(o), &mut parts)?;
                 std::fs::create_dir_all(root.join("tmp")).with_context(|| format!("creating {}/tmp", root.display()))?;
-                let tmp = tempfile::Builder::new().prefix(".tmp-load-").suffix(".tar").tempfile_in(root.join("tmp")).context("temp file in the store")?;
+                let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("load")).suffix(".tar").tempfile_in(root.join("tmp")).context("temp file in the store")?;
                 let file = std::io::BufWriter::new(tmp.reopen().context("opening the temp archive")?);
                 let mut file = img.write_archive(file, &names, true)?;
                 file.flush().context("writing the temp archive")?;
@@ -168,7 +168,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
                     return Err(anyhow!("pushing needs an image name: add -t REGISTRY/REPO[:TAG] (or name= in --output)"));
                 }
                 let img = image(encoding_of(o), &mut parts)?;
-                let tmp = tempfile::Builder::new().prefix(".tmp-push-").tempdir_in(&root).context("temp dir in the store")?;
+                let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("push")).tempdir_in(&root).context("temp dir in the store")?;
                 img.write_layout_dir(tmp.path(), "latest")?;
                 let reg = crate::registry::oci::OciRegistry::new()?;
                 for n in &names {
@@ -229,7 +229,7 @@ fn write_fs<S: Store>(store: &S, state: &State, o: &OutputSpec, progress: &Progr
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             let root = store.root().join("tmp");
             std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-            let tmp = tempfile::Builder::new().prefix(".tmp-local-").tempfile_in(&root).context("temp file in the store")?;
+            let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("local")).tempfile_in(&root).context("temp file in the store")?;
             {
                 let mut w = std::io::BufWriter::new(tmp.reopen().context("opening the temp tar")?);
                 tar(&mut w)?;

@@ -216,6 +216,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                 }
             }
         }
+        crate::cache::sweep_dead_temps(self.store.root());
         Ok(())
     }
 

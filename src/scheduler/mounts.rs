@@ -167,7 +167,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     fn temp_dir(&self, p: &mut Prepared, prefix: &str) -> Result<PathBuf> {
         let base = self.store.root().join("tmp");
         fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-        let d = tempfile::Builder::new().prefix(prefix).tempdir_in(&base).context("temp dir in the store")?;
+        let d = tempfile::Builder::new().prefix(&crate::cache::temp_prefix(prefix.trim_end_matches('-'))).tempdir_in(&base).context("temp dir in the store")?;
         let path = d.path().to_path_buf();
         p.dirs.push(d);
         Ok(path)
