@@ -49,7 +49,11 @@ fn build_push_pull_run_hello() {
     if !common::busybox_layout(&base) {
         return;
     }
-    let base_ref = common::push_layout_to(&server, &base, "busybox");
+    common::push_layout_to(&server, &base, "busybox");
+    // FROM through a recording proxy: the base image's manifest is asked
+    // for once (read before lowering, for its config, and pulled by digest).
+    let proxy = common::FaultyProxy::start(server.port, Box::new(|_, _| None));
+    let base_ref = format!("{}/busybox:latest", proxy.host());
     let target = format!("{}/hello", server.host());
     let root = common::repo_root();
     let out = stromatekt()
@@ -76,6 +80,8 @@ fn build_push_pull_run_hello() {
         "no push summary with bytes and rate:\n{stderr}"
     );
     assert!(stderr.lines().any(|l| l.contains("pulled ") && l.contains("/s)")), "no pull summary with bytes and rate:\n{stderr}");
+    let tag_lookups: Vec<_> = proxy.requests().into_iter().filter(|(l, _)| l.contains("/manifests/latest")).collect();
+    assert_eq!(tag_lookups.len(), 1, "the base tag was resolved more than once: {tag_lookups:?}");
     let back = work.path().join("hello-oci");
     common::pull_to_layout(&format!("{target}:latest"), &back);
     let stdout = common::run_image(&back, "latest", &work.path().join("bundle"));

@@ -224,9 +224,18 @@ impl Unsupported {
 /// the store's content directory.
 struct Resolver {
     content: PathBuf,
+    /// Registry images whose manifest and config were read before lowering
+    /// (for the base image's ENV, ONBUILD, ...), by (reference, platform):
+    /// the pull then fetches that same manifest by digest, without asking
+    /// the registry for the tag again (it may have moved meanwhile).
+    resolved: std::sync::Mutex<BTreeMap<(String, String), crate::registry::pull::ResolvedImage>>,
 }
 
 impl Resolver {
+    fn new(content: PathBuf) -> Resolver {
+        Resolver { content, resolved: Default::default() }
+    }
+
     /// Only the config of image `reference` (no layers downloaded).
     fn config(&self, reference: &str, platform: &str) -> Result<crate::image::config::ImageConfig> {
         if reference.starts_with("oci-layout://") {
@@ -234,7 +243,12 @@ impl Resolver {
             return Ok(read_layout(&path, tag.as_deref(), platform)?.config);
         }
         let reg = crate::registry::oci::OciRegistry::new()?;
-        Ok(crate::registry::pull::resolve_config(&reg, reference, platform, &self.content)?.config)
+        let r = crate::registry::pull::resolve_config(&reg, reference, platform, &self.content)?;
+        let config = r.config.clone();
+        if let Ok(mut m) = self.resolved.lock() {
+            m.insert((reference.to_string(), platform.to_string()), r);
+        }
+        Ok(config)
     }
 }
 
@@ -245,7 +259,11 @@ impl ImageResolver for Resolver {
             return Ok(read_layout(&path, tag.as_deref(), platform)?);
         }
         let reg = crate::registry::oci::OciRegistry::new()?;
-        Ok(crate::registry::pull::pull(&reg, reference, platform, &self.content)?)
+        let known = self.resolved.lock().ok().and_then(|m| m.get(&(reference.to_string(), platform.to_string())).cloned());
+        Ok(match known {
+            Some(r) => crate::registry::pull::pull_resolved(&reg, r, &self.content)?,
+            None => crate::registry::pull::pull(&reg, reference, platform, &self.content)?,
+        })
     }
 }
 
@@ -653,7 +671,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     let ignore = dockerignore_text(input.file.as_deref(), &input.dir)?;
     let store = crate::store::root::open_default()?;
     let _lock = crate::cache::StoreLock::shared(store.root())?;
-    let resolver = Resolver { content: content_dir(store.root()) };
+    let resolver = Resolver::new(content_dir(store.root()));
     let opts = frontend::LowerOptions {
         file: input.shown.clone(),
         build_args,
