@@ -18,6 +18,16 @@
 //! purpose, at most 3) that differ count as passing with a note; cases named
 //! in `compat-tests/expected-fail.txt` (bugs) are run and their differences
 //! printed without failing the test; every other case must match exactly.
+//!
+//! Every case compared with BuildKit is also built, in a thread alongside, by
+//! the same dockerd's legacy builder (`DOCKER_BUILDKIT=0`), a second
+//! reference: the flattened trees, the config fields and the number of
+//! non-empty layers are compared (not the history, whose texts are the legacy
+//! ones, nor each layer's entries). Cases named in
+//! `compat-tests/legacy-differences.txt` (where the legacy builder
+//! legitimately differs from BuildKit) print their legacy differences for
+//! information; a listed case that matches is reported `LEGACY-XPASS`; any
+//! other case must match the legacy builder too.
 //! `STROMATEKT_COMPAT_CASE=a,b` runs only those cases. See
 //! `compat-tests/README.md`.
 //!
@@ -526,14 +536,19 @@ fn unset_is_null(v: Option<&Value>) -> Value {
 const CONFIG_FIELDS: &[&str] =
     &["Env", "Cmd", "Entrypoint", "WorkingDir", "User", "Labels", "ExposedPorts", "Volumes", "StopSignal", "Shell", "Healthcheck", "OnBuild"];
 
-/// Compares two reduced configs (`reduce_config`).
-fn compare_config(ours: &Value, docker: &Value, diffs: &mut Vec<String>) {
+/// Compares the `CONFIG_FIELDS` of two reduced configs (`reduce_config`).
+fn compare_config_fields(ours: &Value, docker: &Value, diffs: &mut Vec<String>) {
     for f in CONFIG_FIELDS {
         let (o, d) = (unset_is_null(ours["config"].get(*f)), unset_is_null(docker["config"].get(*f)));
         if o != d {
             diffs.push(format!("config {f}: ours {o}, docker {d}"));
         }
     }
+}
+
+/// Compares two reduced configs (`reduce_config`): fields, history, diff_ids.
+fn compare_config(ours: &Value, docker: &Value, diffs: &mut Vec<String>) {
+    compare_config_fields(ours, docker, diffs);
     let hist = |v: &Value| -> Vec<(String, bool)> {
         v["history"]
             .as_array()
@@ -637,13 +652,33 @@ fn reduce_config(v: &Value) -> Value {
 }
 
 /// Every difference between our image and the reference, readable, one per
-/// line ("docker" in the lines means the reference, docker or `expected/`).
-fn compare(ours: &Reference, reference: &Reference) -> Vec<String> {
+/// line ("docker" in the lines means the reference, docker or `expected/`;
+/// see `relabel`). Against the legacy builder (`full == false`) the history
+/// (its `created_by` texts are `/bin/sh -c #(nop) ...`) and the entry names
+/// of each layer are left out, and the layers are counted without the empty
+/// ones (the legacy builder leaves a step's empty diff out of `rootfs`,
+/// BuildKit keeps it): the config fields, that count and the flattened tree
+/// are compared.
+fn compare(ours: &Reference, reference: &Reference, full: bool) -> Vec<String> {
     let mut diffs = Vec::new();
-    compare_config(&ours.config, &reference.config, &mut diffs);
-    compare_layers(&ours.layers, &reference.layers, &mut diffs);
+    if full {
+        compare_config(&ours.config, &reference.config, &mut diffs);
+        compare_layers(&ours.layers, &reference.layers, &mut diffs);
+    } else {
+        compare_config_fields(&ours.config, &reference.config, &mut diffs);
+        let count = |r: &Reference| r.layers.iter().filter(|l| !l.is_empty()).count();
+        if count(ours) != count(reference) {
+            diffs.push(format!("non-empty layer count: ours {}, docker {}", count(ours), count(reference)));
+        }
+    }
     compare_trees(&ours.tree, &reference.tree, &mut diffs);
     diffs
+}
+
+/// Difference lines naming the reference `who` (`expected`, `legacy`)
+/// instead of `docker`.
+fn relabel(diffs: Vec<String>, who: &str) -> Vec<String> {
+    diffs.into_iter().map(|d| d.replace(", docker ", &format!(", {who} ")).replace("only in docker", &format!("only in {who}")).replace("docker {", &format!("{who} {{"))).collect()
 }
 
 // ---------------------------------------------------------------- expected/
@@ -780,6 +815,9 @@ struct Setup {
     /// The ssh-agent socket given to both builders as SSH_AUTH_SOCK.
     ssh_sock: Option<PathBuf>,
     bless: bool,
+    /// Also build each docker case with the legacy builder (unless
+    /// `STROMATEKT_COMPAT_LEGACY=0`).
+    legacy: bool,
 }
 
 enum Outcome {
@@ -818,11 +856,86 @@ fn uses_expected(dir: &Path) -> bool {
     dir.join("expected").is_dir() || dir.join("reason").exists()
 }
 
-fn run_case(s: &Setup, name: &str, dir: &Path) -> (Outcome, usize) {
+/// The flags of the `docker build` CLI that only BuildKit takes: Debian's
+/// 20.10 CLI accepts and ignores them with `DOCKER_BUILDKIT=0`, newer CLIs
+/// reject them ("unknown flag"); the legacy builds go without them (a case
+/// that needs one, a secret or ssh, cannot be built by it anyway).
+const BUILDKIT_ONLY_FLAGS: &[&str] = &["--secret", "--ssh", "--build-context", "--progress", "--output", "--cache-to", "--allow"];
+
+/// `docker build` on the reference dockerd: BuildKit (`DOCKER_BUILDKIT=1`),
+/// or the legacy builder (`legacy`, `DOCKER_BUILDKIT=0`, without
+/// `BUILDKIT_ONLY_FLAGS`); both with `--network=host` and `BASE=busybox:latest`.
+fn docker_build(s: &Setup, legacy: bool, dockerfile: &Path, ctx: &Path, tag: &str, extra: &[String]) -> Result<(), String> {
+    let mut cmd = Command::new(DOCKER);
+    if let Some(sock) = &s.ssh_sock {
+        cmd.env("SSH_AUTH_SOCK", sock);
+    }
+    cmd.env("DOCKER_HOST", &s.docker_host).arg("build");
+    if legacy {
+        cmd.env("DOCKER_BUILDKIT", "0");
+    } else {
+        cmd.env("DOCKER_BUILDKIT", "1").arg("--progress=plain");
+    }
+    let extra = extra.iter().filter(|f| !legacy || !BUILDKIT_ONLY_FLAGS.iter().any(|b| f.split('=').next() == Some(*b)));
+    let o = cmd.args(["--network=host", "--build-arg", "BASE=busybox:latest", "-t", tag, "-f"]).arg(dockerfile).args(extra).arg(ctx).output().unwrap();
+    if o.status.success() {
+        Ok(())
+    } else {
+        let who = if legacy { "legacy docker build (DOCKER_BUILDKIT=0)" } else { "docker build" };
+        Err(format!("{who} failed:\n{}", tail(&o.stderr, 15)))
+    }
+}
+
+/// Builds a case (after its `parent/`, given as `PARENT`) with docker, BuildKit
+/// or `legacy`, and reads the image back with `docker save`.
+fn docker_image(s: &Setup, legacy: bool, name: &str, dir: &Path, flags: &[String]) -> Result<Image, String> {
+    let kind = if legacy { "-legacy" } else { "" };
+    let mut flags = flags.to_vec();
+    let parent = dir.join("parent");
+    if parent.join("Dockerfile").exists() {
+        let parent_tag = format!("compat-{name}{kind}-parent:latest");
+        docker_build(s, legacy, &parent.join("Dockerfile"), &parent, &parent_tag, &[]).map_err(|e| format!("parent/: {e}"))?;
+        flags.push(format!("--build-arg=PARENT={parent_tag}"));
+    }
+    let tag = format!("compat-{name}{kind}:latest");
+    docker_build(s, legacy, &dir.join("Dockerfile"), dir, &tag, &flags)?;
+    let saved = s.tmp.join("cases").join(name).join(format!("docker{kind}.tar"));
+    run_ok("docker save", Command::new(DOCKER).env("DOCKER_HOST", &s.docker_host).args(["save", "-o"]).arg(&saved).arg(&tag));
+    Ok(read_docker_archive(&saved))
+}
+
+/// The comparison with the legacy builder (`DOCKER_BUILDKIT=0`) of a case
+/// compared with BuildKit.
+enum Legacy {
+    /// Not built: a case checked against `expected/`, blessing, or `STROMATEKT_COMPAT_LEGACY=0`.
+    NotRun,
+    /// Built, but ours failed: nothing to compare.
+    NotCompared,
+    /// The same; the number of mount-stub entries dropped from its layers.
+    Same(usize),
+    Differs(Vec<String>, usize),
+    BuildFailed(String),
+}
+
+/// What `run_case` found: against BuildKit (or `expected/`), the number of
+/// mount-stub entries dropped from docker's layers, and against legacy.
+struct CaseResult {
+    outcome: Outcome,
+    stubs: usize,
+    legacy: Legacy,
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+}
+
+/// Builds a case with stromatekt, with docker's BuildKit and, in a thread
+/// running alongside both (so that it adds little to the run's time), with
+/// docker's legacy builder; compares ours with each.
+fn run_case(s: &Setup, name: &str, dir: &Path) -> CaseResult {
     let work = s.tmp.join("cases").join(name);
     fs::create_dir_all(&work).unwrap();
     let dockerfile = dir.join("Dockerfile");
-    let tag = format!("compat-{name}:latest");
     // Optional `flags`: extra build flags, one per line, given to both
     // builders; `$CASE` is replaced by the case directory, `$BASE_OCI` by the
     // base image's OCI layout (for stromatekt-only flags of expected/ cases).
@@ -839,19 +952,44 @@ fn run_case(s: &Setup, name: &str, dir: &Path) -> (Outcome, usize) {
         flags.push(format!("--build-arg=HTTP={}", s.http));
     }
     if s.ssh_sock.is_none() && flags.iter().any(|f| f.starts_with("--ssh")) {
-        return (Outcome::BuildFailed("needs ssh-agent (Debian's openssh-client), which is not installed".into()), 0);
+        return CaseResult { outcome: Outcome::BuildFailed("needs ssh-agent (Debian's openssh-client), which is not installed".into()), stubs: 0, legacy: Legacy::NotRun };
     }
     set_xattrs(dir);
-    let with_ssh = |c: &mut Command| {
-        if let Some(sock) = &s.ssh_sock {
-            c.env("SSH_AUTH_SOCK", sock);
-        }
-    };
+    let targets = mount_targets(&text);
+    std::thread::scope(|scope| {
+        let legacy = (s.legacy && !uses_expected(dir) && !s.bless).then(|| scope.spawn(|| docker_image(s, true, name, dir, &flags)));
+        let (outcome, stubs, ours) = build_and_compare(s, name, dir, &flags, &targets);
+        let legacy = match (legacy.map(|h| h.join()), ours) {
+            (None, _) => Legacy::NotRun,
+            (Some(Err(p)), _) => Legacy::BuildFailed(format!("legacy comparison panicked: {}", panic_message(p))),
+            (Some(Ok(Err(e))), _) => Legacy::BuildFailed(e),
+            (Some(Ok(Ok(_))), None) => Legacy::NotCompared,
+            (Some(Ok(Ok(mut image))), Some(ours)) => {
+                let stubs = drop_mount_stubs(&mut image.layers, s.base.layers.len(), &targets);
+                let diffs = relabel(compare(&ours, &Reference::of(&image), false), "legacy");
+                if diffs.is_empty() {
+                    Legacy::Same(stubs)
+                } else {
+                    Legacy::Differs(diffs, stubs)
+                }
+            }
+        };
+        CaseResult { outcome, stubs, legacy }
+    })
+}
 
+/// Builds a case with stromatekt and compares it with its `expected/` or
+/// with docker's BuildKit. Returns also the number of mount-stub entries
+/// dropped from docker's layers, and our image when it was compared with
+/// docker.
+fn build_and_compare(s: &Setup, name: &str, dir: &Path, flags: &[String], targets: &[String]) -> (Outcome, usize, Option<Reference>) {
+    let work = s.tmp.join("cases").join(name);
     // stromatekt: `build(dockerfile, context, out, extra args)`.
     let ours_build = |dockerfile: &Path, ctx: &Path, out: &Path, extra: &[String]| -> Result<(), String> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stromatekt"));
-        with_ssh(&mut cmd);
+        if let Some(sock) = &s.ssh_sock {
+            cmd.env("SSH_AUTH_SOCK", sock);
+        }
         let o = cmd
             .env("STROMATEKT_ROOT", &s.store)
             .arg("build")
@@ -873,40 +1011,21 @@ fn run_case(s: &Setup, name: &str, dir: &Path) -> (Outcome, usize) {
             Err(format!("stromatekt build failed:\n{}", tail(&o.stderr, 15)))
         }
     };
-    let docker_build = |dockerfile: &Path, ctx: &Path, tag: &str, extra: &[String]| -> Result<(), String> {
-        let mut cmd = Command::new(DOCKER);
-        with_ssh(&mut cmd);
-        let o = cmd
-            .env("DOCKER_HOST", &s.docker_host)
-            .env("DOCKER_BUILDKIT", "1")
-            .args(["build", "--progress=plain", "--network=host", "--build-arg", "BASE=busybox:latest", "-t", tag, "-f"])
-            .arg(dockerfile)
-            .args(extra)
-            .arg(ctx)
-            .output()
-            .unwrap();
-        if o.status.success() {
-            Ok(())
-        } else {
-            Err(format!("docker build failed:\n{}", tail(&o.stderr, 15)))
-        }
-    };
     // Optional `parent/`: a first build (its own Dockerfile and context) whose
     // image the case names as `${PARENT}` (e.g. to run its ONBUILD triggers).
     let parent = dir.join("parent");
-    let has_parent = parent.join("Dockerfile").exists();
-    let mut our_flags = flags.clone();
-    if has_parent {
+    let mut our_flags = flags.to_vec();
+    if parent.join("Dockerfile").exists() {
         let parent_oci = work.join("parent-oci");
         if let Err(e) = ours_build(&parent.join("Dockerfile"), &parent, &parent_oci, &[]) {
-            return (Outcome::BuildFailed(format!("parent/: {e}")), 0);
+            return (Outcome::BuildFailed(format!("parent/: {e}")), 0, None);
         }
         our_flags.push(format!("--build-arg=PARENT=oci-layout://{}:latest", parent_oci.display()));
     }
 
     let out = work.join("oci");
-    if let Err(e) = ours_build(&dockerfile, dir, &out, &our_flags) {
-        return (Outcome::BuildFailed(e), 0);
+    if let Err(e) = ours_build(&dir.join("Dockerfile"), dir, &out, &our_flags) {
+        return (Outcome::BuildFailed(e), 0, None);
     }
     let mut ours = read_oci(&out);
 
@@ -921,43 +1040,32 @@ fn run_case(s: &Setup, name: &str, dir: &Path) -> (Outcome, usize) {
         }
         if s.bless {
             write_expected(dir, &s.base, &ours);
-            return (Outcome::Blessed(dir.join("expected")), 0);
+            return (Outcome::Blessed(dir.join("expected")), 0, None);
         }
         let reference = read_expected(dir, &s.base);
-        let diffs: Vec<String> = compare(&Reference::of(&ours), &reference)
-            .into_iter()
-            .map(|d| d.replace(", docker ", ", expected ").replace("only in docker", "only in expected").replace("docker {", "expected {"))
-            .collect();
-        return (if diffs.is_empty() { Outcome::Same } else { Outcome::Differs(diffs) }, 0);
+        let diffs = relabel(compare(&Reference::of(&ours), &reference, true), "expected");
+        return (if diffs.is_empty() { Outcome::Same } else { Outcome::Differs(diffs) }, 0, None);
     }
 
-    let mut docker_flags = flags.clone();
-    if has_parent {
-        let parent_tag = format!("compat-{name}-parent:latest");
-        if let Err(e) = docker_build(&parent.join("Dockerfile"), &parent, &parent_tag, &[]) {
-            return (Outcome::BuildFailed(format!("parent/: {e}")), 0);
-        }
-        docker_flags.push(format!("--build-arg=PARENT={parent_tag}"));
-    }
-    if let Err(e) = docker_build(&dockerfile, dir, &tag, &docker_flags) {
-        return (Outcome::BuildFailed(e), 0);
-    }
-    let saved = work.join("docker.tar");
-    run_ok("docker save", Command::new(DOCKER).env("DOCKER_HOST", &s.docker_host).args(["save", "-o"]).arg(&saved).arg(&tag));
-    let mut docker = read_docker_archive(&saved);
-    let stubs = drop_mount_stubs(&mut docker.layers, s.base.layers.len(), &mount_targets(&text));
+    let mut docker = match docker_image(s, false, name, dir, flags) {
+        Ok(image) => image,
+        Err(e) => return (Outcome::BuildFailed(e), 0, None),
+    };
+    let stubs = drop_mount_stubs(&mut docker.layers, s.base.layers.len(), targets);
     let (o, d) = (Reference::of(&ours), Reference::of(&docker));
     if dir.join("xattrs").exists() {
         let n = |r: &Reference| r.tree.nodes.values().filter(|n| !n.xattrs.is_empty()).count();
         eprintln!("{name}: paths with xattrs: ours {}, docker {}", n(&o), n(&d));
     }
-    let diffs = compare(&o, &d);
-    (if diffs.is_empty() { Outcome::Same } else { Outcome::Differs(diffs) }, stubs)
+    let diffs = compare(&o, &d, true);
+    (if diffs.is_empty() { Outcome::Same } else { Outcome::Differs(diffs) }, stubs, Some(o))
 }
 
-/// `case: reason` lines of `compat-tests/expected-fail.txt`.
-fn expected_failures() -> BTreeMap<String, String> {
-    let text = fs::read_to_string(repo().join("compat-tests/expected-fail.txt")).unwrap_or_default();
+/// `case: reason` lines of a case list in `compat-tests/`:
+/// `expected-fail.txt` (bugs) or `legacy-differences.txt` (where the legacy
+/// builder legitimately differs).
+fn case_list(file: &str) -> BTreeMap<String, String> {
+    let text = fs::read_to_string(repo().join("compat-tests").join(file)).unwrap_or_default();
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -1132,22 +1240,31 @@ fn compat_with_docker_build() {
     };
     let ssh_sock = ssh_sock.exists().then_some(ssh_sock);
 
-    let setup = Setup { tmp: t.clone(), docker_host: host, base_oci, base, store: mnt, http, ssh_sock, bless };
+    let legacy = std::env::var("STROMATEKT_COMPAT_LEGACY").as_deref() != Ok("0");
+    let setup = Setup { tmp: t.clone(), docker_host: host, base_oci, base, store: mnt, http, ssh_sock, bless, legacy };
     let only: Option<BTreeSet<String>> = std::env::var("STROMATEKT_COMPAT_CASE").ok().map(|s| s.split(',').map(|c| c.trim().to_string()).collect());
     // Blessing overwrites expected/, hand corrections included: only for
     // cases named one by one.
     assert!(!bless || only.is_some(), "STROMATEKT_COMPAT_BLESS=1 needs STROMATEKT_COMPAT_CASE=a,b (the cases whose expected/ to rewrite)");
-    let xfail = expected_failures();
+    let xfail = case_list("expected-fail.txt");
+    let legacy_listed = case_list("legacy-differences.txt");
     let known = known_differences();
     let mut names: Vec<String> = fs::read_dir(&cases_dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.path().join("Dockerfile").exists()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     for x in xfail.keys().chain(known.keys()) {
         assert!(names.contains(x), "expected-fail.txt or KNOWN-DIFFERENCES.md names {x}, which is not a case in {}", cases_dir.display());
     }
+    for x in legacy_listed.keys() {
+        assert!(names.contains(x) && !uses_expected(&cases_dir.join(x)), "legacy-differences.txt names {x}, which is not a case compared with docker in {}", cases_dir.display());
+    }
 
     let mut report = String::new();
     let (mut pass, mut kd, mut fail, mut xf, mut xpass, mut blessed) = (0, 0, 0, 0, 0, 0);
+    // Against the legacy builder: same, listed, failed, differing cases of
+    // expected-fail.txt, listed but the same, not compared (our build failed).
+    let (mut l_same, mut l_listed, mut l_fail, mut l_xf, mut l_xpass, mut l_nc) = (0, 0, 0, 0, 0, 0);
     let mut failed = Vec::new();
+    let mut legacy_failed = Vec::new();
     for name in &names {
         if only.as_ref().is_some_and(|o| !o.contains(name)) {
             continue;
@@ -1158,14 +1275,54 @@ fn compat_with_docker_build() {
         }
         // A panic inside one case (an unreadable image, a failing `docker
         // save`) is that case's failure, not the end of the run.
-        let (outcome, stubs) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&setup, name, &dir))).unwrap_or_else(|p| {
-            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-            (Outcome::BuildFailed(format!("comparison panicked: {msg}")), 0)
-        });
+        let CaseResult { outcome, stubs, legacy } = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&setup, name, &dir)))
+            .unwrap_or_else(|p| CaseResult { outcome: Outcome::BuildFailed(format!("comparison panicked: {}", panic_message(p))), stubs: 0, legacy: Legacy::NotCompared });
         let expected = xfail.get(name);
         let mut note = if stubs > 0 { format!(" ({stubs} docker mount-stub entries ignored)") } else { String::new() };
         if uses_expected(&dir) {
             note.push_str(" [vs expected/]");
+        }
+        // The legacy builder's verdict goes on the same line; its differences
+        // (or its build error) are printed below BuildKit's.
+        let (legacy_stubs, legacy_lines) = match &legacy {
+            Legacy::Same(n) => (*n, Vec::new()),
+            Legacy::Differs(d, n) => (*n, std::iter::once(format!("{} legacy differences:", d.len())).chain(d.iter().map(|l| format!("  {l}"))).collect()),
+            Legacy::BuildFailed(e) => (0, e.lines().enumerate().map(|(i, l)| if i == 0 { l.to_string() } else { format!("  {l}") }).collect()),
+            Legacy::NotRun | Legacy::NotCompared => (0, Vec::new()),
+        };
+        let verdict = match (&legacy, legacy_listed.get(name), expected) {
+            (Legacy::NotRun, _, _) => "legacy: not run".to_string(),
+            (Legacy::NotCompared, _, _) => {
+                l_nc += 1;
+                "legacy: not compared (no image of ours)".to_string()
+            }
+            (Legacy::Same(_), None, _) => {
+                l_same += 1;
+                "legacy: same".to_string()
+            }
+            (Legacy::Same(_), Some(reason), _) => {
+                l_xpass += 1;
+                format!("LEGACY-XPASS {name}: matches the legacy builder now, delete its line in compat-tests/legacy-differences.txt (was: {reason})")
+            }
+            (_, Some(_), _) => {
+                l_listed += 1;
+                "legacy: listed difference (compat-tests/legacy-differences.txt), for information".to_string()
+            }
+            (_, None, Some(_)) => {
+                l_xf += 1;
+                "legacy: differs too (expected-fail.txt)".to_string()
+            }
+            (_, None, None) => {
+                l_fail += 1;
+                legacy_failed.push(name.clone());
+                "LEGACY-FAIL: differs from the legacy builder (DOCKER_BUILDKIT=0)".to_string()
+            }
+        };
+        if !bless {
+            let _ = write!(note, "; {verdict}");
+        }
+        if legacy_stubs > 0 {
+            let _ = write!(note, " ({legacy_stubs} legacy mount-stub entries ignored)");
         }
         match (&outcome, known.get(name), expected) {
             (Outcome::Blessed(p), _, _) => {
@@ -1215,10 +1372,14 @@ fn compat_with_docker_build() {
                 }
             }
         }
+        for line in legacy_lines {
+            let _ = writeln!(report, "       {line}");
+        }
     }
     let _ = writeln!(
         report,
-        "\ncompat: {} cases: {pass} passed, {kd} known differences, {fail} failed, {xf} expected failures, {xpass} now passing (move them){}",
+        "\ncompat: {} cases: {pass} passed, {kd} known differences, {fail} failed, {xf} expected failures, {xpass} now passing (move them){}; \
+         legacy: {l_same} same, {l_listed} listed differences, {l_fail} failed, {l_xf} differing expected failures, {l_xpass} now same (unlist them), {l_nc} not compared",
         pass + kd + fail + xf + xpass + blessed,
         if bless { format!(", {blessed} blessed") } else { String::new() }
     );
@@ -1229,6 +1390,7 @@ fn compat_with_docker_build() {
     }
     drop(dockerd);
     assert!(failed.is_empty(), "cases differing from docker build: {}", failed.join(", "));
+    assert!(legacy_failed.is_empty(), "cases differing from the legacy builder, not in compat-tests/legacy-differences.txt: {}", legacy_failed.join(", "));
 }
 
 #[cfg(test)]
@@ -1280,6 +1442,20 @@ mod flatten_tests {
         ];
         assert_eq!(drop_mount_stubs(&mut layers, 1, &t), 3);
         assert_eq!(layer_names(&layers[1]), BTreeSet::from(["c".to_string(), "c/kept".to_string()]));
+    }
+
+    #[test]
+    fn legacy_comparison_skips_history_and_empty_layers() {
+        let cfg = |by: &str, ids: usize| serde_json::json!({"config": {"Cmd": ["sh"]}, "history": [{"created_by": by, "empty_layer": false}], "diff_ids": ids});
+        let layers = |v: &[&[&str]]| v.iter().map(|l| l.iter().map(|n| n.to_string()).collect()).collect::<Vec<BTreeSet<String>>>();
+        let tree = flatten(&[vec![e("x", Kind::File, "")]]);
+        let ours = Reference { config: cfg("RUN /bin/sh -c true # buildkit", 3), layers: layers(&[&["x"], &[], &["etc", "etc/y"]]), tree: flatten(&[vec![e("x", Kind::File, "")]]) };
+        let legacy = Reference { config: cfg("/bin/sh -c true", 2), layers: layers(&[&["x"], &["etc"]]), tree };
+        assert!(compare(&ours, &legacy, false).is_empty());
+        assert_eq!(compare(&ours, &legacy, true).len(), 4, "{:?}", compare(&ours, &legacy, true));
+        let mut fewer = legacy;
+        fewer.layers.pop();
+        assert_eq!(relabel(compare(&ours, &fewer, false), "legacy"), vec!["non-empty layer count: ours 2, legacy 1".to_string()]);
     }
 
     #[test]
