@@ -6,7 +6,10 @@
 //! (steps of builds) and `img-*` (imported base image layers). Each use
 //! touches `cache/used/<name>`, whose mtime is the entry's last use. Layer
 //! records (`cache/layers/*.json`) and their blobs (`content/blobs`) follow
-//! the snapshots they describe.
+//! the snapshots they describe, and the gzip block records
+//! (`cache/blocks`) the blobs they point into. COPY site records
+//! (`cache/copy-sites/*.json`, hints for incremental COPYs) go with the
+//! snapshot they name.
 //!
 //! Builds hold the store lock shared; prune holds it exclusively, so it
 //! waits for running builds and builds wait for it.
@@ -199,6 +202,23 @@ pub fn prune<S: Store + ?Sized>(
             }
         }
     }
+    // Records of gzip blocks in the blobs just removed.
+    crate::image::blocks::prune(&root.join("cache/blocks"), &blobs, all);
+    // COPY site records (hints for incremental COPYs) of removed snapshots.
+    if let Ok(rd) = fs::read_dir(root.join("cache/copy-sites")) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let keep = !all
+                && !e.file_name().to_string_lossy().starts_with(".tmp-")
+                && fs::read(&p)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<SiteSnapshot>(&b).ok())
+                    .is_some_and(|r| existing.contains(&r.snapshot));
+            if !keep {
+                let _ = fs::remove_file(&p);
+            }
+        }
+    }
     if all {
         let _ = fs::remove_dir_all(root.join("cache/context"));
     }
@@ -245,6 +265,12 @@ pub fn sweep_dead_temps(root: &Path) -> usize {
         }
     }
     n
+}
+
+/// The snapshot a COPY site record (`cache/copy-sites/*.json`) names.
+#[derive(serde::Deserialize)]
+struct SiteSnapshot {
+    snapshot: String,
 }
 
 /// Parse a size like `10GB`, `512MiB`, `1.5g`, `1000` (bytes), as docker does

@@ -233,3 +233,34 @@ fn add_git_for_real() {
     assert_eq!(meta(&rootfs.join("src/README")), "0:0 644");
     assert!(!rootfs.join("src/.git").exists());
 }
+
+/// A COPY whose context changed a little is made from its previous result
+/// (incremental COPY) and gives the image a full copy (`--no-cache`) gives.
+#[test]
+fn incremental_copy_gives_the_full_copys_image() {
+    let Some(env) = common::BuildEnv::new(2, &[]) else { return };
+    let files: Vec<(String, String)> = (0..300).map(|i| (format!("app/d{}/f{i}.txt", i % 10), format!("{i}\n"))).collect();
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+    let ctx = env.ctx("ctx", "ARG BASE\nFROM ${BASE}\nCOPY app /app\n", &files);
+    let out = env.store.scratch().join("out");
+    env.build_oci(&ctx, &out.join("cold"), &[]);
+    // SOURCE_DATE_EPOCH between the two builds: times the full copy sets at
+    // build time (/app) are clamped to it, older ones are kept.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let epoch = format!("SOURCE_DATE_EPOCH={epoch}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Changes below /app only, so the COPY itself must give /app its build-time mtime.
+    fs::write(ctx.join("app/d1/f1.txt"), "changed\n").unwrap();
+    fs::remove_file(ctx.join("app/d2/f2.txt")).unwrap();
+    fs::write(ctx.join("app/d5/new"), "new\n").unwrap();
+    std::os::unix::fs::symlink("../d3/f3.txt", ctx.join("app/d3/link")).unwrap();
+    fs::set_permissions(ctx.join("app/d4"), fs::Permissions::from_mode(0o750)).unwrap();
+    let inc = env.build_oci(&ctx, &out.join("inc"), &["--progress=plain", "--build-arg", &epoch]);
+    let log = String::from_utf8_lossy(&inc.stderr);
+    assert!(log.contains("reused 298 of") && log.contains("wrote 3, removed 1"), "not made incrementally:\n{log}");
+    let full = env.build_oci(&ctx, &out.join("full"), &["--progress=plain", "--no-cache", "--build-arg", &epoch]);
+    let log = String::from_utf8_lossy(&full.stderr);
+    assert!(!log.contains("reused"), "--no-cache made it incrementally:\n{log}");
+    assert_eq!(layer_digests(&out.join("inc")), layer_digests(&out.join("full")));
+}

@@ -7,6 +7,7 @@
 //!
 //! [`extract`] applies a layer to a tree (base image import), safely.
 
+use super::compress::{BlockCache, Blocks, ParGzWriter};
 use crate::store::{Change, ChangeKind};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -204,18 +205,31 @@ fn marker_header(epoch: Option<u64>) -> tar::Header {
 
 /// Write the changes as a gzip-compressed layer blob to `dest`, returning its digests.
 pub fn write_gzip_blob(root: &Path, changes: &[Change], dest: &Path, epoch: Option<u64>) -> Result<LayerBlob, LayerError> {
+    write_gzip_blob_cached(root, changes, dest, epoch, None).map(|(blob, _)| blob)
+}
+
+/// [`write_gzip_blob`] taking the deflated bytes of unchanged blocks from
+/// `cache` (same output either way); also returns the blocks written, for
+/// the caller to record once the blob is stored under its digest.
+pub fn write_gzip_blob_cached(
+    root: &Path,
+    changes: &[Change],
+    dest: &Path,
+    epoch: Option<u64>,
+    cache: Option<std::sync::Arc<dyn BlockCache>>,
+) -> Result<(LayerBlob, Blocks), LayerError> {
     let derr = |source| LayerError::Io { op: "writing blob", path: dest.to_path_buf(), source };
     let file = fs::File::create(dest).map_err(derr)?;
     let compressed = Hashing { inner: io::BufWriter::new(file), hash: Sha256::new(), len: 0 };
     // Compressed on all cores; mtime 0 and no file name in the gzip header:
     // same bytes for the same tar.
-    let gz = super::compress::ParGzWriter::new(compressed, 6).map_err(derr)?;
+    let gz = ParGzWriter::with_cache(compressed, 6, cache).map_err(derr)?;
     let tar_out = Hashing { inner: gz, hash: Sha256::new(), len: 0 };
     let tar_out = write_tar(root, changes, tar_out, epoch)?;
     let diff_id = sha(tar_out.hash);
-    let mut compressed = tar_out.inner.finish().map_err(derr)?;
+    let (mut compressed, blocks) = tar_out.inner.finish_blocks().map_err(derr)?;
     compressed.flush().map_err(derr)?;
-    Ok(LayerBlob { diff_id, digest: sha(compressed.hash), size: compressed.len })
+    Ok((LayerBlob { diff_id, digest: sha(compressed.hash), size: compressed.len }, blocks))
 }
 
 /// Apply a layer tar (uncompressed) to the tree at `root`: whiteouts delete,

@@ -96,11 +96,17 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
     let image = |enc: Encoding, parts: &mut Option<(ImageConfig, Vec<(Descriptor, PathBuf)>)>| -> Result<BuiltImage> {
         if parts.is_none() {
             let t = std::time::Instant::now();
+            let (blocks0, reused0) = crate::image::compress::reuse_counters();
             let (mut config, layers) = crate::scheduler::export::image_parts_at(store, state, req.jobs, req.epoch)?;
             let ours: u64 = layers.iter().skip(layers.len().saturating_sub(state.layers.len())).map(|(d, _)| d.size).sum();
             if t.elapsed() > std::time::Duration::from_millis(200) {
                 // Layers were diffed and compressed now (not from the cache).
-                progress.message(&format!("exported layers: {}", crate::progress::rate_text(ours, t.elapsed())));
+                let (blocks1, reused1) = crate::image::compress::reuse_counters();
+                let reuse = match blocks1.saturating_sub(blocks0) {
+                    0 => String::new(),
+                    n => format!(", {} of {n} gzip blocks reused", reused1.saturating_sub(reused0)),
+                };
+                progress.message(&format!("exported layers: {}{reuse}", crate::progress::rate_text(ours, t.elapsed())));
             }
             if !req.labels.is_empty() {
                 let labels = config.config.labels.get_or_insert_with(Default::default);

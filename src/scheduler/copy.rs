@@ -31,17 +31,29 @@
 //! metadata (mode, owner, type, link target; not mtime) of exactly the files
 //! selected; context files are hashed through the context's stat index, so
 //! unchanged files are not read again.
+//!
+//! Incremental COPY: a result missing from the cache is normally copied onto
+//! a fresh snapshot of the base. When the COPY has one build-context source
+//! (not unpacked, no `--parents`) and its destination does not exist in the
+//! tree it starts from, everything below the destination is its own, so it
+//! may instead start from a snapshot of its previous result: the "copy site"
+//! record (`cache/copy-sites/<site>.json`, keyed by what the COPY does, not
+//! what it reads) names that snapshot and the digest of each file written.
+//! The copy then runs as usual but leaves alone each file whose digest
+//! matches the record and whose metadata matches the snapshot, clears what is
+//! in the way of the rest, removes what the selection no longer has and
+//! resets directory times ([`Track`]): the tree is the full copy's.
 
 use super::{origin_label, with_layer, Scheduler, State};
 use crate::context::Context;
 use crate::exec::Executor;
-use crate::progress::Outcome;
+use crate::progress::{Outcome, Step};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
 use frontend::dockerignore::Matcher;
 use frontend::ir::{CopyOp, Node, NodeId, Op};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
@@ -50,6 +62,153 @@ use std::path::{Path, PathBuf};
 
 /// Format version of COPY cache keys (bump when the formula changes).
 const KEY_VERSION: &str = "copy-v3";
+
+/// Format version of copy-site records (see [`SiteRecord`]).
+const SITE_VERSION: &str = "copy-site-v1";
+
+/// What the last COPY of a site made (`cache/copy-sites/<site>.json`), so
+/// the next one whose sources changed a little starts from it and writes
+/// only what changed. A hint: when missing, unreadable or naming a snapshot
+/// that is gone, the COPY is made afresh.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SiteRecord {
+    /// [`SITE_VERSION`].
+    v: String,
+    /// The committed result.
+    snapshot: String,
+    /// Whether the one source was a directory.
+    item_dir: bool,
+    /// sha256 of each regular file (with one link) written, by path below
+    /// the tree's root. Modes, owners, times and xattrs are not recorded:
+    /// they are compared with the snapshot itself.
+    files: HashMap<String, String>,
+}
+
+fn site_path(root: &Path, site: &str) -> PathBuf {
+    root.join("cache/copy-sites").join(format!("{site}.json"))
+}
+
+fn read_site(root: &Path, site: &str) -> Option<SiteRecord> {
+    let bytes = fs::read(site_path(root, site)).ok()?;
+    let r: SiteRecord = serde_json::from_slice(&bytes).ok()?;
+    (r.v == SITE_VERSION).then_some(r)
+}
+
+/// Write a site record atomically (temp file + rename).
+fn write_site(root: &Path, site: &str, rec: &SiteRecord) -> Result<()> {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let p = site_path(root, site);
+    let dir = p.parent().ok_or_else(|| anyhow!("no parent of {}", p.display()))?;
+    fs::create_dir_all(dir)?;
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let tmp = dir.join(format!(".tmp-{}-{n}-{site}", std::process::id()));
+    fs::write(&tmp, serde_json::to_vec(rec)?)?;
+    if let Err(e) = fs::rename(&tmp, &p) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// An incremental-capable COPY's bookkeeping: what it produced (for the
+/// next record) and, when the work tree is a snapshot of the previous
+/// result, what it kept, wrote and removed.
+struct Track<'p> {
+    /// The work tree.
+    root: PathBuf,
+    /// The previous result's file digests ([`SiteRecord::files`]) when the
+    /// work tree is a snapshot of it; None when copying afresh.
+    prev: Option<&'p HashMap<String, String>>,
+    /// Digests of the regular files produced, for the next record.
+    files: HashMap<String, String>,
+    /// Every destination path produced.
+    produced: HashSet<OsString>,
+    /// Directories produced and their sources: (source, destination).
+    dirs: Vec<(PathBuf, PathBuf)>,
+    kept: usize,
+    written: usize,
+    removed: usize,
+}
+
+impl<'p> Track<'p> {
+    fn new(root: &Path, prev: Option<&'p HashMap<String, String>>) -> Self {
+        Track { root: root.to_path_buf(), prev, files: HashMap::new(), produced: HashSet::new(), dirs: Vec::new(), kept: 0, written: 0, removed: 0 }
+    }
+
+    /// After an incremental copy into `dest`: remove what is below it and
+    /// was not produced, then give the directories their source times again
+    /// (removals changed them), as the full copy leaves them.
+    fn finish(&mut self, dest: &Path) -> Result<()> {
+        if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+            self.removed = remove_unproduced(dest, &self.produced)?;
+        }
+        for (src, dst) in &self.dirs {
+            let md = fs::symlink_metadata(src).with_context(|| format!("stat {}", src.display()))?;
+            set_times(dst, md.atime(), md.atime_nsec(), md.mtime(), md.mtime_nsec())?;
+        }
+        Ok(())
+    }
+}
+
+/// The directories a copy to `dest_rel` (absent from the tree `start`; None
+/// = empty) modifies while it runs, so a full copy leaves them with a
+/// build-time mtime: the deepest existing ancestor and the directories
+/// created down to the destination (the destination too, unless it is the
+/// copied file itself). Relative to the root, symlinks resolved as in `start`.
+fn build_time_dirs(start: Option<&Path>, dest_rel: &str, dest_is_file: bool) -> Vec<PathBuf> {
+    let resolved = match start {
+        Some(b) => match resolve_in_root(b, dest_rel).ok().and_then(|p| p.strip_prefix(b).ok().map(Path::to_path_buf)) {
+            Some(r) => r,
+            None => return vec![],
+        },
+        None => PathBuf::from(dest_rel),
+    };
+    let comps: Vec<_> = resolved.components().collect();
+    let mut existing = PathBuf::new();
+    let mut i = 0;
+    if let Some(b) = start {
+        while i < comps.len() && b.join(&existing).join(comps[i]).is_dir() {
+            existing.push(comps[i]);
+            i += 1;
+        }
+    }
+    let mut out = vec![existing.clone()];
+    let end = if dest_is_file { comps.len().saturating_sub(1) } else { comps.len() };
+    let mut p = existing;
+    for c in comps.iter().take(end).skip(i) {
+        p.push(c);
+        out.push(p.clone());
+    }
+    out
+}
+
+/// Set the times of directory `d` to now (nothing when it is not a directory).
+fn touch_dir(d: &Path) -> Result<()> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    if !fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    utimensat(nix::fcntl::AT_FDCWD, d, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW, UtimensatFlags::NoFollowSymlink)
+        .with_context(|| format!("setting times of {}", d.display()))
+}
+
+/// Remove the entries below `dir` not in `produced`; returns how many.
+fn remove_unproduced(dir: &Path, produced: &HashSet<OsString>) -> Result<usize> {
+    let mut n = 0;
+    for e in fs::read_dir(dir).with_context(|| format!("reading directory {}", dir.display()))? {
+        let e = e.with_context(|| format!("reading directory {}", dir.display()))?;
+        let p = e.path();
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if !produced.contains(p.as_os_str()) {
+            if is_dir { fs::remove_dir_all(&p) } else { fs::remove_file(&p) }.with_context(|| format!("removing {}", p.display()))?;
+            n += 1;
+        } else if is_dir {
+            n += remove_unproduced(&p, produced)?;
+        }
+    }
+    Ok(n)
+}
 
 /// A `uid:gid` pair.
 type Owner = (u32, u32);
@@ -89,7 +248,7 @@ struct Item {
 impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     pub(crate) fn run_copy(&self, node: &Node, c: &CopyOp, states: &BTreeMap<NodeId, State>) -> Result<State> {
         let step = self.step(node);
-        match self.copy_inner(node, c, states) {
+        match self.copy_inner(node, c, states, step.as_ref()) {
             Ok((st, cached)) => {
                 self.end(step, if cached { Outcome::Cached } else { Outcome::Done });
                 Ok(st)
@@ -101,7 +260,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         }
     }
 
-    fn copy_inner(&self, node: &Node, c: &CopyOp, states: &BTreeMap<NodeId, State>) -> Result<(State, bool)> {
+    fn copy_inner(&self, node: &Node, c: &CopyOp, states: &BTreeMap<NodeId, State>, step: Option<&Step>) -> Result<(State, bool)> {
         let base = Self::input(states, c.base)?;
         let base_root = match &base.top {
             Some(t) => Some(self.store.get(t).ok_or_else(|| anyhow!("snapshot {t} vanished"))?),
@@ -141,16 +300,65 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         if !cached {
             let key = self.work_key(&name);
             let parent = if link { None } else { base.top.as_deref() };
-            let res = (|| -> Result<()> {
-                let root = self.store.prepare(&key, parent)?;
-                let mut cp = Copier { chown, chmod, exclude: exclude.as_ref(), ctx: Some(self.context), links: HashMap::new(), replace: false };
-                place(&mut cp, &root, &dest_abs, dest_is_dir(&c.dest), &items)
+            // A COPY whose destination is all its own may start from its
+            // previous result (see `site_of`).
+            let site = self.site_of(c, &items, link, base, base_root.as_deref(), &dest_abs, chown);
+            let item_dir = items.first().and_then(|it| fs::symlink_metadata(&it.path).ok()).is_some_and(|m| m.is_dir());
+            let prev = match &site {
+                Some(s) if self.cache_allowed(node) => {
+                    read_site(self.store.root(), s).filter(|r| r.item_dir == item_dir && self.store.get(&r.snapshot).is_some())
+                }
+                _ => None,
+            };
+            let res = (|| -> Result<Option<Track<'_>>> {
+                let (root, from_prev) = match &prev {
+                    Some(r) => match self.store.prepare(&key, Some(&r.snapshot)) {
+                        Ok(root) => (root, true),
+                        Err(_) => {
+                            // Removed meanwhile (prune): copy afresh.
+                            let _ = self.store.remove(&key);
+                            (self.store.prepare(&key, parent)?, false)
+                        }
+                    },
+                    None => (self.store.prepare(&key, parent)?, false),
+                };
+                let track = site.as_ref().map(|_| Track::new(&root, if from_prev { prev.as_ref().map(|r| &r.files) } else { None }));
+                let mut cp = Copier { chown, chmod, exclude: exclude.as_ref(), ctx: Some(self.context), links: HashMap::new(), replace: false, track };
+                place(&mut cp, &root, &dest_abs, dest_is_dir(&c.dest), &items)?;
+                if let Some(t) = &mut cp.track {
+                    if t.prev.is_some() {
+                        let dest = resolve_in_root(&root, &clean_rel(&dest_abs))?;
+                        t.finish(&dest)?;
+                        // The directories a full copy modifies get a build-time mtime, as there.
+                        let start = if link { None } else { base_root.as_deref() };
+                        let dest_is_file = !item_dir && !dest_is_dir(&c.dest);
+                        for d in build_time_dirs(start, &clean_rel(&dest_abs), dest_is_file) {
+                            touch_dir(&root.join(d))?;
+                        }
+                    }
+                }
+                Ok(cp.track)
             })();
-            if let Err(err) = res {
-                let _ = self.store.remove(&key);
-                return Err(err);
-            }
+            let track = match res {
+                Ok(t) => t,
+                Err(err) => {
+                    let _ = self.store.remove(&key);
+                    return Err(err);
+                }
+            };
             self.commit_step(&key, &name)?;
+            if let (Some(site), Some(t)) = (&site, track) {
+                if t.prev.is_some() {
+                    self.incremental_copies.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if let Some(step) = step {
+                        let line = format!("reused {} of {} entries of the previous result, wrote {}, removed {}\n", t.kept, t.produced.len(), t.written, t.removed);
+                        self.progress.log(step, line.as_bytes());
+                    }
+                }
+                let rec = SiteRecord { v: SITE_VERSION.into(), snapshot: name.clone(), item_dir, files: t.files };
+                // A hint only: failing to write it costs the next build time, not correctness.
+                let _ = write_site(self.store.root(), site, &rec);
+            }
         }
         if !link {
             return Ok((with_layer(node, base, name), cached));
@@ -178,6 +386,44 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         }
         st.top = Some(merged);
         Ok((st, cached))
+    }
+
+    /// The "copy site" of a COPY that may be made incrementally: a hash of
+    /// what the COPY does, not of what it reads (the tree it starts from,
+    /// destination, flags, sources as written, the context directory).
+    /// None unless starting from the previous result of the same site
+    /// certainly gives the tree a full copy gives: one source, from the
+    /// build context, not unpacked, no `--parents`, and a destination that
+    /// does not exist in the tree the copy starts from (so everything below
+    /// it is this COPY's own).
+    #[allow(clippy::too_many_arguments)]
+    fn site_of(&self, c: &CopyOp, items: &[Item], link: bool, base: &State, base_root: Option<&Path>, dest_abs: &str, chown: Option<Owner>) -> Option<String> {
+        if c.parents || !c.files.is_empty() || !c.remote.is_empty() || items.len() != 1 {
+            return None;
+        }
+        if !items.iter().all(|it| it.from_context && !it.unpack) {
+            return None;
+        }
+        let dest_rel = clean_rel(dest_abs);
+        let owned = link
+            || match (&base.top, base_root) {
+                (None, _) => true,
+                (Some(_), Some(r)) => !dest_rel.is_empty() && resolve_in_root(r, &dest_rel).is_ok_and(|p| fs::symlink_metadata(p).is_err()),
+                (Some(_), None) => false,
+            };
+        if !owned {
+            return None;
+        }
+        let canon = fs::canonicalize(&self.context.dir).unwrap_or_else(|_| self.context.dir.clone());
+        let v = serde_json::json!({
+            "v": KEY_VERSION, "site": SITE_VERSION,
+            "parent": if link { None } else { base.top.clone() },
+            "context": canon.to_string_lossy(),
+            "dest": dest_abs, "into_dir": dest_is_dir(&c.dest),
+            "chown": chown, "chmod": c.chmod, "link": link, "parents": c.parents,
+            "exclude": c.exclude, "add": c.add, "unpack": c.unpack, "sources": c.sources,
+        });
+        Some(super::sha_hex(v.to_string().as_bytes()))
     }
 
     /// The sources of `c`, in order: local sources (wildcards expanded),
@@ -668,6 +914,8 @@ struct Copier<'a> {
     /// Replace a directory by a file and a file by a directory (applying a
     /// `--link` layer, like an overlay); else that is an error, as in fsutil.
     replace: bool,
+    /// Incremental COPY bookkeeping (see [`Track`]).
+    track: Option<Track<'a>>,
 }
 
 impl Copier<'_> {
@@ -781,6 +1029,9 @@ impl Copier<'_> {
             // Docker 20.10's copier (fsutil) skips named pipes and sockets.
             return Ok(());
         }
+        if self.track.is_some() && self.keep_or_clear(src, &md, dst, owners)? {
+            return Ok(());
+        }
         let existing = fs::symlink_metadata(dst).ok();
         if ft.is_dir() {
             match existing {
@@ -828,19 +1079,91 @@ impl Copier<'_> {
                     .with_context(|| format!("mknod {}", dst.display()))?;
             }
         }
-        let (uid, gid) = match (self.chown, owners) {
-            (Some(o), _) => o,
-            (None, Owners::Root) => (0, 0),
-            (None, Owners::Keep) => (md.uid(), md.gid()),
-        };
+        let (uid, gid) = self.owner_of(&md, owners);
         std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).with_context(|| format!("chown {}", dst.display()))?;
         copy_xattrs(src, dst);
         if !ft.is_symlink() {
-            let old = md.mode() & 0o7777;
-            let m = self.chmod.as_ref().map(|c| c.apply(old, ft.is_dir())).unwrap_or(old);
+            let m = self.mode_of(&md);
             fs::set_permissions(dst, fs::Permissions::from_mode(m)).with_context(|| format!("chmod {}", dst.display()))?;
         }
         self.times(src, dst)
+    }
+
+    /// The owner a copy of an entry with metadata `md` gets.
+    fn owner_of(&self, md: &fs::Metadata, owners: Owners) -> Owner {
+        match (self.chown, owners) {
+            (Some(o), _) => o,
+            (None, Owners::Root) => (0, 0),
+            (None, Owners::Keep) => (md.uid(), md.gid()),
+        }
+    }
+
+    /// The permission bits a copy of an entry with metadata `md` gets.
+    fn mode_of(&self, md: &fs::Metadata) -> u32 {
+        let old = md.mode() & 0o7777;
+        self.chmod.as_ref().map(|c| c.apply(old, md.is_dir())).unwrap_or(old)
+    }
+
+    /// With [`Track`]ing: note `dst` as produced (and a regular file's
+    /// digest, for the next record). In an incremental copy, whether `dst`
+    /// already is what copying `src` makes (same digest as recorded, same
+    /// type, mode, owner, mtime, size, xattrs, one link; for a symlink the
+    /// same target): then nothing is written. Else what is in the way is
+    /// cleared, so the entry is written as on a fresh tree.
+    fn keep_or_clear(&mut self, src: &Path, md: &fs::Metadata, dst: &Path, owners: Owners) -> Result<bool> {
+        let owner = self.owner_of(md, owners);
+        let mode = self.mode_of(md);
+        let ctx = self.ctx;
+        let Some(t) = self.track.as_mut() else { return Ok(false) };
+        let ft = md.file_type();
+        t.produced.insert(dst.as_os_str().to_owned());
+        if ft.is_dir() {
+            t.dirs.push((src.to_path_buf(), dst.to_path_buf()));
+        }
+        let rel = dst.strip_prefix(&t.root).ok().and_then(|r| r.to_str()).map(String::from);
+        let mut digest = None;
+        if ft.is_file() && md.nlink() == 1 {
+            if let (Some(rel), Some(c)) = (&rel, ctx) {
+                if let Some(crel) = src.strip_prefix(&c.dir).ok().and_then(|r| r.to_str()) {
+                    let d = c.file_digest(crel, src, md).with_context(|| format!("reading {}", src.display()))?;
+                    t.files.insert(rel.clone(), d.clone());
+                    digest = Some(d);
+                }
+            }
+        }
+        let Some(prev) = t.prev else { return Ok(false) };
+        let existing = fs::symlink_metadata(dst).ok();
+        let same_meta = |e: &fs::Metadata| e.uid() == owner.0 && e.gid() == owner.1 && e.mtime() == md.mtime() && e.mtime_nsec() == md.mtime_nsec();
+        let same = match &existing {
+            Some(e) if ft.is_file() => {
+                digest.is_some()
+                    && rel.as_ref().and_then(|r| prev.get(r)) == digest.as_ref()
+                    && e.is_file()
+                    && e.nlink() == 1
+                    && e.len() == md.len()
+                    && e.mode() & 0o7777 == mode
+                    && same_meta(e)
+                    && same_xattrs(src, dst)
+            }
+            Some(e) if ft.is_symlink() => {
+                e.file_type().is_symlink() && same_meta(e) && fs::read_link(src).ok().is_some_and(|a| fs::read_link(dst).ok() == Some(a)) && same_xattrs(src, dst)
+            }
+            _ => false,
+        };
+        if same {
+            t.kept += 1;
+            return Ok(true);
+        }
+        match existing {
+            None => {}
+            Some(e) if e.is_dir() && ft.is_dir() => drop_extra_xattrs(src, dst),
+            Some(e) if e.is_dir() => fs::remove_dir_all(dst).with_context(|| format!("replacing {}", dst.display()))?,
+            Some(_) => fs::remove_file(dst).with_context(|| format!("replacing {}", dst.display()))?,
+        }
+        if !ft.is_dir() {
+            t.written += 1;
+        }
+        Ok(false)
     }
 
     /// Give `dst` the access and modification times of `src`.
@@ -884,10 +1207,75 @@ fn copy_xattrs(src: &Path, dst: &Path) {
     }
 }
 
+/// The extended attributes of `p` (without following a symlink), sorted;
+/// None when they cannot be read.
+fn xattrs(p: &Path) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(p.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a valid C string; a null buffer asks for the size.
+    let size = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+    if size < 0 {
+        let e = std::io::Error::last_os_error().raw_os_error();
+        return (e == Some(libc::ENOTSUP)).then(Vec::new);
+    }
+    if size == 0 {
+        return Some(Vec::new());
+    }
+    let mut names = vec![0u8; size as usize];
+    // SAFETY: the pointers are valid for the given lengths.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n < 0 {
+        return None;
+    }
+    names.truncate(n as usize);
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|x| !x.is_empty()) {
+        let cname = CString::new(name).ok()?;
+        let mut val = vec![0u8; 65536];
+        // SAFETY: as above.
+        let len = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
+        if len < 0 {
+            return None;
+        }
+        val.truncate(len as usize);
+        out.push((name.to_vec(), val));
+    }
+    out.sort();
+    Some(out)
+}
+
+/// Whether `a` and `b` have the same extended attributes (false when
+/// either cannot be read).
+fn same_xattrs(a: &Path, b: &Path) -> bool {
+    match (xattrs(a), xattrs(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Remove the extended attributes of `dst` that `src` does not have (best
+/// effort, as [`copy_xattrs`]), so copying `src` onto `dst` gives what a
+/// copy onto nothing gives.
+fn drop_extra_xattrs(src: &Path, dst: &Path) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let (Some(have), Some(want)) = (xattrs(dst), xattrs(src)) else { return };
+    let Ok(d) = CString::new(dst.as_os_str().as_bytes()) else { return };
+    for (name, _) in have {
+        if want.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        let Ok(cname) = CString::new(name) else { continue };
+        // SAFETY: valid C strings.
+        unsafe { libc::lremovexattr(d.as_ptr(), cname.as_ptr()) };
+    }
+}
+
 /// Apply the tree `layer` onto `root` (a `--link` layer over its base): the
 /// layer's entries replace what is there, keeping owners, modes and times.
 fn apply_tree(layer: &Path, root: &Path) -> Result<()> {
-    let mut cp = Copier { chown: None, chmod: None, exclude: None, ctx: None, links: HashMap::new(), replace: true };
+    let mut cp = Copier { chown: None, chmod: None, exclude: None, ctx: None, links: HashMap::new(), replace: true, track: None };
     cp.tree(layer, root, "", "", false, Owners::Keep)?;
     Ok(())
 }
@@ -1776,6 +2164,219 @@ mod tests {
         assert!(e.contains("Dockerfile:2") && e.contains("reference \"nope\" not found"), "{e}");
         let e = retarget("FROM scratch\nADD --checksum=0123456789abcdef git@example.com:r.git#v1 /x/\n");
         assert!(e.contains("Dockerfile:2") && e.contains("checksum mismatch"), "{e}");
+    }
+
+    /// Build `text` on `store` with `context`: the exported state and how
+    /// many COPY steps were made incrementally.
+    fn build_counting(store: &DirStore, context: &Context, text: &str) -> (State, usize) {
+        let g = graph(text);
+        let exec = FakeExecutor::new();
+        let progress = Progress::new(Mode::Quiet);
+        let sched = Scheduler::new(store, &exec, context, &NoImages, &progress, Options { jobs: 2, ..Options::default() });
+        let st = sched.run(&g).map(|states| states[&g.exports[0].node].clone()).unwrap();
+        (st, sched.incremental_copies.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Every entry below `root`: path, type, mode, owner, mtime (not for the
+    /// directories in `no_mtime`, which a COPY creates at build time),
+    /// content or link target, xattrs, and the first path of its hard-link
+    /// group.
+    fn tree_listing(root: &Path, no_mtime: &[&str]) -> Vec<String> {
+        let mut first: HashMap<u64, String> = HashMap::new();
+        let mut out = Vec::new();
+        for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let md = fs::symlink_metadata(e.path()).unwrap();
+            let ft = md.file_type();
+            let mtime = if ft.is_dir() && no_mtime.contains(&rel.as_str()) { String::new() } else { format!("{}.{:09}", md.mtime(), md.mtime_nsec()) };
+            let what = if ft.is_symlink() {
+                format!("-> {}", fs::read_link(e.path()).unwrap().display())
+            } else if ft.is_dir() {
+                "dir".to_string()
+            } else {
+                format!("{:?}", fs::read(e.path()).unwrap().iter().take(64).collect::<Vec<_>>()) + &hex::encode(Sha256::digest(fs::read(e.path()).unwrap()))
+            };
+            let link = if ft.is_file() && md.nlink() > 1 { first.entry(md.ino()).or_insert_with(|| rel.clone()).clone() } else { String::new() };
+            out.push(format!("{rel} {:o} {}:{} {mtime} {what} {:?} {link}", md.mode(), md.uid(), md.gid(), xattrs(e.path())));
+        }
+        out
+    }
+
+    /// The tree a full copy of `text` makes: on a fresh store, with a fresh
+    /// context index.
+    fn full_copy(ctx: &Path, text: &str, no_mtime: &[&str]) -> (Vec<String>, Vec<String>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirStore::open(&tmp.path().join("store")).unwrap();
+        let context = Context::open(ctx).unwrap();
+        let (st, n) = build_counting(&store, &context, text);
+        assert_eq!(n, 0);
+        let layer = store.get(&st.layers.last().unwrap().name).unwrap();
+        (tree_listing(&store.get(st.top.as_ref().unwrap()).unwrap(), no_mtime), tree_listing(&layer, no_mtime))
+    }
+
+    fn set_mtime(p: &Path, secs: i64, nsecs: i64) {
+        let t = nix::sys::time::TimeSpec::new(secs, nsecs);
+        nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, p, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+    }
+
+    #[test]
+    fn incremental_copy_equals_full_copy() {
+        // Dockerfile, directories whose mtime is the build's (not compared),
+        // those of them the COPY modifies (so their mtime is recent).
+        type Variant<'a> = (&'a str, &'a [&'a str], &'a [&'a str]);
+        let variants: &[Variant] = &[
+            ("FROM scratch AS base\nCOPY other /etc/other\nFROM base\nCOPY data /app/data\n", &["etc", "app", "app/data"], &["app", "app/data"]),
+            ("FROM scratch\nCOPY --chown=7:8 --chmod=u=rwX,go=rX data /c/\n", &["c"], &["c"]),
+            ("FROM scratch AS base\nCOPY other /etc/other\nFROM base\nCOPY --link --exclude=*.md data /linked\n", &["etc", "linked"], &["linked"]),
+            ("FROM scratch AS base\nCOPY other /etc/other\nFROM base\nWORKDIR /w\nCOPY . app/\n", &["etc", "w", "w/app"], &["w", "w/app"]),
+            ("FROM scratch\nCOPY data/a.txt /single\n", &[], &[]),
+        ];
+        let big = "0123456789".repeat(20_000);
+        let f = fx(&[
+            ("other", "o", 0o644),
+            ("data/a.txt", "a", 0o644),
+            ("data/README.md", "excluded by one variant", 0o644),
+            ("data/big", &big, 0o644),
+            ("data/sub/b.txt", "bbb", 0o600),
+            ("data/sub/deep/c", "c", 0o755),
+            ("data/gone/g", "g", 0o644),
+            ("data/todir", "a file, then a directory", 0o644),
+            ("data/tofile/x", "a directory, then a file", 0o644),
+        ]);
+        let d = f.ctx().join("data");
+        symlink("a.txt", d.join("link")).unwrap();
+        set_mtime(&d.join("a.txt"), 1_000_000_000, 123);
+        let xattrs_work = {
+            let p = std::ffi::CString::new(d.join("sub").as_os_str().to_str().unwrap()).unwrap();
+            // SAFETY: valid C strings and buffer.
+            unsafe { libc::lsetxattr(p.as_ptr(), c"user.dir".as_ptr(), b"1".as_ptr().cast(), 1, 0) == 0 }
+        };
+        type Edit = Box<dyn Fn(&Path)>;
+        let edits: Vec<(&str, Edit)> = vec![
+            ("content, same size and mtime", Box::new(|d| {
+                fs::write(d.join("a.txt"), "b").unwrap();
+                set_mtime(&d.join("a.txt"), 1_000_000_000, 123);
+            })),
+            ("content, new size", Box::new(|d| fs::write(d.join("sub/b.txt"), "bbbb, longer").unwrap())),
+            ("files and directories added", Box::new(|d| {
+                fs::create_dir_all(d.join("new/x")).unwrap();
+                fs::write(d.join("new/x/y.txt"), "y").unwrap();
+                fs::write(d.join("sub/new.txt"), "n").unwrap();
+            })),
+            ("files and directories deleted", Box::new(|d| {
+                fs::remove_dir_all(d.join("gone")).unwrap();
+                fs::remove_file(d.join("sub/deep/c")).unwrap();
+            })),
+            ("chmod", Box::new(|d| {
+                fs::set_permissions(d.join("sub/b.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+                fs::set_permissions(d.join("sub/deep"), fs::Permissions::from_mode(0o700)).unwrap();
+            })),
+            ("file by directory, directory by file", Box::new(|d| {
+                fs::remove_file(d.join("todir")).unwrap();
+                fs::create_dir(d.join("todir")).unwrap();
+                fs::write(d.join("todir/inner"), "i").unwrap();
+                fs::remove_dir_all(d.join("tofile")).unwrap();
+                fs::write(d.join("tofile"), "now a file").unwrap();
+            })),
+            ("symlink target", Box::new(|d| {
+                fs::remove_file(d.join("link")).unwrap();
+                symlink("sub/b.txt", d.join("link")).unwrap();
+            })),
+            ("hard link added", Box::new(|d| fs::hard_link(d.join("big"), d.join("hard")).unwrap())),
+            ("hard-linked content", Box::new(|d| fs::write(d.join("big"), "changed through one name").unwrap())),
+            ("hard link removed, same content", Box::new(|d| {
+                fs::remove_file(d.join("hard")).unwrap();
+                fs::write(d.join("hard"), "changed through one name").unwrap();
+            })),
+            ("xattrs", Box::new(move |d| {
+                if xattrs_work {
+                    let p = std::ffi::CString::new(d.join("big").as_os_str().to_str().unwrap()).unwrap();
+                    let q = std::ffi::CString::new(d.join("sub").as_os_str().to_str().unwrap()).unwrap();
+                    // SAFETY: valid C strings and buffer.
+                    unsafe {
+                        assert_eq!(libc::lsetxattr(p.as_ptr(), c"user.file".as_ptr(), b"2".as_ptr().cast(), 1, 0), 0);
+                        assert_eq!(libc::lremovexattr(q.as_ptr(), c"user.dir".as_ptr()), 0);
+                    }
+                }
+                // and one more change, so every variant rebuilds
+                fs::write(d.join("a.txt"), "c").unwrap();
+            })),
+        ];
+        for (text, _, _) in variants {
+            assert_eq!(build_counting(&f.store, &f.context, text).1, 0, "{text}: nothing to start from");
+        }
+        for (what, edit) in &edits {
+            edit(&d);
+            // Whole seconds: the file system's clock may lag the system time by a tick.
+            let began = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 - 1;
+            for (text, no_mtime, modified) in variants {
+                let (st, n) = build_counting(&f.store, &f.context, text);
+                for m in *modified {
+                    let t = fs::metadata(root_of(&f, &st).join(m)).unwrap().mtime();
+                    assert!(t >= began, "after {what:?}: {text}: {m} keeps an old mtime ({t} < {began})");
+                }
+                let single = text.contains("/single");
+                if !single {
+                    assert_eq!(n, 1, "after {what:?}: {text} was not made incrementally");
+                }
+                let layer = f.store.get(&st.layers.last().unwrap().name).unwrap();
+                let got = (tree_listing(&root_of(&f, &st), no_mtime), tree_listing(&layer, no_mtime));
+                let want = full_copy(&f.ctx(), text, no_mtime);
+                assert_eq!(got.0, want.0, "after {what:?}: {text}");
+                assert_eq!(got.1, want.1, "after {what:?}: {text} (layer)");
+            }
+        }
+    }
+
+    #[test]
+    fn incremental_copy_hint_is_ignored_when_stale() {
+        let f = fx(&[("data/a", "a", 0o644), ("data/b", "b", 0o644)]);
+        let text = "FROM scratch\nCOPY data /data\n";
+        let sites = f.store.root().join("cache/copy-sites");
+        assert_eq!(build_counting(&f.store, &f.context, text).1, 0);
+        // The snapshot the record names was pruned.
+        fs::write(f.ctx().join("data/a"), "a2").unwrap();
+        let (st, n) = build_counting(&f.store, &f.context, text);
+        assert_eq!(n, 1);
+        crate::cache::prune(&f.store, false, None, &|| {}).unwrap();
+        assert!(f.store.get(st.top.as_ref().unwrap()).is_none());
+        fs::write(f.ctx().join("data/a"), "a3").unwrap();
+        let (st, n) = build_counting(&f.store, &f.context, text);
+        assert_eq!(n, 0, "a record of a pruned snapshot was used");
+        assert_eq!(tree_listing(&root_of(&f, &st), &["data"]), full_copy(&f.ctx(), text, &["data"]).0);
+        // A record naming a removed snapshot (no prune of the record).
+        let (st, n) = {
+            fs::write(f.ctx().join("data/b"), "b2").unwrap();
+            build_counting(&f.store, &f.context, text)
+        };
+        assert_eq!(n, 1);
+        f.store.remove(st.top.as_ref().unwrap()).unwrap();
+        fs::write(f.ctx().join("data/b"), "b3").unwrap();
+        let (st, n) = build_counting(&f.store, &f.context, text);
+        assert_eq!(n, 0, "a record of a removed snapshot was used");
+        assert_eq!(tree_listing(&root_of(&f, &st), &["data"]), full_copy(&f.ctx(), text, &["data"]).0);
+        // A corrupt record.
+        let records: Vec<PathBuf> = fs::read_dir(&sites).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(records.len(), 1);
+        fs::write(&records[0], "{\"v\": \"copy-site-v1\", \"snapsh").unwrap();
+        fs::write(f.ctx().join("data/c"), "c").unwrap();
+        let (st, n) = build_counting(&f.store, &f.context, text);
+        assert_eq!(n, 0, "a corrupt record was used");
+        assert_eq!(tree_listing(&root_of(&f, &st), &["data"]), full_copy(&f.ctx(), text, &["data"]).0);
+        // The next build has a good record again.
+        fs::write(f.ctx().join("data/c"), "c2").unwrap();
+        assert_eq!(build_counting(&f.store, &f.context, text).1, 1);
+        // Not incremental: a destination that exists in the base, several sources.
+        fs::write(f.ctx().join("base.txt"), "in the base").unwrap();
+        for text in ["FROM scratch AS base\nCOPY base.txt /data/\nFROM base\nCOPY data /data\n", "FROM scratch\nCOPY data/a data/b /two/\n"] {
+            build_counting(&f.store, &f.context, text);
+            fs::write(f.ctx().join("data/a"), text).unwrap();
+            assert_eq!(build_counting(&f.store, &f.context, text).1, 0, "{text}");
+        }
+        // prune --all drops the records.
+        crate::cache::prune(&f.store, true, None, &|| {}).unwrap();
+        assert_eq!(fs::read_dir(&sites).unwrap().count(), 0);
     }
 
     #[test]

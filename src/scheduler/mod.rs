@@ -138,6 +138,8 @@ pub struct Scheduler<'a, S: Store, E: Executor> {
     recorded: crate::remote_cache::Recorder,
     /// Imported caches (`--cache-from`), asked in order for missing snapshots.
     remote: Vec<Arc<crate::remote_cache::ImportedCache>>,
+    /// COPY steps made incrementally from a previous result (see `copy`).
+    pub(crate) incremental_copies: std::sync::atomic::AtomicUsize,
 }
 
 pub(crate) fn sha_hex(bytes: &[u8]) -> String {
@@ -182,6 +184,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             uncached_inputs: Mutex::new(Default::default()),
             recorded: crate::remote_cache::Recorder::default(),
             remote: Vec::new(),
+            incremental_copies: Default::default(),
         }
     }
 
