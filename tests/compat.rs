@@ -507,6 +507,51 @@ fn layer_names(layer: &[TarEntry]) -> BTreeSet<String> {
     layer.iter().map(|e| e.path.clone()).collect()
 }
 
+/// Each entry of a layer described by its compared fields (not mtime):
+/// `type mode uid:gid size sha link xattrs`. A hard-link entry is described
+/// as the file it links to plus `linked`, and so is that file: which name of
+/// a pair the tar writer stores first does not matter.
+fn layer_attrs(layer: &[TarEntry]) -> BTreeMap<String, String> {
+    let by_path: BTreeMap<&str, &TarEntry> = layer.iter().map(|e| (e.path.as_str(), e)).collect();
+    let targets: BTreeSet<&str> = layer.iter().filter(|e| e.kind == Kind::HardLink).map(|e| e.link.as_str()).collect();
+    layer
+        .iter()
+        .map(|e| {
+            let (f, linked) = match e.kind {
+                Kind::HardLink => (by_path.get(e.link.as_str()).copied().unwrap_or(e), true),
+                _ => (e, targets.contains(e.path.as_str())),
+            };
+            let link = if f.kind == Kind::Symlink { f.link.as_str() } else { "" };
+            let kind = if e.kind == Kind::HardLink && f.kind == Kind::HardLink { "hardlink".to_string() } else { f.kind.to_string() };
+            let desc = format!(
+                "{kind} {:o} {}:{} {} {} {link}{}{}",
+                f.mode,
+                f.uid,
+                f.gid,
+                f.size,
+                if f.sha.is_empty() { "-" } else { &f.sha[..f.sha.len().min(12)] },
+                if linked { " linked" } else { "" },
+                if f.xattrs.is_empty() { String::new() } else { format!(" xattrs {}", f.xattrs) },
+            );
+            (e.path.clone(), desc)
+        })
+        .collect()
+}
+
+/// The entries present in both builds' layer `i` whose fields differ (a
+/// difference the final tree can hide, e.g. a file a later layer replaces).
+fn compare_layer_entries(ours: &[BTreeMap<String, String>], docker: &[BTreeMap<String, String>], diffs: &mut Vec<String>) {
+    for (i, (o, d)) in ours.iter().zip(docker).enumerate() {
+        for (path, a) in o {
+            if let Some(b) = d.get(path) {
+                if a != b {
+                    diffs.push(format!("layer {i}: /{path}: ours {a}, docker {b}"));
+                }
+            }
+        }
+    }
+}
+
 fn compare_layers(ours: &[BTreeSet<String>], docker: &[BTreeSet<String>], diffs: &mut Vec<String>) {
     if ours.len() != docker.len() {
         diffs.push(format!("layer count: ours {}, docker {}", ours.len(), docker.len()));
@@ -615,6 +660,9 @@ fn align(ours: &[(String, bool)], docker: &[(String, bool)]) -> Vec<String> {
 struct Reference {
     config: Value,
     layers: Vec<BTreeSet<String>>,
+    /// Each layer's entries with their fields (see `layer_attrs`); empty for
+    /// an `expected/` reference, which records entry names only.
+    layer_entries: Vec<BTreeMap<String, String>>,
     tree: Tree,
 }
 
@@ -628,7 +676,12 @@ fn flatten(layers: &[Vec<TarEntry>]) -> Tree {
 
 impl Reference {
     fn of(image: &Image) -> Reference {
-        Reference { config: reduce_config(&image.config), layers: image.layers.iter().map(|l| layer_names(l)).collect(), tree: flatten(&image.layers) }
+        Reference {
+            config: reduce_config(&image.config),
+            layers: image.layers.iter().map(|l| layer_names(l)).collect(),
+            layer_entries: image.layers.iter().map(|l| layer_attrs(l)).collect(),
+            tree: flatten(&image.layers),
+        }
     }
 }
 
@@ -664,6 +717,7 @@ fn compare(ours: &Reference, reference: &Reference, full: bool) -> Vec<String> {
     if full {
         compare_config(&ours.config, &reference.config, &mut diffs);
         compare_layers(&ours.layers, &reference.layers, &mut diffs);
+        compare_layer_entries(&ours.layer_entries, &reference.layer_entries, &mut diffs);
     } else {
         compare_config_fields(&ours.config, &reference.config, &mut diffs);
         let count = |r: &Reference| r.layers.iter().filter(|l| !l.is_empty()).count();
@@ -799,7 +853,7 @@ fn read_expected(dir: &Path, base: &Image) -> Reference {
         layers[i] = names.split('\t').map(str::trim).filter(|n| !n.is_empty()).map(String::from).collect();
     }
     let config = serde_json::from_str(&read("config.json")).unwrap();
-    Reference { config, layers, tree }
+    Reference { config, layers, layer_entries: Vec::new(), tree }
 }
 
 // ---------------------------------------------------------------- driver
@@ -1402,6 +1456,27 @@ mod flatten_tests {
     }
 
     #[test]
+    fn layer_entries_are_compared_field_by_field() {
+        // The same hard-linked pair stored in either order compares equal.
+        let mut f = e("a", Kind::File, "");
+        f.sha = "abc".into();
+        let mut g = e("b", Kind::File, "");
+        g.sha = "abc".into();
+        let ours = vec![layer_attrs(&[f.clone(), e("b", Kind::HardLink, "a")])];
+        let docker = vec![layer_attrs(&[g, e("a", Kind::HardLink, "b")])];
+        let mut diffs = Vec::new();
+        compare_layer_entries(&ours, &docker, &mut diffs);
+        assert!(diffs.is_empty(), "{diffs:?}");
+        // A mode that differs only in a layer a later one overrides is reported.
+        let mut h = f.clone();
+        h.mode = 0o600;
+        let mut diffs = Vec::new();
+        compare_layer_entries(&[layer_attrs(&[f])], &[layer_attrs(&[h])], &mut diffs);
+        assert_eq!(diffs.len(), 1, "{diffs:?}");
+        assert!(diffs[0].starts_with("layer 0: /a: ours file 644"), "{diffs:?}");
+    }
+
+    #[test]
     fn whiteouts_opaque_and_hard_links() {
         let mut t = Tree::default();
         t.apply(&[e("d", Kind::Dir, ""), e("d/a", Kind::File, ""), e("d/b", Kind::File, ""), e("o", Kind::Dir, ""), e("o/x", Kind::File, ""), e("h", Kind::HardLink, "d/b")]);
@@ -1449,8 +1524,8 @@ mod flatten_tests {
         let cfg = |by: &str, ids: usize| serde_json::json!({"config": {"Cmd": ["sh"]}, "history": [{"created_by": by, "empty_layer": false}], "diff_ids": ids});
         let layers = |v: &[&[&str]]| v.iter().map(|l| l.iter().map(|n| n.to_string()).collect()).collect::<Vec<BTreeSet<String>>>();
         let tree = flatten(&[vec![e("x", Kind::File, "")]]);
-        let ours = Reference { config: cfg("RUN /bin/sh -c true # buildkit", 3), layers: layers(&[&["x"], &[], &["etc", "etc/y"]]), tree: flatten(&[vec![e("x", Kind::File, "")]]) };
-        let legacy = Reference { config: cfg("/bin/sh -c true", 2), layers: layers(&[&["x"], &["etc"]]), tree };
+        let ours = Reference { config: cfg("RUN /bin/sh -c true # buildkit", 3), layers: layers(&[&["x"], &[], &["etc", "etc/y"]]), layer_entries: vec![], tree: flatten(&[vec![e("x", Kind::File, "")]]) };
+        let legacy = Reference { config: cfg("/bin/sh -c true", 2), layers: layers(&[&["x"], &["etc"]]), layer_entries: vec![], tree };
         assert!(compare(&ours, &legacy, false).is_empty());
         assert_eq!(compare(&ours, &legacy, true).len(), 4, "{:?}", compare(&ours, &legacy, true));
         let mut fewer = legacy;

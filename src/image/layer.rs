@@ -108,7 +108,8 @@ pub fn write_tar<W: Write>(root: &Path, changes: &[Change], out: W, epoch: Optio
             ChangeKind::Deleted => {
                 let name = c.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 let wh = c.path.with_file_name(format!(".wh.{name}"));
-                let mut h = marker_header(epoch);
+                // As `docker save` writes them (moby's overlay whiteout converter).
+                let mut h = marker_header(epoch, 0o600, 0, 0);
                 b.append_data(&mut h, &wh, io::empty()).map_err(werr(&wh))?;
             }
             ChangeKind::Added | ChangeKind::Modified | ChangeKind::Replaced => {
@@ -121,7 +122,10 @@ pub fn write_tar<W: Write>(root: &Path, changes: &[Change], out: W, epoch: Optio
                 }
                 if c.kind == ChangeKind::Replaced && is_dir {
                     let opq = c.path.join(".wh..wh..opq");
-                    let mut h = marker_header(epoch);
+                    // The marker takes the directory's permissions and owner (as docker's).
+                    let full = root.join(&c.path);
+                    let md = fs::symlink_metadata(&full).map_err(|source| LayerError::Io { op: "reading", path: full.clone(), source })?;
+                    let mut h = marker_header(epoch, md.mode() & 0o777, md.uid(), md.gid());
                     b.append_data(&mut h, &opq, io::empty()).map_err(werr(&opq))?;
                 }
             }
@@ -192,13 +196,13 @@ fn append_dir_or_special<W: Write>(b: &mut tar::Builder<W>, h: &mut tar::Header,
 /// Header of a whiteout or opaque marker. Every numeric field is set: a fresh
 /// header leaves uid/gid as NUL bytes, which Go's tar reads as 0 but the
 /// `tar` crate (and so our own [`extract`]) rejects (found by the compat test).
-fn marker_header(epoch: Option<u64>) -> tar::Header {
+fn marker_header(epoch: Option<u64>, mode: u32, uid: u32, gid: u32) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
     h.set_size(0);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
+    h.set_mode(mode);
+    h.set_uid(uid.into());
+    h.set_gid(gid.into());
     h.set_mtime(epoch.unwrap_or(0));
     h
 }
@@ -437,7 +441,7 @@ mod tests {
     use super::*;
     use crate::store::{mem::DirStore, Store};
     use std::io::Read;
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{symlink, PermissionsExt};
 
     fn entries(tar_bytes: &[u8]) -> Vec<(String, tar::EntryType, String)> {
         let mut a = tar::Archive::new(tar_bytes);
@@ -487,6 +491,10 @@ mod tests {
             assert!(e.header().mtime().unwrap() <= 1000);
             // Whiteouts too: every numeric field must parse (compat case run-basic).
             assert_eq!((e.header().uid().unwrap(), e.header().gid().unwrap()), (0, 0));
+            if e.path().unwrap().to_string_lossy().contains(".wh.") {
+                // 0600, as `docker save` writes whiteouts
+                assert_eq!(e.header().mode().unwrap(), 0o600);
+            }
         }
     }
 
@@ -513,10 +521,16 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         fs::create_dir(root.join("d")).unwrap();
+        fs::set_permissions(root.join("d"), fs::Permissions::from_mode(0o750)).unwrap();
+        std::os::unix::fs::lchown(root.join("d"), Some(7), Some(8)).unwrap();
         let changes = vec![Change { path: "d".into(), kind: ChangeKind::Replaced }];
         let out = write_tar(root, &changes, Vec::new(), None).unwrap();
         let names: Vec<String> = entries(&out).into_iter().map(|e| e.0).collect();
         assert_eq!(names, vec!["d/".to_string(), "d/.wh..wh..opq".to_string()]);
+        // The marker takes the directory's permissions and owner (as docker's).
+        let mut a = tar::Archive::new(&out[..]);
+        let e = a.entries().unwrap().map(|e| e.unwrap()).find(|e| e.path().unwrap().ends_with(".wh..wh..opq")).unwrap();
+        assert_eq!((e.header().mode().unwrap(), e.header().uid().unwrap(), e.header().gid().unwrap()), (0o750, 7, 8));
     }
 
     #[test]
