@@ -150,6 +150,15 @@ impl<'p> Track<'p> {
     }
 }
 
+/// Whether `p` does not exist, or is an empty directory (not a symlink).
+fn absent_or_empty_dir(p: &Path) -> bool {
+    match fs::symlink_metadata(p) {
+        Err(_) => true,
+        Ok(m) if m.is_dir() => fs::read_dir(p).is_ok_and(|mut rd| rd.next().is_none()),
+        Ok(_) => false,
+    }
+}
+
 /// The directories a copy to `dest_rel` (absent from the tree `start`; None
 /// = empty) modifies while it runs, so a full copy leaves them with a
 /// build-time mtime: the deepest existing ancestor and the directories
@@ -335,6 +344,14 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                         for d in build_time_dirs(start, &clean_rel(&dest_abs), dest_is_file) {
                             touch_dir(&root.join(d))?;
                         }
+                        // A destination that was an empty directory of the base
+                        // and gets nothing: the full copy leaves it untouched.
+                        if t.produced.is_empty() {
+                            if let Some(b) = start.and_then(|b| resolve_in_root(b, &clean_rel(&dest_abs)).ok()).filter(|p| p.is_dir()) {
+                                let md = fs::symlink_metadata(&b).with_context(|| format!("stat {}", b.display()))?;
+                                set_times(&dest, md.atime(), md.atime_nsec(), md.mtime(), md.mtime_nsec())?;
+                            }
+                        }
                     }
                 }
                 Ok(cp.track)
@@ -388,7 +405,8 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         Ok((st, cached))
     }
 
-    /// The "copy site" of a COPY that may be made incrementally: a hash of
+    /// The "copy site" of a COPY that may be made incrementally (the
+    /// destination absent from the base, or an empty directory there): a hash of
     /// what the COPY does, not of what it reads (the tree it starts from,
     /// destination, flags, sources as written, the context directory).
     /// None unless starting from the previous result of the same site
@@ -408,7 +426,8 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let owned = link
             || match (&base.top, base_root) {
                 (None, _) => true,
-                (Some(_), Some(r)) => !dest_rel.is_empty() && resolve_in_root(r, &dest_rel).is_ok_and(|p| fs::symlink_metadata(p).is_err()),
+                // Absent, or an empty directory (`WORKDIR /app` + `COPY . .`).
+                (Some(_), Some(r)) => !dest_rel.is_empty() && resolve_in_root(r, &dest_rel).is_ok_and(|p| absent_or_empty_dir(&p)),
                 (Some(_), None) => false,
             };
         if !owned {
@@ -2230,6 +2249,8 @@ mod tests {
             ("FROM scratch\nCOPY --chown=7:8 --chmod=u=rwX,go=rX data /c/\n", &["c"], &["c"]),
             ("FROM scratch AS base\nCOPY other /etc/other\nFROM base\nCOPY --link --exclude=*.md data /linked\n", &["etc", "linked"], &["linked"]),
             ("FROM scratch AS base\nCOPY other /etc/other\nFROM base\nWORKDIR /w\nCOPY . app/\n", &["etc", "w", "w/app"], &["w", "w/app"]),
+            // the destination is an empty directory of the base
+            ("FROM scratch AS base\nCOPY other /etc/other\nFROM base\nWORKDIR /app\nCOPY data .\n", &["etc", "app"], &["app"]),
             ("FROM scratch\nCOPY data/a.txt /single\n", &[], &[]),
         ];
         let big = "0123456789".repeat(20_000);
@@ -2327,6 +2348,25 @@ mod tests {
                 assert_eq!(got.1, want.1, "after {what:?}: {text} (layer)");
             }
         }
+    }
+
+    #[test]
+    fn incremental_copy_into_an_empty_workdir_that_gets_nothing_leaves_it_alone() {
+        let f = fx(&[("data/a", "a", 0o644)]);
+        let text = "FROM scratch\nWORKDIR /app\nCOPY data .\n";
+        build_counting(&f.store, &f.context, text);
+        fs::remove_file(f.ctx().join("data/a")).unwrap();
+        let (st, n) = build_counting(&f.store, &f.context, text);
+        assert_eq!(n, 1, "not made incrementally");
+        let mtime = |p: PathBuf| {
+            let md = fs::symlink_metadata(p).unwrap();
+            (md.mtime(), md.mtime_nsec())
+        };
+        let base = f.store.get(&st.layers[st.layers.len() - 2].name).unwrap();
+        let top = f.store.get(st.top.as_ref().unwrap()).unwrap();
+        assert_eq!(fs::read_dir(top.join("app")).unwrap().count(), 0);
+        // as a full copy of nothing: the directory keeps the base's time
+        assert_eq!(mtime(top.join("app")), mtime(base.join("app")));
     }
 
     #[test]
