@@ -61,7 +61,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Format version of COPY cache keys (bump when the formula changes).
-const KEY_VERSION: &str = "copy-v3";
+const KEY_VERSION: &str = "copy-v4";
 
 /// Format version of copy-site records (see [`SiteRecord`]).
 const SITE_VERSION: &str = "copy-site-v1";
@@ -300,9 +300,16 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         );
         for it in &items {
             h.update(format!("\0item\0{}\0{:?}\0{:?}\0{}\0", it.rel, it.kept, it.owners, it.unpack));
+            if it.from_context && exclude.is_none() {
+                // Shared with the pre-hash thread: one walk per source.
+                h.update(self.context_tree_digest(&it.path, &it.rel)?);
+                continue;
+            }
             let ctx = if it.from_context { Some(self.context) } else { None };
             let skip = |r: &str, _is_dir: bool| excluded_by(exclude.as_ref(), &it.base, r);
-            hash_tree_filtered(&mut h, &it.path, &it.rel, ctx, &skip)?;
+            let mut sub = Sha256::new();
+            hash_tree_filtered(&mut sub, &it.path, &it.rel, ctx, &skip)?;
+            h.update(sub.finalize());
         }
         let name = self.snapshot_name("copy", node, &hex::encode(h.finalize()));
         let mut cached = self.cached(&name);
@@ -1538,6 +1545,13 @@ fn unpack(r: Box<dyn Read>, dest: &Path, chown: Option<(u32, u32)>) -> Result<()
         let _ = set_times(d, *t, 0, *t, 0);
     }
     Ok(())
+}
+
+/// sha256 of [`hash_tree`] of `p` (named `rel`) alone.
+pub(crate) fn tree_digest(p: &Path, rel: &str, ctx: Option<&Context>) -> Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    hash_tree(&mut h, p, rel, ctx)?;
+    Ok(h.finalize().into())
 }
 
 /// Hash the tree at `p` (named `rel`) into `h`: every entry's path, mode,

@@ -140,6 +140,10 @@ pub struct Scheduler<'a, S: Store, E: Executor> {
     remote: Vec<Arc<crate::remote_cache::ImportedCache>>,
     /// COPY steps made incrementally from a previous result (see `copy`).
     pub(crate) incremental_copies: std::sync::atomic::AtomicUsize,
+    /// Digests of build-context trees hashed in this build, by (path, name):
+    /// the pre-hash thread and the COPY that reads the same source share one
+    /// walk (the later caller waits for the first).
+    tree_digests: Mutex<std::collections::HashMap<(PathBuf, String), TreeDigest>>,
 }
 
 pub(crate) fn sha_hex(bytes: &[u8]) -> String {
@@ -152,6 +156,9 @@ pub(crate) fn origin_label(node: &Node) -> String {
         None => format!("node {}", node.id),
     }
 }
+
+/// One build-context tree's digest, computed once (see [`copy::tree_digest`]).
+type TreeDigest = Arc<std::sync::OnceLock<Result<[u8; 32], String>>>;
 
 /// Shared state of one `run`.
 struct Shared {
@@ -185,6 +192,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             recorded: crate::remote_cache::Recorder::default(),
             remote: Vec::new(),
             incremental_copies: Default::default(),
+            tree_digests: Mutex::new(Default::default()),
         }
     }
 
@@ -427,11 +435,20 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                 let rel = if rel == "." { "" } else { rel };
                 let path = if rel.is_empty() { self.context.dir.clone() } else { self.context.dir.join(rel) };
                 if path.exists() {
-                    let mut h = Sha256::new();
-                    let _ = copy::hash_tree(&mut h, &path, rel, Some(self.context));
+                    let _ = self.context_tree_digest(&path, rel);
                 }
             }
         }
+    }
+
+    /// The digest of build-context tree `path` (named `rel`), see
+    /// [`copy::tree_digest`]; computed once per build, whoever asks first.
+    pub(crate) fn context_tree_digest(&self, path: &std::path::Path, rel: &str) -> Result<[u8; 32]> {
+        let cell = {
+            let mut m = self.tree_digests.lock().map_err(|_| anyhow!("internal: tree digest lock poisoned"))?;
+            m.entry((path.to_path_buf(), rel.to_string())).or_default().clone()
+        };
+        cell.get_or_init(|| copy::tree_digest(path, rel, Some(self.context)).map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
     }
 
     /// Start a progress step for `node` (nodes without a Dockerfile origin

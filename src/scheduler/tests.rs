@@ -274,3 +274,28 @@ fn recovery_removes_work_snapshots_of_dead_processes_only() {
 }
 
 use std::os::unix::fs::PermissionsExt;
+
+#[test]
+fn a_context_tree_is_walked_once_per_build() {
+    let f = fixture();
+    let exec = fake();
+    let progress = Progress::new(Mode::Quiet);
+    let dir = f.context.dir.join("t");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("f"), "one").unwrap();
+    let sched = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, Options::default());
+    let first = sched.context_tree_digest(&dir, "t").unwrap();
+    // The pre-hash thread and the COPY share the first walk's result.
+    fs::write(dir.join("f"), "two").unwrap();
+    assert_eq!(sched.context_tree_digest(&dir, "t").unwrap(), first);
+    // The next build walks again and sees the change.
+    let next = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, Options::default());
+    assert_ne!(next.context_tree_digest(&dir, "t").unwrap(), first);
+    // A COPY of the tree reuses the digest: its key is the one of a fresh
+    // build of the same content.
+    let g = graph("FROM scratch\nCOPY t /t\n", &[]);
+    let states = next.run(&g).unwrap();
+    let again = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, Options::default()).run(&g).unwrap();
+    let top = |s: &BTreeMap<NodeId, State>| s[&g.exports[0].node].top.clone();
+    assert_eq!(top(&states), top(&again));
+}
