@@ -34,7 +34,7 @@ demo: build
 
 test: deps
 	@test -d $(SHARED)/compat/buildkit || { echo "test: $(SHARED)/compat is missing (the conformance fixtures)"; exit 1; }
-	$(CARGO) test --workspace
+	STROMATEKT_CHECK_CHANGES=1 $(CARGO) test --workspace
 
 # Times stromatekt against docker BuildKit, the legacy builder and buildah
 # (bench/bench.py; BENCH_N=runs per cell, default 3). Writes bench/results.md
@@ -47,7 +47,7 @@ bench: deps
 # The docker-build comparison alone (also part of `make test`): every case in
 # compat-tests/cases built by stromatekt and by docker 20.10's BuildKit.
 compat: deps
-	$(CARGO) test --test compat -- --nocapture
+	STROMATEKT_CHECK_CHANGES=1 $(CARGO) test --test compat -- --nocapture
 
 lint:
 	$(CARGO) clippy --workspace --all-targets

@@ -202,6 +202,8 @@ pub fn prune<S: Store + ?Sized>(
             }
         }
     }
+    // Change lists of removed snapshots.
+    crate::scheduler::changes::prune(&root, &existing);
     // Records of gzip blocks in the blobs just removed.
     crate::image::blocks::prune(&root.join("cache/blocks"), &blobs, all);
     // COPY site records (hints for incremental COPYs) of removed snapshots.

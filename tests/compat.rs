@@ -1044,8 +1044,10 @@ fn build_and_compare(s: &Setup, name: &str, dir: &Path, flags: &[String], target
         if let Some(sock) = &s.ssh_sock {
             cmd.env("SSH_AUTH_SOCK", sock);
         }
+        // Kept change lists (a COPY's) are checked against the store's diff.
         let o = cmd
             .env("STROMATEKT_ROOT", &s.store)
+            .env("STROMATEKT_CHECK_CHANGES", "1")
             .arg("build")
             .arg("-f")
             .arg(dockerfile)

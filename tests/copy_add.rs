@@ -259,8 +259,58 @@ fn incremental_copy_gives_the_full_copys_image() {
     let inc = env.build_oci(&ctx, &out.join("inc"), &["--progress=plain", "--build-arg", &epoch]);
     let log = String::from_utf8_lossy(&inc.stderr);
     assert!(log.contains("reused 298 of") && log.contains("wrote 3, removed 1"), "not made incrementally:\n{log}");
+    // Both COPY results kept their changes (checked against btrfs's diff by
+    // STROMATEKT_CHECK_CHANGES, see `copy_sites_keep_the_changes_btrfs_sees`).
+    assert_eq!(fs::read_dir(env.root.join("cache/changes")).unwrap().count(), 2);
     let full = env.build_oci(&ctx, &out.join("full"), &["--progress=plain", "--no-cache", "--build-arg", &epoch]);
     let log = String::from_utf8_lossy(&full.stderr);
     assert!(!log.contains("reused"), "--no-cache made it incrementally:\n{log}");
     assert_eq!(layer_digests(&out.join("inc")), layer_digests(&out.join("full")));
+}
+
+/// A COPY whose destination is all its own keeps its layer's changes, so
+/// the export does not diff it (`scheduler::changes`). The builds run with
+/// `STROMATEKT_CHECK_CHANGES=1` (`common::BuildEnv::cmd`): a kept list that
+/// differs from btrfs's diff fails the build. One stage per way of placing
+/// the destination, each built cold and again, incrementally, after a
+/// context change.
+#[test]
+fn copy_sites_keep_the_changes_btrfs_sees() {
+    let Some(env) = common::BuildEnv::new(2, &[]) else { return };
+    let stages = [
+        ("new-parents", "COPY app /new/deep/app"),
+        ("existing-parent", "COPY app /etc/app"),
+        ("chown-into", "COPY --chown=1:2 app /owned/"),
+        ("file", "COPY app/d1/f1.txt /single"),
+        ("link", "COPY --link app /linked"),
+        ("empty-dir", "RUN mkdir /empty && chmod 700 /empty\nCOPY --chmod=750 app /empty"),
+        ("workdir", "WORKDIR /w\nCOPY app ."),
+    ];
+    let dockerfile: String = std::iter::once("ARG BASE\n".to_string()).chain(stages.iter().map(|(n, body)| format!("FROM ${{BASE}} AS {n}\n{body}\n"))).collect();
+    let files: Vec<(String, String)> = (0..40).map(|i| (format!("app/d{}/f{i}.txt", i % 4), format!("{i}\n"))).collect();
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+    let ctx = env.ctx("ctx", &dockerfile, &files);
+    let out = env.store.scratch().join("out");
+    let names = |dir: &str| -> std::collections::BTreeSet<String> {
+        fs::read_dir(env.root.join(dir)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("copy-")).collect()
+    };
+    let build_all = |tag: &str| -> String {
+        let mut log = String::new();
+        for (n, _) in &stages {
+            let o = env.build_oci(&ctx, &out.join(format!("{tag}-{n}")), &["--progress=plain", "--target", n]);
+            log.push_str(&String::from_utf8_lossy(&o.stderr));
+        }
+        log
+    };
+    build_all("cold");
+    assert_eq!(names("committed").len(), stages.len());
+    assert_eq!(names("cache/changes"), names("committed"), "a change list per COPY result");
+    fs::write(ctx.join("app/d1/f1.txt"), "changed\n").unwrap();
+    fs::remove_file(ctx.join("app/d2/f2.txt")).unwrap();
+    fs::create_dir(ctx.join("app/d9")).unwrap();
+    fs::write(ctx.join("app/d9/new"), "new\n").unwrap();
+    let log = build_all("inc");
+    assert_eq!(log.matches("reused ").count(), stages.len(), "not made incrementally:\n{log}");
+    assert_eq!(names("committed").len(), 2 * stages.len());
+    assert_eq!(names("cache/changes"), names("committed"), "a change list per COPY result");
 }

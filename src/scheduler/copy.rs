@@ -191,6 +191,45 @@ fn build_time_dirs(start: Option<&Path>, dest_rel: &str, dest_is_file: bool) -> 
     out
 }
 
+/// The changes of the layer of a COPY with a site (see `site_of`: its
+/// destination was absent from the tree `start` it started from, or an
+/// empty directory there), known without a diff. `new` is the committed
+/// result, `t` the copy's [`Track`]. The directories the copy made or
+/// modified on the way ([`build_time_dirs`]) are `Added` when `start` does
+/// not have them, else `Modified` when their mtime, mode, owner or xattrs
+/// moved (as btrfs's diff reports a directory) and left out when not;
+/// everything else the copy produced is new, `Added`.
+fn site_changes(start: Option<&Path>, new: &Path, t: &Track<'_>, dest_rel: &str, dest_is_file: bool) -> Vec<crate::store::Change> {
+    use crate::store::{Change, ChangeKind};
+    let mut out: BTreeMap<PathBuf, ChangeKind> = BTreeMap::new();
+    let mut of_start = HashSet::new();
+    for rel in build_time_dirs(start, dest_rel, dest_is_file) {
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let Some((old, om)) = start.map(|s| s.join(&rel)).and_then(|o| fs::symlink_metadata(&o).ok().map(|m| (o, m))) else {
+            out.insert(rel, ChangeKind::Added);
+            continue;
+        };
+        let n = new.join(&rel);
+        let moved = fs::symlink_metadata(&n).map_or(true, |nm| {
+            (om.mtime(), om.mtime_nsec(), om.mode(), om.uid(), om.gid()) != (nm.mtime(), nm.mtime_nsec(), nm.mode(), nm.uid(), nm.gid())
+        });
+        if moved || !same_xattrs(&old, &n) {
+            out.insert(rel.clone(), ChangeKind::Modified);
+        }
+        of_start.insert(rel);
+    }
+    for p in &t.produced {
+        if let Ok(rel) = Path::new(p).strip_prefix(&t.root) {
+            if !of_start.contains(rel) {
+                out.entry(rel.to_path_buf()).or_insert(ChangeKind::Added);
+            }
+        }
+    }
+    out.into_iter().map(|(path, kind)| Change { path, kind }).collect()
+}
+
 /// Set the times of directory `d` to now (nothing when it is not a directory).
 fn touch_dir(d: &Path) -> Result<()> {
     use nix::sys::stat::{utimensat, UtimensatFlags};
@@ -371,6 +410,15 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                 }
             };
             self.commit_step(&key, &name)?;
+            if let Some(t) = &track {
+                // Everything below the destination is this COPY's: its changes
+                // are known, the export need not diff (see `changes`).
+                let new = self.store.get(&name).ok_or_else(|| anyhow!("snapshot {name} vanished"))?;
+                let start = if link { None } else { base_root.as_deref() };
+                let dest_is_file = !item_dir && !dest_is_dir(&c.dest);
+                let list = site_changes(start, &new, t, &clean_rel(&dest_abs), dest_is_file);
+                super::changes::keep(self.store.root(), parent, &name, &list);
+            }
             if let (Some(site), Some(t)) = (&site, track) {
                 if t.prev.is_some() {
                     self.incremental_copies.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -9,6 +9,8 @@
 //!   layer that is the diff from snapshot `parent` to snapshot `name`,
 //!   written after its blob (temp + rename). A crash leaves at worst a blob
 //!   without a record, recomputed next time;
+//! - `cache/changes/`: layers' changes kept by the COPY that made them,
+//!   read instead of a diff ([`super::changes`]);
 //! - `cache/blocks/`: where the deflated bytes of each gzip block of our
 //!   layer blobs lie ([`crate::image::blocks`]), so that a layer that
 //!   changed a little reuses the compressed bytes of its unchanged parts.
@@ -119,7 +121,7 @@ fn layer_blob_blocks<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u
             }
         }
     }
-    let changes = store.diff(l.parent.as_deref(), &l.name)?;
+    let changes = super::changes::layer_changes(store, l.parent.as_deref(), &l.name)?;
     let tree = store.get(&l.name).ok_or_else(|| anyhow!("snapshot {} vanished", l.name))?;
     let blobs = content_dir(root).join("blobs/sha256");
     fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;

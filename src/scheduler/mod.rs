@@ -14,6 +14,7 @@
 //! crash never leaves a half entry and concurrent builds on one store agree.
 //! Layer blobs are cached beside the snapshots (see [`export`]).
 
+pub mod changes;
 mod copy;
 pub mod export;
 mod fetch;

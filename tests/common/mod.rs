@@ -536,7 +536,9 @@ impl BuildEnv {
     /// `stromatekt build` on this store with `BASE` set; add flags and the context.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_stromatekt"));
+        // Kept change lists (a COPY's) are checked against the store's diff.
         c.env("STROMATEKT_ROOT", &self.root)
+            .env("STROMATEKT_CHECK_CHANGES", "1")
             .env_remove("BUILDKIT_PROGRESS")
             .arg("build")
             .arg("--build-arg")

@@ -1,0 +1,209 @@
+//! The changes of a layer (diff from snapshot `parent` to `child`), kept in
+//! the store by the step that made `child` when it knows them, so that the
+//! export does not ask the store to diff.
+//!
+//! Why: `btrfs send` of a tree of 20,000 new files takes the kernel about a
+//! second, however little changed since the last build. A COPY whose
+//! destination is all its own (a "copy site", see `copy`) knows its changes
+//! exactly: the directories it made or touched on the way and everything it
+//! produced, all new. It keeps that list with [`keep`]; [`layer_changes`]
+//! reads it back.
+//!
+//! Store layout: `cache/changes/<child>`: `SCL1\n`, a JSON line
+//! `{"parent", "gen"}` (the child's generation, see
+//! [`super::export::generation`]), then per change a kind byte (`A`, `M`,
+//! `D`, `R`), the path's length (u32 LE) and its bytes. Written to a
+//! temporary name and renamed. A hint: a list that is missing, does not
+//! parse or names another parent or generation is ignored and the store
+//! diffs instead.
+//!
+//! With `STROMATEKT_CHECK_CHANGES=1` (the tests set it) every kept list is
+//! also compared with the store's diff, and a difference fails the build.
+
+use super::export::generation;
+use crate::store::{Change, ChangeKind, Store};
+use anyhow::Result;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8] = b"SCL1\n";
+
+#[derive(serde::Serialize, serde::Deserialize, PartialEq)]
+struct Header {
+    parent: Option<String>,
+    gen: Option<String>,
+}
+
+fn dir(root: &Path) -> PathBuf {
+    root.join("cache/changes")
+}
+
+fn kind_byte(k: ChangeKind) -> u8 {
+    match k {
+        ChangeKind::Added => b'A',
+        ChangeKind::Modified => b'M',
+        ChangeKind::Deleted => b'D',
+        ChangeKind::Replaced => b'R',
+    }
+}
+
+fn encode(header: &Header, changes: &[Change]) -> Vec<u8> {
+    let mut v = MAGIC.to_vec();
+    v.extend_from_slice(&serde_json::to_vec(header).unwrap_or_default());
+    v.push(b'\n');
+    for c in changes {
+        let p = c.path.as_os_str().as_bytes();
+        v.push(kind_byte(c.kind));
+        v.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        v.extend_from_slice(p);
+    }
+    v
+}
+
+fn decode(bytes: &[u8], want: &Header) -> Option<Vec<Change>> {
+    let rest = bytes.strip_prefix(MAGIC)?;
+    let nl = rest.iter().position(|&b| b == b'\n')?;
+    let header: Header = serde_json::from_slice(&rest[..nl]).ok()?;
+    if header != *want {
+        return None;
+    }
+    let mut body = &rest[nl + 1..];
+    let mut out = Vec::new();
+    while let Some((&k, r)) = body.split_first() {
+        let kind = match k {
+            b'A' => ChangeKind::Added,
+            b'M' => ChangeKind::Modified,
+            b'D' => ChangeKind::Deleted,
+            b'R' => ChangeKind::Replaced,
+            _ => return None,
+        };
+        let len = u32::from_le_bytes(r.get(..4)?.try_into().ok()?) as usize;
+        let path = r.get(4..4 + len)?;
+        out.push(Change { path: PathBuf::from(OsStr::from_bytes(path)), kind });
+        body = &r[4 + len..];
+    }
+    Some(out)
+}
+
+fn read(root: &Path, parent: Option<&str>, child: &str) -> Option<Vec<Change>> {
+    let bytes = fs::read(dir(root).join(child)).ok()?;
+    decode(&bytes, &Header { parent: parent.map(str::to_string), gen: generation(root, child) })
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(d) = path.parent() {
+        fs::create_dir_all(d)?;
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!("{}{name}", crate::cache::temp_prefix("changes")));
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+/// Keep `changes`, the diff from committed `parent` to committed `child`
+/// (sorted, in the store's form), for [`layer_changes`]. Best effort: a
+/// list not kept only costs the export a diff.
+pub fn keep(root: &Path, parent: Option<&str>, child: &str, changes: &[Change]) {
+    let header = Header { parent: parent.map(str::to_string), gen: generation(root, child) };
+    let _ = write_atomic(&dir(root).join(child), &encode(&header, changes));
+}
+
+/// The changes from committed `parent` (or empty) to committed `child`:
+/// the kept ones ([`keep`]), else the store's diff.
+pub fn layer_changes<S: Store + ?Sized>(store: &S, parent: Option<&str>, child: &str) -> Result<Vec<Change>> {
+    let check = std::env::var_os("STROMATEKT_CHECK_CHANGES").is_some_and(|v| v == "1");
+    changes_checked(store, parent, child, check)
+}
+
+/// [`layer_changes`]; with `check`, a kept list must equal the store's diff.
+fn changes_checked<S: Store + ?Sized>(store: &S, parent: Option<&str>, child: &str, check: bool) -> Result<Vec<Change>> {
+    let Some(kept) = read(store.root(), parent, child) else {
+        return Ok(store.diff(parent, child)?);
+    };
+    if check {
+        let diff = store.diff(parent, child)?;
+        if diff != kept {
+            let only = |a: &[Change], b: &[Change]| {
+                let b: std::collections::BTreeSet<&Change> = b.iter().collect();
+                a.iter().filter(|c| !b.contains(c)).take(5).map(|c| format!("{:?} {}", c.kind, c.path.display())).collect::<Vec<_>>()
+            };
+            anyhow::bail!(
+                "internal error: the changes kept for {child} differ from the store's diff (kept only: {:?}; diff only: {:?})",
+                only(&kept, &diff),
+                only(&diff, &kept)
+            );
+        }
+    }
+    Ok(kept)
+}
+
+/// Remove the records of snapshots that are not in `existing`.
+pub fn prune(root: &Path, existing: &std::collections::BTreeSet<String>) {
+    let Ok(rd) = fs::read_dir(dir(root)) else { return };
+    for e in rd.flatten() {
+        if !existing.contains(e.file_name().to_string_lossy().as_ref()) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::mem::DirStore;
+
+    fn ch(path: &str, kind: ChangeKind) -> Change {
+        Change { path: path.into(), kind }
+    }
+
+    #[test]
+    fn records_round_trip_and_check_their_header() {
+        let changes = vec![ch("a", ChangeKind::Added), ch("a/b c", ChangeKind::Modified), ch("d", ChangeKind::Deleted), ch("r", ChangeKind::Replaced)];
+        let h = Header { parent: Some("p".into()), gen: None };
+        let bytes = encode(&h, &changes);
+        assert_eq!(decode(&bytes, &h), Some(changes));
+        assert_eq!(decode(&bytes, &Header { parent: None, gen: None }), None);
+        assert_eq!(decode(&bytes, &Header { parent: Some("p".into()), gen: Some("1".into()) }), None);
+        assert_eq!(decode(&bytes[..bytes.len() - 1], &h), None);
+    }
+
+    #[test]
+    fn kept_changes_are_read_back_and_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirStore::open(tmp.path()).unwrap();
+        let root = store.root().to_path_buf();
+        store.prepare("wb", None).unwrap();
+        store.commit("wb", "b").unwrap();
+        let n = store.prepare("wn", Some("b")).unwrap();
+        fs::create_dir(n.join("d")).unwrap();
+        fs::write(n.join("d/f"), "f").unwrap();
+        store.commit("wn", "n").unwrap();
+        let diff = store.diff(Some("b"), "n").unwrap();
+        assert_eq!(diff, vec![ch("d", ChangeKind::Added), ch("d/f", ChangeKind::Added)]);
+        // Nothing kept: the store's diff.
+        assert_eq!(layer_changes(&store, Some("b"), "n").unwrap(), diff);
+        // A kept list is what the export gets, even a wrong one unless checked.
+        let wrong = vec![ch("d", ChangeKind::Added)];
+        keep(&root, Some("b"), "n", &wrong);
+        assert_eq!(layer_changes(&store, Some("b"), "n").unwrap(), wrong);
+        // Kept for another parent: not used.
+        assert_eq!(layer_changes(&store, None, "n").unwrap(), store.diff(None, "n").unwrap());
+        // Stale after the snapshot is replaced (its generation moves).
+        crate::scheduler::export::bump_generation(&root, "n").unwrap();
+        assert_eq!(layer_changes(&store, Some("b"), "n").unwrap(), diff);
+        // The check compares with the diff.
+        keep(&root, Some("b"), "n", &wrong);
+        let err = changes_checked(&store, Some("b"), "n", true).unwrap_err().to_string();
+        assert!(err.contains("differ from the store's diff") && err.contains("Added d/f"), "{err}");
+        keep(&root, Some("b"), "n", &diff);
+        assert_eq!(changes_checked(&store, Some("b"), "n", true).unwrap(), diff);
+        // Pruned with the snapshot.
+        prune(&root, &["b".to_string()].into_iter().collect());
+        assert!(!dir(&root).join("n").exists());
+    }
+}
