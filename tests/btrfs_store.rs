@@ -258,3 +258,25 @@ fn btrfs_diff_sees_mtime_only_changes_and_ignores_identical_rewrites() {
     s.commit("w2", "top").expect("commit");
     assert_eq!(changes(&s.diff(Some("base"), "top").expect("diff")), vec![("touched".into(), ChangeKind::Modified)]);
 }
+
+/// File names need not be UTF-8: the send stream's paths are bytes, and so
+/// are the diff's.
+#[test]
+fn btrfs_diff_keeps_non_utf8_names() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let Some(m) = mount() else { return };
+    let s = BtrfsStore::open(&m.dir).expect("open");
+    s.prepare("w1", None).unwrap();
+    s.commit("w1", "base").unwrap();
+    let a = s.prepare("w2", Some("base")).unwrap();
+    let name = OsStr::from_bytes(b"caf\xe9 \n\\x");
+    fs::create_dir(a.join(name)).unwrap();
+    w(&a.join(name).join(name), "latin-1");
+    s.commit("w2", "child").unwrap();
+    let got: Vec<(Vec<u8>, ChangeKind)> = s.diff(Some("base"), "child").unwrap().iter().map(|c| (c.path.as_os_str().as_bytes().to_vec(), c.kind)).collect();
+    let mut nested = name.as_bytes().to_vec();
+    nested.push(b'/');
+    nested.extend_from_slice(name.as_bytes());
+    assert_eq!(got, vec![(name.as_bytes().to_vec(), ChangeKind::Added), (nested, ChangeKind::Added)]);
+}

@@ -6,23 +6,23 @@
 //! `RENAME_NOREPLACE` (atomic: a concurrent commit of the same name wins or
 //! loses cleanly), then deletes the active one.
 //!
-//! Implementation choice: subvolume operations and diffs call the `btrfs`
-//! CLI (btrfs-progs) through [`std::process::Command`] rather than ioctls;
-//! this was quicker to write correctly and can be replaced by `btrfs-uapi` /
-//! `btrfs-stream` later without changing the [`Store`] interface.
-//!
-//! [`Store::diff`] pipes `btrfs send --no-data [-p PARENT] CHILD` into
-//! `btrfs receive --dump` and parses the text: the cost is proportional to
-//! what changed. New inodes first appear under orphan names `o<ino>-<gen>-<n>`
-//! at the subvolume root and are then renamed into place; existing inodes
-//! being removed or moved are first renamed to such names. Paths whose first
+//! Subvolumes are created, snapshotted and deleted with the btrfs ioctls
+//! (`btrfs-uapi`), and [`Store::diff`] reads the metadata-only send stream
+//! (`BTRFS_IOC_SEND` with `NO_FILE_DATA`, `-p PARENT` when there is one):
+//! the cost is proportional to what changed, and no process is started.
+//! New inodes first appear under orphan names `o<ino>-<gen>-<n>` at the
+//! subvolume root and are then renamed into place; existing inodes being
+//! removed or moved are first renamed to such names. Paths whose first
 //! component looks like an orphan name are therefore treated as temporary (a
 //! real top-level entry named like `o257-7-0` would be misreported).
 //! Timestamps (`utimes`) are ignored, as [`super::mem::DirStore`] ignores mtime.
 
 use super::{Change, ChangeKind, Store, StoreError};
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -55,6 +55,34 @@ fn run(op: &'static str, path: &Path, cmd: &mut Command) -> Result<(), StoreErro
             String::from_utf8_lossy(&out.stderr).trim()
         )),
     })
+}
+
+/// An `errno` of a btrfs ioctl as a [`StoreError`].
+fn errno(op: &'static str, path: &Path) -> impl FnOnce(nix::errno::Errno) -> StoreError {
+    let path = path.to_path_buf();
+    move |e| StoreError::Io { op, path, source: e.into() }
+}
+
+/// An open directory (for ioctls and `*at` calls).
+fn open_dir(path: &Path) -> Result<OwnedFd, StoreError> {
+    use nix::fcntl::{open, OFlag};
+    open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(errno("opening", path))
+}
+
+/// The open parent directory of `path` and its last component (the btrfs
+/// subvolume ioctls name an entry of a directory).
+fn parent_and_name(path: &Path) -> Result<(OwnedFd, CString), StoreError> {
+    let bad = || StoreError::Io { op: "naming", path: path.to_path_buf(), source: std::io::Error::from(std::io::ErrorKind::InvalidInput) };
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Err(bad()) };
+    let name = CString::new(name.as_bytes()).map_err(|_| bad())?;
+    Ok((open_dir(parent)?, name))
+}
+
+/// Snapshot subvolume `src` as `dst` (read-only when asked): one ioctl.
+fn snapshot(src: &Path, dst: &Path, readonly: bool) -> Result<(), StoreError> {
+    let source = open_dir(src)?;
+    let (parent, name) = parent_and_name(dst)?;
+    btrfs_uapi::subvolume::snapshot_create(parent.as_fd(), source.as_fd(), &name, readonly, &[]).map_err(errno("snapshotting", dst))
 }
 
 /// The filesystem type of `path` as `stat -f -c %T` reports it.
@@ -152,7 +180,8 @@ impl BtrfsStore {
         if fs::symlink_metadata(path).is_err() {
             return Ok(());
         }
-        run("btrfs subvolume delete", path, Command::new("btrfs").args(["subvolume", "delete"]).arg(path))
+        let (parent, name) = parent_and_name(path)?;
+        btrfs_uapi::subvolume::subvolume_delete(parent.as_fd(), &name).map_err(errno("deleting subvolume", path))
     }
 }
 
@@ -184,13 +213,12 @@ impl Store for BtrfsStore {
                 if !src.is_dir() {
                     return Err(StoreError::NotFound(p.to_string()));
                 }
-                run(
-                    "btrfs subvolume snapshot",
-                    &dst,
-                    Command::new("btrfs").args(["subvolume", "snapshot"]).arg(&src).arg(&dst),
-                )?;
+                snapshot(&src, &dst, false)?;
             }
-            None => run("btrfs subvolume create", &dst, Command::new("btrfs").args(["subvolume", "create"]).arg(&dst))?,
+            None => {
+                let (parent, name) = parent_and_name(&dst)?;
+                btrfs_uapi::subvolume::subvolume_create(parent.as_fd(), &name, &[]).map_err(errno("creating subvolume", &dst))?;
+            }
         }
         Ok(dst)
     }
@@ -212,11 +240,7 @@ impl Store for BtrfsStore {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let tmp = self.root.join("committed").join(format!(".tmp-{name}-{}-{nanos}", std::process::id()));
-        run(
-            "btrfs subvolume snapshot -r",
-            &tmp,
-            Command::new("btrfs").args(["subvolume", "snapshot", "-r"]).arg(&src).arg(&tmp),
-        )?;
+        snapshot(&src, &tmp, true)?;
         use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
         match renameat2(AT_FDCWD, &tmp, AT_FDCWD, &dst, RenameFlags::RENAME_NOREPLACE) {
             Ok(()) => {}
@@ -252,59 +276,9 @@ impl Store for BtrfsStore {
             None => None,
         };
         let derr = |message: String| StoreError::Diff { child: child.to_string(), message };
-        let mut send = Command::new("btrfs");
-        send.args(["send", "-q", "--no-data"]);
-        if let Some(o) = &old {
-            send.arg("-p").arg(o);
-        }
-        send.arg(&new).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut sp = send.spawn().map_err(io("btrfs send", &new))?;
-        let Some(sout) = sp.stdout.take() else {
-            let _ = sp.kill();
-            let _ = sp.wait();
-            return Err(derr("no stdout from btrfs send".into()));
-        };
-        let recv = Command::new("btrfs")
-            .args(["receive", "--dump"])
-            .stdin(Stdio::from(sout))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
-        let rp = match recv {
-            Ok(rp) => rp,
-            Err(e) => {
-                let _ = sp.kill();
-                let _ = sp.wait();
-                return Err(StoreError::Io { op: "btrfs receive --dump", path: new, source: e });
-            }
-        };
-        // Drain send's stderr on a thread so it cannot block.
-        let serr = sp.stderr.take();
-        let serr_t = std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(mut e) = serr {
-                let _ = e.read_to_string(&mut s);
-            }
-            s
-        });
-        let rout = rp.wait_with_output().map_err(io("btrfs receive --dump", &new))?;
-        let sstatus = sp.wait().map_err(io("btrfs send", &new))?;
-        let serr = serr_t.join().unwrap_or_default();
-        // `receive --dump` may stop reading at the stream's `end` command, so
-        // a SIGPIPE of send is fine when receive succeeded.
-        let sigpipe = std::os::unix::process::ExitStatusExt::signal(&sstatus) == Some(libc::SIGPIPE);
-        if !(sstatus.success() || (sigpipe && rout.status.success())) {
-            return Err(derr(format!("btrfs send failed ({sstatus}): {}", serr.trim())));
-        }
-        if !rout.status.success() {
-            return Err(derr(format!(
-                "btrfs receive --dump failed ({}): {}",
-                rout.status,
-                String::from_utf8_lossy(&rout.stderr).trim()
-            )));
-        }
-        let text = String::from_utf8_lossy(&rout.stdout);
-        let changes = changes_from_dump(&text, old.as_deref(), &new).map_err(|e| match e {
+        let stream = send_stream(old.as_deref(), &new)?;
+        let ops = stream_ops(&stream).map_err(|m| derr(format!("reading the send stream: {m}")))?;
+        let changes = changes_from_ops(ops, old.as_deref(), &new).map_err(|e| match e {
             StoreError::Diff { message, .. } => derr(message),
             e => e,
         })?;
@@ -320,53 +294,10 @@ impl Store for BtrfsStore {
     }
 }
 
-/// Read one possibly backslash-escaped token from `s`; returns it and the rest.
-fn token(s: &str) -> (Vec<u8>, &str) {
-    let s = s.trim_start();
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b' ' | b'\t' => break,
-            b'\\' if i + 1 < b.len() => {
-                let d = &b[i + 1..];
-                if d.len() >= 3 && d[..3].iter().all(|c| (b'0'..=b'7').contains(c)) {
-                    out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                    i += 4;
-                } else {
-                    out.push(match d[0] {
-                        b'n' => b'\n',
-                        b't' => b'\t',
-                        b'r' => b'\r',
-                        c => c,
-                    });
-                    i += 2;
-                }
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    (out, &s[i..])
-}
-
-/// Turn a dump path (`./SUBVOL/rest`, or `rest` for `link dest=`) into the
-/// path relative to the snapshot root.
-fn rel(raw: &[u8], prefixed: bool) -> PathBuf {
-    use std::os::unix::ffi::OsStrExt;
+/// A send-stream path (relative to the subvolume root) as a [`PathBuf`]
+/// without leading or trailing slashes.
+fn rel(raw: &[u8]) -> PathBuf {
     let mut s = raw;
-    if prefixed {
-        if let Some(r) = s.strip_prefix(b"./") {
-            s = r;
-        }
-        s = match s.iter().position(|&c| c == b'/') {
-            Some(i) => &s[i + 1..],
-            None => b"",
-        };
-    }
     while let Some(r) = s.strip_prefix(b"/") {
         s = r;
     }
@@ -450,43 +381,142 @@ fn with_link_siblings(changes: Vec<Change>, new: &Path) -> Vec<Change> {
     all.into_iter().map(|(path, kind)| Change { path, kind }).collect()
 }
 
-/// Derive sorted changes from `btrfs receive --dump` output. `old`/`new`
-/// are the snapshot directories (used to tell moved-back inodes and
-/// replaced directories apart and to list the content of added directories).
-fn changes_from_dump(text: &str, old: Option<&Path>, new: &Path) -> Result<Vec<Change>, StoreError> {
-    let mut st: BTreeMap<PathBuf, State> = BTreeMap::new();
-    for line in text.lines() {
-        let (op, rest) = token(line);
-        let op = String::from_utf8_lossy(&op).into_owned();
-        let (p, mut rest) = token(rest);
-        let path = rel(&p, true);
-        let mut dest = None;
-        loop {
-            let (kv, r) = token(rest);
-            if kv.is_empty() {
+/// What a send-stream command does to the path it names (see [`stream_ops`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// `utimes`: times (also atime) changed.
+    Utimes,
+    /// `mkfile`, `mkdir`, `mknod`, `mkfifo`, `mksock`, `symlink`.
+    Create,
+    /// `rename` to `dest`.
+    Rename,
+    /// `link`: a new name for an existing inode.
+    Link,
+    /// `unlink`, `rmdir`.
+    Remove,
+    /// Anything else naming a path: write, truncate, chmod, chown, xattrs, ...
+    Modify,
+}
+
+/// One command of a send stream: the op, its path and (rename) destination.
+#[derive(Debug)]
+struct StreamOp {
+    op: Op,
+    path: PathBuf,
+    dest: Option<PathBuf>,
+}
+
+/// The send stream of committed subvolume `child` (metadata only), relative
+/// to `parent` when given: `BTRFS_IOC_SEND` into a pipe drained by a thread.
+fn send_stream(parent: Option<&Path>, child: &Path) -> Result<Vec<u8>, StoreError> {
+    let child_fd = open_dir(child)?;
+    let parent_id = match parent {
+        Some(p) => btrfs_uapi::subvolume::subvolume_info(open_dir(p)?.as_fd()).map_err(errno("reading subvolume info of", p))?.id,
+        None => 0,
+    };
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(errno("making a pipe for", child))?;
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        fs::File::from(r).read_to_end(&mut v).map(|_| v)
+    });
+    let mut clones: Vec<u64> = parent.map(|_| parent_id).into_iter().collect();
+    use std::os::fd::AsRawFd;
+    let sent = btrfs_uapi::send_receive::send(child_fd.as_fd(), w.as_raw_fd(), parent_id, &mut clones, btrfs_uapi::send_receive::SendFlags::NO_FILE_DATA, 0);
+    drop(w);
+    let read = reader.join().map_err(|_| StoreError::Diff { child: child.display().to_string(), message: "send stream reader panicked".into() })?;
+    sent.map_err(errno("btrfs send of", child))?;
+    read.map_err(io("reading the send stream of", child))
+}
+
+/// The commands of a send stream (the kernel's format, `btrfs-stream\0`,
+/// version, then `len: u32, cmd: u16, crc: u32` + TLV attributes), reduced
+/// to what a diff needs. Written here because `btrfs-stream` rejects paths
+/// that are not UTF-8, which file names need not be.
+fn stream_ops(s: &[u8]) -> Result<Vec<StreamOp>, String> {
+    const MAGIC: &[u8] = b"btrfs-stream\0";
+    // Command and attribute numbers of the kernel's send protocol (uapi btrfs send.h).
+    const C_SUBVOL: u16 = 1;
+    const C_SNAPSHOT: u16 = 2;
+    const C_SYMLINK: u16 = 8;
+    const C_RENAME: u16 = 9;
+    const C_LINK: u16 = 10;
+    const C_UNLINK: u16 = 11;
+    const C_RMDIR: u16 = 12;
+    const C_UTIMES: u16 = 20;
+    const C_END: u16 = 21;
+    const A_PATH: u16 = 15;
+    const A_PATH_TO: u16 = 16;
+    const A_DATA: u16 = 19;
+    let u16_at = |at: usize| s.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |at: usize| s.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    if !s.starts_with(MAGIC) {
+        return Err("no btrfs-stream header".into());
+    }
+    let version = u32_at(MAGIC.len()).ok_or("truncated header")?;
+    let mut pos = MAGIC.len() + 4;
+    let mut out = Vec::new();
+    while pos < s.len() {
+        let (Some(len), Some(cmd)) = (u32_at(pos), u16_at(pos + 4)) else { return Err(format!("truncated command at byte {pos}")) };
+        let start = pos + 10;
+        let end = start + len as usize;
+        if end > s.len() {
+            return Err(format!("command at byte {pos} runs past the end"));
+        }
+        let (mut path, mut path_to) = (None, None);
+        let mut at = start;
+        while at + 4 <= end {
+            let (Some(ty), Some(tl)) = (u16_at(at), u16_at(at + 2)) else { break };
+            if ty == A_DATA && version >= 2 {
+                // From version 2 the data attribute has no length: the rest of the command.
                 break;
             }
-            rest = r;
-            if let Some(v) = kv.strip_prefix(b"dest=") {
-                dest = Some(v.to_vec());
+            let data = s.get(at + 4..at + 4 + tl as usize).ok_or_else(|| format!("attribute at byte {at} runs past the end"))?;
+            match ty {
+                A_PATH => path = Some(rel(data)),
+                A_PATH_TO => path_to = Some(rel(data)),
+                _ => {}
             }
+            at += 4 + tl as usize;
         }
+        pos = end;
+        let op = match cmd {
+            C_END => break,
+            C_SUBVOL | C_SNAPSHOT => continue,
+            3..=7 | C_SYMLINK => Op::Create,
+            C_RENAME => Op::Rename,
+            C_LINK => Op::Link,
+            C_UNLINK | C_RMDIR => Op::Remove,
+            C_UTIMES => Op::Utimes,
+            _ => Op::Modify,
+        };
+        if let Some(path) = path {
+            out.push(StreamOp { op, path, dest: path_to });
+        }
+    }
+    Ok(out)
+}
+
+/// Derive sorted changes from the commands of a send stream. `old`/`new`
+/// are the snapshot directories (used to tell moved-back inodes and
+/// replaced directories apart and to list the content of added directories).
+fn changes_from_ops(ops: Vec<StreamOp>, old: Option<&Path>, new: &Path) -> Result<Vec<Change>, StoreError> {
+    let mut st: BTreeMap<PathBuf, State> = BTreeMap::new();
+    for StreamOp { op, path, dest } in ops {
         let orphan = is_orphan(&path);
         let empty = path.as_os_str().is_empty();
-        match op.as_str() {
-            "snapshot" | "subvol" | "end" | "" => {}
-            "utimes" => {
+        match op {
+            Op::Utimes => {
                 if !orphan && !empty {
                     st.entry(path).or_default().utimes = true;
                 }
             }
-            "mkfile" | "mkdir" | "mknod" | "mkfifo" | "mksock" | "symlink" => {
+            Op::Create => {
                 if !orphan && !empty {
                     st.entry(path).or_default().added = true;
                 }
             }
-            "rename" => {
-                let d = rel(&dest.unwrap_or_default(), true);
+            Op::Rename => {
+                let d = dest.unwrap_or_default();
                 if !orphan && !empty {
                     st.entry(path).or_default().deleted = true;
                 }
@@ -494,12 +524,12 @@ fn changes_from_dump(text: &str, old: Option<&Path>, new: &Path) -> Result<Vec<C
                     st.entry(d).or_default().added = true;
                 }
             }
-            "link" => {
+            Op::Link => {
                 if !orphan && !empty {
                     st.entry(path).or_default().added = true;
                 }
             }
-            "unlink" | "rmdir" => {
+            Op::Remove => {
                 if !orphan && !empty {
                     let e = st.entry(path).or_default();
                     if e.added && !e.deleted {
@@ -510,9 +540,7 @@ fn changes_from_dump(text: &str, old: Option<&Path>, new: &Path) -> Result<Vec<C
                     }
                 }
             }
-            _ => {
-                // write, update_extent, clone, truncate, chmod, chown,
-                // set_xattr, remove_xattr, fallocate, fileattr, ...
+            Op::Modify => {
                 if !orphan && !empty {
                     st.entry(path).or_default().modified = true;
                 }
