@@ -186,16 +186,16 @@ mod tests {
         let diff = store.diff(Some("b"), "n").unwrap();
         assert_eq!(diff, vec![ch("d", ChangeKind::Added), ch("d/f", ChangeKind::Added)]);
         // Nothing kept: the store's diff.
-        assert_eq!(layer_changes(&store, Some("b"), "n").unwrap(), diff);
+        assert_eq!(changes_checked(&store, Some("b"), "n", false).unwrap(), diff);
         // A kept list is what the export gets, even a wrong one unless checked.
         let wrong = vec![ch("d", ChangeKind::Added)];
         keep(&root, Some("b"), "n", &wrong);
-        assert_eq!(layer_changes(&store, Some("b"), "n").unwrap(), wrong);
+        assert_eq!(changes_checked(&store, Some("b"), "n", false).unwrap(), wrong);
         // Kept for another parent: not used.
-        assert_eq!(layer_changes(&store, None, "n").unwrap(), store.diff(None, "n").unwrap());
+        assert_eq!(changes_checked(&store, None, "n", false).unwrap(), store.diff(None, "n").unwrap());
         // Stale after the snapshot is replaced (its generation moves).
         crate::scheduler::export::bump_generation(&root, "n").unwrap();
-        assert_eq!(layer_changes(&store, Some("b"), "n").unwrap(), diff);
+        assert_eq!(changes_checked(&store, Some("b"), "n", false).unwrap(), diff);
         // The check compares with the diff.
         keep(&root, Some("b"), "n", &wrong);
         let err = changes_checked(&store, Some("b"), "n", true).unwrap_err().to_string();
