@@ -470,7 +470,7 @@ fn stream_ops(s: &[u8]) -> Result<Vec<StreamOp>, String> {
                 // From version 2 the data attribute has no length: the rest of the command.
                 break;
             }
-            let data = s.get(at + 4..at + 4 + tl as usize).ok_or_else(|| format!("attribute at byte {at} runs past the end"))?;
+            let data = s.get(at + 4..at + 4 + tl as usize).filter(|_| at + 4 + tl as usize <= end).ok_or_else(|| format!("attribute at byte {at} runs past its command"))?;
             match ty {
                 A_PATH => path = Some(rel(data)),
                 A_PATH_TO => path_to = Some(rel(data)),
@@ -628,4 +628,73 @@ fn changes_from_ops(ops: Vec<StreamOp>, old: Option<&Path>, new: &Path) -> Resul
     }
     res.sort();
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A send stream of version 1 with the given commands: (cmd, [(attr, data)]).
+    fn stream(cmds: &[(u16, &[(u16, &[u8])])]) -> Vec<u8> {
+        let mut v = b"btrfs-stream\0".to_vec();
+        v.extend_from_slice(&1u32.to_le_bytes());
+        for (cmd, attrs) in cmds {
+            let mut body = Vec::new();
+            for (ty, data) in *attrs {
+                body.extend_from_slice(&ty.to_le_bytes());
+                body.extend_from_slice(&(data.len() as u16).to_le_bytes());
+                body.extend_from_slice(data);
+            }
+            v.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            v.extend_from_slice(&cmd.to_le_bytes());
+            v.extend_from_slice(&0u32.to_le_bytes()); // crc, not checked
+            v.extend_from_slice(&body);
+        }
+        v
+    }
+
+    #[test]
+    fn stream_commands_become_ops() {
+        let s = stream(&[
+            (2, &[(15, b"snap")]),
+            (3, &[(15, b"o257-7-0")]),
+            (9, &[(15, b"o257-7-0"), (16, b"dir/caf\xe9")]),
+            (10, &[(15, b"dir/second"), (17, b"dir/caf\xe9")]),
+            (18, &[(15, b"dir/caf\xe9"), (5, &0o644u64.to_le_bytes())]),
+            (20, &[(15, b"dir/")]),
+            (11, &[(15, b"gone")]),
+            (21, &[]),
+            (3, &[(15, b"after-end")]),
+        ]);
+        let ops: Vec<(Op, Vec<u8>, Option<Vec<u8>>)> = stream_ops(&s)
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.op, o.path.as_os_str().as_bytes().to_vec(), o.dest.map(|d| d.as_os_str().as_bytes().to_vec())))
+            .collect();
+        assert_eq!(
+            ops,
+            vec![
+                (Op::Create, b"o257-7-0".to_vec(), None),
+                (Op::Rename, b"o257-7-0".to_vec(), Some(b"dir/caf\xe9".to_vec())),
+                (Op::Link, b"dir/second".to_vec(), None),
+                (Op::Modify, b"dir/caf\xe9".to_vec(), None),
+                (Op::Utimes, b"dir".to_vec(), None),
+                (Op::Remove, b"gone".to_vec(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn broken_streams_are_errors() {
+        assert!(stream_ops(b"not a stream").is_err());
+        let s = stream(&[(3, &[(15, b"file")])]);
+        // A command cut short, an attribute longer than its command.
+        assert!(stream_ops(&s[..s.len() - 2]).is_err());
+        let mut bad = stream(&[(3, &[(15, b"file")])]);
+        let at = bad.len() - 4 - 2;
+        bad[at..at + 2].copy_from_slice(&200u16.to_le_bytes());
+        assert!(stream_ops(&bad).is_err());
+        assert_eq!(stream_ops(&stream(&[])).unwrap().len(), 0);
+    }
 }
