@@ -635,8 +635,11 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// A send stream of version 1 with the given commands: (cmd, [(attr, data)]).
-    fn stream(cmds: &[(u16, &[(u16, &[u8])])]) -> Vec<u8> {
+    /// An attribute: type and data.
+    type Attr<'a> = (u16, &'a [u8]);
+
+    /// A send stream of version 1 with the given commands: (cmd, attributes).
+    fn stream(cmds: &[(u16, &[Attr])]) -> Vec<u8> {
         let mut v = b"btrfs-stream\0".to_vec();
         v.extend_from_slice(&1u32.to_le_bytes());
         for (cmd, attrs) in cmds {
