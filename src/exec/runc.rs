@@ -31,15 +31,6 @@ fn rt(step: &'static str) -> impl Fn(std::io::Error) -> ExecError {
     move |e| ExecError::Runtime { step, message: e.to_string() }
 }
 
-/// Join an absolute container path onto `rootfs` (lexically, without `..`).
-fn in_rootfs(rootfs: &Path, path: &str) -> PathBuf {
-    let mut p = rootfs.to_path_buf();
-    for c in path.split('/').filter(|c| !c.is_empty() && *c != "." && *c != "..") {
-        p.push(c);
-    }
-    p
-}
-
 impl RuncExecutor {
     /// An executor keeping runc's state under `state_dir` (`runc --root`).
     pub fn new(state_dir: PathBuf) -> Self {
@@ -71,8 +62,9 @@ impl RuncExecutor {
     /// Write config.json, hosts and resolv.conf into `bundle`.
     fn prepare(&self, req: &ExecRequest, bundle: &Path) -> Result<(), ExecError> {
         let (uid, gid, gids) = user::resolve(&req.rootfs, &req.user)?;
-        let cwd = in_rootfs(&req.rootfs, &req.cwd);
-        if !cwd.exists() {
+        // Inside the rootfs: the working directory may be a symlink (compat case workdir-symlink).
+        let cwd = super::rootfs::resolve_in_root(&req.rootfs, &req.cwd).map_err(rt("resolving the working directory"))?;
+        if fs::symlink_metadata(&cwd).is_err() {
             fs::create_dir_all(&cwd).map_err(rt("creating working directory"))?;
         }
         let hosts = bundle.join("hosts");
@@ -210,17 +202,5 @@ impl Executor for RuncExecutor {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn in_rootfs_is_lexical() {
-        assert_eq!(in_rootfs(Path::new("/r"), "/a/../b/./c"), PathBuf::from("/r/a/b/c"));
-        assert_eq!(in_rootfs(Path::new("/r"), "/"), PathBuf::from("/r"));
     }
 }

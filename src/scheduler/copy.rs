@@ -53,7 +53,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use frontend::dockerignore::Matcher;
 use frontend::ir::{CopyOp, Node, NodeId, Op};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
@@ -861,45 +861,9 @@ fn class(p: &[char], c: char) -> Result<(bool, usize), String> {
     Ok((matched != negate && c != '/', i))
 }
 
-/// The path of `rel` inside `root`, following symlinks as if `root` were
-/// `/` (an absolute link target restarts at `root`, `..` stops there).
-/// The last component is followed too; missing components are kept as written.
+/// [`crate::exec::rootfs::resolve_in_root`], with anyhow errors.
 pub(crate) fn resolve_in_root(root: &Path, rel: &str) -> Result<PathBuf> {
-    let mut out: Vec<OsString> = Vec::new();
-    let mut todo: VecDeque<OsString> = rel.split('/').map(OsString::from).collect();
-    let mut hops = 0;
-    while let Some(c) = todo.pop_front() {
-        if c.is_empty() || c == "." {
-            continue;
-        }
-        if c == ".." {
-            out.pop();
-            continue;
-        }
-        let mut cand = root.to_path_buf();
-        cand.extend(&out);
-        cand.push(&c);
-        match fs::symlink_metadata(&cand) {
-            Ok(md) if md.file_type().is_symlink() => {
-                hops += 1;
-                if hops > 255 {
-                    bail!("too many levels of symbolic links at {}", cand.display());
-                }
-                let target = fs::read_link(&cand).with_context(|| format!("readlink {}", cand.display()))?;
-                if target.is_absolute() {
-                    out.clear();
-                }
-                let t = target.to_string_lossy().into_owned();
-                for part in t.split('/').rev() {
-                    todo.push_front(OsString::from(part));
-                }
-            }
-            _ => out.push(c),
-        }
-    }
-    let mut p = root.to_path_buf();
-    p.extend(&out);
-    Ok(p)
+    Ok(crate::exec::rootfs::resolve_in_root(root, rel)?)
 }
 
 /// Place `items` at `dest_abs` (absolute in the image) below `root`.
