@@ -1539,12 +1539,19 @@ fn unpack(r: Box<dyn Read>, dest: &Path, chown: Option<(u32, u32)>) -> Result<()
     for e in ar.entries()? {
         let mut e = e?;
         let p = e.path()?.into_owned();
-        let is_dir = e.header().entry_type().is_dir();
+        let kind = e.header().entry_type();
+        let is_dir = kind.is_dir();
         let mtime = e.header().mtime().unwrap_or(0) as i64;
-        if !e.unpack_in(dest)? {
-            continue;
-        }
-        let out = dest.join(&p);
+        let out = if matches!(kind, tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block) {
+            // The tar crate writes these as empty files; docker makes the node (case add-tar-links).
+            let Some(out) = unpack_node(e.header(), &p, dest)? else { continue };
+            out
+        } else {
+            if !e.unpack_in(dest)? {
+                continue;
+            }
+            dest.join(&p)
+        };
         if let Some((u, g)) = chown {
             std::os::unix::fs::lchown(&out, Some(u), Some(g)).with_context(|| format!("chown {}", out.display()))?;
         }
@@ -1557,6 +1564,38 @@ fn unpack(r: Box<dyn Read>, dest: &Path, chown: Option<(u32, u32)>) -> Result<()
         let _ = set_times(d, *t, 0, *t, 0);
     }
     Ok(())
+}
+
+/// Make the fifo or device node of tar entry `header` (path `p`) below
+/// `dest`, with its mode, owner and times; None when `p` would leave `dest`.
+fn unpack_node(header: &tar::Header, p: &Path, dest: &Path) -> Result<Option<PathBuf>> {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    use std::path::Component;
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Ok(None);
+    }
+    let rel: PathBuf = p.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else { return Ok(None) };
+    let dir = resolve_in_root(dest, &parent.to_string_lossy())?;
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let out = dir.join(name);
+    if let Ok(md) = fs::symlink_metadata(&out) {
+        if md.is_dir() { fs::remove_dir_all(&out) } else { fs::remove_file(&out) }.with_context(|| format!("removing {}", out.display()))?;
+    }
+    let kind = match header.entry_type() {
+        tar::EntryType::Char => SFlag::S_IFCHR,
+        tar::EntryType::Block => SFlag::S_IFBLK,
+        _ => SFlag::S_IFIFO,
+    };
+    // GNU tar leaves the device fields of a fifo blank.
+    let dev = makedev(header.device_major().ok().flatten().unwrap_or(0).into(), header.device_minor().ok().flatten().unwrap_or(0).into());
+    mknod(&out, kind, Mode::from_bits_truncate(0o600), dev).with_context(|| format!("creating {}", out.display()))?;
+    let (uid, gid) = (header.uid()? as u32, header.gid()? as u32);
+    std::os::unix::fs::lchown(&out, Some(uid), Some(gid)).with_context(|| format!("chown {}", out.display()))?;
+    fs::set_permissions(&out, fs::Permissions::from_mode(header.mode()? & 0o7777)).with_context(|| format!("chmod {}", out.display()))?;
+    let t = header.mtime()? as i64;
+    set_times(&out, t, 0, t, 0)?;
+    Ok(Some(out))
 }
 
 /// sha256 of [`hash_tree`] of `p` (named `rel`) alone.
