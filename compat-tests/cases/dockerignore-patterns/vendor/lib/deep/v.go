@@ -1,0 +1,1 @@
+vendor/lib/deep/v.go
