@@ -85,21 +85,21 @@ fn snapshot(src: &Path, dst: &Path, readonly: bool) -> Result<(), StoreError> {
     btrfs_uapi::subvolume::snapshot_create(parent.as_fd(), source.as_fd(), &name, readonly, &[]).map_err(errno("snapshotting", dst))
 }
 
-/// The filesystem type of `path` as `stat -f -c %T` reports it.
+/// The filesystem type of `path` (statfs), named as `stat -f -c %T` names
+/// the common ones.
 fn fs_type(path: &Path) -> Result<String, StoreError> {
-    let out = Command::new("stat")
-        .args(["-f", "-c", "%T"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(io("stat -f", path))?;
-    if !out.status.success() {
-        return Err(StoreError::Root {
-            path: path.to_path_buf(),
-            message: format!("cannot stat filesystem: {}", String::from_utf8_lossy(&out.stderr).trim()),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    use nix::sys::statfs::{statfs, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, OVERLAYFS_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC};
+    let t = statfs(path)
+        .map_err(|e| StoreError::Root { path: path.to_path_buf(), message: format!("cannot stat filesystem: {e}") })?
+        .filesystem_type();
+    Ok(match t {
+        BTRFS_SUPER_MAGIC => "btrfs".into(),
+        EXT4_SUPER_MAGIC => "ext2/ext3".into(),
+        XFS_SUPER_MAGIC => "xfs".into(),
+        TMPFS_MAGIC => "tmpfs".into(),
+        OVERLAYFS_SUPER_MAGIC => "overlayfs".into(),
+        other => format!("{other:?}"),
+    })
 }
 
 /// If `root` is not on btrfs, create the sparse file `image` of `size_gb` GiB
