@@ -280,3 +280,22 @@ fn btrfs_diff_keeps_non_utf8_names() {
     nested.extend_from_slice(name.as_bytes());
     assert_eq!(got, vec![(name.as_bytes().to_vec(), ChangeKind::Added), (nested, ChangeKind::Added)]);
 }
+
+/// A commit renames the active subvolume into place, then makes it
+/// read-only; a layer left writable by a crash in between is made
+/// read-only by the next diff (send needs it) and diffs as usual.
+#[test]
+fn btrfs_commit_is_read_only_and_a_writable_layer_heals() {
+    let Some(m) = mount() else { return };
+    let s = BtrfsStore::open(&m.dir).expect("open");
+    let a = s.prepare("w1", None).unwrap();
+    w(&a.join("f"), "1");
+    let base = s.commit("w1", "base").unwrap();
+    assert!(!m.dir.join("active/w1").exists(), "the active subvolume became the layer");
+    let ro = |p: &Path| String::from_utf8_lossy(&Command::new("btrfs").args(["property", "get", "-ts"]).arg(p).arg("ro").output().unwrap().stdout).trim().to_string();
+    assert_eq!(ro(&base), "ro=true");
+    assert!(Command::new("btrfs").args(["property", "set", "-ts"]).arg(&base).args(["ro", "false"]).status().unwrap().success());
+    assert_eq!(ro(&base), "ro=false");
+    assert_eq!(changes(&s.diff(None, "base").unwrap()), vec![("f".into(), ChangeKind::Added)]);
+    assert_eq!(ro(&base), "ro=true");
+}

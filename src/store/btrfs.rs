@@ -1,10 +1,11 @@
 //! The real snapshot store: btrfs subvolumes under a root on btrfs.
 //!
 //! Layout: `ROOT/active/KEY` (writable subvolumes) and `ROOT/committed/NAME`
-//! (read-only subvolumes). A commit snapshots the active subvolume read-only
-//! to a temporary name in `committed/`, renames it to `NAME` with
-//! `RENAME_NOREPLACE` (atomic: a concurrent commit of the same name wins or
-//! loses cleanly), then deletes the active one.
+//! (read-only subvolumes). A commit makes the active subvolume read-only and
+//! renames it to `committed/NAME` with `RENAME_NOREPLACE` (atomic: a
+//! concurrent commit of the same name wins or loses cleanly; the loser's
+//! subvolume is deleted). A crash in between leaves a read-only subvolume
+//! in `active/`, removed by the next build's recovery like any other.
 //!
 //! Subvolumes are created, snapshotted and deleted with the btrfs ioctls
 //! (`btrfs-uapi`), and [`Store::diff`] reads the metadata-only send stream
@@ -78,11 +79,22 @@ fn parent_and_name(path: &Path) -> Result<(OwnedFd, CString), StoreError> {
     Ok((open_dir(parent)?, name))
 }
 
-/// Snapshot subvolume `src` as `dst` (read-only when asked): one ioctl.
-fn snapshot(src: &Path, dst: &Path, readonly: bool) -> Result<(), StoreError> {
+/// Make subvolume `path` read-only (a no-op when it is).
+fn set_readonly(path: &Path) -> Result<(), StoreError> {
+    use btrfs_uapi::subvolume::{subvolume_flags_get, subvolume_flags_set, SubvolumeFlags};
+    let fd = open_dir(path)?;
+    let flags = subvolume_flags_get(fd.as_fd()).map_err(errno("reading the flags of", path))?;
+    if !flags.contains(SubvolumeFlags::RDONLY) {
+        subvolume_flags_set(fd.as_fd(), flags | SubvolumeFlags::RDONLY).map_err(errno("making read-only", path))?;
+    }
+    Ok(())
+}
+
+/// Snapshot subvolume `src` as the writable `dst`: one ioctl.
+fn snapshot(src: &Path, dst: &Path) -> Result<(), StoreError> {
     let source = open_dir(src)?;
     let (parent, name) = parent_and_name(dst)?;
-    btrfs_uapi::subvolume::snapshot_create(parent.as_fd(), source.as_fd(), &name, readonly, &[]).map_err(errno("snapshotting", dst))
+    btrfs_uapi::subvolume::snapshot_create(parent.as_fd(), source.as_fd(), &name, false, &[]).map_err(errno("snapshotting", dst))
 }
 
 /// The filesystem type of `path` (statfs), named as `stat -f -c %T` names
@@ -213,7 +225,7 @@ impl Store for BtrfsStore {
                 if !src.is_dir() {
                     return Err(StoreError::NotFound(p.to_string()));
                 }
-                snapshot(&src, &dst, false)?;
+                snapshot(&src, &dst)?;
             }
             None => {
                 let (parent, name) = parent_and_name(&dst)?;
@@ -235,25 +247,22 @@ impl Store for BtrfsStore {
             Self::delete_subvol(&src)?;
             return Ok(dst);
         }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let tmp = self.root.join("committed").join(format!(".tmp-{name}-{}-{nanos}", std::process::id()));
-        snapshot(&src, &tmp, true)?;
+        // The active subvolume itself becomes the layer: renamed into place,
+        // then made read-only (btrfs refuses to rename a read-only
+        // subvolume). No snapshot is taken and none deleted, so its inodes,
+        // and the page cache of what the step wrote, stay (the export reads
+        // them next). Until the flag is set the layer is writable, but
+        // nothing writes to `committed/`; `send_stream` sets the flag on a
+        // layer a crash left without it.
         use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-        match renameat2(AT_FDCWD, &tmp, AT_FDCWD, &dst, RenameFlags::RENAME_NOREPLACE) {
-            Ok(()) => {}
+        match renameat2(AT_FDCWD, &src, AT_FDCWD, &dst, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => set_readonly(&dst)?,
             Err(nix::errno::Errno::EEXIST) | Err(nix::errno::Errno::ENOTEMPTY) => {
                 // A concurrent commit won: keep theirs.
-                Self::delete_subvol(&tmp)?;
+                Self::delete_subvol(&src)?;
             }
-            Err(e) => {
-                let _ = Self::delete_subvol(&tmp);
-                return Err(StoreError::Io { op: "renaming", path: dst, source: e.into() });
-            }
+            Err(e) => return Err(StoreError::Io { op: "renaming", path: dst, source: e.into() }),
         }
-        Self::delete_subvol(&src)?;
         Ok(dst)
     }
 
@@ -409,6 +418,11 @@ struct StreamOp {
 /// The send stream of committed subvolume `child` (metadata only), relative
 /// to `parent` when given: `BTRFS_IOC_SEND` into a pipe drained by a thread.
 fn send_stream(parent: Option<&Path>, child: &Path) -> Result<Vec<u8>, StoreError> {
+    // Send needs both read-only; a commit interrupted before its flag was set left it writable.
+    set_readonly(child)?;
+    if let Some(p) = parent {
+        set_readonly(p)?;
+    }
     let child_fd = open_dir(child)?;
     let parent_id = match parent {
         Some(p) => btrfs_uapi::subvolume::subvolume_info(open_dir(p)?.as_fd()).map_err(errno("reading subvolume info of", p))?.id,
