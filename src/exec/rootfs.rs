@@ -65,6 +65,14 @@ mod tests {
         symlink("/real/dir", r.join("abs")).unwrap();
         symlink("../../..", r.join("real/dir/up")).unwrap();
         symlink("loop", r.join("loop")).unwrap();
+        fs::create_dir_all(r.join("usr/bin")).unwrap();
+        symlink("usr/bin", r.join("bin")).unwrap();
+        symlink("/tmp", r.join("tmp-link")).unwrap();
+        symlink("../../..", r.join("usr/bin/up")).unwrap();
+        assert_eq!(resolve_in_root(r, "bin/sh").unwrap(), r.join("usr/bin/sh"));
+        assert_eq!(resolve_in_root(r, "/tmp-link/x").unwrap(), r.join("tmp/x"));
+        assert_eq!(resolve_in_root(r, "bin/up/etc").unwrap(), r.join("etc"));
+        assert_eq!(resolve_in_root(r, "../../etc/passwd").unwrap(), r.join("etc/passwd"));
         assert_eq!(resolve_in_root(r, "/abs/new").unwrap(), r.join("real/dir/new"));
         assert_eq!(resolve_in_root(r, "/abs/up/etc").unwrap(), r.join("etc"));
         assert_eq!(resolve_in_root(r, "/../../x").unwrap(), r.join("x"));

@@ -131,7 +131,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         if self.cached(&name) {
             return Ok(tree_state(name));
         }
-        let src = if sub.is_empty() { work.clone() } else { super::copy::resolve_in_root(&work, sub).map_err(fail)? };
+        let src = if sub.is_empty() { work.clone() } else { crate::exec::rootfs::resolve_in_root(&work, sub).map_err(|e| fail(e.into()))? };
         if !src.is_dir() {
             return Err(fail(anyhow!("sub-directory {sub:?} not found in {remote} at {commit}")));
         }

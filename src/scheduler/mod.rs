@@ -598,7 +598,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             for comp in wd.split('/').filter(|c| !c.is_empty()) {
                 rel.push('/');
                 rel.push_str(comp);
-                let p = copy::resolve_in_root(&root, &rel)?;
+                let p = crate::exec::rootfs::resolve_in_root(&root, &rel)?;
                 if fs::symlink_metadata(&p).is_err() {
                     fs::create_dir(&p).with_context(|| format!("creating {rel}"))?;
                     std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
