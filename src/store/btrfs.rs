@@ -1,11 +1,12 @@
 //! The real snapshot store: btrfs subvolumes under a root on btrfs.
 //!
 //! Layout: `ROOT/active/KEY` (writable subvolumes) and `ROOT/committed/NAME`
-//! (read-only subvolumes). A commit makes the active subvolume read-only and
-//! renames it to `committed/NAME` with `RENAME_NOREPLACE` (atomic: a
-//! concurrent commit of the same name wins or loses cleanly; the loser's
-//! subvolume is deleted). A crash in between leaves a read-only subvolume
-//! in `active/`, removed by the next build's recovery like any other.
+//! (read-only subvolumes). A commit renames the active subvolume to
+//! `committed/NAME` with `RENAME_NOREPLACE` (atomic: a concurrent commit of
+//! the same name wins or loses cleanly; the loser's subvolume is deleted),
+//! then makes it read-only (btrfs cannot rename a read-only subvolume). A
+//! layer a crash left writable in between is made read-only by the next
+//! diff (`send_stream`).
 //!
 //! Subvolumes are created, snapshotted and deleted with the btrfs ioctls
 //! (`btrfs-uapi`), and [`Store::diff`] reads the metadata-only send stream
