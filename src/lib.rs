@@ -14,4 +14,5 @@ pub mod progress;
 pub mod registry;
 pub mod remote_cache;
 pub mod scheduler;
+pub mod sources;
 pub mod store;

@@ -5,8 +5,10 @@
 mod build;
 mod cache;
 mod graph;
+mod named_contexts;
 mod plugin;
 mod rebase;
+mod remote_context;
 mod setup;
 
 use clap::{Parser, Subcommand};

@@ -46,6 +46,9 @@ pub struct Request {
     pub jobs: usize,
     /// `SOURCE_DATE_EPOCH`: clamp file times, set `created` (reproducible images).
     pub epoch: Option<u64>,
+    /// Where the build context came from when it was a Git or HTTP(S) URL
+    /// (the repository, commit and sub-directory), for provenance.
+    pub context_origin: Option<crate::sources::ContextOrigin>,
 }
 
 /// The image the build produced, as recorded by `--iidfile`,
