@@ -229,7 +229,7 @@ fn each_context_kind_builds_and_matches_buildkit() {
 
     // GIT_AUTH_TOKEN.<host> opens the private repository; without it the fetch fails naming the URL.
     let private = format!("{}/private.git#v1:sub", f.http_git);
-    let e = f.fails(&[private.clone()]);
+    let e = f.fails(std::slice::from_ref(&private));
     assert!(e.contains("private.git"), "{e}");
     let host = f.http_git.trim_start_matches("http://").split('/').next().unwrap().to_string();
     std::env::set_var("STROMATEKT_TEST_TOKEN", "s3cret");

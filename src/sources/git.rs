@@ -342,13 +342,23 @@ fn checkout_inner(src: &GitSource, auth: &GitAuth, cache: &Path, tmp: &Path) -> 
     let target = if by_id { resolved.fetch.clone() } else { format!("+{0}:{0}", resolved.fetch) };
     let shallow = ["fetch", "--quiet", "--depth=1", "--no-tags", "origin", target.as_str()];
     if let Err(e) = git.run(&shallow, Some(&repo)) {
-        // A dumb-HTTP server (static files) cannot serve a shallow fetch.
-        if !format!("{e:#}").contains("shallow") {
+        let msg = format!("{e:#}");
+        if msg.contains("shallow") {
+            // A dumb-HTTP server (static files) cannot serve a shallow fetch.
+            git.run(&["fetch", "--quiet", "--no-tags", "origin", &target], Some(&repo)).with_context(|| format!("fetching {}", resolved.fetch))?;
+        } else if by_id {
+            // A server that only gives advertised refs (protocol v0 without
+            // uploadpack.allowReachableSHA1InWant): fetch its branches and
+            // tags and look for the commit among them.
+            git.run(&["fetch", "--quiet", "--tags", "origin", "+refs/heads/*:refs/remotes/origin/*"], Some(&repo))
+                .map_err(|e2| anyhow!("fetching commit {}: {msg}; fetching every branch: {e2:#}", resolved.fetch))?;
+        } else {
             return Err(e.context(format!("fetching {}", resolved.fetch)));
         }
-        git.run(&["fetch", "--quiet", "--no-tags", "origin", &target], Some(&repo)).with_context(|| format!("fetching {}", resolved.fetch))?;
     }
-    let fetched = git.run(&["rev-parse", "--verify", "--quiet", &format!("{}^{{commit}}", resolved.fetch)], Some(&repo))?;
+    let fetched = git
+        .run(&["rev-parse", "--verify", "--quiet", &format!("{}^{{commit}}", resolved.fetch)], Some(&repo))
+        .map_err(|_| anyhow!("repository does not contain commit {}", resolved.fetch))?;
     let fetched = fetched.trim().to_string();
     if fetched != commit {
         // The ref moved between ls-remote and fetch: take what was fetched
