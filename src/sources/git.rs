@@ -484,4 +484,102 @@ mod tests {
         assert_eq!((base64(b"a"), base64(b"ab"), base64(b"abc")), ("YQ==".into(), "YWI=".into(), "YWJj".into()));
         assert!(is_ssh("git@h:r.git") && is_ssh("ssh://h/r") && !is_ssh("https://h/r.git"));
     }
+
+    /// Run git in `dir` with a fixed identity.
+    fn git_in(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Serve `dir` as static files (a dumb-HTTP git server) on loopback.
+    fn serve_dir(dir: PathBuf) -> u16 {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut c) = conn else { continue };
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut req = String::new();
+                let _ = r.read_line(&mut req);
+                loop {
+                    let mut l = String::new();
+                    if r.read_line(&mut l).unwrap_or(0) == 0 || l.trim().is_empty() {
+                        break;
+                    }
+                }
+                let path = req.split_whitespace().nth(1).unwrap_or("/").split('?').next().unwrap_or("/").to_string();
+                let f = dir.join(path.trim_start_matches('/'));
+                let _ = match fs::read(&f).ok().filter(|_| !path.contains("..") && f.is_file()) {
+                    Some(b) => c.write_all(format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", b.len()).as_bytes()).and_then(|_| c.write_all(&b)),
+                    None => c.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+                };
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn checkouts_cached_by_commit_and_dumb_http() {
+        if Command::new("git").arg("--version").output().is_err() {
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "git is not installed");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("a.txt"), "one").unwrap();
+        fs::write(src.join("sub/b.txt"), "two").unwrap();
+        git_in(&src, &["init", "-q", "-b", "main"]);
+        git_in(&src, &["add", "-A"]);
+        git_in(&src, &["commit", "-qm", "1"]);
+        git_in(&src, &["tag", "-a", "-m", "annotated", "v1"]);
+        let c1 = git_in(&src, &["rev-parse", "HEAD"]);
+        fs::write(src.join("a.txt"), "changed").unwrap();
+        git_in(&src, &["commit", "-qam", "2"]);
+        let served = tmp.path().join("served");
+        fs::create_dir_all(&served).unwrap();
+        git_in(tmp.path(), &["clone", "-q", "--bare", &src.to_string_lossy(), &served.join("r.git").to_string_lossy()]);
+        git_in(&served.join("r.git"), &["update-server-info"]);
+        let port = serve_dir(served);
+        let (cache, work) = (tmp.path().join("cache"), tmp.path().join("tmp"));
+        let remote = format!("http://127.0.0.1:{port}/r.git");
+        let at = |reference: Option<&str>, subdir: Option<&str>, keep: bool, checksum: Option<&str>| GitSource {
+            remote: remote.clone(),
+            reference: reference.map(String::from),
+            subdir: subdir.map(String::from),
+            keep_git_dir: keep,
+            checksum: checksum.map(String::from),
+            skip_submodules: false,
+        };
+        let auth = GitAuth::default();
+        // Dumb HTTP cannot fetch shallow: the full fetch is the fallback.
+        let tag = checkout(&at(Some("v1"), Some("sub"), false, Some(&c1[..8])), &auth, &cache, &work).unwrap();
+        assert_eq!(tag.commit, c1);
+        assert_eq!(fs::read_to_string(tag.dir.join("b.txt")).unwrap(), "two");
+        assert!(!tag.dir.join("a.txt").exists());
+        let head = checkout(&at(None, None, true, None), &auth, &cache, &work).unwrap();
+        assert_eq!(fs::read_to_string(head.dir.join("a.txt")).unwrap(), "changed");
+        assert!(head.dir.join(".git/HEAD").is_file());
+        assert_eq!(fs::metadata(head.dir.join("a.txt")).unwrap().permissions().mode() & 0o777, 0o644);
+        // Cached by commit: the same checkout again is the same directory.
+        assert_eq!(checkout(&at(Some("main"), None, true, None), &auth, &cache, &work).unwrap().dir, head.dir);
+        let e = format!("{:#}", checkout(&at(Some("v1"), None, false, Some("ffff")), &auth, &cache, &work).unwrap_err());
+        assert!(e.contains("expected checksum to match ffff") && e.contains(&remote), "{e}");
+        let e = format!("{:#}", checkout(&at(Some("nope"), None, false, None), &auth, &cache, &work).unwrap_err());
+        assert!(e.contains("repository does not contain ref nope"), "{e}");
+        let e = format!("{:#}", checkout(&at(Some("v1"), Some("missing"), false, None), &auth, &cache, &work).unwrap_err());
+        assert!(e.contains("\"missing\" not found"), "{e}");
+        // Nothing left in the work directory.
+        assert_eq!(fs::read_dir(&work).unwrap().count(), 0);
+    }
 }
