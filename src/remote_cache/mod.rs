@@ -696,7 +696,7 @@ mod tests {
     }
 
     /// `touch P` creates P in the rootfs; nothing else does anything.
-    fn fake() -> FakeExecutor {
+    pub(super) fn fake() -> FakeExecutor {
         FakeExecutor::new().with_behaviour(|req| {
             let cmd = req.args.last().cloned().unwrap_or_default();
             for part in cmd.split("&&") {
@@ -715,13 +715,13 @@ FROM scratch\nCOPY a.txt /a.txt\nRUN touch /one\nWORKDIR /work\n\
 # stromatekt:parallel\nRUN touch /p1\nRUN touch /p2\n# stromatekt:end\n\
 COPY --from=builder /tool /tool\nRUN touch /work/out\n";
 
-    struct Machine {
-        _tmp: tempfile::TempDir,
-        store: DirStore,
-        context: Context,
+    pub(super) struct Machine {
+        pub(super) _tmp: tempfile::TempDir,
+        pub(super) store: DirStore,
+        pub(super) context: Context,
     }
 
-    fn machine() -> Machine {
+    pub(super) fn machine() -> Machine {
         let tmp = tempfile::tempdir().unwrap();
         let store = DirStore::open(&tmp.path().join("store")).unwrap();
         let ctx = tmp.path().join("ctx");
@@ -733,7 +733,7 @@ COPY --from=builder /tool /tool\nRUN touch /work/out\n";
 
     /// Build DOCKERFILE on `m`; returns the result, the step records and
     /// the recorder.
-    fn build(m: &Machine, exec: &FakeExecutor, cache: Option<Arc<ImportedCache>>) -> (State, Vec<StepRecord>, Recorder) {
+    pub(super) fn build(m: &Machine, exec: &FakeExecutor, cache: Option<Arc<ImportedCache>>) -> (State, Vec<StepRecord>, Recorder) {
         let g = frontend::build_graph(DOCKERFILE, &frontend::LowerOptions { file: "Dockerfile".into(), ..Default::default() }).unwrap();
         let progress = Progress::new(Mode::Quiet);
         let mut sched = Scheduler::new(&m.store, exec, &m.context, &NoImages, &progress, Options { jobs: 4, ..Options::default() });
@@ -746,7 +746,7 @@ COPY --from=builder /tool /tool\nRUN touch /work/out\n";
         (st, progress.records(), rec)
     }
 
-    fn digests<S: Store>(store: &S, st: &State) -> Vec<String> {
+    pub(super) fn digests<S: Store>(store: &S, st: &State) -> Vec<String> {
         crate::scheduler::export::image_parts(store, st, 2).unwrap().1.into_iter().map(|(d, _)| d.digest).collect()
     }
 

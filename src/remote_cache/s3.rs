@@ -265,7 +265,100 @@ pub fn parse_manifest(bytes: &[u8], origin: &str) -> Result<CacheConfig> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+    use crate::progress::Outcome;
+    use crate::remote_cache::tests::{build, digests, fake, machine};
+    use crate::remote_cache::{export_cache, parse_cache_spec, ImportedCache};
+    use std::process::{Child, Command, Stdio};
+
+    /// moto's S3 server (scripts/install-deps.sh) on a free loopback port,
+    /// killed by PID when dropped; `None` (a skip, a failure under CI=true)
+    /// when it is not installed.
+    struct Moto(Child, u16);
+
+    impl Moto {
+        fn start() -> Option<Moto> {
+            let venv = std::env::var_os("MOTO_VENV").map(std::path::PathBuf::from).unwrap_or_else(|| "/opt/stromatekt/moto".into());
+            if !venv.join("bin/moto_server").is_file() {
+                assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "moto is not installed (scripts/install-deps.sh)");
+                eprintln!("skipping: moto is not installed (scripts/install-deps.sh)");
+                return None;
+            }
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = Command::new(venv.join("bin/moto_server"))
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let m = Moto(child, port);
+            let t = std::time::Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(t.elapsed() < Duration::from_secs(60), "moto did not start");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let py = format!(
+                "import boto3\nboto3.client('s3', endpoint_url='http://127.0.0.1:{port}', region_name='us-east-1', \
+                 aws_access_key_id='t', aws_secret_access_key='t').create_bucket(Bucket='cache')"
+            );
+            assert!(Command::new(venv.join("bin/python")).arg("-c").arg(py).status().unwrap().success());
+            Some(m)
+        }
+    }
+
+    impl Drop for Moto {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Export (mode=max) from one store, import on a fresh one: every step
+    /// cached, no container, same layers, each blob downloaded once; a
+    /// second export uploads nothing; a missing bucket is named.
+    #[test]
+    fn round_trip_through_an_s3_server() {
+        let Some(moto) = Moto::start() else { return };
+        let opt = |rest: &str| {
+            format!(
+                "type=s3,region=us-east-1,endpoint_url=http://127.0.0.1:{},access_key_id=t,secret_access_key=t{rest}",
+                moto.1
+            )
+        };
+        let a = machine();
+        let exec_a = fake();
+        let (st_a, _, rec) = build(&a, &exec_a, None);
+        let to = parse_cache_spec(&opt(",bucket=cache,mode=max,prefix=p/,name=one;two")).unwrap();
+        let sum = export_cache(&a.store, &rec, &[&st_a], &to, None).unwrap();
+        assert!(sum.blobs > 0);
+        assert_eq!(sum.uploaded, Some(sum.blobs));
+        assert_eq!(export_cache(&a.store, &rec, &[&st_a], &to, None).unwrap().uploaded, Some(0));
+        let touch = parse_cache_spec(&opt(",bucket=cache,mode=max,prefix=p/,name=one,touch_refresh=0s")).unwrap();
+        assert_eq!(export_cache(&a.store, &rec, &[&st_a], &touch, None).unwrap().uploaded, Some(0));
+
+        let b = machine();
+        let exec_b = fake();
+        let imported = Arc::new(ImportedCache::import(&parse_cache_spec(&opt(",bucket=cache,prefix=p/,name=two")).unwrap(), None, "linux/amd64").unwrap());
+        assert_eq!(imported.origin(), "s3://cache/p/manifests/two");
+        let (st_b, records, _) = build(&b, &exec_b, Some(imported.clone()));
+        assert!(exec_b.requests().is_empty());
+        assert!(records.iter().all(|r| r.outcome == Outcome::Cached), "{records:?}");
+        assert_eq!(digests(&b.store, &st_b), digests(&a.store, &st_a));
+        let distinct: std::collections::BTreeSet<&str> =
+            imported.config().recipes.values().flat_map(|r| r.layers.iter().map(|l| l.digest.as_str())).collect();
+        assert_eq!(imported.downloaded(), distinct.len());
+
+        let missing = parse_cache_spec(&opt(",bucket=nope,mode=max")).unwrap();
+        let e = format!("{:#}", export_cache(&a.store, &rec, &[&st_a], &missing, None).unwrap_err());
+        assert!(e.contains("S3 bucket \"nope\" does not exist"), "{e}");
+        let e = format!("{:#}", ImportedCache::import(&missing, None, "linux/amd64").unwrap_err());
+        assert!(e.contains("S3 bucket \"nope\" does not exist"), "{e}");
+        let e = format!("{:#}", ImportedCache::import(&parse_cache_spec(&opt(",bucket=cache,name=absent")).unwrap(), None, "x").unwrap_err());
+        assert!(e.contains("no build cache at s3://cache/manifests/absent"), "{e}");
+    }
 
     #[test]
     fn bucket_in_host_only_where_the_sdks_put_it() {
