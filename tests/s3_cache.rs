@@ -135,19 +135,20 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// The RUN and COPY steps that executed (progress event `done`), by name.
+/// The steps that executed (progress event `done`) other than base image
+/// imports, by name.
 fn executed(o: &Output) -> Vec<String> {
     common::events(o)
         .iter()
         .filter(|e| e["event"] == "done")
         .filter_map(|e| e["name"].as_str().map(str::to_string))
-        .filter(|n| n.contains("RUN ") || n.contains("COPY "))
+        .filter(|n| !n.contains("load image"))
         .collect()
 }
 
-/// How many RUN steps executed.
+/// How many of the Dockerfile's RUN steps executed.
 fn runs(o: &Output) -> usize {
-    executed(o).iter().filter(|n| n.contains("RUN ")).count()
+    executed(o).iter().filter(|n| n.contains("echo tool") || n.contains("echo one") || n.contains("cat /one")).count()
 }
 
 /// The layer digests of image `latest` in the OCI layout `dir`.
@@ -239,7 +240,7 @@ fn s3_cache_makes_a_fresh_store_fully_cached() {
         .arg(&ctx_b);
     let o = ok(c.output().unwrap());
     let ev = common::events(&o);
-    assert_eq!(executed(&o), Vec::<String>::new(), "no RUN or COPY executes on B:\n{}", stderr(&o));
+    assert_eq!(executed(&o), Vec::<String>::new(), "no step executes on B:\n{}", stderr(&o));
     assert!(stderr(&o).contains("importing build cache s3://ci-cache/manifests/max"), "{}", stderr(&o));
     for step in ["echo tool", "echo one", "cat /one"] {
         assert_eq!(common::outcome(&ev, step), "cached", "{step}:\n{}", stderr(&o));
