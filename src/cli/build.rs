@@ -116,6 +116,9 @@ pub struct BuildArgs {
     /// `type=local,dest=DIR[,mode=..]` | `type=inline` (repeatable).
     #[arg(long = "cache-to")]
     pub cache_to: Vec<String>,
+    /// `--attest`, `--provenance`, `--sbom`.
+    #[command(flatten)]
+    pub attest: crate::attest::AttestFlags,
     /// Docker flags stromatekt does not support (each fails, naming itself).
     #[command(flatten)]
     pub unsupported: Unsupported,
@@ -165,13 +168,7 @@ pub struct Unsupported {
     #[arg(long, hide = true)]
     annotation: Vec<String>,
     #[arg(long, hide = true)]
-    attest: Vec<String>,
-    #[arg(long, hide = true)]
     call: Option<String>,
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
-    sbom: Option<String>,
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
-    provenance: Option<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
     rm: Option<String>,
     #[arg(long = "force-rm", hide = true, num_args = 0..=1, default_missing_value = "true")]
@@ -183,7 +180,7 @@ pub struct Unsupported {
 impl Unsupported {
     /// The first unsupported flag given, with why.
     fn check(&self) -> Result<()> {
-        let set: [(&str, bool); 21] = [
+        let set: [(&str, bool); 18] = [
             ("--squash", self.squash),
             ("--compress", self.compress),
             ("--stream", self.stream),
@@ -201,10 +198,7 @@ impl Unsupported {
             ("--cpuset-mems", self.cpuset_mems.is_some()),
             ("--security-opt", !self.security_opt.is_empty()),
             ("--annotation", !self.annotation.is_empty()),
-            ("--attest", !self.attest.is_empty()),
             ("--call", self.call.is_some()),
-            ("--sbom", self.sbom.as_deref().is_some_and(|v| v != "false")),
-            ("--provenance", self.provenance.as_deref().is_some_and(|v| v != "false" && v != "0")),
         ];
         if let Some((flag, _)) = set.iter().find(|(_, on)| *on) {
             bail!("{flag} is a docker build flag stromatekt does not support (yet); remove it to build");
@@ -513,6 +507,7 @@ fn check_multi_outputs(a: &BuildArgs) -> Result<()> {
 /// Outputs of a multi-platform build: an OCI layout holding an image index
 /// (`type=oci,dest=DIR`) and/or a push of the index (`--push`,
 /// `type=registry`, `type=image,push=true`).
+#[allow(clippy::too_many_arguments)]
 fn multi_platform_outputs<S: crate::store::Store>(
     a: &BuildArgs,
     store: &S,
@@ -521,6 +516,7 @@ fn multi_platform_outputs<S: crate::store::Store>(
     progress: &Progress,
     epoch: Option<u64>,
     jobs: usize,
+    attestations: &[crate::attest::ForImage],
 ) -> Result<()> {
     use crate::output::spec::{Dest, Kind};
     let mut images = Vec::new();
@@ -536,6 +532,7 @@ fn multi_platform_outputs<S: crate::store::Store>(
         match (spec.kind, &spec.dest) {
             (Kind::Oci, Some(Dest::Path(dir))) if !spec.oci_as_tar() => {
                 let d = crate::scheduler::platforms::export_index(store, &images, dir, &tag, jobs, epoch)?;
+                let d = crate::output::attach_to_index(dir, d, &tag, attestations, &a.tags, crate::attest::ForImage::in_layout)?;
                 progress.message(&format!("exported index {} ({} platforms) to {}", d.digest, images.len(), dir.display()));
                 wrote = true;
             }
@@ -554,6 +551,7 @@ fn multi_platform_outputs<S: crate::store::Store>(
     if !push_names.is_empty() {
         let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("push")).tempdir_in(store.root()).context("temp dir in the store")?;
         let d = crate::scheduler::platforms::export_index(store, &images, tmp.path(), "latest", jobs, epoch)?;
+        let d = crate::output::attach_to_index(tmp.path(), d, "latest", attestations, &push_names, crate::attest::ForImage::pushed)?;
         let reg = crate::registry::oci::OciRegistry::new()?;
         for name in &push_names {
             let t = std::time::Instant::now();
@@ -589,6 +587,7 @@ fn check_secrets(graph: &frontend::ir::Graph, secrets: &BTreeMap<String, Vec<u8>
 /// Run `build`.
 pub fn run(a: &BuildArgs) -> Result<()> {
     a.unsupported.check()?;
+    let attest = crate::attest::flags::parse(&a.attest, std::env::var("BUILDX_NO_DEFAULT_ATTESTATIONS").ok().as_deref())?;
     use crate::remote_cache::{parse_cache_spec, CacheSpec, ImportedCache};
     let cache_from =
         a.cache_from.iter().map(|c| parse_cache_spec(c).with_context(|| format!("--cache-from {c}"))).collect::<Result<Vec<_>>>()?;
@@ -672,6 +671,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     let store = crate::store::root::open_default()?;
     let _lock = crate::cache::StoreLock::shared(store.root())?;
     let resolver = Resolver::new(content_dir(store.root()));
+    let recorder = crate::attest::Recorder::new(&resolver);
     let opts = frontend::LowerOptions {
         file: input.shown.clone(),
         build_args,
@@ -741,7 +741,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         ssh,
         ..Options::default()
     };
-    let mut sched = Scheduler::new(&store, &exec, &context, &resolver, &progress, sched_opts);
+    let mut sched = Scheduler::new(&store, &exec, &context, &recorder, &progress, sched_opts);
     for spec in &cache_from {
         match ImportedCache::import(spec, None, &sched.opts.platform) {
             Ok(c) => {
@@ -763,12 +763,23 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     }
     let states = result?;
     let results: Vec<&crate::scheduler::State> = graph.exports.iter().filter_map(|e| states.get(&e.node)).collect();
+    let facts = super::attest::Facts {
+        dockerfile: input.file.as_deref(),
+        text: &input.text,
+        build_args: &opts.build_args,
+        labels: &labels,
+        context: None,
+        epoch,
+        secrets: sched.opts.secrets.keys().cloned().collect(),
+        ssh: sched.opts.ssh.keys().cloned().collect(),
+    };
+    let attestations = super::attest::make(a, &attest, facts, &store, &graph, &states, &recorder, &sched.opts.platform)?;
     for spec in cache_to.iter().filter(|c| **c != CacheSpec::Inline) {
         let s = crate::remote_cache::export_cache(&store, sched.recorded(), &results, spec, None).context("--cache-to")?;
         progress.message(&format!("exported build cache {} ({} entries, {} blobs)", s.manifest, s.recipes, s.blobs));
     }
     if platforms.len() > 1 {
-        return multi_platform_outputs(a, &store, &graph, &states, &progress, epoch, sched.opts.jobs);
+        return multi_platform_outputs(a, &store, &graph, &states, &progress, epoch, sched.opts.jobs, &attestations);
     }
     let export = graph.exports.first().ok_or_else(|| anyhow!("the Dockerfile exports nothing"))?;
     let state = states.get(&export.node).ok_or_else(|| anyhow!("internal: export not built"))?;
@@ -777,7 +788,9 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     if cache_to.contains(&CacheSpec::Inline) {
         labels.push(crate::remote_cache::inline_label(&store, sched.recorded(), &[state])?);
     }
-    let req = Request { outputs, tags: a.tags.clone(), labels, load: a.load || default_load, push: a.push, jobs: sched.opts.jobs, epoch };
+    let attested = attestations.into_iter().next().unwrap_or_default();
+    let metadata = crate::attest::metadata(std::slice::from_ref(&attested), &crate::attest::build_ref(), std::env::var("BUILDX_METADATA_PROVENANCE").ok().as_deref());
+    let req = Request { outputs, tags: a.tags.clone(), labels, load: a.load || default_load, push: a.push, jobs: sched.opts.jobs, epoch, attestations: attested };
     let need_image = a.quiet || a.iidfile.is_some() || a.metadata_file.is_some();
     let info = write_outputs(&store, state, &req, &progress, need_image)?;
     if req.outputs.is_empty() && !req.push && !req.load {
@@ -787,7 +800,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         write_iidfile(path, info)?;
     }
     if let Some(path) = &a.metadata_file {
-        write_metadata(path, info.as_ref())?;
+        write_metadata(path, info.as_ref(), &metadata)?;
     }
     progress.summary(&|n| graph.inputs(frontend::ir::NodeId(n)).into_iter().map(|i| i.0).collect());
     if a.quiet {
@@ -823,7 +836,6 @@ mod tests {
             (&["--ulimit", "nofile=1024", "."], "--ulimit"),
             (&["-m", "1g", "."], "--memory"),
             (&["--cgroup-parent", "x", "."], "--cgroup-parent"),
-            (&["--provenance=true", "."], "--provenance"),
         ] {
             let e = parse(args).unsupported.check().unwrap_err().to_string();
             assert!(e.contains(flag), "{args:?}: {e}");
