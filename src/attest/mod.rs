@@ -6,7 +6,6 @@
 //! provenance.rs  the SLSA provenance v1 predicate (and its v0.2 form for --metadata-file)
 //! sbom.rs        the SPDX 2.3 SBOM read from the image's package databases
 //! attach.rs      in-toto statements, attestation manifests in an image index, local files
-//! inspect.rs     what `imagetools inspect --format '{{json .Provenance}}'` shows
 //! ```
 //!
 //! The CLI parses the flags before building ([`flags::parse`]) and wraps
@@ -17,7 +16,6 @@
 
 pub mod attach;
 pub mod flags;
-pub mod inspect;
 pub mod provenance;
 pub mod sbom;
 
