@@ -113,9 +113,14 @@ pub fn write_attestation_manifest(layout: &Layout, target: &Descriptor, atts: &[
 }
 
 /// An index of `images` (platform manifests already in `layout`, each with
-/// its platform set) followed by their attestation manifests; written to
-/// the layout, not tagged. Returns its descriptor.
-pub fn write_index(layout: &Layout, images: &[(Descriptor, Vec<&Attestation>)], names: &[String]) -> Result<Descriptor> {
+/// its platform set) followed by their attestation manifests, with index
+/// `annotations`; written to the layout, not tagged. Returns its descriptor.
+pub fn write_index(
+    layout: &Layout,
+    images: &[(Descriptor, Vec<&Attestation>)],
+    names: &[String],
+    annotations: Option<BTreeMap<String, String>>,
+) -> Result<Descriptor> {
     let mut manifests: Vec<Descriptor> = images.iter().map(|(d, _)| d.clone()).collect();
     for (d, atts) in images {
         if atts.is_empty() {
@@ -128,7 +133,7 @@ pub fn write_index(layout: &Layout, images: &[(Descriptor, Vec<&Attestation>)], 
         };
         manifests.push(write_attestation_manifest(layout, d, atts, &image_subjects(names, &p, &d.digest))?);
     }
-    let idx = Index::new(manifests).to_json();
+    let idx = Index { annotations, ..Index::new(manifests) }.to_json();
     let id = descriptor(INDEX_V1, &idx);
     layout.put_bytes(&id.digest, &idx).context("writing the image index")?;
     Ok(id)
@@ -136,12 +141,14 @@ pub fn write_index(layout: &Layout, images: &[(Descriptor, Vec<&Attestation>)], 
 
 /// An existing index in `layout` (`index` describes it) with attestation
 /// manifests added for its platform manifests, by platform
-/// (`os/arch[/variant]` -> attestations). Returns the new index descriptor.
+/// (`os/arch[/variant]` -> attestations), keeping its annotations and those
+/// of its descriptor. Returns the new index descriptor.
 pub fn extend_index(layout_dir: &Path, index: &Descriptor, by_platform: &BTreeMap<String, Vec<&Attestation>>, names: &[String]) -> Result<Descriptor> {
     let layout = Layout::create(layout_dir).with_context(|| format!("opening OCI layout {}", layout_dir.display()))?;
     let bytes = std::fs::read(layout.blob_path(&index.digest)).with_context(|| format!("reading index {}", index.digest))?;
     let idx: Index = serde_json::from_slice(&bytes).with_context(|| format!("index {} does not parse", index.digest))?;
     let mut images = vec![];
+    let annotations = idx.annotations.clone();
     for d in idx.manifests {
         let p = d.platform.as_ref().map(|p| match &p.variant {
             Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
@@ -150,7 +157,9 @@ pub fn extend_index(layout_dir: &Path, index: &Descriptor, by_platform: &BTreeMa
         let atts = p.and_then(|p| by_platform.get(&p)).cloned().unwrap_or_default();
         images.push((d, atts));
     }
-    write_index(&layout, &images, names)
+    let mut out = write_index(&layout, &images, names, annotations)?;
+    out.annotations = index.annotations.clone().filter(|a| !a.is_empty());
+    Ok(out)
 }
 
 /// Write an OCI layout directory as a tar (`oci-layout`, `index.json`,
@@ -289,7 +298,7 @@ mod tests {
         layout.put_bytes(&md.digest, &m).unwrap();
         md.platform = Some(platform_of("linux/amd64"));
         let p = att("https://slsa.dev/provenance/v1", "provenance.json");
-        let idx = write_index(&layout, &[(md.clone(), vec![&p])], &["reg:5000/app:1".into()]).unwrap();
+        let idx = write_index(&layout, &[(md.clone(), vec![&p])], &["reg:5000/app:1".into()], None).unwrap();
         let index: Index = serde_json::from_slice(&std::fs::read(layout.blob_path(&idx.digest)).unwrap()).unwrap();
         assert_eq!(index.manifests.len(), 2);
         assert_eq!(index.manifests[0].digest, md.digest);

@@ -19,7 +19,7 @@ pub fn attach_single(dir: &Path, img: &BuiltImage, atts: &[&Attestation], platfo
     let layout = Layout::create(dir).with_context(|| format!("opening OCI layout {}", dir.display()))?;
     let mut md = img.manifest_desc.clone();
     md.platform = Some(platform_of(platform));
-    let idx = write_index(&layout, &[(md, atts.to_vec())], names)?;
+    let idx = write_index(&layout, &[(md, atts.to_vec())], names, None)?;
     layout.set_manifest(idx.clone(), Some(tag)).with_context(|| format!("writing {}/index.json", dir.display()))?;
     Ok(idx)
 }

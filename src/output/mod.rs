@@ -14,6 +14,7 @@
 //! attested.rs  images with attestations: an index with attestation manifests
 //! ```
 
+pub mod annotations;
 pub mod attested;
 pub mod compress;
 pub mod image;
@@ -51,6 +52,8 @@ pub struct Request {
     pub epoch: Option<u64>,
     /// Attestations of the image, attached where each output keeps them.
     pub attestations: crate::attest::ForImage,
+    /// `--annotation`s (each output's `annotation.*` options are added to them).
+    pub annotations: annotations::Annotations,
 }
 
 /// The image the build produced, as recorded by `--iidfile`,
@@ -154,7 +157,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
             }
             Kind::Oci if !o.oci_as_tar() => {
                 let Some(Dest::Path(dir)) = &o.dest else { return Err(anyhow!("type=oci,tar=false needs dest=DIR")) };
-                let img = image(encoding_of(o), &mut parts)?;
+                let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
                 let tag = names.first().map(|n| image::tag_part(n)).unwrap_or_else(|| "latest".into());
                 img.write_layout_dir(dir, &tag)?;
                 let in_layout = atts.in_layout();
@@ -168,7 +171,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
                 }
             }
             Kind::Oci | Kind::Docker if o.kind == Kind::Oci || o.dest.is_some() => {
-                let img = image(encoding_of(o), &mut parts)?;
+                let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
                 let docker = o.kind == Kind::Docker;
                 let in_layout = atts.in_layout();
                 if docker || in_layout.is_empty() {
@@ -197,7 +200,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
             // `--load`, and type=image without push= (the docker driver's
             // meaning: into the local image store).
             Kind::Docker | Kind::Image if !o.push => {
-                let img = image(encoding_of(o), &mut parts)?;
+                let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
                 warn_dropped("the Docker image store (docker load)");
                 std::fs::create_dir_all(root.join("tmp")).with_context(|| format!("creating {}/tmp", root.display()))?;
                 let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("load")).suffix(".tar").tempfile_in(root.join("tmp")).context("temp file in the store")?;
@@ -214,7 +217,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
                 if names.is_empty() {
                     return Err(anyhow!("pushing needs an image name: add -t REGISTRY/REPO[:TAG] (or name= in --output)"));
                 }
-                let img = image(encoding_of(o), &mut parts)?;
+                let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
                 let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("push")).tempdir_in(&root).context("temp dir in the store")?;
                 img.write_layout_dir(tmp.path(), "latest")?;
                 let pushed = atts.pushed();
