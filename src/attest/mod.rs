@@ -266,14 +266,15 @@ pub fn make<S: Store>(
     Ok(out)
 }
 
-/// A build reference as buildx writes it (`builder/node/ref`): 25 lowercase
+/// A build reference as buildx writes it (`builder/node/ref`, the builder
+/// and node being `stromatekt`, as `buildx inspect` shows them): 25 lowercase
 /// letters and digits, different for every build.
 pub fn build_ref() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let h = sha2::Sha256::digest(format!("{now}-{}", std::process::id()).as_bytes());
     let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let id: String = h.iter().take(25).map(|b| alphabet[(*b as usize) % alphabet.len()] as char).collect();
-    format!("default/default/{id}")
+    format!("stromatekt/stromatekt/{id}")
 }
 
 /// The `--metadata-file` entries buildx adds: `buildx.build.ref`, and
@@ -317,11 +318,11 @@ mod tests {
         assert_eq!((f.pushed().len(), f.in_layout().len(), f.in_files().len()), (1, 1, 0));
         let f = ForImage { platform: "linux/amd64".into(), list: vec![a(false, false)] };
         assert_eq!((f.pushed().len(), f.in_layout().len(), f.in_files().len()), (1, 1, 1));
-        let md = metadata(std::slice::from_ref(&f), "default/default/x", None);
+        let md = metadata(std::slice::from_ref(&f), "stromatekt/stromatekt/x", None);
         assert_eq!(md["buildx.build.provenance"]["buildType"], provenance::BUILD_TYPE_V02);
         assert!(metadata(&[f], "r", Some("disabled")).get("buildx.build.provenance").is_none());
         let r = build_ref();
-        assert!(r.starts_with("default/default/") && r.len() == 16 + 25, "{r}");
+        assert!(r.starts_with("stromatekt/stromatekt/") && r.len() == 22 + 25, "{r}");
     }
 
     #[test]
