@@ -164,6 +164,7 @@ fn version_inspect_ls_and_builder_commands_through_the_plugin() {
         (&["buildx", "create", "--driver", "docker-container", "--name", "ci"][..], "--driver docker-container"),
         (&["buildx", "inspect", "other"], "no builder \"other\""),
         (&["buildx", "use", "other"], "no builder \"other\""),
+        (&["buildx", "build", "--builder", "ci-builder", "."], "no builder \"ci-builder\""),
     ] {
         let o = docker(cfg.path(), &store_root).args(args).output().unwrap();
         assert!(!o.status.success(), "{args:?} succeeded");
