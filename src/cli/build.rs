@@ -502,6 +502,8 @@ fn multi_platform_outputs<S: crate::store::Store>(
     let tag = a.tags.first().map(|n| crate::output::image::tag_part(n)).unwrap_or_else(|| "latest".into());
     let mut push_names: Vec<String> = if a.push { a.tags.clone() } else { vec![] };
     let mut wrote = false;
+    // The index `--iidfile` and `--metadata-file` describe (the first output's).
+    let mut recorded: Option<crate::image::manifest::Descriptor> = None;
     let plats: Vec<String> = images.iter().map(|(p, _)| p.clone()).collect();
     let flag_ann = crate::output::annotations::Annotations::from_flags(&a.annotations)?;
     let mut push_ann = flag_ann.clone();
@@ -513,6 +515,7 @@ fn multi_platform_outputs<S: crate::store::Store>(
                 let d = crate::output::annotations::annotate_index(dir, &d, &plats, &flag_ann.merged(&spec.annotations), &tag)?;
                 let d = crate::output::attach_to_index(dir, d, &tag, attestations, &a.tags, crate::attest::ForImage::in_layout)?;
                 progress.message(&format!("exported index {} ({} platforms) to {}", d.digest, images.len(), dir.display()));
+                recorded.get_or_insert(d);
                 wrote = true;
             }
             (Kind::Image, _) if spec.push => {
@@ -540,10 +543,17 @@ fn multi_platform_outputs<S: crate::store::Store>(
                 .with_context(|| format!("pushing {name}"))?;
             progress.message(&format!("pushed {name}@{digest} ({} platforms): {}", images.len(), crate::progress::transfer_summary(&st, t.elapsed())));
         }
+        recorded.get_or_insert(d);
         wrote = true;
     }
     if !wrote {
         progress.message("no output given (-o type=oci,dest=DIR or --push): the result stays in the build cache only");
+    }
+    if let Some(d) = &recorded {
+        let mut names = a.tags.clone();
+        names.extend(push_names.iter().filter(|n| !a.tags.contains(n)).cloned());
+        let extra = crate::attest::metadata(attestations, &crate::attest::build_ref(), std::env::var("BUILDX_METADATA_PROVENANCE").ok().as_deref());
+        crate::output::write_index_records(a.iidfile.as_deref(), a.metadata_file.as_deref(), d, &names, &extra)?;
     }
     progress.summary(&|n| graph.inputs(frontend::ir::NodeId(n)).into_iter().map(|i| i.0).collect());
     Ok(())

@@ -334,3 +334,32 @@ pub fn write_metadata(path: &Path, info: Option<&ImageInfo>, extra: &serde_json:
     let bytes = serde_json::to_vec_pretty(&v)?;
     std::fs::write(path, bytes).with_context(|| format!("writing --metadata-file {}", path.display()))
 }
+
+/// `--iidfile` and `--metadata-file` of a multi-platform build: the index
+/// digest (buildx writes it when there is no single config digest), and
+/// `containerimage.digest`/`descriptor`/`image.name` plus `extra`.
+pub fn write_index_records(
+    iidfile: Option<&Path>,
+    metadata_file: Option<&Path>,
+    index: &Descriptor,
+    names: &[String],
+    extra: &serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    if let Some(path) = iidfile {
+        std::fs::write(path, &index.digest).with_context(|| format!("writing --iidfile {}", path.display()))?;
+    }
+    if let Some(path) = metadata_file {
+        let mut m = serde_json::json!({
+            "containerimage.digest": index.digest,
+            "containerimage.descriptor": { "mediaType": index.media_type, "digest": index.digest, "size": index.size },
+        });
+        if !names.is_empty() {
+            m["image.name"] = serde_json::Value::String(names.join(","));
+        }
+        if let Some(o) = m.as_object_mut() {
+            o.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        std::fs::write(path, serde_json::to_vec_pretty(&m)?).with_context(|| format!("writing --metadata-file {}", path.display()))?;
+    }
+    Ok(())
+}
