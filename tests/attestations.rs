@@ -250,6 +250,25 @@ fn default_provenance_on_push_and_what_each_output_keeps() {
     // skopeo still finds the image for the platform.
     run(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:latest", with.display())));
 
+    // Several platforms: an attestation manifest each; --iidfile and --metadata-file name the index.
+    let mctx = env.ctx("mctx", "FROM scratch\nCOPY f /f\n", &[("f", "x\n")]);
+    let (mout, mmd, miid) = (env.store.scratch().join("multi"), env.store.scratch().join("multi.json"), env.store.scratch().join("multi.iid"));
+    env.build(
+        &mctx,
+        &["--platform", "linux/amd64,linux/arm64", "--sbom=true", "-o", &format!("type=oci,dest={}", mout.display()), "--metadata-file", mmd.to_str().unwrap(), "--iidfile", miid.to_str().unwrap()],
+    );
+    let top: Value = serde_json::from_slice(&fs::read(mout.join("index.json")).unwrap()).unwrap();
+    let d = top["manifests"][0]["digest"].as_str().unwrap().to_string();
+    assert_eq!(fs::read_to_string(&miid).unwrap(), d);
+    let inner: Value = serde_json::from_slice(&fs::read(mout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap()).unwrap();
+    let refs: Vec<&Value> = inner["manifests"].as_array().unwrap().iter().map(|m| &m["annotations"]["vnd.docker.reference.digest"]).collect();
+    assert_eq!(refs.len(), 4, "{inner}");
+    assert_eq!((refs[2], refs[3]), (&inner["manifests"][0]["digest"], &inner["manifests"][1]["digest"]), "{inner}");
+    let meta: Value = serde_json::from_slice(&fs::read(&mmd).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.digest"], d.as_str());
+    assert!(meta["buildx.build.provenance/linux/arm64"]["materials"].is_null(), "FROM scratch has no materials: {meta}");
+    assert_eq!(meta["buildx.build.provenance/linux/amd64"]["buildType"], "https://mobyproject.org/buildkit@v1");
+
     // type=tar: the statements are the last entries.
     let tarfile = env.store.scratch().join("fs.tar");
     env.build(&ctx, &["--sbom=true", "-o", &format!("type=tar,dest={}", tarfile.display())]);
