@@ -133,6 +133,7 @@ fn entries(p: &Path) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "not yet run under the shared itest lock: run with --ignored"]
 fn each_context_kind_builds_and_matches_buildkit() {
     let Some(f) = Fixture::new() else { return };
     let repo = format!("{}/repo.git", f.http_git);
@@ -238,6 +239,7 @@ fn each_context_kind_builds_and_matches_buildkit() {
 }
 
 #[test]
+#[ignore = "not yet run under the shared itest lock: run with --ignored"]
 fn bad_input_fails_naming_the_url_and_leaves_nothing() {
     let Some(f) = Fixture::new() else { return };
     let repo = format!("{}/repo.git", f.http_git);

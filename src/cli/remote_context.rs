@@ -18,7 +18,8 @@
 
 use super::build::Input;
 use crate::sources::git::{checkout, GitAuth, GitSource};
-use crate::sources::{http, ContextOrigin, Location};
+use crate::attest::ContextOrigin;
+use crate::sources::{http, Location};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::fs;

@@ -1,8 +1,8 @@
 //! Where build inputs come from when they are not a local directory: Git
 //! repositories ([`git`]) and HTTP(S) URLs ([`http`]), for the build context,
 //! `-f`, `--build-context` and `ADD`. [`locate`] tells, as buildx does, what a
-//! CONTEXT / `--build-context` value names; [`ContextOrigin`] records where
-//! the build context came from (for provenance). Turning a download into a
+//! CONTEXT / `--build-context` value names (where a remote context came
+//! from is recorded as `crate::attest::ContextOrigin`). Turning a download into a
 //! context directory is the CLI's job (`cli::remote_context`), fetching for
 //! ADD the scheduler's (`scheduler::fetch`).
 
@@ -45,21 +45,6 @@ pub fn locate(value: &str) -> Result<Location, String> {
         return Ok(Location::Http(value.to_string()));
     }
     Err(format!("unable to prepare context: path {value:?} not found (give a directory, a Git URL, an http(s) URL or -)"))
-}
-
-/// Where the build context came from, for provenance: a Git URL (without
-/// credentials, ref or query), the commit checked out and the sub-directory;
-/// or an HTTP(S) URL (no commit). None for a local or standard-input context.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ContextOrigin {
-    /// The repository or URL.
-    pub url: String,
-    /// The commit, for a Git context.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub commit: Option<String>,
-    /// The sub-directory of the repository used as the context.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subdir: Option<String>,
 }
 
 #[cfg(test)]
