@@ -4,6 +4,7 @@
 pub mod fake;
 pub mod rootfs;
 pub mod runc;
+pub mod seccomp;
 pub mod spec;
 pub mod user;
 
@@ -62,7 +63,8 @@ pub struct ExecRequest {
     pub mounts: Vec<BindMount>,
     /// Extra tmpfs mounts.
     pub tmpfs: Vec<TmpfsMount>,
-    /// `--security=insecure`: all capabilities, no seccomp.
+    /// `--security=insecure`: all capabilities, no confinement (the sync
+    /// family is still answered, [`seccomp`]).
     pub insecure: bool,
 }
 

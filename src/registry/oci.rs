@@ -3,7 +3,13 @@
 //! The client is async; this type owns a small tokio runtime and blocks on
 //! it, so callers stay synchronous. Registries on loopback (`127.0.0.0/8`,
 //! `localhost`, `[::1]`) are spoken to over plain HTTP, as Docker does; all
-//! others over HTTPS. Credentials come from Docker's `config.json`
+//! others over HTTPS. The clients are made on first use, and trust the
+//! system's CA bundle read from its one file ([`system_ca_bundle`]; the
+//! platform's default roots, which also reads every file of the
+//! certificate directory, only when there is no such file): a build that
+//! talks only to a loopback registry makes the plain-HTTP client alone,
+//! which still checks TLS against the bundle should the registry redirect
+//! to an HTTPS host (blob storage). Credentials come from Docker's `config.json`
 //! (`$DOCKER_CONFIG` or `~/.docker`, credential helpers included), then
 //! podman's `auth.json`, per registry; without any, access is anonymous.
 //! Docker identity tokens (OAuth refresh tokens) are not supported yet.
@@ -77,10 +83,8 @@ enum Credentials {
 /// `tokio::task::spawn_blocking`).
 pub struct OciRegistry {
     runtime: tokio::runtime::Runtime,
-    https: Client,
-    http: Client,
-    https_chunked: Client,
-    http_chunked: Client,
+    /// The clients by (loopback → plain HTTP, chunked uploads), made on first use.
+    clients: [std::sync::OnceLock<Client>; 4],
     credentials: Credentials,
     auths: Mutex<BTreeMap<String, RegistryAuth>>,
     uploads: std::sync::atomic::AtomicUsize,
@@ -256,20 +260,9 @@ impl OciRegistry {
         // Several threads block on this runtime at once (parallel blob
         // transfers), so it has workers of its own.
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        let client = |protocol: ClientProtocol, monolithic: bool| {
-            Client::new(ClientConfig {
-                protocol,
-                use_monolithic_push: monolithic,
-                connect_timeout: Some(std::time::Duration::from_secs(30)),
-                ..Default::default()
-            })
-        };
         Ok(OciRegistry {
             runtime,
-            https: client(ClientProtocol::Https, true),
-            http: client(ClientProtocol::Http, true),
-            https_chunked: client(ClientProtocol::Https, false),
-            http_chunked: client(ClientProtocol::Http, false),
+            clients: Default::default(),
             credentials,
             auths: Mutex::default(),
             uploads: Default::default(),
@@ -334,20 +327,21 @@ impl OciRegistry {
     }
 
     fn client_for(&self, r: &Reference) -> &Client {
-        if is_loopback(r.resolve_registry()) {
-            &self.http
-        } else {
-            &self.https
-        }
+        self.client(is_loopback(r.resolve_registry()), false)
     }
 
     /// The client uploading in PATCH chunks.
     fn chunked_client_for(&self, r: &Reference) -> &Client {
-        if is_loopback(r.resolve_registry()) {
-            &self.http_chunked
-        } else {
-            &self.https_chunked
-        }
+        self.client(is_loopback(r.resolve_registry()), true)
+    }
+
+    /// The client for plain HTTP (`http`) or HTTPS, uploading in chunks or not.
+    fn client(&self, http: bool, chunked: bool) -> &Client {
+        let i = usize::from(http) * 2 + usize::from(chunked);
+        self.clients[i].get_or_init(|| {
+            let protocol = if http { ClientProtocol::Http } else { ClientProtocol::Https };
+            make_client(protocol, !chunked)
+        })
     }
 
     fn pull_raw(&self, reference: &str, r: &Reference) -> Result<RawManifest, RegistryError> {
@@ -547,6 +541,47 @@ impl Registry for OciRegistry {
             .map_err(|e| map_err(reference, "manifest", e))?;
         Ok(digest_of(bytes))
     }
+}
+
+/// Where distributions keep the system's CA bundle, one PEM file
+/// (`$SSL_CERT_FILE` first, as OpenSSL).
+const CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The system's CA bundle (PEM), read once per process; None without one.
+pub fn system_ca_bundle() -> Option<&'static [u8]> {
+    static BUNDLE: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+    BUNDLE
+        .get_or_init(|| {
+            let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+            env.into_iter()
+                .chain(CA_BUNDLES.iter().map(PathBuf::from))
+                .find_map(|p| std::fs::read(p).ok().filter(|b| b.windows(11).any(|w| w == b"CERTIFICATE")))
+        })
+        .as_deref()
+}
+
+/// A client for `protocol` trusting the system's CA bundle (the platform's
+/// default roots when there is none, or when the bundle is refused).
+fn make_client(protocol: ClientProtocol, monolithic: bool) -> Client {
+    let config = |roots: Vec<oci_client::client::Certificate>| ClientConfig {
+        protocol: protocol.clone(),
+        use_monolithic_push: monolithic,
+        connect_timeout: Some(std::time::Duration::from_secs(30)),
+        tls_certs_only: roots,
+        ..Default::default()
+    };
+    if let Some(pem) = system_ca_bundle() {
+        let bundle = oci_client::client::Certificate { encoding: oci_client::client::CertificateEncoding::Pem, data: pem.to_vec() };
+        if let Ok(c) = Client::try_from(config(vec![bundle])) {
+            return c;
+        }
+    }
+    Client::new(config(Vec::new()))
 }
 
 #[cfg(test)]
