@@ -182,9 +182,7 @@ pub fn is_loopback(registry: &str) -> bool {
 }
 
 fn parse_reference(reference: &str) -> Result<Reference, RegistryError> {
-    reference
-        .parse::<Reference>()
-        .map_err(|e| RegistryError::Reference { reference: reference.to_string(), message: e.to_string() })
+    super::reference::parse(reference).map_err(|e| RegistryError::Reference { reference: reference.to_string(), message: e.to_string() })
 }
 
 /// What to do about an authentication failure.
