@@ -3,13 +3,11 @@
 //! The client is async; this type owns a small tokio runtime and blocks on
 //! it, so callers stay synchronous. Registries on loopback (`127.0.0.0/8`,
 //! `localhost`, `[::1]`) are spoken to over plain HTTP, as Docker does; all
-//! others over HTTPS. The clients are made on first use, and trust the
-//! system's CA bundle read from its one file ([`system_ca_bundle`]; the
-//! platform's default roots, which also reads every file of the
-//! certificate directory, only when there is no such file): a build that
-//! talks only to a loopback registry makes the plain-HTTP client alone,
-//! which still checks TLS against the bundle should the registry redirect
-//! to an HTTPS host (blob storage). Credentials come from Docker's `config.json`
+//! others over HTTPS. The clients are made on first use (a build that
+//! talks only to a loopback registry makes the plain-HTTP one alone), and
+//! their TLS roots come from the system's CA bundle file
+//! ([`trust_system_bundle`]); the plain-HTTP client needs them too, should
+//! the registry redirect to an HTTPS host (blob storage). Credentials come from Docker's `config.json`
 //! (`$DOCKER_CONFIG` or `~/.docker`, credential helpers included), then
 //! podman's `auth.json`, per registry; without any, access is anonymous.
 //! Docker identity tokens (OAuth refresh tokens) are not supported yet.
@@ -541,8 +539,7 @@ impl Registry for OciRegistry {
     }
 }
 
-/// Where distributions keep the system's CA bundle, one PEM file
-/// (`$SSL_CERT_FILE` first, as OpenSSL).
+/// Where distributions keep the system's CA bundle, one PEM file.
 const CA_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
@@ -550,36 +547,29 @@ const CA_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
-/// The system's CA bundle (PEM), read once per process; None without one.
-pub fn system_ca_bundle() -> Option<&'static [u8]> {
-    static BUNDLE: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
-    BUNDLE
-        .get_or_init(|| {
-            let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
-            env.into_iter()
-                .chain(CA_BUNDLES.iter().map(PathBuf::from))
-                .find_map(|p| std::fs::read(p).ok().filter(|b| b.windows(11).any(|w| w == b"CERTIFICATE")))
-        })
-        .as_deref()
+/// Make TLS trust the system's CA bundle file alone: set `SSL_CERT_FILE` to
+/// it when neither `SSL_CERT_FILE` nor `SSL_CERT_DIR` is set. The roots
+/// every oci-client client loads (also the default client it builds and
+/// drops in passing) then come from that one file, instead of from it and
+/// every file of the certificate directory (hundreds of files). Call it
+/// first in `main`, before any thread starts: it changes the environment.
+pub fn trust_system_bundle() {
+    if std::env::var_os("SSL_CERT_FILE").is_some() || std::env::var_os("SSL_CERT_DIR").is_some() {
+        return;
+    }
+    if let Some(p) = CA_BUNDLES.iter().find(|p| Path::new(p).is_file()) {
+        std::env::set_var("SSL_CERT_FILE", p);
+    }
 }
 
-/// A client for `protocol` trusting the system's CA bundle (the platform's
-/// default roots when there is none, or when the bundle is refused).
+/// A client for `protocol`.
 fn make_client(protocol: ClientProtocol, monolithic: bool) -> Client {
-    let config = |roots: Vec<oci_client::client::Certificate>| ClientConfig {
-        protocol: protocol.clone(),
+    Client::new(ClientConfig {
+        protocol,
         use_monolithic_push: monolithic,
         connect_timeout: Some(std::time::Duration::from_secs(30)),
-        tls_certs_only: roots,
         ..Default::default()
-    };
-    if let Some(pem) = system_ca_bundle() {
-        let bundle = oci_client::client::Certificate { encoding: oci_client::client::CertificateEncoding::Pem, data: pem.to_vec() };
-        if let Ok(c) = Client::try_from(config(vec![bundle])) {
-            return c;
-        }
-    }
-    Client::new(config(Vec::new()))
+    })
 }
 
 #[cfg(test)]
