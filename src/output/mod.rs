@@ -157,23 +157,29 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
             }
             Kind::Oci if !o.oci_as_tar() => {
                 let Some(Dest::Path(dir)) = &o.dest else { return Err(anyhow!("type=oci,tar=false needs dest=DIR")) };
-                let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
+                let ann = req.annotations.merged(&o.annotations);
+                let (img_ann, idx_ann) = attested::split_annotations(&ann);
+                let plain = image(encoding_of(o), &mut parts)?;
+                let in_layout = attested::usable(&plain, atts.in_layout())?;
+                let img = annotations::annotate_image(plain, if in_layout.is_empty() { &ann } else { &img_ann })?;
                 let tag = names.first().map(|n| image::tag_part(n)).unwrap_or_else(|| "latest".into());
                 img.write_layout_dir(dir, &tag)?;
-                let in_layout = atts.in_layout();
                 if in_layout.is_empty() {
                     progress.message(&format!("exported {} to {}", img.manifest_desc.digest, dir.display()));
                     record(&img, &names, &mut info);
                 } else {
-                    let idx = attested::attach_single(dir, &img, &in_layout, &atts.platform, &names, &tag)?;
+                    let idx = attested::attach_single(dir, &img, &in_layout, &atts.platform, &names, &tag, &idx_ann)?;
                     progress.message(&format!("exported index {} (image {} and its attestations) to {}", idx.digest, img.manifest_desc.digest, dir.display()));
                     record_as(&img, &idx, &names, &mut info);
                 }
             }
             Kind::Oci | Kind::Docker if o.kind == Kind::Oci || o.dest.is_some() => {
-                let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
                 let docker = o.kind == Kind::Docker;
-                let in_layout = atts.in_layout();
+                let ann = req.annotations.merged(&o.annotations);
+                let (img_ann, idx_ann) = attested::split_annotations(&ann);
+                let plain = image(encoding_of(o), &mut parts)?;
+                let in_layout = if docker { vec![] } else { attested::usable(&plain, atts.in_layout())? };
+                let img = annotations::annotate_image(plain, if in_layout.is_empty() { &ann } else { &img_ann })?;
                 if docker || in_layout.is_empty() {
                     if docker {
                         warn_dropped("a docker archive");
@@ -186,7 +192,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
                 } else {
                     let mut idx = None;
                     write_to(o.dest.as_ref(), |w| {
-                        idx = Some(attested::write_oci_tar(&img, &in_layout, &atts.platform, &names, &root.join("tmp"), w)?);
+                        idx = Some(attested::write_oci_tar(&img, &in_layout, &atts.platform, &names, &idx_ann, &root.join("tmp"), w)?);
                         Ok(())
                     })?;
                     let idx = idx.ok_or_else(|| anyhow!("internal: OCI tar not written"))?;
@@ -217,14 +223,17 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
                 if names.is_empty() {
                     return Err(anyhow!("pushing needs an image name: add -t REGISTRY/REPO[:TAG] (or name= in --output)"));
                 }
-                let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
+                let ann = req.annotations.merged(&o.annotations);
+                let (img_ann, idx_ann) = attested::split_annotations(&ann);
+                let plain = image(encoding_of(o), &mut parts)?;
+                let pushed = attested::usable(&plain, atts.pushed())?;
+                let img = annotations::annotate_image(plain, if pushed.is_empty() { &ann } else { &img_ann })?;
                 let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("push")).tempdir_in(&root).context("temp dir in the store")?;
                 img.write_layout_dir(tmp.path(), "latest")?;
-                let pushed = atts.pushed();
                 let top = if pushed.is_empty() {
                     img.manifest_desc.clone()
                 } else {
-                    attested::attach_single(tmp.path(), &img, &pushed, &atts.platform, &names, "latest")?
+                    attested::attach_single(tmp.path(), &img, &pushed, &atts.platform, &names, "latest", &idx_ann)?
                 };
                 let reg = crate::registry::oci::OciRegistry::new()?;
                 for n in &names {
