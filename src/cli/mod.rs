@@ -3,8 +3,11 @@
 //! binfmt/qemu.
 
 mod build;
+mod build_resources;
+mod buildx;
 mod cache;
 mod graph;
+mod imagetools;
 mod plugin;
 mod rebase;
 mod setup;
@@ -39,6 +42,9 @@ pub enum Command {
     Prune(cache::PruneArgs),
     /// Install stromatekt as the Docker CLI plugin `docker-buildx`.
     DockerPlugin(plugin::PluginArgs),
+    /// buildx's builder commands (`inspect`, `ls`, `use`, `create`, `rm`, `stop`).
+    #[command(flatten)]
+    Builder(buildx::BuilderCommand),
 }
 
 /// Run the CLI; returns the exit code.
@@ -55,20 +61,23 @@ pub fn main() -> i32 {
             plugin::print_version();
             return 0;
         }
-        plugin::Invocation::Ls => {
-            plugin::print_ls();
-            return 0;
-        }
         plugin::Invocation::Unsupported(cmd) => {
-            eprintln!("stromatekt: docker buildx {cmd} is not supported by stromatekt (it has build, du, prune, ls and version)");
+            eprintln!("stromatekt: docker buildx {cmd} is not supported by stromatekt (it has build, du, prune, inspect, ls, use, create, rm, stop, imagetools and version)");
             return 1;
         }
     };
     match args.command {
         Command::Version => {
-            println!("stromatekt {} (IR version {})", env!("CARGO_PKG_VERSION"), frontend::ir::IR_VERSION);
+            println!("{}", buildx::version_text());
             0
         }
+        Command::Builder(c) => match buildx::run(&c) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("stromatekt: {e:#}");
+                1
+            }
+        },
         Command::Graph(a) => match graph::run(&a) {
             Ok(()) => 0,
             Err(e) => {

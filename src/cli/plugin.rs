@@ -38,8 +38,9 @@ pub fn metadata() -> serde_json::Value {
     serde_json::json!({
         "SchemaVersion": "0.1.0",
         "Vendor": "stromatekt",
-        "Version": format!("v{}", env!("CARGO_PKG_VERSION")),
-        "ShortDescription": "Docker Buildx (stromatekt: btrfs + runc image builder)",
+        // Clients (Docker Compose) read the buildx release from here.
+        "Version": super::buildx::BUILDX_VERSION,
+        "ShortDescription": format!("Docker Buildx (stromatekt {}: btrfs + runc image builder)", env!("CARGO_PKG_VERSION")),
     })
 }
 
@@ -99,8 +100,6 @@ pub enum Invocation {
     Mapped(Vec<OsString>),
     /// `docker buildx version`.
     Version,
-    /// `docker buildx ls`.
-    Ls,
     /// A buildx command stromatekt does not have.
     Unsupported(String),
 }
@@ -147,25 +146,16 @@ pub fn classify(argv: &[OsString]) -> Invocation {
             v.extend(rest.iter().skip(1).cloned());
             Invocation::Mapped(v)
         }
-        "du" => mapped("du"),
-        "prune" => mapped("prune"),
+        "du" | "prune" | "inspect" | "ls" | "use" | "create" | "rm" | "stop" | "imagetools" => mapped(&cmd),
         "version" => Invocation::Version,
-        "ls" => Invocation::Ls,
         "-h" | "--help" | "help" => Invocation::Mapped(vec![OsString::from("stromatekt"), OsString::from("--help")]),
         other => Invocation::Unsupported(other.to_string()),
     }
 }
 
-/// Print `docker buildx ls`'s table for stromatekt's single builder.
-pub fn print_ls() {
-    println!("NAME/NODE        DRIVER/ENDPOINT   STATUS    BUILDKIT   PLATFORMS");
-    println!("stromatekt*      stromatekt                                      ");
-    println!(" \\_ stromatekt    \\_ local         running   v{:<8} linux/amd64", env!("CARGO_PKG_VERSION"));
-}
-
 /// Print `docker buildx version`.
 pub fn print_version() {
-    println!("stromatekt v{} docker-buildx plugin (IR version {})", env!("CARGO_PKG_VERSION"), frontend::ir::IR_VERSION);
+    println!("{}", super::buildx::buildx_version_line());
 }
 
 #[cfg(test)]
@@ -191,7 +181,15 @@ mod tests {
             Invocation::Mapped(argv(&["stromatekt", "prune", "-f"]))
         );
         assert_eq!(classify(&argv(&["docker-buildx", "buildx", "version"])), Invocation::Version);
-        assert_eq!(classify(&argv(&["docker-buildx", "buildx", "ls"])), Invocation::Ls);
+        assert_eq!(classify(&argv(&["docker-buildx", "buildx", "ls"])), Invocation::Mapped(argv(&["stromatekt", "ls"])));
+        assert_eq!(
+            classify(&argv(&["docker-buildx", "buildx", "inspect", "--bootstrap"])),
+            Invocation::Mapped(argv(&["stromatekt", "inspect", "--bootstrap"]))
+        );
+        assert_eq!(
+            classify(&argv(&["docker-buildx", "buildx", "imagetools", "inspect", "r"])),
+            Invocation::Mapped(argv(&["stromatekt", "imagetools", "inspect", "r"]))
+        );
         assert_eq!(classify(&argv(&["docker-buildx", "buildx", "bake"])), Invocation::Unsupported("bake".into()));
     }
 
