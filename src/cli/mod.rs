@@ -2,6 +2,7 @@
 //! builds to an OCI layout; `setup` prepares the store and checks runc and
 //! binfmt/qemu.
 
+mod attest;
 mod build;
 mod build_resources;
 mod buildx;
@@ -60,6 +61,10 @@ pub fn main() -> i32 {
         plugin::Invocation::Version => {
             plugin::print_version();
             return 0;
+        }
+        plugin::Invocation::UnknownBuilder(name) => {
+            eprintln!("stromatekt: no builder {name:?} found: stromatekt has one builder, \"stromatekt\" (its own driver; builders of buildx's drivers need buildx)");
+            return 1;
         }
         plugin::Invocation::Unsupported(cmd) => {
             eprintln!("stromatekt: docker buildx {cmd} is not supported by stromatekt (it has build, du, prune, inspect, ls, use, create, rm, stop, imagetools and version)");
