@@ -285,9 +285,6 @@ fn docker_build_flags() {
     assert!(e.contains("secret \"tok\" was not given") && e.contains("--secret id=tok"), "{e}");
     for (flag, want) in [
         (vec!["--squash"], "--squash"),
-        (vec!["--shm-size", "1g"], "--shm-size"),
-        (vec!["--ulimit", "nofile=10"], "--ulimit"),
-        (vec!["--cgroup-parent", "x"], "--cgroup-parent"),
         (vec!["--isolation", "default"], "--isolation"),
         (vec!["--platform", "linux/amd64,linux/arm64", "--load"], "--load takes one platform"),
         (vec!["--cache-from", "type=gha"], "--cache-from"),
