@@ -2136,11 +2136,11 @@ mod tests {
                 match routes.iter().find(|(p, _, _)| *p == path) {
                     // A route whose headers start with a status code sets it.
                     Some((_, headers, body)) if headers.starts_with('3') => {
-                        let _ = write!(s, "HTTP/1.1 {headers}Content-Length: 0\r\n\r\n");
+                        let _ = write!(s, "HTTP/1.1 {headers}Content-Length: 0\r\nConnection: close\r\n\r\n");
                         let _ = body;
                     }
                     Some((_, headers, body)) if headers.contains("chunked") => {
-                        let _ = write!(s, "HTTP/1.1 200 OK\r\n{headers}\r\n");
+                        let _ = write!(s, "HTTP/1.1 200 OK\r\nConnection: close\r\n{headers}\r\n");
                         for part in body.chunks(3) {
                             let _ = write!(s, "{:x}\r\n", part.len());
                             let _ = s.write_all(part);
@@ -2149,11 +2149,11 @@ mod tests {
                         let _ = s.write_all(b"0\r\n\r\n");
                     }
                     Some((_, headers, body)) => {
-                        let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{headers}\r\n", body.len());
+                        let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n", body.len());
                         let _ = s.write_all(body);
                     }
                     None => {
-                        let _ = write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                        let _ = write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     }
                 }
             }
