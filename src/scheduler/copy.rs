@@ -1795,6 +1795,9 @@ mod tests {
 
     #[test]
     fn wildcards_directories_and_destinations() {
+        if !crate::test_skip::root() {
+            return;
+        }
         let f = fx(&[("a.txt", "A", 0o644), ("b.txt", "B", 0o600), ("x.md", "X", 0o644), ("dir/sub/c.txt", "C", 0o755), ("[x].txt", "K", 0o644)]);
         let st = build(&f, "FROM scratch\nCOPY *.txt /out/\nCOPY dir /d\nCOPY a.txt /f\nWORKDIR /w\nCOPY ?.md rel/\nCOPY b.txt x.md sub/\nCOPY [[]x].txt dir/sub/ /k/\n").unwrap();
         let root = root_of(&f, &st);
@@ -1832,6 +1835,9 @@ mod tests {
 
     #[test]
     fn dockerignore_excluded_sources_and_exclude_flag() {
+        if !crate::test_skip::root() {
+            return;
+        }
         let mut f = fx(&[("keep.txt", "k", 0o644), ("secret.key", "s", 0o600), ("src/a.rs", "a", 0o644), ("src/a.md", "m", 0o644), ("src/deep/b.md", "b", 0o644)]);
         fs::write(f.ctx().join(".dockerignore"), "*.key\n").unwrap();
         f.reopen();
@@ -1869,6 +1875,9 @@ mod tests {
 
     #[test]
     fn chown_chmod_and_owners() {
+        if !crate::test_skip::root() {
+            return;
+        }
         let f = fx(&[
             ("passwd", "root:x:0:0::/root:/bin/sh\napp:x:1234:4321::/home/app:/bin/sh\n", 0o644),
             ("group", "root:x:0:\nstaff:x:50:\n", 0o644),
@@ -1929,6 +1938,9 @@ mod tests {
 
     #[test]
     fn links_hardlinks_and_times_are_kept() {
+        if !crate::test_skip::root() {
+            return;
+        }
         let f = fx(&[("t/file", "data", 0o644)]);
         let t = f.ctx().join("t");
         symlink("file", t.join("link")).unwrap();
@@ -1954,6 +1966,9 @@ mod tests {
 
     #[test]
     fn fifos_are_skipped_and_dangling_sources_fail() {
+        if !crate::test_skip::root() {
+            return;
+        }
         let f = fx(&[("d/file", "x", 0o644)]);
         let ctx = f.ctx();
         nix::unistd::mkfifo(&ctx.join("d/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
@@ -1987,6 +2002,9 @@ mod tests {
 
     #[test]
     fn xattrs_are_kept() {
+        if !crate::test_skip::root() {
+            return;
+        }
         use std::os::unix::ffi::OsStrExt;
         let f = fx(&[("x", "x", 0o644)]);
         let p = std::ffi::CString::new(f.ctx().join("x").as_os_str().as_bytes()).unwrap();
@@ -2003,6 +2021,9 @@ mod tests {
 
     #[test]
     fn parents_with_pivot() {
+        if !crate::test_skip::root() {
+            return;
+        }
         let f = fx(&[("a/b/c.txt", "c", 0o644), ("a/b/d.txt", "d", 0o644), ("x/y/z.txt", "z", 0o644)]);
         fs::set_permissions(f.ctx().join("a/b"), fs::Permissions::from_mode(0o750)).unwrap();
         let st = build(&f, "FROM scratch\nCOPY --parents a/b/*.txt /p/\nCOPY --parents x/./y/z.txt /q/\n").unwrap();
@@ -2015,6 +2036,9 @@ mod tests {
 
     #[test]
     fn heredoc_sources() {
+        if !crate::test_skip::root() {
+            return;
+        }
         let f = fx(&[]);
         let st = build(&f, "FROM scratch\nCOPY <<EOF /h.txt\nhello\nEOF\nCOPY --chmod=755 <<A <<B /dir/\none\nA\ntwo\nB\n").unwrap();
         let l = listing(&root_of(&f, &st));
@@ -2023,6 +2047,9 @@ mod tests {
 
     #[test]
     fn link_layer_does_not_depend_on_the_base() {
+        if !crate::test_skip::root() {
+            return;
+        }
         let f = fx(&[("one", "1", 0o644), ("two", "2", 0o644), ("app.txt", "app", 0o644)]);
         let a = build(&f, "FROM scratch\nCOPY one /base/\nCOPY --link app.txt /opt/app/\n").unwrap();
         let b = build(&f, "FROM scratch\nCOPY two /other/\nCOPY --link app.txt /opt/app/\n").unwrap();
@@ -2038,6 +2065,9 @@ mod tests {
 
     #[test]
     fn cache_hits_ignore_mtime_but_not_content_or_mode() {
+        if !crate::test_skip::root() {
+            return;
+        }
         let f = fx(&[("a.txt", "A", 0o644), ("other", "o", 0o644)]);
         let text = "FROM scratch\nCOPY a.txt /a\n";
         let g = graph(text);
@@ -2076,6 +2106,9 @@ mod tests {
 
     #[test]
     fn add_unpacks_archives_by_content() {
+        if !crate::test_skip::root() {
+            return;
+        }
         let f = fx(&[("not-really.tar.gz", "plain text", 0o644)]);
         let tar = tar_bytes();
         let c = f.ctx();
@@ -2155,6 +2188,9 @@ mod tests {
 
     #[test]
     fn add_http_sources() {
+        if !crate::test_skip::root() {
+            return;
+        }
         let f = fx(&[]);
         let tar = tar_bytes();
         let port = serve(vec![
@@ -2200,6 +2236,9 @@ mod tests {
 
     #[test]
     fn add_git_sources() {
+        if !crate::test_skip::root() {
+            return;
+        }
         if std::process::Command::new("git").arg("--version").output().is_err() {
             crate::test_skip::skip("git is not installed (scripts/install-deps.sh)");
             return;
@@ -2301,6 +2340,9 @@ mod tests {
 
     #[test]
     fn incremental_copy_equals_full_copy() {
+        if !crate::test_skip::root() {
+            return;
+        }
         // Dockerfile, directories whose mtime is the build's (not compared),
         // those of them the COPY modifies (so their mtime is recent).
         type Variant<'a> = (&'a str, &'a [&'a str], &'a [&'a str]);
@@ -2412,6 +2454,9 @@ mod tests {
 
     #[test]
     fn incremental_copy_into_an_empty_workdir_that_gets_nothing_leaves_it_alone() {
+        if !crate::test_skip::root() {
+            return;
+        }
         let f = fx(&[("data/a", "a", 0o644)]);
         let text = "FROM scratch\nWORKDIR /app\nCOPY data .\n";
         build_counting(&f.store, &f.context, text);
@@ -2431,6 +2476,9 @@ mod tests {
 
     #[test]
     fn incremental_copy_hint_is_ignored_when_stale() {
+        if !crate::test_skip::root() {
+            return;
+        }
         let f = fx(&[("data/a", "a", 0o644), ("data/b", "b", 0o644)]);
         let text = "FROM scratch\nCOPY data /data\n";
         let sites = f.store.root().join("cache/copy-sites");

@@ -77,3 +77,11 @@ pub fn skip(why: &str) -> bool {
     }
     false
 }
+
+/// Whether we run as root; else [`skip`] naming it (for tests that chown,
+/// mount or run containers).
+pub fn root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    // /proc/self belongs to the effective user.
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) || skip("needs root (run the tests as root)")
+}
