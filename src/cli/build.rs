@@ -116,6 +116,16 @@ pub struct BuildArgs {
     /// `type=local,dest=DIR[,mode=..]` | `type=inline` (repeatable).
     #[arg(long = "cache-to")]
     pub cache_to: Vec<String>,
+    /// Annotation `[TYPE[,TYPE...][\[PLATFORM\]]:]KEY=VALUE` (TYPE: manifest (default),
+    /// index, manifest-descriptor, index-descriptor; repeatable).
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// Resource limits of RUN steps (`--ulimit`, `--memory`, ...).
+    #[command(flatten)]
+    pub resources: super::build_resources::ResourceArgs,
+    /// `--attest`, `--provenance`, `--sbom`.
+    #[command(flatten)]
+    pub attest: crate::attest::AttestFlags,
     /// Docker flags stromatekt does not support (each fails, naming itself).
     #[command(flatten)]
     pub unsupported: Unsupported,
@@ -140,38 +150,11 @@ pub struct Unsupported {
     check: bool,
     #[arg(long, hide = true)]
     isolation: Option<String>,
-    #[arg(long = "cgroup-parent", hide = true)]
-    cgroup_parent: Option<String>,
-    #[arg(long = "shm-size", hide = true)]
-    shm_size: Option<String>,
-    #[arg(long, hide = true)]
-    ulimit: Vec<String>,
-    #[arg(short = 'm', long, hide = true)]
-    memory: Option<String>,
-    #[arg(long = "memory-swap", hide = true)]
-    memory_swap: Option<String>,
-    #[arg(short = 'c', long = "cpu-shares", hide = true)]
-    cpu_shares: Option<String>,
-    #[arg(long = "cpu-period", hide = true)]
-    cpu_period: Option<String>,
-    #[arg(long = "cpu-quota", hide = true)]
-    cpu_quota: Option<String>,
-    #[arg(long = "cpuset-cpus", hide = true)]
-    cpuset_cpus: Option<String>,
-    #[arg(long = "cpuset-mems", hide = true)]
-    cpuset_mems: Option<String>,
     #[arg(long = "security-opt", hide = true)]
     security_opt: Vec<String>,
     #[arg(long, hide = true)]
-    annotation: Vec<String>,
-    #[arg(long, hide = true)]
-    attest: Vec<String>,
     #[arg(long, hide = true)]
     call: Option<String>,
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
-    sbom: Option<String>,
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
-    provenance: Option<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
     rm: Option<String>,
     #[arg(long = "force-rm", hide = true, num_args = 0..=1, default_missing_value = "true")]
@@ -183,28 +166,14 @@ pub struct Unsupported {
 impl Unsupported {
     /// The first unsupported flag given, with why.
     fn check(&self) -> Result<()> {
-        let set: [(&str, bool); 21] = [
+        let set: [(&str, bool); 7] = [
             ("--squash", self.squash),
             ("--compress", self.compress),
             ("--stream", self.stream),
             ("--check", self.check),
             ("--isolation", self.isolation.is_some()),
-            ("--cgroup-parent", self.cgroup_parent.is_some()),
-            ("--shm-size", self.shm_size.is_some()),
-            ("--ulimit", !self.ulimit.is_empty()),
-            ("--memory", self.memory.is_some()),
-            ("--memory-swap", self.memory_swap.is_some()),
-            ("--cpu-shares", self.cpu_shares.is_some()),
-            ("--cpu-period", self.cpu_period.is_some()),
-            ("--cpu-quota", self.cpu_quota.is_some()),
-            ("--cpuset-cpus", self.cpuset_cpus.is_some()),
-            ("--cpuset-mems", self.cpuset_mems.is_some()),
             ("--security-opt", !self.security_opt.is_empty()),
-            ("--annotation", !self.annotation.is_empty()),
-            ("--attest", !self.attest.is_empty()),
             ("--call", self.call.is_some()),
-            ("--sbom", self.sbom.as_deref().is_some_and(|v| v != "false")),
-            ("--provenance", self.provenance.as_deref().is_some_and(|v| v != "false" && v != "0")),
         ];
         if let Some((flag, _)) = set.iter().find(|(_, on)| *on) {
             bail!("{flag} is a docker build flag stromatekt does not support (yet); remove it to build");
@@ -513,6 +482,7 @@ fn check_multi_outputs(a: &BuildArgs) -> Result<()> {
 /// Outputs of a multi-platform build: an OCI layout holding an image index
 /// (`type=oci,dest=DIR`) and/or a push of the index (`--push`,
 /// `type=registry`, `type=image,push=true`).
+#[allow(clippy::too_many_arguments)]
 fn multi_platform_outputs<S: crate::store::Store>(
     a: &BuildArgs,
     store: &S,
@@ -521,6 +491,7 @@ fn multi_platform_outputs<S: crate::store::Store>(
     progress: &Progress,
     epoch: Option<u64>,
     jobs: usize,
+    attestations: &[crate::attest::ForImage],
 ) -> Result<()> {
     use crate::output::spec::{Dest, Kind};
     let mut images = Vec::new();
@@ -531,17 +502,26 @@ fn multi_platform_outputs<S: crate::store::Store>(
     let tag = a.tags.first().map(|n| crate::output::image::tag_part(n)).unwrap_or_else(|| "latest".into());
     let mut push_names: Vec<String> = if a.push { a.tags.clone() } else { vec![] };
     let mut wrote = false;
+    // The index `--iidfile` and `--metadata-file` describe (the first output's).
+    let mut recorded: Option<crate::image::manifest::Descriptor> = None;
+    let plats: Vec<String> = images.iter().map(|(p, _)| p.clone()).collect();
+    let flag_ann = crate::output::annotations::Annotations::from_flags(&a.annotations)?;
+    let mut push_ann = flag_ann.clone();
     for o in &a.outputs {
         let spec = crate::output::spec::parse(o)?;
         match (spec.kind, &spec.dest) {
             (Kind::Oci, Some(Dest::Path(dir))) if !spec.oci_as_tar() => {
                 let d = crate::scheduler::platforms::export_index(store, &images, dir, &tag, jobs, epoch)?;
+                let d = crate::output::annotations::annotate_index(dir, &d, &plats, &flag_ann.merged(&spec.annotations), &tag)?;
+                let d = crate::output::attach_to_index(dir, d, &tag, attestations, &a.tags, crate::attest::ForImage::in_layout)?;
                 progress.message(&format!("exported index {} ({} platforms) to {}", d.digest, images.len(), dir.display()));
+                recorded.get_or_insert(d);
                 wrote = true;
             }
             (Kind::Image, _) if spec.push => {
                 push_names.extend(a.tags.iter().cloned());
                 push_names.extend(spec.names.iter().cloned());
+                push_ann = push_ann.merged(&spec.annotations);
             }
             _ => bail!("--output {o}: multi-platform builds write type=oci,dest=DIR or push (--push, type=registry); this output is for one platform"),
         }
@@ -554,6 +534,8 @@ fn multi_platform_outputs<S: crate::store::Store>(
     if !push_names.is_empty() {
         let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("push")).tempdir_in(store.root()).context("temp dir in the store")?;
         let d = crate::scheduler::platforms::export_index(store, &images, tmp.path(), "latest", jobs, epoch)?;
+        let d = crate::output::annotations::annotate_index(tmp.path(), &d, &plats, &push_ann, "latest")?;
+        let d = crate::output::attach_to_index(tmp.path(), d, "latest", attestations, &push_names, crate::attest::ForImage::pushed)?;
         let reg = crate::registry::oci::OciRegistry::new()?;
         for name in &push_names {
             let t = std::time::Instant::now();
@@ -561,10 +543,17 @@ fn multi_platform_outputs<S: crate::store::Store>(
                 .with_context(|| format!("pushing {name}"))?;
             progress.message(&format!("pushed {name}@{digest} ({} platforms): {}", images.len(), crate::progress::transfer_summary(&st, t.elapsed())));
         }
+        recorded.get_or_insert(d);
         wrote = true;
     }
     if !wrote {
         progress.message("no output given (-o type=oci,dest=DIR or --push): the result stays in the build cache only");
+    }
+    if let Some(d) = &recorded {
+        let mut names = a.tags.clone();
+        names.extend(push_names.iter().filter(|n| !a.tags.contains(n)).cloned());
+        let extra = crate::attest::metadata(attestations, &crate::attest::build_ref(), std::env::var("BUILDX_METADATA_PROVENANCE").ok().as_deref());
+        crate::output::write_index_records(a.iidfile.as_deref(), a.metadata_file.as_deref(), d, &names, &extra)?;
     }
     progress.summary(&|n| graph.inputs(frontend::ir::NodeId(n)).into_iter().map(|i| i.0).collect());
     Ok(())
@@ -589,6 +578,9 @@ fn check_secrets(graph: &frontend::ir::Graph, secrets: &BTreeMap<String, Vec<u8>
 /// Run `build`.
 pub fn run(a: &BuildArgs) -> Result<()> {
     a.unsupported.check()?;
+    let attest = crate::attest::flags::parse(&a.attest, std::env::var("BUILDX_NO_DEFAULT_ATTESTATIONS").ok().as_deref())?;
+    let resources = a.resources.resources()?;
+    let annotations = crate::output::annotations::Annotations::from_flags(&a.annotations)?;
     use crate::remote_cache::{parse_cache_spec, CacheSpec, ImportedCache};
     let cache_from =
         a.cache_from.iter().map(|c| parse_cache_spec(c).with_context(|| format!("--cache-from {c}"))).collect::<Result<Vec<_>>>()?;
@@ -672,6 +664,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     let store = crate::store::root::open_default()?;
     let _lock = crate::cache::StoreLock::shared(store.root())?;
     let resolver = Resolver::new(content_dir(store.root()));
+    let recorder = crate::attest::Recorder::new(&resolver);
     let opts = frontend::LowerOptions {
         file: input.shown.clone(),
         build_args,
@@ -719,7 +712,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     }
     check_secrets(&graph, &secrets, &input.shown)?;
     let context = Context::new(&input.dir, &ignore).with_index(&store.root().join("cache/context"));
-    let runc = RuncExecutor::new(store.root().join("runc"));
+    let runc = RuncExecutor::new(store.root().join("runc")).with_resources(resources);
     let hosts_dir = match &hosts {
         Some(text) => {
             let d = tempfile::Builder::new().prefix("stromatekt-hosts-").tempdir().context("temp dir for /etc/hosts")?;
@@ -741,7 +734,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         ssh,
         ..Options::default()
     };
-    let mut sched = Scheduler::new(&store, &exec, &context, &resolver, &progress, sched_opts);
+    let mut sched = Scheduler::new(&store, &exec, &context, &recorder, &progress, sched_opts);
     for spec in &cache_from {
         match ImportedCache::import(spec, None, &sched.opts.platform) {
             Ok(c) => {
@@ -763,12 +756,23 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     }
     let states = result?;
     let results: Vec<&crate::scheduler::State> = graph.exports.iter().filter_map(|e| states.get(&e.node)).collect();
+    let facts = super::attest::Facts {
+        dockerfile: input.file.as_deref(),
+        text: &input.text,
+        build_args: &opts.build_args,
+        labels: &labels,
+        context: None,
+        epoch,
+        secrets: sched.opts.secrets.keys().cloned().collect(),
+        ssh: sched.opts.ssh.keys().cloned().collect(),
+    };
+    let attestations = super::attest::make(a, &attest, facts, &store, &graph, &states, &recorder, &sched.opts.platform)?;
     for spec in cache_to.iter().filter(|c| **c != CacheSpec::Inline) {
         let s = crate::remote_cache::export_cache(&store, sched.recorded(), &results, spec, None).context("--cache-to")?;
         progress.message(&format!("exported build cache {} ({} entries, {} blobs)", s.manifest, s.recipes, s.blobs));
     }
     if platforms.len() > 1 {
-        return multi_platform_outputs(a, &store, &graph, &states, &progress, epoch, sched.opts.jobs);
+        return multi_platform_outputs(a, &store, &graph, &states, &progress, epoch, sched.opts.jobs, &attestations);
     }
     let export = graph.exports.first().ok_or_else(|| anyhow!("the Dockerfile exports nothing"))?;
     let state = states.get(&export.node).ok_or_else(|| anyhow!("internal: export not built"))?;
@@ -777,7 +781,9 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     if cache_to.contains(&CacheSpec::Inline) {
         labels.push(crate::remote_cache::inline_label(&store, sched.recorded(), &[state])?);
     }
-    let req = Request { outputs, tags: a.tags.clone(), labels, load: a.load || default_load, push: a.push, jobs: sched.opts.jobs, epoch };
+    let attested = attestations.into_iter().next().unwrap_or_default();
+    let metadata = crate::attest::metadata(std::slice::from_ref(&attested), &crate::attest::build_ref(), std::env::var("BUILDX_METADATA_PROVENANCE").ok().as_deref());
+    let req = Request { outputs, tags: a.tags.clone(), labels, load: a.load || default_load, push: a.push, jobs: sched.opts.jobs, epoch, annotations, attestations: attested };
     let need_image = a.quiet || a.iidfile.is_some() || a.metadata_file.is_some();
     let info = write_outputs(&store, state, &req, &progress, need_image)?;
     if req.outputs.is_empty() && !req.push && !req.load {
@@ -787,7 +793,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         write_iidfile(path, info)?;
     }
     if let Some(path) = &a.metadata_file {
-        write_metadata(path, info.as_ref())?;
+        write_metadata(path, info.as_ref(), &metadata)?;
     }
     progress.summary(&|n| graph.inputs(frontend::ir::NodeId(n)).into_iter().map(|i| i.0).collect());
     if a.quiet {
@@ -819,11 +825,6 @@ mod tests {
         for (args, flag) in [
             (&["--squash", "."][..], "--squash"),
             (&["--isolation", "hyperv", "."], "--isolation"),
-            (&["--shm-size=1g", "."], "--shm-size"),
-            (&["--ulimit", "nofile=1024", "."], "--ulimit"),
-            (&["-m", "1g", "."], "--memory"),
-            (&["--cgroup-parent", "x", "."], "--cgroup-parent"),
-            (&["--provenance=true", "."], "--provenance"),
         ] {
             let e = parse(args).unsupported.check().unwrap_err().to_string();
             assert!(e.contains(flag), "{args:?}: {e}");
