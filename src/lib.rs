@@ -15,6 +15,7 @@ pub mod progress;
 pub mod registry;
 pub mod remote_cache;
 pub mod scheduler;
+pub mod sources;
 pub mod store;
 
 /// Stopping a unit test when a component it needs is missing (a failure

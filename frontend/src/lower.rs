@@ -46,8 +46,9 @@ pub struct LowerOptions {
     /// `.dockerignore` patterns for the main context.
     pub dockerignore: Vec<String>,
     /// `--build-context name=value`: `docker-image://REF` and
-    /// `oci-layout://...` values become Image nodes, anything else (a local
-    /// directory, a URL) a named Context node. A name matching a stage name
+    /// `oci-layout://...` values become Image nodes, a Git URL a Git node, an
+    /// http(s) URL an Http node (one file, `context`), anything else (a
+    /// local directory) a named Context node. A name matching a stage name
     /// replaces that stage; one matching a FROM/`--from`/`from=` reference
     /// (as written, after ARG expansion) replaces that image.
     pub build_contexts: BTreeMap<String, String>,
@@ -343,10 +344,26 @@ impl Lowerer<'_> {
         if let Some(id) = self.named.get(name) {
             return *id;
         }
+        // As BuildKit's dockerui named contexts: a Git URL is a checkout
+        // (no .dockerignore), an http(s) URL one file named `context`.
+        let git = crate::remote::git_ref(value);
         let id = if let Some(r) = value.strip_prefix("docker-image://") {
             self.image(r, platform)
         } else if value.starts_with("oci-layout://") {
             self.image(value, platform)
+        } else if let Some(g) = git {
+            let remote = if g.indistinguishable_from_local { format!("https://{}", g.remote) } else { g.remote };
+            let op = Op::Git {
+                remote,
+                reference: g.reference,
+                subdir: g.subdir,
+                keep_git_dir: g.keep_git_dir.unwrap_or(false),
+                checksum: g.checksum,
+                skip_submodules: g.submodules == Some(false),
+            };
+            self.push(op, None, None)
+        } else if crate::remote::is_http(value) {
+            self.push(Op::Http { url: value.to_string(), checksum: None, filename: "context".into() }, None, None)
         } else {
             self.push(Op::Context { name: name.to_string(), exclude: vec![] }, None, None)
         };
@@ -1009,7 +1026,12 @@ fn lower_copy(l: &mut Lowerer<'_>, c: &Copy, add: bool, base: NodeId, index: usi
             continue;
         }
         let s = x(raw)?;
-        if let Some(g) = crate::remote::git_ref(&s) {
+        // `github.com/x/y` without a scheme is a local path to ADD (BuildKit
+        // accepts that form for build contexts only).
+        let git = crate::remote::parse_git_ref(&s)
+            .map_err(|e| Error::invalid(sp, instr, format!("{s}: {e}")))?
+            .filter(|g| !g.indistinguishable_from_local);
+        if let Some(g) = git {
             if !add {
                 return Err(Error::invalid(sp, instr, format!("source can't be a git ref for COPY: {s} (use ADD)")));
             }
@@ -1025,7 +1047,14 @@ fn lower_copy(l: &mut Lowerer<'_>, c: &Copy, add: bool, base: NodeId, index: usi
                 _ => {}
             }
             let node = l.push(
-                Op::Git { remote: g.remote, reference: g.reference, subdir: g.subdir, keep_git_dir, checksum: checksum.clone() },
+                Op::Git {
+                    remote: g.remote,
+                    reference: g.reference,
+                    subdir: g.subdir,
+                    keep_git_dir,
+                    checksum: checksum.clone(),
+                    skip_submodules: g.submodules == Some(false),
+                },
                 None,
                 None,
             );

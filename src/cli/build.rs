@@ -68,8 +68,8 @@ pub struct BuildArgs {
     /// SSH agent socket for `RUN --mount=type=ssh`: `default` or `ID=SOCKET` (repeatable).
     #[arg(long = "ssh")]
     pub ssh: Vec<String>,
-    /// Additional build context `NAME=VALUE`: `docker-image://REF` or `oci-layout://PATH[:TAG]`
-    /// (local directories and URLs are not supported yet) (repeatable).
+    /// Additional build context `NAME=VALUE` (repeatable): a local directory, a Git URL,
+    /// an http(s) URL, `docker-image://REF` or `oci-layout://PATH[:TAG]`.
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
     /// Target platform(s), comma-separated (`linux/amd64,linux/arm64`): several
@@ -129,7 +129,9 @@ pub struct BuildArgs {
     /// Docker flags stromatekt does not support (each fails, naming itself).
     #[command(flatten)]
     pub unsupported: Unsupported,
-    /// The build context: a directory, or `-` (standard input: a Dockerfile, or a tar of the context).
+    /// The build context: a directory, a Git URL (`https://host/repo.git#ref:subdir`,
+    /// `git@host:repo.git`, `?ref=&subdir=...`), an http(s) URL (a tarball or a Dockerfile),
+    /// or `-` (standard input: a Dockerfile, or a tar of the context).
     pub context: PathBuf,
 }
 
@@ -371,15 +373,18 @@ fn dockerignore_text(file: Option<&Path>, context: &Path) -> Result<String> {
     Ok(String::new())
 }
 
-/// The Dockerfile and context directory, from disk or standard input.
-struct Input {
-    text: String,
+/// The Dockerfile and context directory, from disk, standard input or a
+/// remote context (`super::remote_context`).
+pub(super) struct Input {
+    pub(super) text: String,
     /// Dockerfile path as shown in messages.
-    shown: String,
+    pub(super) shown: String,
     /// The Dockerfile on disk (for `<Dockerfile>.dockerignore`).
-    file: Option<PathBuf>,
-    dir: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
+    pub(super) file: Option<PathBuf>,
+    pub(super) dir: PathBuf,
+    pub(super) _tmp: Option<tempfile::TempDir>,
+    /// Where a remote context came from (None: local or standard input).
+    pub(super) origin: Option<crate::attest::ContextOrigin>,
 }
 
 fn read_stdin() -> Result<Vec<u8>> {
@@ -393,8 +398,13 @@ fn is_tar(bytes: &[u8]) -> bool {
     bytes.get(257..262) == Some(b"ustar")
 }
 
-fn read_input(a: &BuildArgs) -> Result<Input> {
+fn read_input<S: Store>(a: &BuildArgs, store: &S, auth: &crate::sources::git::GitAuth, keep_git_dir: bool) -> Result<Input> {
     let stdin_file = a.file.as_deref() == Some(Path::new("-"));
+    let value = a.context.to_string_lossy();
+    let loc = crate::sources::locate(&value).map_err(|e| anyhow!(e))?;
+    if matches!(loc, crate::sources::Location::Git(_) | crate::sources::Location::Http(_)) {
+        return super::remote_context::read_remote(&loc, &value, a.file.as_deref(), keep_git_dir, store, auth);
+    }
     if a.context == Path::new("-") {
         if stdin_file {
             bail!("-f - and context - both read standard input: give one of them a path");
@@ -416,25 +426,26 @@ fn read_input(a: &BuildArgs) -> Result<Input> {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading the Dockerfile {} from the context tar", file.strip_prefix(tmp.path()).unwrap_or(&file).display()))?;
             let shown = file.strip_prefix(tmp.path()).unwrap_or(&file).display().to_string();
-            return Ok(Input { text, shown, file: Some(file), dir: tmp.path().to_path_buf(), _tmp: Some(tmp) });
+            return Ok(Input { text, shown, file: Some(file), dir: tmp.path().to_path_buf(), _tmp: Some(tmp), origin: None });
         }
         if a.file.is_some() {
             bail!("-f cannot be used when standard input is a Dockerfile (build - < Dockerfile)");
         }
         let text = String::from_utf8(bytes).context("the Dockerfile on standard input is not UTF-8 (nor a tar)")?;
-        return Ok(Input { text, shown: "Dockerfile".into(), file: None, dir: tmp.path().to_path_buf(), _tmp: Some(tmp) });
-    }
-    if !a.context.is_dir() {
-        bail!("build context {} is not a directory (give a directory, or - to read a Dockerfile or a tar from standard input)", a.context.display());
+        return Ok(Input { text, shown: "Dockerfile".into(), file: None, dir: tmp.path().to_path_buf(), _tmp: Some(tmp), origin: None });
     }
     if stdin_file {
         let text = String::from_utf8(read_stdin()?).context("the Dockerfile on standard input is not UTF-8")?;
-        return Ok(Input { text, shown: "Dockerfile".into(), file: None, dir: a.context.clone(), _tmp: None });
+        return Ok(Input { text, shown: "Dockerfile".into(), file: None, dir: a.context.clone(), _tmp: None, origin: None });
+    }
+    if let Some(url) = a.file.as_deref().map(|f| f.to_string_lossy()).filter(|f| frontend::remote::is_http(f)) {
+        let text = super::remote_context::dockerfile_from_url(&url)?;
+        return Ok(Input { text, shown: url.to_string(), file: None, dir: a.context.clone(), _tmp: None, origin: None });
     }
     let file = a.file.clone().unwrap_or_else(|| a.context.join("Dockerfile"));
     let shown = file.display().to_string();
     let text = std::fs::read_to_string(&file).with_context(|| format!("reading {shown}"))?;
-    Ok(Input { text, shown, file: Some(file), dir: a.context.clone(), _tmp: None })
+    Ok(Input { text, shown, file: Some(file), dir: a.context.clone(), _tmp: None, origin: None })
 }
 
 /// Fill `opts.image_env` / `image_shell` with the configs of the FROM images
@@ -652,18 +663,22 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         bail!("only one thing can go to standard output: one --output with dest=- and no -q");
     }
 
+    let store = crate::store::root::open_default()?;
+    let _lock = crate::cache::StoreLock::shared(store.root())?;
+    let auth = crate::sources::git::GitAuth { secrets: secrets.clone(), ssh: ssh.clone() };
+    let keep_git_dir = build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE" | "t"));
+    let named_dirs = super::named_contexts::local_dirs(&build_contexts)?;
     let input = match &a.graph {
         Some(g) => {
             if !a.context.is_dir() {
                 bail!("build context {} is not a directory", a.context.display());
             }
-            Input { text: String::new(), shown: g.display().to_string(), file: None, dir: a.context.clone(), _tmp: None }
+            Input { text: String::new(), shown: g.display().to_string(), file: None, dir: a.context.clone(), _tmp: None, origin: None }
         }
-        None => read_input(a)?,
+        None => read_input(a, &store, &auth, keep_git_dir)?,
     };
-    let ignore = dockerignore_text(input.file.as_deref(), &input.dir)?;
-    let store = crate::store::root::open_default()?;
-    let _lock = crate::cache::StoreLock::shared(store.root())?;
+    // As BuildKit: only a local context is filtered by a .dockerignore.
+    let ignore = if input.origin.is_some() { String::new() } else { dockerignore_text(input.file.as_deref(), &input.dir)? };
     let resolver = Resolver::new(content_dir(store.root()));
     let recorder = crate::attest::Recorder::new(&resolver);
     let opts = frontend::LowerOptions {
@@ -733,6 +748,8 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         no_cache_stages: a.no_cache_filter.clone(),
         secrets,
         ssh,
+        named_contexts: named_dirs,
+        remote_context: input.origin.is_some(),
         ..Options::default()
     };
     let mut sched = Scheduler::new(&store, &exec, &context, &recorder, &progress, sched_opts);
@@ -759,7 +776,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         text: &input.text,
         build_args: &opts.build_args,
         labels: &labels,
-        context: None,
+        context: input.origin.clone(),
         epoch,
         secrets: sched.opts.secrets.keys().cloned().collect(),
         ssh: sched.opts.ssh.keys().cloned().collect(),

@@ -9,8 +9,10 @@ mod buildx;
 mod cache;
 mod graph;
 mod imagetools;
+mod named_contexts;
 mod plugin;
 mod rebase;
+mod remote_context;
 mod setup;
 
 use clap::{Parser, Subcommand};

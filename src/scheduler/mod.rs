@@ -16,9 +16,10 @@
 
 mod cancel;
 pub mod changes;
-mod copy;
+pub(crate) mod copy;
 pub mod export;
 mod fetch;
+mod named;
 mod algebra;
 pub(crate) use algebra::apply_blob;
 mod merge;
@@ -89,8 +90,14 @@ pub struct Options {
     pub no_cache_stages: Vec<String>,
     /// Secret values by id (`--secret id=...`), for `RUN --mount=type=secret`.
     pub secrets: BTreeMap<String, Vec<u8>>,
-    /// SSH agent sockets by id (`--ssh default=...`), for `RUN --mount=type=ssh`.
+    /// SSH agent sockets by id (`--ssh default=...`), for `RUN --mount=type=ssh`
+    /// and Git sources over ssh.
     pub ssh: BTreeMap<String, PathBuf>,
+    /// Local directories of `--build-context NAME=DIR`, by name.
+    pub named_contexts: BTreeMap<String, PathBuf>,
+    /// The main context is a remote one (a Git checkout, an unpacked
+    /// tarball): read as a snapshot with its owners, like any other tree.
+    pub remote_context: bool,
 }
 
 impl Default for Options {
@@ -102,6 +109,8 @@ impl Default for Options {
             no_cache_stages: vec![],
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
+            named_contexts: BTreeMap::new(),
+            remote_context: false,
         }
     }
 }
@@ -496,7 +505,10 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             }
             Op::Context { name, .. } => {
                 if name != "context" && !name.is_empty() {
-                    bail!("{}: build context {name:?} is not supported yet", origin_label(node));
+                    return self.run_named_context(node, name);
+                }
+                if self.opts.remote_context {
+                    return self.run_remote_context(node);
                 }
                 Ok(State { context_dir: Some(self.context.dir.clone()), ..State::default() })
             }
