@@ -40,9 +40,16 @@ MODERN_DOCKER ?= $(SHARED)/modern-docker
 modern-docker:
 	@$(MODERN_DOCKER)/up.sh || { if [ "$$CI" = true ]; then echo "test: the modern Docker (the compat reference) did not come up: $(MODERN_DOCKER)/up.sh failed"; exit 1; fi; echo "test: warning: $(MODERN_DOCKER)/up.sh failed; the compat test cannot run"; }
 
+# A test that cannot run (not root, a tool missing) fails, naming what is
+# missing. STROMATEKT_ALLOW_SKIP=1 (a machine without root) makes it a skip
+# instead, logged to $(SKIP_LOG) and summarised at the end; never under CI=true.
+SKIP_LOG ?= $(CURDIR)/target/test-skips.txt
+
 test: deps modern-docker
 	@test -d $(SHARED)/compat/buildkit || { echo "test: $(SHARED)/compat is missing (the conformance fixtures)"; exit 1; }
-	STROMATEKT_SHARED=$(abspath $(SHARED)) STROMATEKT_CHECK_CHANGES=1 $(CARGO) test --workspace
+	@mkdir -p $(dir $(SKIP_LOG)) && rm -f $(SKIP_LOG)
+	STROMATEKT_SHARED=$(abspath $(SHARED)) STROMATEKT_CHECK_CHANGES=1 STROMATEKT_SKIP_LOG=$(SKIP_LOG) $(CARGO) test --workspace; \
+	  rc=$$?; ./scripts/skip-summary.sh $(SKIP_LOG); exit $$rc
 
 # Times stromatekt against docker BuildKit, the legacy builder and buildah
 # (bench/bench.py; BENCH_N=runs per cell, default 3). Writes bench/results.md

@@ -6,8 +6,9 @@
 //! `--metadata-file`, `-q`, `--label`, and Dockerfile / tar context on stdin.
 //!
 //! Needs root, runc, mkfs.btrfs, umoci, skopeo and /bin/busybox (dockerd and
-//! podman for their tests); otherwise skipped with a message (a failure
-//! under `CI=true`). Mounts, daemons and temp dirs are released by guards.
+//! podman for their tests); otherwise the test fails naming what is missing
+//! (a skip only with `STROMATEKT_ALLOW_SKIP=1`). Mounts, daemons and temp
+//! dirs are released by guards.
 
 #![allow(clippy::unwrap_used)]
 
