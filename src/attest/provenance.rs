@@ -24,14 +24,17 @@ pub const BUILD_TYPE_V1: &str = "https://github.com/moby/buildkit/blob/master/do
 /// BuildKit's build type for v0.2 predicates (the `--metadata-file` form).
 pub const BUILD_TYPE_V02: &str = "https://mobyproject.org/buildkit@v1";
 
-/// Where the build context came from when it is not a local directory
-/// (a Git URL and the commit it resolved to).
+/// Where the build context came from when it is not a local directory: a
+/// Git repository and the commit checked out, or an HTTP(S) URL (the same
+/// fields as the context resolver's origin, so one maps onto the other).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ContextOrigin {
-    /// The URL as given (`https://host/repo.git#ref:subdir`), credentials removed on output.
+    /// The repository or URL (credentials are removed on output).
     pub url: String,
-    /// The commit (40 hex sha1, or 64 hex sha256).
-    pub commit: String,
+    /// The commit (40 hex sha1, or 64 hex sha256) of a Git context.
+    pub commit: Option<String>,
+    /// The sub-directory of the repository used as the context.
+    pub subdir: Option<String>,
 }
 
 /// The build request, as the provenance records it.
@@ -218,8 +221,8 @@ fn request_json(opts: &ProvenanceOpts, req: &Request) -> (Value, Value, bool) {
     let mut source = Map::new();
     if let Some(c) = &req.context {
         source.insert("uri".into(), Value::String(redact(&c.url)));
-        if !c.commit.is_empty() {
-            source.insert("digest".into(), json!(commit_digest(&c.commit)));
+        if let Some(commit) = c.commit.as_deref().filter(|c| !c.is_empty()) {
+            source.insert("digest".into(), json!(commit_digest(commit)));
         }
     }
     if !req.dockerfile.is_empty() {
@@ -238,6 +241,14 @@ pub fn predicate(opts: &ProvenanceOpts, req: &Request, mats: &[Material], steps:
     let (request, source, request_complete) = request_json(opts, req);
     // A local context cannot be pinned by a digest: the materials are incomplete.
     let deps_complete = req.context.is_some();
+    // A Git context is a material too, after the images (BuildKit's order: images, Git, HTTP).
+    let mut mats = mats.to_vec();
+    if let Some(c) = &req.context {
+        if let Some(commit) = c.commit.as_deref().filter(|c| !c.is_empty()) {
+            let at = mats.iter().take_while(|m| m.uri.starts_with("pkg:")).count();
+            mats.insert(at, Material { uri: redact(&c.url), digest: commit_digest(commit) });
+        }
+    }
     let mut internal = Map::new();
     internal.insert("builderPlatform".into(), Value::String(builder_platform()));
     let mut bk_meta = Map::new();
@@ -292,7 +303,7 @@ pub fn predicate(opts: &ProvenanceOpts, req: &Request, mats: &[Material], steps:
             "buildType": BUILD_TYPE_V1,
             "externalParameters": { "configSource": source, "request": request },
             "internalParameters": internal,
-            "resolvedDependencies": materials_json(mats),
+            "resolvedDependencies": materials_json(&mats),
         },
         "runDetails": {
             "builder": { "id": opts.builder_id },
@@ -442,7 +453,7 @@ mod tests {
     fn git_context_is_the_config_source() {
         let req = Request {
             dockerfile: "Dockerfile".into(),
-            context: Some(ContextOrigin { url: "https://u:pw@h/r.git#main".into(), commit: "a".repeat(40) }),
+            context: Some(ContextOrigin { url: "https://u:pw@h/r.git#main".into(), commit: Some("a".repeat(40)), subdir: None }),
             ..Default::default()
         };
         let p = predicate(&opts(ProvenanceMode::Min), &req, &[], &[], false);
@@ -452,5 +463,6 @@ mod tests {
         assert!(p["buildDefinition"]["externalParameters"]["request"].get("locals").is_none());
         assert_eq!(p["runDetails"]["metadata"]["buildkit_completeness"]["resolvedDependencies"], true);
         assert_eq!(p["runDetails"]["metadata"]["buildkit_hermetic"], true);
+        assert_eq!(p["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha1"], "a".repeat(40));
     }
 }

@@ -581,10 +581,11 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     let attest = crate::attest::flags::parse(&a.attest, std::env::var("BUILDX_NO_DEFAULT_ATTESTATIONS").ok().as_deref())?;
     let resources = a.resources.resources()?;
     let annotations = crate::output::annotations::Annotations::from_flags(&a.annotations)?;
-    use crate::remote_cache::{parse_cache_spec, CacheSpec, ImportedCache};
+    use crate::remote_cache::{parse_cache_option, parse_cache_spec, CacheSpec, ImportedCache};
     let cache_from =
         a.cache_from.iter().map(|c| parse_cache_spec(c).with_context(|| format!("--cache-from {c}"))).collect::<Result<Vec<_>>>()?;
-    let cache_to = a.cache_to.iter().map(|c| parse_cache_spec(c).with_context(|| format!("--cache-to {c}"))).collect::<Result<Vec<_>>>()?;
+    let cache_to_opts = a.cache_to.iter().map(|c| parse_cache_option(c).with_context(|| format!("--cache-to {c}"))).collect::<Result<Vec<_>>>()?;
+    let cache_to: Vec<CacheSpec> = cache_to_opts.iter().map(|o| o.spec.clone()).collect();
     let mut build_args = BTreeMap::new();
     for kv in &a.build_args {
         // `--build-arg NAME` takes NAME from the environment (as docker).
@@ -767,9 +768,19 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         ssh: sched.opts.ssh.keys().cloned().collect(),
     };
     let attestations = super::attest::make(a, &attest, facts, &store, &graph, &states, &recorder, &sched.opts.platform)?;
-    for spec in cache_to.iter().filter(|c| **c != CacheSpec::Inline) {
-        let s = crate::remote_cache::export_cache(&store, sched.recorded(), &results, spec, None).context("--cache-to")?;
-        progress.message(&format!("exported build cache {} ({} entries, {} blobs)", s.manifest, s.recipes, s.blobs));
+    for opt in cache_to_opts.iter().filter(|c| c.spec != CacheSpec::Inline) {
+        match crate::remote_cache::export_cache(&store, sched.recorded(), &results, &opt.spec, None) {
+            Ok(s) => progress.message(&format!(
+                "exported build cache {} ({} entries, {} blobs{})",
+                s.manifest,
+                s.recipes,
+                s.blobs,
+                s.uploaded.map(|n| format!(", {n} uploaded")).unwrap_or_default()
+            )),
+            // As BuildKit: ignore-error=true makes a failed export a warning.
+            Err(e) if opt.ignore_error => progress.message(&format!("warning: --cache-to (ignore-error=true): {e:#}")),
+            Err(e) => return Err(e.context("--cache-to")),
+        }
     }
     if platforms.len() > 1 {
         return multi_platform_outputs(a, &store, &graph, &states, &progress, epoch, sched.opts.jobs, &attestations);
