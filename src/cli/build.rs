@@ -116,6 +116,13 @@ pub struct BuildArgs {
     /// `type=local,dest=DIR[,mode=..]` | `type=inline` (repeatable).
     #[arg(long = "cache-to")]
     pub cache_to: Vec<String>,
+    /// Evaluate the Dockerfile instead of building: `check`, `outline`,
+    /// `targets` or `subrequests.describe`, with `,format=json` for JSON.
+    #[arg(long, value_name = "METHOD[,format=json]")]
+    pub call: Option<String>,
+    /// Shorthand for `--call=check`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub check: Option<String>,
     /// Docker flags stromatekt does not support (each fails, naming itself).
     #[command(flatten)]
     pub unsupported: Unsupported,
@@ -136,8 +143,6 @@ pub struct Unsupported {
     compress: bool,
     #[arg(long, hide = true)]
     stream: bool,
-    #[arg(long, hide = true)]
-    check: bool,
     #[arg(long, hide = true)]
     isolation: Option<String>,
     #[arg(long = "cgroup-parent", hide = true)]
@@ -166,8 +171,6 @@ pub struct Unsupported {
     annotation: Vec<String>,
     #[arg(long, hide = true)]
     attest: Vec<String>,
-    #[arg(long, hide = true)]
-    call: Option<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
     sbom: Option<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
@@ -183,11 +186,10 @@ pub struct Unsupported {
 impl Unsupported {
     /// The first unsupported flag given, with why.
     fn check(&self) -> Result<()> {
-        let set: [(&str, bool); 21] = [
+        let set: [(&str, bool); 19] = [
             ("--squash", self.squash),
             ("--compress", self.compress),
             ("--stream", self.stream),
-            ("--check", self.check),
             ("--isolation", self.isolation.is_some()),
             ("--cgroup-parent", self.cgroup_parent.is_some()),
             ("--shm-size", self.shm_size.is_some()),
@@ -202,7 +204,6 @@ impl Unsupported {
             ("--security-opt", !self.security_opt.is_empty()),
             ("--annotation", !self.annotation.is_empty()),
             ("--attest", !self.attest.is_empty()),
-            ("--call", self.call.is_some()),
             ("--sbom", self.sbom.as_deref().is_some_and(|v| v != "false")),
             ("--provenance", self.provenance.as_deref().is_some_and(|v| v != "false" && v != "0")),
         ];
@@ -494,6 +495,17 @@ fn base_image_configs(resolver: &Resolver, input: &Input, opts: &mut frontend::L
     }
 }
 
+/// What the build checks read of base image `name`: from the configs
+/// lowering already fetched, else fetched now (None when unresolvable).
+fn base_facts(resolver: &Resolver, name: &str, plat: &str) -> Option<super::call::BaseFacts> {
+    let cached = resolver.resolved.lock().ok().and_then(|m| m.get(&(name.to_string(), plat.to_string())).map(|r| r.config.clone()));
+    let config = match cached {
+        Some(c) => c,
+        None => resolver.config(name, plat).ok()?,
+    };
+    Some(super::call::facts(&config))
+}
+
 /// Before building: the outputs a multi-platform build can write.
 fn check_multi_outputs(a: &BuildArgs) -> Result<()> {
     use crate::output::spec::{Dest, Kind};
@@ -669,6 +681,28 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         None => read_input(a)?,
     };
     let ignore = dockerignore_text(input.file.as_deref(), &input.dir)?;
+    let call = super::call::requested(a.call.as_deref(), a.check.as_deref())?;
+    if a.graph.is_none() {
+        super::call::syntax(&input.text)?;
+    }
+    if let Some(call) = &call {
+        if a.graph.is_some() {
+            bail!("--call and --check read a Dockerfile: they do not work with --graph");
+        }
+        // No store needed: base configs are read into a temporary directory.
+        let tmp = tempfile::Builder::new().prefix("stromatekt-call-").tempdir().context("temp dir for base image configs")?;
+        let resolver = Resolver::new(tmp.path().to_path_buf());
+        let plat = platform.clone().unwrap_or_else(|| "linux/amd64".into());
+        let patterns = frontend::dockerignore::Matcher::parse(&ignore).patterns().to_vec();
+        let mut li = super::call::lint_input(&input.shown, &build_args, a.target.as_deref(), platform.as_deref(), &patterns);
+        super::call::fill_bases(&mut li, &input.text, &|n| base_facts(&resolver, n, &plat));
+        let display = super::call::display_name(a.file.as_deref(), &a.context);
+        let code = super::call::answer(call, &input.text, &display, &li)?;
+        if code != 0 {
+            std::process::exit(code);
+        }
+        return Ok(());
+    }
     let store = crate::store::root::open_default()?;
     let _lock = crate::cache::StoreLock::shared(store.root())?;
     let resolver = Resolver::new(content_dir(store.root()));
@@ -681,6 +715,8 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         platform: platform.clone(),
         ..Default::default()
     };
+    let plat = platform.clone().unwrap_or_else(|| "linux/amd64".into());
+    let mut lint_input = super::call::lint_input(&input.shown, &opts.build_args, opts.target.as_deref(), opts.platform.as_deref(), &opts.dockerignore);
     let lower = |plat: Option<String>| -> Result<frontend::ir::Graph> {
         let mut o = opts.clone();
         o.platform = plat.clone();
@@ -700,6 +736,12 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         crate::scheduler::platforms::merge_graphs(graphs)?
     } else {
         lower(platform.clone())?
+    };
+    let _checks = if a.graph.is_none() {
+        super::call::fill_bases(&mut lint_input, &input.text, &|n| base_facts(&resolver, n, &plat));
+        Some(super::call::build_checks(&input.text, &lint_input, matches!(progress_mode, Mode::Quiet | Mode::RawJson))?)
+    } else {
+        None
     };
     if platforms.len() > 1 {
         check_multi_outputs(a)?;

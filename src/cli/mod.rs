@@ -3,6 +3,7 @@
 //! binfmt/qemu.
 
 mod build;
+mod call;
 mod cache;
 mod graph;
 mod plugin;
