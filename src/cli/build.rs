@@ -697,7 +697,19 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         let mut li = super::call::lint_input(&input.shown, &build_args, a.target.as_deref(), platform.as_deref(), &patterns);
         super::call::fill_bases(&mut li, &input.text, &|n| base_facts(&resolver, n, &plat));
         let display = super::call::display_name(a.file.as_deref(), &a.context);
-        let code = super::call::answer(call, &input.text, &display, &li)?;
+        let lower_opts = frontend::LowerOptions {
+            file: input.shown.clone(),
+            build_args: build_args.clone(),
+            target: a.target.clone(),
+            dockerignore: patterns.clone(),
+            build_contexts: build_contexts.clone(),
+            platform: platform.clone(),
+            image_env: li.image_env.clone(),
+            image_shell: li.image_shell.clone(),
+            ..Default::default()
+        };
+        let build_error = frontend::build_graph(&input.text, &lower_opts).err().map(|e| (e.kind.to_string(), e.span.line));
+        let code = super::call::answer(call, &input.text, &display, &li, build_error)?;
         if code != 0 {
             std::process::exit(code);
         }

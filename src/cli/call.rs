@@ -121,12 +121,18 @@ pub fn display_name(file: Option<&std::path::Path>, context: &std::path::Path) -
 
 /// Answer `call` for the Dockerfile `text` (`display`: its name in text
 /// output); returns the exit code.
-pub fn answer(call: &Call, text: &str, display: &str, input: &lint::Input) -> Result<i32> {
+/// `build_error`: why lowering the Dockerfile failed, if it did (the
+/// message and line): BuildKit's check reports a conversion error too.
+pub fn answer(call: &Call, text: &str, display: &str, input: &lint::Input, build_error: Option<(String, usize)>) -> Result<i32> {
+    let as_error = |(m, l): (String, usize)| lint::CheckError { message: m, ranges: if l > 0 { vec![(l, l)] } else { vec![] } };
     let json = call.format == "json";
     let mut out = std::io::stdout().lock();
     let code = match call.name.as_str() {
         "lint" => {
             let mut report = lint::check(text, input);
+            if report.error.is_none() {
+                report.error = build_error.clone().map(as_error);
+            }
             if report.error.is_none() {
                 if let Some(v) = report.violation() {
                     report.error = Some(lint::CheckError { message: v, ranges: vec![] });
@@ -157,7 +163,10 @@ pub fn answer(call: &Call, text: &str, display: &str, input: &lint::Input) -> Re
             // a dispatch error or an `error=true` violation fails it.
             let mut i = input.clone();
             i.reachable_only = true;
-            let report = lint::check(text, &i);
+            let mut report = lint::check(text, &i);
+            if report.error.is_none() {
+                report.error = build_error.clone().map(as_error);
+            }
             if let Some(e) = &report.error {
                 eprintln!("ERROR: {}\n{}", e.message, print::source_lines(display, text, &e.ranges).trim_end());
                 return Ok(1);

@@ -267,7 +267,18 @@ pub fn check(text: &str, input: &Input) -> Report {
         if state.env.get("PATH").is_none() {
             state.env.set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
         }
-        if let Err((m, s, e)) = sw.run(&mut state, &st.instructions, &mut sink) {
+        // The base stage's ONBUILD triggers run first, at this stage's FROM.
+        let at = Some((st.from.span.line, st.from.end_line));
+        let mut insts: Vec<(&crate::instructions::Instruction, Option<(usize, usize)>)> = Vec::new();
+        if let Some(Some(Base::Stage(b))) = bases.get(i) {
+            for inst in &df.stages[*b].instructions {
+                if let Command::Onbuild(trigger) = &inst.command {
+                    insts.push((trigger.as_ref(), at));
+                }
+            }
+        }
+        insts.extend(st.instructions.iter().map(|i| (i, None)));
+        if let Err((m, s, e)) = sw.run(&mut state, &insts, &mut sink) {
             report.warnings = sink.warnings;
             fail(&mut report, m, s, e);
             return report;

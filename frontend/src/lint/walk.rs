@@ -248,14 +248,18 @@ pub(crate) struct StageWalk<'a> {
 }
 
 impl StageWalk<'_> {
-    /// Dispatch `insts` on `st`; an expansion error stops the walk.
-    pub fn run(&self, st: &mut StageState, insts: &[Instruction], sink: &mut Sink) -> Result<(), (String, usize, usize)> {
+    /// Dispatch `insts` on `st`, each at its own lines or at the given
+    /// ones (ONBUILD triggers run at the child stage's FROM, as in BuildKit);
+    /// an expansion error stops the walk.
+    pub fn run(&self, st: &mut StageState, insts: &[(&Instruction, Option<(usize, usize)>)], sink: &mut Sink) -> Result<(), (String, usize, usize)> {
         let mut once = Once::default();
-        for inst in insts {
-            let info = self.infos.get(&inst.span.line);
+        for (inst, at) in insts {
             let cfg = self.config.clone();
-            let loc = (inst.span.line, inst.end_line);
-            let keyword = info.map(|i| i.keyword.clone()).unwrap_or_else(|| inst.command.keyword().to_string());
+            let loc = at.unwrap_or((inst.span.line, inst.end_line));
+            let keyword = match at {
+                Some(_) => inst.original.split_whitespace().next().map(str::to_string).unwrap_or_else(|| inst.command.keyword().to_string()),
+                None => self.infos.get(&inst.span.line).map(|i| i.keyword.clone()).unwrap_or_else(|| inst.command.keyword().to_string()),
+            };
             self.dispatch(st, inst, &keyword, &cfg, loc, &mut once, sink).map_err(|e| (e, loc.0, loc.1))?;
         }
         Ok(())
