@@ -6,7 +6,7 @@ set -euo pipefail
 
 pkgs=(runc btrfs-progs libclang-dev docker-registry busybox-static debootstrap
       skopeo umoci qemu-user-static binfmt-support docker.io buildah podman
-      tmux jq git python3 curl openssh-client)
+      tmux jq git python3 curl openssh-client nodejs)
 
 missing=()
 for p in "${pkgs[@]}"; do

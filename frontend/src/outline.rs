@@ -189,11 +189,21 @@ pub fn outline(text: &str, input: &Input) -> Result<J, String> {
             o.base = Some(*b);
         }
         let mut vars = Env::default();
-        for inst in &st.instructions {
-            let loc = (inst.span.line, inst.end_line);
+        // The base stage's ONBUILD triggers run first, at this stage's FROM.
+        let mut insts: Vec<(&crate::instructions::Instruction, Option<(usize, usize)>)> = Vec::new();
+        if let Some(b) = o.base {
+            for inst in &df.stages[b].instructions {
+                if let Command::Onbuild(t) = &inst.command {
+                    insts.push((t.as_ref(), Some((st.from.span.line, st.from.end_line))));
+                }
+            }
+        }
+        insts.extend(st.instructions.iter().map(|i| (i, None)));
+        for (inst, at) in insts {
+            let loc = at.unwrap_or((inst.span.line, inst.end_line));
             match &inst.command {
                 Command::Arg(decls) => {
-                    let comments = p.comments.get(&inst.span.line).cloned().unwrap_or_default();
+                    let comments = if at.is_some() { Vec::new() } else { p.comments.get(&inst.span.line).cloned().unwrap_or_default() };
                     for d in decls {
                         let given = input.build_args.get(&d.name);
                         let inherited = d.default.is_none() && given.is_none() && env.get(&d.name).is_some();

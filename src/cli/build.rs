@@ -123,6 +123,13 @@ pub struct BuildArgs {
     /// Shorthand for `--call=check`.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub check: Option<String>,
+    /// Annotation `[TYPE[,TYPE...][\[PLATFORM\]]:]KEY=VALUE` (TYPE: manifest (default),
+    /// index, manifest-descriptor, index-descriptor; repeatable).
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// Resource limits of RUN steps (`--ulimit`, `--memory`, ...).
+    #[command(flatten)]
+    pub resources: super::build_resources::ResourceArgs,
     /// Docker flags stromatekt does not support (each fails, naming itself).
     #[command(flatten)]
     pub unsupported: Unsupported,
@@ -145,30 +152,8 @@ pub struct Unsupported {
     stream: bool,
     #[arg(long, hide = true)]
     isolation: Option<String>,
-    #[arg(long = "cgroup-parent", hide = true)]
-    cgroup_parent: Option<String>,
-    #[arg(long = "shm-size", hide = true)]
-    shm_size: Option<String>,
-    #[arg(long, hide = true)]
-    ulimit: Vec<String>,
-    #[arg(short = 'm', long, hide = true)]
-    memory: Option<String>,
-    #[arg(long = "memory-swap", hide = true)]
-    memory_swap: Option<String>,
-    #[arg(short = 'c', long = "cpu-shares", hide = true)]
-    cpu_shares: Option<String>,
-    #[arg(long = "cpu-period", hide = true)]
-    cpu_period: Option<String>,
-    #[arg(long = "cpu-quota", hide = true)]
-    cpu_quota: Option<String>,
-    #[arg(long = "cpuset-cpus", hide = true)]
-    cpuset_cpus: Option<String>,
-    #[arg(long = "cpuset-mems", hide = true)]
-    cpuset_mems: Option<String>,
     #[arg(long = "security-opt", hide = true)]
     security_opt: Vec<String>,
-    #[arg(long, hide = true)]
-    annotation: Vec<String>,
     #[arg(long, hide = true)]
     attest: Vec<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
@@ -186,23 +171,12 @@ pub struct Unsupported {
 impl Unsupported {
     /// The first unsupported flag given, with why.
     fn check(&self) -> Result<()> {
-        let set: [(&str, bool); 19] = [
+        let set: [(&str, bool); 8] = [
             ("--squash", self.squash),
             ("--compress", self.compress),
             ("--stream", self.stream),
             ("--isolation", self.isolation.is_some()),
-            ("--cgroup-parent", self.cgroup_parent.is_some()),
-            ("--shm-size", self.shm_size.is_some()),
-            ("--ulimit", !self.ulimit.is_empty()),
-            ("--memory", self.memory.is_some()),
-            ("--memory-swap", self.memory_swap.is_some()),
-            ("--cpu-shares", self.cpu_shares.is_some()),
-            ("--cpu-period", self.cpu_period.is_some()),
-            ("--cpu-quota", self.cpu_quota.is_some()),
-            ("--cpuset-cpus", self.cpuset_cpus.is_some()),
-            ("--cpuset-mems", self.cpuset_mems.is_some()),
             ("--security-opt", !self.security_opt.is_empty()),
-            ("--annotation", !self.annotation.is_empty()),
             ("--attest", !self.attest.is_empty()),
             ("--sbom", self.sbom.as_deref().is_some_and(|v| v != "false")),
             ("--provenance", self.provenance.as_deref().is_some_and(|v| v != "false" && v != "0")),
@@ -543,17 +517,22 @@ fn multi_platform_outputs<S: crate::store::Store>(
     let tag = a.tags.first().map(|n| crate::output::image::tag_part(n)).unwrap_or_else(|| "latest".into());
     let mut push_names: Vec<String> = if a.push { a.tags.clone() } else { vec![] };
     let mut wrote = false;
+    let plats: Vec<String> = images.iter().map(|(p, _)| p.clone()).collect();
+    let flag_ann = crate::output::annotations::Annotations::from_flags(&a.annotations)?;
+    let mut push_ann = flag_ann.clone();
     for o in &a.outputs {
         let spec = crate::output::spec::parse(o)?;
         match (spec.kind, &spec.dest) {
             (Kind::Oci, Some(Dest::Path(dir))) if !spec.oci_as_tar() => {
                 let d = crate::scheduler::platforms::export_index(store, &images, dir, &tag, jobs, epoch)?;
+                let d = crate::output::annotations::annotate_index(dir, &d, &plats, &flag_ann.merged(&spec.annotations), &tag)?;
                 progress.message(&format!("exported index {} ({} platforms) to {}", d.digest, images.len(), dir.display()));
                 wrote = true;
             }
             (Kind::Image, _) if spec.push => {
                 push_names.extend(a.tags.iter().cloned());
                 push_names.extend(spec.names.iter().cloned());
+                push_ann = push_ann.merged(&spec.annotations);
             }
             _ => bail!("--output {o}: multi-platform builds write type=oci,dest=DIR or push (--push, type=registry); this output is for one platform"),
         }
@@ -566,6 +545,7 @@ fn multi_platform_outputs<S: crate::store::Store>(
     if !push_names.is_empty() {
         let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("push")).tempdir_in(store.root()).context("temp dir in the store")?;
         let d = crate::scheduler::platforms::export_index(store, &images, tmp.path(), "latest", jobs, epoch)?;
+        let d = crate::output::annotations::annotate_index(tmp.path(), &d, &plats, &push_ann, "latest")?;
         let reg = crate::registry::oci::OciRegistry::new()?;
         for name in &push_names {
             let t = std::time::Instant::now();
@@ -601,6 +581,8 @@ fn check_secrets(graph: &frontend::ir::Graph, secrets: &BTreeMap<String, Vec<u8>
 /// Run `build`.
 pub fn run(a: &BuildArgs) -> Result<()> {
     a.unsupported.check()?;
+    let resources = a.resources.resources()?;
+    let annotations = crate::output::annotations::Annotations::from_flags(&a.annotations)?;
     use crate::remote_cache::{parse_cache_spec, CacheSpec, ImportedCache};
     let cache_from =
         a.cache_from.iter().map(|c| parse_cache_spec(c).with_context(|| format!("--cache-from {c}"))).collect::<Result<Vec<_>>>()?;
@@ -773,7 +755,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     }
     check_secrets(&graph, &secrets, &input.shown)?;
     let context = Context::new(&input.dir, &ignore).with_index(&store.root().join("cache/context"));
-    let runc = RuncExecutor::new(store.root().join("runc"));
+    let runc = RuncExecutor::new(store.root().join("runc")).with_resources(resources);
     let hosts_dir = match &hosts {
         Some(text) => {
             let d = tempfile::Builder::new().prefix("stromatekt-hosts-").tempdir().context("temp dir for /etc/hosts")?;
@@ -831,7 +813,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     if cache_to.contains(&CacheSpec::Inline) {
         labels.push(crate::remote_cache::inline_label(&store, sched.recorded(), &[state])?);
     }
-    let req = Request { outputs, tags: a.tags.clone(), labels, load: a.load || default_load, push: a.push, jobs: sched.opts.jobs, epoch };
+    let req = Request { outputs, tags: a.tags.clone(), labels, load: a.load || default_load, push: a.push, jobs: sched.opts.jobs, epoch, annotations };
     let need_image = a.quiet || a.iidfile.is_some() || a.metadata_file.is_some();
     let info = write_outputs(&store, state, &req, &progress, need_image)?;
     if req.outputs.is_empty() && !req.push && !req.load {
@@ -873,10 +855,6 @@ mod tests {
         for (args, flag) in [
             (&["--squash", "."][..], "--squash"),
             (&["--isolation", "hyperv", "."], "--isolation"),
-            (&["--shm-size=1g", "."], "--shm-size"),
-            (&["--ulimit", "nofile=1024", "."], "--ulimit"),
-            (&["-m", "1g", "."], "--memory"),
-            (&["--cgroup-parent", "x", "."], "--cgroup-parent"),
             (&["--provenance=true", "."], "--provenance"),
         ] {
             let e = parse(args).unsupported.check().unwrap_err().to_string();

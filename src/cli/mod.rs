@@ -3,9 +3,12 @@
 //! binfmt/qemu.
 
 mod build;
+mod build_resources;
+mod buildx;
 mod call;
 mod cache;
 mod graph;
+mod imagetools;
 mod plugin;
 mod rebase;
 mod setup;
@@ -40,6 +43,9 @@ pub enum Command {
     Prune(cache::PruneArgs),
     /// Install stromatekt as the Docker CLI plugin `docker-buildx`.
     DockerPlugin(plugin::PluginArgs),
+    /// buildx's builder commands (`inspect`, `ls`, `use`, `create`, `rm`, `stop`).
+    #[command(flatten)]
+    Builder(buildx::BuilderCommand),
 }
 
 /// Run the CLI; returns the exit code.
@@ -56,20 +62,27 @@ pub fn main() -> i32 {
             plugin::print_version();
             return 0;
         }
-        plugin::Invocation::Ls => {
-            plugin::print_ls();
-            return 0;
+        plugin::Invocation::UnknownBuilder(name) => {
+            eprintln!("stromatekt: no builder {name:?} found: stromatekt has one builder, \"stromatekt\" (its own driver; builders of buildx's drivers need buildx)");
+            return 1;
         }
         plugin::Invocation::Unsupported(cmd) => {
-            eprintln!("stromatekt: docker buildx {cmd} is not supported by stromatekt (it has build, du, prune, ls and version)");
+            eprintln!("stromatekt: docker buildx {cmd} is not supported by stromatekt (it has build, du, prune, inspect, ls, use, create, rm, stop, imagetools and version)");
             return 1;
         }
     };
     match args.command {
         Command::Version => {
-            println!("stromatekt {} (IR version {})", env!("CARGO_PKG_VERSION"), frontend::ir::IR_VERSION);
+            println!("{}", buildx::version_text());
             0
         }
+        Command::Builder(c) => match buildx::run(&c) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("stromatekt: {e:#}");
+                1
+            }
+        },
         Command::Graph(a) => match graph::run(&a) {
             Ok(()) => 0,
             Err(e) => {

@@ -38,8 +38,9 @@ pub fn metadata() -> serde_json::Value {
     serde_json::json!({
         "SchemaVersion": "0.1.0",
         "Vendor": "stromatekt",
-        "Version": format!("v{}", env!("CARGO_PKG_VERSION")),
-        "ShortDescription": "Docker Buildx (stromatekt: btrfs + runc image builder)",
+        // Clients (Docker Compose) read the buildx release from here.
+        "Version": super::buildx::BUILDX_VERSION,
+        "ShortDescription": format!("Docker Buildx (stromatekt {}: btrfs + runc image builder)", env!("CARGO_PKG_VERSION")),
     })
 }
 
@@ -99,10 +100,10 @@ pub enum Invocation {
     Mapped(Vec<OsString>),
     /// `docker buildx version`.
     Version,
-    /// `docker buildx ls`.
-    Ls,
     /// A buildx command stromatekt does not have.
     Unsupported(String),
+    /// `--builder NAME` (or `BUILDX_BUILDER`) naming a builder that is not stromatekt's.
+    UnknownBuilder(String),
 }
 
 /// Classify `argv`. As the plugin, docker runs `docker-buildx buildx ARGS`
@@ -122,14 +123,39 @@ pub fn classify(argv: &[OsString]) -> Invocation {
         rest.remove(0);
     }
     // buildx's global flags, before the subcommand.
+    let mut builder: Option<String> = std::env::var("BUILDX_BUILDER").ok().filter(|b| !b.is_empty());
     while let Some(a) = rest.first().map(|a| a.to_string_lossy().to_string()) {
         if a == "--builder" && rest.len() > 1 {
+            builder = Some(rest[1].to_string_lossy().to_string());
             rest.drain(..2);
-        } else if a.starts_with("--builder=") || a == "--debug" || a == "-D" {
+        } else if let Some(b) = a.strip_prefix("--builder=") {
+            builder = Some(b.to_string());
+            rest.remove(0);
+        } else if a == "--debug" || a == "-D" {
             rest.remove(0);
         } else {
             break;
         }
+    }
+    // `--builder` is persistent in buildx: after the subcommand too (`build --builder NAME`).
+    let mut i = 1;
+    while i < rest.len() {
+        let a = rest[i].to_string_lossy().to_string();
+        if a == "--" {
+            break;
+        }
+        if a == "--builder" && i + 1 < rest.len() {
+            builder = Some(rest[i + 1].to_string_lossy().to_string());
+            rest.drain(i..i + 2);
+        } else if let Some(b) = a.strip_prefix("--builder=") {
+            builder = Some(b.to_string());
+            rest.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    if let Some(b) = builder.filter(|b| b != super::buildx::BUILDER_NAME && b != "default") {
+        return Invocation::UnknownBuilder(b);
     }
     let Some(cmd) = rest.first().map(|a| a.to_string_lossy().to_string()) else {
         return Invocation::Mapped(vec![OsString::from("stromatekt"), OsString::from("--help")]);
@@ -147,25 +173,16 @@ pub fn classify(argv: &[OsString]) -> Invocation {
             v.extend(rest.iter().skip(1).cloned());
             Invocation::Mapped(v)
         }
-        "du" => mapped("du"),
-        "prune" => mapped("prune"),
+        "du" | "prune" | "inspect" | "ls" | "use" | "create" | "rm" | "stop" | "imagetools" => mapped(&cmd),
         "version" => Invocation::Version,
-        "ls" => Invocation::Ls,
         "-h" | "--help" | "help" => Invocation::Mapped(vec![OsString::from("stromatekt"), OsString::from("--help")]),
         other => Invocation::Unsupported(other.to_string()),
     }
 }
 
-/// Print `docker buildx ls`'s table for stromatekt's single builder.
-pub fn print_ls() {
-    println!("NAME/NODE        DRIVER/ENDPOINT   STATUS    BUILDKIT   PLATFORMS");
-    println!("stromatekt*      stromatekt                                      ");
-    println!(" \\_ stromatekt    \\_ local         running   v{:<8} linux/amd64", env!("CARGO_PKG_VERSION"));
-}
-
 /// Print `docker buildx version`.
 pub fn print_version() {
-    println!("stromatekt v{} docker-buildx plugin (IR version {})", env!("CARGO_PKG_VERSION"), frontend::ir::IR_VERSION);
+    println!("{}", super::buildx::buildx_version_line());
 }
 
 #[cfg(test)]
@@ -187,11 +204,24 @@ mod tests {
         );
         assert_eq!(classify(&argv(&["docker-buildx", "build", "."])), Invocation::Mapped(argv(&["stromatekt", "build", "--as-docker-plugin", "."])));
         assert_eq!(
-            classify(&argv(&["docker-buildx", "buildx", "--builder", "b", "prune", "-f"])),
+            classify(&argv(&["docker-buildx", "buildx", "--builder", "stromatekt", "prune", "-f"])),
             Invocation::Mapped(argv(&["stromatekt", "prune", "-f"]))
         );
         assert_eq!(classify(&argv(&["docker-buildx", "buildx", "version"])), Invocation::Version);
-        assert_eq!(classify(&argv(&["docker-buildx", "buildx", "ls"])), Invocation::Ls);
+        assert_eq!(
+            classify(&argv(&["docker-buildx", "buildx", "build", "--builder", "stromatekt", "-t", "x", "."])),
+            Invocation::Mapped(argv(&["stromatekt", "build", "--as-docker-plugin", "-t", "x", "."]))
+        );
+        assert_eq!(classify(&argv(&["docker-buildx", "buildx", "du", "--builder=ci-builder"])), Invocation::UnknownBuilder("ci-builder".into()));
+        assert_eq!(classify(&argv(&["docker-buildx", "buildx", "ls"])), Invocation::Mapped(argv(&["stromatekt", "ls"])));
+        assert_eq!(
+            classify(&argv(&["docker-buildx", "buildx", "inspect", "--bootstrap"])),
+            Invocation::Mapped(argv(&["stromatekt", "inspect", "--bootstrap"]))
+        );
+        assert_eq!(
+            classify(&argv(&["docker-buildx", "buildx", "imagetools", "inspect", "r"])),
+            Invocation::Mapped(argv(&["stromatekt", "imagetools", "inspect", "r"]))
+        );
         assert_eq!(classify(&argv(&["docker-buildx", "buildx", "bake"])), Invocation::Unsupported("bake".into()));
     }
 

@@ -2,6 +2,7 @@
 //! records requests and can be primed to fail, for tests without root.
 
 pub mod fake;
+pub mod resources;
 pub mod rootfs;
 pub mod runc;
 pub mod spec;

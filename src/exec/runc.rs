@@ -21,6 +21,7 @@ pub struct RuncExecutor {
     runc: PathBuf,
     running: Mutex<BTreeSet<String>>,
     killed: Mutex<BTreeSet<String>>,
+    resources: super::resources::Resources,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -39,7 +40,13 @@ impl RuncExecutor {
 
     /// Like [`RuncExecutor::new`] with an explicit path to the runc binary.
     pub fn with_runc(state_dir: PathBuf, runc: PathBuf) -> Self {
-        RuncExecutor { state_dir, runc, running: Mutex::default(), killed: Mutex::default() }
+        RuncExecutor { state_dir, runc, running: Mutex::default(), killed: Mutex::default(), resources: Default::default() }
+    }
+
+    /// Give every container these limits (`--ulimit`, `--memory`, ...).
+    pub fn with_resources(mut self, resources: super::resources::Resources) -> Self {
+        self.resources = resources;
+        self
     }
 
     fn runc(&self) -> Command {
@@ -82,7 +89,15 @@ impl RuncExecutor {
         ];
         let root = fs::canonicalize(&req.rootfs).map_err(rt("resolving rootfs"))?;
         let spec = spec::build(req, &root, uid, gid, gids, &extra);
-        fs::write(bundle.join("config.json"), spec::to_json(&spec)?).map_err(rt("writing config.json"))?;
+        let mut json = spec::to_json(&spec)?;
+        if !self.resources.is_empty() {
+            let mut v: serde_json::Value = serde_json::from_str(&json)
+                .map_err(|e| ExecError::Runtime { step: "adding resource limits to config.json", message: e.to_string() })?;
+            self.resources.apply(&mut v, &req.id);
+            json = serde_json::to_string_pretty(&v)
+                .map_err(|e| ExecError::Runtime { step: "adding resource limits to config.json", message: e.to_string() })?;
+        }
+        fs::write(bundle.join("config.json"), json).map_err(rt("writing config.json"))?;
         Ok(())
     }
 

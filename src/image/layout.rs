@@ -67,7 +67,7 @@ impl Layout {
         if let Some(tag) = tag {
             let key = "org.opencontainers.image.ref.name";
             index.manifests.retain(|d| d.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str) != Some(tag));
-            manifest.annotations = Some(BTreeMap::from([(key.to_string(), tag.to_string())]));
+            manifest.annotations.get_or_insert_with(BTreeMap::new).insert(key.to_string(), tag.to_string());
         }
         index.manifests.push(manifest);
         let tmp = path.with_extension("tmp");

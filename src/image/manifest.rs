@@ -59,6 +59,9 @@ pub struct Manifest {
     pub config: Descriptor,
     /// Layer blobs, bottom first.
     pub layers: Vec<Descriptor>,
+    /// Annotations (`--annotation manifest:K=V`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// An image index.
@@ -72,6 +75,9 @@ pub struct Index {
     pub media_type: String,
     /// Manifests.
     pub manifests: Vec<Descriptor>,
+    /// Annotations (`--annotation index:K=V`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// `sha256:` digest of bytes.
@@ -87,7 +93,7 @@ pub fn descriptor(media_type: &str, bytes: &[u8]) -> Descriptor {
 impl Manifest {
     /// A manifest for a config blob and layers.
     pub fn new(config: Descriptor, layers: Vec<Descriptor>) -> Manifest {
-        Manifest { schema_version: 2, media_type: MANIFEST_V1.into(), config, layers }
+        Manifest { schema_version: 2, media_type: MANIFEST_V1.into(), config, layers, annotations: None }
     }
 
     /// Canonical JSON bytes.
@@ -99,7 +105,7 @@ impl Manifest {
 impl Index {
     /// An index of manifests.
     pub fn new(manifests: Vec<Descriptor>) -> Index {
-        Index { schema_version: 2, media_type: INDEX_V1.into(), manifests }
+        Index { schema_version: 2, media_type: INDEX_V1.into(), manifests, annotations: None }
     }
 
     /// Canonical JSON bytes.

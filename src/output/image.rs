@@ -137,7 +137,7 @@ impl BuiltImage {
     pub fn write_archive<W: Write>(&self, out: W, names: &[String], docker: bool) -> Result<W> {
         let mut b = tar::Builder::new(out);
         let first = names.first();
-        let mut annotations = BTreeMap::new();
+        let mut annotations = self.manifest_desc.annotations.clone().unwrap_or_default();
         annotations.insert("org.opencontainers.image.ref.name".to_string(), first.map(|n| tag_part(n)).unwrap_or_else(|| "latest".into()));
         if let Some(n) = first {
             annotations.insert("io.containerd.image.name".to_string(), full_name(n));

@@ -13,6 +13,7 @@
 //! load.rs      docker archive -> Docker daemon (unix socket) or podman load
 //! ```
 
+pub mod annotations;
 pub mod compress;
 pub mod image;
 pub mod load;
@@ -46,6 +47,8 @@ pub struct Request {
     pub jobs: usize,
     /// `SOURCE_DATE_EPOCH`: clamp file times, set `created` (reproducible images).
     pub epoch: Option<u64>,
+    /// `--annotation`s (each output's `annotation.*` options are added to them).
+    pub annotations: annotations::Annotations,
 }
 
 /// The image the build produced, as recorded by `--iidfile`,
@@ -138,14 +141,14 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
             Kind::Local | Kind::Tar => write_fs(store, state, o, progress)?,
             Kind::Oci if !o.oci_as_tar() => {
                 let Some(Dest::Path(dir)) = &o.dest else { return Err(anyhow!("type=oci,tar=false needs dest=DIR")) };
-                let img = image(encoding_of(o), &mut parts)?;
+                let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
                 let tag = names.first().map(|n| image::tag_part(n)).unwrap_or_else(|| "latest".into());
                 img.write_layout_dir(dir, &tag)?;
                 progress.message(&format!("exported {} to {}", img.manifest_desc.digest, dir.display()));
                 record(&img, &names, &mut info);
             }
             Kind::Oci | Kind::Docker if o.kind == Kind::Oci || o.dest.is_some() => {
-                let img = image(encoding_of(o), &mut parts)?;
+                let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
                 let docker = o.kind == Kind::Docker;
                 write_to(o.dest.as_ref(), |w| img.write_archive(w, &names, docker).map(|_| ()))?;
                 if let Some(Dest::Path(p)) = &o.dest {
@@ -157,7 +160,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
             // `--load`, and type=image without push= (the docker driver's
             // meaning: into the local image store).
             Kind::Docker | Kind::Image if !o.push => {
-                let img = image(encoding_of(o), &mut parts)?;
+                let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
                 std::fs::create_dir_all(root.join("tmp")).with_context(|| format!("creating {}/tmp", root.display()))?;
                 let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("load")).suffix(".tar").tempfile_in(root.join("tmp")).context("temp file in the store")?;
                 let file = std::io::BufWriter::new(tmp.reopen().context("opening the temp archive")?);
@@ -173,7 +176,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
                 if names.is_empty() {
                     return Err(anyhow!("pushing needs an image name: add -t REGISTRY/REPO[:TAG] (or name= in --output)"));
                 }
-                let img = image(encoding_of(o), &mut parts)?;
+                let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
                 let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("push")).tempdir_in(&root).context("temp dir in the store")?;
                 img.write_layout_dir(tmp.path(), "latest")?;
                 let reg = crate::registry::oci::OciRegistry::new()?;

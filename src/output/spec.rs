@@ -72,6 +72,8 @@ pub struct OutputSpec {
     pub oci_mediatypes: Option<bool>,
     /// `tar=` for type=oci; None = decided by `dest` (see [`OutputSpec::oci_as_tar`]).
     pub tar: Option<bool>,
+    /// `annotation[-TYPE][[PLATFORM]].KEY=VALUE` options.
+    pub annotations: super::annotations::Annotations,
 }
 
 impl OutputSpec {
@@ -86,6 +88,7 @@ impl OutputSpec {
             force_compression: false,
             oci_mediatypes: None,
             tar: None,
+            annotations: Default::default(),
         }
     }
 
@@ -174,6 +177,9 @@ pub fn parse(value: &str) -> Result<OutputSpec, SpecError> {
     for f in &fields {
         let (k, v) = f.split_once('=').ok_or_else(|| err(format!("field {f:?} is not KEY=VALUE")))?;
         let bad = |what: &str| err(format!("{k}={v:?}: expected {what}"));
+        if image_like && spec.annotations.add_option(k, v).map_err(|e| err(e.to_string()))? {
+            continue;
+        }
         match k {
             "type" => {}
             "dest" if kind != Kind::Image => {

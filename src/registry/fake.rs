@@ -152,6 +152,11 @@ fn pick(bytes: &[u8], platform: &str) -> Option<String> {
 }
 
 impl Registry for FakeRegistry {
+    fn manifest_raw(&self, reference: &str) -> Result<RawManifest, RegistryError> {
+        self.check_fail(reference)?;
+        self.lookup(reference)
+    }
+
     fn manifest(&self, reference: &str, platform: &str) -> Result<RawManifest, RegistryError> {
         self.check_fail(reference)?;
         let raw = self.lookup(reference)?;

@@ -89,6 +89,13 @@ pub trait Registry: Send + Sync {
     /// the entry for `platform` (`linux/amd64`) is followed.
     fn manifest(&self, reference: &str, platform: &str) -> Result<RawManifest, RegistryError>;
 
+    /// Fetch the manifest or index `reference` points at, as it is (no
+    /// platform is picked from an index). Clients that only pull images
+    /// for builds (test wrappers) may leave this out: it then says so.
+    fn manifest_raw(&self, reference: &str) -> Result<RawManifest, RegistryError> {
+        Err(RegistryError::Transport { reference: reference.to_string(), message: "this registry client cannot read an index as it is".into() })
+    }
+
     /// Download blob `digest` of `reference`'s repository to `dest`, verifying the digest.
     fn fetch_blob(&self, reference: &str, digest: &str, dest: &Path) -> Result<(), RegistryError>;
 

@@ -412,6 +412,11 @@ impl Registry for OciRegistry {
         self.pull_raw(reference, &child)
     }
 
+    fn manifest_raw(&self, reference: &str) -> Result<RawManifest, RegistryError> {
+        let r = parse_reference(reference)?;
+        self.pull_raw(reference, &r)
+    }
+
     fn fetch_blob(&self, reference: &str, digest: &str, dest: &Path) -> Result<(), RegistryError> {
         let r = parse_reference(reference)?;
         let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| Path::new("."));
