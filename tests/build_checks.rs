@@ -3,6 +3,8 @@
 //! expand):`, one ` - Rule: message (line N)` each), and `# check=error=true`
 //! failing the build with the rule and its location before any step runs.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 /// The modern Docker's CLI: `$STROMATEKT_SHARED/modern-docker/docker`, else
