@@ -697,6 +697,17 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         }
         return Ok(());
     }
+    // `# check=error=true` (or BUILDKIT_DOCKERFILE_CHECK=error=true): a
+    // violation fails the build here, before the store is even opened.
+    if a.graph.is_none() && super::call::errors_on_violation(&input.text, &build_args) {
+        let tmp = tempfile::Builder::new().prefix("stromatekt-check-").tempdir().context("temp dir for base image configs")?;
+        let resolver = Resolver::new(tmp.path().to_path_buf());
+        let plat = platform.clone().unwrap_or_else(|| "linux/amd64".into());
+        let patterns = frontend::dockerignore::Matcher::parse(&ignore).patterns().to_vec();
+        let mut li = super::call::lint_input(&input.shown, &build_args, a.target.as_deref(), platform.as_deref(), &patterns);
+        super::call::fill_bases(&mut li, &input.text, &|n| base_facts(&resolver, n, &plat));
+        drop(super::call::build_checks(&input.text, &li, true)?);
+    }
     let store = crate::store::root::open_default()?;
     let _lock = crate::cache::StoreLock::shared(store.root())?;
     let resolver = Resolver::new(content_dir(store.root()));

@@ -236,6 +236,13 @@ pub fn build_checks(text: &str, input: &lint::Input, quiet: bool) -> Result<Summ
     Ok(summary)
 }
 
+/// Whether the Dockerfile (or `BUILDKIT_DOCKERFILE_CHECK`) asks for
+/// `error=true`.
+pub fn errors_on_violation(text: &str, build_args: &BTreeMap<String, String>) -> bool {
+    let Ok(ast) = frontend::parser::parse(text) else { return false };
+    lint::config_for(ast.directives.check.as_deref(), build_args).is_ok_and(|c| c.error)
+}
+
 /// Prints the build's warnings summary when dropped (after the build).
 pub struct Summary {
     text: String,
