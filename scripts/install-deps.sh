@@ -1,12 +1,28 @@
 #!/usr/bin/env bash
 # Installs every system component stromatekt and its tests use, from Debian's
-# packages. Idempotent: packages already present are not reinstalled, and apt
-# is only asked when something is missing.
+# packages (and moto, the S3 server of the tests, from PyPI). Idempotent:
+# packages already present are not reinstalled, and apt (or pip) is only
+# asked when something is missing.
 set -euo pipefail
 
 pkgs=(runc btrfs-progs libclang-dev docker-registry busybox-static debootstrap
       skopeo umoci qemu-user-static binfmt-support docker.io buildah podman
-      tmux jq git python3 curl openssh-client nodejs)
+      tmux jq git python3 python3-venv curl openssh-client nodejs)
+
+# moto's S3 server (the S3-compatible server the type=s3 cache tests start),
+# pinned, in its own virtualenv: the tests run $MOTO_VENV/bin/moto_server.
+MOTO_VERSION=5.2.5
+MOTO_VENV=${MOTO_VENV:-/opt/stromatekt/moto}
+install_moto() {
+  if "$MOTO_VENV/bin/python" -c "import sys, moto, boto3; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+    echo "install-deps: moto $MOTO_VERSION present in $MOTO_VENV"
+    return 0
+  fi
+  echo "install-deps: installing moto[server]==$MOTO_VERSION into $MOTO_VENV"
+  mkdir -p "$(dirname "$MOTO_VENV")"
+  python3 -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+}
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -14,13 +30,14 @@ for p in "${pkgs[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all system packages present"
-  exit 0
+else
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages: ${missing[*]}" >&2
+    echo "install-deps: run as root (or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-if [ "$(id -u)" -ne 0 ]; then
-  echo "install-deps: missing packages: ${missing[*]}" >&2
-  echo "install-deps: run as root (or: sudo apt-get install ${missing[*]})" >&2
-  exit 1
-fi
-echo "install-deps: installing ${missing[*]}"
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+install_moto

@@ -4,6 +4,7 @@
 //! Dependency direction: cli -> scheduler -> {frontend IR, store, exec, image,
 //! registry}. Only the IR (crate `frontend`) is shared with the frontend.
 
+pub mod attest;
 pub mod cache;
 pub mod cli;
 pub mod context;

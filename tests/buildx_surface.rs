@@ -242,7 +242,13 @@ fn build_push_action_pushes_through_the_plugin() {
     assert_eq!(metadata["containerimage.digest"], digest.as_str());
     let raw = run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{tag}")));
     assert_eq!(format!("sha256:{}", sha256_hex(&raw.stdout)), digest, "the action's digest is the registry's");
-    let m: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    if m["mediaType"] == "application/vnd.oci.image.index.v1+json" {
+        // With provenance (the action's or buildx's default) the tag is an index; manifest annotations are on the image.
+        let image = m["manifests"][0]["digest"].as_str().unwrap().to_string();
+        let raw = run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{}/acme/app@{image}", reg.host())));
+        m = serde_json::from_slice(&raw.stdout).unwrap();
+    }
     assert_eq!(m["annotations"]["org.opencontainers.image.version"], "1", "{m}");
     let cfg_json = run(Command::new("skopeo").args(["inspect", "--config", "--tls-verify=false"]).arg(format!("docker://{tag}")));
     let c: serde_json::Value = serde_json::from_slice(&cfg_json.stdout).unwrap();

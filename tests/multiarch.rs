@@ -86,7 +86,11 @@ fn two_platforms_one_index() {
     let raw = common::run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{target}:latest")));
     let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
     let archs: Vec<&str> = index["manifests"].as_array().unwrap().iter().map(|m| m["platform"]["architecture"].as_str().unwrap()).collect();
-    assert_eq!(archs, vec!["amd64", "arm64"], "{index}");
+    // The images, then (buildx's default provenance of a push) one attestation manifest each.
+    assert_eq!(archs, vec!["amd64", "arm64", "unknown", "unknown"], "{index}");
+    for i in 0..2 {
+        assert_eq!(index["manifests"][i + 2]["annotations"]["vnd.docker.reference.digest"], index["manifests"][i]["digest"], "{index}");
+    }
 
     for (arch, uname) in [("arm64", "aarch64"), ("amd64", "x86_64")] {
         let layout = store.scratch().join(format!("pulled-{arch}"));

@@ -130,6 +130,9 @@ pub struct BuildArgs {
     /// Resource limits of RUN steps (`--ulimit`, `--memory`, ...).
     #[command(flatten)]
     pub resources: super::build_resources::ResourceArgs,
+    /// `--attest`, `--provenance`, `--sbom`.
+    #[command(flatten)]
+    pub attest: crate::attest::AttestFlags,
     /// Docker flags stromatekt does not support (each fails, naming itself).
     #[command(flatten)]
     pub unsupported: Unsupported,
@@ -154,12 +157,6 @@ pub struct Unsupported {
     isolation: Option<String>,
     #[arg(long = "security-opt", hide = true)]
     security_opt: Vec<String>,
-    #[arg(long, hide = true)]
-    attest: Vec<String>,
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
-    sbom: Option<String>,
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
-    provenance: Option<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
     rm: Option<String>,
     #[arg(long = "force-rm", hide = true, num_args = 0..=1, default_missing_value = "true")]
@@ -171,15 +168,12 @@ pub struct Unsupported {
 impl Unsupported {
     /// The first unsupported flag given, with why.
     fn check(&self) -> Result<()> {
-        let set: [(&str, bool); 8] = [
+        let set: [(&str, bool); 5] = [
             ("--squash", self.squash),
             ("--compress", self.compress),
             ("--stream", self.stream),
             ("--isolation", self.isolation.is_some()),
             ("--security-opt", !self.security_opt.is_empty()),
-            ("--attest", !self.attest.is_empty()),
-            ("--sbom", self.sbom.as_deref().is_some_and(|v| v != "false")),
-            ("--provenance", self.provenance.as_deref().is_some_and(|v| v != "false" && v != "0")),
         ];
         if let Some((flag, _)) = set.iter().find(|(_, on)| *on) {
             bail!("{flag} is a docker build flag stromatekt does not support (yet); remove it to build");
@@ -499,6 +493,7 @@ fn check_multi_outputs(a: &BuildArgs) -> Result<()> {
 /// Outputs of a multi-platform build: an OCI layout holding an image index
 /// (`type=oci,dest=DIR`) and/or a push of the index (`--push`,
 /// `type=registry`, `type=image,push=true`).
+#[allow(clippy::too_many_arguments)]
 fn multi_platform_outputs<S: crate::store::Store>(
     a: &BuildArgs,
     store: &S,
@@ -507,6 +502,7 @@ fn multi_platform_outputs<S: crate::store::Store>(
     progress: &Progress,
     epoch: Option<u64>,
     jobs: usize,
+    attestations: &[crate::attest::ForImage],
 ) -> Result<()> {
     use crate::output::spec::{Dest, Kind};
     let mut images = Vec::new();
@@ -517,6 +513,8 @@ fn multi_platform_outputs<S: crate::store::Store>(
     let tag = a.tags.first().map(|n| crate::output::image::tag_part(n)).unwrap_or_else(|| "latest".into());
     let mut push_names: Vec<String> = if a.push { a.tags.clone() } else { vec![] };
     let mut wrote = false;
+    // The index `--iidfile` and `--metadata-file` describe (the first output's).
+    let mut recorded: Option<crate::image::manifest::Descriptor> = None;
     let plats: Vec<String> = images.iter().map(|(p, _)| p.clone()).collect();
     let flag_ann = crate::output::annotations::Annotations::from_flags(&a.annotations)?;
     let mut push_ann = flag_ann.clone();
@@ -526,7 +524,9 @@ fn multi_platform_outputs<S: crate::store::Store>(
             (Kind::Oci, Some(Dest::Path(dir))) if !spec.oci_as_tar() => {
                 let d = crate::scheduler::platforms::export_index(store, &images, dir, &tag, jobs, epoch)?;
                 let d = crate::output::annotations::annotate_index(dir, &d, &plats, &flag_ann.merged(&spec.annotations), &tag)?;
+                let d = crate::output::attach_to_index(dir, d, &tag, attestations, &a.tags, crate::attest::ForImage::in_layout)?;
                 progress.message(&format!("exported index {} ({} platforms) to {}", d.digest, images.len(), dir.display()));
+                recorded.get_or_insert(d);
                 wrote = true;
             }
             (Kind::Image, _) if spec.push => {
@@ -546,6 +546,7 @@ fn multi_platform_outputs<S: crate::store::Store>(
         let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("push")).tempdir_in(store.root()).context("temp dir in the store")?;
         let d = crate::scheduler::platforms::export_index(store, &images, tmp.path(), "latest", jobs, epoch)?;
         let d = crate::output::annotations::annotate_index(tmp.path(), &d, &plats, &push_ann, "latest")?;
+        let d = crate::output::attach_to_index(tmp.path(), d, "latest", attestations, &push_names, crate::attest::ForImage::pushed)?;
         let reg = crate::registry::oci::OciRegistry::new()?;
         for name in &push_names {
             let t = std::time::Instant::now();
@@ -553,10 +554,17 @@ fn multi_platform_outputs<S: crate::store::Store>(
                 .with_context(|| format!("pushing {name}"))?;
             progress.message(&format!("pushed {name}@{digest} ({} platforms): {}", images.len(), crate::progress::transfer_summary(&st, t.elapsed())));
         }
+        recorded.get_or_insert(d);
         wrote = true;
     }
     if !wrote {
         progress.message("no output given (-o type=oci,dest=DIR or --push): the result stays in the build cache only");
+    }
+    if let Some(d) = &recorded {
+        let mut names = a.tags.clone();
+        names.extend(push_names.iter().filter(|n| !a.tags.contains(n)).cloned());
+        let extra = crate::attest::metadata(attestations, &crate::attest::build_ref(), std::env::var("BUILDX_METADATA_PROVENANCE").ok().as_deref());
+        crate::output::write_index_records(a.iidfile.as_deref(), a.metadata_file.as_deref(), d, &names, &extra)?;
     }
     progress.summary(&|n| graph.inputs(frontend::ir::NodeId(n)).into_iter().map(|i| i.0).collect());
     Ok(())
@@ -581,12 +589,14 @@ fn check_secrets(graph: &frontend::ir::Graph, secrets: &BTreeMap<String, Vec<u8>
 /// Run `build`.
 pub fn run(a: &BuildArgs) -> Result<()> {
     a.unsupported.check()?;
+    let attest = crate::attest::flags::parse(&a.attest, std::env::var("BUILDX_NO_DEFAULT_ATTESTATIONS").ok().as_deref())?;
     let resources = a.resources.resources()?;
     let annotations = crate::output::annotations::Annotations::from_flags(&a.annotations)?;
-    use crate::remote_cache::{parse_cache_spec, CacheSpec, ImportedCache};
+    use crate::remote_cache::{parse_cache_option, parse_cache_spec, CacheSpec, ImportedCache};
     let cache_from =
         a.cache_from.iter().map(|c| parse_cache_spec(c).with_context(|| format!("--cache-from {c}"))).collect::<Result<Vec<_>>>()?;
-    let cache_to = a.cache_to.iter().map(|c| parse_cache_spec(c).with_context(|| format!("--cache-to {c}"))).collect::<Result<Vec<_>>>()?;
+    let cache_to_opts = a.cache_to.iter().map(|c| parse_cache_option(c).with_context(|| format!("--cache-to {c}"))).collect::<Result<Vec<_>>>()?;
+    let cache_to: Vec<CacheSpec> = cache_to_opts.iter().map(|o| o.spec.clone()).collect();
     let mut build_args = BTreeMap::new();
     for kv in &a.build_args {
         // `--build-arg NAME` takes NAME from the environment (as docker).
@@ -711,6 +721,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     let store = crate::store::root::open_default()?;
     let _lock = crate::cache::StoreLock::shared(store.root())?;
     let resolver = Resolver::new(content_dir(store.root()));
+    let recorder = crate::attest::Recorder::new(&resolver);
     let opts = frontend::LowerOptions {
         file: input.shown.clone(),
         build_args,
@@ -788,7 +799,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         ssh,
         ..Options::default()
     };
-    let mut sched = Scheduler::new(&store, &exec, &context, &resolver, &progress, sched_opts);
+    let mut sched = Scheduler::new(&store, &exec, &context, &recorder, &progress, sched_opts);
     for spec in &cache_from {
         match ImportedCache::import(spec, None, &sched.opts.platform) {
             Ok(c) => {
@@ -810,12 +821,33 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     }
     let states = result?;
     let results: Vec<&crate::scheduler::State> = graph.exports.iter().filter_map(|e| states.get(&e.node)).collect();
-    for spec in cache_to.iter().filter(|c| **c != CacheSpec::Inline) {
-        let s = crate::remote_cache::export_cache(&store, sched.recorded(), &results, spec, None).context("--cache-to")?;
-        progress.message(&format!("exported build cache {} ({} entries, {} blobs)", s.manifest, s.recipes, s.blobs));
+    let facts = super::attest::Facts {
+        dockerfile: input.file.as_deref(),
+        text: &input.text,
+        build_args: &opts.build_args,
+        labels: &labels,
+        context: None,
+        epoch,
+        secrets: sched.opts.secrets.keys().cloned().collect(),
+        ssh: sched.opts.ssh.keys().cloned().collect(),
+    };
+    let attestations = super::attest::make(a, &attest, facts, &store, &graph, &states, &recorder, &sched.opts.platform)?;
+    for opt in cache_to_opts.iter().filter(|c| c.spec != CacheSpec::Inline) {
+        match crate::remote_cache::export_cache(&store, sched.recorded(), &results, &opt.spec, None) {
+            Ok(s) => progress.message(&format!(
+                "exported build cache {} ({} entries, {} blobs{})",
+                s.manifest,
+                s.recipes,
+                s.blobs,
+                s.uploaded.map(|n| format!(", {n} uploaded")).unwrap_or_default()
+            )),
+            // As BuildKit: ignore-error=true makes a failed export a warning.
+            Err(e) if opt.ignore_error => progress.message(&format!("warning: --cache-to (ignore-error=true): {e:#}")),
+            Err(e) => return Err(e.context("--cache-to")),
+        }
     }
     if platforms.len() > 1 {
-        return multi_platform_outputs(a, &store, &graph, &states, &progress, epoch, sched.opts.jobs);
+        return multi_platform_outputs(a, &store, &graph, &states, &progress, epoch, sched.opts.jobs, &attestations);
     }
     let export = graph.exports.first().ok_or_else(|| anyhow!("the Dockerfile exports nothing"))?;
     let state = states.get(&export.node).ok_or_else(|| anyhow!("internal: export not built"))?;
@@ -824,7 +856,9 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     if cache_to.contains(&CacheSpec::Inline) {
         labels.push(crate::remote_cache::inline_label(&store, sched.recorded(), &[state])?);
     }
-    let req = Request { outputs, tags: a.tags.clone(), labels, load: a.load || default_load, push: a.push, jobs: sched.opts.jobs, epoch, annotations };
+    let attested = attestations.into_iter().next().unwrap_or_default();
+    let metadata = crate::attest::metadata(std::slice::from_ref(&attested), &crate::attest::build_ref(), std::env::var("BUILDX_METADATA_PROVENANCE").ok().as_deref());
+    let req = Request { outputs, tags: a.tags.clone(), labels, load: a.load || default_load, push: a.push, jobs: sched.opts.jobs, epoch, annotations, attestations: attested };
     let need_image = a.quiet || a.iidfile.is_some() || a.metadata_file.is_some();
     let info = write_outputs(&store, state, &req, &progress, need_image)?;
     if req.outputs.is_empty() && !req.push && !req.load {
@@ -834,7 +868,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         write_iidfile(path, info)?;
     }
     if let Some(path) = &a.metadata_file {
-        write_metadata(path, info.as_ref())?;
+        write_metadata(path, info.as_ref(), &metadata)?;
     }
     progress.summary(&|n| graph.inputs(frontend::ir::NodeId(n)).into_iter().map(|i| i.0).collect());
     if a.quiet {
@@ -866,7 +900,6 @@ mod tests {
         for (args, flag) in [
             (&["--squash", "."][..], "--squash"),
             (&["--isolation", "hyperv", "."], "--isolation"),
-            (&["--provenance=true", "."], "--provenance"),
         ] {
             let e = parse(args).unsupported.check().unwrap_err().to_string();
             assert!(e.contains(flag), "{args:?}: {e}");

@@ -764,11 +764,7 @@ pub fn create(reg: &dyn Registry, a: &CreateArgs) -> Result<()> {
         // Every entry is in the target repository before the tag names them.
         for c in &children {
             let src = from.get(&c.digest).ok_or_else(|| anyhow!("internal: no source for {}", c.digest))?;
-            if is_index(&media_type) {
-                copy_manifest(reg, c, src, &target_repo, 0)?;
-            } else if repository(src) != target_repo {
-                copy_manifest(reg, c, src, &target_repo, 0)?;
-            }
+            copy_manifest(reg, c, src, &target_repo, 0)?;
         }
         let pushed = retry(|| reg.push_manifest(tag, &bytes, &media_type)).with_context(|| format!("pushing {tag}"))?;
         eprintln!("stromatekt: pushed {tag}@{pushed} ({} entries)", children.len());

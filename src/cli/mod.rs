@@ -2,6 +2,7 @@
 //! builds to an OCI layout; `setup` prepares the store and checks runc and
 //! binfmt/qemu.
 
+mod attest;
 mod build;
 mod build_resources;
 mod buildx;

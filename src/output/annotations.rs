@@ -116,7 +116,7 @@ fn bad_option(option: &str, why: &str) -> anyhow::Error {
 }
 
 /// Split `TYPE[PLATFORM]` (buildx's `^([a-z-]+)(?:\[([A-Za-z0-9_/-]+)\])?$`).
-fn type_and_platform<'a>(s: &'a str) -> Option<(&'a str, Option<&'a str>)> {
+fn type_and_platform(s: &str) -> Option<(&str, Option<&str>)> {
     let (t, p) = match s.split_once('[') {
         Some((t, rest)) => (t, Some(rest.strip_suffix(']')?)),
         None => (s, None),

@@ -11,9 +11,11 @@
 //! compress.rs  re-encode layer blobs (zstd, uncompressed)
 //! image.rs     assemble config + layers + manifest; layout dir / tar / docker archive
 //! load.rs      docker archive -> Docker daemon (unix socket) or podman load
+//! attested.rs  images with attestations: an index with attestation manifests
 //! ```
 
 pub mod annotations;
+pub mod attested;
 pub mod compress;
 pub mod image;
 pub mod load;
@@ -26,6 +28,7 @@ use crate::scheduler::State;
 use crate::store::Store;
 use anyhow::{anyhow, Context as _, Result};
 use image::{BuiltImage, Encoding};
+pub use attested::attach_to_index;
 use spec::{Dest, Kind, OutputSpec};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -47,6 +50,8 @@ pub struct Request {
     pub jobs: usize,
     /// `SOURCE_DATE_EPOCH`: clamp file times, set `created` (reproducible images).
     pub epoch: Option<u64>,
+    /// Attestations of the image, attached where each output keeps them.
+    pub attestations: crate::attest::ForImage,
     /// `--annotation`s (each output's `annotation.*` options are added to them).
     pub annotations: annotations::Annotations,
 }
@@ -122,9 +127,16 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
         let (config, layers) = parts.as_ref().ok_or_else(|| anyhow!("internal: image parts missing"))?;
         BuiltImage::assemble(config, layers.clone(), layers.len().saturating_sub(ours), enc, &root.join("tmp"))
     };
-    let record = |img: &BuiltImage, names: &[String], info: &mut Option<ImageInfo>| {
+    let record_as = |img: &BuiltImage, desc: &Descriptor, names: &[String], info: &mut Option<ImageInfo>| {
         if info.is_none() {
-            *info = Some(ImageInfo { config_digest: img.image_id().to_string(), descriptor: img.manifest_desc.clone(), names: names.to_vec() });
+            *info = Some(ImageInfo { config_digest: img.image_id().to_string(), descriptor: desc.clone(), names: names.to_vec() });
+        }
+    };
+    let record = |img: &BuiltImage, names: &[String], info: &mut Option<ImageInfo>| record_as(img, &img.manifest_desc, names, info);
+    let atts = &req.attestations;
+    let warn_dropped = |what: &str| {
+        if !atts.dropped_by_load().is_empty() {
+            progress.message(&format!("warning: {what} cannot hold attestations (no image index): they are not in it; push the image or use type=oci to keep them"));
         }
     };
     let mut outputs = req.outputs.clone();
@@ -138,29 +150,64 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
         let mut names = req.tags.clone();
         names.extend(o.names.iter().cloned());
         match o.kind {
-            Kind::Local | Kind::Tar => write_fs(store, state, o, progress)?,
+            Kind::Local | Kind::Tar => {
+                let root = state.top.as_ref().and_then(|t| store.get(t));
+                let files = crate::attest::attach::file_statements(root.as_deref(), &atts.in_files())?;
+                write_fs(store, state, o, progress, &files, req.epoch)?
+            }
             Kind::Oci if !o.oci_as_tar() => {
                 let Some(Dest::Path(dir)) = &o.dest else { return Err(anyhow!("type=oci,tar=false needs dest=DIR")) };
-                let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
+                let ann = req.annotations.merged(&o.annotations);
+                let (img_ann, idx_ann) = attested::split_annotations(&ann);
+                let plain = image(encoding_of(o), &mut parts)?;
+                let in_layout = attested::usable(&plain, atts.in_layout())?;
+                let img = annotations::annotate_image(plain, if in_layout.is_empty() { &ann } else { &img_ann })?;
                 let tag = names.first().map(|n| image::tag_part(n)).unwrap_or_else(|| "latest".into());
                 img.write_layout_dir(dir, &tag)?;
-                progress.message(&format!("exported {} to {}", img.manifest_desc.digest, dir.display()));
-                record(&img, &names, &mut info);
+                if in_layout.is_empty() {
+                    progress.message(&format!("exported {} to {}", img.manifest_desc.digest, dir.display()));
+                    record(&img, &names, &mut info);
+                } else {
+                    let idx = attested::attach_single(dir, &img, &in_layout, &atts.platform, &names, &tag, &idx_ann)?;
+                    progress.message(&format!("exported index {} (image {} and its attestations) to {}", idx.digest, img.manifest_desc.digest, dir.display()));
+                    record_as(&img, &idx, &names, &mut info);
+                }
             }
             Kind::Oci | Kind::Docker if o.kind == Kind::Oci || o.dest.is_some() => {
-                let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
                 let docker = o.kind == Kind::Docker;
-                write_to(o.dest.as_ref(), |w| img.write_archive(w, &names, docker).map(|_| ()))?;
-                if let Some(Dest::Path(p)) = &o.dest {
-                    progress.message(&format!("exported {} to {}", img.manifest_desc.digest, p.display()));
+                let ann = req.annotations.merged(&o.annotations);
+                let (img_ann, idx_ann) = attested::split_annotations(&ann);
+                let plain = image(encoding_of(o), &mut parts)?;
+                let in_layout = if docker { vec![] } else { attested::usable(&plain, atts.in_layout())? };
+                let img = annotations::annotate_image(plain, if in_layout.is_empty() { &ann } else { &img_ann })?;
+                if docker || in_layout.is_empty() {
+                    if docker {
+                        warn_dropped("a docker archive");
+                    }
+                    write_to(o.dest.as_ref(), |w| img.write_archive(w, &names, docker).map(|_| ()))?;
+                    if let Some(Dest::Path(p)) = &o.dest {
+                        progress.message(&format!("exported {} to {}", img.manifest_desc.digest, p.display()));
+                    }
+                    record(&img, &names, &mut info);
+                } else {
+                    let mut idx = None;
+                    write_to(o.dest.as_ref(), |w| {
+                        idx = Some(attested::write_oci_tar(&img, &in_layout, &atts.platform, &names, &idx_ann, &root.join("tmp"), w)?);
+                        Ok(())
+                    })?;
+                    let idx = idx.ok_or_else(|| anyhow!("internal: OCI tar not written"))?;
+                    if let Some(Dest::Path(p)) = &o.dest {
+                        progress.message(&format!("exported index {} (image {} and its attestations) to {}", idx.digest, img.manifest_desc.digest, p.display()));
+                    }
+                    record_as(&img, &idx, &names, &mut info);
                 }
-                record(&img, &names, &mut info);
             }
             Kind::Oci => return Err(anyhow!("internal: unhandled oci output")),
             // `--load`, and type=image without push= (the docker driver's
             // meaning: into the local image store).
             Kind::Docker | Kind::Image if !o.push => {
                 let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
+                warn_dropped("the Docker image store (docker load)");
                 std::fs::create_dir_all(root.join("tmp")).with_context(|| format!("creating {}/tmp", root.display()))?;
                 let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("load")).suffix(".tar").tempfile_in(root.join("tmp")).context("temp file in the store")?;
                 let file = std::io::BufWriter::new(tmp.reopen().context("opening the temp archive")?);
@@ -176,17 +223,26 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
                 if names.is_empty() {
                     return Err(anyhow!("pushing needs an image name: add -t REGISTRY/REPO[:TAG] (or name= in --output)"));
                 }
-                let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
+                let ann = req.annotations.merged(&o.annotations);
+                let (img_ann, idx_ann) = attested::split_annotations(&ann);
+                let plain = image(encoding_of(o), &mut parts)?;
+                let pushed = attested::usable(&plain, atts.pushed())?;
+                let img = annotations::annotate_image(plain, if pushed.is_empty() { &ann } else { &img_ann })?;
                 let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("push")).tempdir_in(&root).context("temp dir in the store")?;
                 img.write_layout_dir(tmp.path(), "latest")?;
+                let top = if pushed.is_empty() {
+                    img.manifest_desc.clone()
+                } else {
+                    attested::attach_single(tmp.path(), &img, &pushed, &atts.platform, &names, "latest", &idx_ann)?
+                };
                 let reg = crate::registry::oci::OciRegistry::new()?;
                 for n in &names {
                     let t = std::time::Instant::now();
-                    let (digest, st) = crate::registry::push::push_layout_stats(&reg, tmp.path(), &img.manifest_desc, n, &Default::default())
+                    let (digest, st) = crate::registry::push::push_layout_stats(&reg, tmp.path(), &top, n, &Default::default())
                         .with_context(|| format!("pushing {n}"))?;
                     progress.message(&format!("pushed {n}@{digest}: {}", crate::progress::transfer_summary(&st, t.elapsed())));
                 }
-                record(&img, &names, &mut info);
+                record_as(&img, &top, &names, &mut info);
             }
         }
     }
@@ -219,8 +275,8 @@ fn write_to(dest: Option<&Dest>, f: impl FnOnce(&mut dyn Write) -> Result<()>) -
 }
 
 /// The final filesystem (`type=local` / `type=tar`).
-fn write_fs<S: Store>(store: &S, state: &State, o: &OutputSpec, progress: &Progress) -> Result<()> {
-    let tar = |w: &mut dyn Write| -> Result<()> {
+fn write_fs<S: Store>(store: &S, state: &State, o: &OutputSpec, progress: &Progress, files: &[(String, Vec<u8>)], epoch: Option<u64>) -> Result<()> {
+    let fs_tar = |w: &mut dyn Write| -> Result<()> {
         match &state.top {
             None => {
                 tar::Builder::new(w).finish().context("writing an empty tar")?;
@@ -233,6 +289,16 @@ fn write_fs<S: Store>(store: &S, state: &State, o: &OutputSpec, progress: &Progr
         }
         Ok(())
     };
+    // Attestation files (type=tar) go after the filesystem's entries.
+    let tar = |w: &mut dyn Write| -> Result<()> {
+        if files.is_empty() {
+            return fs_tar(w);
+        }
+        let mut hold = crate::attest::attach::HoldTail::new(w);
+        fs_tar(&mut hold)?;
+        hold.finish_with(files, epoch)?;
+        Ok(())
+    };
     match (o.kind, &o.dest) {
         (Kind::Local, Some(Dest::Path(dir))) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -241,11 +307,16 @@ fn write_fs<S: Store>(store: &S, state: &State, o: &OutputSpec, progress: &Progr
             let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("local")).tempfile_in(&root).context("temp file in the store")?;
             {
                 let mut w = std::io::BufWriter::new(tmp.reopen().context("opening the temp tar")?);
-                tar(&mut w)?;
+                fs_tar(&mut w)?;
                 w.flush().context("writing the temp tar")?;
             }
             let r = std::io::BufReader::new(tmp.reopen().context("reading the temp tar")?);
             crate::image::layer::extract(r, dir).with_context(|| format!("writing the filesystem to {}", dir.display()))?;
+            for (name, bytes) in files {
+                let p = dir.join(name);
+                std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+                std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).with_context(|| format!("chmod {}", p.display()))?;
+            }
             progress.message(&format!("exported the filesystem to {}", dir.display()));
         }
         _ => {
@@ -264,8 +335,40 @@ pub fn write_iidfile(path: &Path, info: &ImageInfo) -> Result<()> {
 }
 
 /// Write `--metadata-file`.
-pub fn write_metadata(path: &Path, info: Option<&ImageInfo>) -> Result<()> {
-    let v = info.map(ImageInfo::metadata).unwrap_or_else(|| serde_json::json!({}));
+pub fn write_metadata(path: &Path, info: Option<&ImageInfo>, extra: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
+    let mut v = info.map(ImageInfo::metadata).unwrap_or_else(|| serde_json::json!({}));
+    if let Some(m) = v.as_object_mut() {
+        m.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
     let bytes = serde_json::to_vec_pretty(&v)?;
     std::fs::write(path, bytes).with_context(|| format!("writing --metadata-file {}", path.display()))
+}
+
+/// `--iidfile` and `--metadata-file` of a multi-platform build: the index
+/// digest (buildx writes it when there is no single config digest), and
+/// `containerimage.digest`/`descriptor`/`image.name` plus `extra`.
+pub fn write_index_records(
+    iidfile: Option<&Path>,
+    metadata_file: Option<&Path>,
+    index: &Descriptor,
+    names: &[String],
+    extra: &serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    if let Some(path) = iidfile {
+        std::fs::write(path, &index.digest).with_context(|| format!("writing --iidfile {}", path.display()))?;
+    }
+    if let Some(path) = metadata_file {
+        let mut m = serde_json::json!({
+            "containerimage.digest": index.digest,
+            "containerimage.descriptor": { "mediaType": index.media_type, "digest": index.digest, "size": index.size },
+        });
+        if !names.is_empty() {
+            m["image.name"] = serde_json::Value::String(names.join(","));
+        }
+        if let Some(o) = m.as_object_mut() {
+            o.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        std::fs::write(path, serde_json::to_vec_pretty(&m)?).with_context(|| format!("writing --metadata-file {}", path.display()))?;
+    }
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! The build cache shared between machines: `--cache-to` / `--cache-from`
-//! with `type=registry,ref=REF[,mode=min|max]` and `type=local,dest=DIR` /
-//! `type=local,src=DIR` (an OCI image layout directory).
+//! with `type=registry,ref=REF[,mode=min|max]`, `type=local,dest=DIR` /
+//! `type=local,src=DIR` (an OCI image layout directory) and
+//! `type=s3,bucket=B,...` (objects in an S3 bucket, see [`s3`]). The
+//! options are parsed in `spec`.
 //!
 //! Every cache entry of the store is a committed snapshot named by its cache
 //! key, and every snapshot a build makes is "a start snapshot (or nothing)
@@ -52,6 +54,12 @@
 //! `--cache-from type=registry,ref=IMAGE` (an image whose config carries the
 //! label is accepted wherever a cache manifest is).
 
+mod aws_config;
+pub mod s3;
+mod spec;
+
+pub use spec::{parse_cache_option, parse_cache_spec, CacheMode, CacheOption, CacheSpec, S3Spec};
+
 use crate::image::layout::Layout;
 use crate::image::manifest::{descriptor, Descriptor, Manifest, LAYER_GZIP, MANIFEST_V1};
 use crate::registry::push::{push_manifest_with_blobs, BlobSource};
@@ -75,95 +83,6 @@ pub const CACHE_FORMAT_VERSION: u32 = 1;
 
 /// Tag of the cache manifest in a `type=local` layout's `index.json`.
 pub const LOCAL_TAG: &str = "latest";
-
-/// Which recipes `--cache-to` exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CacheMode {
-    /// The result's snapshots and their ancestors.
-    #[default]
-    Min,
-    /// Every snapshot the build made or found.
-    Max,
-}
-
-/// A parsed `--cache-from` / `--cache-to` value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CacheSpec {
-    /// `type=registry,ref=REF[,mode=min|max]` (or just `REF`).
-    Registry {
-        /// The image reference the cache manifest is stored under.
-        reference: String,
-        /// What to export (ignored when importing).
-        mode: CacheMode,
-    },
-    /// `type=local,src=DIR` (import) / `type=local,dest=DIR` (export): an
-    /// OCI image layout directory.
-    Local {
-        /// Where to import from.
-        src: Option<PathBuf>,
-        /// Where to export to.
-        dest: Option<PathBuf>,
-        /// What to export (ignored when importing).
-        mode: CacheMode,
-    },
-    /// `type=inline` (`--cache-to` only): the cache goes into the image's
-    /// config as a label, see [`inline_label`].
-    Inline,
-}
-
-/// Parse a `--cache-from` / `--cache-to` value in docker buildx syntax:
-/// `type=registry,ref=REF[,mode=min|max]`, `type=local,src=DIR`,
-/// `type=local,dest=DIR[,mode=...]`, `type=inline`, or a bare `REF`
-/// (registry). Keys buildx knows that change nothing here
-/// (`image-manifest`, `oci-mediatype`, `compression`, `ignore-error`, ...)
-/// are accepted; unknown keys are errors.
-pub fn parse_cache_spec(s: &str) -> Result<CacheSpec> {
-    let s = s.trim();
-    if s.is_empty() {
-        bail!("empty cache option: give type=registry,ref=REF or type=local,src=DIR|dest=DIR");
-    }
-    if !s.contains('=') && !s.contains(',') {
-        return Ok(CacheSpec::Registry { reference: s.to_string(), mode: CacheMode::Min });
-    }
-    let mut kind: Option<String> = None;
-    let mut reference = None;
-    let mut src = None;
-    let mut dest = None;
-    let mut mode = CacheMode::Min;
-    for part in s.split(',').filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').ok_or_else(|| anyhow!("cache option {s:?}: {part:?} is not KEY=VALUE"))?;
-        match k.trim() {
-            "type" => kind = Some(v.to_string()),
-            "ref" => reference = Some(v.to_string()),
-            "src" => src = Some(PathBuf::from(v)),
-            "dest" => dest = Some(PathBuf::from(v)),
-            "mode" => {
-                mode = match v {
-                    "min" => CacheMode::Min,
-                    "max" => CacheMode::Max,
-                    _ => bail!("cache option {s:?}: mode={v}: expected mode=min or mode=max"),
-                }
-            }
-            "image-manifest" | "oci-mediatype" | "compression" | "compression-level" | "force-compression" | "ignore-error"
-            | "tag" | "digest" => {}
-            other => bail!("cache option {s:?}: unknown key {other:?} (known: type, ref, src, dest, mode)"),
-        }
-    }
-    match kind.as_deref().unwrap_or("registry") {
-        "registry" => {
-            let reference = reference.ok_or_else(|| anyhow!("cache option {s:?}: type=registry needs ref=IMAGE"))?;
-            Ok(CacheSpec::Registry { reference, mode })
-        }
-        "local" => {
-            if src.is_none() && dest.is_none() {
-                bail!("cache option {s:?}: type=local needs src=DIR (--cache-from) or dest=DIR (--cache-to)");
-            }
-            Ok(CacheSpec::Local { src, dest, mode })
-        }
-        "inline" => Ok(CacheSpec::Inline),
-        other => bail!("cache option {s:?}: type={other} is not supported (use type=registry or type=local)"),
-    }
-}
 
 // ---------------------------------------------------------------- recording
 
@@ -402,6 +321,9 @@ pub struct ExportSummary {
     pub recipes: usize,
     /// Blobs the manifest names.
     pub blobs: usize,
+    /// Blobs written because the destination lacked them, when the
+    /// backend counts them (`type=s3`).
+    pub uploaded: Option<usize>,
 }
 
 /// `--cache-to`: export the cache for `results` (the exported images'
@@ -415,7 +337,7 @@ pub fn export_cache<S: Store + ?Sized>(
     reg: Option<&dyn Registry>,
 ) -> Result<ExportSummary> {
     let mode = match spec {
-        CacheSpec::Registry { mode, .. } | CacheSpec::Local { mode, .. } => *mode,
+        CacheSpec::Registry { mode, .. } | CacheSpec::Local { mode, .. } | CacheSpec::S3 { mode, .. } => *mode,
         CacheSpec::Inline => {
             bail!("--cache-to type=inline: add the label of remote_cache::inline_label to the image instead (internal: export_cache got type=inline)")
         }
@@ -424,7 +346,7 @@ pub fn export_cache<S: Store + ?Sized>(
     let config = serde_json::to_vec(&exp.config).context("serializing the cache config")?;
     let cd = descriptor(CACHE_CONFIG_V1, &config);
     let manifest = Manifest::new(cd.clone(), exp.blobs.iter().map(|(d, _)| d.clone()).collect()).to_json();
-    let summary = |digest: String| ExportSummary { manifest: digest, recipes: exp.config.recipes.len(), blobs: exp.blobs.len() };
+    let summary = |digest: String| ExportSummary { manifest: digest, recipes: exp.config.recipes.len(), blobs: exp.blobs.len(), uploaded: None };
     match spec {
         CacheSpec::Registry { reference, .. } => {
             let owned;
@@ -458,6 +380,11 @@ pub fn export_cache<S: Store + ?Sized>(
             layout.set_manifest(md.clone(), Some(LOCAL_TAG)).with_context(|| format!("writing {}/index.json", dest.display()))?;
             Ok(summary(md.digest))
         }
+        CacheSpec::S3 { s3, .. } => {
+            let client = s3::S3Cache::connect(s3)?;
+            let uploaded = client.export(&exp, &config)?;
+            Ok(ExportSummary { uploaded: Some(uploaded), ..summary(cd.digest) })
+        }
         CacheSpec::Inline => bail!("--cache-to type=inline is written into the image (remote_cache::inline_label)"),
     }
 }
@@ -467,6 +394,7 @@ pub fn export_cache<S: Store + ?Sized>(
 enum Source {
     Registry { reg: Arc<dyn Registry>, reference: String },
     Local { dir: PathBuf },
+    S3(s3::S3Cache),
 }
 
 /// An imported cache manifest (`--cache-from`), asked by the scheduler for
@@ -547,7 +475,19 @@ impl ImportedCache {
             CacheSpec::Local { src: Some(dir), .. } => ImportedCache::from_local(dir),
             CacheSpec::Local { src: None, .. } => bail!("--cache-from type=local needs src=DIR"),
             CacheSpec::Inline => bail!("--cache-from type=inline: name the image instead, as --cache-from type=registry,ref=IMAGE"),
+            CacheSpec::S3 { s3, .. } => ImportedCache::from_s3(s3),
         }
+    }
+
+    /// Read the cache manifest of the first `name` of an S3 cache (the
+    /// blobs are fetched later, only those a missing snapshot needs).
+    pub fn from_s3(spec: &S3Spec) -> Result<ImportedCache> {
+        let client = s3::S3Cache::connect(spec)?;
+        let origin = client.origin();
+        let bytes = client.read_manifest()?.ok_or_else(|| anyhow!("no build cache at {origin} yet (export one with --cache-to type=s3)"))?;
+        let config = s3::parse_manifest(&bytes, &origin)?;
+        config.validate(&origin)?;
+        Ok(ImportedCache { source: Source::S3(client), config, downloaded: AtomicUsize::new(0), seq: AtomicUsize::new(0) })
     }
 
     /// Fetch the cache manifest `reference` and its config (the layer blobs
@@ -591,6 +531,7 @@ impl ImportedCache {
         match &self.source {
             Source::Registry { reference, .. } => reference.clone(),
             Source::Local { dir } => dir.display().to_string(),
+            Source::S3(c) => c.origin(),
         }
     }
 
@@ -673,19 +614,28 @@ impl ImportedCache {
             }
             Source::Local { dir } => {
                 let src = dir.join("blobs/sha256").join(l.digest.trim_start_matches("sha256:"));
-                let blobs = content.join("blobs/sha256");
-                fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
-                let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("cache")).tempfile_in(&blobs).context("temporary file in the store")?;
-                fs::copy(&src, tmp.path()).with_context(|| format!("copying blob {} from the build cache {}", l.digest, dir.display()))?;
-                let got = crate::registry::pull::file_digest(tmp.path()).with_context(|| format!("reading {}", tmp.path().display()))?;
-                if got != l.digest {
-                    bail!("build cache {}: blob {} has digest {got}; the cache is corrupt", dir.display(), l.digest);
-                }
-                tmp.persist(&dest).map_err(|e| anyhow!(e.error)).with_context(|| format!("storing blob {}", dest.display()))?;
-                self.downloaded.fetch_add(1, Ordering::SeqCst);
-                Ok(dest)
+                self.bring(&content, &dest, l, |tmp| {
+                    fs::copy(&src, tmp).with_context(|| format!("copying blob {} from the build cache {}", l.digest, dir.display())).map(|_| ())
+                })
             }
+            Source::S3(c) => self.bring(&content, &dest, l, |tmp| c.fetch_blob(&l.digest, tmp)),
         }
+    }
+
+    /// Have `get` write blob `l` into a temporary file of the store's
+    /// content directory `content`, check its digest and move it to `dest`.
+    fn bring(&self, content: &Path, dest: &Path, l: &RecipeLayer, get: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+        let blobs = content.join("blobs/sha256");
+        fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
+        let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("cache")).tempfile_in(&blobs).context("temporary file in the store")?;
+        get(tmp.path())?;
+        let got = crate::registry::pull::file_digest(tmp.path()).with_context(|| format!("reading {}", tmp.path().display()))?;
+        if got != l.digest {
+            bail!("build cache {}: blob {} has digest {got}; the cache is corrupt", self.origin(), l.digest);
+        }
+        tmp.persist(dest).map_err(|e| anyhow!(e.error)).with_context(|| format!("storing blob {}", dest.display()))?;
+        self.downloaded.fetch_add(1, Ordering::SeqCst);
+        Ok(dest.to_path_buf())
     }
 }
 
@@ -746,7 +696,7 @@ mod tests {
     }
 
     /// `touch P` creates P in the rootfs; nothing else does anything.
-    fn fake() -> FakeExecutor {
+    pub(super) fn fake() -> FakeExecutor {
         FakeExecutor::new().with_behaviour(|req| {
             let cmd = req.args.last().cloned().unwrap_or_default();
             for part in cmd.split("&&") {
@@ -765,13 +715,13 @@ FROM scratch\nCOPY a.txt /a.txt\nRUN touch /one\nWORKDIR /work\n\
 # stromatekt:parallel\nRUN touch /p1\nRUN touch /p2\n# stromatekt:end\n\
 COPY --from=builder /tool /tool\nRUN touch /work/out\n";
 
-    struct Machine {
-        _tmp: tempfile::TempDir,
-        store: DirStore,
-        context: Context,
+    pub(super) struct Machine {
+        pub(super) _tmp: tempfile::TempDir,
+        pub(super) store: DirStore,
+        pub(super) context: Context,
     }
 
-    fn machine() -> Machine {
+    pub(super) fn machine() -> Machine {
         let tmp = tempfile::tempdir().unwrap();
         let store = DirStore::open(&tmp.path().join("store")).unwrap();
         let ctx = tmp.path().join("ctx");
@@ -783,7 +733,7 @@ COPY --from=builder /tool /tool\nRUN touch /work/out\n";
 
     /// Build DOCKERFILE on `m`; returns the result, the step records and
     /// the recorder.
-    fn build(m: &Machine, exec: &FakeExecutor, cache: Option<Arc<ImportedCache>>) -> (State, Vec<StepRecord>, Recorder) {
+    pub(super) fn build(m: &Machine, exec: &FakeExecutor, cache: Option<Arc<ImportedCache>>) -> (State, Vec<StepRecord>, Recorder) {
         let g = frontend::build_graph(DOCKERFILE, &frontend::LowerOptions { file: "Dockerfile".into(), ..Default::default() }).unwrap();
         let progress = Progress::new(Mode::Quiet);
         let mut sched = Scheduler::new(&m.store, exec, &m.context, &NoImages, &progress, Options { jobs: 4, ..Options::default() });
@@ -796,27 +746,8 @@ COPY --from=builder /tool /tool\nRUN touch /work/out\n";
         (st, progress.records(), rec)
     }
 
-    fn digests<S: Store>(store: &S, st: &State) -> Vec<String> {
+    pub(super) fn digests<S: Store>(store: &S, st: &State) -> Vec<String> {
         crate::scheduler::export::image_parts(store, st, 2).unwrap().1.into_iter().map(|(d, _)| d.digest).collect()
-    }
-
-    #[test]
-    fn parses_buildx_syntax() {
-        assert_eq!(
-            parse_cache_spec("type=registry,ref=localhost:5000/app:cache,mode=max").unwrap(),
-            CacheSpec::Registry { reference: "localhost:5000/app:cache".into(), mode: CacheMode::Max }
-        );
-        assert_eq!(parse_cache_spec("user/app:cache").unwrap(), CacheSpec::Registry { reference: "user/app:cache".into(), mode: CacheMode::Min });
-        assert_eq!(
-            parse_cache_spec("type=local,src=/tmp/c").unwrap(),
-            CacheSpec::Local { src: Some("/tmp/c".into()), dest: None, mode: CacheMode::Min }
-        );
-        assert_eq!(parse_cache_spec("type=inline").unwrap(), CacheSpec::Inline);
-        assert!(parse_cache_spec("type=registry").unwrap_err().to_string().contains("ref="));
-        assert!(parse_cache_spec("type=local").unwrap_err().to_string().contains("src=DIR"));
-        assert!(parse_cache_spec("type=gha").unwrap_err().to_string().contains("type=gha"));
-        assert!(parse_cache_spec("type=registry,ref=x,mode=all").unwrap_err().to_string().contains("mode=min"));
-        assert!(parse_cache_spec("type=registry,ref=x,colour=red").unwrap_err().to_string().contains("colour"));
     }
 
     #[test]
