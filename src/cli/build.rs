@@ -811,10 +811,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         }
     }
     sched.recover()?;
-    let cancel = sched.cancel_flag();
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, cancel.clone()).context("installing the Ctrl-C handler")?;
-    }
+    sched.cancel_on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]).context("installing the Ctrl-C handler")?;
     let result = sched.run(&graph);
     if let Err(e) = context.save_index() {
         eprintln!("stromatekt: warning: could not save the context index: {e}");

@@ -952,11 +952,16 @@ struct Copier<'a> {
 }
 
 impl Copier<'_> {
-    /// Create the missing directories of `dir` (below `root`): 0755 whatever
-    /// `--chmod` says, root-owned or the `--chown` owner (fsutil's `MkdirAll`
-    /// for the destination path; the mode applies to copied entries only).
+    /// Create the missing directories of `dir` (below `root`), root-owned or
+    /// the `--chown` owner, with the mode of an octal `--chmod` (0755 without
+    /// one, or with a symbolic one), as today's BuildKit creates the
+    /// destination path (compat case `copy-chmod-created-parents`).
     fn mkdir_parents(&self, root: &Path, dir: &Path) -> Result<()> {
-        self.mkdir_all(root, dir, 0o755)
+        let mode = match &self.chmod {
+            Some(Chmod::Octal(m)) => *m & 0o7777,
+            _ => 0o755,
+        };
+        self.mkdir_all(root, dir, mode)
     }
 
     /// Create the missing directories of `dir` with `mode`, owned by root or
@@ -1058,10 +1063,6 @@ impl Copier<'_> {
     fn entry(&mut self, src: &Path, dst: &Path, owners: Owners) -> Result<()> {
         let md = fs::symlink_metadata(src).with_context(|| format!("stat {}", src.display()))?;
         let ft = md.file_type();
-        if ft.is_fifo() || ft.is_socket() {
-            // Docker 20.10's copier (fsutil) skips named pipes and sockets.
-            return Ok(());
-        }
         if self.track.is_some() && self.keep_or_clear(src, &md, dst, owners)? {
             return Ok(());
         }
@@ -1104,8 +1105,13 @@ impl Copier<'_> {
                 std::os::unix::fs::symlink(target, dst).with_context(|| format!("symlink {}", dst.display()))?;
             } else if ft.is_file() {
                 fs::copy(src, dst).with_context(|| format!("copy {} to {}", src.display(), dst.display()))?;
+            } else if ft.is_socket() {
+                // Today's BuildKit copies a socket as an empty file with its
+                // permission bits.
+                fs::File::create(dst).with_context(|| format!("create {}", dst.display()))?;
             } else {
-                // Devices, fifos and sockets are recreated, as fsutil does.
+                // Devices and fifos are recreated, as fsutil does (compat
+                // case `copy-special-modes`).
                 use nix::sys::stat::{mknod, Mode, SFlag};
                 let kind = SFlag::from_bits_truncate(md.mode() & libc::S_IFMT);
                 mknod(dst, kind, Mode::from_bits_truncate(md.mode() & 0o7777), md.rdev())
@@ -1386,10 +1392,10 @@ impl Chmod {
     /// The new mode of an entry with mode `old`.
     pub(crate) fn apply(&self, old: u32, is_dir: bool) -> u32 {
         let ops = match self {
-            // Octal modes set the permission bits only: docker 20.10's
-            // BuildKit turns `4755` into an `os.FileMode` whose 0o4000 is not
-            // Go's setuid flag, so chmod(2) gets 0755.
-            Chmod::Octal(m) => return *m & 0o777,
+            // Octal modes set the special bits too (today's BuildKit:
+            // `--chmod=4755` gives 4755; docker 20.10's gave 0755; compat
+            // case `copy-chmod-dir`).
+            Chmod::Octal(m) => return *m & 0o7777,
             Chmod::Symbolic(ops) => ops,
         };
         let mut mode = old & 0o7777;
@@ -1896,12 +1902,13 @@ mod tests {
             "c/new/f 640 42:42 F",
             "s/f 644 0:0 F",
             "x 751 0:0 F",
-            // created directories are 0755 whatever --chmod says;
-            // octal modes set permission bits only (as docker 20.10)
-            "p/ 755 0:0",
-            "p/q/ 755 0:0",
+            // created directories get an octal --chmod (0755 with a
+            // symbolic one); octal modes set the special bits too
+            "s/ 755 0:0",
+            "p/ 751 0:0",
+            "p/q/ 751 0:0",
             "p/q/f 751 0:0 F",
-            "suid 755 0:0 F",
+            "suid 4755 0:0 F",
             "kept 700 777:888 #!/bin/sh",
         ] {
             assert!(l.contains(want), "missing {want:?} in {l:#?}");
@@ -1953,7 +1960,7 @@ mod tests {
     }
 
     #[test]
-    fn fifos_are_skipped_and_dangling_sources_fail() {
+    fn fifos_are_copied_and_dangling_sources_fail() {
         let f = fx(&[("d/file", "x", 0o644)]);
         let ctx = f.ctx();
         nix::unistd::mkfifo(&ctx.join("d/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
@@ -1961,8 +1968,10 @@ mod tests {
         std::os::unix::fs::symlink("/abs/nowhere", ctx.join("d/abs")).unwrap();
         let st = build(&f, "FROM scratch\nCOPY d /d/\n").unwrap();
         let root = root_of(&f, &st);
-        // docker 20.10's copier leaves named pipes out
-        assert!(fs::symlink_metadata(root.join("d/fifo")).is_err());
+        // today's BuildKit copies named pipes (docker 20.10's left them out)
+        let fifo = fs::symlink_metadata(root.join("d/fifo")).unwrap();
+        assert!(fifo.file_type().is_fifo(), "{fifo:?}");
+        assert_eq!(fifo.permissions().mode() & 0o7777, 0o640);
         assert_eq!(fs::read_to_string(root.join("d/file")).unwrap(), "x");
         // a dangling symlink named as the source is followed and fails, as
         // in docker ("/nowhere" not found); a link inside a copied

@@ -8,6 +8,7 @@ use crate::exec::fake::FakeExecutor;
 use crate::progress::{Mode, Outcome, Progress, StepRecord};
 use crate::store::mem::DirStore;
 use frontend::LowerOptions;
+use std::time::Duration;
 
 struct NoImages;
 
