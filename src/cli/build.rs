@@ -702,6 +702,9 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         };
         let build_error = frontend::build_graph(&input.text, &lower_opts).err().map(|e| (e.kind.to_string(), e.span.line));
         let code = super::call::answer(call, &input.text, &display, &li, build_error)?;
+        // exit() runs no destructors: remove the temporary directory first.
+        drop(resolver);
+        drop(tmp);
         if code != 0 {
             std::process::exit(code);
         }
