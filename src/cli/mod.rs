@@ -6,6 +6,7 @@ mod attest;
 mod build;
 mod build_resources;
 mod buildx;
+mod call;
 mod cache;
 mod graph;
 mod imagetools;
