@@ -1,8 +1,11 @@
 //! stromatekt: the backend and CLI. The binary (`src/main.rs`) is a thin
 //! wrapper around [`cli::run`].
 //!
-//! Dependency direction: cli -> scheduler -> {frontend IR, store, exec, image,
-//! registry}. Only the IR (crate `frontend`) is shared with the frontend.
+//! Dependency direction: cli -> output -> attest -> scheduler -> remote
+//! cache -> {cache, sources, context} -> {registry, exec} -> image ->
+//! {store, progress}; `docs/architecture.md` lists the layers and
+//! `tests/module_graph.rs` checks them. Only the IR (crate `frontend`) is
+//! shared with the frontend.
 
 pub mod attest;
 pub mod cache;

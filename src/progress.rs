@@ -403,17 +403,6 @@ pub fn rate_text(bytes: u64, took: std::time::Duration) -> String {
     format!("{} in {secs:.1}s ({}/s)", human_bytes(bytes), human_bytes((bytes as f64 / secs) as u64))
 }
 
-/// What a push moved: uploaded bytes and rate, and the blobs it skipped.
-pub fn transfer_summary(st: &crate::registry::push::PushStats, took: std::time::Duration) -> String {
-    format!(
-        "{} blobs uploaded, {}; {} already present, {} mounted",
-        st.uploaded,
-        rate_text(st.uploaded_bytes, took),
-        st.present,
-        st.mounted
-    )
-}
-
 /// The chain of recorded steps with the largest summed duration, following
 /// dependencies (`inputs` walks the graph through nodes without a record).
 pub fn critical_path(records: &[StepRecord], inputs: &dyn Fn(usize) -> Vec<usize>) -> Vec<StepRecord> {

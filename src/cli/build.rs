@@ -13,7 +13,7 @@ use crate::image::source::{read_layout, split_layout_ref, SourceImage};
 use crate::output::spec::OutputSpec;
 use crate::output::{write_iidfile, write_metadata, write_outputs, Request};
 use crate::progress::{Mode, Progress};
-use crate::scheduler::export::content_dir;
+use crate::store::layout::content_dir;
 use crate::scheduler::{default_jobs, ImageResolver, Options, Scheduler};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -399,9 +399,9 @@ fn is_tar(bytes: &[u8]) -> bool {
 }
 
 /// The store and the shared lock a build holds on it.
-fn open_store() -> Result<(crate::store::btrfs::BtrfsStore, crate::cache::StoreLock)> {
+fn open_store() -> Result<(crate::store::btrfs::BtrfsStore, crate::store::StoreLock)> {
     let store = crate::store::root::open_default()?;
-    let lock = crate::cache::StoreLock::shared(store.root())?;
+    let lock = crate::store::StoreLock::shared(store.root())?;
     Ok((store, lock))
 }
 
@@ -570,7 +570,7 @@ fn multi_platform_outputs<S: crate::store::Store>(
     push_names.sort();
     push_names.dedup();
     if !push_names.is_empty() {
-        let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("push")).tempdir_in(store.root()).context("temp dir in the store")?;
+        let tmp = tempfile::Builder::new().prefix(&crate::store::temp_prefix("push")).tempdir_in(store.root()).context("temp dir in the store")?;
         let d = crate::scheduler::platforms::export_index(store, &images, tmp.path(), "latest", jobs, epoch)?;
         let d = crate::output::annotations::annotate_index(tmp.path(), &d, &plats, &push_ann, "latest")?;
         let d = crate::output::attach_to_index(tmp.path(), d, "latest", attestations, &push_names, crate::attest::ForImage::pushed)?;
@@ -579,7 +579,7 @@ fn multi_platform_outputs<S: crate::store::Store>(
             let t = std::time::Instant::now();
             let (digest, st) = crate::registry::push::push_layout_stats(&reg, tmp.path(), &d, name, &Default::default())
                 .with_context(|| format!("pushing {name}"))?;
-            progress.message(&format!("pushed {name}@{digest} ({} platforms): {}", images.len(), crate::progress::transfer_summary(&st, t.elapsed())));
+            progress.message(&format!("pushed {name}@{digest} ({} platforms): {}", images.len(), st.summary(t.elapsed())));
         }
         recorded.get_or_insert(d);
         wrote = true;
@@ -816,8 +816,8 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         }
     }
     check_secrets(&graph, &secrets, &input.shown)?;
-    let context = Context::new(&input.dir, &ignore).with_index(&store.root().join("cache/context"));
-    let runc = RuncExecutor::new(store.root().join("runc")).with_resources(resources);
+    let context = Context::new(&input.dir, &ignore).with_index(&store.cache_path(crate::store::Area::Context));
+    let runc = RuncExecutor::new(crate::store::layout::runc_dir(store.root())).with_resources(resources);
     let hosts_dir = match &hosts {
         Some(text) => {
             let d = tempfile::Builder::new().prefix("stromatekt-hosts-").tempdir().context("temp dir for /etc/hosts")?;

@@ -241,7 +241,7 @@ pub fn builder_info(bootstrap: bool) -> Result<BuilderInfo> {
         crate::store::root::open_default()?;
     }
     let running = root.exists() && crate::store::root::is_btrfs(&root).unwrap_or(false);
-    let last_activity = std::fs::metadata(root.join("cache/used"))
+    let last_activity = std::fs::metadata(crate::store::layout::cache_dir(&root, crate::store::Area::Used))
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())

@@ -1,6 +1,7 @@
 //! `stromatekt du` and `stromatekt prune`: the build cache on the store.
 
-use crate::cache::{blob_usage, entries, fs_used, parse_size, prune, StoreLock};
+use crate::cache::{blob_usage, entries, fs_used, parse_size, prune};
+use crate::store::StoreLock;
 use crate::store::Store;
 use anyhow::{anyhow, Result};
 use clap::Args;

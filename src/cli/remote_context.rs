@@ -48,7 +48,7 @@ pub(super) fn read_remote<S: Store>(
         Location::Git(g) => {
             let mut src = GitSource::from_ref(g);
             src.keep_git_dir |= keep_git_dir;
-            let co = checkout(&src, auth, &store.cache_path("git"), &store.temp_path())?;
+            let co = checkout(&src, auth, &store.cache_path(crate::store::Area::Git), &store.temp_path())?;
             let origin = ContextOrigin { url: crate::sources::git::redact(&src.remote), commit: Some(co.commit.clone()), subdir: src.subdir.clone() };
             let mut input = dockerfile_in(&co.dir, file, &src.shown())?;
             input.origin = Some(origin);
@@ -57,7 +57,7 @@ pub(super) fn read_remote<S: Store>(
         Location::Http(url) => {
             let d = http::download(url, None).with_context(|| format!("build context {url}"))?;
             let tmp = tempfile::Builder::new()
-                .prefix(&crate::cache::temp_prefix("context"))
+                .prefix(&crate::store::temp_prefix("context"))
                 .tempdir_in(ensure(&store.temp_path())?)
                 .context("temporary directory for the context")?;
             let dir = tmp.path().join("context");

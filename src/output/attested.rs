@@ -93,7 +93,7 @@ pub fn write_oci_tar(
     out: &mut dyn Write,
 ) -> Result<Descriptor> {
     std::fs::create_dir_all(tmp_in).with_context(|| format!("creating {}", tmp_in.display()))?;
-    let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("oci")).tempdir_in(tmp_in).context("temp dir in the store")?;
+    let tmp = tempfile::Builder::new().prefix(&crate::store::temp_prefix("oci")).tempdir_in(tmp_in).context("temp dir in the store")?;
     let tag = names.first().map(|n| super::image::tag_part(n)).unwrap_or_else(|| "latest".into());
     img.write_layout_dir(tmp.path(), &tag)?;
     let idx = attach_single(tmp.path(), img, atts, platform, names, &tag, index_ann)?;

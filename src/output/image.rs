@@ -93,7 +93,7 @@ impl BuiltImage {
             }
             if tmp.is_none() {
                 fs::create_dir_all(tmp_in).with_context(|| format!("creating {}", tmp_in.display()))?;
-                tmp = Some(tempfile::Builder::new().prefix(&crate::cache::temp_prefix("output")).tempdir_in(tmp_in).context("temp dir for recompressed layers")?);
+                tmp = Some(tempfile::Builder::new().prefix(&crate::store::temp_prefix("output")).tempdir_in(tmp_in).context("temp dir for recompressed layers")?);
             }
             let dir = tmp.as_ref().map(|t| t.path().to_path_buf()).unwrap_or_default();
             let dest = dir.join(format!("layer-{i}"));

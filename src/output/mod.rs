@@ -96,7 +96,7 @@ fn encoding_of(o: &OutputSpec) -> Encoding {
 /// `--iidfile`), or None when only filesystem outputs were asked for and
 /// `need_image` is false.
 pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress: &Progress, need_image: bool) -> Result<Option<ImageInfo>> {
-    let root = store.root().to_path_buf();
+    let temp = store.temp_path();
     let mut info: Option<ImageInfo> = None;
     // Built lazily: filesystem-only outputs never make layer blobs.
     let mut parts: Option<(ImageConfig, Vec<(Descriptor, PathBuf)>)> = None;
@@ -125,7 +125,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
             *parts = Some((config, layers));
         }
         let (config, layers) = parts.as_ref().ok_or_else(|| anyhow!("internal: image parts missing"))?;
-        BuiltImage::assemble(config, layers.clone(), layers.len().saturating_sub(ours), enc, &root.join("tmp"))
+        BuiltImage::assemble(config, layers.clone(), layers.len().saturating_sub(ours), enc, &temp)
     };
     let record_as = |img: &BuiltImage, desc: &Descriptor, names: &[String], info: &mut Option<ImageInfo>| {
         if info.is_none() {
@@ -192,7 +192,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
                 } else {
                     let mut idx = None;
                     write_to(o.dest.as_ref(), |w| {
-                        idx = Some(attested::write_oci_tar(&img, &in_layout, &atts.platform, &names, &idx_ann, &root.join("tmp"), w)?);
+                        idx = Some(attested::write_oci_tar(&img, &in_layout, &atts.platform, &names, &idx_ann, &temp, w)?);
                         Ok(())
                     })?;
                     let idx = idx.ok_or_else(|| anyhow!("internal: OCI tar not written"))?;
@@ -208,8 +208,8 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
             Kind::Docker | Kind::Image if !o.push => {
                 let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
                 warn_dropped("the Docker image store (docker load)");
-                std::fs::create_dir_all(root.join("tmp")).with_context(|| format!("creating {}/tmp", root.display()))?;
-                let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("load")).suffix(".tar").tempfile_in(root.join("tmp")).context("temp file in the store")?;
+                std::fs::create_dir_all(&temp).with_context(|| format!("creating {}", temp.display()))?;
+                let tmp = tempfile::Builder::new().prefix(&crate::store::temp_prefix("load")).suffix(".tar").tempfile_in(&temp).context("temp file in the store")?;
                 let file = std::io::BufWriter::new(tmp.reopen().context("opening the temp archive")?);
                 let mut file = img.write_archive(file, &names, true)?;
                 file.flush().context("writing the temp archive")?;
@@ -228,7 +228,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
                 let plain = image(encoding_of(o), &mut parts)?;
                 let pushed = attested::usable(&plain, atts.pushed())?;
                 let img = annotations::annotate_image(plain, if pushed.is_empty() { &ann } else { &img_ann })?;
-                let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("push")).tempdir_in(&root).context("temp dir in the store")?;
+                let tmp = tempfile::Builder::new().prefix(&crate::store::temp_prefix("push")).tempdir_in(store.root()).context("temp dir in the store")?;
                 img.write_layout_dir(tmp.path(), "latest")?;
                 let top = if pushed.is_empty() {
                     img.manifest_desc.clone()
@@ -240,7 +240,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
                     let t = std::time::Instant::now();
                     let (digest, st) = crate::registry::push::push_layout_stats(&reg, tmp.path(), &top, n, &Default::default())
                         .with_context(|| format!("pushing {n}"))?;
-                    progress.message(&format!("pushed {n}@{digest}: {}", crate::progress::transfer_summary(&st, t.elapsed())));
+                    progress.message(&format!("pushed {n}@{digest}: {}", st.summary(t.elapsed())));
                 }
                 record_as(&img, &top, &names, &mut info);
             }
@@ -302,9 +302,9 @@ fn write_fs<S: Store>(store: &S, state: &State, o: &OutputSpec, progress: &Progr
     match (o.kind, &o.dest) {
         (Kind::Local, Some(Dest::Path(dir))) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            let root = store.root().join("tmp");
+            let root = store.temp_path();
             std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-            let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("local")).tempfile_in(&root).context("temp file in the store")?;
+            let tmp = tempfile::Builder::new().prefix(&crate::store::temp_prefix("local")).tempfile_in(&root).context("temp file in the store")?;
             {
                 let mut w = std::io::BufWriter::new(tmp.reopen().context("opening the temp tar")?);
                 fs_tar(&mut w)?;

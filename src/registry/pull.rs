@@ -129,7 +129,7 @@ pub fn ensure_blob(reg: &dyn Registry, reference: &str, desc: &Descriptor, conte
     let tmp = retry(|| {
         // A fresh temporary file per attempt: a failed one is deleted.
         let tmp =
-            tempfile::Builder::new().prefix(&crate::cache::temp_prefix("pull")).tempfile_in(&dir).map_err(io_at(&dir, "creating a temporary file in"))?;
+            tempfile::Builder::new().prefix(&crate::store::temp_prefix("pull")).tempfile_in(&dir).map_err(io_at(&dir, "creating a temporary file in"))?;
         reg.fetch_blob(reference, &desc.digest, tmp.path())?;
         let got = file_digest(tmp.path()).map_err(io_at(tmp.path(), "reading"))?;
         if got != desc.digest {

@@ -83,6 +83,18 @@ pub struct PushStats {
 }
 
 impl PushStats {
+    /// What the push moved: uploaded bytes and rate (it took `took`), and
+    /// the blobs it skipped.
+    pub fn summary(&self, took: std::time::Duration) -> String {
+        format!(
+            "{} blobs uploaded, {}; {} already present, {} mounted",
+            self.uploaded,
+            crate::progress::rate_text(self.uploaded_bytes, took),
+            self.present,
+            self.mounted
+        )
+    }
+
     fn add(&mut self, o: &PushStats) {
         self.present += o.present;
         self.mounted += o.mounted;

@@ -64,8 +64,8 @@ use crate::image::layout::Layout;
 use crate::image::manifest::{descriptor, Descriptor, Manifest, LAYER_GZIP, MANIFEST_V1};
 use crate::registry::push::{push_manifest_with_blobs, BlobSource};
 use crate::registry::Registry;
-use crate::scheduler::export::{blob_path, content_dir, layer_blob, CachedLayer};
-use crate::scheduler::{LayerRef, State};
+use crate::cache::layers::{self, layer_blob, CachedLayer, LayerRef, LayerStack};
+use crate::store::layout::{blob_dir, blob_path, content_dir};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
@@ -123,15 +123,15 @@ impl Recorder {
     /// Note the recipes a step's result implies: each of its layers is its
     /// parent plus that layer; a top snapshot with no recipe yet (a
     /// `COPY --link` tree, a downloaded source) is its whole tree as one layer.
-    pub fn record_state(&self, st: &State) {
+    pub fn record_state(&self, st: &impl LayerStack) {
         let mut g = self.plans.lock().unwrap_or_else(|e| e.into_inner());
-        for l in &st.layers {
+        for l in st.layers() {
             g.entry(l.name.clone()).or_insert_with(|| Plan { start: l.parent.clone(), parts: vec![Part::Layer(l.clone())] });
         }
-        if let Some(top) = &st.top {
+        if let Some(top) = st.top() {
             if !top.starts_with("img-") && !g.contains_key(top) {
-                let whole = LayerRef { name: top.clone(), parent: None, label: None, origin: format!("snapshot {top}") };
-                g.insert(top.clone(), Plan { start: None, parts: vec![Part::Layer(whole)] });
+                let whole = LayerRef { name: top.to_string(), parent: None, label: None, origin: format!("snapshot {top}") };
+                g.insert(top.to_string(), Plan { start: None, parts: vec![Part::Layer(whole)] });
             }
         }
     }
@@ -256,14 +256,14 @@ pub struct CacheExport {
 /// The recipes to export (see the module doc for `mode`) with their blobs,
 /// made now where not cached (`layer_blob`). `results` are the states of
 /// the exported images (used by [`CacheMode::Min`]).
-pub fn collect<S: Store + ?Sized>(store: &S, recorder: &Recorder, results: &[&State], mode: CacheMode) -> Result<CacheExport> {
+pub fn collect<S: Store + ?Sized, R: LayerStack>(store: &S, recorder: &Recorder, results: &[&R], mode: CacheMode) -> Result<CacheExport> {
     let plans = recorder.plans();
     let deps = recorder.deps.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let wanted: BTreeSet<String> = match mode {
         CacheMode::Max => plans.keys().cloned().collect(),
         CacheMode::Min => {
             let mut wanted = BTreeSet::new();
-            let mut todo: Vec<String> = results.iter().flat_map(|st| st.top.iter().cloned().chain(st.layers.iter().map(|l| l.name.clone()))).collect();
+            let mut todo: Vec<String> = results.iter().flat_map(|st| st.top().map(str::to_string).into_iter().chain(st.layers().iter().map(|l| l.name.clone()))).collect();
             while let Some(n) = todo.pop() {
                 let Some(p) = plans.get(&n) else { continue };
                 if wanted.insert(n.clone()) {
@@ -329,10 +329,10 @@ pub struct ExportSummary {
 /// `--cache-to`: export the cache for `results` (the exported images'
 /// states) as `spec` says. `reg` is used for `type=registry` (None: the
 /// default client with the user's Docker credentials).
-pub fn export_cache<S: Store + ?Sized>(
+pub fn export_cache<S: Store + ?Sized, R: LayerStack>(
     store: &S,
     recorder: &Recorder,
-    results: &[&State],
+    results: &[&R],
     spec: &CacheSpec,
     reg: Option<&dyn Registry>,
 ) -> Result<ExportSummary> {
@@ -357,9 +357,9 @@ pub fn export_cache<S: Store + ?Sized>(
                     &owned
                 }
             };
-            let dir = content_dir(store.root()).join("blobs/sha256");
+            let dir = blob_dir(store.root());
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("cache-config")).tempfile_in(&dir).context("temporary file in the store")?;
+            let tmp = tempfile::Builder::new().prefix(&crate::store::temp_prefix("cache-config")).tempfile_in(&dir).context("temporary file in the store")?;
             fs::write(tmp.path(), &config).with_context(|| format!("writing {}", tmp.path().display()))?;
             let mut sources: Vec<BlobSource> =
                 exp.blobs.iter().map(|(d, p)| BlobSource { desc: d.clone(), path: Some(p.clone()), remote: vec![] }).collect();
@@ -445,12 +445,12 @@ pub const INLINE_LABEL: &str = "dev.stromatekt.cache.v1";
 /// the `mode=min` recipes whose blobs are all layers of the image (a layer
 /// a `remove` dropped is not in the image, so the steps from it on are not
 /// in an inline cache). Import it with `--cache-from type=registry,ref=IMAGE`.
-pub fn inline_label<S: Store + ?Sized>(store: &S, recorder: &Recorder, results: &[&State]) -> Result<(String, String)> {
+pub fn inline_label<S: Store + ?Sized, R: LayerStack>(store: &S, recorder: &Recorder, results: &[&R]) -> Result<(String, String)> {
     let mut exp = collect(store, recorder, results, CacheMode::Min)?;
     let mut in_image: BTreeSet<String> = BTreeSet::new();
     for st in results {
-        in_image.extend(st.base_blobs.iter().map(|(d, _)| d.digest.clone()));
-        for l in &st.layers {
+        in_image.extend(st.base_blobs().iter().map(|(d, _)| d.digest.clone()));
+        for l in st.layers() {
             in_image.insert(layer_blob(store, l, None)?.0.digest);
         }
     }
@@ -579,7 +579,7 @@ impl ImportedCache {
         let res = (|| -> Result<()> {
             let dir = store.prepare(&key, recipe.start.as_deref())?;
             for (l, f) in recipe.layers.iter().zip(&files) {
-                crate::scheduler::apply_blob(&l.descriptor(), f, &dir)?;
+                crate::image::layer::apply_blob(f, &l.media_type, &dir).with_context(|| format!("applying layer {}", l.digest))?;
             }
             Ok(())
         })();
@@ -614,20 +614,20 @@ impl ImportedCache {
             }
             Source::Local { dir } => {
                 let src = dir.join("blobs/sha256").join(l.digest.trim_start_matches("sha256:"));
-                self.bring(&content, &dest, l, |tmp| {
+                self.bring(root, &dest, l, |tmp| {
                     fs::copy(&src, tmp).with_context(|| format!("copying blob {} from the build cache {}", l.digest, dir.display())).map(|_| ())
                 })
             }
-            Source::S3(c) => self.bring(&content, &dest, l, |tmp| c.fetch_blob(&l.digest, tmp)),
+            Source::S3(c) => self.bring(root, &dest, l, |tmp| c.fetch_blob(&l.digest, tmp)),
         }
     }
 
-    /// Have `get` write blob `l` into a temporary file of the store's
-    /// content directory `content`, check its digest and move it to `dest`.
-    fn bring(&self, content: &Path, dest: &Path, l: &RecipeLayer, get: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
-        let blobs = content.join("blobs/sha256");
+    /// Have `get` write blob `l` into a temporary file of the blob
+    /// directory of the store at `root`, check its digest and move it to `dest`.
+    fn bring(&self, root: &Path, dest: &Path, l: &RecipeLayer, get: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+        let blobs = blob_dir(root);
         fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
-        let tmp = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("cache")).tempfile_in(&blobs).context("temporary file in the store")?;
+        let tmp = tempfile::Builder::new().prefix(&crate::store::temp_prefix("cache")).tempfile_in(&blobs).context("temporary file in the store")?;
         get(tmp.path())?;
         let got = crate::registry::pull::file_digest(tmp.path()).with_context(|| format!("reading {}", tmp.path().display()))?;
         if got != l.digest {
@@ -652,27 +652,16 @@ fn read_local_blob(dir: &Path, digest: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Record blob `l` as the layer `parent -> snapshot` where
-/// `scheduler::export::layer_blob` looks for it (same path formula:
-/// `cache/layers/<sha256(parent \0 name \0 gzip)>.json`), so exporting an
-/// image over imported snapshots reuses the cache's blobs as they are.
+/// Record blob `l` as the layer `parent -> snapshot` in the layer records
+/// ([`layers::adopt`]), so exporting an image over imported snapshots
+/// reuses the cache's blobs as they are.
 fn write_layer_record(root: &Path, l: &RecipeLayer) -> Result<()> {
     let (Some(snapshot), Some(diff_id)) = (&l.snapshot, &l.diff_id) else { return Ok(()) };
     if l.media_type != LAYER_GZIP {
         return Ok(());
     }
-    let key = crate::scheduler::sha_hex(format!("{}\0{}\0gzip", l.parent.as_deref().unwrap_or(""), snapshot).as_bytes());
-    let dir = root.join("cache/layers");
-    fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{key}.json"));
-    if path.exists() {
-        return Ok(());
-    }
     let rec = CachedLayer { diff_id: diff_id.clone(), digest: l.digest.clone(), size: l.size, media_type: l.media_type.clone(), snapshot: snapshot.clone(), snapshot_gen: None };
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    fs::write(&tmp, serde_json::to_vec(&rec)?)?;
-    fs::rename(&tmp, &path)?;
-    Ok(())
+    layers::adopt(root, l.parent.as_deref(), &rec)
 }
 
 #[cfg(test)]
@@ -684,7 +673,7 @@ mod tests {
     use crate::exec::fake::FakeExecutor;
     use crate::image::source::SourceImage;
     use crate::progress::{Mode, Outcome, Progress, StepRecord};
-    use crate::scheduler::{ImageResolver, Options, Scheduler};
+    use crate::scheduler::{ImageResolver, Options, Scheduler, State};
     use crate::store::mem::DirStore;
 
     struct NoImages;

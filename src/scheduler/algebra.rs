@@ -9,7 +9,7 @@
 //! exported image contains. Layers keep their cache keys: only the
 //! recombination is new work.
 
-use super::export::layer_blob;
+use crate::cache::layers::layer_blob;
 use super::{origin_label, sha_hex, LayerRef, Scheduler, State};
 use crate::exec::Executor;
 use crate::image::config::History;

@@ -417,7 +417,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                 let new = self.store.get(&name).ok_or_else(|| anyhow!("snapshot {name} vanished"))?;
                 let start = if link { None } else { base_root.as_deref() };
                 let list = site_changes(start, &new, t, &clean_rel(&dest_abs), dest_is_file);
-                super::changes::keep(self.store.root(), parent, &name, &list);
+                crate::cache::changes::keep(self.store.root(), parent, &name, &list);
             }
             if let (Some(site), Some(t)) = (&site, track) {
                 if t.prev.is_some() {

@@ -114,7 +114,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let label = user_label(graph, node, &src.shown());
         let fail = |e: anyhow::Error| e.context(label.clone());
         let auth = GitAuth { secrets: self.opts.secrets.clone(), ssh: self.opts.ssh.clone() };
-        let co = crate::sources::git::checkout(&src, &auth, &self.store.cache_path("git"), &self.store.temp_path()).map_err(fail)?;
+        let co = crate::sources::git::checkout(&src, &auth, &self.store.cache_path(crate::store::Area::Git), &self.store.temp_path()).map_err(fail)?;
         let sub = subdir.as_deref().unwrap_or("");
         let keep = *keep_git_dir && sub.is_empty();
         let name = self.snapshot_name("git", node, &super::sha_hex(format!("{}\0{sub}\0{keep}\0{skip_submodules}", co.commit).as_bytes()));

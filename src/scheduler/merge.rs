@@ -8,7 +8,7 @@
 //! non-directory path is an error naming both instructions and the path,
 //! unless the group says `overlap=last-wins`.
 
-use super::export::layer_blob;
+use crate::cache::layers::layer_blob;
 use super::{origin_label, sha_hex, LayerRef, Scheduler, State};
 use crate::exec::Executor;
 use crate::image::config::History;

@@ -15,7 +15,6 @@
 //! Layer blobs are cached beside the snapshots (see [`export`]).
 
 mod cancel;
-pub mod changes;
 pub(crate) mod copy;
 pub mod export;
 mod fetch;
@@ -43,18 +42,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-/// One layer made by this build: the changes from `parent` to `name`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayerRef {
-    /// Committed snapshot holding the tree after this layer.
-    pub name: String,
-    /// Committed snapshot the layer is the diff against (None = empty).
-    pub parent: Option<String>,
-    /// `# stromatekt:layer NAME` of the instruction that made it.
-    pub label: Option<String>,
-    /// The instruction that made it (`Dockerfile:3 RUN ...`), for messages.
-    pub origin: String,
-}
+pub use crate::cache::LayerRef;
 
 /// The result of one node.
 #[derive(Debug, Clone, Default)]
@@ -69,6 +57,20 @@ pub struct State {
     pub config: ImageConfig,
     /// Set for a build-context node.
     pub context_dir: Option<PathBuf>,
+}
+
+impl crate::cache::LayerStack for State {
+    fn top(&self) -> Option<&str> {
+        self.top.as_deref()
+    }
+
+    fn layers(&self) -> &[LayerRef] {
+        &self.layers
+    }
+
+    fn base_blobs(&self) -> &[(Descriptor, PathBuf)] {
+        &self.base_blobs
+    }
 }
 
 /// Resolves base image references to local images.
@@ -243,12 +245,12 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         self.exec.recover().context("removing leftover containers")?;
         for key in self.store.list_active()? {
             if let Some(pid) = owner_pid(&key) {
-                if !pid_alive(pid) {
+                if !crate::store::pid_alive(pid) {
                     self.store.remove(&key).with_context(|| format!("removing leftover snapshot {key}"))?;
                 }
             }
         }
-        crate::cache::sweep_dead_temps(self.store.root());
+        crate::store::sweep_dead_temps(self.store.root());
         Ok(())
     }
 
@@ -650,7 +652,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         if self.is_fresh(name) {
             // Replace the old result; from now on this build reuses the new one.
             if self.store.get(name).is_some() {
-                export::bump_generation(self.store.root(), name).context("recording a replaced cache entry")?;
+                crate::cache::layers::bump_generation(self.store.root(), name).context("recording a replaced cache entry")?;
             }
             let _ = self.store.remove(name);
             if let Ok(mut f) = self.fresh.lock() {
@@ -765,11 +767,6 @@ pub fn apply_edit(config: &mut ImageConfig, edit: &ConfigEdit) {
 /// The pid in a `w-<pid>-...` work key.
 fn owner_pid(key: &str) -> Option<i32> {
     key.strip_prefix("w-")?.split('-').next()?.parse().ok()
-}
-
-/// Whether process `pid` exists.
-pub fn pid_alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// `base` with the committed snapshot `name` stacked on top as one more layer.

@@ -130,9 +130,9 @@ pub(crate) fn absolute(target: &str, cwd: &str) -> String {
     }
 }
 
-/// Where the store keeps cache mount `id`.
-fn cache_dir(root: &Path, id: &str) -> PathBuf {
-    root.join("cache/mounts").join(&hex::encode(Sha256::digest(id.as_bytes()))[..32])
+/// Where cache mount `id` is kept, below the store's mounts area `mounts`.
+fn cache_dir(mounts: &Path, id: &str) -> PathBuf {
+    mounts.join(&hex::encode(Sha256::digest(id.as_bytes()))[..32])
 }
 
 /// Copy the tree `src` into `dst` keeping owners and modes (`cp -a`).
@@ -165,9 +165,9 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     }
 
     fn temp_dir(&self, p: &mut Prepared, prefix: &str) -> Result<PathBuf> {
-        let base = self.store.root().join("tmp");
+        let base = self.store.temp_path();
         fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-        let d = tempfile::Builder::new().prefix(&crate::cache::temp_prefix(prefix.trim_end_matches('-'))).tempdir_in(&base).context("temp dir in the store")?;
+        let d = tempfile::Builder::new().prefix(&crate::store::temp_prefix(prefix.trim_end_matches('-'))).tempdir_in(&base).context("temp dir in the store")?;
         let path = d.path().to_path_buf();
         p.dirs.push(d);
         Ok(path)
@@ -231,10 +231,10 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                 }
                 MountKind::Cache => {
                     let id = m.id.clone().unwrap_or_else(|| target.clone());
-                    let dir = cache_dir(self.store.root(), &id);
+                    let dir = cache_dir(&self.store.cache_path(crate::store::Area::Mounts), &id);
                     let fresh = !dir.exists();
                     if fresh {
-                        let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+                        let tmp = crate::store::temps::temp_sibling(&dir, "mount");
                         fs::create_dir_all(&tmp).with_context(|| format!("creating cache mount {}", tmp.display()))?;
                         if let (Some(from), src) = (m.from, m.source.as_deref()) {
                             let st = Self::input(states, from)?;

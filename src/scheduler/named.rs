@@ -54,7 +54,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     /// Snapshot `dir` without what `ignore` (a .dockerignore text)
     /// excludes; owners kept, or all root.
     fn snapshot_dir(&self, node: &Node, dir: &Path, ignore: &str, keep_owners: bool) -> Result<State> {
-        let ctx = Context::new(dir, ignore).with_index(&self.store.cache_path("context"));
+        let ctx = Context::new(dir, ignore).with_index(&self.store.cache_path(crate::store::Area::Context));
         let digest = super::copy::tree_digest(dir, "", Some(&ctx))?;
         let snap = self.snapshot_name("ctx", node, &format!("{}{}", hex::encode(digest), if keep_owners { "-o" } else { "" }));
         let _ = ctx.save_index();

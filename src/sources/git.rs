@@ -324,7 +324,7 @@ pub fn checkout(src: &GitSource, auth: &GitAuth, cache: &Path, tmp: &Path) -> Re
 
 fn checkout_inner(src: &GitSource, auth: &GitAuth, cache: &Path, tmp: &Path) -> Result<Checkout> {
     fs::create_dir_all(tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let work = tempfile::Builder::new().prefix(&crate::cache::temp_prefix("git")).tempdir_in(tmp).context("temporary directory for the fetch")?;
+    let work = tempfile::Builder::new().prefix(&crate::store::temp_prefix("git")).tempdir_in(tmp).context("temporary directory for the fetch")?;
     let known_hosts = work.path().join("known_hosts");
     let git = Git::new(&src.remote, auth, Some(&known_hosts));
     let resolved = resolve(&git, src)?;

@@ -175,10 +175,7 @@ impl BtrfsStore {
                 ),
             });
         }
-        for d in ["active", "committed"] {
-            let p = root.join(d);
-            fs::create_dir_all(&p).map_err(io("creating", &p))?;
-        }
+        super::layout::create_skeleton(root).map_err(io("creating the store in", root))?;
         Ok(BtrfsStore { root: root.to_path_buf() })
     }
 

@@ -29,10 +29,7 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
 impl DirStore {
     /// Open (creating) a store at `root`.
     pub fn open(root: &Path) -> Result<DirStore, StoreError> {
-        for d in ["active", "committed"] {
-            let p = root.join(d);
-            fs::create_dir_all(&p).map_err(io("creating", &p))?;
-        }
+        super::layout::create_skeleton(root).map_err(io("creating the store in", root))?;
         Ok(DirStore { root: root.to_path_buf(), fail_on: Mutex::default(), calls: Mutex::default() })
     }
 

@@ -17,8 +17,15 @@
 //! plain directory copies for tests that run without root.
 
 pub mod btrfs;
+pub mod layout;
+pub mod lock;
 pub mod mem;
 pub mod root;
+pub mod temps;
+
+pub use layout::Area;
+pub use lock::StoreLock;
+pub use temps::{pid_alive, sweep_dead_temps, temp_prefix};
 
 use std::path::{Path, PathBuf};
 
@@ -113,16 +120,16 @@ pub trait Store: Send + Sync {
     /// Committed names.
     fn list_committed(&self) -> Result<Vec<String>, StoreError>;
 
-    /// The store's cache directory for `area` (`git`: checkouts of Git
-    /// sources by commit): kept between builds, emptied by `prune --all`.
-    fn cache_path(&self, area: &str) -> PathBuf {
-        self.root().join("cache").join(area)
+    /// The store's cache directory for `area` (see [`layout`]): kept
+    /// between builds, emptied by `prune --all`.
+    fn cache_path(&self, area: Area) -> PathBuf {
+        layout::cache_dir(self.root(), area)
     }
 
     /// Where builds keep temporary files, on the store's filesystem (so a
     /// rename moves them into the store); entries named with
-    /// `crate::cache::temp_prefix` are removed once their process is gone.
+    /// [`temp_prefix`] are removed once their process is gone.
     fn temp_path(&self) -> PathBuf {
-        self.root().join("tmp")
+        layout::temp_dir(self.root())
     }
 }

@@ -11,7 +11,7 @@
 //!
 //! Store layout: `cache/changes/<child>`: `SCL1\n`, a JSON line
 //! `{"parent", "gen"}` (the child's generation, see
-//! [`super::export::generation`]), then per change a kind byte (`A`, `M`,
+//! [`super::layers::generation`]), then per change a kind byte (`A`, `M`,
 //! `D`, `R`), the path's length (u32 LE) and its bytes. Written to a
 //! temporary name and renamed. A hint: a list that is missing, does not
 //! parse or names another parent or generation is ignored and the store
@@ -20,7 +20,9 @@
 //! With `STROMATEKT_CHECK_CHANGES=1` (the tests set it) every kept list is
 //! also compared with the store's diff, and a difference fails the build.
 
-use super::export::generation;
+use super::layers::generation;
+use crate::store::layout::{cache_dir, Area};
+use crate::store::temps::temp_sibling;
 use crate::store::{Change, ChangeKind, Store};
 use anyhow::Result;
 use std::ffi::OsStr;
@@ -37,7 +39,7 @@ struct Header {
 }
 
 fn dir(root: &Path) -> PathBuf {
-    root.join("cache/changes")
+    cache_dir(root, Area::Changes)
 }
 
 fn kind_byte(k: ChangeKind) -> u8 {
@@ -96,8 +98,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(d) = path.parent() {
         fs::create_dir_all(d)?;
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!("{}{name}", crate::cache::temp_prefix("changes")));
+    let tmp = temp_sibling(path, "changes");
     fs::write(&tmp, bytes)?;
     fs::rename(&tmp, path).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
@@ -194,7 +195,7 @@ mod tests {
         // Kept for another parent: not used.
         assert_eq!(changes_checked(&store, None, "n", false).unwrap(), store.diff(None, "n").unwrap());
         // Stale after the snapshot is replaced (its generation moves).
-        crate::scheduler::export::bump_generation(&root, "n").unwrap();
+        crate::cache::layers::bump_generation(&root, "n").unwrap();
         assert_eq!(changes_checked(&store, Some("b"), "n", false).unwrap(), diff);
         // The check compares with the diff.
         keep(&root, Some("b"), "n", &wrong);

@@ -11,53 +11,26 @@
 //! (`cache/copy-sites/*.json`, hints for incremental COPYs) go with the
 //! snapshot they name.
 //!
-//! Builds hold the store lock shared; prune holds it exclusively, so it
-//! waits for running builds and builds wait for it.
+//! Builds hold the store lock ([`crate::store::StoreLock`]) shared; prune
+//! holds it exclusively, so it waits for running builds and builds wait for
+//! it. Where each record lives is the store's business
+//! ([`crate::store::layout`]); what the records mean is this module's.
 
+pub mod changes;
+pub mod layers;
+
+pub use layers::{LayerRef, LayerStack};
+
+use crate::store::layout::{self, blob_dir, cache_dir, Area};
 use crate::store::Store;
 use anyhow::{Context as _, Result};
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// A held store lock (released on drop).
-#[derive(Debug)]
-pub struct StoreLock {
-    _file: fs::File,
-}
-
-impl StoreLock {
-    fn take(root: &Path, op: libc::c_int) -> Result<StoreLock> {
-        let path = root.join("lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("locking {}", path.display()));
-        }
-        Ok(StoreLock { _file: file })
-    }
-
-    /// Shared: many builds at once.
-    pub fn shared(root: &Path) -> Result<StoreLock> {
-        Self::take(root, libc::LOCK_SH)
-    }
-
-    /// Exclusive: no build runs meanwhile.
-    pub fn exclusive(root: &Path) -> Result<StoreLock> {
-        Self::take(root, libc::LOCK_EX)
-    }
-}
-
 fn used_dir(root: &Path) -> PathBuf {
-    root.join("cache/used")
+    cache_dir(root, Area::Used)
 }
 
 /// Record that cache entry `name` was used now (best effort).
@@ -107,7 +80,7 @@ pub fn fs_used(root: &Path) -> Result<u64> {
 
 /// Size of the blobs in the store's content directory: (count, bytes).
 pub fn blob_usage(root: &Path) -> (usize, u64) {
-    let dir = root.join("content/blobs/sha256");
+    let dir = blob_dir(root);
     let mut n = 0;
     let mut bytes = 0;
     if let Ok(rd) = fs::read_dir(dir) {
@@ -168,7 +141,7 @@ pub fn prune<S: Store + ?Sized>(
     let existing: BTreeSet<String> = store.list_committed()?.into_iter().collect();
     let mut ours = BTreeSet::new();
     let mut kept = BTreeSet::new();
-    let layers = root.join("cache/layers");
+    let layers = cache_dir(&root, Area::Layers);
     if let Ok(rd) = fs::read_dir(&layers) {
         for e in rd.flatten() {
             let p = e.path();
@@ -187,7 +160,7 @@ pub fn prune<S: Store + ?Sized>(
             }
         }
     }
-    let blobs = root.join("content/blobs/sha256");
+    let blobs = blob_dir(&root);
     if let Ok(rd) = fs::read_dir(&blobs) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -203,11 +176,13 @@ pub fn prune<S: Store + ?Sized>(
         }
     }
     // Change lists of removed snapshots.
-    crate::scheduler::changes::prune(&root, &existing);
+    changes::prune(&root, &existing);
+    // Generations of removed snapshots (their records went with them).
+    layers::prune_generations(&root, &existing);
     // Records of gzip blocks in the blobs just removed.
-    crate::image::blocks::prune(&root.join("cache/blocks"), &blobs, all);
+    crate::image::blocks::prune(&cache_dir(&root, Area::Blocks), &blobs, all);
     // COPY site records (hints for incremental COPYs) of removed snapshots.
-    if let Ok(rd) = fs::read_dir(root.join("cache/copy-sites")) {
+    if let Ok(rd) = fs::read_dir(cache_dir(&root, Area::CopySites)) {
         for e in rd.flatten() {
             let p = e.path();
             let keep = !all
@@ -222,52 +197,32 @@ pub fn prune<S: Store + ?Sized>(
         }
     }
     if all {
-        let _ = fs::remove_dir_all(root.join("cache/context"));
-        let _ = fs::remove_dir_all(store.cache_path("git"));
+        remove_all_but_skeleton(&root);
     }
     Ok(out)
 }
 
-/// The name prefix of a temporary file or directory `kind` this process
-/// makes in the store: `.tmp-KIND-PID-`, so that [`sweep_dead_temps`] can
-/// remove it after the process was killed.
-pub fn temp_prefix(kind: &str) -> String {
-    format!(".tmp-{kind}-{}-", std::process::id())
-}
-
-/// Where temporary files of builds live in the store.
-fn temp_dirs(root: &Path) -> [PathBuf; 3] {
-    [root.to_path_buf(), root.join("tmp"), root.join("content/blobs/sha256")]
-}
-
-/// The process that made temporary entry `name` (`.tmp-KIND-PID-...`).
-fn temp_owner(name: &str) -> Option<i32> {
-    let rest = name.strip_prefix(".tmp-")?;
-    rest.split('-').skip(1).find_map(|part| part.parse::<i32>().ok().filter(|p| *p > 0))
-}
-
-/// Remove the temporary files and directories (push layouts, layer blobs
-/// being written, RUN mount helpers) left by builds that were killed: those
-/// whose owner process no longer exists. Returns how many were removed.
-pub fn sweep_dead_temps(root: &Path) -> usize {
-    let mut n = 0;
-    for dir in temp_dirs(root) {
-        let Ok(rd) = fs::read_dir(&dir) else { continue };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = temp_owner(&name) else { continue };
-            if crate::scheduler::pid_alive(pid) {
-                continue;
-            }
-            let p = e.path();
-            let gone = match e.file_type() {
-                Ok(t) if t.is_dir() => fs::remove_dir_all(&p).is_ok(),
-                _ => fs::remove_file(&p).is_ok(),
-            };
-            n += usize::from(gone);
-        }
+/// `prune --all`, once every snapshot and blob is gone: remove every cache
+/// area (context indexes, Git checkouts, cache mounts, generations, …) and
+/// the then empty directories, so the store holds what a fresh one does
+/// ([`layout::SKELETON`]). Temporary entries of live processes stay (and
+/// their directories with them).
+fn remove_all_but_skeleton(root: &Path) {
+    for area in Area::ALL {
+        let _ = fs::remove_dir_all(cache_dir(root, area));
     }
-    n
+    crate::store::sweep_dead_temps(root);
+    for dir in [
+        layout::cache_root(root),
+        blob_dir(root),
+        blob_dir(root).parent().map(Path::to_path_buf).unwrap_or_default(),
+        layout::content_dir(root),
+        layout::temp_dir(root),
+        layout::runc_dir(root),
+    ] {
+        // Only when empty: a live process may still be using it.
+        let _ = fs::remove_dir(dir);
+    }
 }
 
 /// The snapshot a COPY site record (`cache/copy-sites/*.json`) names.
@@ -303,27 +258,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::store::mem::DirStore;
-
-    #[test]
-    fn temps_of_dead_processes_are_swept() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        fs::create_dir_all(root.join("tmp")).unwrap();
-        fs::create_dir_all(root.join("content/blobs/sha256")).unwrap();
-        // pid 999999999 cannot exist (pid_max is at most 2^22)
-        fs::create_dir_all(root.join(".tmp-push-999999999-abc/blobs")).unwrap();
-        fs::write(root.join("content/blobs/sha256/.tmp-layer-999999999-x"), b"half").unwrap();
-        fs::create_dir_all(root.join("tmp/.tmp-ssh-999999999-y")).unwrap();
-        let mine = root.join(format!("{}abc", temp_prefix("push")));
-        fs::create_dir_all(&mine).unwrap();
-        fs::create_dir_all(root.join(".tmp-push-old")).unwrap();
-        assert_eq!(sweep_dead_temps(root), 3);
-        assert!(mine.is_dir(), "a live process's temp was removed");
-        assert!(root.join(".tmp-push-old").is_dir(), "an entry without a pid was removed");
-        assert!(!root.join(".tmp-push-999999999-abc").exists());
-        assert_eq!(temp_owner(".tmp-push-123-abc"), Some(123));
-        assert_eq!(temp_owner("run-abc"), None);
-    }
 
     #[test]
     fn sizes_parse() {
@@ -367,5 +301,54 @@ mod tests {
         assert_eq!(p.snapshots, 1);
         assert!(store.list_committed().expect("list").is_empty());
         assert!(!blobs.join("bbbb").exists());
+    }
+
+    /// The entries below `root`, as relative paths, sorted.
+    fn tree(root: &Path) -> Vec<String> {
+        let mut v: Vec<String> = walkdir::WalkDir::new(root)
+            .min_depth(1)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().strip_prefix(root).expect("below root").display().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn prune_all_leaves_what_a_fresh_store_holds() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let fresh = tempfile::tempdir().expect("tempdir");
+        DirStore::open(fresh.path()).expect("store");
+        let root = tmp.path();
+        let store = DirStore::open(root).expect("store");
+        for name in ["img-a", "run-b"] {
+            store.prepare("w", None).expect("prepare");
+            store.commit("w", name).expect("commit");
+            touch(root, name);
+        }
+        // Something in every cache area, a blob, runc's and a dead build's leftovers.
+        for area in Area::ALL {
+            let d = cache_dir(root, area);
+            fs::create_dir_all(d.join("sub")).expect("mkdir");
+            fs::write(d.join("sub/f"), b"x").expect("write");
+        }
+        fs::create_dir_all(blob_dir(root)).expect("mkdir");
+        fs::write(blob_dir(root).join("cccc"), b"blob").expect("blob");
+        fs::create_dir_all(layout::runc_dir(root)).expect("mkdir");
+        // pid 999999999 cannot exist (pid_max is at most 2^22)
+        fs::create_dir_all(layout::temp_dir(root).join(".tmp-ssh-999999999-y")).expect("mkdir");
+        fs::write(blob_dir(root).join(".tmp-layer-999999999-z"), b"half").expect("write");
+
+        prune(&store, true, None, &|| {}).expect("prune --all");
+        assert_eq!(tree(root), tree(fresh.path()));
+        assert_eq!(tree(root), ["active", "committed", "lock"]);
+
+        // A live process's temporary file (ours) stays, and its directory.
+        let mine = layout::temp_dir(root).join(format!("{}x", crate::store::temp_prefix("load")));
+        fs::create_dir_all(layout::temp_dir(root)).expect("mkdir");
+        fs::write(&mine, b"in use").expect("write");
+        prune(&store, true, None, &|| {}).expect("prune --all");
+        assert!(mine.is_file());
     }
 }
