@@ -223,6 +223,7 @@ pub fn prune<S: Store + ?Sized>(
     }
     if all {
         let _ = fs::remove_dir_all(root.join("cache/context"));
+        let _ = fs::remove_dir_all(store.cache_path("git"));
     }
     Ok(out)
 }

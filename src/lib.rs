@@ -15,4 +15,11 @@ pub mod progress;
 pub mod registry;
 pub mod remote_cache;
 pub mod scheduler;
+pub mod sources;
 pub mod store;
+
+/// Stopping a unit test when a component it needs is missing (a failure
+/// unless `STROMATEKT_ALLOW_SKIP=1`): the integration tests' helper, shared.
+#[cfg(test)]
+#[path = "../tests/common/skip.rs"]
+pub(crate) mod test_skip;

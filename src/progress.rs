@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -98,7 +98,8 @@ pub struct Progress {
     records: Mutex<Vec<StepRecord>>,
     out: Mutex<()>,
     live: Option<Arc<Mutex<Live>>>,
-    ticker: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>>,
+    /// `tty` mode's redraw timer; dropping the sender stops it at once.
+    ticker: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
 }
 
 /// Log lines kept per running step in `tty` mode.
@@ -191,12 +192,12 @@ impl Progress {
         let mut ticker = None;
         if mode == Mode::Tty {
             let l = Arc::new(Mutex::new(Live { began, running: BTreeMap::new(), drawn: 0 }));
-            let stop = Arc::new(AtomicBool::new(false));
-            let (l2, stop2) = (l.clone(), stop.clone());
-            // Timers tick even while no step prints anything.
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            let l2 = l.clone();
+            // Timers tick even while no step prints anything; the wait ends
+            // early when the printer is dropped (the sender goes away).
             let handle = std::thread::Builder::new().name("progress-tty".into()).spawn(move || {
-                while !stop2.load(Ordering::SeqCst) {
-                    std::thread::sleep(std::time::Duration::from_millis(150));
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(std::time::Duration::from_millis(150)) {
                     let mut g = lock_live(&l2);
                     if !g.running.is_empty() {
                         g.redraw(&[]);
@@ -469,7 +470,7 @@ impl Drop for Progress {
     fn drop(&mut self) {
         let ticker = self.ticker.get_mut().map(|t| t.take()).unwrap_or_else(|e| e.into_inner().take());
         if let Some((stop, handle)) = ticker {
-            stop.store(true, Ordering::SeqCst);
+            drop(stop);
             let _ = handle.join();
         }
         if let Some(live) = &self.live {

@@ -1,8 +1,9 @@
 //! Integration test of `BtrfsStore` on a loop-mounted btrfs image.
 //!
-//! Needs root and `mkfs.btrfs`; otherwise it is skipped with a message
-//! (unless `CI=true`, where it fails). The mount (and with it the loop
-//! device) is always released by a `Drop` guard.
+//! Needs root and `mkfs.btrfs`; otherwise it fails naming what is missing
+//! (a skip only with `STROMATEKT_ALLOW_SKIP=1`, see `tests/common/skip.rs`).
+//! The mount (and with it the loop device) is always released by a `Drop`
+//! guard.
 
 #![allow(clippy::unwrap_used)]
 
@@ -30,20 +31,9 @@ impl Drop for Mount {
     }
 }
 
-fn skip(why: &str) -> Option<Mount> {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("btrfs store test cannot run: {why}");
-    }
-    eprintln!("skipping btrfs store test: {why}");
-    None
-}
-
 fn mount() -> Option<Mount> {
-    if !nix::unistd::geteuid().is_root() {
-        return skip("not root");
-    }
-    if Command::new("mkfs.btrfs").arg("--version").output().is_err() {
-        return skip("mkfs.btrfs missing");
+    if !common::runnable(&["mkfs.btrfs"]) {
+        return None;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let image = tmp.path().join("img");
@@ -155,12 +145,10 @@ fn btrfs_prepare_commit_diff() {
 
 #[test]
 fn open_rejects_non_btrfs() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    if Command::new("stat").args(["-f", "-c", "%T"]).arg(tmp.path()).output().map(|o| o.stdout == b"btrfs\n").unwrap_or(true) {
-        return;
-    }
-    let e = BtrfsStore::open(tmp.path()).expect_err("not btrfs");
-    assert!(e.to_string().contains("not btrfs"), "{e}");
+    // /proc is procfs on every Linux: never btrfs, and open refuses it
+    // before creating anything.
+    let e = BtrfsStore::open(Path::new("/proc")).expect_err("/proc is not btrfs");
+    assert!(e.to_string().contains("/proc") && e.to_string().contains(", not btrfs; put the store on btrfs"), "{e}");
 }
 
 #[test]
@@ -199,10 +187,21 @@ fn btrfs_diff_moves_and_type_changes() {
     drop(m);
 }
 
+/// How many mounts sit at exactly `dir`.
+fn mounts_at(dir: &Path) -> usize {
+    let mounts = fs::read_to_string("/proc/self/mounts").expect("/proc/self/mounts");
+    mounts.lines().filter(|l| l.split(' ').nth(1) == Some(&*dir.to_string_lossy())).count()
+}
+
+/// The loop devices backed by `image`.
+fn loops_of(image: &Path) -> Vec<String> {
+    let out = Command::new("losetup").arg("-j").arg(image).output().expect("losetup");
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split(':').next()).map(str::to_string).collect()
+}
+
 #[test]
 fn ensure_loop_store_mounts_btrfs() {
-    if !nix::unistd::geteuid().is_root() || Command::new("mkfs.btrfs").arg("--version").output().is_err() {
-        skip("not root or mkfs.btrfs missing");
+    if !common::runnable(&["mkfs.btrfs", "losetup"]) {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -211,11 +210,27 @@ fn ensure_loop_store_mounts_btrfs() {
     let r = stromatekt::store::btrfs::ensure_loop_store(&root, &image, 1);
     let guard = Mount { dir: root.clone(), image: image.clone(), _tmp: tempfile::tempdir().expect("tempdir") };
     r.expect("ensure_loop_store");
+    assert!(stromatekt::store::root::is_btrfs(&root).unwrap());
+    assert_eq!(fs::metadata(&image).unwrap().len(), 1 << 30, "the image is the size asked for");
+    assert_eq!((mounts_at(&root), loops_of(&image).len()), (1, 1), "one mount, one loop device");
     let s = BtrfsStore::open(&root).expect("open");
-    s.prepare("k", None).expect("prepare");
-    // Idempotent when already mounted.
+    let work = s.prepare("k", None).expect("prepare");
+    w(&work.join("marker"), "kept");
+
+    // Idempotent when already mounted: nothing is mounted on top, no second
+    // loop device, the store's content is what it was.
     stromatekt::store::btrfs::ensure_loop_store(&root, &image, 1).expect("again");
+    assert_eq!((mounts_at(&root), loops_of(&image).len()), (1, 1), "the second call mounted again");
+    assert_eq!(fs::read_to_string(work.join("marker")).unwrap(), "kept");
+
+    // Unmounted, the existing image is mounted again, not re-formatted.
     drop(s);
+    common::run(Command::new("umount").arg(&root));
+    assert_eq!(mounts_at(&root), 0);
+    assert!(!stromatekt::store::root::is_btrfs(&root).unwrap());
+    stromatekt::store::btrfs::ensure_loop_store(&root, &image, 1).expect("remount");
+    assert_eq!((mounts_at(&root), loops_of(&image).len()), (1, 1));
+    assert_eq!(fs::read_to_string(root.join("active/k/marker")).unwrap(), "kept", "the image was re-formatted");
     drop(guard);
 }
 

@@ -2,9 +2,9 @@
 //! layout made here) with runc and a loop-mounted btrfs store; checks the
 //! output layers, the config, the cache, and cleanup after a failing RUN.
 //!
-//! Needs root, runc, mkfs.btrfs and /bin/busybox; otherwise skipped with a
-//! message (under `CI=true` it panics instead). The mount (and its loop
-//! device) is released by a `Drop` guard.
+//! Needs root, runc, mkfs.btrfs, skopeo and /bin/busybox; otherwise it
+//! fails naming what is missing (a skip only with `STROMATEKT_ALLOW_SKIP=1`).
+//! The mount (and its loop device) is released by a `Drop` guard.
 
 #![allow(clippy::unwrap_used)]
 
@@ -33,21 +33,9 @@ impl Drop for Guard {
     }
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).output().map(|o| o.status.success()).unwrap_or(false)
-}
-
 fn runnable() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    let ok = root && have("runc") && have("mkfs.btrfs") && Path::new("/bin/busybox").exists();
-    if !ok {
-        let why = "build_e2e needs root, runc, mkfs.btrfs and /bin/busybox";
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{why}");
-        }
-        eprintln!("skipping: {why}");
-    }
-    ok
+    common::runnable(&["runc", "mkfs.btrfs", "skopeo"])
+        && (Path::new("/bin/busybox").exists() || common::skip("/bin/busybox is missing (busybox-static)"))
 }
 
 /// A busybox base image as an OCI layout at `out`, tag `latest`.
@@ -180,10 +168,8 @@ fn build_run_copy_cache_and_failure() {
     let l3 = layer_entries(&blob(&out, &manifest.layers[4].digest));
     assert_eq!(l3, set(&["app", "app/ctx.txt", "app/inner.txt"]), "layer 3");
 
-    if have("skopeo") {
-        let s = Command::new("skopeo").arg("inspect").arg(format!("oci:{}:v1", out.display())).output().unwrap();
-        assert!(s.status.success(), "skopeo: {}", String::from_utf8_lossy(&s.stderr));
-    }
+    let s = Command::new("skopeo").arg("inspect").arg(format!("oci:{}:v1", out.display())).output().unwrap();
+    assert!(s.status.success(), "skopeo: {}", String::from_utf8_lossy(&s.stderr));
 
     // Second build: every step cached.
     let out2 = tmp.path().join("out2");

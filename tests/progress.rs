@@ -3,8 +3,8 @@
 //! a real terminal (tmux) showing two steps of a parallel group running at
 //! once.
 //!
-//! Needs root, btrfs, runc, umoci and tmux: skipped with a message when
-//! missing, except under `CI=true`, where it fails.
+//! Needs root, btrfs, runc, umoci and tmux: missing one, the test fails
+//! naming what is missing (a skip only with `STROMATEKT_ALLOW_SKIP=1`).
 
 #![allow(clippy::unwrap_used)]
 

@@ -4,8 +4,9 @@
 //! and verify; a push killed mid-way leaves the tag absent, or at its
 //! previous image, never partial.
 //!
-//! Needs docker-registry (and root, btrfs, runc for the killed build):
-//! skipped with a message when missing, except under `CI=true`, where it fails.
+//! Needs docker-registry (and root, btrfs, runc for the killed build)::
+//! missing one, the test fails naming what is missing (a skip only with
+//! `STROMATEKT_ALLOW_SKIP=1`).
 
 #![allow(clippy::unwrap_used)]
 

@@ -4,8 +4,8 @@
 //! with skopeo, rebased by the binary, and checked with `skopeo inspect
 //! --raw` and `umoci unpack`.
 //!
-//! Without docker-registry, skopeo, umoci or busybox-static the tests skip
-//! with a message, unless `CI=true`, where they fail.
+//! Without docker-registry, skopeo, umoci or busybox-static the tests fail
+//! naming what is missing (a skip only with `STROMATEKT_ALLOW_SKIP=1`).
 
 #![allow(clippy::unwrap_used)]
 

@@ -5,9 +5,9 @@
 //! cached, no container starts, only the blobs the result needs are
 //! downloaded, and the image is the same (same layer digests).
 //!
-//! Drives the library (`Scheduler` + `remote_cache`), as the CLI would.
-//! Needs root, btrfs, runc, umoci and docker-registry: skipped with a
-//! message when missing, except under `CI=true`, where it fails.
+//! Drives the library (`Scheduler` + `remote_cache`), as the CLI would. Needs
+//! root, btrfs, runc, umoci and docker-registry: missing one, the test fails
+//! naming what is missing (a skip only with `STROMATEKT_ALLOW_SKIP=1`).
 
 #![allow(clippy::unwrap_used)]
 

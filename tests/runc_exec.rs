@@ -1,5 +1,8 @@
-//! Runs real containers with runc and a busybox rootfs. Skipped (with a message)
-//! when not root or runc/busybox is missing, unless `CI=true`, where that panics.
+//! Runs real containers with runc and a busybox rootfs. Needs root, runc and
+//! /bin/busybox: missing one fails naming it (a skip only with
+//! `STROMATEKT_ALLOW_SKIP=1`).
+
+mod common;
 
 use std::fs;
 use std::path::Path;
@@ -9,18 +12,7 @@ use stromatekt::exec::runc::RuncExecutor;
 use stromatekt::exec::{ExecRequest, Executor, Network};
 
 fn available() -> bool {
-    let root = nix::unistd::Uid::effective().is_root();
-    let runc = Command::new("runc").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
-    let busybox = Path::new("/bin/busybox").exists();
-    if root && runc && busybox {
-        return true;
-    }
-    let why = format!("runc_exec skipped: root={root} runc={runc} busybox={busybox}");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{why}");
-    }
-    eprintln!("{why}");
-    false
+    common::runnable(&["runc"]) && (Path::new("/bin/busybox").exists() || common::skip("/bin/busybox is missing (busybox-static)"))
 }
 
 fn make_rootfs(dir: &Path) {

@@ -136,18 +136,13 @@ pub fn health(h: &Healthcheck) -> Result<Health, String> {
     }
 }
 
-/// BuildKit's history text, as Docker 20.10 writes it: Go's `%q` of the
-/// `*HealthConfig` (`Test`, `Interval`, `Timeout`, `StartPeriod`, `Retries`;
-/// no StartInterval in that version), so durations are quoted strings and
-/// retries a quoted rune: `HEALTHCHECK &{["CMD-SHELL" "curl x"] "5s" "2s"
-/// "0s" '\x04'}` (compat case `healthcheck`). Docker 20.10 rejects
-/// `--start-interval`; with it, the text is newer BuildKit's, whose struct
-/// has StartInterval before Retries (compat case `healthcheck-start-interval`).
+/// BuildKit's history text: Go's `%q` of the
+/// `*HealthConfig` (`Test`, `Interval`, `Timeout`, `StartPeriod`,
+/// `StartInterval`, `Retries`), so durations are quoted strings and retries a quoted
+/// rune: `HEALTHCHECK &{["CMD-SHELL" "curl x"] "5s" "2s" "0s" "0s" '\x04'}`
+/// (compat cases `healthcheck`, `healthcheck-start-interval`).
 pub fn history(h: &Health) -> String {
-    let mut durations = vec![h.interval, h.timeout, h.start_period];
-    if h.start_interval != 0 {
-        durations.push(h.start_interval);
-    }
+    let durations = [h.interval, h.timeout, h.start_period, h.start_interval];
     format!(
         "HEALTHCHECK &{{[{}] {} {}}}",
         h.test.iter().map(|t| go_quote(t)).collect::<Vec<_>>().join(" "),
@@ -255,9 +250,9 @@ mod tests {
             start_interval: 0,
             retries: 65,
         };
-        assert_eq!(history(&h), r#"HEALTHCHECK &{["CMD" "/bin/true" "a\"b"] "1m30s" "500ms" "1h0m0s" 'A'}"#);
+        assert_eq!(history(&h), r#"HEALTHCHECK &{["CMD" "/bin/true" "a\"b"] "1m30s" "500ms" "1h0m0s" "0s" 'A'}"#);
         let none = Health { test: vec!["NONE".into()], interval: 0, timeout: 0, start_period: 0, start_interval: 0, retries: 0 };
-        assert_eq!(history(&none), r#"HEALTHCHECK &{["NONE"] "0s" "0s" "0s" '\x00'}"#);
+        assert_eq!(history(&none), r#"HEALTHCHECK &{["NONE"] "0s" "0s" "0s" "0s" '\x00'}"#);
         let with_start_interval = Health { start_interval: 2_000_000_000, retries: 2, ..h.clone() };
         assert_eq!(history(&with_start_interval), r#"HEALTHCHECK &{["CMD" "/bin/true" "a\"b"] "1m30s" "500ms" "1h0m0s" "2s" '\x02'}"#);
         assert_eq!(go_quote_rune(39), r"'\''");
@@ -279,7 +274,7 @@ mod tests {
         .expect("valid");
         assert_eq!(
             history(&h),
-            "HEALTHCHECK &{[\"CMD-SHELL\" \"curl -f http://localhost/\"] \"5s\" \"0s\" \"0s\" '\\x03'}"
+            "HEALTHCHECK &{[\"CMD-SHELL\" \"curl -f http://localhost/\"] \"5s\" \"0s\" \"0s\" \"0s\" '\\x03'}"
         );
         let bad = Healthcheck::Cmd {
             test: ShellOrExec::Exec(vec!["true".into()]),

@@ -308,7 +308,7 @@ fn declared_flags(keyword: &str) -> &'static [(&'static str, FlagKind)] {
     use FlagKind::*;
     match keyword {
         "from" => &[("platform", Str)],
-        "run" => &[("mount", Multi), ("network", Str), ("security", Str)],
+        "run" => &[("mount", Multi), ("network", Str), ("security", Str), ("device", Multi)],
         "copy" => &[
             ("from", Str),
             ("chown", Str),
@@ -530,6 +530,14 @@ fn instruction(node: &Node) -> Result<Instruction, Error> {
         "run" => {
             if node.args.is_empty() {
                 return Err(at_least_one());
+            }
+            if let Some(d) = flags.multi("device").first() {
+                let what = d.value.as_deref().unwrap_or("");
+                return Err(Error::invalid(
+                    d.span,
+                    instr,
+                    format!("--device={what}: devices (BuildKit's CDI devices, dockerfile 1.14-labs) are not supported by stromatekt; remove the flag"),
+                ));
             }
             Command::Run(Run {
                 mounts: flags.multi("mount"),

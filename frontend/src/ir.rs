@@ -125,9 +125,13 @@ pub enum Op {
         /// `--keep-git-dir` (or `?keep-git-dir=true`): keep `.git`.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         keep_git_dir: bool,
-        /// `--checksum`: the commit the reference must resolve to.
+        /// `--checksum` (or `?checksum=`): a hex prefix of the commit the
+        /// reference must resolve to.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         checksum: Option<String>,
+        /// `?submodules=false`: do not check out submodules.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        skip_submodules: bool,
     },
     /// ENV, WORKDIR, USER, CMD, ... : no changeset, the config changes.
     Config {

@@ -29,11 +29,14 @@ pub mod health;
 pub mod instructions;
 pub mod ir;
 pub mod lexer;
+pub mod lint;
 pub mod lower;
 pub mod mounts;
+pub mod outline;
 pub mod parser;
 pub mod remote;
 pub mod span;
+pub mod syntax;
 
 pub use error::{Error, ErrorKind};
 pub use lower::{base_images, lower, LowerOptions};

@@ -46,8 +46,9 @@ pub struct LowerOptions {
     /// `.dockerignore` patterns for the main context.
     pub dockerignore: Vec<String>,
     /// `--build-context name=value`: `docker-image://REF` and
-    /// `oci-layout://...` values become Image nodes, anything else (a local
-    /// directory, a URL) a named Context node. A name matching a stage name
+    /// `oci-layout://...` values become Image nodes, a Git URL a Git node, an
+    /// http(s) URL an Http node (one file, `context`), anything else (a
+    /// local directory) a named Context node. A name matching a stage name
     /// replaces that stage; one matching a FROM/`--from`/`from=` reference
     /// (as written, after ARG expansion) replaces that image.
     pub build_contexts: BTreeMap<String, String>,
@@ -78,8 +79,10 @@ const PROXY_ARGS: &[&str] = &[
     "ALL_PROXY", "all_proxy",
 ];
 
-/// Args BuildKit defines without a declaration in the meta scope.
-fn platform_args(opts: &LowerOptions) -> BTreeMap<String, String> {
+/// Args BuildKit defines without a declaration in the meta scope (its
+/// `defaultArgs`): the platforms' parts and TARGETSTAGE; a build arg of the
+/// same name overrides one.
+fn platform_args(opts: &LowerOptions, target_stage: &str) -> BTreeMap<String, String> {
     let build = if opts.build_platform.is_empty() { "linux/amd64".to_string() } else { opts.build_platform.clone() };
     let target = opts.platform.clone().unwrap_or_else(|| build.clone());
     let mut m = BTreeMap::new();
@@ -87,8 +90,15 @@ fn platform_args(opts: &LowerOptions) -> BTreeMap<String, String> {
         let mut parts = p.split('/');
         m.insert(format!("{prefix}PLATFORM"), p.clone());
         m.insert(format!("{prefix}OS"), parts.next().unwrap_or("").to_string());
+        m.insert(format!("{prefix}OSVERSION"), String::new());
         m.insert(format!("{prefix}ARCH"), parts.next().unwrap_or("").to_string());
         m.insert(format!("{prefix}VARIANT"), parts.next().unwrap_or("").to_string());
+    }
+    m.insert("TARGETSTAGE".into(), target_stage.to_string());
+    for (k, v) in m.iter_mut() {
+        if let Some(o) = opts.build_args.get(k) {
+            *v = o.clone();
+        }
     }
     m
 }
@@ -130,7 +140,13 @@ fn analyze(df: &Dockerfile, opts: &LowerOptions) -> Result<Analysis, Error> {
         return Err(Error::new(Span::line(1), ErrorKind::Stage("the Dockerfile has no FROM instruction".into())));
     }
     // Global (meta) args: visible to FROM lines and as defaults to stage ARGs.
-    let mut meta: BTreeMap<String, String> = platform_args(opts);
+    // TARGETSTAGE: the --target, else the last stage's name, else "default".
+    let last_name = df.stages.last().and_then(|st| match &st.from.command {
+        Command::From(f) => f.stage_name.clone(),
+        _ => None,
+    });
+    let target_stage = opts.target.clone().or(last_name).filter(|t| !t.is_empty()).unwrap_or_else(|| "default".into());
+    let mut meta: BTreeMap<String, String> = platform_args(opts, &target_stage);
     for ins in &df.meta_args {
         if let Command::Arg(decls) = &ins.command {
             for d in decls {
@@ -139,7 +155,11 @@ fn analyze(df: &Dockerfile, opts: &LowerOptions) -> Result<Analysis, Error> {
                     (None, Some(def)) => Some(lexer.process_word(def, &meta).map_err(expand_err(ins.span))?),
                     (None, None) => None,
                 };
-                meta.insert(d.name.clone(), value.unwrap_or_default());
+                // A global ARG without any value stays unset (BuildKit's
+                // `buildMetaArgs`): a stage's `ARG NAME` then has none either.
+                if let Some(v) = value {
+                    meta.insert(d.name.clone(), v);
+                }
             }
         }
     }
@@ -324,10 +344,26 @@ impl Lowerer<'_> {
         if let Some(id) = self.named.get(name) {
             return *id;
         }
+        // As BuildKit's dockerui named contexts: a Git URL is a checkout
+        // (no .dockerignore), an http(s) URL one file named `context`.
+        let git = crate::remote::git_ref(value);
         let id = if let Some(r) = value.strip_prefix("docker-image://") {
             self.image(r, platform)
         } else if value.starts_with("oci-layout://") {
             self.image(value, platform)
+        } else if let Some(g) = git {
+            let remote = if g.indistinguishable_from_local { format!("https://{}", g.remote) } else { g.remote };
+            let op = Op::Git {
+                remote,
+                reference: g.reference,
+                subdir: g.subdir,
+                keep_git_dir: g.keep_git_dir.unwrap_or(false),
+                checksum: g.checksum,
+                skip_submodules: g.submodules == Some(false),
+            };
+            self.push(op, None, None)
+        } else if crate::remote::is_http(value) {
+            self.push(Op::Http { url: value.to_string(), checksum: None, filename: "context".into() }, None, None)
         } else {
             self.push(Op::Context { name: name.to_string(), exclude: vec![] }, None, None)
         };
@@ -440,10 +476,9 @@ fn lower_stage(l: &mut Lowerer<'_>, df: &Dockerfile, index: usize) -> Result<Nod
             if let Some(s) = l.stage_scopes.get(&d) {
                 // BuildKit carries the base stage's state over (its
                 // environment, ARG values included, then the image config's
-                // Env on top), its config and its SHELL, but not the list of
-                // declared ARGs nor whether CMD was set.
+                // Env on top), its config, its SHELL and its declared ARGs
+                // (the `|N K=V` of RUN history), but not whether CMD was set.
                 scope = s.clone();
-                scope.declared.clear();
                 scope.cmd = None;
                 for (k, v) in s.env.clone() {
                     scope.vars.insert(k, v);
@@ -718,20 +753,21 @@ fn lower_instruction(
             config(l, ConfigEdit::Env(pairs), o, Some(format!("ENV {shown}")))
         }
         Command::Arg(decls) => {
-            // History shows the line with defaults expanded, not the value
-            // in effect (`ARG GREETING`, `ARG LEVEL=1` with --build-arg
-            // LEVEL=2; compat case `target-and-build-args`).
+            // History shows each name with the value in effect: the build
+            // arg, else the expanded default, else the global value (`ARG
+            // LEVEL=2` for `ARG LEVEL=1` with --build-arg LEVEL=2, `ARG
+            // TARGETOS=linux`; compat case `target-and-build-args`); a name
+            // without any value alone.
             let mut shown = Vec::new();
             for d in decls {
-                let default = d.default.as_deref().map(|def| x(def, scope)).transpose()?;
-                let value = match (l.opts.build_args.get(&d.name), &default, l.a.meta.get(&d.name)) {
+                let value = match (l.opts.build_args.get(&d.name), &d.default, l.a.meta.get(&d.name)) {
                     (Some(v), _, _) => Some(v.clone()),
-                    (None, Some(def), _) => Some(def.clone()),
+                    (None, Some(def), _) => Some(x(def, scope)?),
                     (None, None, Some(m)) => Some(m.clone()),
                     (None, None, None) => None,
                 };
-                match &default {
-                    Some(def) => shown.push(format!("{}={def}", d.name)),
+                match &value {
+                    Some(v) => shown.push(format!("{}={v}", d.name)),
                     None => shown.push(d.name.clone()),
                 }
                 if let Some(v) = value {
@@ -787,18 +823,20 @@ fn lower_instruction(
             }
         }
         Command::Expose(ports) => {
-            // BuildKit 20.10 prints the instruction's port set as a Go map:
-            // keys sorted, ranges expanded, duplicates once (compat case
-            // `expose-order`).
-            let mut out = BTreeSet::new();
-            for p in ports {
-                let p = x(p, scope)?;
-                for port in expose_ports(&p).map_err(|m| Error::invalid(sp, "EXPOSE", m))? {
-                    out.insert(port);
+            // BuildKit sorts the words as written (bytewise, before
+            // expansion), expands each into words (an empty expansion,
+            // `$UNSET`, gives none; compat case `expose-empty-words`) and
+            // prints the ports as a Go list in that order, ranges expanded,
+            // duplicates kept (compat cases `expose-order`, `expose-ranges`).
+            let mut sorted: Vec<&String> = ports.iter().collect();
+            sorted.sort();
+            let mut out = Vec::new();
+            for p in sorted {
+                for w in l.a.lexer.process_words(p, scope).map_err(expand_err(sp))? {
+                    out.extend(expose_ports(&w).map_err(|m| Error::invalid(sp, "EXPOSE", m))?);
                 }
             }
-            let out: Vec<String> = out.into_iter().collect();
-            let shown = format!("EXPOSE map[{}]", out.iter().map(|p| format!("{p}:{{}}")).collect::<Vec<_>>().join(" "));
+            let shown = format!("EXPOSE [{}]", out.join(" "));
             config(l, ConfigEdit::Expose(out), o, Some(shown))
         }
         Command::Shell(v) => {
@@ -866,10 +904,24 @@ fn lower_run(l: &mut Lowerer<'_>, r: &Run, base: NodeId, index: usize, o: Origin
         };
         // llb's default agent socket: /run/buildkit/ssh_agent.N, N counting
         // the ssh mounts of this RUN.
-        let target = if spec.kind == MountKind::Ssh && spec.target.is_empty() {
-            format!("/run/buildkit/ssh_agent.{}", mounts.iter().filter(|m: &&Mount| m.kind == MountKind::Ssh).count())
-        } else {
-            spec.target
+        let target = match spec.kind {
+            MountKind::Ssh if spec.target.is_empty() => {
+                format!("/run/buildkit/ssh_agent.{}", mounts.iter().filter(|m: &&Mount| m.kind == MountKind::Ssh).count())
+            }
+            // BuildKit joins a relative target (none: `.`) to the WORKDIR;
+            // the result may not be `/`.
+            MountKind::Bind | MountKind::Cache | MountKind::Tmpfs => {
+                let target = if spec.target.starts_with('/') {
+                    spec.target
+                } else {
+                    crate::mounts::clean_path(&format!("/{}/{}", scope.workdir, spec.target))
+                };
+                if crate::mounts::clean_path(&target) == "/" {
+                    return Err(Error::invalid(f.span, "RUN --mount", format!("invalid mount target {:?}", crate::mounts::clean_path(&target))));
+                }
+                target
+            }
+            _ => spec.target,
         };
         mounts.push(Mount {
             kind: spec.kind,
@@ -974,7 +1026,12 @@ fn lower_copy(l: &mut Lowerer<'_>, c: &Copy, add: bool, base: NodeId, index: usi
             continue;
         }
         let s = x(raw)?;
-        if let Some(g) = crate::remote::git_ref(&s) {
+        // `github.com/x/y` without a scheme is a local path to ADD (BuildKit
+        // accepts that form for build contexts only).
+        let git = crate::remote::parse_git_ref(&s)
+            .map_err(|e| Error::invalid(sp, instr, format!("{s}: {e}")))?
+            .filter(|g| !g.indistinguishable_from_local);
+        if let Some(g) = git {
             if !add {
                 return Err(Error::invalid(sp, instr, format!("source can't be a git ref for COPY: {s} (use ADD)")));
             }
@@ -990,7 +1047,14 @@ fn lower_copy(l: &mut Lowerer<'_>, c: &Copy, add: bool, base: NodeId, index: usi
                 _ => {}
             }
             let node = l.push(
-                Op::Git { remote: g.remote, reference: g.reference, subdir: g.subdir, keep_git_dir, checksum: checksum.clone() },
+                Op::Git {
+                    remote: g.remote,
+                    reference: g.reference,
+                    subdir: g.subdir,
+                    keep_git_dir,
+                    checksum: checksum.clone(),
+                    skip_submodules: g.submodules == Some(false),
+                },
                 None,
                 None,
             );
@@ -1035,13 +1099,17 @@ fn lower_copy(l: &mut Lowerer<'_>, c: &Copy, add: bool, base: NodeId, index: usi
         None if !local.is_empty() => l.context(),
         None => l.image("scratch", None),
     };
-    // BuildKit 20.10 writes no --chown/--chmod into the history (compat
-    // cases `copy-chown`, `copy-chmod`; newer BuildKit writes both). It
-    // rejects --parents, so that flag is shown as newer BuildKit does
-    // (compat case `copy-parents`).
+    // BuildKit's history shows --parents, then --chown and --chmod as
+    // expanded (compat cases `copy-chown`, `copy-chmod`, `chown-expand`).
     let mut shown = instr.to_string();
     if c.parents {
         shown.push_str(" --parents");
+    }
+    if let Some(u) = chown.as_deref().filter(|u| !u.is_empty()) {
+        shown.push_str(&format!(" --chown={u}"));
+    }
+    if let Some(m) = chmod.as_deref().filter(|m| !m.is_empty()) {
+        shown.push_str(&format!(" --chmod={m}"));
     }
     for s in &shown_sources {
         shown.push_str(&format!(" {s}"));

@@ -314,9 +314,7 @@ pub fn parse(spec: &str, expand: &dyn Fn(&str) -> Result<String, String>) -> Res
             }
         }
         MountKind::Cache => {
-            if m.target.is_empty() {
-                return Err("cache mount requires a target".into());
-            }
+            // No target: the WORKDIR (resolved when lowering), id ".".
             if m.id.as_deref().is_none_or(str::is_empty) {
                 m.id = Some(clean_path(&m.target));
             }
@@ -324,14 +322,9 @@ pub fn parse(spec: &str, expand: &dyn Fn(&str) -> Result<String, String>) -> Res
                 m.sharing = Some(Sharing::Shared);
             }
         }
-        MountKind::Bind | MountKind::Tmpfs => {
-            if m.target.is_empty() {
-                return Err(format!("{} mount requires a target", kind_name(kind)));
-            }
-        }
-    }
-    if !m.target.is_empty() && clean_path(&m.target) == "/" {
-        return Err(format!("invalid mount target {:?}", m.target));
+        // No target: mounted at the WORKDIR (resolved when lowering), as
+        // BuildKit joins every relative target to it.
+        MountKind::Bind | MountKind::Tmpfs => {}
     }
     Ok(m)
 }
@@ -396,7 +389,6 @@ mod tests {
             "type=bind,target=/x,sharing=locked",
             "type=cache,target=/x,sharing=weird",
             "type=ssh,source=a",
-            "type=cache,target=/",
             "type=bind,target=/x,targte=/y",
             "type=bind,target=/x,bogus",
             "type=bind,from=$X/y,target=/x",

@@ -8,22 +8,33 @@
 
 use std::path::{Path, PathBuf};
 
-fn seeds() -> Vec<(String, Vec<u8>)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for d in [
-        root.join("../../shared/compat/buildkit/frontend/dockerfile/parser/testfiles"),
-        root.join("../../shared/compat/buildkit/frontend/dockerfile/parser/testfiles-negative"),
-        root.join("tests/golden"),
-    ] {
-        if let Ok(rd) = std::fs::read_dir(&d) {
-            dirs.extend(rd.filter_map(|e| e.ok().map(|e| e.path())));
+/// The `Dockerfile`s one level below each of `dirs` (name, bytes), sorted.
+fn dockerfiles_below(dirs: &[PathBuf]) -> Vec<(String, Vec<u8>)> {
+    let mut cases: Vec<PathBuf> = Vec::new();
+    for d in dirs {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            cases.extend(rd.filter_map(|e| e.ok().map(|e| e.path())));
         }
     }
-    dirs.sort();
-    dirs.iter()
-        .filter_map(|d| std::fs::read(d.join("Dockerfile")).ok().map(|b| (d.display().to_string(), b)))
-        .collect()
+    cases.sort();
+    cases.iter().filter_map(|d| std::fs::read(d.join("Dockerfile")).ok().map(|b| (d.display().to_string(), b))).collect()
+}
+
+/// The BuildKit parser testfiles, then the golden cases.
+fn seeds() -> Vec<(String, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let testfiles = root.join("../../shared/compat/buildkit/frontend/dockerfile/parser");
+    let buildkit = dockerfiles_below(&[testfiles.join("testfiles"), testfiles.join("testfiles-negative")]);
+    // The golden cases alone must not make up the count.
+    assert!(
+        buildkit.len() > 20,
+        "expected the BuildKit parser testfiles under {} (the conformance fixtures `make test` checks for); found {}",
+        testfiles.display(),
+        buildkit.len()
+    );
+    let golden = dockerfiles_below(&[root.join("tests/golden")]);
+    assert!(golden.len() > 10, "expected the golden cases under tests/golden; found {}", golden.len());
+    buildkit.into_iter().chain(golden).collect()
 }
 
 /// A small deterministic PRNG (xorshift64*), so failures reproduce.
@@ -129,7 +140,6 @@ fn exercise(bytes: &[u8]) {
 #[test]
 fn mutated_testfiles_never_panic() {
     let seeds = seeds();
-    assert!(seeds.len() > 20, "expected the BuildKit testfiles at ../shared/compat ({} found)", seeds.len());
     let mut rng = Rng(0x5eed_cafe_f00d_d00d);
     let per_seed = (4000 / seeds.len()).max(20);
     let mut cases = 0;

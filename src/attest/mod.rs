@@ -5,6 +5,7 @@
 //! flags.rs       the flags and BUILDX_NO_DEFAULT_ATTESTATIONS -> AttestRequest
 //! provenance.rs  the SLSA provenance v1 predicate (and its v0.2 form for --metadata-file)
 //! sbom.rs        the SPDX 2.3 SBOM read from the image's package databases
+//! rpm.rs         the rpm database's packages (SQLite, headers parsed here)
 //! attach.rs      in-toto statements, attestation manifests in an image index, local files
 //! ```
 //!
@@ -17,6 +18,7 @@
 pub mod attach;
 pub mod flags;
 pub mod provenance;
+pub mod rpm;
 pub mod sbom;
 
 pub use flags::{AttestFlags, AttestRequest, ProvenanceMode};
@@ -242,7 +244,7 @@ pub fn make<S: Store>(
         if let Some(s) = &req.sbom {
             let state = states.get(&e.node).with_context(|| "internal: export not built")?;
             let root = state.top.as_ref().and_then(|t| store.get(t));
-            let (pkgs, rpm) = root.as_deref().map(sbom::scan).unwrap_or_default();
+            let (pkgs, rpm_unread) = root.as_deref().map(sbom::scan).unwrap_or_default();
             let distro = root.as_deref().map(sbom::distro).unwrap_or_default();
             let mut bases = vec![];
             if let Some((reference, p)) = base_image(graph, e.node) {
@@ -256,7 +258,7 @@ pub fn make<S: Store>(
             list.push(Attestation {
                 predicate_type: sbom::PREDICATE_SPDX.into(),
                 filename: s.filename.clone(),
-                predicate: sbom::document(&name, &pkgs, &bases, rpm, distro, &created),
+                predicate: sbom::document(&name, &pkgs, &bases, rpm_unread.as_deref(), distro, &created),
                 inline_only: false,
                 by_default: false,
             });

@@ -8,8 +8,9 @@
 //! - apk: `lib/apk/db/installed` (`P:` name, `V:` version, `L:` licence,
 //!   `o:` origin, `m:` maintainer, `A:` arch).
 //!
-//! RPM databases (`var/lib/rpm/rpmdb.sqlite`, `Packages`) are reported as
-//! present but not read: their packages are not listed.
+//! - rpm: the SQLite database (`var/lib/rpm/rpmdb.sqlite`), see [`super::rpm`];
+//!   a database that cannot be read (Berkeley DB, no `sqlite3` tool) is
+//!   named in the document's comment and its packages are not listed.
 //!
 //! BuildKit runs a scanner image (`docker/buildkit-syft-scanner`) for this;
 //! stromatekt reads the databases itself, so `generator=` is accepted and
@@ -27,7 +28,7 @@ pub const PREDICATE_SPDX: &str = "https://spdx.dev/Document";
 /// One installed package.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Package {
-    /// `deb` or `apk`.
+    /// `deb`, `apk` or `rpm`.
     pub kind: &'static str,
     /// Name.
     pub name: String,
@@ -139,9 +140,9 @@ fn apk_db(text: &str, db: &str, out: &mut Vec<Package>) {
     }
 }
 
-/// Every package the image's databases list, sorted; and whether an RPM
-/// database was seen (not read).
-pub fn scan(root: &Path) -> (Vec<Package>, bool) {
+/// Every package the image's databases list, sorted; and, when an RPM
+/// database was seen but not read, why.
+pub fn scan(root: &Path) -> (Vec<Package>, Option<String>) {
     let mut out = vec![];
     if let Ok(text) = fs::read_to_string(root.join("var/lib/dpkg/status")) {
         dpkg_paragraphs(&text, root, "/var/lib/dpkg/status", &mut out);
@@ -159,10 +160,17 @@ pub fn scan(root: &Path) -> (Vec<Package>, bool) {
     if let Ok(text) = fs::read_to_string(root.join("lib/apk/db/installed")) {
         apk_db(&text, "/lib/apk/db/installed", &mut out);
     }
-    let rpm = ["var/lib/rpm/rpmdb.sqlite", "var/lib/rpm/Packages", "usr/lib/sysimage/rpm/rpmdb.sqlite"].iter().any(|p| root.join(p).exists());
+    let unread = match super::rpm::scan(root) {
+        super::rpm::Found::None => None,
+        super::rpm::Found::Packages(p) => {
+            out.extend(p);
+            None
+        }
+        super::rpm::Found::Unread(why) => Some(why),
+    };
     out.sort();
     out.dedup();
-    (out, rpm)
+    (out, unread)
 }
 
 /// Debian short licence names -> SPDX identifiers; anything else becomes a
@@ -203,7 +211,11 @@ fn spdx_license(l: &str) -> String {
 }
 
 fn purl(p: &Package, distro: &(Option<String>, Option<String>)) -> String {
-    let ns = distro.0.clone().unwrap_or_else(|| if p.kind == "deb" { "debian".into() } else { "alpine".into() });
+    let ns = distro.0.clone().unwrap_or_else(|| match p.kind {
+        "deb" => "debian".into(),
+        "rpm" => "redhat".into(),
+        _ => "alpine".into(),
+    });
     let enc = |s: &str| -> String {
         s.chars()
             .map(|c| if c.is_ascii_alphanumeric() || "-._~".contains(c) { c.to_string() } else { format!("%{:02X}", c as u32) })
@@ -244,7 +256,7 @@ pub struct BaseImage {
 }
 
 /// The SPDX 2.3 document for an image (`name`: its first name, or `image`).
-pub fn document(name: &str, packages: &[Package], bases: &[BaseImage], rpm_seen: bool, distro: (Option<String>, Option<String>), created: &str) -> Value {
+pub fn document(name: &str, packages: &[Package], bases: &[BaseImage], rpm_unread: Option<&str>, distro: (Option<String>, Option<String>), created: &str) -> Value {
     let root_id = "SPDXRef-image".to_string();
     let mut pkgs = vec![json!({
         "name": name,
@@ -300,19 +312,19 @@ pub fn document(name: &str, packages: &[Package], bases: &[BaseImage], rpm_seen:
             "licenseConcluded": "NOASSERTION",
             "licenseDeclared": declared,
             "copyrightText": "NOASSERTION",
-            "sourceInfo": format!("acquired package info from {} DB: {}", if p.kind == "deb" { "DPKG" } else { "APK" }, p.db),
+            "sourceInfo": format!("acquired package info from {} DB: {}", db_kind(p.kind), p.db),
             "externalRefs": [{ "referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": purl(p, &distro) }],
             "primaryPackagePurpose": "LIBRARY",
         });
         if let Some(o) = &p.origin {
-            pkg["sourceInfo"] = json!(format!("acquired package info from {} DB: {} (origin: {o})", if p.kind == "deb" { "DPKG" } else { "APK" }, p.db));
+            pkg["sourceInfo"] = json!(format!("acquired package info from {} DB: {} (origin: {o})", db_kind(p.kind), p.db));
         }
         pkgs.push(pkg);
         rels.push(json!({ "spdxElementId": root_id, "relationshipType": "CONTAINS", "relatedSpdxElement": id }));
     }
-    let mut comment = "Packages from the image's dpkg and apk databases, and its base images; written by stromatekt.".to_string();
-    if rpm_seen {
-        comment.push_str(" The image has an RPM database, which stromatekt does not read: its packages are not listed.");
+    let mut comment = "Packages from the image's dpkg, apk and rpm databases, and its base images; written by stromatekt.".to_string();
+    if let Some(why) = rpm_unread {
+        comment.push_str(&format!(" The image's RPM packages are not listed: {why}."));
     }
     // The namespace is made from the content, so equal images get equal documents.
     let ns_hash = crate::image::manifest::digest_of(serde_json::to_vec(&(&pkgs, &rels)).unwrap_or_default().as_slice());
@@ -330,6 +342,14 @@ pub fn document(name: &str, packages: &[Package], bases: &[BaseImage], rpm_seen:
         "packages": pkgs,
         "relationships": rels,
     })
+}
+
+fn db_kind(kind: &str) -> &'static str {
+    match kind {
+        "deb" => "DPKG",
+        "rpm" => "RPM",
+        _ => "APK",
+    }
 }
 
 /// The OS of the tree at `root`.
@@ -360,17 +380,17 @@ mod tests {
         fs::write(r.join("lib/apk/db/installed"), "C:Q1\nP:musl\nV:1.2.4-r2\nA:x86_64\nL:MIT\no:musl\nm:Someone <s@x>\n\n").unwrap();
         fs::write(r.join("etc-os"), "").unwrap();
         let (pkgs, rpm) = scan(r);
-        assert!(!rpm);
+        assert!(rpm.is_none());
         let names: Vec<(&str, &str)> = pkgs.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
         assert_eq!(names, vec![("musl", "1.2.4-r2"), ("bash", "5.2-2"), ("libc6", "2.36-9")]);
         let libc = pkgs.iter().find(|p| p.name == "libc6").unwrap();
         assert_eq!(libc.origin.as_deref(), Some("glibc"));
-        let doc = document("img", &pkgs, &[], false, (Some("debian".into()), Some("12".into())), "1970-01-01T00:00:00Z");
+        let doc = document("img", &pkgs, &[], None, (Some("debian".into()), Some("12".into())), "1970-01-01T00:00:00Z");
         assert_eq!(doc["spdxVersion"], "SPDX-2.3");
         let bash = doc["packages"].as_array().unwrap().iter().find(|p| p["name"] == "bash").unwrap();
         assert_eq!(bash["licenseDeclared"], "GPL-3.0-or-later AND MIT");
         let libc = doc["packages"].as_array().unwrap().iter().find(|p| p["name"] == "libc6").unwrap();
         assert_eq!(libc["externalRefs"][0]["referenceLocator"], "pkg:deb/debian/libc6@2.36-9?arch=amd64&distro=debian-12&upstream=glibc");
-        assert_eq!(doc, document("img", &pkgs, &[], false, (Some("debian".into()), Some("12".into())), "1970-01-01T00:00:00Z"), "deterministic");
+        assert_eq!(doc, document("img", &pkgs, &[], None, (Some("debian".into()), Some("12".into())), "1970-01-01T00:00:00Z"), "deterministic");
     }
 }

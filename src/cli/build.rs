@@ -68,8 +68,8 @@ pub struct BuildArgs {
     /// SSH agent socket for `RUN --mount=type=ssh`: `default` or `ID=SOCKET` (repeatable).
     #[arg(long = "ssh")]
     pub ssh: Vec<String>,
-    /// Additional build context `NAME=VALUE`: `docker-image://REF` or `oci-layout://PATH[:TAG]`
-    /// (local directories and URLs are not supported yet) (repeatable).
+    /// Additional build context `NAME=VALUE` (repeatable): a local directory, a Git URL,
+    /// an http(s) URL, `docker-image://REF` or `oci-layout://PATH[:TAG]`.
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
     /// Target platform(s), comma-separated (`linux/amd64,linux/arm64`): several
@@ -116,6 +116,13 @@ pub struct BuildArgs {
     /// `type=local,dest=DIR[,mode=..]` | `type=inline` (repeatable).
     #[arg(long = "cache-to")]
     pub cache_to: Vec<String>,
+    /// Evaluate the Dockerfile instead of building: `check`, `outline`,
+    /// `targets` or `subrequests.describe`, with `,format=json` for JSON.
+    #[arg(long, value_name = "METHOD[,format=json]")]
+    pub call: Option<String>,
+    /// Shorthand for `--call=check`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub check: Option<String>,
     /// Annotation `[TYPE[,TYPE...][\[PLATFORM\]]:]KEY=VALUE` (TYPE: manifest (default),
     /// index, manifest-descriptor, index-descriptor; repeatable).
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
@@ -129,7 +136,9 @@ pub struct BuildArgs {
     /// Docker flags stromatekt does not support (each fails, naming itself).
     #[command(flatten)]
     pub unsupported: Unsupported,
-    /// The build context: a directory, or `-` (standard input: a Dockerfile, or a tar of the context).
+    /// The build context: a directory, a Git URL (`https://host/repo.git#ref:subdir`,
+    /// `git@host:repo.git`, `?ref=&subdir=...`), an http(s) URL (a tarball or a Dockerfile),
+    /// or `-` (standard input: a Dockerfile, or a tar of the context).
     pub context: PathBuf,
 }
 
@@ -147,14 +156,9 @@ pub struct Unsupported {
     #[arg(long, hide = true)]
     stream: bool,
     #[arg(long, hide = true)]
-    check: bool,
-    #[arg(long, hide = true)]
     isolation: Option<String>,
     #[arg(long = "security-opt", hide = true)]
     security_opt: Vec<String>,
-    #[arg(long, hide = true)]
-    #[arg(long, hide = true)]
-    call: Option<String>,
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
     rm: Option<String>,
     #[arg(long = "force-rm", hide = true, num_args = 0..=1, default_missing_value = "true")]
@@ -166,14 +170,12 @@ pub struct Unsupported {
 impl Unsupported {
     /// The first unsupported flag given, with why.
     fn check(&self) -> Result<()> {
-        let set: [(&str, bool); 7] = [
+        let set: [(&str, bool); 5] = [
             ("--squash", self.squash),
             ("--compress", self.compress),
             ("--stream", self.stream),
-            ("--check", self.check),
             ("--isolation", self.isolation.is_some()),
             ("--security-opt", !self.security_opt.is_empty()),
-            ("--call", self.call.is_some()),
         ];
         if let Some((flag, _)) = set.iter().find(|(_, on)| *on) {
             bail!("{flag} is a docker build flag stromatekt does not support (yet); remove it to build");
@@ -371,15 +373,18 @@ fn dockerignore_text(file: Option<&Path>, context: &Path) -> Result<String> {
     Ok(String::new())
 }
 
-/// The Dockerfile and context directory, from disk or standard input.
-struct Input {
-    text: String,
+/// The Dockerfile and context directory, from disk, standard input or a
+/// remote context (`super::remote_context`).
+pub(super) struct Input {
+    pub(super) text: String,
     /// Dockerfile path as shown in messages.
-    shown: String,
+    pub(super) shown: String,
     /// The Dockerfile on disk (for `<Dockerfile>.dockerignore`).
-    file: Option<PathBuf>,
-    dir: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
+    pub(super) file: Option<PathBuf>,
+    pub(super) dir: PathBuf,
+    pub(super) _tmp: Option<tempfile::TempDir>,
+    /// Where a remote context came from (None: local or standard input).
+    pub(super) origin: Option<crate::attest::ContextOrigin>,
 }
 
 fn read_stdin() -> Result<Vec<u8>> {
@@ -393,8 +398,29 @@ fn is_tar(bytes: &[u8]) -> bool {
     bytes.get(257..262) == Some(b"ustar")
 }
 
-fn read_input(a: &BuildArgs) -> Result<Input> {
+/// The store and the shared lock a build holds on it.
+fn open_store() -> Result<(crate::store::btrfs::BtrfsStore, crate::cache::StoreLock)> {
+    let store = crate::store::root::open_default()?;
+    let lock = crate::cache::StoreLock::shared(store.root())?;
+    Ok((store, lock))
+}
+
+/// Whether the build context is a Git repository or an HTTP(S) URL.
+fn is_remote_context(a: &BuildArgs) -> bool {
+    matches!(
+        crate::sources::locate(&a.context.to_string_lossy()),
+        Ok(crate::sources::Location::Git(_) | crate::sources::Location::Http(_))
+    )
+}
+
+fn read_input<S: Store>(a: &BuildArgs, store: Option<&S>, auth: &crate::sources::git::GitAuth, keep_git_dir: bool) -> Result<Input> {
     let stdin_file = a.file.as_deref() == Some(Path::new("-"));
+    let value = a.context.to_string_lossy();
+    let loc = crate::sources::locate(&value).map_err(|e| anyhow!(e))?;
+    if matches!(loc, crate::sources::Location::Git(_) | crate::sources::Location::Http(_)) {
+        let store = store.ok_or_else(|| anyhow!("internal: a remote context is read into the store, which is not open"))?;
+        return super::remote_context::read_remote(&loc, &value, a.file.as_deref(), keep_git_dir, store, auth);
+    }
     if a.context == Path::new("-") {
         if stdin_file {
             bail!("-f - and context - both read standard input: give one of them a path");
@@ -416,25 +442,26 @@ fn read_input(a: &BuildArgs) -> Result<Input> {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading the Dockerfile {} from the context tar", file.strip_prefix(tmp.path()).unwrap_or(&file).display()))?;
             let shown = file.strip_prefix(tmp.path()).unwrap_or(&file).display().to_string();
-            return Ok(Input { text, shown, file: Some(file), dir: tmp.path().to_path_buf(), _tmp: Some(tmp) });
+            return Ok(Input { text, shown, file: Some(file), dir: tmp.path().to_path_buf(), _tmp: Some(tmp), origin: None });
         }
         if a.file.is_some() {
             bail!("-f cannot be used when standard input is a Dockerfile (build - < Dockerfile)");
         }
         let text = String::from_utf8(bytes).context("the Dockerfile on standard input is not UTF-8 (nor a tar)")?;
-        return Ok(Input { text, shown: "Dockerfile".into(), file: None, dir: tmp.path().to_path_buf(), _tmp: Some(tmp) });
-    }
-    if !a.context.is_dir() {
-        bail!("build context {} is not a directory (give a directory, or - to read a Dockerfile or a tar from standard input)", a.context.display());
+        return Ok(Input { text, shown: "Dockerfile".into(), file: None, dir: tmp.path().to_path_buf(), _tmp: Some(tmp), origin: None });
     }
     if stdin_file {
         let text = String::from_utf8(read_stdin()?).context("the Dockerfile on standard input is not UTF-8")?;
-        return Ok(Input { text, shown: "Dockerfile".into(), file: None, dir: a.context.clone(), _tmp: None });
+        return Ok(Input { text, shown: "Dockerfile".into(), file: None, dir: a.context.clone(), _tmp: None, origin: None });
+    }
+    if let Some(url) = a.file.as_deref().map(|f| f.to_string_lossy()).filter(|f| frontend::remote::is_http(f)) {
+        let text = super::remote_context::dockerfile_from_url(&url)?;
+        return Ok(Input { text, shown: url.to_string(), file: None, dir: a.context.clone(), _tmp: None, origin: None });
     }
     let file = a.file.clone().unwrap_or_else(|| a.context.join("Dockerfile"));
     let shown = file.display().to_string();
     let text = std::fs::read_to_string(&file).with_context(|| format!("reading {shown}"))?;
-    Ok(Input { text, shown, file: Some(file), dir: a.context.clone(), _tmp: None })
+    Ok(Input { text, shown, file: Some(file), dir: a.context.clone(), _tmp: None, origin: None })
 }
 
 /// Fill `opts.image_env` / `image_shell` with the configs of the FROM images
@@ -461,6 +488,17 @@ fn base_image_configs(resolver: &Resolver, input: &Input, opts: &mut frontend::L
             }
         }
     }
+}
+
+/// What the build checks read of base image `name`: from the configs
+/// lowering already fetched, else fetched now (None when unresolvable).
+fn base_facts(resolver: &Resolver, name: &str, plat: &str) -> Option<super::call::BaseFacts> {
+    let cached = resolver.resolved.lock().ok().and_then(|m| m.get(&(name.to_string(), plat.to_string())).map(|r| r.config.clone()));
+    let config = match cached {
+        Some(c) => c,
+        None => resolver.config(name, plat).ok()?,
+    };
+    Some(super::call::facts(&config))
 }
 
 /// Before building: the outputs a multi-platform build can write.
@@ -652,18 +690,76 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         bail!("only one thing can go to standard output: one --output with dest=- and no -q");
     }
 
+    // A remote context is fetched into the store; a local one needs no store
+    // to be read and checked (`--call`, `# check=error=true` run without one).
+    let early = if is_remote_context(a) { Some(open_store()?) } else { None };
+    let auth = crate::sources::git::GitAuth { secrets: secrets.clone(), ssh: ssh.clone() };
+    let keep_git_dir = build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE" | "t"));
+    let named_dirs = super::named_contexts::local_dirs(&build_contexts)?;
     let input = match &a.graph {
         Some(g) => {
             if !a.context.is_dir() {
                 bail!("build context {} is not a directory", a.context.display());
             }
-            Input { text: String::new(), shown: g.display().to_string(), file: None, dir: a.context.clone(), _tmp: None }
+            Input { text: String::new(), shown: g.display().to_string(), file: None, dir: a.context.clone(), _tmp: None, origin: None }
         }
-        None => read_input(a)?,
+        None => read_input(a, early.as_ref().map(|(s, _)| s), &auth, keep_git_dir)?,
     };
-    let ignore = dockerignore_text(input.file.as_deref(), &input.dir)?;
-    let store = crate::store::root::open_default()?;
-    let _lock = crate::cache::StoreLock::shared(store.root())?;
+    // As BuildKit: only a local context is filtered by a .dockerignore.
+    let ignore = if input.origin.is_some() { String::new() } else { dockerignore_text(input.file.as_deref(), &input.dir)? };
+    let call = super::call::requested(a.call.as_deref(), a.check.as_deref())?;
+    if a.graph.is_none() {
+        super::call::syntax(&input.text)?;
+    }
+    if let Some(call) = &call {
+        if a.graph.is_some() {
+            bail!("--call and --check read a Dockerfile: they do not work with --graph");
+        }
+        // No store needed: base configs are read into a temporary directory.
+        let tmp = tempfile::Builder::new().prefix("stromatekt-call-").tempdir().context("temp dir for base image configs")?;
+        let resolver = Resolver::new(tmp.path().to_path_buf());
+        let plat = platform.clone().unwrap_or_else(|| "linux/amd64".into());
+        let patterns = frontend::dockerignore::Matcher::parse(&ignore).patterns().to_vec();
+        let mut li = super::call::lint_input(&input.shown, &build_args, a.target.as_deref(), platform.as_deref(), &patterns);
+        super::call::fill_bases(&mut li, &input.text, &|n| base_facts(&resolver, n, &plat));
+        let display = super::call::display_name(a.file.as_deref(), &a.context);
+        let lower_opts = frontend::LowerOptions {
+            file: input.shown.clone(),
+            build_args: build_args.clone(),
+            target: a.target.clone(),
+            dockerignore: patterns.clone(),
+            build_contexts: build_contexts.clone(),
+            platform: platform.clone(),
+            image_env: li.image_env.clone(),
+            image_shell: li.image_shell.clone(),
+            ..Default::default()
+        };
+        let build_error = frontend::build_graph(&input.text, &lower_opts).err().map(|e| (e.kind.to_string(), e.span.line));
+        let code = super::call::answer(call, &input.text, &display, &li, build_error)?;
+        // exit() runs no destructors: remove the temporary directory first.
+        drop(resolver);
+        drop(tmp);
+        if code != 0 {
+            std::process::exit(code);
+        }
+        return Ok(());
+    }
+    // `# check=error=true` (or BUILDKIT_DOCKERFILE_CHECK=error=true): a
+    // violation fails the build here, before the store is even opened.
+    if a.graph.is_none() && super::call::errors_on_violation(&input.text, &build_args) {
+        let tmp = tempfile::Builder::new().prefix("stromatekt-check-").tempdir().context("temp dir for base image configs")?;
+        let resolver = Resolver::new(tmp.path().to_path_buf());
+        let plat = platform.clone().unwrap_or_else(|| "linux/amd64".into());
+        let patterns = frontend::dockerignore::Matcher::parse(&ignore).patterns().to_vec();
+        let mut li = super::call::lint_input(&input.shown, &build_args, a.target.as_deref(), platform.as_deref(), &patterns);
+        super::call::fill_bases(&mut li, &input.text, &|n| base_facts(&resolver, n, &plat));
+        drop(super::call::build_checks(&input.text, &li, true)?);
+    }
+    // A local context's build opens the store only now, after the checks.
+    let (store, _lock) = match early {
+        Some(s) => s,
+        None => open_store()?,
+    };
     let resolver = Resolver::new(content_dir(store.root()));
     let recorder = crate::attest::Recorder::new(&resolver);
     let opts = frontend::LowerOptions {
@@ -675,6 +771,8 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         platform: platform.clone(),
         ..Default::default()
     };
+    let plat = platform.clone().unwrap_or_else(|| "linux/amd64".into());
+    let mut lint_input = super::call::lint_input(&input.shown, &opts.build_args, opts.target.as_deref(), opts.platform.as_deref(), &opts.dockerignore);
     let lower = |plat: Option<String>| -> Result<frontend::ir::Graph> {
         let mut o = opts.clone();
         o.platform = plat.clone();
@@ -694,6 +792,12 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         crate::scheduler::platforms::merge_graphs(graphs)?
     } else {
         lower(platform.clone())?
+    };
+    let _checks = if a.graph.is_none() {
+        super::call::fill_bases(&mut lint_input, &input.text, &|n| base_facts(&resolver, n, &plat));
+        Some(super::call::build_checks(&input.text, &lint_input, matches!(progress_mode, Mode::Quiet | Mode::RawJson))?)
+    } else {
+        None
     };
     if platforms.len() > 1 {
         check_multi_outputs(a)?;
@@ -733,6 +837,8 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         no_cache_stages: a.no_cache_filter.clone(),
         secrets,
         ssh,
+        named_contexts: named_dirs,
+        remote_context: input.origin.is_some(),
         ..Options::default()
     };
     let mut sched = Scheduler::new(&store, &exec, &context, &recorder, &progress, sched_opts);
@@ -747,10 +853,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         }
     }
     sched.recover()?;
-    let cancel = sched.cancel_flag();
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, cancel.clone()).context("installing the Ctrl-C handler")?;
-    }
+    sched.cancel_on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]).context("installing the Ctrl-C handler")?;
     let result = sched.run(&graph);
     if let Err(e) = context.save_index() {
         eprintln!("stromatekt: warning: could not save the context index: {e}");
@@ -762,7 +865,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         text: &input.text,
         build_args: &opts.build_args,
         labels: &labels,
-        context: None,
+        context: input.origin.clone(),
         epoch,
         secrets: sched.opts.secrets.keys().cloned().collect(),
         ssh: sched.opts.ssh.keys().cloned().collect(),

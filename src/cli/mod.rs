@@ -6,11 +6,14 @@ mod attest;
 mod build;
 mod build_resources;
 mod buildx;
+mod call;
 mod cache;
 mod graph;
 mod imagetools;
+mod named_contexts;
 mod plugin;
 mod rebase;
+mod remote_context;
 mod setup;
 
 use clap::{Parser, Subcommand};

@@ -5,6 +5,7 @@ pub mod fake;
 pub mod resources;
 pub mod rootfs;
 pub mod runc;
+pub mod seccomp;
 pub mod spec;
 pub mod user;
 
@@ -63,7 +64,8 @@ pub struct ExecRequest {
     pub mounts: Vec<BindMount>,
     /// Extra tmpfs mounts.
     pub tmpfs: Vec<TmpfsMount>,
-    /// `--security=insecure`: all capabilities, no seccomp.
+    /// `--security=insecure`: all capabilities, no confinement (the sync
+    /// family is still answered, [`seccomp`]).
     pub insecure: bool,
 }
 

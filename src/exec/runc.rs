@@ -192,30 +192,55 @@ impl Executor for RuncExecutor {
     }
 
     fn recover(&self) -> Result<(), ExecError> {
-        if !self.state_dir.exists() {
-            return Ok(());
-        }
-        let out = self
-            .runc()
-            .args(["list", "-q"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(rt("listing leftover containers"))?;
-        if !out.status.success() {
-            return Err(ExecError::Runtime {
-                step: "listing leftover containers",
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
+        // runc keeps one directory per container under its `--root`, named by
+        // the container id: listing it needs no `runc list` process, and
+        // runc is started only for a container to delete.
+        let entries = match fs::read_dir(&self.state_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(ExecError::Runtime {
+                    step: "listing leftover containers",
+                    message: format!("{}: {e}", self.state_dir.display()),
+                })
+            }
+        };
         // Only containers of builds whose process is gone: another build on
         // the same store may be running right now.
-        for id in String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let owner = id.strip_prefix("stromatekt-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<i32>().ok());
-            match owner {
-                Some(pid) if std::path::Path::new(&format!("/proc/{pid}")).exists() => {}
-                _ => self.delete(id),
+        for id in entries.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).filter_map(|e| e.file_name().into_string().ok()) {
+            if leftover(&id) {
+                self.delete(&id);
+                // A directory runc has no state for (a crash while it made
+                // it) is not a container runc can delete: remove it, or every
+                // later start would run runc for it again.
+                let dir = self.state_dir.join(&id);
+                if dir.is_dir() && !dir.join("state.json").exists() {
+                    let _ = fs::remove_dir_all(&dir);
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// Whether container `id` belongs to no live build: ours are named
+/// `stromatekt-<pid>-...` after the build's process; any other name is a
+/// leftover too.
+fn leftover(id: &str) -> bool {
+    let owner = id.strip_prefix("stromatekt-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<i32>().ok());
+    match owner {
+        Some(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn leftovers_are_containers_of_dead_builds() {
+        let me = std::process::id();
+        assert!(!super::leftover(&format!("stromatekt-{me}-3")));
+        assert!(super::leftover("stromatekt-999999999-3"));
+        assert!(super::leftover("someone-else"));
     }
 }

@@ -3,6 +3,8 @@
 //! The defaults mirror Docker's: its default capability set, the usual `/proc`,
 //! `/dev`, `/dev/pts`, `/dev/shm`, `/dev/mqueue` and read-only `/sys` mounts, new
 //! pid/ipc/uts/mount namespaces, and a network namespace only for `--network=none`.
+//! The seccomp filter comes from [`super::seccomp`] (the sync family answered
+//! with success, in every RUN, `--security=insecure` included: it confines nothing).
 
 use std::path::{Path, PathBuf};
 
@@ -216,6 +218,7 @@ pub fn build(
     let mut spec = Spec::default();
     let mut linux = spec.linux().clone().unwrap_or_default();
     linux.set_namespaces(Some(namespaces));
+    linux.set_seccomp(Some(super::seccomp::with_noop_sync(None)));
     if req.insecure {
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);
@@ -287,6 +290,15 @@ mod tests {
         let dests: Vec<&str> =
             v["mounts"].as_array().expect("mounts").iter().filter_map(|m| m["destination"].as_str()).collect();
         assert!(dests.contains(&"/run") && dests.contains(&"/dev/shm") && !dests.contains(&"/tmp"));
+        let seccomp = &v["linux"]["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ALLOW");
+        let rule = &seccomp["syscalls"][0];
+        assert_eq!((rule["action"].as_str(), rule["errnoRet"].as_u64()), (Some("SCMP_ACT_ERRNO"), Some(0)));
+        let names: Vec<&str> = rule["names"].as_array().expect("names").iter().filter_map(|n| n.as_str()).collect();
+        assert!(["fsync", "fdatasync", "sync_file_range", "syncfs", "sync"].iter().all(|n| names.contains(n)), "{names:?}");
+        if std::env::consts::ARCH == "x86_64" {
+            assert_eq!(seccomp["architectures"], serde_json::json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]));
+        }
     }
 
     #[test]
@@ -299,5 +311,8 @@ mod tests {
             v["linux"]["namespaces"].as_array().expect("ns").iter().filter_map(|n| n["type"].as_str()).collect();
         assert!(ns.contains(&"network"));
         assert!(v["process"]["capabilities"]["bounding"].as_array().expect("caps").len() > 30);
+        // Insecure confines nothing, but syncs stay answered.
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(v["linux"]["seccomp"]["syscalls"][0]["errnoRet"], 0);
     }
 }

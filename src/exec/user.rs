@@ -60,8 +60,11 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
 /// Returns `(uid, gid, additional_gids)`. An empty string is root (0:0). A numeric
 /// uid not in passwd is allowed and gets gid 0 (unless a group is given). Names
 /// that cannot be found yield [`ExecError::UnknownUser`] / [`ExecError::UnknownGroup`].
-/// Supplementary groups come from `/etc/group` membership of the user's name
-/// (only when no explicit group was given, as Docker does).
+/// Supplementary groups: the primary gid first, as BuildKit >= 0.11.4 sets
+/// them (containerd's `WithAdditionalGIDs`, CVE-2023-25173: `id` shows
+/// `groups=GID`; compat cases `user`, `user-numeric-unknown`), then, when no
+/// explicit group was given, the groups of `/etc/group` listing the user's
+/// name.
 pub fn resolve(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), ExecError> {
     let user = user.trim();
     if user.is_empty() {
@@ -109,6 +112,7 @@ pub fn resolve(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), ExecEr
             }
         }
     }
+    additional.insert(0, gid);
     Ok((uid, gid, additional))
 }
 
@@ -139,22 +143,22 @@ mod tests {
     #[test]
     fn by_name_with_supplementary() {
         let d = rootfs();
-        assert_eq!(resolve(d.path(), "app").expect("ok"), (1000, 1000, vec![10, 999]));
-        assert_eq!(resolve(d.path(), "1000").expect("ok"), (1000, 1000, vec![10, 999]));
+        assert_eq!(resolve(d.path(), "app").expect("ok"), (1000, 1000, vec![1000, 10, 999]));
+        assert_eq!(resolve(d.path(), "1000").expect("ok"), (1000, 1000, vec![1000, 10, 999]));
     }
 
     #[test]
     fn numeric_unknown_uid() {
         let d = rootfs();
-        assert_eq!(resolve(d.path(), "4242").expect("ok"), (4242, 0, vec![]));
-        assert_eq!(resolve(d.path(), "4242:77").expect("ok"), (4242, 77, vec![]));
+        assert_eq!(resolve(d.path(), "4242").expect("ok"), (4242, 0, vec![0]));
+        assert_eq!(resolve(d.path(), "4242:77").expect("ok"), (4242, 77, vec![77]));
     }
 
     #[test]
     fn explicit_group() {
         let d = rootfs();
-        assert_eq!(resolve(d.path(), "app:wheel").expect("ok"), (1000, 10, vec![]));
-        assert_eq!(resolve(d.path(), "web:1234").expect("ok"), (33, 1234, vec![]));
+        assert_eq!(resolve(d.path(), "app:wheel").expect("ok"), (1000, 10, vec![10]));
+        assert_eq!(resolve(d.path(), "web:1234").expect("ok"), (33, 1234, vec![1234]));
         assert!(matches!(resolve(d.path(), "app:nope"), Err(ExecError::UnknownGroup { .. })));
     }
 
@@ -167,7 +171,7 @@ mod tests {
     #[test]
     fn missing_files() {
         let d = tempfile::tempdir().expect("tempdir");
-        assert_eq!(resolve(d.path(), "5:6").expect("ok"), (5, 6, vec![]));
+        assert_eq!(resolve(d.path(), "5:6").expect("ok"), (5, 6, vec![6]));
         assert!(matches!(resolve(d.path(), "app"), Err(ExecError::UnknownUser { .. })));
         assert!(matches!(resolve(d.path(), "5:grp"), Err(ExecError::UnknownGroup { .. })));
     }

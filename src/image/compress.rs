@@ -443,13 +443,15 @@ mod tests {
         let gz = w.finish().expect("finish");
         assert_eq!(gunzip_both(&gz), data);
         // And GNU gzip agrees (CRC and length checked).
-        if let Ok(mut child) = std::process::Command::new("gzip")
-            .args(["-t"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-        {
-            child.stdin.take().expect("stdin").write_all(&gz).expect("pipe");
-            assert!(child.wait().expect("gzip").success(), "gzip -t rejected the stream");
+        match std::process::Command::new("gzip").args(["-t"]).stdin(std::process::Stdio::piped()).spawn() {
+            Ok(mut child) => {
+                child.stdin.take().expect("stdin").write_all(&gz).expect("pipe");
+                assert!(child.wait().expect("gzip").success(), "gzip -t rejected the stream");
+            }
+            Err(e) => {
+                // Allowed to skip: the check by GNU gzip is left out, the rest runs.
+                crate::test_skip::skip(&format!("gzip cannot be run ({e}): the gzip -t cross-check"));
+            }
         }
         gz
     }

@@ -9,6 +9,7 @@ pub mod fake;
 pub mod oci;
 pub mod pull;
 pub mod push;
+pub mod reference;
 pub mod retry;
 
 use std::path::Path;

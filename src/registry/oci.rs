@@ -3,7 +3,11 @@
 //! The client is async; this type owns a small tokio runtime and blocks on
 //! it, so callers stay synchronous. Registries on loopback (`127.0.0.0/8`,
 //! `localhost`, `[::1]`) are spoken to over plain HTTP, as Docker does; all
-//! others over HTTPS. Credentials come from Docker's `config.json`
+//! others over HTTPS. The clients are made on first use (a build that
+//! talks only to a loopback registry makes the plain-HTTP one alone), and
+//! their TLS roots come from the system's CA bundle file
+//! ([`trust_system_bundle`]); the plain-HTTP client needs them too, should
+//! the registry redirect to an HTTPS host (blob storage). Credentials come from Docker's `config.json`
 //! (`$DOCKER_CONFIG` or `~/.docker`, credential helpers included), then
 //! podman's `auth.json`, per registry; without any, access is anonymous.
 //! Docker identity tokens (OAuth refresh tokens) are not supported yet.
@@ -77,10 +81,8 @@ enum Credentials {
 /// `tokio::task::spawn_blocking`).
 pub struct OciRegistry {
     runtime: tokio::runtime::Runtime,
-    https: Client,
-    http: Client,
-    https_chunked: Client,
-    http_chunked: Client,
+    /// The clients by (loopback → plain HTTP, chunked uploads), made on first use.
+    clients: [std::sync::OnceLock<Client>; 4],
     credentials: Credentials,
     auths: Mutex<BTreeMap<String, RegistryAuth>>,
     uploads: std::sync::atomic::AtomicUsize,
@@ -178,9 +180,7 @@ pub fn is_loopback(registry: &str) -> bool {
 }
 
 fn parse_reference(reference: &str) -> Result<Reference, RegistryError> {
-    reference
-        .parse::<Reference>()
-        .map_err(|e| RegistryError::Reference { reference: reference.to_string(), message: e.to_string() })
+    super::reference::parse(reference).map_err(|e| RegistryError::Reference { reference: reference.to_string(), message: e.to_string() })
 }
 
 /// What to do about an authentication failure.
@@ -256,20 +256,9 @@ impl OciRegistry {
         // Several threads block on this runtime at once (parallel blob
         // transfers), so it has workers of its own.
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        let client = |protocol: ClientProtocol, monolithic: bool| {
-            Client::new(ClientConfig {
-                protocol,
-                use_monolithic_push: monolithic,
-                connect_timeout: Some(std::time::Duration::from_secs(30)),
-                ..Default::default()
-            })
-        };
         Ok(OciRegistry {
             runtime,
-            https: client(ClientProtocol::Https, true),
-            http: client(ClientProtocol::Http, true),
-            https_chunked: client(ClientProtocol::Https, false),
-            http_chunked: client(ClientProtocol::Http, false),
+            clients: Default::default(),
             credentials,
             auths: Mutex::default(),
             uploads: Default::default(),
@@ -334,20 +323,21 @@ impl OciRegistry {
     }
 
     fn client_for(&self, r: &Reference) -> &Client {
-        if is_loopback(r.resolve_registry()) {
-            &self.http
-        } else {
-            &self.https
-        }
+        self.client(is_loopback(r.resolve_registry()), false)
     }
 
     /// The client uploading in PATCH chunks.
     fn chunked_client_for(&self, r: &Reference) -> &Client {
-        if is_loopback(r.resolve_registry()) {
-            &self.http_chunked
-        } else {
-            &self.https_chunked
-        }
+        self.client(is_loopback(r.resolve_registry()), true)
+    }
+
+    /// The client for plain HTTP (`http`) or HTTPS, uploading in chunks or not.
+    fn client(&self, http: bool, chunked: bool) -> &Client {
+        let i = usize::from(http) * 2 + usize::from(chunked);
+        self.clients[i].get_or_init(|| {
+            let protocol = if http { ClientProtocol::Http } else { ClientProtocol::Https };
+            make_client(protocol, !chunked)
+        })
     }
 
     fn pull_raw(&self, reference: &str, r: &Reference) -> Result<RawManifest, RegistryError> {
@@ -552,6 +542,39 @@ impl Registry for OciRegistry {
             .map_err(|e| map_err(reference, "manifest", e))?;
         Ok(digest_of(bytes))
     }
+}
+
+/// Where distributions keep the system's CA bundle, one PEM file.
+const CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// Make TLS trust the system's CA bundle file alone: set `SSL_CERT_FILE` to
+/// it when neither `SSL_CERT_FILE` nor `SSL_CERT_DIR` is set. The roots
+/// every oci-client client loads (also the default client it builds and
+/// drops in passing) then come from that one file, instead of from it and
+/// every file of the certificate directory (hundreds of files). Call it
+/// first in `main`, before any thread starts: it changes the environment.
+pub fn trust_system_bundle() {
+    if std::env::var_os("SSL_CERT_FILE").is_some() || std::env::var_os("SSL_CERT_DIR").is_some() {
+        return;
+    }
+    if let Some(p) = CA_BUNDLES.iter().find(|p| Path::new(p).is_file()) {
+        std::env::set_var("SSL_CERT_FILE", p);
+    }
+}
+
+/// A client for `protocol`.
+fn make_client(protocol: ClientProtocol, monolithic: bool) -> Client {
+    Client::new(ClientConfig {
+        protocol,
+        use_monolithic_push: monolithic,
+        connect_timeout: Some(std::time::Duration::from_secs(30)),
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ pub fn normalize_reference(reference: &str) -> Result<String, RegistryError> {
 }
 
 fn parse(reference: &str) -> Result<Reference, RegistryError> {
-    reference.parse::<Reference>().map_err(|e| RegistryError::Reference {
+    super::reference::parse(reference).map_err(|e| RegistryError::Reference {
         reference: reference.to_string(),
         message: format!("{e} (expected [REGISTRY/]REPOSITORY[:TAG][@sha256:DIGEST], lowercase)"),
     })

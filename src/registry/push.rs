@@ -135,8 +135,7 @@ pub fn push_layout_stats(
 
 fn target_reference(reference: &str) -> Result<(String, Reference), RegistryError> {
     let normalized = normalize_reference(reference)?;
-    let r = normalized
-        .parse::<Reference>()
+    let r = super::reference::parse(&normalized)
         .map_err(|e| RegistryError::Reference { reference: reference.to_string(), message: e.to_string() })?;
     Ok((normalized, r))
 }
@@ -147,7 +146,7 @@ fn same_registry(target: &Reference, refs: &[String]) -> Result<Vec<String>, Reg
     let mut out = Vec::new();
     for m in refs {
         let n = normalize_reference(m)?;
-        let src = n.parse::<Reference>().map_err(|e| RegistryError::Reference { reference: m.clone(), message: e.to_string() })?;
+        let src = super::reference::parse(&n).map_err(|e| RegistryError::Reference { reference: m.clone(), message: e.to_string() })?;
         if src.registry() == target.registry() && src.repository() != target.repository() && !out.contains(&n) {
             out.push(n);
         }

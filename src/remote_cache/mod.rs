@@ -770,6 +770,9 @@ COPY --from=builder /tool /tool\nRUN touch /work/out\n";
     /// brought over once.
     #[test]
     fn local_cache_max_makes_every_step_cached_elsewhere() {
+        if !crate::test_skip::root() {
+            return;
+        }
         let a = machine();
         let exec_a = fake();
         let (st_a, _, rec) = build(&a, &exec_a, None);
@@ -801,6 +804,9 @@ COPY --from=builder /tool /tool\nRUN touch /work/out\n";
     /// elsewhere; the builder stage (not in the image) runs again.
     #[test]
     fn local_cache_min_covers_the_result() {
+        if !crate::test_skip::root() {
+            return;
+        }
         let a = machine();
         let exec_a = fake();
         let (st_a, _, rec) = build(&a, &exec_a, None);
@@ -825,6 +831,9 @@ COPY --from=builder /tool /tool\nRUN touch /work/out\n";
     /// a warning and the step runs.
     #[test]
     fn corrupt_local_cache_falls_back_to_building() {
+        if !crate::test_skip::root() {
+            return;
+        }
         let a = machine();
         let exec_a = fake();
         let (st_a, _, rec) = build(&a, &exec_a, None);

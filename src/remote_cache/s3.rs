@@ -274,16 +274,15 @@ mod tests {
     use std::process::{Child, Command, Stdio};
 
     /// moto's S3 server (scripts/install-deps.sh) on a free loopback port,
-    /// killed by PID when dropped; `None` (a skip, a failure under CI=true)
-    /// when it is not installed.
+    /// killed by PID when dropped; `None` (after `test_skip::skip`, a
+    /// failure unless skips are allowed) when it is not installed.
     struct Moto(Child, u16);
 
     impl Moto {
         fn start() -> Option<Moto> {
             let venv = std::env::var_os("MOTO_VENV").map(std::path::PathBuf::from).unwrap_or_else(|| "/opt/stromatekt/moto".into());
             if !venv.join("bin/moto_server").is_file() {
-                assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "moto is not installed (scripts/install-deps.sh)");
-                eprintln!("skipping: moto is not installed (scripts/install-deps.sh)");
+                crate::test_skip::skip(&format!("moto is not installed at {} (scripts/install-deps.sh)", venv.display()));
                 return None;
             }
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -14,10 +14,12 @@
 //! crash never leaves a half entry and concurrent builds on one store agree.
 //! Layer blobs are cached beside the snapshots (see [`export`]).
 
+mod cancel;
 pub mod changes;
-mod copy;
+pub(crate) mod copy;
 pub mod export;
 mod fetch;
+mod named;
 mod algebra;
 pub(crate) use algebra::apply_blob;
 mod merge;
@@ -40,7 +42,6 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
 
 /// One layer made by this build: the changes from `parent` to `name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,8 +90,14 @@ pub struct Options {
     pub no_cache_stages: Vec<String>,
     /// Secret values by id (`--secret id=...`), for `RUN --mount=type=secret`.
     pub secrets: BTreeMap<String, Vec<u8>>,
-    /// SSH agent sockets by id (`--ssh default=...`), for `RUN --mount=type=ssh`.
+    /// SSH agent sockets by id (`--ssh default=...`), for `RUN --mount=type=ssh`
+    /// and Git sources over ssh.
     pub ssh: BTreeMap<String, PathBuf>,
+    /// Local directories of `--build-context NAME=DIR`, by name.
+    pub named_contexts: BTreeMap<String, PathBuf>,
+    /// The main context is a remote one (a Git checkout, an unpacked
+    /// tarball): read as a snapshot with its owners, like any other tree.
+    pub remote_context: bool,
 }
 
 impl Default for Options {
@@ -102,6 +109,8 @@ impl Default for Options {
             no_cache_stages: vec![],
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
+            named_contexts: BTreeMap::new(),
+            remote_context: false,
         }
     }
 }
@@ -128,7 +137,7 @@ pub struct Scheduler<'a, S: Store, E: Executor> {
     pub progress: &'a Progress,
     /// Options.
     pub opts: Options,
-    cancel: Arc<AtomicBool>,
+    cancel: cancel::Cancel,
     /// Snapshot names this build must make afresh (`--no-cache`): not
     /// reused, and replaced when committed.
     fresh: Mutex<std::collections::BTreeSet<String>>,
@@ -187,7 +196,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             images,
             progress,
             opts,
-            cancel: Arc::new(AtomicBool::new(false)),
+            cancel: cancel::Cancel::new(),
             fresh: Mutex::new(Default::default()),
             uncached_inputs: Mutex::new(Default::default()),
             recorded: crate::remote_cache::Recorder::default(),
@@ -210,10 +219,21 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         &self.recorded
     }
 
-    /// Set this flag (e.g. from a SIGINT handler) to stop the build: running
-    /// containers are killed, nothing new starts, `run` returns an error.
+    /// Set this flag to stop the build before its next step starts; `run`
+    /// returns an error. [`Scheduler::cancel`] also kills running containers.
     pub fn cancel_flag(&self) -> Arc<AtomicBool> {
-        self.cancel.clone()
+        self.cancel.flag()
+    }
+
+    /// Stop the build: running containers are killed, nothing new starts,
+    /// `run` returns an error.
+    pub fn cancel(&self) {
+        self.cancel.cancel()
+    }
+
+    /// Cancel the build on each of `signals` (SIGINT, SIGTERM).
+    pub fn cancel_on_signals(&self, signals: &[std::ffi::c_int]) -> std::io::Result<()> {
+        self.cancel.on_signals(signals)
     }
 
     /// Remove what builds that died left behind: writable snapshots and
@@ -334,10 +354,11 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             // Hash the context files COPY steps will read while earlier steps
             // run: the COPY then finds their digests in the context index.
             s.spawn(|| self.prehash(graph, &needed, &finished));
-            // Watch for cancellation (Ctrl-C).
+            // Watch for cancellation (Ctrl-C): asleep until a cancel or
+            // the end of the build wakes it.
             s.spawn(|| {
                 while !finished.load(Ordering::SeqCst) {
-                    if self.cancel.load(Ordering::SeqCst) {
+                    if self.cancel.is_set() {
                         let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
                         if g.error.is_none() {
                             g.error = Some(anyhow!("interrupted"));
@@ -347,7 +368,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                         wake.notify_all();
                         return;
                     }
-                    std::thread::sleep(Duration::from_millis(20));
+                    self.cancel.wait();
                 }
             });
             let workers: Vec<_> = (0..jobs)
@@ -405,12 +426,13 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                 let _ = w.join();
             }
             finished.store(true, Ordering::SeqCst);
+            self.cancel.wake();
         });
         let g = shared.into_inner().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = g.error {
             return Err(e);
         }
-        if self.cancel.load(Ordering::SeqCst) {
+        if self.cancel.is_set() {
             bail!("interrupted");
         }
         Ok(g.states)
@@ -426,7 +448,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                 continue;
             }
             for src in &c.sources {
-                if finished.load(Ordering::SeqCst) || self.cancel.load(Ordering::SeqCst) {
+                if finished.load(Ordering::SeqCst) || self.cancel.is_set() {
                     return;
                 }
                 if src.contains(['*', '?', '[']) {
@@ -470,7 +492,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
     }
 
     fn run_node(&self, graph: &Graph, node: &Node, states: &BTreeMap<NodeId, State>) -> Result<State> {
-        if self.cancel.load(Ordering::SeqCst) {
+        if self.cancel.is_set() {
             bail!("interrupted");
         }
         match &node.op {
@@ -483,7 +505,10 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             }
             Op::Context { name, .. } => {
                 if name != "context" && !name.is_empty() {
-                    bail!("{}: build context {name:?} is not supported yet", origin_label(node));
+                    return self.run_named_context(node, name);
+                }
+                if self.opts.remote_context {
+                    return self.run_remote_context(node);
                 }
                 Ok(State { context_dir: Some(self.context.dir.clone()), ..State::default() })
             }

@@ -1,7 +1,8 @@
 //! The real snapshot store: btrfs subvolumes under a root on btrfs.
 //!
 //! Layout: `ROOT/active/KEY` (writable subvolumes) and `ROOT/committed/NAME`
-//! (read-only subvolumes). A commit renames the active subvolume to
+//! (read-only subvolumes). A commit syncs the filesystem once (`syncfs`: the
+//! step's data and a btrfs transaction; the layer is durable), then renames the active subvolume to
 //! `committed/NAME` with `RENAME_NOREPLACE` (atomic: a concurrent commit of
 //! the same name wins or loses cleanly; the loser's subvolume is deleted),
 //! then makes it read-only (btrfs cannot rename a read-only subvolume). A
@@ -255,6 +256,14 @@ impl Store for BtrfsStore {
         // them next). Until the flag is set the layer is writable, but
         // nothing writes to `committed/`; `send_stream` sets the flag on a
         // layer a crash left without it.
+        // Durable first: one syncfs writes what the step wrote and commits a
+        // btrfs transaction, so a layer that is in `committed/` after a
+        // crash is whole (RUNs' own syncs are answered without running, see
+        // `exec::seccomp`). Only then the rename: if a crash loses it, the
+        // step is an active leftover, removed and run again.
+        let fd = open_dir(&src)?;
+        nix::unistd::syncfs(fd.as_fd()).map_err(errno("syncing", &src))?;
+        drop(fd);
         use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
         match renameat2(AT_FDCWD, &src, AT_FDCWD, &dst, RenameFlags::RENAME_NOREPLACE) {
             Ok(()) => set_readonly(&dst)?,

@@ -112,4 +112,17 @@ pub trait Store: Send + Sync {
 
     /// Committed names.
     fn list_committed(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The store's cache directory for `area` (`git`: checkouts of Git
+    /// sources by commit): kept between builds, emptied by `prune --all`.
+    fn cache_path(&self, area: &str) -> PathBuf {
+        self.root().join("cache").join(area)
+    }
+
+    /// Where builds keep temporary files, on the store's filesystem (so a
+    /// rename moves them into the store); entries named with
+    /// `crate::cache::temp_prefix` are removed once their process is gone.
+    fn temp_path(&self) -> PathBuf {
+        self.root().join("tmp")
+    }
 }

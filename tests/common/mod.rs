@@ -1,12 +1,14 @@
-//! Shared harness for the integration tests (`mod common;`): skipping when
-//! root or a tool is missing (but failing under `CI=true`, where a skip
-//! would prove nothing), a loop-mounted btrfs store, a local
-//! `docker-registry`, and base-image fixtures as OCI layouts (busybox from
-//! busybox-static, Debian bookworm minbase from debootstrap, cached under
-//! `target/fixtures/`). Everything started or mounted here is released by
-//! `Drop` guards.
+//! Shared harness for the integration tests (`mod common;`): stopping a
+//! test when root or a tool is missing (a failure unless
+//! `STROMATEKT_ALLOW_SKIP=1`, see `skip.rs`), a loop-mounted btrfs store, a
+//! local `docker-registry`, and base-image fixtures as OCI layouts (busybox
+//! from busybox-static, Debian bookworm minbase from debootstrap, cached
+//! under `target/fixtures/`). Everything started or mounted here is
+//! released by `Drop` guards.
 
 #![allow(dead_code, clippy::unwrap_used)]
+
+mod skip;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,19 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Whether we run under CI (`CI=true`), where missing pieces are failures.
+pub use skip::skip;
+
+/// Whether we run under CI (`CI=true`), where nothing may skip.
 pub fn ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
-}
-
-/// Skip the calling test: print why and return `false`; under `CI=true`
-/// panic instead.
-pub fn skip(why: &str) -> bool {
-    if ci() {
-        panic!("cannot run: {why} (CI=true, so this is a failure, not a skip)");
-    }
-    eprintln!("skipping: {why}");
-    false
 }
 
 /// Path of `name` on `PATH`.
@@ -34,7 +28,8 @@ pub fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
 }
 
-/// Whether `tool` is installed; else [`skip`].
+/// Whether `tool` is installed; else [`skip`] (which panics unless skips
+/// are allowed).
 pub fn require(tool: &str) -> bool {
     which(tool).is_some() || skip(&format!("{tool} is not installed (scripts/install-deps.sh)"))
 }
