@@ -223,6 +223,12 @@ fn s3_cache_makes_a_fresh_store_fully_cached() {
     // Store B has never built the project. The credentials come from a
     // profile in a credentials file this time (no AWS_* keys in the env).
     let Some(b) = common::BuildEnv::new(2, &[]) else { return };
+    // The same base image as A's (each BuildEnv makes its own busybox
+    // layout, with its own file times, so another image), at another path:
+    // where the base comes from must not leak into the cache keys.
+    std::fs::remove_dir_all(&b.base).unwrap();
+    common::run(Command::new("cp").arg("-a").arg(&a.base).arg(&b.base));
+    assert_ne!(a.base, b.base);
     let ctx_b = b.ctx("ctx", DOCKERFILE, &[("a.txt", "a\n")]);
     let creds = b.store.scratch().join("aws-credentials");
     std::fs::write(&creds, "[ci]\naws_access_key_id = testing\naws_secret_access_key = testing\n").unwrap();
