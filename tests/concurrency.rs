@@ -156,3 +156,60 @@ fn interrupted_and_killed_builds_are_recovered() {
     assert_eq!(events(&out).iter().filter(|e| e["event"] == "cached").count(), 5, "{}", show(&out));
     assert_eq!(events(&out).iter().filter(|e| e["event"] == "done").count(), 0, "{}", show(&out));
 }
+
+/// Temporary entries (`.tmp-…`) anywhere in the store, as paths below it.
+fn temps(root: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !matches!(e.path().strip_prefix(root).ok().and_then(|p| p.to_str()), Some("active" | "committed")))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .map(|e| e.path().strip_prefix(root).unwrap().display().to_string())
+        .collect()
+}
+
+#[test]
+fn a_build_killed_during_export_leaves_nothing_the_next_build_keeps() {
+    if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
+        return;
+    }
+    let store = common::LoopStore::new(4);
+    let root = store.dir.join("root");
+    let base = store.scratch().join("busybox");
+    assert!(common::busybox_layout(&base));
+    // A layer of incompressible data: compressing it takes a while, and the
+    // blob is written to a temporary file of the store meanwhile.
+    let ctx = context(store.scratch(), "big", "ARG BASE\nFROM ${BASE}\nRUN dd if=/dev/urandom of=/big bs=1M count=300 2>/dev/null\n");
+    let dest = store.scratch().join("out");
+    let blobs = root.join("content/blobs/sha256");
+    let mut child = build_cmd(&root, &base, &ctx)
+        .arg("-o")
+        .arg(format!("type=oci,dest={},tar=false", dest.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let prefix = format!(".tmp-layer-{}-", child.id());
+    let writing = |dir: &Path| -> bool {
+        std::fs::read_dir(dir).is_ok_and(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&prefix)))
+    };
+    // Kill it once the layer blob is being written (or give up when it ended).
+    while !writing(&blobs) && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = Command::new("kill").arg("-KILL").arg(child.id().to_string()).status();
+    let st = child.wait().unwrap();
+    assert!(!st.success(), "the build ended before its export could be killed");
+    assert!(writing(&blobs), "no {prefix}… blob in {}: the kill did not land during the export", blobs.display());
+
+    // The next build's start-up sweep removes what the killed one left,
+    // and its own export leaves no temporary entry either.
+    let out = build_cmd(&root, &base, &ctx)
+        .arg("-o")
+        .arg(format!("type=oci,dest={},tar=false", dest.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the build after the kill failed:\n{}", show(&out));
+    assert!(temps(&root).is_empty(), "temporary entries left in the store: {:?}", temps(&root));
+    assert!(active(&root).is_empty(), "work snapshots left: {:?}", active(&root));
+}
