@@ -646,7 +646,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         Some(list) => list.split(',').map(parse_platform).collect::<Result<_>>()?,
     };
     let platform = platforms.first().cloned();
-    let epoch = match build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok()) {
+    let epoch = match build_args.get(frontend::epoch::NAME).cloned().or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok()) {
         None => None,
         Some(v) if v.is_empty() => None,
         Some(v) => Some(v.trim().parse::<u64>().map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?}: expected seconds since 1970"))?),
@@ -755,6 +755,12 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         super::call::fill_bases(&mut li, &input.text, &|n| base_facts(&resolver, n, &plat));
         drop(super::call::build_checks(&input.text, &li, true)?);
     }
+    // No SOURCE_DATE_EPOCH from the caller: a global `ARG SOURCE_DATE_EPOCH=N`
+    // of the Dockerfile gives it (BuildKit's dockerfile 1.23).
+    let epoch = match epoch {
+        None if a.graph.is_none() => frontend::epoch::from_global_arg(&input.text, &build_args).map_err(|e| anyhow!("{}", e.render(&input.shown, &input.text)))?,
+        e => e,
+    };
     // A local context's build opens the store only now, after the checks.
     let (store, _lock) = match early {
         Some(s) => s,
