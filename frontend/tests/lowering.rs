@@ -308,3 +308,15 @@ fn run_device_is_a_clear_error() {
     assert!(e.starts_with("Dockerfile:2:"), "{e}");
     assert!(e.contains("--device=nvidia.com/gpu=all: devices (BuildKit's CDI devices, dockerfile 1.14-labs) are not supported by stromatekt"), "{e}");
 }
+
+#[test]
+fn empty_words_drop_from_expose_and_fail_volume_as_buildkit() {
+    // EXPOSE: a word that expands to nothing is no word (compat case expose-empty-words).
+    let g = build_graph("FROM scratch\nARG E=\nEXPOSE $UNSET 80 ${E}\n", &opts()).expect("EXPOSE drops empty words");
+    assert!(!g.nodes.is_empty());
+    // VOLUME: an empty word fails, in the shell and the JSON form (BuildKit v0.25).
+    for text in ["FROM scratch\nARG E=\nVOLUME $UNSET /v1 ${E}\n", "FROM scratch\nVOLUME [\"\"]\n"] {
+        let e = err(text, &opts());
+        assert!(e.contains("VOLUME specified can not be an empty string"), "{e}");
+    }
+}
