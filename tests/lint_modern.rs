@@ -13,6 +13,11 @@
 //!   source, which carries a session ID, is not compared: we do not make one);
 //! - `--call=outline` and `--call=targets`, text and JSON: byte for byte.
 //!
+//! BuildKit's own lint tests (`frontend/dockerfile/dockerfile_lint_test.go`,
+//! 77 Dockerfiles at v0.25.0) are not kept in this repository: made into
+//! case directories by `scripts/buildkit-lint-cases.py` from a BuildKit
+//! checkout, `LINT_MODERN_EXTRA=DIR` adds them to the run.
+//!
 //! Needs the modern Docker running (`../shared/modern-docker/up.sh`); under
 //! `CI=true` its absence fails the test.
 
