@@ -213,7 +213,13 @@ fn analyze(df: &Dockerfile, opts: &LowerOptions) -> Result<Analysis, Error> {
             continue;
         }
         let mut refs: Vec<String> = vec![froms[i].0.clone()];
-        for ins in &df.stages[i].instructions {
+        // The base image's ONBUILD triggers run in this stage: the stages
+        // they name (`ONBUILD COPY --from=helper`) are needed too.
+        let triggers = match opts.image_onbuild.get(&froms[i].0).filter(|t| !t.is_empty()) {
+            Some(t) => image_triggers(t, &froms[i].0, df.stages[i].from.span)?,
+            None => Vec::new(),
+        };
+        for ins in df.stages[i].instructions.iter().chain(triggers.iter()) {
             match &ins.command {
                 Command::Copy(c) | Command::Add(c) => refs.extend(c.from.clone()),
                 Command::Run(r) => refs.extend(r.mounts.iter().filter_map(|m| m.value.as_deref().and_then(crate::mounts::raw_from))),

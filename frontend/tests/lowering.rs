@@ -320,3 +320,13 @@ fn empty_words_drop_from_expose_and_fail_volume_as_buildkit() {
         assert!(e.contains("VOLUME specified can not be an empty string"), "{e}");
     }
 }
+
+#[test]
+fn onbuild_triggers_of_the_base_pull_in_the_stages_they_name() {
+    let text = "FROM scratch AS helper\nCOPY a /a\nFROM parent:1\nRUN true\n";
+    let mut o = opts();
+    o.image_onbuild.insert("parent:1".into(), vec!["COPY --from=helper /a /from-helper".into(), "RUN --mount=from=helper,target=/h true".into()]);
+    let g = build_graph(text, &o).expect("the trigger's --from names an earlier stage");
+    let copies = g.nodes.iter().filter(|n| matches!(n.op, Op::Copy { .. })).count();
+    assert_eq!(copies, 2, "helper's COPY and the trigger's COPY --from=helper: {g:?}");
+}
