@@ -610,4 +610,4 @@ pub fn chain_id(parent: Option<&str>, diff_id: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -787,3 +787,5 @@ pub(crate) fn with_layer(node: &Node, base: &State, name: String) -> State {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod key_golden;
