@@ -420,6 +420,7 @@ fn no_debug_output_feeds_a_hasher() {
     // The builder itself formats nothing with Debug.
     let own = fs::read_to_string(root.join("src/cache/key.rs")).unwrap();
     let own = production_code(Path::new("key.rs"), &own).unwrap();
+    let own: String = own.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
     if has_debug_format(&own) {
         bad.push("src/cache/key.rs: formats with Debug".into());
     }
