@@ -25,7 +25,6 @@ use crate::store::layout::{blob_dir, blob_path, cache_dir, Area};
 use crate::store::temps::{temp_prefix, temp_sibling};
 use crate::store::Store;
 use anyhow::{anyhow, Context as _, Result};
-use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -117,10 +116,9 @@ pub fn prune_generations(root: &Path, existing: &std::collections::BTreeSet<Stri
 }
 
 /// Where the record of the layer `parent` -> `name` is: its file name is
-/// `sha256(parent \0 name \0 gzip [\0 epoch=E])`.
+/// [`super::key::layer_record`].
 fn record_path(root: &Path, parent: Option<&str>, name: &str, epoch: Option<u64>) -> PathBuf {
-    let clamp = epoch.map(|e| format!("\0epoch={e}")).unwrap_or_default();
-    let key = hex::encode(Sha256::digest(format!("{}\0{}\0gzip{clamp}", parent.unwrap_or(""), name).as_bytes()));
+    let key = super::key::layer_record(parent, name, epoch);
     cache_dir(root, Area::Layers).join(format!("{key}.json"))
 }
 

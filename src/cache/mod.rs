@@ -17,6 +17,7 @@
 //! ([`crate::store::layout`]); what the records mean is this module's.
 
 pub mod changes;
+pub mod key;
 pub mod layers;
 
 pub use layers::{LayerRef, LayerStack};

@@ -45,6 +45,7 @@
 //! resets directory times ([`Track`]): the tree is the full copy's.
 
 use super::{origin_label, with_layer, Scheduler, State};
+use crate::cache::key;
 use crate::context::Context;
 use crate::exec::rootfs::resolve_in_root;
 use crate::exec::Executor;
@@ -61,8 +62,23 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Format version of COPY cache keys (bump when the formula changes).
-const KEY_VERSION: &str = "copy-v4";
+/// What of `c` goes into its cache key and copy site (see [`key::CopySpec`]).
+fn copy_spec<'a>(c: &'a CopyOp, base: &'a State, link: bool, dest_abs: &'a str, chown: Option<Owner>) -> key::CopySpec<'a> {
+    key::CopySpec {
+        parent: if link { None } else { base.top.as_deref() },
+        dest: dest_abs,
+        into_dir: dest_is_dir(&c.dest),
+        chown,
+        chmod: c.chmod.as_deref(),
+        link,
+        parents: c.parents,
+        exclude: &c.exclude,
+        add: c.add,
+        unpack: c.unpack,
+        sources: &c.sources,
+        files: &c.files,
+    }
+}
 
 /// Format version of copy-site records (see [`SiteRecord`]).
 const SITE_VERSION: &str = "copy-site-v1";
@@ -326,32 +342,21 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let dest_abs = if c.dest.starts_with('/') { c.dest.clone() } else { format!("{}/{}", workdir.trim_end_matches('/'), c.dest) };
 
         // Cache key: the normalized op and exactly what it reads.
-        let mut h = Sha256::new();
-        h.update(
-            serde_json::json!({
-                "v": KEY_VERSION,
-                "parent": if link { None } else { base.top.clone() },
-                "dest": dest_abs, "into_dir": dest_is_dir(&c.dest),
-                "chown": chown, "chmod": c.chmod, "link": link, "parents": c.parents,
-                "exclude": c.exclude, "add": c.add, "unpack": c.unpack, "sources": c.sources,
-                "files": c.files.iter().map(|f| (&f.path, &f.content, f.mode)).collect::<Vec<_>>(),
-            })
-            .to_string(),
-        );
+        let mut h = key::CopyKey::new(&copy_spec(c, base, link, &dest_abs, chown));
         for it in &items {
-            h.update(format!("\0item\0{}\0{:?}\0{:?}\0{}\0", it.rel, it.kept, it.owners, it.unpack));
-            if it.from_context && exclude.is_none() {
+            let digest = if it.from_context && exclude.is_none() {
                 // Shared with the pre-hash thread: one walk per source.
-                h.update(self.context_tree_digest(&it.path, &it.rel)?);
-                continue;
-            }
-            let ctx = if it.from_context { Some(self.context) } else { None };
-            let skip = |r: &str, _is_dir: bool| excluded_by(exclude.as_ref(), &it.base, r);
-            let mut sub = Sha256::new();
-            hash_tree_filtered(&mut sub, &it.path, &it.rel, ctx, &skip)?;
-            h.update(sub.finalize());
+                self.context_tree_digest(&it.path, &it.rel)?
+            } else {
+                let ctx = if it.from_context { Some(self.context) } else { None };
+                let skip = |r: &str, _is_dir: bool| excluded_by(exclude.as_ref(), &it.base, r);
+                let mut sub = Sha256::new();
+                hash_tree_filtered(&mut sub, &it.path, &it.rel, ctx, &skip)?;
+                sub.finalize().into()
+            };
+            h.item(&it.rel, it.kept.as_deref(), it.owners == Owners::Keep, it.unpack, &digest);
         }
-        let name = self.snapshot_name("copy", node, &hex::encode(h.finalize()));
+        let name = self.snapshot_name("copy", node, h.finish().as_str());
         let mut cached = self.cached(&name);
         if !cached {
             let key = self.work_key(&name);
@@ -437,7 +442,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         }
         // --link: the layer is `name` (diff from nothing); later steps see
         // the base with that layer applied.
-        let merged = self.snapshot_name("link", node, &super::sha_hex(format!("{}\0{name}", base.top.as_deref().unwrap_or("")).as_bytes()));
+        let merged = self.snapshot_name("link", node, key::link(base.top.as_deref(), &name).as_str());
         if !self.cached(&merged) {
             cached = false;
             let key = self.work_key(&merged);
@@ -489,15 +494,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             return None;
         }
         let canon = fs::canonicalize(&self.context.dir).unwrap_or_else(|_| self.context.dir.clone());
-        let v = serde_json::json!({
-            "v": KEY_VERSION, "site": SITE_VERSION,
-            "parent": if link { None } else { base.top.clone() },
-            "context": canon.to_string_lossy(),
-            "dest": dest_abs, "into_dir": dest_is_dir(&c.dest),
-            "chown": chown, "chmod": c.chmod, "link": link, "parents": c.parents,
-            "exclude": c.exclude, "add": c.add, "unpack": c.unpack, "sources": c.sources,
-        });
-        Some(super::sha_hex(v.to_string().as_bytes()))
+        Some(key::copy_site(&copy_spec(c, base, link, dest_abs, chown), &canon.to_string_lossy(), SITE_VERSION).to_string())
     }
 
     /// The sources of `c`, in order: local sources (wildcards expanded),
