@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod context;
 pub mod exec;
+pub mod fscopy;
 pub mod image;
 pub mod output;
 pub mod progress;

@@ -167,7 +167,7 @@ pub(crate) fn origin_label(node: &Node) -> String {
     }
 }
 
-/// One build-context tree's digest, computed once (see [`copy::tree_digest`]).
+/// One build-context tree's digest, computed once (see [`crate::context::tree::tree_digest`]).
 type TreeDigest = Arc<std::sync::OnceLock<Result<[u8; 32], String>>>;
 
 /// Shared state of one `run`.
@@ -465,13 +465,13 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
     }
 
     /// The digest of build-context tree `path` (named `rel`), see
-    /// [`copy::tree_digest`]; computed once per build, whoever asks first.
+    /// [`crate::context::tree::tree_digest`]; computed once per build, whoever asks first.
     pub(crate) fn context_tree_digest(&self, path: &std::path::Path, rel: &str) -> Result<[u8; 32]> {
         let cell = {
             let mut m = self.tree_digests.lock().map_err(|_| anyhow!("internal: tree digest lock poisoned"))?;
             m.entry((path.to_path_buf(), rel.to_string())).or_default().clone()
         };
-        cell.get_or_init(|| copy::tree_digest(path, rel, Some(self.context)).map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
+        cell.get_or_init(|| crate::context::tree::tree_digest(path, rel, Some(self.context)).map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
     }
 
     /// Start a progress step for `node` (nodes without a Dockerfile origin

@@ -203,7 +203,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                     // Key: the mounted content.
                     let content = if ctx_dir {
                         let mut h = Sha256::new();
-                        super::copy::hash_tree(&mut h, &src, &rel, if root == self.context.dir { Some(self.context) } else { None })?;
+                        crate::context::tree::hash_tree(&mut h, &src, &rel, if root == self.context.dir { Some(self.context) } else { None })?;
                         hex::encode(h.finalize())
                     } else {
                         format!("{}:{rel}", snapshot.clone().unwrap_or_default())
