@@ -34,6 +34,8 @@ pub mod lower;
 pub mod mounts;
 pub mod outline;
 pub mod parser;
+pub mod path;
+pub mod pattern;
 pub mod remote;
 pub mod span;
 pub mod syntax;

@@ -28,7 +28,7 @@ pub(crate) use meta::{drop_extra_xattrs, same_xattrs, set_times, touch_dir};
 #[cfg(test)]
 pub(crate) use meta::xattrs;
 pub(crate) use owner::{resolve_chown, Owner, Owners};
-pub(crate) use place::{clean_rel, place, Source};
+pub(crate) use place::{place, Source};
 pub(crate) use unpack::{archive_reader, unpack};
 
 use anyhow::{bail, Context as _, Result};

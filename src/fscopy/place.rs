@@ -7,6 +7,7 @@ use super::unpack::{archive_reader, unpack};
 use super::{Copier, Owners};
 use crate::exec::rootfs::resolve_in_root;
 use anyhow::{anyhow, bail, Context as _, Result};
+use frontend::path::clean_below_root as clean_rel;
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -108,19 +109,4 @@ pub(crate) fn place(cp: &mut Copier<'_>, root: &Path, dest_abs: &str, dest_dir: 
         cp.entry(&it.path, &target, it.owners)?;
     }
     Ok(())
-}
-
-/// `path.Clean` of a path below the root, without the leading `/` (`""` = root).
-pub(crate) fn clean_rel(p: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            c => out.push(c),
-        }
-    }
-    out.join("/")
 }

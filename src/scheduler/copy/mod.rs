@@ -45,11 +45,12 @@ mod tests;
 
 use super::{origin_label, with_layer, Scheduler, State};
 use crate::exec::Executor;
-use crate::fscopy::{apply_tree, clean_rel, place, resolve_chown, Chmod, Copier, Owner, Source, Watch};
+use crate::fscopy::{apply_tree, place, resolve_chown, Chmod, Copier, Owner, Source, Watch};
 use crate::progress::{Outcome, Step};
 use crate::store::Store;
 use anyhow::{anyhow, Context as _, Result};
 use frontend::dockerignore::Matcher;
+use frontend::path::clean_below_root as clean_rel;
 use frontend::ir::{CopyOp, Node, NodeId, Op};
 use site::{read_site, site_changes, write_site, SiteRecord, Track, SITE_VERSION};
 use std::collections::BTreeMap;

@@ -8,11 +8,13 @@
 use crate::context::Context;
 use crate::exec::rootfs::resolve_in_root;
 use crate::exec::Executor;
-use crate::fscopy::{clean_rel, Owners, Source};
+use crate::fscopy::{Owners, Source};
 use crate::scheduler::{Scheduler, State};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
 use frontend::ir::{CopyOp, NodeId};
+use frontend::path::clean_below_root as clean_rel;
+use frontend::pattern::{has_meta, Glob, Syntax};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -145,9 +147,6 @@ pub(super) fn split_pivot(s: &str) -> (String, Option<String>) {
     }
 }
 
-fn has_meta(p: &str) -> bool {
-    p.contains(['*', '?', '['])
-}
 
 /// Expand `pattern` (cleaned, relative) below `root`: `(rel, path)` pairs,
 /// sorted. A literal path is resolved (following symlinks inside the root);
@@ -192,8 +191,9 @@ fn expand_names(root: &Path, pattern: &str, ctx: Option<&Context>) -> Result<Vec
             let Ok(rd) = fs::read_dir(&dir) else { continue };
             let mut names: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
             names.sort();
+            let glob = Glob::new(comp, Syntax::Go);
             for n in names {
-                if go_match(comp, &n).map_err(|e| anyhow!("source pattern {pattern:?}: {e}"))? {
+                if glob.as_ref().map_err(|e| anyhow!("source pattern {pattern:?}: {e}"))?.matches(&n) {
                     let r = if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") };
                     if !last && !dir.join(&n).is_dir() {
                         continue;
@@ -216,114 +216,6 @@ fn expand_names(root: &Path, pattern: &str, ctx: Option<&Context>) -> Result<Vec
     Ok(out)
 }
 
-/// Go's `filepath.Match` for one path component.
-pub(crate) fn go_match(pattern: &str, name: &str) -> Result<bool, String> {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    match_from(&p, &n)
-}
-
-fn match_from(p: &[char], n: &[char]) -> Result<bool, String> {
-    let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    loop {
-        if pi < p.len() {
-            match p[pi] {
-                '*' => {
-                    star = Some((pi, ni));
-                    pi += 1;
-                    continue;
-                }
-                c if ni < n.len() => {
-                    let (ok, len) = match c {
-                        '?' => (n[ni] != '/', 1),
-                        '[' => class(&p[pi..], n[ni])?,
-                        '\\' => match p.get(pi + 1) {
-                            Some(e) => (*e == n[ni], 2),
-                            None => return Err("syntax error in pattern".into()),
-                        },
-                        c => (c == n[ni], 1),
-                    };
-                    if ok {
-                        pi += len;
-                        ni += 1;
-                        continue;
-                    }
-                }
-                '[' => {
-                    class(&p[pi..], ' ')?;
-                }
-                _ => {}
-            }
-        } else if ni == n.len() {
-            return Ok(true);
-        }
-        match star {
-            Some((sp, sn)) if sn < n.len() && n[sn] != '/' => {
-                star = Some((sp, sn + 1));
-                pi = sp + 1;
-                ni = sn + 1;
-            }
-            _ => {
-                // Go reports bad patterns even when the name does not match.
-                let mut i = pi;
-                while i < p.len() {
-                    match p[i] {
-                        '[' => i += class(&p[i..], ' ')?.1,
-                        '\\' if i + 1 >= p.len() => return Err("syntax error in pattern".into()),
-                        '\\' => i += 2,
-                        _ => i += 1,
-                    }
-                }
-                return Ok(false);
-            }
-        }
-    }
-}
-
-/// Match `c` against the class at the start of `p` (`[...]`); returns the
-/// result and the class's length.
-fn class(p: &[char], c: char) -> Result<(bool, usize), String> {
-    let bad = || "syntax error in pattern".to_string();
-    let mut i = 1;
-    let negate = p.get(i) == Some(&'^');
-    if negate {
-        i += 1;
-    }
-    let mut matched = false;
-    let mut first = true;
-    loop {
-        let ch = *p.get(i).ok_or_else(bad)?;
-        if ch == ']' && !first {
-            i += 1;
-            break;
-        }
-        first = false;
-        let lo = if ch == '\\' {
-            i += 1;
-            *p.get(i).ok_or_else(bad)?
-        } else {
-            ch
-        };
-        i += 1;
-        let mut hi = lo;
-        if p.get(i) == Some(&'-') && p.get(i + 1).is_some_and(|x| *x != ']') {
-            i += 1;
-            hi = if p[i] == '\\' {
-                i += 1;
-                *p.get(i).ok_or_else(bad)?
-            } else {
-                p[i]
-            };
-            i += 1;
-        }
-        if lo <= c && c <= hi {
-            matched = true;
-        }
-    }
-    Ok((matched != negate && c != '/', i))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,15 +229,4 @@ mod tests {
         assert_eq!(split_pivot("/a/b"), ("a/b".to_string(), None));
     }
 
-    #[test]
-    fn go_match_syntax() {
-        assert_eq!(go_match("*.txt", "a.txt"), Ok(true));
-        assert_eq!(go_match("a?c", "abc"), Ok(true));
-        assert_eq!(go_match("[a-c]x", "bx"), Ok(true));
-        assert_eq!(go_match("[^a-c]x", "bx"), Ok(false));
-        assert_eq!(go_match("\\*", "*"), Ok(true));
-        assert_eq!(go_match("*", ".hidden"), Ok(true));
-        assert!(go_match("[", "a").is_err());
-        assert!(go_match("a[", "b").is_err());
-    }
 }
