@@ -13,10 +13,11 @@ impl Copier<'_> {
     pub(crate) fn entry(&mut self, src: &Path, dst: &Path, owners: Owners) -> Result<()> {
         let md = fs::symlink_metadata(src).with_context(|| format!("stat {}", src.display()))?;
         let ft = md.file_type();
+        let host_owner = self.ids.to_host(self.owner_of(&md, owners))?;
         if self.watch.is_some() {
-            let (owner, mode) = (self.owner_of(&md, owners), self.mode_of(&md));
+            let mode = self.mode_of(&md);
             if let Some(w) = self.watch.as_deref_mut() {
-                if w.before(src, &md, dst, owner, mode)? {
+                if w.before(src, &md, dst, host_owner, mode)? {
                     return Ok(());
                 }
             }
@@ -73,7 +74,7 @@ impl Copier<'_> {
                     .with_context(|| format!("mknod {}", dst.display()))?;
             }
         }
-        let (uid, gid) = self.owner_of(&md, owners);
+        let (uid, gid) = host_owner;
         std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).with_context(|| format!("chown {}", dst.display()))?;
         copy_xattrs(src, dst);
         if !ft.is_symlink() {
@@ -83,12 +84,12 @@ impl Copier<'_> {
         self.times(src, dst)
     }
 
-    /// The owner a copy of an entry with metadata `md` gets.
+    /// The owner (in the image) a copy of an entry with metadata `md` gets.
     fn owner_of(&self, md: &fs::Metadata, owners: Owners) -> Owner {
         match (self.chown, owners) {
             (Some(o), _) => o,
             (None, Owners::Root) => (0, 0),
-            (None, Owners::Keep) => (md.uid(), md.gid()),
+            (None, Owners::Keep) => self.ids.from_host((md.uid(), md.gid())),
         }
     }
 

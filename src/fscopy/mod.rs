@@ -27,6 +27,7 @@ pub(crate) use chmod::Chmod;
 pub(crate) use meta::{drop_extra_xattrs, same_xattrs, set_times, touch_dir};
 #[cfg(test)]
 pub(crate) use meta::xattrs;
+pub use owner::IdMap;
 pub(crate) use owner::{resolve_chown, Owner, Owners};
 pub(crate) use place::{place, Source};
 pub(crate) use unpack::{archive_reader, unpack};
@@ -41,9 +42,10 @@ use std::path::{Path, PathBuf};
 /// Sees each entry before the [`Copier`] writes it.
 pub(crate) trait Watch {
     /// `dst` is about to become a copy of `src` (metadata `md`) owned by
-    /// `owner` with permission bits `mode`: true when it already is, and
-    /// nothing is to be written. It may clear what is in the way.
-    fn before(&mut self, src: &Path, md: &fs::Metadata, dst: &Path, owner: Owner, mode: u32) -> Result<bool>;
+    /// `host_owner` (on the host, see [`IdMap`]) with permission bits
+    /// `mode`: true when it already is, and nothing is to be written. It may
+    /// clear what is in the way.
+    fn before(&mut self, src: &Path, md: &fs::Metadata, dst: &Path, host_owner: Owner, mode: u32) -> Result<bool>;
 }
 
 /// Copies entries with one COPY's owner/mode rules.
@@ -52,6 +54,8 @@ pub(crate) struct Copier<'a> {
     pub(crate) chown: Option<Owner>,
     /// `--chmod`, parsed.
     pub(crate) chmod: Option<Chmod>,
+    /// Image owners to host owners.
+    pub(crate) ids: IdMap,
     /// `--exclude` patterns, matched below each source (see [`excluded_by`]).
     pub(crate) exclude: Option<&'a Matcher>,
     /// The build context's `.dockerignore` rules, applied to sources from
@@ -68,8 +72,8 @@ pub(crate) struct Copier<'a> {
 
 impl<'a> Copier<'a> {
     /// A copier for one COPY.
-    pub(crate) fn new(chown: Option<Owner>, chmod: Option<Chmod>, exclude: Option<&'a Matcher>, ignore: Option<&'a Matcher>) -> Self {
-        Copier { chown, chmod, exclude, ignore, links: HashMap::new(), replace: false, watch: None }
+    pub(crate) fn new(ids: IdMap, chown: Option<Owner>, chmod: Option<Chmod>, exclude: Option<&'a Matcher>, ignore: Option<&'a Matcher>) -> Self {
+        Copier { chown, chmod, ids, exclude, ignore, links: HashMap::new(), replace: false, watch: None }
     }
 
     /// Create the missing directories of `dir` (below `root`), root-owned or
@@ -98,7 +102,7 @@ impl<'a> Copier<'a> {
                 break;
             }
         }
-        let (uid, gid) = self.chown.unwrap_or((0, 0));
+        let (uid, gid) = self.ids.to_host(self.chown.unwrap_or((0, 0)))?;
         for m in missing.iter().rev() {
             if let Ok(md) = fs::symlink_metadata(m) {
                 if !md.is_dir() {
@@ -127,8 +131,8 @@ pub(crate) fn excluded_by(m: Option<&Matcher>, base: &str, r: &str) -> bool {
 
 /// Apply the tree `layer` onto `root` (a `--link` layer over its base): the
 /// layer's entries replace what is there, keeping owners, modes and times.
-pub(crate) fn apply_tree(layer: &Path, root: &Path) -> Result<()> {
-    let mut cp = Copier { replace: true, ..Copier::new(None, None, None, None) };
+pub(crate) fn apply_tree(ids: IdMap, layer: &Path, root: &Path) -> Result<()> {
+    let mut cp = Copier { replace: true, ..Copier::new(ids, None, None, None, None) };
     cp.tree(layer, root, "", "", false, Owners::Keep)?;
     Ok(())
 }

@@ -92,7 +92,7 @@ pub(crate) fn place(cp: &mut Copier<'_>, root: &Path, dest_abs: &str, dest_dir: 
             if let Some(reader) = archive_reader(&it.path)? {
                 // BuildKit's unpack creates the destination 0755 whatever --chmod says.
                 cp.mkdir_all(root, &dest, 0o755)?;
-                unpack(reader, &dest, cp.chown).with_context(|| format!("unpacking {}", it.path.display()))?;
+                unpack(reader, &dest, cp.chown, cp.ids).with_context(|| format!("unpacking {}", it.path.display()))?;
                 continue;
             }
         }

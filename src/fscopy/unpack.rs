@@ -3,6 +3,7 @@
 //! unpacking one below a directory without leaving it.
 
 use super::meta::set_times;
+use super::{IdMap, Owner};
 use crate::exec::rootfs::resolve_in_root;
 use anyhow::{Context as _, Result};
 use std::fs;
@@ -68,11 +69,13 @@ fn is_tar_header(h: &[u8]) -> bool {
 }
 
 /// Unpack a tar stream into `dest` (entries keep owners, modes and times;
-/// `--chown` overrides owners), refusing paths that leave `dest`.
-pub(crate) fn unpack(r: Box<dyn Read>, dest: &Path, chown: Option<(u32, u32)>) -> Result<()> {
+/// `--chown` overrides owners; owners are the image's, given on the host
+/// through `ids`), refusing paths that leave `dest`.
+pub(crate) fn unpack(r: Box<dyn Read>, dest: &Path, chown: Option<Owner>, ids: IdMap) -> Result<()> {
+    let identity = ids == IdMap::identity();
     let mut ar = tar::Archive::new(r);
     ar.set_preserve_permissions(true);
-    ar.set_preserve_ownerships(true);
+    ar.set_preserve_ownerships(identity);
     ar.set_preserve_mtime(true);
     ar.set_unpack_xattrs(true);
     ar.set_overwrite(true);
@@ -83,9 +86,14 @@ pub(crate) fn unpack(r: Box<dyn Read>, dest: &Path, chown: Option<(u32, u32)>) -
         let kind = e.header().entry_type();
         let is_dir = kind.is_dir();
         let mtime = e.header().mtime().unwrap_or(0) as i64;
+        // The tar crate gives entries their owners only as the identity.
+        let owner = match chown {
+            None if !identity => Some((e.header().uid()? as u32, e.header().gid()? as u32)),
+            o => o,
+        };
         let out = if matches!(kind, tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block) {
             // The tar crate writes these as empty files; docker makes the node (case add-tar-links).
-            let Some(out) = unpack_node(e.header(), &p, dest)? else { continue };
+            let Some(out) = unpack_node(e.header(), &p, dest, ids)? else { continue };
             out
         } else {
             if !e.unpack_in(dest)? {
@@ -93,7 +101,8 @@ pub(crate) fn unpack(r: Box<dyn Read>, dest: &Path, chown: Option<(u32, u32)>) -
             }
             dest.join(&p)
         };
-        if let Some((u, g)) = chown {
+        if let Some(o) = owner {
+            let (u, g) = ids.to_host(o)?;
             std::os::unix::fs::lchown(&out, Some(u), Some(g)).with_context(|| format!("chown {}", out.display()))?;
         }
         if is_dir {
@@ -109,7 +118,7 @@ pub(crate) fn unpack(r: Box<dyn Read>, dest: &Path, chown: Option<(u32, u32)>) -
 
 /// Make the fifo or device node of tar entry `header` (path `p`) below
 /// `dest`, with its mode, owner and times; None when `p` would leave `dest`.
-fn unpack_node(header: &tar::Header, p: &Path, dest: &Path) -> Result<Option<PathBuf>> {
+fn unpack_node(header: &tar::Header, p: &Path, dest: &Path, ids: IdMap) -> Result<Option<PathBuf>> {
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
     use std::path::Component;
     if p.components().any(|c| matches!(c, Component::ParentDir)) {
@@ -131,7 +140,7 @@ fn unpack_node(header: &tar::Header, p: &Path, dest: &Path) -> Result<Option<Pat
     // GNU tar leaves the device fields of a fifo blank.
     let dev = makedev(header.device_major().ok().flatten().unwrap_or(0).into(), header.device_minor().ok().flatten().unwrap_or(0).into());
     mknod(&out, kind, Mode::from_bits_truncate(0o600), dev).with_context(|| format!("creating {}", out.display()))?;
-    let (uid, gid) = (header.uid()? as u32, header.gid()? as u32);
+    let (uid, gid) = ids.to_host((header.uid()? as u32, header.gid()? as u32))?;
     std::os::unix::fs::lchown(&out, Some(uid), Some(gid)).with_context(|| format!("chown {}", out.display()))?;
     fs::set_permissions(&out, fs::Permissions::from_mode(header.mode()? & 0o7777)).with_context(|| format!("chmod {}", out.display()))?;
     let t = header.mtime()? as i64;

@@ -98,6 +98,9 @@ pub struct Options {
     /// The main context is a remote one (a Git checkout, an unpacked
     /// tarball): read as a snapshot with its owners, like any other tree.
     pub remote_context: bool,
+    /// How owners in the image are given on the host (the identity: the
+    /// store is written as root).
+    pub ids: crate::fscopy::IdMap,
 }
 
 impl Default for Options {
@@ -111,6 +114,7 @@ impl Default for Options {
             ssh: BTreeMap::new(),
             named_contexts: BTreeMap::new(),
             remote_context: false,
+            ids: crate::fscopy::IdMap::identity(),
         }
     }
 }
@@ -626,6 +630,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                 let p = crate::exec::rootfs::resolve_in_root(&root, &rel)?;
                 if fs::symlink_metadata(&p).is_err() {
                     fs::create_dir(&p).with_context(|| format!("creating {rel}"))?;
+                    let (uid, gid) = self.opts.ids.to_host((uid, gid))?;
                     std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
                 }
             }

@@ -128,7 +128,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             let res = (|| -> Result<()> {
                 let root = self.store.prepare(&key, base.top.as_deref())?;
                 let layer = self.store.get(&name).ok_or_else(|| anyhow!("snapshot {name} vanished"))?;
-                apply_tree(&layer, &root)
+                apply_tree(self.opts.ids, &layer, &root)
             })();
             if let Err(err) = res {
                 let _ = self.store.remove(&key);
@@ -176,7 +176,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             };
             let mut track = site.as_ref().map(|_| Track::new(&root, self.context, if from_prev { prev.as_ref().map(|r| &r.files) } else { None }));
             {
-                let mut cp = Copier::new(p.chown, p.chmod.clone(), p.exclude, Some(&self.context.matcher));
+                let mut cp = Copier::new(self.opts.ids, p.chown, p.chmod.clone(), p.exclude, Some(&self.context.matcher));
                 cp.watch = track.as_mut().map(|t| t as &mut dyn Watch);
                 place(&mut cp, &root, p.dest_abs, dest_is_dir(&p.c.dest), p.items)?;
             }

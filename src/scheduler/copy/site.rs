@@ -241,6 +241,7 @@ impl Watch for Track<'_> {
     /// same target): then nothing is written. Else what is in the way is
     /// cleared, so the entry is written as on a fresh tree.
     fn before(&mut self, src: &Path, md: &fs::Metadata, dst: &Path, owner: Owner, mode: u32) -> Result<bool> {
+        // `owner` is on the host, as the metadata compared with.
         let t = self;
         let ft = md.file_type();
         t.produced.insert(dst.as_os_str().to_owned());
