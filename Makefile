@@ -51,10 +51,11 @@ test: deps modern-docker
 	STROMATEKT_SHARED=$(abspath $(SHARED)) STROMATEKT_CHECK_CHANGES=1 STROMATEKT_SKIP_LOG=$(SKIP_LOG) $(CARGO) test --workspace; \
 	  rc=$$?; ./scripts/skip-summary.sh $(SKIP_LOG); exit $$rc
 
-# Times stromatekt against docker BuildKit, the legacy builder and buildah
+# Times stromatekt against today's BuildKit (the modern Docker), Docker 20.10's
+# BuildKit, the legacy builder and buildah
 # (bench/bench.py; BENCH_N=runs per cell, default 3). Writes bench/results.md
 # and bench/results.tsv.
-bench: deps
+bench: deps modern-docker
 	$(CARGO) build --release
 	python3 bench/bench.py $(if $(BENCH_N),-n $(BENCH_N))
 	$(CARGO) bench --bench transfer

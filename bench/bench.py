@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""`make bench`: time stromatekt against BuildKit, the legacy docker builder and
-buildah on the scenarios of bench/scenarios/, interleaved, median of N.
+"""`make bench`: time stromatekt against today's BuildKit (Docker 28.5), Docker
+20.10's BuildKit, the legacy docker builder and buildah on the scenarios of
+bench/scenarios/, interleaved, median of N.
 
 Usage: python3 bench/bench.py [-n N] [--n-e N] [--scenarios a,b,...]
-                              [--builders stromatekt,buildkit,legacy,buildah]
+                              [--builders stromatekt,modern,buildkit,legacy,buildah]
                               [--timeout SECONDS]
 
 Everything runs offline: the busybox base comes from busybox-static
@@ -11,7 +12,10 @@ Everything runs offline: the busybox base comes from busybox-static
 (cached under target/bench/cache/). A private reference dockerd
 (scripts/ref-dockerd.sh) and a bench-owned buildah storage and stromatekt store
 (a loop-mounted btrfs image) live under target/bench/ and are stopped,
-unmounted and removed at the end, also on failure and Ctrl-C.
+unmounted and removed at the end, also on failure and Ctrl-C. The modern
+Docker (../shared/modern-docker, `make bench` runs its up.sh) is shared: the
+bench loads its bases under bench-owned tags, builds copies of the contexts
+under /var/tmp (the paths it sees) and removes its tags and copies at the end.
 
 Environment: BENCH_N, BENCH_N_E, BENCH_SCENARIOS, BENCH_BUILDERS, BENCH_TIMEOUT
 give the defaults of -n, --n-e, --scenarios, --builders, --timeout;
@@ -45,11 +49,14 @@ LOGS = WORK / "logs"
 # STROMATEKT_BIN overrides the binary (e.g. one built from another checkout).
 STROMATEKT = Path(os.environ.get("STROMATEKT_BIN") or REPO / "target" / "release" / "stromatekt")
 DOCKER = "/usr/bin/docker"  # Debian's 20.10 CLI, never /usr/local/bin/docker
+# Today's Docker (dockerd 28.5 with its BuildKit, buildx 0.29): shared/modern-docker.
+MODERN_DOCKER = Path(os.environ.get("STROMATEKT_SHARED") or REPO.parent / "shared") / "modern-docker" / "docker"
 
-BUILDERS = ["stromatekt", "buildkit", "legacy", "buildah"]
+BUILDERS = ["stromatekt", "modern", "buildkit", "legacy", "buildah"]
 BUILDER_TITLES = {
     "stromatekt": "stromatekt",
-    "buildkit": "docker BuildKit",
+    "modern": "BuildKit (Docker 28.5)",
+    "buildkit": "BuildKit (Docker 20.10)",
     "legacy": "docker legacy",
     "buildah": "buildah",
 }
@@ -270,6 +277,9 @@ class Env:
         self.dockerd_dir = WORK / "dockerd"
         self.store = WORK / "store"
         self.buildah_root = WORK / "buildah"
+        # The modern Docker sees only /tmp and /var/tmp: contexts are copied there.
+        self.modern_dir = Path("/var/tmp") / f"stromatekt-bench-{os.getpid()}"
+        self.modern_tags = []
         self.docker_host = None
         self.strom_no_cache = False
         self.bases = {}
@@ -326,6 +336,27 @@ class Env:
         sh([str(REPO / "scripts" / "ref-dockerd.sh"), "stop", str(self.dockerd_dir)], check=False, quiet=True)
         safe_rmtree(self.dockerd_dir)
 
+    # the modern Docker -----------------------------------------------------
+    def modern_ctx(self, scen, ctx):
+        """The copy of a scenario's context the modern Docker builds."""
+        dest = self.modern_dir / "ctx" / scen
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            sh(["cp", "-a", str(ctx), str(dest)], quiet=True)
+        return dest
+
+    def modern_mirror(self, scen, ctx, changed):
+        """Apply a change of the original context to the modern Docker's copy."""
+        dest = self.modern_dir / "ctx" / scen
+        if dest.exists():
+            shutil.copy2(changed, dest / changed.relative_to(ctx))
+
+    def modern_stop(self):
+        for tag in self.modern_tags:
+            sh([str(MODERN_DOCKER), "image", "rm", "-f", tag], check=False, quiet=True)
+        self.modern_tags = []
+        safe_rmtree(self.modern_dir)
+
     # buildah --------------------------------------------------------------
     def buildah_flags(self):
         return ["--root", str(self.buildah_root / "root"), "--runroot", str(self.buildah_root / "run"),
@@ -372,6 +403,24 @@ class Env:
                 sh(["skopeo", "copy", "-q", f"oci:{lay}:latest", f"docker-archive:{tar}:bench/{name}:latest"])
                 sh([DOCKER, "load", "-q", "-i", str(tar)], env=self.docker_env(False), quiet=True)
                 tar.unlink()
+        if "modern" in b:
+            log("loading the bases into the modern Docker")
+            ok = subprocess.run([str(MODERN_DOCKER), "version"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL).returncode == 0
+            if not ok:
+                raise RuntimeError(f"the modern Docker is not running ({MODERN_DOCKER}): run "
+                                   "../shared/modern-docker/up.sh, or leave it out with --builders")
+            on_exit(self.modern_stop, "modern Docker tags and contexts")
+            self.modern_dir.mkdir(parents=True, exist_ok=True)
+            for name, lay in layouts.items():
+                if lay is None:
+                    continue
+                tar = self.modern_dir / f"{name}.tar"
+                tag = f"stromatekt-bench/{name}:latest"
+                sh(["skopeo", "copy", "-q", f"oci:{lay}:latest", f"docker-archive:{tar}:{tag}"])
+                sh([str(MODERN_DOCKER), "load", "-q", "-i", str(tar)], quiet=True)
+                self.modern_tags.append(tag)
+                tar.unlink()
         if "buildah" in b:
             log("loading the bases into a bench-owned buildah storage")
             on_exit(self.buildah_stop, "buildah storage")
@@ -405,6 +454,7 @@ class Env:
                     log(f"warning: priming stromatekt with the {name} base failed (see {lf.name})")
         self.bases = {
             "stromatekt": {n: f"oci-layout://{p}:latest" for n, p in layouts.items() if p},
+            "modern": {n: f"stromatekt-bench/{n}:latest" for n in layouts},
             "buildkit": {n: f"bench/{n}:latest" for n in layouts},
             "legacy": {n: f"bench/{n}:latest" for n in layouts},
             "buildah": {n: f"localhost/bench/{n}:latest" for n in layouts},
@@ -421,6 +471,18 @@ class Env:
             if cold and self.strom_no_cache:
                 cmd.append("--no-cache")
             return cmd + [str(ctx)], self.strom_env()
+        if builder == "modern":
+            mctx = self.modern_ctx(scen, ctx)
+            mdf = mctx / dockerfile.relative_to(ctx) if dockerfile.is_relative_to(ctx) else mctx / "Dockerfile"
+            if not mdf.exists():
+                shutil.copyfile(dockerfile, mdf)
+            if f"stromatekt-bench-{scen}:latest" not in self.modern_tags:
+                self.modern_tags.append(f"stromatekt-bench-{scen}:latest")
+            cmd = [str(MODERN_DOCKER), "buildx", "build", "-f", str(mdf), "-t", f"stromatekt-bench-{scen}:latest",
+                   "--network", "host", "--progress", "plain", "--build-arg", f"BASE={base}"]
+            if cold:
+                cmd.append("--no-cache")
+            return cmd + [str(mctx)], None
         if builder in ("buildkit", "legacy"):
             cmd = [DOCKER, "build", "-f", str(dockerfile), "-t", tag, "--network", "host",
                    "--build-arg", f"BASE={base}"]
@@ -446,6 +508,9 @@ class Env:
     def after_scenario(self, scen):
         """Free what a scenario left (untimed) so disk use stays bounded."""
         b = self.args.builders
+        if "modern" in b:
+            sh([str(MODERN_DOCKER), "image", "rm", "-f", f"stromatekt-bench-{scen}:latest"], check=False, quiet=True)
+            safe_rmtree(self.modern_dir / "ctx" / scen)
         if self.docker_host:
             e = self.docker_env(False)
             sh([DOCKER, "image", "rm", "-f", f"bench-{scen}:latest"], env=e, check=False, quiet=True)
@@ -526,6 +591,9 @@ def machine_info(env):
         "stromatekt binary": str(STROMATEKT),
         "docker": capture([DOCKER, "--version"]),
         "dockerd": capture(["/usr/sbin/dockerd", "--version"]),
+        "modern": capture([str(MODERN_DOCKER), "version", "--format",
+                           "Docker {{.Server.Version}}"]) if "modern" in env.args.builders else "",
+        "modern buildx": capture([str(MODERN_DOCKER), "buildx", "version"]) if "modern" in env.args.builders else "",
         "buildah": capture(["buildah", "--version"]),
         "stromatekt cold": "--no-cache" if env.strom_no_cache else
                            "store emptied before each run (imported base layers kept)",
@@ -542,7 +610,10 @@ def write_results(info, args, results):
     md = ["# stromatekt benchmark", "",
           f"Machine: {info['nproc']} cores ({info['cpu']}), {info['memory']}, kernel {info['kernel']}; "
           f"{info['date']}; stromatekt {info['stromatekt commit']}.  ",
-          f"Builders: stromatekt (`-o type=oci`), {info['docker']} with dockerd "
+          f"Builders: stromatekt (`-o type=oci`), "
+          + (f"today's BuildKit: {info['modern']} (its embedded BuildKit) with `docker buildx build` "
+             f"({info['modern buildx']}), docker driver; " if info.get("modern") else "")
+          + f"{info['docker']} with dockerd "
           f"{info['dockerd'].replace('Docker version ', '')} (BuildKit and legacy), {info['buildah']} "
           f"(`bud --isolation chroot --layers`).  ",
           f"Median wall seconds of {args.n} runs ({min(args.n, args.n_e)} for (e)) (min-max), "
@@ -642,6 +713,7 @@ def main():
                         if phase == "change":
                             f = ctx / "data" / "small" / "d000" / "f00000.txt"
                             f.write_text(f"changed {b} {rep} {time.time_ns()}\n")
+                            env.modern_mirror(scen, ctx, f)
                         try:
                             env.before(b, scen, cold)
                             cmd, cenv = env.command(b, scen, dockerfile, ctx, cold)

@@ -56,3 +56,25 @@ fn the_build_arg_turns_errors_on_and_a_clean_file_goes_on() {
     assert!(!stderr.contains("lint violation"), "{stderr}");
     assert!(stderr.contains("no-such-store"), "it got as far as the store:\n{stderr}");
 }
+
+#[test]
+fn the_syntax_directive_takes_the_dockerfile_frontend_and_names_any_other() {
+    // docker/dockerfile:1.x is the built-in frontend: the build goes on (to the missing store).
+    for ok in ["docker/dockerfile:1", "docker/dockerfile:1.7-labs", "docker.io/docker/dockerfile:1.18.0"] {
+        let (built, _, stderr) = build(&format!("# syntax={ok}\nFROM scratch\nCOPY Dockerfile /x\n"), &[]);
+        assert!(!built && stderr.contains("no-such-store") && !stderr.contains("syntax"), "{ok}:\n{stderr}");
+    }
+    // Any other frontend image: refused by name, before anything runs.
+    let (built, _, stderr) = build("# syntax=example.com/my/frontend:2\nFROM scratch\nCOPY Dockerfile /x\n", &[]);
+    assert!(!built);
+    assert!(stderr.contains("cannot run the frontend image example.com/my/frontend:2"), "{stderr}");
+    assert!(!stderr.contains("no-such-store"), "the store must not be reached:\n{stderr}");
+}
+
+#[test]
+fn a_bad_global_source_date_epoch_fails_before_anything_runs() {
+    let (built, _, stderr) = build("ARG SOURCE_DATE_EPOCH=soon\nFROM scratch\nCOPY Dockerfile /x\n", &[]);
+    assert!(!built);
+    assert!(stderr.contains("invalid SOURCE_DATE_EPOCH: \"soon\""), "{stderr}");
+    assert!(!stderr.contains("no-such-store"), "the store must not be reached:\n{stderr}");
+}

@@ -86,3 +86,64 @@ fn same_image_on_two_fresh_stores_and_from_the_graph() {
     build(&a.dir.join("root-gzip"), &base, &ctx, &og, &["--graph", graph_file.to_str().unwrap()]);
     assert_eq!(digest(&og), digest(&a.scratch().join("a-gzip")), "build --graph gave another image");
 }
+
+/// The image config of a one-image OCI layout.
+fn config(layout: &Path) -> serde_json::Value {
+    let blob = |d: &str| -> serde_json::Value {
+        let hex = d.strip_prefix("sha256:").unwrap();
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+    };
+    let manifest = blob(&digest(layout));
+    blob(manifest["config"]["digest"].as_str().unwrap())
+}
+
+/// `created` of the config and of every history entry.
+fn created_times(cfg: &serde_json::Value) -> Vec<String> {
+    let mut t = vec![cfg["created"].as_str().unwrap_or("none").to_string()];
+    t.extend(cfg["history"].as_array().unwrap().iter().map(|h| h["created"].as_str().unwrap_or("none").to_string()));
+    t
+}
+
+#[test]
+fn a_global_arg_source_date_epoch_is_the_default_epoch() {
+    if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
+        return;
+    }
+    let s = common::LoopStore::new(2);
+    let build = |name: &str, dockerfile: &str, extra: &[&str]| -> serde_json::Value {
+        let ctx = s.scratch().join(name);
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        std::fs::write(ctx.join("data.txt"), "data\n").unwrap();
+        let out = s.scratch().join(format!("{name}-out"));
+        let o = Command::new(env!("CARGO_BIN_EXE_stromatekt"))
+            .env("STROMATEKT_ROOT", s.dir.join("root"))
+            .env_remove("SOURCE_DATE_EPOCH")
+            .arg("build")
+            .args(extra)
+            .arg(&ctx)
+            .arg("-o")
+            .arg(format!("type=oci,dest={}", out.display()))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name}: build failed:\n{}", String::from_utf8_lossy(&o.stderr));
+        config(&out)
+    };
+    let global = "ARG SOURCE_DATE_EPOCH=1445412480\nFROM scratch\nCOPY data.txt /\nENV A=b\n";
+    // The Dockerfile's global default: 2015-10-21T07:28:00Z everywhere.
+    let cfg = build("global", global, &[]);
+    assert_eq!(created_times(&cfg), vec!["2015-10-21T07:28:00Z"; 3], "{cfg:#}");
+    // The caller's value wins over the Dockerfile's.
+    let cfg = build("override", global, &["--build-arg", "SOURCE_DATE_EPOCH=1700000002"]);
+    assert_eq!(created_times(&cfg), vec!["2023-11-14T22:13:22Z"; 3], "{cfg:#}");
+    // An ARG inside a stage is no global default: the build's own time.
+    let cfg = build("stage-arg", "FROM scratch\nARG SOURCE_DATE_EPOCH=1445412480\nCOPY data.txt /\n", &[]);
+    assert!(!created_times(&cfg).iter().any(|t| t.starts_with("2015-")), "{cfg:#}");
+    // Not a number: the build fails at the ARG's line, before anything runs.
+    let ctx = s.scratch().join("bad");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "ARG SOURCE_DATE_EPOCH=yesterday\nFROM scratch\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_stromatekt")).env("STROMATEKT_ROOT", s.dir.join("root")).env_remove("SOURCE_DATE_EPOCH").arg("build").arg(&ctx).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("invalid SOURCE_DATE_EPOCH: \"yesterday\"") && err.contains(":1:"), "{err}");
+}

@@ -24,6 +24,7 @@
 
 pub mod annotations;
 pub mod dockerignore;
+pub mod epoch;
 pub mod error;
 pub mod health;
 pub mod instructions;

@@ -111,10 +111,11 @@ fn ann_err(span: Span, msg: impl Into<String>) -> Error {
     Error::new(span, ErrorKind::Annotation(msg.into()))
 }
 
-/// Stage index a `FROM`/`--from` word refers to, if it names an earlier stage.
-fn stage_ref(names: &BTreeMap<String, usize>, word: &str, current: usize) -> Option<usize> {
-    if let Some(i) = names.get(&word.to_ascii_lowercase()) {
-        return (*i < current).then_some(*i);
+/// Stage index a `FROM`/`--from` word refers to, if it names an earlier
+/// stage: of several stages of that name, the last one above `current`.
+fn stage_ref(names: &BTreeMap<String, Vec<usize>>, word: &str, current: usize) -> Option<usize> {
+    if let Some(all) = names.get(&word.to_ascii_lowercase()) {
+        return all.iter().rev().copied().find(|i| *i < current);
     }
     word.parse::<usize>().ok().filter(|i| *i < current)
 }
@@ -124,7 +125,9 @@ fn stage_ref(names: &BTreeMap<String, usize>, word: &str, current: usize) -> Opt
 struct Analysis {
     lexer: Lexer,
     meta: BTreeMap<String, String>,
-    names: BTreeMap<String, usize>,
+    /// Stage indices by lowercase name, in order: BuildKit allows a name
+    /// twice (the DuplicateStageName check warns).
+    names: BTreeMap<String, Vec<usize>>,
     /// Expanded FROM reference and platform per stage.
     froms: Vec<(String, Option<String>)>,
     placement: Placement,
@@ -165,7 +168,7 @@ fn analyze(df: &Dockerfile, opts: &LowerOptions) -> Result<Analysis, Error> {
     }
 
     // Stage names and FROM words (expanded with meta args).
-    let mut names = BTreeMap::new();
+    let mut names: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut froms = Vec::new();
     for (i, st) in df.stages.iter().enumerate() {
         let Command::From(f) = &st.from.command else {
@@ -180,9 +183,7 @@ fn analyze(df: &Dockerfile, opts: &LowerOptions) -> Result<Analysis, Error> {
             None => opts.platform.clone(),
         };
         if let Some(n) = &f.stage_name {
-            if names.insert(n.clone(), i).is_some() {
-                return Err(Error::new(st.from.span, ErrorKind::Stage(format!("duplicate stage name {n:?}"))));
-            }
+            names.entry(n.clone()).or_default().push(i);
         }
         froms.push((image, platform));
     }
@@ -191,12 +192,13 @@ fn analyze(df: &Dockerfile, opts: &LowerOptions) -> Result<Analysis, Error> {
     let overridden: BTreeSet<usize> = names
         .iter()
         .filter(|(n, _)| opts.build_contexts.contains_key(n.as_str()))
-        .map(|(_, i)| *i)
+        .flat_map(|(_, all)| all.iter().copied())
         .collect();
 
     // Which stages the target needs.
     let target = match &opts.target {
-        Some(t) => *names.get(&t.to_ascii_lowercase()).ok_or_else(|| {
+        // Of stages sharing the name, the last one (as BuildKit).
+        Some(t) => *names.get(&t.to_ascii_lowercase()).and_then(|all| all.last()).ok_or_else(|| {
             let hint = crate::error::suggest(t, names.keys().map(String::as_str))
                 .map(|s| format!(" (did you mean {s}?)"))
                 .unwrap_or_default();
@@ -211,7 +213,13 @@ fn analyze(df: &Dockerfile, opts: &LowerOptions) -> Result<Analysis, Error> {
             continue;
         }
         let mut refs: Vec<String> = vec![froms[i].0.clone()];
-        for ins in &df.stages[i].instructions {
+        // The base image's ONBUILD triggers run in this stage: the stages
+        // they name (`ONBUILD COPY --from=helper`) are needed too.
+        let triggers = match opts.image_onbuild.get(&froms[i].0).filter(|t| !t.is_empty()) {
+            Some(t) => image_triggers(t, &froms[i].0, df.stages[i].from.span)?,
+            None => Vec::new(),
+        };
+        for ins in df.stages[i].instructions.iter().chain(triggers.iter()) {
             match &ins.command {
                 Command::Copy(c) | Command::Add(c) => refs.extend(c.from.clone()),
                 Command::Run(r) => refs.extend(r.mounts.iter().filter_map(|m| m.value.as_deref().and_then(crate::mounts::raw_from))),

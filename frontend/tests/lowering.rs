@@ -308,3 +308,25 @@ fn run_device_is_a_clear_error() {
     assert!(e.starts_with("Dockerfile:2:"), "{e}");
     assert!(e.contains("--device=nvidia.com/gpu=all: devices (BuildKit's CDI devices, dockerfile 1.14-labs) are not supported by stromatekt"), "{e}");
 }
+
+#[test]
+fn empty_words_drop_from_expose_and_fail_volume_as_buildkit() {
+    // EXPOSE: a word that expands to nothing is no word (compat case expose-empty-words).
+    let g = build_graph("FROM scratch\nARG E=\nEXPOSE $UNSET 80 ${E}\n", &opts()).expect("EXPOSE drops empty words");
+    assert!(!g.nodes.is_empty());
+    // VOLUME: an empty word fails, in the shell and the JSON form (BuildKit v0.25).
+    for text in ["FROM scratch\nARG E=\nVOLUME $UNSET /v1 ${E}\n", "FROM scratch\nVOLUME [\"\"]\n"] {
+        let e = err(text, &opts());
+        assert!(e.contains("VOLUME specified can not be an empty string"), "{e}");
+    }
+}
+
+#[test]
+fn onbuild_triggers_of_the_base_pull_in_the_stages_they_name() {
+    let text = "FROM scratch AS helper\nCOPY a /a\nFROM parent:1\nRUN true\n";
+    let mut o = opts();
+    o.image_onbuild.insert("parent:1".into(), vec!["COPY --from=helper /a /from-helper".into(), "RUN --mount=from=helper,target=/h true".into()]);
+    let g = build_graph(text, &o).expect("the trigger's --from names an earlier stage");
+    let copies = g.nodes.iter().filter(|n| matches!(n.op, Op::Copy { .. })).count();
+    assert_eq!(copies, 2, "helper's COPY and the trigger's COPY --from=helper: {g:?}");
+}

@@ -452,16 +452,22 @@ fn read_input<S: Store>(a: &BuildArgs, store: Option<&S>, auth: &crate::sources:
     }
     if stdin_file {
         let text = String::from_utf8(read_stdin()?).context("the Dockerfile on standard input is not UTF-8")?;
-        return Ok(Input { text, shown: "Dockerfile".into(), file: None, dir: a.context.clone(), _tmp: None, origin: None });
+        return Ok(Input { text, shown: "Dockerfile".into(), file: None, dir: local_dir(&a.context)?, _tmp: None, origin: None });
     }
     if let Some(url) = a.file.as_deref().map(|f| f.to_string_lossy()).filter(|f| frontend::remote::is_http(f)) {
         let text = super::remote_context::dockerfile_from_url(&url)?;
-        return Ok(Input { text, shown: url.to_string(), file: None, dir: a.context.clone(), _tmp: None, origin: None });
+        return Ok(Input { text, shown: url.to_string(), file: None, dir: local_dir(&a.context)?, _tmp: None, origin: None });
     }
     let file = a.file.clone().unwrap_or_else(|| a.context.join("Dockerfile"));
     let shown = file.display().to_string();
     let text = std::fs::read_to_string(&file).with_context(|| format!("reading {shown}"))?;
-    Ok(Input { text, shown, file: Some(file), dir: a.context.clone(), _tmp: None, origin: None })
+    Ok(Input { text, shown, file: Some(file), dir: local_dir(&a.context)?, _tmp: None, origin: None })
+}
+
+/// A local context as an absolute path: RUN bind mounts of it are made in
+/// a bundle directory, where a relative path would name nothing.
+fn local_dir(context: &Path) -> Result<PathBuf> {
+    std::path::absolute(context).with_context(|| format!("build context {}", context.display()))
 }
 
 /// Fill `opts.image_env` / `image_shell` with the configs of the FROM images
@@ -646,7 +652,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         Some(list) => list.split(',').map(parse_platform).collect::<Result<_>>()?,
     };
     let platform = platforms.first().cloned();
-    let epoch = match build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok()) {
+    let epoch = match build_args.get(frontend::epoch::NAME).cloned().or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok()) {
         None => None,
         Some(v) if v.is_empty() => None,
         Some(v) => Some(v.trim().parse::<u64>().map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?}: expected seconds since 1970"))?),
@@ -701,7 +707,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
             if !a.context.is_dir() {
                 bail!("build context {} is not a directory", a.context.display());
             }
-            Input { text: String::new(), shown: g.display().to_string(), file: None, dir: a.context.clone(), _tmp: None, origin: None }
+            Input { text: String::new(), shown: g.display().to_string(), file: None, dir: local_dir(&a.context)?, _tmp: None, origin: None }
         }
         None => read_input(a, early.as_ref().map(|(s, _)| s), &auth, keep_git_dir)?,
     };
@@ -755,6 +761,12 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         super::call::fill_bases(&mut li, &input.text, &|n| base_facts(&resolver, n, &plat));
         drop(super::call::build_checks(&input.text, &li, true)?);
     }
+    // No SOURCE_DATE_EPOCH from the caller: a global `ARG SOURCE_DATE_EPOCH=N`
+    // of the Dockerfile gives it (BuildKit's dockerfile 1.23).
+    let epoch = match epoch {
+        None if a.graph.is_none() => frontend::epoch::from_global_arg(&input.text, &build_args).map_err(|e| anyhow!("{}", e.render(&input.shown, &input.text)))?,
+        e => e,
+    };
     // A local context's build opens the store only now, after the checks.
     let (store, _lock) = match early {
         Some(s) => s,

@@ -171,6 +171,10 @@ pub fn check(text: &str, input: &Input) -> Report {
     let df = match crate::instructions::from_ast(&ast) {
         Ok(d) => d,
         Err(e) => {
+            // As BuildKit, whose rules of the instruction parse run one
+            // instruction at a time: the warnings of those above the error stay.
+            let above: Vec<source::NodeInfo> = infos.iter().filter(|i| i.start < e.span.line).cloned().collect();
+            parse_rules(&above, &cfg, &mut sink);
             report.warnings = sink.warnings;
             fail(&mut report, e.kind.to_string(), e.span.line, e.span.line);
             return report;
@@ -426,6 +430,13 @@ fn from_rules(
             let pm = pm.map_err(|e| (format!("failed to process arguments for platform {}: {}", p, e.0), loc.0, loc.1))?;
             if pm.value.is_empty() {
                 let mut m = format!("empty platform value from expression {p}");
+                if let Some(s) = pm.unmatched.iter().find_map(|u| walk::suggest(u, &globals.env.keys())) {
+                    m.push_str(&format!(" (did you mean {s}?)"));
+                }
+                return Err((m, loc.0, loc.1));
+            }
+            if let Some(why) = walk::bad_platform_component(&pm.value) {
+                let mut m = format!("failed to parse platform {p}: {why}");
                 if let Some(s) = pm.unmatched.iter().find_map(|u| walk::suggest(u, &globals.env.keys())) {
                     m.push_str(&format!(" (did you mean {s}?)"));
                 }

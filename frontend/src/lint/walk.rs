@@ -654,3 +654,11 @@ pub(crate) fn parse_platform(p: &str) -> Option<(String, String)> {
         _ => None,
     }
 }
+
+/// Why a platform specifier is refused for a component that is not
+/// `[A-Za-z0-9_.-]+` (an empty one, `linux/` with an unset ARG), in the
+/// words of containerd's parser, which BuildKit reports; `None` otherwise.
+pub(crate) fn bad_platform_component(spec: &str) -> Option<String> {
+    let bad = spec.split('/').find(|c| c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-')))?;
+    Some(format!("{bad:?} is an invalid component of {spec:?}: platform specifier component must match \"^[A-Za-z0-9_.-]+$\": invalid argument"))
+}
