@@ -100,6 +100,7 @@ pub(crate) fn resolve_chown(root: Option<&Path>, spec: &str) -> Result<(u32, u32
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
