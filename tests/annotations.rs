@@ -129,6 +129,7 @@ fn single_platform_places_and_refuses_as_buildkit() {
         let o = env.cmd().args(["--progress", "plain", "--provenance=false", "--push", "-t", &refused, "--annotation", ann]).arg(&ctx).output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && err.contains(needle), "{ann}: {err}");
+        assert!(err.contains("--annotation") && err.contains(ann.split('=').next().unwrap()), "{ann}: the flag and value are not named: {err}");
     }
     let o = Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{refused}")).output().unwrap();
     assert!(!o.status.success(), "nothing was pushed");

@@ -295,6 +295,8 @@ fn bad_attestation_flags_fail_naming_them_and_push_nothing() {
         let o = env.cmd().args(["--push", "-t", &t]).args(&args).arg(&ctx).output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
+        // The message names the flag and the value as given.
+        assert!(err.contains(&format!("{} {:?}", args[0], args[1])), "{args:?}: the flag is not named: {err}");
         let listed = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{}/v2/bad/app/tags/list", reg.host())]).output().unwrap();
         assert_eq!(String::from_utf8_lossy(&listed.stdout), "404", "{args:?}: something was pushed");
     }

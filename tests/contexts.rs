@@ -267,11 +267,16 @@ fn bad_input_fails_naming_the_url_and_leaves_nothing() {
         (vec![add_bad_sum.to_string_lossy().into_owned()], vec!["expected checksum to match 0123abcd", "Dockerfile:2"]),
         (vec![add_bad_query.to_string_lossy().into_owned()], vec!["branch conflicts with tag", "Dockerfile:2"]),
     ];
-    for (args, wants) in &cases {
-        let e = f.fails(args);
+    // Each with --push: nothing reaches the registry.
+    let Some(reg) = common::RegistryServer::start() else { return };
+    for (i, (args, wants)) in cases.iter().enumerate() {
+        let repo = format!("bad/ctx{i}");
+        let tag = format!("--tag={}/{repo}:1", reg.host());
+        let e = f.fails(&[vec!["--push".to_string(), tag], args.clone()].concat());
         for w in wants {
             assert!(e.contains(w), "stromatekt build {args:?}: the error should contain {w:?}:\n{e}");
         }
+        assert_eq!(reg.tags(&repo), Vec::<String>::new(), "stromatekt build {args:?}: something was pushed");
     }
     // Nothing half-made: no temporary files, no writable snapshots, no partial checkouts.
     let root = &f.env.root;

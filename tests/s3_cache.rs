@@ -4,7 +4,7 @@
 //! port by the test and killed by PID at the end. The bucket is inspected
 //! with boto3 from the same virtualenv, independently of our client.
 //!
-//! Needs root, btrfs, runc, umoci and moto: skipped with a message when
+//! Needs root, btrfs, runc, umoci, moto and docker-registry: skipped with a message when
 //! missing, except under `CI=true`, where it fails.
 
 #![allow(clippy::unwrap_used)]
@@ -267,9 +267,13 @@ fn s3_cache_makes_a_fresh_store_fully_cached() {
     // A bucket that does not exist: --cache-to fails naming it, and pushes
     // nothing; with ignore-error=true it is a warning; --cache-from warns.
     let missing = s3_opt(&moto, "no-such-bucket", ",mode=max");
-    let o = build(&a, &ctx_a, &["--cache-to", &missing]);
+    let Some(reg) = common::RegistryServer::start() else { return };
+    let tag = format!("{}/s3/app:1", reg.host());
+    let o = build(&a, &ctx_a, &["--cache-to", &missing, "--push", "-t", &tag]);
     assert!(!o.status.success());
+    assert!(stderr(&o).contains("--cache-to"), "{}", stderr(&o));
     assert!(stderr(&o).contains("S3 bucket \"no-such-bucket\" does not exist"), "{}", stderr(&o));
+    assert_eq!(reg.tags("s3/app"), Vec::<String>::new(), "the image was pushed although --cache-to failed");
     let o = ok(build(&a, &ctx_a, &["--cache-to", &format!("{missing},ignore-error=true")]));
     assert!(stderr(&o).contains("warning: --cache-to") && stderr(&o).contains("no-such-bucket"), "{}", stderr(&o));
     let o = ok(build(&a, &ctx_a, &["--cache-from", &missing]));

@@ -204,6 +204,24 @@ impl RegistryServer {
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// The tags of repository `repo` (none when the registry does not know
+    /// it: nothing was pushed there). No authentication.
+    pub fn tags(&self, repo: &str) -> Vec<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("GET /v2/{repo}/tags/list HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.port).as_bytes()).unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        let status = buf.split_whitespace().nth(1).unwrap_or_default().to_string();
+        if status == "404" {
+            return vec![];
+        }
+        assert_eq!(status, "200", "GET /v2/{repo}/tags/list:\n{buf}");
+        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v["tags"].as_array().map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    }
 }
 
 impl Drop for RegistryServer {
