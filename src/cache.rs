@@ -14,6 +14,8 @@
 //! Builds hold the store lock shared; prune holds it exclusively, so it
 //! waits for running builds and builds wait for it.
 
+pub mod key;
+
 use crate::store::Store;
 use anyhow::{Context as _, Result};
 use std::collections::BTreeSet;

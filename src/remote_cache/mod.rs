@@ -654,14 +654,14 @@ fn read_local_blob(dir: &Path, digest: &str) -> Result<Vec<u8>> {
 
 /// Record blob `l` as the layer `parent -> snapshot` where
 /// `scheduler::export::layer_blob` looks for it (same path formula:
-/// `cache/layers/<sha256(parent \0 name \0 gzip)>.json`), so exporting an
+/// `cache/layers/<key::layer_record>.json`), so exporting an
 /// image over imported snapshots reuses the cache's blobs as they are.
 fn write_layer_record(root: &Path, l: &RecipeLayer) -> Result<()> {
     let (Some(snapshot), Some(diff_id)) = (&l.snapshot, &l.diff_id) else { return Ok(()) };
     if l.media_type != LAYER_GZIP {
         return Ok(());
     }
-    let key = crate::scheduler::sha_hex(format!("{}\0{}\0gzip", l.parent.as_deref().unwrap_or(""), snapshot).as_bytes());
+    let key = crate::cache::key::layer_record(l.parent.as_deref(), snapshot, None);
     let dir = root.join("cache/layers");
     fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{key}.json"));

@@ -10,7 +10,8 @@
 //! recombination is new work.
 
 use super::export::layer_blob;
-use super::{origin_label, sha_hex, LayerRef, Scheduler, State};
+use super::{origin_label, LayerRef, Scheduler, State};
+use crate::cache::key;
 use crate::exec::Executor;
 use crate::image::config::History;
 use crate::image::manifest::Descriptor;
@@ -130,7 +131,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let rest: Vec<LayerRef> = st.layers.iter().enumerate().skip(first).filter(|(i, _)| !removed.contains(i)).map(|(_, l)| l.clone()).collect();
         if drop_base || !removed.is_empty() {
             let ids: Vec<&str> = rest.iter().map(|l| l.name.as_str()).collect();
-            let name = format!("rm-{}", sha_hex(format!("{start:?}\0{}", ids.join("\0")).as_bytes()));
+            let name = format!("rm-{}", key::remove(start.as_deref(), &ids));
             self.recorded.depend(&name, removed.iter().map(|&r| st.layers[r].name.clone()).collect());
             self.stacked(&name, start.as_deref(), &blobs, &rest).with_context(|| origin_label(node))?;
             out.top = Some(name);
@@ -163,7 +164,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         history.extend(st.config.history.iter().skip(old_hist).cloned());
         out.config.history = history;
         let ids: Vec<&str> = st.layers.iter().map(|l| l.name.as_str()).collect();
-        let name = format!("rebase-{}", sha_hex(format!("{:?}\0{}", new.top, ids.join("\0")).as_bytes()));
+        let name = format!("rebase-{}", key::rebase(new.top.as_deref(), &ids));
         self.stacked(&name, new.top.as_deref(), &[], &st.layers).with_context(|| origin_label(node))?;
         out.top = Some(name);
         Ok(out)
@@ -172,17 +173,17 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     /// `# stromatekt:with`: the snapshot `base` with the stacks of `with`
     /// applied on top, for a RUN to run on. Returns its name.
     pub(crate) fn mixed(&self, node: &Node, base: &State, with: &[NodeId], states: &BTreeMap<NodeId, State>) -> Result<String> {
-        let mut parts = vec![format!("{:?}", base.top)];
+        let mut parts: Vec<Option<&str>> = Vec::new();
         let mut order: Vec<Stack> = Vec::new();
         for id in with {
             let w = Self::input(states, *id)?;
             if w.context_dir.is_some() {
                 bail!("{}: # stromatekt:with needs images or stages, not a build context", origin_label(node));
             }
-            parts.push(format!("{:?}", w.top));
+            parts.push(w.top.as_deref());
             order.push((w.base_blobs.clone(), w.layers.clone()));
         }
-        let name = format!("mix-{}", sha_hex(parts.join("\0").as_bytes()));
+        let name = format!("mix-{}", key::mix(base.top.as_deref(), &parts));
         let recipe = order
             .iter()
             .flat_map(|(b, ls)| b.iter().map(|(d, f)| Part::Blob(d.clone(), f.clone())).chain(ls.iter().cloned().map(Part::Layer)))
@@ -216,7 +217,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     /// After a RUN on a mixed snapshot: the tree later steps see, `base`
     /// plus only what the RUN wrote (`layer`).
     pub(crate) fn unmixed(&self, base: &State, layer: &LayerRef) -> Result<String> {
-        let name = format!("unmix-{}", sha_hex(format!("{:?}\0{}", base.top, layer.name).as_bytes()));
+        let name = format!("unmix-{}", key::unmix(base.top.as_deref(), &layer.name));
         self.stacked(&name, base.top.as_deref(), &[], std::slice::from_ref(layer))?;
         Ok(name)
     }

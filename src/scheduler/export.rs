@@ -90,8 +90,7 @@ pub fn blob_path(root: &Path, digest: &str) -> PathBuf {
 }
 
 fn record_path(root: &Path, l: &LayerRef, epoch: Option<u64>) -> PathBuf {
-    let clamp = epoch.map(|e| format!("\0epoch={e}")).unwrap_or_default();
-    let key = super::sha_hex(format!("{}\0{}\0gzip{clamp}", l.parent.as_deref().unwrap_or(""), l.name).as_bytes());
+    let key = crate::cache::key::layer_record(l.parent.as_deref(), &l.name, epoch);
     root.join("cache/layers").join(format!("{key}.json"))
 }
 

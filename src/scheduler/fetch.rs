@@ -14,6 +14,7 @@
 //! commit is a cache hit downstream.
 
 use super::{origin_label, Scheduler, State};
+use crate::cache::key;
 use crate::exec::Executor;
 use crate::progress::Outcome;
 use crate::sources::git::{GitAuth, GitSource};
@@ -43,7 +44,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             Some(c) => Some(parse_checksum(c).map_err(fail)?),
         };
         if let Some(w) = &want {
-            let name = self.snapshot_name("http", node, &super::sha_hex(format!("sum\0{w}\0{filename}").as_bytes()));
+            let name = self.snapshot_name("http", node, key::http_checksum(w, filename).as_str());
             if self.cached(&name) {
                 return Ok(tree_state(name));
             }
@@ -55,11 +56,11 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                 return Err(fail(anyhow!("checksum mismatch: --checksum=sha256:{w} but the download has sha256:{got}; fix the checksum or the URL")));
             }
         }
-        let key_src = match &want {
-            Some(w) => format!("sum\0{w}\0{filename}"),
-            None => format!("body\0{got}\0{filename}\0{:?}", dl.mtime),
+        let id = match &want {
+            Some(w) => key::http_checksum(w, filename),
+            None => key::http_body(&got, filename, dl.mtime),
         };
-        let name = self.snapshot_name("http", node, &super::sha_hex(key_src.as_bytes()));
+        let name = self.snapshot_name("http", node, id.as_str());
         if self.cached(&name) {
             return Ok(tree_state(name));
         }
@@ -117,7 +118,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let co = crate::sources::git::checkout(&src, &auth, &self.store.cache_path("git"), &self.store.temp_path()).map_err(fail)?;
         let sub = subdir.as_deref().unwrap_or("");
         let keep = *keep_git_dir && sub.is_empty();
-        let name = self.snapshot_name("git", node, &super::sha_hex(format!("{}\0{sub}\0{keep}\0{skip_submodules}", co.commit).as_bytes()));
+        let name = self.snapshot_name("git", node, key::git(&co.commit, sub, keep, *skip_submodules).as_str());
         if self.cached(&name) {
             return Ok(tree_state(name));
         }

@@ -9,7 +9,7 @@
 //! unless the group says `overlap=last-wins`.
 
 use super::export::layer_blob;
-use super::{origin_label, sha_hex, LayerRef, Scheduler, State};
+use super::{origin_label, LayerRef, Scheduler, State};
 use crate::exec::Executor;
 use crate::image::config::History;
 use crate::image::layer::extract;
@@ -84,7 +84,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             }
         }
         let names: Vec<&str> = layers.iter().map(|(_, l, _)| l.name.as_str()).collect();
-        let name = format!("merge-{}", sha_hex(format!("{:?}\0{}", base_state.top, names.join("\0")).as_bytes()));
+        let name = format!("merge-{}", crate::cache::key::merge(base_state.top.as_deref(), &names));
         let recipe = layers.iter().map(|(_, l, _)| crate::remote_cache::Part::Layer(l.clone())).collect();
         self.recorded.record(&name, base_state.top.as_deref(), recipe);
         if !self.cached(&name) {

@@ -36,7 +36,6 @@ use crate::progress::{Outcome, Progress, Step};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
 use frontend::ir::{ConfigEdit, Graph, Node, NodeId, Op};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::path::PathBuf;
@@ -158,10 +157,6 @@ pub struct Scheduler<'a, S: Store, E: Executor> {
     /// the pre-hash thread and the COPY that reads the same source share one
     /// walk (the later caller waits for the first).
     tree_digests: Mutex<std::collections::HashMap<(PathBuf, String), TreeDigest>>,
-}
-
-pub(crate) fn sha_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 pub(crate) fn origin_label(node: &Node) -> String {
@@ -579,7 +574,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         let mut top: Option<String> = None;
         let mut chain = String::new();
         for ((layer, file), diff_id) in img.layers.iter().zip(&img.config.rootfs.diff_ids) {
-            chain = if chain.is_empty() { diff_id.clone() } else { format!("sha256:{}", sha_hex(format!("{chain} {diff_id}").as_bytes())) };
+            chain = crate::cache::key::chain_id((!chain.is_empty()).then_some(chain.as_str()), diff_id);
             let name = format!("img-{}", chain.trim_start_matches("sha256:"));
             if !self.cached(&name) {
                 imported = true;
@@ -612,8 +607,8 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         }
         let user = st.config.config.user.clone().unwrap_or_default();
         let step = self.step(node);
-        let key = sha_hex(format!("{:?}\0{wd}\0{user}", st.top).as_bytes());
-        let name = self.snapshot_name("wd", node, &key);
+        let key = crate::cache::key::workdir(st.top.as_deref(), &wd, &user);
+        let name = self.snapshot_name("wd", node, key.as_str());
         if self.cached(&name) {
             self.end(step, Outcome::Cached);
             return Ok(with_layer(node, &st, name));
@@ -797,3 +792,5 @@ pub(crate) fn with_layer(node: &Node, base: &State, name: String) -> State {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod key_golden;

@@ -22,6 +22,7 @@
 //! the layer.
 
 use super::{Scheduler, State};
+use crate::cache::key::MountInput;
 use crate::exec::{BindMount, Executor, TmpfsMount};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -43,7 +44,7 @@ pub(crate) struct Prepared {
     /// Environment added for this run only (secrets as env, SSH_AUTH_SOCK).
     pub env: Vec<String>,
     /// What goes into the cache key for the mounts.
-    pub key: Vec<serde_json::Value>,
+    pub key: Vec<MountInput>,
     /// Writable snapshots to remove afterwards.
     snapshots: Vec<String>,
     /// Directories to remove afterwards.
@@ -201,18 +202,16 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                         bail!("--mount=type=bind: source {:?} not found", if rel.is_empty() { "/" } else { &rel });
                     }
                     // Key: the mounted content.
-                    let content = if ctx_dir {
-                        let mut h = Sha256::new();
-                        crate::context::tree::hash_tree(&mut h, &src, &rel, if root == self.context.dir { Some(self.context) } else { None })?;
-                        hex::encode(h.finalize())
+                    p.key.push(if ctx_dir {
+                        let digest = crate::context::tree::tree_digest(&src, &rel, if root == self.context.dir { Some(self.context) } else { None })?;
+                        MountInput::BindTree { target: target.clone(), digest, rw: !m.readonly }
                     } else {
-                        format!("{}:{rel}", snapshot.clone().unwrap_or_default())
-                    };
-                    p.key.push(serde_json::json!({"bind": target, "content": content, "rw": !m.readonly}));
+                        MountInput::BindSnapshot { target: target.clone(), snapshot: snapshot.clone(), path: rel.clone(), rw: !m.readonly }
+                    });
                     let source = if m.readonly {
                         src
                     } else if let Some(top) = &snapshot {
-                        let key = format!("{}-m{i}", self.work_key(&format!("bind{}", &content.len())));
+                        let key = format!("{}-m{i}", self.work_key("bind"));
                         let dir = self.store.prepare(&key, Some(top))?;
                         p.snapshots.push(key);
                         if rel.is_empty() { dir } else { dir.join(&rel) }
@@ -281,11 +280,11 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                         }
                     };
                     p._locks.push(lock);
-                    p.key.push(serde_json::json!({"cache": id, "target": target}));
+                    p.key.push(MountInput::Cache { id: id.clone(), target: target.clone() });
                     p.binds.push(BindMount { source, target, readonly: m.readonly });
                 }
                 MountKind::Tmpfs => {
-                    p.key.push(serde_json::json!({"tmpfs": target, "size": m.size}));
+                    p.key.push(MountInput::Tmpfs { target: target.clone(), size: m.size });
                     p.tmpfs.push(TmpfsMount { target, size: m.size });
                 }
                 MountKind::Secret => {
@@ -296,7 +295,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                         }
                         continue;
                     };
-                    p.key.push(serde_json::json!({"secret": id, "target": target, "env": m.env}));
+                    p.key.push(MountInput::Secret { id: id.clone(), target: target.clone(), env: m.env.clone() });
                     if let Some(var) = &m.env {
                         p.env.push(format!("{var}={}", String::from_utf8_lossy(value)));
                     }
@@ -321,7 +320,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                         continue;
                     };
                     let target = if target.is_empty() { format!("/run/buildkit/ssh_agent.{i}") } else { target };
-                    p.key.push(serde_json::json!({"ssh": id, "target": target}));
+                    p.key.push(MountInput::Ssh { id: id.clone(), target: target.clone() });
                     p.env.push(format!("SSH_AUTH_SOCK={target}"));
                     // A socket of our own, with the mount's mode and owner,
                     // that forwards to the agent (the user's socket is left as it is).

@@ -56,7 +56,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     fn snapshot_dir(&self, node: &Node, dir: &Path, ignore: &str, keep_owners: bool) -> Result<State> {
         let ctx = Context::new(dir, ignore).with_index(&self.store.cache_path("context"));
         let digest = crate::context::tree::tree_digest(dir, "", Some(&ctx))?;
-        let snap = self.snapshot_name("ctx", node, &format!("{}{}", hex::encode(digest), if keep_owners { "-o" } else { "" }));
+        let snap = self.snapshot_name("ctx", node, crate::cache::key::context(&digest, keep_owners).as_str());
         let _ = ctx.save_index();
         if self.cached(&snap) {
             return Ok(State { top: Some(snap), ..State::default() });

@@ -1,7 +1,8 @@
 //! RUN: a command in a writable snapshot of its base, through the executor.
 
 use super::mounts::{missing_stub, remove_stub};
-use super::{origin_label, sha_hex, with_layer, Scheduler, State};
+use super::{origin_label, with_layer, Scheduler, State};
+use crate::cache::key::{self, RunEnv};
 use crate::exec::{ExecRequest, Executor};
 use crate::image::config::{ImageConfig, DEFAULT_PATH};
 use crate::progress::Outcome;
@@ -109,14 +110,6 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                 return Err(err.context(origin_label(node)));
             }
         };
-        let mut op = e.clone();
-        op.base = NodeId(0);
-        op.layer_name = None;
-        for m in &mut op.mounts {
-            m.from = None; // graph-local ids: the mounted content is in `mounts.key`
-        }
-        op.with.clear();
-        op.proxy_env.clear();
         // `# stromatekt:with`: run on the base with the mixed-in stacks on top.
         let parent = if e.with.is_empty() {
             base.top.clone()
@@ -130,8 +123,8 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                 }
             }
         };
-        let key_src = serde_json::json!({"parent": parent, "op": op, "env": env, "cwd": cwd, "user": user, "mounts": mounts.key});
-        let name = self.snapshot_name("run", node, &sha_hex(key_src.to_string().as_bytes()));
+        let id = key::run(e, RunEnv { parent: parent.as_deref(), env: &env, cwd: &cwd, user: &user }, &mounts.key);
+        let name = self.snapshot_name("run", node, id.as_str());
         let finish = |name: String| -> Result<State> {
             if e.with.is_empty() {
                 return Ok(with_layer(node, base, name));

@@ -71,8 +71,13 @@ pub fn git_http(work: &Path, repos: &Path) -> Server {
 /// `git daemon` exporting the repositories in `repos`: `git://127.0.0.1:PORT/NAME.git`.
 pub fn git_daemon(repos: &Path) -> Server {
     let port = free_port();
-    let child = Command::new("git")
-        .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+    // git-daemon itself, not `git daemon`: killing the `git` wrapper would
+    // leave the daemon running, holding the test's inherited file
+    // descriptors (the integration-test lock among them).
+    let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+    let daemon = PathBuf::from(String::from_utf8(exec_path.stdout).unwrap().trim()).join("git-daemon");
+    let child = Command::new(daemon)
+        .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
         .arg(format!("--port={port}"))
         .arg(format!("--base-path={}", repos.display()))
         .arg(repos)

@@ -57,9 +57,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-/// Format version of COPY cache keys (bump when the formula changes).
-const KEY_VERSION: &str = "copy-v4";
-
 /// One COPY, resolved against its inputs: what the key covers and the
 /// copier needs.
 struct Plan<'a> {
@@ -121,7 +118,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         }
         // --link: the layer is `name` (diff from nothing); later steps see
         // the base with that layer applied.
-        let merged = self.snapshot_name("link", node, &super::sha_hex(format!("{}\0{name}", base.top.as_deref().unwrap_or("")).as_bytes()));
+        let merged = self.snapshot_name("link", node, crate::cache::key::link(base.top.as_deref(), &name).as_str());
         if !self.cached(&merged) {
             cached = false;
             let key = self.work_key(&merged);

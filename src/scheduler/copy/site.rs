@@ -10,7 +10,7 @@
 //! in the way of the rest, removes what the selection no longer has and
 //! resets directory times ([`Track`]): the tree is the full copy's.
 
-use super::{dest_is_dir, Plan, KEY_VERSION};
+use super::Plan;
 use crate::context::Context;
 use crate::exec::rootfs::resolve_in_root;
 use crate::exec::Executor;
@@ -306,7 +306,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     /// does not exist in the tree the copy starts from (so everything below
     /// it is this COPY's own).
     pub(super) fn site_of(&self, p: &Plan<'_>) -> Option<String> {
-        let Plan { c, items, link, base, base_root, dest_abs, chown, .. } = *p;
+        let Plan { c, items, link, base, base_root, dest_abs, .. } = *p;
         if c.parents || !c.files.is_empty() || !c.remote.is_empty() || items.len() != 1 {
             return None;
         }
@@ -325,14 +325,6 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             return None;
         }
         let canon = fs::canonicalize(&self.context.dir).unwrap_or_else(|_| self.context.dir.clone());
-        let v = serde_json::json!({
-            "v": KEY_VERSION, "site": SITE_VERSION,
-            "parent": if link { None } else { base.top.clone() },
-            "context": canon.to_string_lossy(),
-            "dest": dest_abs, "into_dir": dest_is_dir(&c.dest),
-            "chown": chown, "chmod": c.chmod, "link": link, "parents": c.parents,
-            "exclude": c.exclude, "add": c.add, "unpack": c.unpack, "sources": c.sources,
-        });
-        Some(super::super::sha_hex(v.to_string().as_bytes()))
+Some(crate::cache::key::copy_site(&p.spec(), &canon.to_string_lossy(), SITE_VERSION).to_string())
     }
 }

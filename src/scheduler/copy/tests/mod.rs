@@ -365,30 +365,3 @@ fn cache_hits_ignore_mtime_but_not_content_or_mode() {
 }
 
 
-/// COPY keys are pinned: these names are the ones the scheduler gave
-/// before COPY moved out of one file, so a change to the key formula shows
-/// here and is deliberate (with `KEY_VERSION` bumped).
-#[test]
-fn copy_keys_are_pinned() {
-    // The key covers the context files' owners, 1000:1000 only as root.
-    if !crate::test_skip::root() {
-        return;
-    }
-    let f = fx(&[("a.txt", "A", 0o644), ("d/b.txt", "B", 0o600), ("d/c/e", "E", 0o755), ("d/c/f.md", "F", 0o644)]);
-    let text = "FROM scratch AS s\nCOPY a.txt /s/\nFROM scratch\nCOPY --chmod=640 d /d/\nCOPY --exclude=*.txt d /x\nCOPY --from=s /s /t/\n\
-                ADD --chown=1:2 a.txt /o\nCOPY <<EOF /h\nhi\nEOF\nCOPY --link --parents d/./c /p/\nCOPY d/*/*.md /m/\n";
-    let st = build(&f, text).unwrap();
-    let names: Vec<&str> = st.layers.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "copy-dd274fb8ca87017672ce6710865e8048284326b7e5fd8ab2fbeb26e9def3c4ac",
-            "copy-e6dcc49cfea80a462e7c46307058568c0cda221819936007a0cba782746ef388",
-            "copy-9717c5262f105f7992b17a4c05daa2722c5bd1e83f7761dd74fbf8c35350c131",
-            "copy-fff3023314bc355239100fe264ae92def00ba32bcfe58fbdeb67a8f9b11a7da0",
-            "copy-d66f264e477e288f9e5eff5256ab1d278860b13c75a6c2db25944132dc1e1cf1",
-            "copy-1bf4d3fd4d76d28e9eaaafbdcfaf8a3e33ea13fdd310c8b26e848796ad56a401",
-            "copy-f102d0093dff2ace38e1cb492a70f311d9a83aa44a593973ce9b33813bc74c0b",
-        ]
-    );
-}
