@@ -2,7 +2,8 @@
 //! wrapper around [`cli::run`].
 //!
 //! Dependency direction: cli -> output -> attest -> scheduler -> remote
-//! cache -> {cache, sources, context} -> {registry, exec} -> image ->
+//! cache -> {cache, sources, context,
+//! fscopy} -> {registry, exec} -> image ->
 //! {store, progress}; `docs/architecture.md` lists the layers and
 //! `tests/module_graph.rs` checks them. Only the IR (crate `frontend`) is
 //! shared with the frontend.
@@ -12,6 +13,7 @@ pub mod cache;
 pub mod cli;
 pub mod context;
 pub mod exec;
+pub mod fscopy;
 pub mod image;
 pub mod output;
 pub mod progress;

@@ -9,9 +9,13 @@
 //!   stripped, so `/foo/`, `foo/` and `./foo` all mean `foo`.
 //! * Syntax is Go `filepath.Match` (`*` and `?` never cross `/`, `[...]`
 //!   classes with `^` negation and ranges, `\` escapes) plus `**`, which
-//!   matches any number (including zero) of path segments.
+//!   matches any number (including zero) of path segments: the shared
+//!   matcher of [`crate::pattern`]. A pattern it rejects never matches.
 //! * The last matching pattern wins, and a pattern matching any parent
 //!   directory of a path also matches the path itself.
+
+use crate::path::clean;
+use crate::pattern::{Glob, Syntax, Tok};
 
 /// How a compiled pattern is matched (mirrors patternmatcher's `matchType`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,23 +32,6 @@ enum Kind {
     Invalid,
 }
 
-/// One element of a compiled glob.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok {
-    /// A literal character.
-    Lit(char),
-    /// `*`: any run of characters other than `/`.
-    Star,
-    /// `?`: one character other than `/`.
-    One,
-    /// `[...]`: one character in (or, if negated, not in) the ranges.
-    Class { negated: bool, ranges: Vec<(char, char)> },
-    /// `**/` (or `**` not at the end): `(.*/)?`.
-    DirStar,
-    /// Trailing `**` after other wildcards: `.*`.
-    All,
-}
-
 /// A single compiled `.dockerignore` pattern.
 #[derive(Debug, Clone)]
 struct Pattern {
@@ -52,7 +39,7 @@ struct Pattern {
     text: String,
     exclusion: bool,
     kind: Kind,
-    toks: Vec<Tok>,
+    glob: Option<Glob>,
 }
 
 /// Compiled `.dockerignore` patterns.
@@ -174,206 +161,37 @@ impl Pattern {
                         .strip_prefix('/')
                         .is_some_and(|rest| path == rest)
             }
-            Kind::Glob => {
-                let s: Vec<char> = path.chars().collect();
-                glob_match(&self.toks, &s)
-            }
+            Kind::Glob => self.glob.as_ref().is_some_and(|g| g.matches(path)),
             Kind::Invalid => false,
         }
     }
 }
 
-/// Compile a cleaned pattern, following patternmatcher's `compile`.
+/// Compile a cleaned pattern, following patternmatcher's `compile`: the
+/// kind says whether the text, a prefix, a suffix or the glob is matched.
 fn compile(text: String, exclusion: bool) -> Pattern {
-    let chars: Vec<char> = text.chars().collect();
-    let mut toks = Vec::new();
-    let mut kind = Kind::Exact;
-    let mut i = 0;
-    let mut step = 0;
-    let mut invalid = false;
-    while i < chars.len() {
-        let ch = chars[i];
-        i += 1;
-        match ch {
-            '*' if chars.get(i) == Some(&'*') => {
-                i += 1;
-                if chars.get(i) == Some(&'/') {
-                    i += 1;
-                }
-                if i >= chars.len() {
-                    if kind == Kind::Exact {
-                        kind = Kind::Prefix;
-                    } else {
-                        toks.push(Tok::All);
-                        kind = Kind::Glob;
-                    }
-                } else {
-                    toks.push(Tok::DirStar);
-                    kind = Kind::Glob;
-                }
-                if step == 0 {
-                    kind = Kind::Suffix;
+    let glob = Glob::new(&text, Syntax::DoubleStar).ok().filter(|g| !g.has_reversed_range());
+    let kind = match &glob {
+        None => Kind::Invalid,
+        Some(g) => {
+            let wild = |t: &&Tok| !matches!(t, Tok::Lit(_));
+            let toks = g.toks();
+            // An escape makes patternmatcher match by regexp.
+            let escaped = text.contains('\\');
+            if text.starts_with("**") {
+                if escaped || toks.iter().skip(1).any(|t| wild(&t)) { Kind::Glob } else { Kind::Suffix }
+            } else if escaped {
+                Kind::Glob
+            } else {
+                match toks.iter().filter(wild).count() {
+                    0 => Kind::Exact,
+                    1 if toks.last() == Some(&Tok::All) => Kind::Prefix,
+                    _ => Kind::Glob,
                 }
             }
-            '*' => {
-                toks.push(Tok::Star);
-                kind = Kind::Glob;
-            }
-            '?' => {
-                toks.push(Tok::One);
-                kind = Kind::Glob;
-            }
-            '\\' => {
-                if let Some(&next) = chars.get(i) {
-                    i += 1;
-                    toks.push(Tok::Lit(next));
-                    kind = Kind::Glob;
-                } else {
-                    toks.push(Tok::Lit('\\'));
-                }
-            }
-            '[' => {
-                kind = Kind::Glob;
-                match parse_class(&chars, i) {
-                    Some((tok, next)) => {
-                        toks.push(tok);
-                        i = next;
-                    }
-                    None => {
-                        invalid = true;
-                        break;
-                    }
-                }
-            }
-            ']' => {
-                // A stray `]` is a syntax error for filepath.Match.
-                invalid = true;
-                break;
-            }
-            c => toks.push(Tok::Lit(c)),
         }
-        step += 1;
-    }
-    if invalid {
-        kind = Kind::Invalid;
-    }
-    Pattern {
-        text,
-        exclusion,
-        kind,
-        toks,
-    }
-}
-
-/// Parse a character class whose `[` was just consumed; `i` indexes the
-/// first character after it. Returns the token and the index after `]`,
-/// or `None` if the class is malformed (as `filepath.Match` would report).
-fn parse_class(chars: &[char], mut i: usize) -> Option<(Tok, usize)> {
-    let mut negated = false;
-    if chars.get(i) == Some(&'^') {
-        negated = true;
-        i += 1;
-    }
-    let mut ranges = Vec::new();
-    let mut first = true;
-    loop {
-        let c = *chars.get(i)?;
-        if c == ']' && !first {
-            return Some((Tok::Class { negated, ranges }, i + 1));
-        }
-        first = false;
-        let lo = class_char(chars, &mut i)?;
-        let mut hi = lo;
-        if chars.get(i) == Some(&'-') {
-            i += 1;
-            hi = class_char(chars, &mut i)?;
-            if hi < lo {
-                return None;
-            }
-        }
-        ranges.push((lo, hi));
-    }
-}
-
-/// Read one (possibly `\`-escaped) character inside a class.
-fn class_char(chars: &[char], i: &mut usize) -> Option<char> {
-    let c = *chars.get(*i)?;
-    match c {
-        '-' | ']' => None,
-        '\\' => {
-            let e = *chars.get(*i + 1)?;
-            *i += 2;
-            Some(e)
-        }
-        _ => {
-            *i += 1;
-            Some(c)
-        }
-    }
-}
-
-/// Backtracking match of a whole string against compiled tokens.
-fn glob_match(toks: &[Tok], s: &[char]) -> bool {
-    let Some((tok, rest)) = toks.split_first() else {
-        return s.is_empty();
     };
-    match tok {
-        Tok::Lit(c) => s.first() == Some(c) && glob_match(rest, &s[1..]),
-        Tok::One => s.first().is_some_and(|&c| c != '/') && glob_match(rest, &s[1..]),
-        Tok::Class { negated, ranges } => match s.first() {
-            Some(&c) => {
-                let inside = ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi);
-                inside != *negated && glob_match(rest, &s[1..])
-            }
-            None => false,
-        },
-        Tok::Star => {
-            for k in 0..=s.len() {
-                if glob_match(rest, &s[k..]) {
-                    return true;
-                }
-                if k < s.len() && s[k] == '/' {
-                    break;
-                }
-            }
-            false
-        }
-        Tok::DirStar => {
-            if glob_match(rest, s) {
-                return true;
-            }
-            (0..s.len()).any(|k| s[k] == '/' && glob_match(rest, &s[k + 1..]))
-        }
-        Tok::All => (0..=s.len()).any(|k| glob_match(rest, &s[k..])),
-    }
-}
-
-/// Lexical path cleaning like Go's `path.Clean`.
-fn clean(p: &str) -> String {
-    if p.is_empty() {
-        return ".".to_string();
-    }
-    let rooted = p.starts_with('/');
-    let mut out: Vec<&str> = Vec::new();
-    for seg in p.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                if out.last().is_some_and(|l| *l != "..") {
-                    out.pop();
-                } else if !rooted {
-                    out.push("..");
-                }
-            }
-            s => out.push(s),
-        }
-    }
-    let joined = out.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
+    Pattern { text, exclusion, kind, glob }
 }
 
 #[cfg(test)]
@@ -499,6 +317,14 @@ mod tests {
         assert!(!ex("[abc", "a"));
         assert!(!ex("[]", "a"));
         assert!(!ex("[z-a]", "b"));
+        assert!(!ex("[^z-a]", "b"), "RE2 refuses a reversed range");
+        assert!(!ex("a\\", "a\\"), "a trailing escape is malformed");
+    }
+
+    #[test]
+    fn stray_bracket_is_literal() {
+        assert!(ex("a]", "a]"));
+        assert!(!ex("a]", "a"));
     }
 
     #[test]

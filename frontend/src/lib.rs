@@ -35,6 +35,8 @@ pub mod lower;
 pub mod mounts;
 pub mod outline;
 pub mod parser;
+pub mod path;
+pub mod pattern;
 pub mod remote;
 pub mod span;
 pub mod syntax;

@@ -673,17 +673,7 @@ fn flag_span(o: &Origin, name: &str) -> Span {
 /// Go's `path.Clean` of an absolute path: `.`, `..` and repeated slashes
 /// resolved, no trailing slash.
 fn clean_path(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    format!("/{}", crate::path::clean_below_root(p))
 }
 
 /// The ports of one EXPOSE word as Docker's `nat.ParsePortSpecs`:

@@ -122,29 +122,9 @@ pub fn ram_in_bytes(v: &str) -> Option<u64> {
     Some((n * mult as f64) as u64)
 }
 
-/// `path.Clean` for slash paths.
+/// `path.Clean` for slash paths (see [`crate::path::clean`]).
 pub fn clean_path(p: &str) -> String {
-    let rooted = p.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in p.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|l| *l != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            s => parts.push(s),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".into(),
-        (false, false) => joined,
-    }
+    crate::path::clean(p)
 }
 
 /// The raw `from=` of a mount spec, if any (for finding stage dependencies

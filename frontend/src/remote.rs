@@ -129,17 +129,7 @@ fn scp_like(s: &str) -> Option<(&str, Option<&str>, Option<&str>)> {
 
 /// `path.Join("/", subdir)` without the leading `/`; None when empty.
 fn clean_subdir(subdir: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in subdir.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    (!parts.is_empty()).then(|| parts.join("/"))
+    Some(crate::path::clean_below_root(subdir)).filter(|c| !c.is_empty())
 }
 
 /// Go's `strconv.ParseBool`.

@@ -65,9 +65,9 @@ pub(super) fn read_remote<S: Store>(
             let body = tmp.path().join("download");
             fs::write(&body, &d.body).with_context(|| format!("writing {}", body.display()))?;
             let origin = Some(ContextOrigin { url: url.clone(), commit: None, subdir: None });
-            match crate::scheduler::copy::archive_reader(&body)? {
+            match crate::fscopy::archive_reader(&body)? {
                 Some(r) => {
-                    crate::scheduler::copy::unpack(r, &dir, None).with_context(|| format!("unpacking the context {url}"))?;
+                    crate::fscopy::unpack(r, &dir, None, crate::fscopy::IdMap::identity()).with_context(|| format!("unpacking the context {url}"))?;
                     let _ = fs::remove_file(&body);
                     let mut input = dockerfile_in(&dir, file, url)?;
                     input.origin = origin;

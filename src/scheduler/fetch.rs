@@ -67,7 +67,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let key = format!("{}-{}", self.work_key(&name), node.id.0);
         let res = (|| -> Result<()> {
             let root = self.store.prepare(&key, None)?;
-            write_download(&root, filename, &dl)
+            write_download(&root, filename, &dl, self.opts.ids)
         })();
         self.finish_source(&key, &name, res).map_err(fail)
     }
@@ -125,7 +125,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let key = format!("{}-{}", self.work_key(&name), node.id.0);
         let res = (|| -> Result<()> {
             let root = self.store.prepare(&key, None)?;
-            copy_dir(&co.dir, &root)
+            copy_dir(&co.dir, &root, self.opts.ids.to_host((0, 0))?)
         })();
         self.finish_source(&key, &name, res).map_err(fail)
     }
@@ -160,14 +160,15 @@ fn parse_checksum(c: &str) -> Result<String> {
 
 /// Write the downloaded file as BuildKit does: mode 0600, root-owned,
 /// mtime = Last-Modified.
-fn write_download(root: &Path, filename: &str, dl: &Download) -> Result<()> {
+fn write_download(root: &Path, filename: &str, dl: &Download, ids: crate::fscopy::IdMap) -> Result<()> {
     if filename.is_empty() || filename.contains('/') || filename == "." || filename == ".." {
         bail!("cannot name the downloaded file {filename:?}");
     }
     let p = root.join(filename);
     fs::write(&p, &dl.body).with_context(|| format!("writing {}", p.display()))?;
     fs::set_permissions(&p, fs::Permissions::from_mode(0o600))?;
-    std::os::unix::fs::lchown(&p, Some(0), Some(0)).with_context(|| format!("chown {}", p.display()))?;
+    let (uid, gid) = ids.to_host((0, 0))?;
+    std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).with_context(|| format!("chown {}", p.display()))?;
     if let Some(t) = dl.mtime {
         use nix::sys::stat::{utimensat, UtimensatFlags};
         use nix::sys::time::TimeSpec;
@@ -177,8 +178,9 @@ fn write_download(root: &Path, filename: &str, dl: &Download) -> Result<()> {
     Ok(())
 }
 
-/// Copy a checked-out tree into a snapshot (root-owned, modes and symlinks kept).
-fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
+/// Copy a checked-out tree into a snapshot (owned by `root`, the host owner
+/// of the image's 0:0; modes and symlinks kept).
+fn copy_dir(src: &Path, dst: &Path, root: (u32, u32)) -> Result<()> {
     let mut names: Vec<_> = fs::read_dir(src).with_context(|| format!("reading {}", src.display()))?.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     names.sort();
     for n in names {
@@ -189,11 +191,11 @@ fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
         } else if md.is_dir() {
             fs::create_dir(&d)?;
             fs::set_permissions(&d, md.permissions())?;
-            copy_dir(&s, &d)?;
+            copy_dir(&s, &d, root)?;
         } else {
             fs::copy(&s, &d)?;
         }
-        std::os::unix::fs::lchown(&d, Some(0), Some(0)).with_context(|| format!("chown {}", d.display()))?;
+        std::os::unix::fs::lchown(&d, Some(root.0), Some(root.1)).with_context(|| format!("chown {}", d.display()))?;
     }
     Ok(())
 }

@@ -99,6 +99,9 @@ pub struct Options {
     /// The main context is a remote one (a Git checkout, an unpacked
     /// tarball): read as a snapshot with its owners, like any other tree.
     pub remote_context: bool,
+    /// How owners in the image are given on the host (the identity: the
+    /// store is written as root).
+    pub ids: crate::fscopy::IdMap,
 }
 
 impl Default for Options {
@@ -112,6 +115,7 @@ impl Default for Options {
             ssh: BTreeMap::new(),
             named_contexts: BTreeMap::new(),
             remote_context: false,
+            ids: crate::fscopy::IdMap::identity(),
         }
     }
 }
@@ -164,7 +168,7 @@ pub(crate) fn origin_label(node: &Node) -> String {
     }
 }
 
-/// One build-context tree's digest, computed once (see [`copy::tree_digest`]).
+/// One build-context tree's digest, computed once (see [`crate::context::tree::tree_digest`]).
 type TreeDigest = Arc<std::sync::OnceLock<Result<[u8; 32], String>>>;
 
 /// Shared state of one `run`.
@@ -462,13 +466,13 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
     }
 
     /// The digest of build-context tree `path` (named `rel`), see
-    /// [`copy::tree_digest`]; computed once per build, whoever asks first.
+    /// [`crate::context::tree::tree_digest`]; computed once per build, whoever asks first.
     pub(crate) fn context_tree_digest(&self, path: &std::path::Path, rel: &str) -> Result<[u8; 32]> {
         let cell = {
             let mut m = self.tree_digests.lock().map_err(|_| anyhow!("internal: tree digest lock poisoned"))?;
             m.entry((path.to_path_buf(), rel.to_string())).or_default().clone()
         };
-        cell.get_or_init(|| copy::tree_digest(path, rel, Some(self.context)).map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
+        cell.get_or_init(|| crate::context::tree::tree_digest(path, rel, Some(self.context)).map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
     }
 
     /// Start a progress step for `node` (nodes without a Dockerfile origin
@@ -623,6 +627,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                 let p = crate::exec::rootfs::resolve_in_root(&root, &rel)?;
                 if fs::symlink_metadata(&p).is_err() {
                     fs::create_dir(&p).with_context(|| format!("creating {rel}"))?;
+                    let (uid, gid) = self.opts.ids.to_host((uid, gid))?;
                     std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
                 }
             }

@@ -203,7 +203,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                     }
                     // Key: the mounted content.
                     p.key.push(if ctx_dir {
-                        let digest = super::copy::tree_digest(&src, &rel, if root == self.context.dir { Some(self.context) } else { None })?;
+                        let digest = crate::context::tree::tree_digest(&src, &rel, if root == self.context.dir { Some(self.context) } else { None })?;
                         MountInput::BindTree { target: target.clone(), digest, rw: !m.readonly }
                     } else {
                         MountInput::BindSnapshot { target: target.clone(), snapshot: snapshot.clone(), path: rel.clone(), rw: !m.readonly }

@@ -55,14 +55,14 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     /// excludes; owners kept, or all root.
     fn snapshot_dir(&self, node: &Node, dir: &Path, ignore: &str, keep_owners: bool) -> Result<State> {
         let ctx = Context::new(dir, ignore).with_index(&self.store.cache_path(crate::store::Area::Context));
-        let digest = super::copy::tree_digest(dir, "", Some(&ctx))?;
+        let digest = crate::context::tree::tree_digest(dir, "", Some(&ctx))?;
         let snap = self.snapshot_name("ctx", node, crate::cache::key::context(&digest, keep_owners).as_str());
         let _ = ctx.save_index();
         if self.cached(&snap) {
             return Ok(State { top: Some(snap), ..State::default() });
         }
         let mut entries = Vec::new();
-        super::copy::list_tree(dir, "", Some(&ctx), &|_, _| false, &mut entries)?;
+        crate::context::tree::list_tree(dir, "", Some(&ctx), &|_, _| false, &mut entries)?;
         let key = format!("{}-{}", self.work_key(&snap), node.id.0);
         let res = (|| -> Result<()> {
             let root = self.store.prepare(&key, None)?;

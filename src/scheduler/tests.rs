@@ -80,10 +80,16 @@ fn graph(text: &str, args: &[(&str, &str)]) -> Graph {
     frontend::build_graph(text, &opts).map_err(|e| e.render("Dockerfile", text)).unwrap()
 }
 
+/// Options of these tests: without root, the image's 0:0 is the user
+/// running them.
+fn opts() -> Options {
+    Options { jobs: 4, ids: crate::fscopy::IdMap::for_current_user(), ..Options::default() }
+}
+
 fn build(f: &Fixture, exec: &FakeExecutor, text: &str, args: &[(&str, &str)]) -> (Result<State>, Vec<StepRecord>) {
     let g = graph(text, args);
     let progress = Progress::new(Mode::Quiet);
-    let sched = Scheduler::new(&f.store, exec, &f.context, &NoImages, &progress, Options { jobs: 4, ..Options::default() });
+    let sched = Scheduler::new(&f.store, exec, &f.context, &NoImages, &progress, opts());
     let res = sched.run(&g).map(|states| states[&g.exports[0].node].clone());
     (res, progress.records())
 }
@@ -161,9 +167,6 @@ fn build_arg_change_reruns_from_its_first_use() {
 
 #[test]
 fn copy_cache_follows_content_and_mode_not_mtime() {
-    if !crate::test_skip::root() {
-        return;
-    }
     let f = fixture();
     let exec = fake();
     let text = "FROM scratch\nRUN touch /first\nCOPY a.txt /a.txt\nRUN touch /after\n";
@@ -281,28 +284,25 @@ use std::os::unix::fs::PermissionsExt;
 
 #[test]
 fn a_context_tree_is_walked_once_per_build() {
-    if !crate::test_skip::root() {
-        return;
-    }
     let f = fixture();
     let exec = fake();
     let progress = Progress::new(Mode::Quiet);
     let dir = f.context.dir.join("t");
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("f"), "one").unwrap();
-    let sched = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, Options::default());
+    let sched = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, opts());
     let first = sched.context_tree_digest(&dir, "t").unwrap();
     // The pre-hash thread and the COPY share the first walk's result.
     fs::write(dir.join("f"), "two").unwrap();
     assert_eq!(sched.context_tree_digest(&dir, "t").unwrap(), first);
     // The next build walks again and sees the change.
-    let next = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, Options::default());
+    let next = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, opts());
     assert_ne!(next.context_tree_digest(&dir, "t").unwrap(), first);
     // A COPY of the tree reuses the digest: its key is the one of a fresh
     // build of the same content.
     let g = graph("FROM scratch\nCOPY t /t\n", &[]);
     let states = next.run(&g).unwrap();
-    let again = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, Options::default()).run(&g).unwrap();
+    let again = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, opts()).run(&g).unwrap();
     let top = |s: &BTreeMap<NodeId, State>| s[&g.exports[0].node].top.clone();
     assert_eq!(top(&states), top(&again));
 }

@@ -8,6 +8,8 @@
 //! (`cache/context/<hash of the context path>.json`) and is replaced
 //! atomically (write + rename) at the end of a build.
 
+pub mod tree;
+
 use frontend::dockerignore::Matcher;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
