@@ -295,7 +295,7 @@ fn incremental_copy_gives_the_full_copys_image() {
     // What both give: the new empty directory too.
     let names = last_layer_names(&out.join("inc"));
     for p in ["app/d6/hollow/", "app/d5/new", "app/d3/link", "app/d1/f1.txt"] {
-        assert!(names.contains(p), "{p} is not in the COPY layer: {names:?}");
+        assert!(names.contains(p), "{p} is not in the COPY layer ({} entries)", names.len());
     }
     assert!(!names.contains("app/d2/f2.txt"), "a removed file is in the COPY layer");
 }
