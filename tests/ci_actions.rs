@@ -308,6 +308,7 @@ fn build_push_action_with_metadata_attestations_named_contexts_and_registry_cach
     let prov_layer = att["layers"].as_array().unwrap().iter().find(|l| l["annotations"]["in-toto.io/predicate-type"] == PROVENANCE).unwrap();
     let prov = blob_json(&reg, "acme/app", prov_layer["digest"].as_str().unwrap());
     let prov_text = prov.to_string();
+    assert!(prov_text.contains("https://github.com/acme/app/actions/runs/4242/attempts/1"), "the action's builder id: {prov_text}");
     let (_, base_digest) = registry_raw(&format!("{}/busybox:latest", reg.host()));
     assert!(prov_text.contains(&base_digest.replace("sha256:", "")), "the docker-image:// context ({base_digest}) among the materials: {prov_text}");
     // The image has the named directory's file, copied by a RUN.
