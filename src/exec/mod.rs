@@ -6,6 +6,7 @@ pub mod resources;
 pub mod rootfs;
 pub mod runc;
 pub mod seccomp;
+pub mod seccomp_profile;
 pub mod spec;
 pub mod user;
 

@@ -14,8 +14,9 @@
 //! (libunwind's address validation), so a blanket success would make them
 //! read unmapped memory.
 //!
-//! Composition: [`with_noop_sync`] adds the rules to a base profile (none
-//! today; Docker's default profile for confinement later). The sync names are
+//! Composition: [`with_noop_sync`] adds the rules to a base profile (Docker's
+//! default one, [`super::seccomp_profile`], or none under
+//! `--security=insecure`). The sync names are
 //! first taken out of every rule of the base, then our rule is appended, so
 //! each of them is named by one rule only (given two rules for one syscall,
 //! runc's libseccomp 2.5 silently keeps the first: the order would decide),

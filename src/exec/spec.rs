@@ -3,8 +3,10 @@
 //! The defaults mirror Docker's: its default capability set, the usual `/proc`,
 //! `/dev`, `/dev/pts`, `/dev/shm`, `/dev/mqueue` and read-only `/sys` mounts, new
 //! pid/ipc/uts/mount namespaces, and a network namespace only for `--network=none`.
-//! The seccomp filter comes from [`super::seccomp`] (the sync family answered
-//! with success, in every RUN, `--security=insecure` included: it confines nothing).
+//! The seccomp filter is Docker's default profile ([`super::seccomp_profile`],
+//! for the step's capabilities) with the sync family answered with success
+//! ([`super::seccomp`]); a `--security=insecure` step gets only the latter,
+//! which confines nothing.
 
 use std::path::{Path, PathBuf};
 
@@ -155,6 +157,7 @@ pub fn build(
         DEFAULT_CAPS.iter().copied().collect()
     };
     let mut capabilities = LinuxCapabilities::default();
+    let bounding: Vec<Capability> = caps.iter().copied().collect();
     capabilities.set_bounding(Some(caps.clone()));
     capabilities.set_effective(Some(caps.clone()));
     capabilities.set_permitted(Some(caps));
@@ -218,7 +221,10 @@ pub fn build(
     let mut spec = Spec::default();
     let mut linux = spec.linux().clone().unwrap_or_default();
     linux.set_namespaces(Some(namespaces));
-    linux.set_seccomp(Some(super::seccomp::with_noop_sync(None)));
+    // The sync family is answered in every RUN; the default profile
+    // confines all but `--security=insecure` ones.
+    let profile = (!req.insecure).then(|| super::seccomp_profile::default_profile(std::env::consts::ARCH, &bounding));
+    linux.set_seccomp(Some(super::seccomp::with_noop_sync(profile)));
     if req.insecure {
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);
@@ -291,8 +297,11 @@ mod tests {
             v["mounts"].as_array().expect("mounts").iter().filter_map(|m| m["destination"].as_str()).collect();
         assert!(dests.contains(&"/run") && dests.contains(&"/dev/shm") && !dests.contains(&"/tmp"));
         let seccomp = &v["linux"]["seccomp"];
-        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ALLOW");
-        let rule = &seccomp["syscalls"][0];
+        // Docker's default profile, then the sync rule.
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO");
+        let rules = seccomp["syscalls"].as_array().expect("rules");
+        assert!(!rules.iter().any(|r| r["names"].as_array().expect("names").iter().any(|n| n == "keyctl" || n == "unshare")));
+        let rule = rules.last().expect("a rule");
         assert_eq!((rule["action"].as_str(), rule["errnoRet"].as_u64()), (Some("SCMP_ACT_ERRNO"), Some(0)));
         let names: Vec<&str> = rule["names"].as_array().expect("names").iter().filter_map(|n| n.as_str()).collect();
         assert!(["fsync", "fdatasync", "sync_file_range", "syncfs", "sync"].iter().all(|n| names.contains(n)), "{names:?}");
