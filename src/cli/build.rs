@@ -625,7 +625,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     let attest = crate::attest::flags::parse(&a.attest, std::env::var("BUILDX_NO_DEFAULT_ATTESTATIONS").ok().as_deref())?;
     let resources = a.resources.resources()?;
     let annotations = crate::output::annotations::Annotations::from_flags(&a.annotations)?;
-    use crate::remote_cache::{parse_cache_option, parse_cache_spec, CacheSpec, ImportedCache};
+    use crate::cache::remote::{parse_cache_option, parse_cache_spec, CacheSpec, ImportedCache};
     let cache_from =
         a.cache_from.iter().map(|c| parse_cache_spec(c).with_context(|| format!("--cache-from {c}"))).collect::<Result<Vec<_>>>()?;
     let cache_to_opts = a.cache_to.iter().map(|c| parse_cache_option(c).with_context(|| format!("--cache-to {c}"))).collect::<Result<Vec<_>>>()?;
@@ -884,7 +884,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     };
     let attestations = super::attest::make(a, &attest, facts, &store, &graph, &states, &recorder, &sched.opts.platform)?;
     for opt in cache_to_opts.iter().filter(|c| c.spec != CacheSpec::Inline) {
-        match crate::remote_cache::export_cache(&store, sched.recorded(), &results, &opt.spec, None) {
+        match crate::cache::remote::export_cache(&store, sched.recorded(), &results, &opt.spec, None) {
             Ok(s) => progress.message(&format!(
                 "exported build cache {} ({} entries, {} blobs{})",
                 s.manifest,
@@ -905,7 +905,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     let default_load = a.as_docker_plugin && outputs.is_empty() && !a.push && !a.load && crate::output::load::docker_reachable();
     let mut labels = labels;
     if cache_to.contains(&CacheSpec::Inline) {
-        labels.push(crate::remote_cache::inline_label(&store, sched.recorded(), &[state])?);
+        labels.push(crate::cache::remote::inline_label(&store, sched.recorded(), &[state])?);
     }
     let attested = attestations.into_iter().next().unwrap_or_default();
     let metadata = crate::attest::metadata(std::slice::from_ref(&attested), &crate::attest::build_ref(), std::env::var("BUILDX_METADATA_PROVENANCE").ok().as_deref());
