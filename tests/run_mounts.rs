@@ -67,4 +67,12 @@ fn run_mounts_and_heredocs() {
     let ev = common::events(&build(&store.scratch().join("out3"), &["--progress=rawjson"]));
     assert_eq!(common::outcome(&ev, "/from-ctx"), "done");
     assert_eq!(common::outcome(&ev, "/tool-version"), "done", "steps after a re-run step re-run");
+
+    // A context given as a relative path (`stromatekt build .` from the
+    // context's directory) binds the same directory into RUN.
+    let out4 = store.scratch().join("out4");
+    let o = env.cmd().current_dir(&ctx).args(["--no-cache", "-o"]).arg(format!("type=oci,dest={}", out4.display())).arg(".").output().unwrap();
+    assert!(o.status.success(), "build of `.`: {}", String::from_utf8_lossy(&o.stderr));
+    let rootfs = common::unpack(&out4, &store.scratch().join("bundle4"));
+    assert_eq!(std::fs::read_to_string(rootfs.join("from-ctx")).unwrap(), "new data\n", "the bind mount of a relative context");
 }
