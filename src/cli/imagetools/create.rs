@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// One source of `create`, resolved: its descriptor and where it lives.
 struct Source {
     desc: Descriptor,
     /// Normalized reference it was read from (`repo@digest` or `repo:tag`).

@@ -10,6 +10,12 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// buildx's provenance and SBOM views of one image's attestation layers
+/// (descriptor and blob of each in-toto layer of the attestation manifests
+/// that reference it): `{"SLSA": predicate}` from the first SLSA provenance
+/// statement, `{"SPDX": predicate, "AdditionalSPDXs": [...]}` from the SPDX
+/// ones; None when there is none of a kind. This is the one place that
+/// reads attestations for `imagetools inspect`.
 pub fn attestation_stubs(layers: &[(Descriptor, Vec<u8>)]) -> Result<(Option<Value>, Option<Value>)> {
     let mut provenance = None;
     let mut spdx: Vec<Value> = Vec::new();

@@ -137,11 +137,5 @@ fn platform_string(p: &Platform) -> String {
     }
 }
 
-/// buildx's provenance and SBOM views of one image's attestation layers
-/// (descriptor and blob of each in-toto layer of the attestation manifests
-/// that reference it): `{"SLSA": predicate}` from the first SLSA provenance
-/// statement, `{"SPDX": predicate, "AdditionalSPDXs": [...]}` from the SPDX
-/// ones; None when there is none of a kind. This is the one place that
-
 #[cfg(test)]
 mod tests;
