@@ -371,7 +371,8 @@ impl Progress {
         let shown: Vec<String> = path.iter().filter(|r| r.end - r.start >= 0.05).map(|r| format!("#{}", r.number)).collect();
         self.emit(
             || {
-                let mut s = format!("built in {total:.2}s: {run} steps run, {cached} cached");
+                let steps = if run == 1 { "step" } else { "steps" };
+                let mut s = format!("built in {total:.2}s: {run} {steps} run, {cached} cached");
                 if !shown.is_empty() {
                     s.push_str(&format!("; critical path {path_time:.1}s: {}", shown.join(" -> ")));
                 }

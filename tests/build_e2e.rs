@@ -4,7 +4,7 @@
 //!
 //! Needs root, runc, mkfs.btrfs, skopeo and /bin/busybox; otherwise it
 //! fails naming what is missing (a skip only with `STROMATEKT_ALLOW_SKIP=1`).
-//! The mount (and its loop device) is released by a `Drop` guard.
+//! The mounts (and their loop devices) are released by `Drop` guards.
 
 #![allow(clippy::unwrap_used)]
 
@@ -68,9 +68,15 @@ fn busybox_layout(tmp: &Path, out: &Path) {
 }
 
 fn build(root: &Path, ctx: &Path, file: &Path, out: &Path) -> Output {
+    build_with(root, ctx, file, out, &[])
+}
+
+fn build_with(root: &Path, ctx: &Path, file: &Path, out: &Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stromatekt"))
         .env("STROMATEKT_ROOT", root)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
         .arg("build")
+        .args(extra)
         .arg("-f")
         .arg(file)
         .arg("-t")
@@ -98,6 +104,16 @@ fn layer_entries(path: &Path) -> BTreeSet<String> {
         names.insert(p);
     }
     names
+}
+
+/// The names of the steps a plain progress log reports `CACHED`.
+fn cached_steps(log: &str) -> Vec<String> {
+    let name = |n: &str| -> String {
+        let start = format!("#{n} ");
+        let line = log.lines().find(|l| l.starts_with(&start)).unwrap_or_else(|| panic!("step #{n} has no start line:\n{log}"));
+        line[start.len()..].to_string()
+    };
+    log.lines().filter_map(|l| l.strip_prefix('#')?.strip_suffix(" CACHED")).map(name).collect()
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {
@@ -170,15 +186,43 @@ fn build_run_copy_cache_and_failure() {
 
     let s = Command::new("skopeo").arg("inspect").arg(format!("oci:{}:v1", out.display())).output().unwrap();
     assert!(s.status.success(), "skopeo: {}", String::from_utf8_lossy(&s.stderr));
+    let inspected: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+    assert_eq!(inspected["Digest"], md.digest.as_str(), "skopeo reads another manifest");
+    assert_eq!(inspected["Layers"].as_array().map(Vec::len), Some(5), "{inspected}");
 
     // Second build: every step cached.
     let out2 = tmp.path().join("out2");
     let o = build(&mnt, &ctx, &dockerfile, &out2);
     let stderr2 = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(o.status.success(), "second build failed:\n{stderr2}");
-    assert_eq!(stderr2.matches("CACHED").count(), 5, "FROM, WORKDIR, RUN, RUN, COPY: {stderr2}");
+    let cached = cached_steps(&stderr2);
+    assert_eq!(cached.len(), 5, "FROM, WORKDIR, RUN, RUN, COPY: {stderr2}");
+    assert!(!stderr2.contains(" DONE "), "a step ran on a fully cached rebuild:\n{stderr2}");
     let index2: Index = serde_json::from_slice(&fs::read(out2.join("index.json")).unwrap()).unwrap();
-    assert_eq!(index2.manifests[0].digest, md.digest, "rebuild is reproducible");
+    assert_eq!(index2.manifests[0].digest, md.digest, "a fully cached rebuild gives another image");
+
+    // Reproducible: two --no-cache builds, on this store and on a second,
+    // fresh one, a second apart (file times would differ without
+    // SOURCE_DATE_EPOCH), give the same manifest digest.
+    let mnt_b = tmp.path().join("store-b");
+    let image_b = tmp.path().join("store-b.img");
+    stromatekt::store::btrfs::ensure_loop_store(&mnt_b, &image_b, 2).unwrap();
+    let _guard_b = Guard { mnt: mnt_b.clone(), image: image_b };
+    let (ra, rb) = (tmp.path().join("repro-a"), tmp.path().join("repro-b"));
+    let o = build_with(&mnt, &ctx, &dockerfile, &ra, &["--no-cache"]);
+    assert!(o.status.success(), "--no-cache build failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    // As BuildKit, --no-cache rebuilds every step but the base image's.
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(cached_steps(&log), vec![format!("[internal] load image oci-layout://{}:latest", base.display())], "--no-cache used the cache:\n{log}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let o = build_with(&mnt_b, &ctx, &dockerfile, &rb, &["--no-cache"]);
+    assert!(o.status.success(), "--no-cache build on the second store failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    let digest = |dir: &Path| -> String {
+        let i: Index = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+        i.manifests[0].digest.clone()
+    };
+    assert_eq!(digest(&ra), digest(&rb), "two --no-cache builds on two stores give different images");
+    assert_eq!(digest(&ra), md.digest, "a --no-cache build differs from the first build");
 
     // A failing RUN.
     let bad = ctx.join("Dockerfile.bad");

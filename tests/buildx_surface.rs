@@ -233,6 +233,12 @@ fn build_push_action_pushes_through_the_plugin() {
         .output()
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // run-action.sh leaves the runner's files in /tmp/gha.XXXXXX (it prints where).
+    if let Some(dir) = text.lines().find_map(|l| l.split_once("; runner files in ").map(|(_, d)| d.trim().to_string())) {
+        if dir.starts_with("/tmp/gha.") {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
     assert!(out.status.success(), "build-push-action failed:\n{text}");
     let outputs = outputs_of(&text);
     let digest = outputs.get("digest").cloned().unwrap_or_default();

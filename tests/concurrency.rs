@@ -29,12 +29,21 @@ fn context(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn build_cmd(root: &Path, base: &Path, ctx: &Path) -> Command {
+    let mut c = build_args(root, base);
+    c.arg(ctx);
+    c
+}
+
+/// [`build_cmd`] writing an OCI layout to `out`.
+fn build_to(root: &Path, base: &Path, ctx: &Path, out: &Path) -> Command {
+    let mut c = build_args(root, base);
+    c.arg("-o").arg(format!("type=oci,dest={}", out.display())).arg(ctx);
+    c
+}
+
+fn build_args(root: &Path, base: &Path) -> Command {
     let mut c = stromatekt(root);
-    c.arg("build")
-        .arg("--progress=rawjson")
-        .arg("--build-arg")
-        .arg(format!("BASE=oci-layout://{}:latest", base.display()))
-        .arg(ctx);
+    c.arg("build").arg("--progress=rawjson").arg("--build-arg").arg(format!("BASE=oci-layout://{}:latest", base.display()));
     c
 }
 
@@ -77,6 +86,42 @@ fn dockerfile(i: usize) -> String {
     )
 }
 
+/// The manifest digest of the single image in an OCI layout.
+fn manifest_digest(layout: &Path) -> String {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["digest"].as_str().unwrap().to_string()
+}
+
+/// Check what concurrent build `i` wrote to `layout`: every blob is whole
+/// (its sha256 is its name, its size the descriptor's), the config lists one
+/// diff_id per layer, and the unpacked tree holds this build's files, not
+/// another's.
+fn check_output(i: usize, layout: &Path, bundle: &Path) {
+    use sha2::Digest as _;
+    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    for e in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        let bytes = std::fs::read(e.path()).unwrap();
+        assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), e.file_name().to_string_lossy(), "build {i}: blob {} is not whole", e.path().display());
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(&manifest_digest(layout))).unwrap()).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap()).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    for d in layers.iter().chain(std::iter::once(&manifest["config"])) {
+        let len = std::fs::metadata(blob(d["digest"].as_str().unwrap())).unwrap().len();
+        assert_eq!(Some(len), d["size"].as_u64(), "build {i}: {} has the wrong size", d["digest"]);
+    }
+    // busybox, RUN, COPY, RUN.
+    assert_eq!(layers.len(), 4, "build {i}: {manifest}");
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().map(Vec::len), Some(4), "build {i}: {config}");
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["sh"]), "build {i}: busybox's CMD");
+    let rootfs = common::unpack(layout, bundle);
+    let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).unwrap_or_else(|e| panic!("build {i}: /{p}: {e}"));
+    assert_eq!(read("built"), format!("build {i}\n"));
+    assert_eq!(read("data.txt"), format!("data of c{i}\n"));
+    assert_eq!(read("both"), format!("data of c{i}\nbuild {i}\n"));
+}
+
 #[test]
 fn concurrent_builds_share_one_store_and_stay_consistent() {
     if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
@@ -87,25 +132,34 @@ fn concurrent_builds_share_one_store_and_stay_consistent() {
     let base = store.scratch().join("busybox");
     assert!(common::busybox_layout(&base));
     let ctxs: Vec<PathBuf> = (0..4).map(|i| context(store.scratch(), &format!("c{i}"), &dockerfile(i))).collect();
+    let out = |name: String| store.scratch().join(name);
 
-    // Four different builds at once (they share the base import).
+    // Four different builds at once (they share the base import), each
+    // writing its image.
     let children: Vec<Child> = ctxs
         .iter()
-        .map(|c| build_cmd(&root, &base, c).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
+        .enumerate()
+        .map(|(i, c)| build_to(&root, &base, c, &out(format!("out{i}"))).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
         .collect();
     for ch in children {
-        let out = ch.wait_with_output().unwrap();
-        assert!(out.status.success(), "a concurrent build failed:\n{}", show(&out));
+        let o = ch.wait_with_output().unwrap();
+        assert!(o.status.success(), "a concurrent build failed:\n{}", show(&o));
     }
-    // A fifth run of each is fully cached: no step ran.
-    for c in &ctxs {
-        let out = build_cmd(&root, &base, c).output().unwrap();
-        assert!(out.status.success(), "{}", show(&out));
-        let ev = events(&out);
+    for i in 0..4 {
+        check_output(i, &out(format!("out{i}")), &out(format!("bundle{i}")));
+    }
+    // A fifth run of each is fully cached: no step ran, and it gives the
+    // same image.
+    for (i, c) in ctxs.iter().enumerate() {
+        let again = out(format!("again{i}"));
+        let o = build_to(&root, &base, c, &again).output().unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        let ev = events(&o);
         let ran: Vec<&serde_json::Value> = ev.iter().filter(|e| e["event"] == "done").collect();
         let cached = ev.iter().filter(|e| e["event"] == "cached").count();
-        assert_eq!(cached, 4, "expected 4 cached steps (FROM, RUN, COPY, RUN):\n{}", show(&out));
+        assert_eq!(cached, 4, "expected 4 cached steps (FROM, RUN, COPY, RUN):\n{}", show(&o));
         assert!(ran.is_empty(), "steps ran on a cached rebuild: {ran:?}");
+        assert_eq!(manifest_digest(&again), manifest_digest(&out(format!("out{i}"))), "build {i}: the cached rebuild gives another image");
     }
     assert!(containers(&root).is_empty());
     assert!(active(&root).is_empty(), "work snapshots left: {:?}", active(&root));

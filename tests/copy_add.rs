@@ -27,6 +27,23 @@ fn layer_digests(layout: &Path) -> Vec<String> {
     manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
 }
 
+/// The entry names of the last layer of the single image in an OCI layout
+/// (directories end in `/`).
+fn last_layer_names(layout: &Path) -> std::collections::BTreeSet<String> {
+    let last = layer_digests(layout).pop().unwrap();
+    let blob = fs::read(layout.join("blobs/sha256").join(last.trim_start_matches("sha256:"))).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    for e in tar::Archive::new(flate2::read::GzDecoder::new(&blob[..])).entries().unwrap() {
+        let e = e.unwrap();
+        let mut n = e.path().unwrap().to_string_lossy().trim_start_matches("./").trim_end_matches('/').to_string();
+        if e.header().entry_type().is_dir() {
+            n.push('/');
+        }
+        names.insert(n);
+    }
+    names
+}
+
 /// `uid:gid mode` of a path (not following symlinks).
 fn meta(p: &Path) -> String {
     let md = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
@@ -93,6 +110,10 @@ fn copy_and_add_for_real() {
     fs::set_permissions(ctx.join("files/tool.sh"), fs::Permissions::from_mode(0o700)).unwrap();
     fs::write(ctx.join("files/sub/a.txt"), "a\n").unwrap();
     fs::write(ctx.join("files/sub/notes.md"), "md\n").unwrap();
+    // Empty directories are copied too.
+    fs::create_dir_all(ctx.join("files/empty")).unwrap();
+    fs::set_permissions(ctx.join("files/empty"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::create_dir_all(ctx.join("files/sub/hollow")).unwrap();
     // A gzip tar with d/f (uid 7, 0640).
     let mut b = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
     let mut h = tar::Header::new_gnu();
@@ -117,7 +138,11 @@ fn copy_and_add_for_real() {
     assert_eq!(meta(&at("work/rel/one.txt")), "1500:1501 644");
     assert_eq!(meta(&at("usr/local/bin/tool.sh")), "0:0 755");
     assert_eq!(meta(&at("kept.txt")), "4242:4343 644");
+    assert_eq!(meta(&at("home/app/empty")), "1500:1600 750", "an empty directory of the context");
+    assert_eq!(fs::read_dir(at("home/app/empty")).unwrap().count(), 0);
+    assert!(at("home/app/sub/hollow").is_dir(), "a nested empty directory");
     assert_eq!(read("parents/sub/a.txt"), "a\n");
+    assert!(at("parents/sub/hollow").is_dir(), "an empty directory under --parents");
     assert!(!at("parents/sub/notes.md").exists() && !at("parents/files").exists());
     assert_eq!(meta(&at("opt/data/d/f")), "7:8 640");
     assert_eq!(meta(&at("dl/hello.txt")), "0:0 600");
@@ -256,6 +281,7 @@ fn incremental_copy_gives_the_full_copys_image() {
     fs::write(ctx.join("app/d5/new"), "new\n").unwrap();
     std::os::unix::fs::symlink("../d3/f3.txt", ctx.join("app/d3/link")).unwrap();
     fs::set_permissions(ctx.join("app/d4"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::create_dir(ctx.join("app/d6/hollow")).unwrap();
     let inc = env.build_oci(&ctx, &out.join("inc"), &["--progress=plain", "--build-arg", &epoch]);
     let log = String::from_utf8_lossy(&inc.stderr);
     assert!(log.contains("reused 298 of") && log.contains("wrote 3, removed 1"), "not made incrementally:\n{log}");
@@ -266,6 +292,12 @@ fn incremental_copy_gives_the_full_copys_image() {
     let log = String::from_utf8_lossy(&full.stderr);
     assert!(!log.contains("reused"), "--no-cache made it incrementally:\n{log}");
     assert_eq!(layer_digests(&out.join("inc")), layer_digests(&out.join("full")));
+    // What both give: the new empty directory too.
+    let names = last_layer_names(&out.join("inc"));
+    for p in ["app/d6/hollow/", "app/d5/new", "app/d3/link", "app/d1/f1.txt"] {
+        assert!(names.contains(p), "{p} is not in the COPY layer ({} entries)", names.len());
+    }
+    assert!(!names.contains("app/d2/f2.txt"), "a removed file is in the COPY layer");
 }
 
 /// A COPY whose destination is all its own keeps its layer's changes, so

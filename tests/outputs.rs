@@ -66,6 +66,65 @@ fn tar_names(bytes: &[u8]) -> Vec<String> {
     tar::Archive::new(bytes).entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().to_string()).collect()
 }
 
+/// Every regular file of a tar, by path (`./` stripped).
+fn tar_files(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    for e in tar::Archive::new(bytes).entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type().is_file() {
+            let name = e.path().unwrap().to_string_lossy().trim_start_matches("./").to_string();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            files.insert(name, data);
+        }
+    }
+    files
+}
+
+/// Check an OCI layout tar written with `compression=uncompressed,
+/// oci-mediatypes=false`: Docker media types read from its manifest, three
+/// layers (busybox, RUN, COPY) of which the first `gzip_base` are the base's
+/// gzip blob as it came and the rest plain tars whose digest is their diff_id.
+fn check_docker_uncompressed(archive: &[u8], gzip_base: usize) {
+    let files = tar_files(archive);
+    assert!(files.contains_key("oci-layout"), "{:?}", files.keys());
+    let blob = |digest: &serde_json::Value| -> &Vec<u8> {
+        let name = format!("blobs/sha256/{}", digest.as_str().unwrap().trim_start_matches("sha256:"));
+        files.get(&name).unwrap_or_else(|| panic!("{name} is not in the tar: {:?}", files.keys()))
+    };
+    let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    assert_eq!(index["manifests"][0]["mediaType"], "application/vnd.docker.distribution.manifest.v2+json", "{index}");
+    let manifest: serde_json::Value = serde_json::from_slice(blob(&index["manifests"][0]["digest"])).unwrap();
+    assert_eq!(manifest["mediaType"], "application/vnd.docker.distribution.manifest.v2+json", "{manifest}");
+    assert_eq!(manifest["config"]["mediaType"], "application/vnd.docker.container.image.v1+json", "{manifest}");
+    let config: serde_json::Value = serde_json::from_slice(blob(&manifest["config"]["digest"])).unwrap();
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "busybox, RUN, COPY: {manifest}");
+    assert_eq!(diff_ids.len(), 3, "{config}");
+    for (i, l) in layers.iter().enumerate() {
+        let bytes = blob(&l["digest"]);
+        assert_eq!(bytes.len() as u64, l["size"].as_u64().unwrap(), "layer {i}: {manifest}");
+        let gzip = bytes.starts_with(&[0x1f, 0x8b]);
+        let plain = if i < gzip_base {
+            assert_eq!(l["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip", "layer {i}: {manifest}");
+            assert!(gzip, "layer {i} is not the base's gzip blob");
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut plain).unwrap();
+            plain
+        } else {
+            assert_eq!(l["mediaType"], "application/vnd.docker.image.rootfs.diff.tar", "layer {i}: {manifest}");
+            assert!(!gzip && !bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), "layer {i} is compressed");
+            // Uncompressed: the digest is the diff_id.
+            assert_eq!(l["digest"], diff_ids[i], "layer {i}: {config}");
+            bytes.clone()
+        };
+        let diff_id = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&plain)));
+        assert_eq!(diff_ids[i], diff_id.as_str(), "layer {i}: the diff_id is not the tar's sha256");
+    }
+    assert!(tar_names(blob(&layers[2]["digest"])).iter().any(|n| n.trim_start_matches("./") == "data.txt"), "the COPY layer");
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -98,8 +157,9 @@ fn image_and_filesystem_outputs() {
     let zt = out.join("img.tar");
     build(&env, &["-o", &format!("type=oci,dest={},compression=zstd", zt.display()), ctx], None);
     let raw = skopeo_json(&["--raw"], &format!("oci-archive:{}", zt.display()));
-    let layers = raw["layers"].as_array().unwrap();
-    assert_eq!(layers.last().unwrap()["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd", "{raw}");
+    // The base layer as it came (gzip), this build's layers in zstd.
+    let media: Vec<&str> = raw["layers"].as_array().unwrap().iter().map(|l| l["mediaType"].as_str().unwrap()).collect();
+    assert_eq!(media, ["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.oci.image.layer.v1.tar+zstd", "application/vnd.oci.image.layer.v1.tar+zstd"], "{raw}");
     let bundle = out.join("bundle");
     let unpacked = out.join("zstd-layout");
     // skopeo must decode the zstd layers to recompress them (umoci cannot read zstd).
@@ -107,10 +167,13 @@ fn image_and_filesystem_outputs() {
     run(Command::new("umoci").args(["unpack", "--rootless", "--image"]).arg(format!("{}:latest", unpacked.display())).arg(&bundle));
     assert_eq!(fs::read_to_string(bundle.join("rootfs/hello")).unwrap(), "hi\n");
 
-    // Uncompressed, docker media types, to stdout.
+    // Uncompressed, docker media types, to stdout: the manifest read from
+    // the tar says so, and the layers this build made are plain tars; the
+    // base layer is copied as it came (gzip) unless force-compression=true.
     let o = build(&env, &["-o", "type=oci,dest=-,compression=uncompressed,oci-mediatypes=false", ctx], None);
-    let names = tar_names(&o.stdout);
-    assert!(names.contains(&"index.json".to_string()) && names.contains(&"oci-layout".to_string()), "{names:?}");
+    check_docker_uncompressed(&o.stdout, 1);
+    let o = build(&env, &["-o", "type=oci,dest=-,compression=uncompressed,oci-mediatypes=false,force-compression=true", ctx], None);
+    check_docker_uncompressed(&o.stdout, 0);
 
     // Docker archive.
     let da = out.join("docker.tar");
@@ -198,6 +261,11 @@ fn docker_load_and_load_flag() {
     d.docker(&["load", "-i", s(&da)]);
     let id = String::from_utf8_lossy(&d.docker(&["image", "inspect", "-f", "{{.Id}}", "stromatekt-test/a:1"]).stdout).trim().to_string();
     assert_eq!(id, fs::read_to_string(&iid).unwrap());
+    // The ID is the config digest: the config blob the archive names.
+    let files = tar_files(&fs::read(&da).unwrap());
+    let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let config_path = manifest[0]["Config"].as_str().unwrap().to_string();
+    assert_eq!(format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&files[&config_path]))), id, "{config_path}");
     let o = d.docker(&["run", "--rm", "--network", "none", "stromatekt-test/a:1", "cat", "/hello", "/data.txt"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\ndata\n");
 
@@ -215,7 +283,8 @@ fn podman_load() {
     let out = env.store.scratch().join("out");
     fs::create_dir_all(&out).unwrap();
     let da = out.join("docker.tar");
-    build(&env, &["-t", "stromatekt-test/p:1", "-o", &format!("type=docker,dest={}", da.display()), s(&env.ctx)], None);
+    let iid = out.join("iid");
+    build(&env, &["-t", "stromatekt-test/p:1", "-o", &format!("type=docker,dest={}", da.display()), "--iidfile", s(&iid), s(&env.ctx)], None);
     // A private podman store, removed with the scratch dir.
     let root = out.join("podman-root");
     let runroot = out.join("podman-run");
@@ -223,8 +292,12 @@ fn podman_load() {
         run(Command::new("podman").arg("--root").arg(&root).arg("--runroot").arg(&runroot).args(["--storage-driver", "vfs"]).args(args))
     };
     podman(&["load", "-i", s(&da)]);
+    // Podman's image ID is the config digest (hex), as Docker's.
     let o = podman(&["image", "inspect", "--format", "{{.Id}}", "stromatekt-test/p:1"]);
-    assert!(!String::from_utf8_lossy(&o.stdout).trim().is_empty());
+    let iid = fs::read_to_string(&iid).unwrap();
+    assert_eq!(format!("sha256:{}", String::from_utf8_lossy(&o.stdout).trim()), iid);
+    let o = podman(&["image", "inspect", "--format", "{{json .Config.Cmd}} {{len .RootFS.Layers}}", "stromatekt-test/p:1"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), r#"["sh"] 3"#, "busybox's CMD and three layers");
     let _ = Command::new("umount").arg("-R").arg(&root).stderr(Stdio::null()).status();
 }
 
@@ -300,6 +373,28 @@ fn docker_build_flags() {
     }
 }
 
+/// The image manifest tag `name` (on the loopback registry) names. A push
+/// carries buildx's default provenance, so the tag is an index whose first
+/// manifest is the linux/amd64 image and whose others are attestation
+/// manifests referring to it.
+fn pushed_image(name: &str) -> serde_json::Value {
+    let index = skopeo_json(&["--raw", "--tls-verify=false"], &format!("docker://{name}"));
+    assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json", "{index}");
+    let manifests = index["manifests"].as_array().unwrap();
+    assert!(manifests.len() >= 2, "no attestation manifest: {index}");
+    let image = &manifests[0];
+    assert_eq!(image["mediaType"], "application/vnd.oci.image.manifest.v1+json", "{index}");
+    assert_eq!((&image["platform"]["os"], &image["platform"]["architecture"]), (&"linux".into(), &"amd64".into()), "{index}");
+    for a in &manifests[1..] {
+        assert_eq!(a["annotations"]["vnd.docker.reference.type"], "attestation-manifest", "{index}");
+        assert_eq!(a["annotations"]["vnd.docker.reference.digest"], image["digest"], "{index}");
+    }
+    let repo = name.rsplit_once(':').unwrap().0;
+    let raw = skopeo_json(&["--raw", "--tls-verify=false"], &format!("docker://{repo}@{}", image["digest"].as_str().unwrap()));
+    assert_eq!(raw["mediaType"], "application/vnd.oci.image.manifest.v1+json", "{raw}");
+    raw
+}
+
 #[test]
 fn registry_output() {
     let Some(env) = setup(&["skopeo"]) else { return };
@@ -307,20 +402,24 @@ fn registry_output() {
     let md = env.store.scratch().join("md.json");
     let name = format!("{}/stromatekt/out:z", reg.host());
     build(&env, &["-o", &format!("type=registry,name={name},compression=zstd"), "--metadata-file", s(&md), s(&env.ctx)], None);
-    let mut raw = skopeo_json(&["--raw", "--tls-verify=false"], &format!("docker://{name}"));
-    if raw["mediaType"] == "application/vnd.oci.image.index.v1+json" {
-        // A push carries buildx's default provenance: the image is the index's linux/amd64 entry.
-        let m = raw["manifests"].as_array().unwrap().iter().find(|m| m["platform"]["architecture"] == "amd64").unwrap().clone();
-        let repo = name.rsplit_once(':').unwrap().0;
-        raw = skopeo_json(&["--raw", "--tls-verify=false"], &format!("docker://{repo}@{}", m["digest"].as_str().unwrap()));
-    }
-    assert_eq!(raw["layers"].as_array().unwrap().last().unwrap()["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd", "{raw}");
+    let raw = pushed_image(&name);
+    // The base layer as it came (gzip), this build's layers in zstd.
+    let media: Vec<&str> = raw["layers"].as_array().unwrap().iter().map(|l| l["mediaType"].as_str().unwrap()).collect();
+    assert_eq!(media, ["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.oci.image.layer.v1.tar+zstd", "application/vnd.oci.image.layer.v1.tar+zstd"], "{raw}");
     let meta: serde_json::Value = serde_json::from_slice(&fs::read(&md).unwrap()).unwrap();
     assert_eq!(meta["image.name"], name.as_str());
     let v = skopeo_json(&["--tls-verify=false"], &format!("docker://{name}"));
     assert_eq!(meta["containerimage.digest"], v["Digest"]);
-    // type=image,push=true is the same exporter.
+    // type=image,push=true is the same exporter: the registry holds the
+    // image the iidfile names, with gzip layers (the default).
     let name2 = format!("{}/stromatekt/out:img", reg.host());
-    build(&env, &["-t", &name2, "-o", "type=image,push=true", s(&env.ctx)], None);
-    skopeo_json(&["--tls-verify=false"], &format!("docker://{name2}"));
+    let iid = env.store.scratch().join("iid2");
+    build(&env, &["-t", &name2, "-o", "type=image,push=true", "--iidfile", s(&iid), s(&env.ctx)], None);
+    let raw = pushed_image(&name2);
+    assert_eq!(raw["config"]["digest"], fs::read_to_string(&iid).unwrap().as_str(), "{raw}");
+    let layers = raw["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{raw}");
+    assert!(layers.iter().all(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"), "{raw}");
+    let v = skopeo_json(&["--tls-verify=false"], &format!("docker://{name2}"));
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 3, "{v}");
 }

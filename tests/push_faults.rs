@@ -160,19 +160,32 @@ fn a_push_killed_mid_way_leaves_no_partial_tag() {
             .spawn()
             .unwrap()
     };
-    let kill_when_uploading = |mut child: std::process::Child| {
+    // A blob upload to `repo` (`PATCH`/`PUT /v2/REPO/blobs/uploads/...`).
+    let is_upload = |line: &str, repo: &str| {
+        (line.starts_with("PUT ") || line.starts_with("PATCH ")) && line.contains(&format!("/v2/{repo}/blobs/uploads/"))
+    };
+    // Kill `child` once the proxy has seen a blob upload to `repo` among
+    // the requests after the first `from`; fails if none came (then the
+    // kill would prove nothing about a push killed mid-way).
+    let kill_when_uploading = |mut child: std::process::Child, repo: &str, from: usize| {
         let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline && !proxy.requests().iter().any(|(l, _)| l.starts_with("PUT ") || l.starts_with("PATCH ")) {
+        let uploading = || proxy.requests()[from..].iter().any(|(l, _)| is_upload(l, repo));
+        while Instant::now() < deadline && !uploading() {
             std::thread::sleep(Duration::from_millis(20));
         }
+        let seen = uploading();
         std::thread::sleep(Duration::from_millis(300));
         let _ = Command::new("kill").arg("-KILL").arg(child.id().to_string()).status();
         let _ = child.wait();
+        let log: Vec<String> = proxy.requests()[from..].iter().map(|(l, _)| l.clone()).collect();
+        assert!(seen, "no blob upload to {repo} within 120 s, so the push was not killed mid-way; the proxy saw:\n{}", log.join("\n"));
+        // And the manifest was never put: the kill came before the end.
+        assert!(!log.iter().any(|l| l.starts_with("PUT ") && l.contains(&format!("/v2/{repo}/manifests/"))), "the manifest was pushed before the kill:\n{}", log.join("\n"));
     };
 
     // 1. A fresh tag: killed mid-way, the tag does not exist.
     let fresh = format!("{}/killed/app:1", proxy.host());
-    kill_when_uploading(push(&big, &fresh));
+    kill_when_uploading(push(&big, &fresh), "killed/app", 0);
     let direct = format!("{}/killed/app:1", server.host());
     assert!(check.manifest(&direct, "linux/amd64").is_err(), "a killed push left a tag");
 
@@ -184,15 +197,7 @@ fn a_push_killed_mid_way_leaves_no_partial_tag() {
     let before = check.manifest(&direct, "linux/amd64").unwrap().digest;
     let _ = small_md;
     let n = proxy.requests().len();
-    let child = push(&big, &tag);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline && !proxy.requests()[n..].iter().any(|(l, _)| l.starts_with("PUT ") || l.starts_with("PATCH ")) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let mut child = child;
-    let _ = Command::new("kill").arg("-KILL").arg(child.id().to_string()).status();
-    let _ = child.wait();
+    kill_when_uploading(push(&big, &tag), "kept/app", n);
     assert_eq!(check.manifest(&direct, "linux/amd64").unwrap().digest, before, "the tag moved after a killed push");
     // The killed pushes left their layouts in the store; the next build
     // removes them (their process is gone) and pushes fine.

@@ -99,3 +99,10 @@ fn a_build_checks_only_the_stages_it_needs() {
     assert!(build.warnings.is_empty(), "{:?}", build.warnings);
     assert_eq!(frontend::lint::check(text, &frontend::lint::Input::default()).warnings.len(), 1);
 }
+
+#[test]
+fn an_oci_layout_base_is_not_an_invalid_image_name() {
+    let names = |text: &str| -> Vec<&'static str> { frontend::lint::check(text, &frontend::lint::Input::default()).warnings.iter().map(|w| w.rule.name).collect() };
+    assert!(names("FROM oci-layout:///var/tmp/base:latest\nRUN true\n").is_empty());
+    assert_eq!(names("ARG BASE\nFROM ${BASE}\nRUN true\n"), ["InvalidDefaultArgInFrom"]);
+}
