@@ -1,7 +1,8 @@
 //! `--platform linux/amd64,linux/arm64`: one build, an image index with
 //! both manifests pushed to a real registry; the arm64 RUN ran through
 //! qemu (`uname -m` = aarch64, aarch64 binaries) and a `FROM
-//! --platform=$BUILDPLATFORM` stage ran once, natively.
+//! --platform=$BUILDPLATFORM` stage ran once, natively; both RUNs ran under
+//! the default seccomp profile (`unshare -U` refused).
 //!
 //! Needs root, btrfs, runc, umoci, skopeo, docker-registry, qemu-user-static
 //! and Debian's arm64 busybox-static (apt): missing one, the test fails
@@ -65,7 +66,8 @@ fn two_platforms_one_index() {
     std::fs::write(
         ctx.join("Dockerfile"),
         "ARG BASE\nFROM --platform=$BUILDPLATFORM ${BASE} AS build\nRUN echo built-on-$(uname -m) > /built\n\
-         FROM ${BASE}\nARG TARGETARCH\nCOPY --from=build /built /built\nRUN uname -m > /arch && echo $TARGETARCH > /targetarch\n",
+         FROM ${BASE}\nARG TARGETARCH\nCOPY --from=build /built /built\nRUN uname -m > /arch && echo $TARGETARCH > /targetarch \
+         && grep '^Seccomp:' /proc/self/status > /seccomp && { unshare -U true 2>/dev/null; echo $?; } > /unshare\n",
     )
     .unwrap();
     let target = format!("{}/multi", registry.host());
@@ -106,6 +108,10 @@ fn two_platforms_one_index() {
         assert_eq!(std::fs::read_to_string(rootfs.join("arch")).unwrap(), format!("{uname}\n"), "{arch}: uname -m");
         assert_eq!(std::fs::read_to_string(rootfs.join("targetarch")).unwrap(), format!("{arch}\n"));
         assert_eq!(std::fs::read_to_string(rootfs.join("built")).unwrap(), "built-on-x86_64\n", "the build stage ran natively");
+        // Confined by the default seccomp profile through qemu too: it
+        // filters the host syscalls qemu makes for the guest.
+        assert_eq!(std::fs::read_to_string(rootfs.join("seccomp")).unwrap(), "Seccomp:\t2\n", "{arch}");
+        assert_eq!(std::fs::read_to_string(rootfs.join("unshare")).unwrap(), "1\n", "{arch}: unshare -U must be refused");
         let elf = std::fs::read(rootfs.join("bin/busybox")).unwrap();
         let machine = u16::from_le_bytes([elf[18], elf[19]]);
         assert_eq!(machine, if arch == "arm64" { 0xB7 } else { 0x3E }, "{arch}: busybox is not an {arch} binary");
