@@ -8,6 +8,7 @@ use super::config::Config;
 use super::rules::{self, msg};
 use super::source::NodeInfo;
 use super::{Input, Sink};
+use crate::error::edit_distance;
 use crate::instructions::{Command, Dockerfile, Instruction, ShellOrExec};
 use crate::lexer::{Lexer, VarLookup};
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,28 +50,13 @@ pub(crate) fn suggest(val: &str, options: &[String]) -> Option<String> {
         if o == val {
             return None;
         }
-        let d = levenshtein(val, o);
+        let d = edit_distance(val, o);
         if d < min {
             best = Some(o.clone());
             min = d;
         }
     }
     best
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        let mut cur = vec![i; b.len() + 1];
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// The global scope: BuildKit's default platform args and the meta ARGs.
