@@ -37,6 +37,7 @@ pub mod outline;
 pub mod parser;
 pub mod path;
 pub mod pattern;
+pub mod quote;
 pub mod reference;
 pub mod remote;
 pub mod span;
