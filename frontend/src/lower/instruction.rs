@@ -41,7 +41,7 @@ fn expose_ports(word: &str) -> Result<Vec<String>, String> {
 
 /// Go's `%q` of a `[]string`: `["a" "b c"]` (BuildKit's CMD/ENTRYPOINT history).
 fn go_quoted_list(v: &[String]) -> String {
-    format!("[{}]", v.iter().map(|a| crate::health::go_quote(a)).collect::<Vec<_>>().join(" "))
+    format!("[{}]", v.iter().map(|a| crate::quote::go_quote(a)).collect::<Vec<_>>().join(" "))
 }
 
 pub(super) fn lower_instruction(
