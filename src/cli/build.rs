@@ -236,6 +236,19 @@ impl ImageResolver for Resolver {
             None => crate::registry::pull::pull(&reg, reference, platform, &self.content)?,
         })
     }
+
+    fn resolve_lazy(&self, reference: &str, platform: &str) -> Result<Option<(SourceImage, String)>> {
+        if reference.starts_with("oci-layout://") {
+            return Ok(None);
+        }
+        let known = self.resolved.lock().ok().and_then(|m| m.get(&(reference.to_string(), platform.to_string())).cloned());
+        let r = match known {
+            Some(r) => r,
+            None => crate::registry::pull::resolve_config(&crate::registry::oci::OciRegistry::new()?, reference, platform, &self.content)?,
+        };
+        let pinned = r.pinned.clone();
+        Ok(Some((crate::registry::pull::unfetched(r, &self.content)?, pinned)))
+    }
 }
 
 /// An executor that gives RUN steps an `/etc/hosts` with `--add-host`
@@ -870,7 +883,11 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     if let Err(e) = context.save_index() {
         eprintln!("stromatekt: warning: could not save the context index: {e}");
     }
-    let states = result?;
+    let mut states = result?;
+    let lazy_ok = super::build_lazy::push_only(a, &outputs, platforms.len(), !cache_to.is_empty() || attest.sbom.is_some());
+    if !lazy_ok {
+        super::build_lazy::materialize_exports(&sched, &graph, &mut states)?;
+    }
     let results: Vec<&crate::scheduler::State> = graph.exports.iter().filter_map(|e| states.get(&e.node)).collect();
     let facts = super::attest::Facts {
         dockerfile: input.file.as_deref(),

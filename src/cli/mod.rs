@@ -4,6 +4,7 @@
 
 mod attest;
 mod build;
+mod build_lazy;
 mod build_resources;
 mod buildx;
 mod call;
