@@ -1,10 +1,9 @@
 //! stromatekt: the backend and CLI. The binary (`src/main.rs`) is a thin
 //! wrapper around [`cli::run`].
 //!
-//! Dependency direction: cli -> output -> attest -> scheduler -> remote
-//! cache -> {cache, sources, context,
-//! fscopy} -> {registry, exec} -> image ->
-//! {store, progress}; `docs/architecture.md` lists the layers and
+//! Dependency direction: cli -> output -> attest -> scheduler -> {cache
+//! (with the remote cache), sources, context, fscopy} -> {registry, exec} ->
+//! image -> {store, progress}; `docs/architecture.md` lists the layers and
 //! `tests/module_graph.rs` checks them. Only the IR (crate `frontend`) is
 //! shared with the frontend.
 
@@ -18,7 +17,6 @@ pub mod image;
 pub mod output;
 pub mod progress;
 pub mod registry;
-pub mod remote_cache;
 pub mod scheduler;
 pub mod sources;
 pub mod store;

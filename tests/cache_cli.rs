@@ -57,3 +57,71 @@ fn du_lists_and_prune_removes_the_cache() {
     let du = stdout(&cmd(&root, &["du"]));
     assert!(du.contains("cache entries: 0"), "{du}");
 }
+
+/// Every path below `dir` (relative, sorted), directories marked with `/`.
+fn listing(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            if e.file_type().unwrap().is_dir() {
+                out.push(format!("{rel}/"));
+                walk(base, &p, out);
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// After builds that fill every part of the store (a COPY, a RUN with a
+/// cache mount, a `--no-cache` rebuild, an OCI export, a remote cache
+/// export and import), `prune --all` leaves exactly what `setup` makes.
+#[test]
+fn prune_all_leaves_what_setup_makes() {
+    let Some(env) = common::BuildEnv::new(2, &[]) else { return };
+    let ctx = env.ctx(
+        "ctx",
+        "ARG BASE\nFROM ${BASE}\nCOPY f /f\nRUN --mount=type=cache,target=/c echo x >> /c/x && cp /c/x /x\n",
+        &[("f", "f")],
+    );
+    let scratch = env.store.scratch().to_path_buf();
+    let cache = scratch.join("cache");
+    let cache_to = format!("type=local,dest={},mode=max", cache.display());
+    env.build_oci(&ctx, &scratch.join("out"), &["--cache-to", &cache_to]);
+    env.build(&ctx, &["--no-cache"]);
+    let cache_from = format!("type=local,src={}", cache.display());
+    env.build(&ctx, &["--cache-from", &cache_from]);
+    let before = listing(&env.root);
+    let parts = [
+        "committed/run-",
+        "content/blobs/sha256/",
+        "runc/",
+        "cache/used/",
+        "cache/layers/",
+        "cache/changes/",
+        "cache/gen/",
+        "cache/blocks/",
+        "cache/copy-sites/",
+        "cache/mounts/",
+        "cache/context/",
+    ];
+    for part in parts {
+        assert!(before.iter().any(|p| p.starts_with(part)), "no {part}… after the builds: {before:#?}");
+    }
+
+    cmd(&env.root, &["prune", "--all"]);
+
+    let fresh = env.store.dir.join("fresh");
+    let setup = Command::new(env!("CARGO_BIN_EXE_stromatekt")).env("STROMATEKT_ROOT", &fresh).arg("setup").output().unwrap();
+    let err = String::from_utf8_lossy(&setup.stderr);
+    // setup may miss qemu handlers on this machine; the store it must make.
+    assert!(!err.contains("store:"), "setup could not make the store:\n{err}");
+    assert!(fresh.join("committed").is_dir(), "setup made no store at {}:\n{err}", fresh.display());
+    assert_eq!(listing(&env.root), listing(&fresh), "prune --all left more than a fresh store holds");
+}

@@ -67,7 +67,12 @@ fn plain_rawjson_and_tty() {
 #4 [0 5/6] COPY data.txt .
 #4 DONE T
 no output given (-o, --load or --push): the result stays in the build cache only
-built in T: 4 steps run, 0 cached";
+built in T: 4 steps run, 0 cached
+
+ \x1b[33m1 warning found (use docker --debug to expand):
+\x1b[0m - InvalidDefaultArgInFrom: Default value for ARG ${BASE} results in empty or invalid base image name (line 2)";
+    // The build check's warning, byte for byte as buildx prints it (yellow
+    // even into a pipe): `ARG BASE` has no default.
     assert_eq!(plain, expected, "plain progress changed:\n{plain}");
 
     // rawjson, warm: one start and one end event per step, all cached.

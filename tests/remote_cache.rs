@@ -5,7 +5,7 @@
 //! cached, no container starts, only the blobs the result needs are
 //! downloaded, and the image is the same (same layer digests).
 //!
-//! Drives the library (`Scheduler` + `remote_cache`), as the CLI would. Needs
+//! Drives the library (`Scheduler` + `cache::remote`), as the CLI would. Needs
 //! root, btrfs, runc, umoci and docker-registry: missing one, the test fails
 //! naming what is missing (a skip only with `STROMATEKT_ALLOW_SKIP=1`).
 
@@ -26,7 +26,7 @@ use stromatekt::image::source::{read_layout, split_layout_ref, SourceImage};
 use stromatekt::progress::{Mode, Outcome, Progress, StepRecord};
 use stromatekt::registry::oci::OciRegistry;
 use stromatekt::registry::{RawManifest, Registry, RegistryError};
-use stromatekt::remote_cache::{export_cache, inline_label, parse_cache_spec, ImportedCache, INLINE_LABEL};
+use stromatekt::cache::remote::{export_cache, inline_label, parse_cache_spec, ImportedCache, INLINE_LABEL};
 use stromatekt::scheduler::export::{export_layout, image_parts};
 use stromatekt::scheduler::{ImageResolver, Options, Scheduler, State};
 use stromatekt::store::btrfs::BtrfsStore;

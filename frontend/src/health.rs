@@ -4,6 +4,7 @@
 //! (`instructions/parse.go` `parseHealthcheck`, `moby/sys/signal`).
 
 use crate::instructions::{Healthcheck, ShellOrExec};
+use crate::quote::{go_quote, go_quote_rune};
 use crate::ir::Health;
 
 /// Parse a Go duration (`1h2m3.5s`, `300ms`, `0`) into nanoseconds.
@@ -151,47 +152,6 @@ pub fn history(h: &Health) -> String {
     )
 }
 
-/// One character as Go's `strconv.Quote` writes it inside `quote`.
-fn go_escape(c: char, quote: char, out: &mut String) {
-    match c {
-        '\\' => out.push_str("\\\\"),
-        c if c == quote => {
-            out.push('\\');
-            out.push(c);
-        }
-        '\u{7}' => out.push_str("\\a"),
-        '\u{8}' => out.push_str("\\b"),
-        '\u{c}' => out.push_str("\\f"),
-        '\n' => out.push_str("\\n"),
-        '\r' => out.push_str("\\r"),
-        '\t' => out.push_str("\\t"),
-        '\u{b}' => out.push_str("\\v"),
-        c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
-        c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-        c => out.push(c),
-    }
-}
-
-/// Go's `strconv.Quote` (`%q` of a string).
-pub fn go_quote(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        go_escape(c, '"', &mut out);
-    }
-    out.push('"');
-    out
-}
-
-/// Go's `%q` of an integer: the quoted rune (`'\x04'`, `'A'`), `'�'` when
-/// it is not a valid code point.
-pub fn go_quote_rune(n: u64) -> String {
-    let c = u32::try_from(n).ok().and_then(char::from_u32).unwrap_or('\u{fffd}');
-    let mut out = String::from("'");
-    go_escape(c, '\'', &mut out);
-    out.push('\'');
-    out
-}
-
 const SIGNALS: &[&str] = &[
     "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL",
     "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "UNUSED", "URG",
@@ -255,10 +215,6 @@ mod tests {
         assert_eq!(history(&none), r#"HEALTHCHECK &{["NONE"] "0s" "0s" "0s" "0s" '\x00'}"#);
         let with_start_interval = Health { start_interval: 2_000_000_000, retries: 2, ..h.clone() };
         assert_eq!(history(&with_start_interval), r#"HEALTHCHECK &{["CMD" "/bin/true" "a\"b"] "1m30s" "500ms" "1h0m0s" "2s" '\x02'}"#);
-        assert_eq!(go_quote_rune(39), r"'\''");
-        assert_eq!(go_quote_rune(10), r"'\n'");
-        assert_eq!(go_quote_rune(0x110000), "'\u{fffd}'");
-        assert_eq!(go_quote("tab\there \u{1}"), r#""tab\there \x01""#);
     }
 
     #[test]

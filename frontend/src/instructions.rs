@@ -303,31 +303,30 @@ enum FlagKind {
     Bool,
 }
 
+/// ADD's flags: COPY's first (the leading [`COPY_FLAGS`]), then ADD's own.
+static ADD_FLAGS: [(&str, FlagKind); 9] = [
+    ("from", FlagKind::Str),
+    ("chown", FlagKind::Str),
+    ("chmod", FlagKind::Str),
+    ("link", FlagKind::Bool),
+    ("parents", FlagKind::Bool),
+    ("exclude", FlagKind::Multi),
+    ("checksum", FlagKind::Str),
+    ("keep-git-dir", FlagKind::Bool),
+    ("unpack", FlagKind::Bool),
+];
+
+/// How many of [`ADD_FLAGS`], from the start, COPY accepts.
+const COPY_FLAGS: usize = 6;
+
 /// The flags one instruction accepts.
 fn declared_flags(keyword: &str) -> &'static [(&'static str, FlagKind)] {
     use FlagKind::*;
     match keyword {
         "from" => &[("platform", Str)],
         "run" => &[("mount", Multi), ("network", Str), ("security", Str), ("device", Multi)],
-        "copy" => &[
-            ("from", Str),
-            ("chown", Str),
-            ("chmod", Str),
-            ("link", Bool),
-            ("parents", Bool),
-            ("exclude", Multi),
-        ],
-        "add" => &[
-            ("from", Str),
-            ("chown", Str),
-            ("chmod", Str),
-            ("link", Bool),
-            ("parents", Bool),
-            ("exclude", Multi),
-            ("checksum", Str),
-            ("keep-git-dir", Bool),
-            ("unpack", Bool),
-        ],
+        "copy" => &ADD_FLAGS[..COPY_FLAGS],
+        "add" => &ADD_FLAGS,
         "healthcheck" => &[
             ("interval", Str),
             ("timeout", Str),

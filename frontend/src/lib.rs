@@ -37,6 +37,8 @@ pub mod outline;
 pub mod parser;
 pub mod path;
 pub mod pattern;
+pub mod quote;
+pub mod reference;
 pub mod remote;
 pub mod span;
 pub mod syntax;

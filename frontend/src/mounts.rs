@@ -10,6 +10,10 @@
 //! else the target's base name, target `/run/secrets/ID` (unless `env=` is
 //! given alone); ssh id `default`; secret mode 0400 and ssh mode 0600 when
 //! any of uid/gid/mode is given.
+//!
+//! The CSV splitting lives here for every buildx-style value: [`csv_fields`]
+//! (Go's `encoding/csv`) for mounts, [`split_csv_lenient`] for the main
+//! crate's `--output` and `--attest` values.
 
 use crate::ir::{MountKind, Sharing};
 
@@ -91,6 +95,26 @@ pub fn csv_fields(s: &str) -> Result<Vec<String>, String> {
     }
     out.push(field);
     Ok(out)
+}
+
+/// Split on commas outside double quotes, dropping the quotes; never fails
+/// (every `"` toggles quoting, so `""` inside quotes adds nothing and an
+/// unclosed quote runs to the end). Unlike [`csv_fields`], it takes a bare
+/// or unbalanced quote as it comes: how `--output` and `--attest` values are
+/// read.
+pub fn split_csv_lenient(s: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
@@ -382,6 +406,10 @@ mod tests {
     #[test]
     fn csv_and_helpers() {
         assert_eq!(csv_fields(r#"a,"b,c",d"#).expect("csv"), vec!["a", "b,c", "d"]);
+        assert_eq!(split_csv_lenient(r#"a,"b,c",d"#), vec!["a", "b,c", "d"]);
+        assert_eq!(split_csv_lenient(r#"x"y,z"w,"a""b",c"#), vec!["xy,zw", "ab", "c"]);
+        assert_eq!(split_csv_lenient(r#"a,"b,c"#), vec!["a", "b,c"]);
+        assert_eq!(split_csv_lenient(""), vec![""]);
         assert_eq!(clean_path("/a/./b/../c/"), "/a/c");
         assert_eq!(clean_path("a/.."), ".");
         assert_eq!(ram_in_bytes("1g"), Some(1 << 30));

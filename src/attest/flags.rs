@@ -12,6 +12,7 @@
 //! unknown type or option is an error naming it.
 
 use clap::Args;
+use frontend::mounts::split_csv_lenient;
 use std::collections::BTreeMap;
 
 /// The attestation flags as given.
@@ -97,22 +98,6 @@ pub fn parse_go_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// Split on commas outside double quotes, dropping the quotes (Go's CSV reader).
-fn split_csv(s: &str) -> Vec<String> {
-    let mut out = vec![];
-    let mut cur = String::new();
-    let mut quoted = false;
-    for c in s.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => out.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out
-}
-
 /// One `--attest` value, parsed.
 struct Entry {
     flag: &'static str,
@@ -125,7 +110,7 @@ struct Entry {
 fn entry(flag: &'static str, value: &str) -> Result<Entry, AttestError> {
     let err = |message: String| AttestError { flag: flag.into(), value: value.into(), message };
     let mut e = Entry { flag, value: value.into(), kind: String::new(), disabled: false, attrs: BTreeMap::new() };
-    for field in split_csv(value) {
+    for field in split_csv_lenient(value) {
         let (k, v) = field.split_once('=').ok_or_else(|| err(format!("{field:?} is not KEY=VALUE (e.g. type=provenance,mode=max)")))?;
         match k.trim().to_lowercase().as_str() {
             "type" => e.kind = v.to_string(),

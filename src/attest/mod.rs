@@ -261,7 +261,7 @@ pub fn make<S: Store>(
                     bases.push(sbom::BaseImage { purl: image_uri(&reference, &p, r.local), reference, digest: r.digest });
                 }
             }
-            let created = request.epoch.map(crate::scheduler::export::rfc3339).unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
+            let created = request.epoch.map(crate::image::config::rfc3339).unwrap_or_else(|| "1970-01-01T00:00:00Z".into());
             let name = names.first().cloned().unwrap_or_else(|| "image".into());
             list.push(Attestation {
                 predicate_type: sbom::PREDICATE_SPDX.into(),

@@ -14,6 +14,7 @@
 //! only the ids given with `--secret`/`--ssh` appear, and in `mode=max` only.
 
 use super::flags::{ProvenanceMode, ProvenanceOpts};
+use crate::image::config::rfc3339;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -229,10 +230,6 @@ fn request_json(opts: &ProvenanceOpts, req: &Request) -> (Value, Value, bool) {
         source.insert("path".into(), Value::String(req.dockerfile.clone()));
     }
     (Value::Object(request), Value::Object(source), complete)
-}
-
-fn rfc3339(secs: u64) -> String {
-    crate::scheduler::export::rfc3339(secs)
 }
 
 /// The v1 predicate. `steps` is used in `mode=max` only; `networked` says

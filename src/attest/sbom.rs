@@ -255,20 +255,26 @@ pub struct BaseImage {
     pub digest: String,
 }
 
-/// The SPDX 2.3 document for an image (`name`: its first name, or `image`).
-pub fn document(name: &str, packages: &[Package], bases: &[BaseImage], rpm_unread: Option<&str>, distro: (Option<String>, Option<String>), created: &str) -> Value {
-    let root_id = "SPDXRef-image".to_string();
-    let mut pkgs = vec![json!({
+/// An SPDX package for an image (the one described, or a base image): no
+/// licence or download information is asserted.
+fn container_package(name: &str, id: &str, version: &str) -> Value {
+    json!({
         "name": name,
-        "SPDXID": root_id,
-        "versionInfo": "",
+        "SPDXID": id,
+        "versionInfo": version,
         "downloadLocation": "NOASSERTION",
         "filesAnalyzed": false,
         "licenseConcluded": "NOASSERTION",
         "licenseDeclared": "NOASSERTION",
         "copyrightText": "NOASSERTION",
         "primaryPackagePurpose": "CONTAINER",
-    })];
+    })
+}
+
+/// The SPDX 2.3 document for an image (`name`: its first name, or `image`).
+pub fn document(name: &str, packages: &[Package], bases: &[BaseImage], rpm_unread: Option<&str>, distro: (Option<String>, Option<String>), created: &str) -> Value {
+    let root_id = "SPDXRef-image".to_string();
+    let mut pkgs = vec![container_package(name, &root_id, "")];
     let mut rels = vec![json!({ "spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": root_id })];
     let mut seen = BTreeSet::new();
     for b in bases {
@@ -277,19 +283,10 @@ pub fn document(name: &str, packages: &[Package], bases: &[BaseImage], rpm_unrea
         if !seen.insert(id.clone()) {
             continue;
         }
-        pkgs.push(json!({
-            "name": b.reference,
-            "SPDXID": id,
-            "versionInfo": b.digest,
-            "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": false,
-            "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": "NOASSERTION",
-            "copyrightText": "NOASSERTION",
-            "primaryPackagePurpose": "CONTAINER",
-            "checksums": [{ "algorithm": "SHA256", "checksumValue": b.digest.trim_start_matches("sha256:") }],
-            "externalRefs": [{ "referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": b.purl }],
-        }));
+        let mut pkg = container_package(&b.reference, &id, &b.digest);
+        pkg["checksums"] = json!([{ "algorithm": "SHA256", "checksumValue": b.digest.trim_start_matches("sha256:") }]);
+        pkg["externalRefs"] = json!([{ "referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": b.purl }]);
+        pkgs.push(pkg);
         rels.push(json!({ "spdxElementId": root_id, "relationshipType": "DESCENDANT_OF", "relatedSpdxElement": id }));
     }
     for p in packages {

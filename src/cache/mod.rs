@@ -15,10 +15,14 @@
 //! holds it exclusively, so it waits for running builds and builds wait for
 //! it. Where each record lives is the store's business
 //! ([`crate::store::layout`]); what the records mean is this module's.
+//!
+//! The cache shared between machines (`--cache-to`/`--cache-from`: recipes
+//! of snapshots, exported and imported) is [`remote`].
 
 pub mod changes;
 pub mod key;
 pub mod layers;
+pub mod remote;
 
 pub use layers::{LayerRef, LayerStack};
 

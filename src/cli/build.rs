@@ -6,21 +6,29 @@
 //! Docker flags stromatekt does not implement are still declared (hidden),
 //! so using one fails naming it instead of being ignored or misparsed.
 
+mod input;
+mod lazy;
+mod multi;
+mod resolver;
+
+pub(super) use input::Input;
+use input::{dockerignore_text, is_remote_context, local_dir, read_input};
+use multi::{check_multi_outputs, multi_platform_outputs};
+use resolver::{base_facts, base_image_configs, Resolver};
+
 use crate::context::Context;
 use crate::exec::runc::RuncExecutor;
 use crate::exec::{BindMount, ExecError, ExecOutcome, ExecRequest, Executor, OutputSink};
-use crate::image::source::{read_layout, split_layout_ref, SourceImage};
 use crate::output::spec::OutputSpec;
 use crate::output::{write_iidfile, write_metadata, write_outputs, Request};
 use crate::progress::{Mode, Progress};
 use crate::store::layout::content_dir;
-use crate::scheduler::{default_jobs, ImageResolver, Options, Scheduler};
+use crate::scheduler::{default_jobs, Options, Scheduler};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Args;
 use frontend::ir::{MountKind, Network, Op};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// `build` arguments (docker's names and meanings).
@@ -190,67 +198,6 @@ impl Unsupported {
         Ok(())
     }
 }
-
-/// Resolves `FROM` references: OCI layouts on disk, or registry pulls into
-/// the store's content directory.
-struct Resolver {
-    content: PathBuf,
-    /// Registry images whose manifest and config were read before lowering
-    /// (for the base image's ENV, ONBUILD, ...), by (reference, platform):
-    /// the pull then fetches that same manifest by digest, without asking
-    /// the registry for the tag again (it may have moved meanwhile).
-    resolved: std::sync::Mutex<BTreeMap<(String, String), crate::registry::pull::ResolvedImage>>,
-}
-
-impl Resolver {
-    fn new(content: PathBuf) -> Resolver {
-        Resolver { content, resolved: Default::default() }
-    }
-
-    /// Only the config of image `reference` (no layers downloaded).
-    fn config(&self, reference: &str, platform: &str) -> Result<crate::image::config::ImageConfig> {
-        if reference.starts_with("oci-layout://") {
-            let (path, tag) = split_layout_ref(reference);
-            return Ok(read_layout(&path, tag.as_deref(), platform)?.config);
-        }
-        let reg = crate::registry::oci::OciRegistry::new()?;
-        let r = crate::registry::pull::resolve_config(&reg, reference, platform, &self.content)?;
-        let config = r.config.clone();
-        if let Ok(mut m) = self.resolved.lock() {
-            m.insert((reference.to_string(), platform.to_string()), r);
-        }
-        Ok(config)
-    }
-}
-
-impl ImageResolver for Resolver {
-    fn resolve(&self, reference: &str, platform: &str) -> Result<SourceImage> {
-        if reference.starts_with("oci-layout://") {
-            let (path, tag) = split_layout_ref(reference);
-            return Ok(read_layout(&path, tag.as_deref(), platform)?);
-        }
-        let reg = crate::registry::oci::OciRegistry::new()?;
-        let known = self.resolved.lock().ok().and_then(|m| m.get(&(reference.to_string(), platform.to_string())).cloned());
-        Ok(match known {
-            Some(r) => crate::registry::pull::pull_resolved(&reg, r, &self.content)?,
-            None => crate::registry::pull::pull(&reg, reference, platform, &self.content)?,
-        })
-    }
-
-    fn resolve_lazy(&self, reference: &str, platform: &str) -> Result<Option<(SourceImage, String)>> {
-        if reference.starts_with("oci-layout://") {
-            return Ok(None);
-        }
-        let known = self.resolved.lock().ok().and_then(|m| m.get(&(reference.to_string(), platform.to_string())).cloned());
-        let r = match known {
-            Some(r) => r,
-            None => crate::registry::pull::resolve_config(&crate::registry::oci::OciRegistry::new()?, reference, platform, &self.content)?,
-        };
-        let pinned = r.pinned.clone();
-        Ok(Some((crate::registry::pull::unfetched(r, &self.content)?, pinned)))
-    }
-}
-
 /// An executor that gives RUN steps an `/etc/hosts` with `--add-host`
 /// entries: a bind mount over the executor's own `/etc/hosts` (request
 /// mounts come after the executor's, so they win).
@@ -365,255 +312,11 @@ fn key_value(flag: &str, kv: &str) -> Result<(String, String)> {
     }
     Ok((k.to_string(), v.to_string()))
 }
-
-/// The `.dockerignore` text: `<Dockerfile>.dockerignore` beside the
-/// Dockerfile wins over `CONTEXT/.dockerignore` (as BuildKit).
-fn dockerignore_text(file: Option<&Path>, context: &Path) -> Result<String> {
-    let mut candidates = vec![];
-    if let Some(file) = file {
-        let mut specific = file.as_os_str().to_owned();
-        specific.push(".dockerignore");
-        candidates.push(PathBuf::from(specific));
-    }
-    candidates.push(context.join(".dockerignore"));
-    for p in candidates {
-        match std::fs::read_to_string(&p) {
-            Ok(t) => return Ok(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(anyhow!(e).context(format!("reading {}", p.display()))),
-        }
-    }
-    Ok(String::new())
-}
-
-/// The Dockerfile and context directory, from disk, standard input or a
-/// remote context (`super::remote_context`).
-pub(super) struct Input {
-    pub(super) text: String,
-    /// Dockerfile path as shown in messages.
-    pub(super) shown: String,
-    /// The Dockerfile on disk (for `<Dockerfile>.dockerignore`).
-    pub(super) file: Option<PathBuf>,
-    pub(super) dir: PathBuf,
-    pub(super) _tmp: Option<tempfile::TempDir>,
-    /// Where a remote context came from (None: local or standard input).
-    pub(super) origin: Option<crate::attest::ContextOrigin>,
-}
-
-fn read_stdin() -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    std::io::stdin().lock().read_to_end(&mut buf).context("reading standard input")?;
-    Ok(buf)
-}
-
-/// Whether `bytes` start a tar archive (`ustar` magic at offset 257).
-fn is_tar(bytes: &[u8]) -> bool {
-    bytes.get(257..262) == Some(b"ustar")
-}
-
 /// The store and the shared lock a build holds on it.
 fn open_store() -> Result<(crate::store::btrfs::BtrfsStore, crate::store::StoreLock)> {
     let store = crate::store::root::open_default()?;
     let lock = crate::store::StoreLock::shared(store.root())?;
     Ok((store, lock))
-}
-
-/// Whether the build context is a Git repository or an HTTP(S) URL.
-fn is_remote_context(a: &BuildArgs) -> bool {
-    matches!(
-        crate::sources::locate(&a.context.to_string_lossy()),
-        Ok(crate::sources::Location::Git(_) | crate::sources::Location::Http(_))
-    )
-}
-
-fn read_input<S: Store>(a: &BuildArgs, store: Option<&S>, auth: &crate::sources::git::GitAuth, keep_git_dir: bool) -> Result<Input> {
-    let stdin_file = a.file.as_deref() == Some(Path::new("-"));
-    let value = a.context.to_string_lossy();
-    let loc = crate::sources::locate(&value).map_err(|e| anyhow!(e))?;
-    if matches!(loc, crate::sources::Location::Git(_) | crate::sources::Location::Http(_)) {
-        let store = store.ok_or_else(|| anyhow!("internal: a remote context is read into the store, which is not open"))?;
-        return super::remote_context::read_remote(&loc, &value, a.file.as_deref(), keep_git_dir, store, auth);
-    }
-    if a.context == Path::new("-") {
-        if stdin_file {
-            bail!("-f - and context - both read standard input: give one of them a path");
-        }
-        let mut bytes = read_stdin()?;
-        if bytes.starts_with(&[0x1f, 0x8b]) {
-            let mut out = Vec::new();
-            flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_end(&mut out).context("decompressing the context tar on standard input")?;
-            bytes = out;
-        }
-        let tmp = tempfile::Builder::new().prefix("stromatekt-context-").tempdir().context("temp dir for the context")?;
-        if is_tar(&bytes) {
-            let mut ar = tar::Archive::new(&bytes[..]);
-            ar.set_preserve_permissions(true);
-            ar.set_preserve_mtime(true);
-            ar.unpack(tmp.path()).context("unpacking the context tar from standard input")?;
-            let rel = a.file.clone().unwrap_or_else(|| PathBuf::from("Dockerfile"));
-            let file = if rel.is_absolute() { rel } else { tmp.path().join(rel) };
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading the Dockerfile {} from the context tar", file.strip_prefix(tmp.path()).unwrap_or(&file).display()))?;
-            let shown = file.strip_prefix(tmp.path()).unwrap_or(&file).display().to_string();
-            return Ok(Input { text, shown, file: Some(file), dir: tmp.path().to_path_buf(), _tmp: Some(tmp), origin: None });
-        }
-        if a.file.is_some() {
-            bail!("-f cannot be used when standard input is a Dockerfile (build - < Dockerfile)");
-        }
-        let text = String::from_utf8(bytes).context("the Dockerfile on standard input is not UTF-8 (nor a tar)")?;
-        return Ok(Input { text, shown: "Dockerfile".into(), file: None, dir: tmp.path().to_path_buf(), _tmp: Some(tmp), origin: None });
-    }
-    if stdin_file {
-        let text = String::from_utf8(read_stdin()?).context("the Dockerfile on standard input is not UTF-8")?;
-        return Ok(Input { text, shown: "Dockerfile".into(), file: None, dir: local_dir(&a.context)?, _tmp: None, origin: None });
-    }
-    if let Some(url) = a.file.as_deref().map(|f| f.to_string_lossy()).filter(|f| frontend::remote::is_http(f)) {
-        let text = super::remote_context::dockerfile_from_url(&url)?;
-        return Ok(Input { text, shown: url.to_string(), file: None, dir: local_dir(&a.context)?, _tmp: None, origin: None });
-    }
-    let file = a.file.clone().unwrap_or_else(|| a.context.join("Dockerfile"));
-    let shown = file.display().to_string();
-    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {shown}"))?;
-    Ok(Input { text, shown, file: Some(file), dir: local_dir(&a.context)?, _tmp: None, origin: None })
-}
-
-/// A local context as an absolute path: RUN bind mounts of it are made in
-/// a bundle directory, where a relative path would name nothing.
-fn local_dir(context: &Path) -> Result<PathBuf> {
-    std::path::absolute(context).with_context(|| format!("build context {}", context.display()))
-}
-
-/// Fill `opts.image_env` / `image_shell` with the configs of the FROM images
-/// (BuildKit expands `$VAR` with the base image's ENV). Images that cannot be
-/// resolved now are left out: their FROM step reports the error.
-fn base_image_configs(resolver: &Resolver, input: &Input, opts: &mut frontend::LowerOptions, platform: &str) {
-    if input.text.is_empty() {
-        return;
-    }
-    let Ok(refs) = frontend::base_images(&input.text, opts) else { return };
-    for r in refs {
-        if let Ok(config) = resolver.config(&r, platform) {
-            // Inserted even when empty: a known Env without PATH gets
-            // BuildKit's default PATH.
-            opts.image_env.insert(r.clone(), config.config.env.clone().unwrap_or_default());
-            if let Some(shell) = config.config.shell.clone() {
-                opts.image_shell.insert(r.clone(), shell);
-            }
-            if let Some(wd) = config.config.working_dir.clone().filter(|w| !w.is_empty()) {
-                opts.image_workdir.insert(r.clone(), wd);
-            }
-            if let Some(triggers) = config.config.on_build.clone().filter(|t| !t.is_empty()) {
-                opts.image_onbuild.insert(r.clone(), triggers);
-            }
-        }
-    }
-}
-
-/// What the build checks read of base image `name`: from the configs
-/// lowering already fetched, else fetched now (None when unresolvable).
-fn base_facts(resolver: &Resolver, name: &str, plat: &str) -> Option<super::call::BaseFacts> {
-    let cached = resolver.resolved.lock().ok().and_then(|m| m.get(&(name.to_string(), plat.to_string())).map(|r| r.config.clone()));
-    let config = match cached {
-        Some(c) => c,
-        None => resolver.config(name, plat).ok()?,
-    };
-    Some(super::call::facts(&config))
-}
-
-/// Before building: the outputs a multi-platform build can write.
-fn check_multi_outputs(a: &BuildArgs) -> Result<()> {
-    use crate::output::spec::{Dest, Kind};
-    if a.load {
-        bail!("--load takes one platform (docker loads one image): build with --platform for one, or --push the index");
-    }
-    for o in &a.outputs {
-        let spec = crate::output::spec::parse(o)?;
-        let ok = matches!((spec.kind, &spec.dest), (Kind::Oci, Some(Dest::Path(_))) if !spec.oci_as_tar()) || (spec.kind == Kind::Image && spec.push);
-        if !ok {
-            bail!("--output {o}: multi-platform builds write type=oci,dest=DIR or push (--push, type=registry); this output is for one platform");
-        }
-    }
-    Ok(())
-}
-
-/// Outputs of a multi-platform build: an OCI layout holding an image index
-/// (`type=oci,dest=DIR`) and/or a push of the index (`--push`,
-/// `type=registry`, `type=image,push=true`).
-#[allow(clippy::too_many_arguments)]
-fn multi_platform_outputs<S: crate::store::Store>(
-    a: &BuildArgs,
-    store: &S,
-    graph: &frontend::ir::Graph,
-    states: &BTreeMap<frontend::ir::NodeId, crate::scheduler::State>,
-    progress: &Progress,
-    epoch: Option<u64>,
-    jobs: usize,
-    attestations: &[crate::attest::ForImage],
-) -> Result<()> {
-    use crate::output::spec::{Dest, Kind};
-    let mut images = Vec::new();
-    for e in &graph.exports {
-        let st = states.get(&e.node).ok_or_else(|| anyhow!("internal: export not built"))?;
-        images.push((e.platform.clone().unwrap_or_else(|| "linux/amd64".into()), st));
-    }
-    let tag = a.tags.first().map(|n| crate::output::image::tag_part(n)).unwrap_or_else(|| "latest".into());
-    let mut push_names: Vec<String> = if a.push { a.tags.clone() } else { vec![] };
-    let mut wrote = false;
-    // The index `--iidfile` and `--metadata-file` describe (the first output's).
-    let mut recorded: Option<crate::image::manifest::Descriptor> = None;
-    let plats: Vec<String> = images.iter().map(|(p, _)| p.clone()).collect();
-    let flag_ann = crate::output::annotations::Annotations::from_flags(&a.annotations)?;
-    let mut push_ann = flag_ann.clone();
-    for o in &a.outputs {
-        let spec = crate::output::spec::parse(o)?;
-        match (spec.kind, &spec.dest) {
-            (Kind::Oci, Some(Dest::Path(dir))) if !spec.oci_as_tar() => {
-                let d = crate::scheduler::platforms::export_index(store, &images, dir, &tag, jobs, epoch)?;
-                let d = crate::output::annotations::annotate_index(dir, &d, &plats, &flag_ann.merged(&spec.annotations), &tag)?;
-                let d = crate::output::attach_to_index(dir, d, &tag, attestations, &a.tags, crate::attest::ForImage::in_layout)?;
-                progress.message(&format!("exported index {} ({} platforms) to {}", d.digest, images.len(), dir.display()));
-                recorded.get_or_insert(d);
-                wrote = true;
-            }
-            (Kind::Image, _) if spec.push => {
-                push_names.extend(a.tags.iter().cloned());
-                push_names.extend(spec.names.iter().cloned());
-                push_ann = push_ann.merged(&spec.annotations);
-            }
-            _ => bail!("--output {o}: multi-platform builds write type=oci,dest=DIR or push (--push, type=registry); this output is for one platform"),
-        }
-    }
-    if a.load {
-        bail!("--load takes one platform (docker loads one image): build with --platform for one, or --push the index");
-    }
-    push_names.sort();
-    push_names.dedup();
-    if !push_names.is_empty() {
-        let tmp = tempfile::Builder::new().prefix(&crate::store::temp_prefix("push")).tempdir_in(store.root()).context("temp dir in the store")?;
-        let d = crate::scheduler::platforms::export_index(store, &images, tmp.path(), "latest", jobs, epoch)?;
-        let d = crate::output::annotations::annotate_index(tmp.path(), &d, &plats, &push_ann, "latest")?;
-        let d = crate::output::attach_to_index(tmp.path(), d, "latest", attestations, &push_names, crate::attest::ForImage::pushed)?;
-        let reg = crate::registry::oci::OciRegistry::new()?;
-        for name in &push_names {
-            let t = std::time::Instant::now();
-            let (digest, st) = crate::registry::push::push_layout_stats(&reg, tmp.path(), &d, name, &Default::default())
-                .with_context(|| format!("pushing {name}"))?;
-            progress.message(&format!("pushed {name}@{digest} ({} platforms): {}", images.len(), st.summary(t.elapsed())));
-        }
-        recorded.get_or_insert(d);
-        wrote = true;
-    }
-    if !wrote {
-        progress.message("no output given (-o type=oci,dest=DIR or --push): the result stays in the build cache only");
-    }
-    if let Some(d) = &recorded {
-        let mut names = a.tags.clone();
-        names.extend(push_names.iter().filter(|n| !a.tags.contains(n)).cloned());
-        let extra = crate::attest::metadata(attestations, &crate::attest::build_ref(), std::env::var("BUILDX_METADATA_PROVENANCE").ok().as_deref());
-        crate::output::write_index_records(a.iidfile.as_deref(), a.metadata_file.as_deref(), d, &names, &extra)?;
-    }
-    progress.summary(&|n| graph.inputs(frontend::ir::NodeId(n)).into_iter().map(|i| i.0).collect());
-    Ok(())
 }
 
 /// Fail before building when a `RUN --mount=type=secret,required` names a
@@ -638,7 +341,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     let attest = crate::attest::flags::parse(&a.attest, std::env::var("BUILDX_NO_DEFAULT_ATTESTATIONS").ok().as_deref())?;
     let resources = a.resources.resources()?;
     let annotations = crate::output::annotations::Annotations::from_flags(&a.annotations)?;
-    use crate::remote_cache::{parse_cache_option, parse_cache_spec, CacheSpec, ImportedCache};
+    use crate::cache::remote::{parse_cache_option, parse_cache_spec, CacheSpec, ImportedCache};
     let cache_from =
         a.cache_from.iter().map(|c| parse_cache_spec(c).with_context(|| format!("--cache-from {c}"))).collect::<Result<Vec<_>>>()?;
     let cache_to_opts = a.cache_to.iter().map(|c| parse_cache_option(c).with_context(|| format!("--cache-to {c}"))).collect::<Result<Vec<_>>>()?;
@@ -884,9 +587,9 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         eprintln!("stromatekt: warning: could not save the context index: {e}");
     }
     let mut states = result?;
-    let lazy_ok = super::build_lazy::push_only(a, &outputs, platforms.len(), !cache_to.is_empty() || attest.sbom.is_some());
+    let lazy_ok = lazy::push_only(a, &outputs, platforms.len(), !cache_to.is_empty() || attest.sbom.is_some());
     if !lazy_ok {
-        super::build_lazy::materialize_exports(&sched, &graph, &mut states)?;
+        lazy::materialize_exports(&sched, &graph, &mut states)?;
     }
     let results: Vec<&crate::scheduler::State> = graph.exports.iter().filter_map(|e| states.get(&e.node)).collect();
     let facts = super::attest::Facts {
@@ -901,7 +604,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     };
     let attestations = super::attest::make(a, &attest, facts, &store, &graph, &states, &recorder, &sched.opts.platform)?;
     for opt in cache_to_opts.iter().filter(|c| c.spec != CacheSpec::Inline) {
-        match crate::remote_cache::export_cache(&store, sched.recorded(), &results, &opt.spec, None) {
+        match crate::cache::remote::export_cache(&store, sched.recorded(), &results, &opt.spec, None) {
             Ok(s) => progress.message(&format!(
                 "exported build cache {} ({} entries, {} blobs{})",
                 s.manifest,
@@ -922,7 +625,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     let default_load = a.as_docker_plugin && outputs.is_empty() && !a.push && !a.load && crate::output::load::docker_reachable();
     let mut labels = labels;
     if cache_to.contains(&CacheSpec::Inline) {
-        labels.push(crate::remote_cache::inline_label(&store, sched.recorded(), &[state])?);
+        labels.push(crate::cache::remote::inline_label(&store, sched.recorded(), &[state])?);
     }
     let attested = attestations.into_iter().next().unwrap_or_default();
     let metadata = crate::attest::metadata(std::slice::from_ref(&attested), &crate::attest::build_ref(), std::env::var("BUILDX_METADATA_PROVENANCE").ok().as_deref());

@@ -4,7 +4,6 @@
 
 mod attest;
 mod build;
-mod build_lazy;
 mod build_resources;
 mod buildx;
 mod call;

@@ -3,6 +3,7 @@
 //! [`OutputSpec`]. Only parsing and validation: writing is left to the
 //! sibling modules.
 
+use frontend::mounts::split_csv_lenient;
 use std::path::PathBuf;
 use thiserror::Error;
 
@@ -115,23 +116,6 @@ impl OutputSpec {
     }
 }
 
-/// Split `a=b,"c=d,e"` on commas outside double quotes, dropping the quotes
-/// (the CSV form buildx reads).
-fn split_csv(s: &str) -> Vec<String> {
-    let mut out = vec![];
-    let mut cur = String::new();
-    let mut quoted = false;
-    for c in s.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => out.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out
-}
-
 fn parse_bool(v: &str) -> Option<bool> {
     match v {
         "true" | "1" => Some(true),
@@ -153,7 +137,7 @@ pub fn parse(value: &str) -> Result<OutputSpec, SpecError> {
         }
         return Ok(OutputSpec { dest: Some(Dest::Path(PathBuf::from(value))), ..OutputSpec::new(Kind::Local) });
     }
-    let fields = split_csv(value);
+    let fields = split_csv_lenient(value);
     let mut kind = None;
     for f in &fields {
         if let Some(("type", t)) = f.split_once('=') {

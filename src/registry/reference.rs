@@ -9,6 +9,7 @@
 //! `library/` and `latest` filled in) and the same [`ParseError`]s; its tests
 //! compare the two.
 
+use frontend::reference::{valid_path_component, valid_tag};
 use oci_client::{ParseError, Reference};
 
 /// Longest repository name (distribution's `NameTotalLengthMax`).
@@ -63,31 +64,6 @@ fn valid_name(name: &str) -> bool {
     parts.len() > 1 && valid_domain(parts[0]) && parts[1..].iter().all(|p| valid_path_component(p))
 }
 
-/// `[a-z0-9]+` runs joined by `.`, `_`, `__` or dashes.
-fn valid_path_component(p: &str) -> bool {
-    let b = p.as_bytes();
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &p[start..i];
-        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-')) {
-            return false;
-        }
-    }
-    true
-}
-
 /// `host[:port]`, the host being dot-separated labels of letters, digits
 /// and inner dashes.
 fn valid_domain(d: &str) -> bool {
@@ -103,13 +79,6 @@ fn valid_domain(d: &str) -> bool {
             && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
     };
     host.split('.').all(label) && port.is_none_or(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
-}
-
-/// `[\w][\w.-]{0,127}` with an ASCII word class.
-fn valid_tag(t: &str) -> bool {
-    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
-    let b = t.as_bytes();
-    !b.is_empty() && b.len() <= 128 && word(b[0]) && b.iter().all(|c| word(*c) || *c == b'.' || *c == b'-')
 }
 
 /// `ALGORITHM:HEX`: algorithm components `[A-Za-z][A-Za-z0-9]*` joined by

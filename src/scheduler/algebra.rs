@@ -15,7 +15,7 @@ use crate::cache::key;
 use crate::exec::Executor;
 use crate::image::config::History;
 use crate::image::manifest::Descriptor;
-use crate::remote_cache::Part;
+use crate::cache::remote::Part;
 use crate::store::Store;
 use anyhow::{bail, Context as _, Result};
 use frontend::ir::{Node, NodeId};

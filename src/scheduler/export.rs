@@ -4,7 +4,7 @@
 
 use super::State;
 use crate::cache::layers::{layer_blob, CachedLayer, LayerRef};
-use crate::image::config::ImageConfig;
+use crate::image::config::{rfc3339, ImageConfig};
 use crate::image::layout::Layout;
 use crate::image::manifest::{descriptor, Descriptor, Manifest, CONFIG_V1, MANIFEST_V1};
 use crate::store::Store;
@@ -15,23 +15,6 @@ use std::path::{Path, PathBuf};
 /// blobs, bottom first. Layers are made in parallel (up to `jobs` at once).
 pub fn image_parts<S: Store>(store: &S, state: &State, jobs: usize) -> Result<(ImageConfig, Vec<(Descriptor, PathBuf)>)> {
     image_parts_at(store, state, jobs, None)
-}
-
-/// RFC 3339 (UTC) of a Unix time.
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// [`image_parts`] with `SOURCE_DATE_EPOCH`: file times in our layers are
@@ -96,14 +79,4 @@ pub fn export_layout<S: Store>(store: &S, state: &State, dest: &Path, tag: &str,
     let md = write_image(&layout, &config, &layers)?;
     layout.set_manifest(md.clone(), Some(tag))?;
     Ok(md)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
 }

@@ -85,7 +85,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         }
         let names: Vec<&str> = layers.iter().map(|(_, l, _)| l.name.as_str()).collect();
         let name = format!("merge-{}", crate::cache::key::merge(base_state.top.as_deref(), &names));
-        let recipe = layers.iter().map(|(_, l, _)| crate::remote_cache::Part::Layer(l.clone())).collect();
+        let recipe = layers.iter().map(|(_, l, _)| crate::cache::remote::Part::Layer(l.clone())).collect();
         self.recorded.record(&name, base_state.top.as_deref(), recipe);
         if !self.cached(&name) {
             let key = self.work_key(&name);

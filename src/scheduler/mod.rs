@@ -165,9 +165,9 @@ pub struct Scheduler<'a, S: Store, E: Executor> {
     /// (`--no-cache-filter STAGE` rebuilds what is built on STAGE too).
     uncached_inputs: Mutex<std::collections::BTreeSet<NodeId>>,
     /// Recipes of the snapshots this build made or found (`--cache-to`).
-    recorded: crate::remote_cache::Recorder,
+    recorded: crate::cache::remote::Recorder,
     /// Imported caches (`--cache-from`), asked in order for missing snapshots.
-    remote: Vec<Arc<crate::remote_cache::ImportedCache>>,
+    remote: Vec<Arc<crate::cache::remote::ImportedCache>>,
     /// COPY steps made incrementally from a previous result (see `copy`).
     pub(crate) incremental_copies: std::sync::atomic::AtomicUsize,
     /// Digests of build-context trees hashed in this build, by (path, name):
@@ -219,7 +219,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             cancel: cancel::Cancel::new(),
             fresh: Mutex::new(Default::default()),
             uncached_inputs: Mutex::new(Default::default()),
-            recorded: crate::remote_cache::Recorder::default(),
+            recorded: crate::cache::remote::Recorder::default(),
             remote: Vec::new(),
             incremental_copies: Default::default(),
             tree_digests: Mutex::new(Default::default()),
@@ -230,14 +230,14 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
 
     /// Also take missing cache entries from `cache` (`--cache-from`; several
     /// are asked in the order added).
-    pub fn with_remote_cache(mut self, cache: Arc<crate::remote_cache::ImportedCache>) -> Self {
+    pub fn with_remote_cache(mut self, cache: Arc<crate::cache::remote::ImportedCache>) -> Self {
         self.remote.push(cache);
         self
     }
 
     /// The recipes of the snapshots made or found so far, for
-    /// [`crate::remote_cache::export_cache`] (`--cache-to`).
-    pub fn recorded(&self) -> &crate::remote_cache::Recorder {
+    /// [`crate::cache::remote::export_cache`] (`--cache-to`).
+    pub fn recorded(&self) -> &crate::cache::remote::Recorder {
         &self.recorded
     }
 

@@ -196,7 +196,7 @@ pub fn check(text: &str, input: &Input) -> Report {
             let Command::From(f) = &st.from.command else { continue };
             let Ok(name) = lexer.process_word(&f.image, &g.env) else { break };
             // `oci-layout://` is stromatekt's own base form, not an image name.
-            if !walk::valid_reference(&name) && !name.starts_with("oci-layout://") {
+            if !crate::reference::valid_reference(&name) && !name.starts_with("oci-layout://") {
                 sink.run(&cfg, &rules::INVALID_DEFAULT_ARG_IN_FROM, (st.from.span.line, st.from.end_line), msg::invalid_default_arg_in_from(&f.image));
             }
         }

@@ -8,6 +8,7 @@ use super::config::Config;
 use super::rules::{self, msg};
 use super::source::NodeInfo;
 use super::{Input, Sink};
+use crate::error::edit_distance;
 use crate::instructions::{Command, Dockerfile, Instruction, ShellOrExec};
 use crate::lexer::{Lexer, VarLookup};
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,28 +50,13 @@ pub(crate) fn suggest(val: &str, options: &[String]) -> Option<String> {
         if o == val {
             return None;
         }
-        let d = levenshtein(val, o);
+        let d = edit_distance(val, o);
         if d < min {
             best = Some(o.clone());
             min = d;
         }
     }
     best
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        let mut cur = vec![i; b.len() + 1];
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// The global scope: BuildKit's default platform args and the meta ARGs.
@@ -548,80 +534,6 @@ fn go_dir(p: &str) -> String {
         Some(0) => "/".into(),
         Some(i) => crate::mounts::clean_path(&p[..i]),
     }
-}
-
-/// Whether `name` parses as a Docker image reference (distribution's
-/// `ParseNormalizedNamed`): lower-case path components, optional domain,
-/// tag and digest; not empty, not a bare 64-hex ID.
-pub(crate) fn valid_reference(name: &str) -> bool {
-    if name.is_empty() {
-        return false;
-    }
-    let (rest, digest) = match name.split_once('@') {
-        Some((r, d)) => (r, Some(d)),
-        None => (name, None),
-    };
-    if let Some(d) = digest {
-        let Some((algo, hex)) = d.split_once(':') else { return false };
-        if algo.is_empty() || hex.len() < 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return false;
-        }
-    }
-    // A tag is after the last ':' that follows the last '/'.
-    let slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
-    let (repo, tag) = match rest[slash..].rfind(':') {
-        Some(i) => (&rest[..slash + i], Some(&rest[slash + i + 1..])),
-        None => (rest, None),
-    };
-    if let Some(t) = tag {
-        let ok_first = t.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok_first || t.len() > 128 || !t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
-            return false;
-        }
-    }
-    if repo.is_empty() || (repo.len() == 64 && repo.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())) {
-        return false;
-    }
-    let mut comps: Vec<&str> = repo.split('/').collect();
-    if comps.len() > 1 {
-        let first = comps[0];
-        if first.contains('.') || first.contains(':') || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()) {
-            let host = first.split(':').next().unwrap_or("");
-            if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
-                return false;
-            }
-            comps.remove(0);
-        }
-    }
-    comps.iter().all(|c| path_component(c))
-}
-
-fn path_component(c: &str) -> bool {
-    // [a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*
-    if c.is_empty() {
-        return false;
-    }
-    let b = c.as_bytes();
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    if !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        if !(sep == "." || sep == "_" || sep == "__" || sep.chars().all(|x| x == '-')) {
-            return false;
-        }
-    }
-    true
 }
 
 /// containerd's `platforms.Parse`, far enough for the const-platform rule:

@@ -2,7 +2,7 @@
 //! not downloaded, see `scheduler::lazy`) as it is, and getting the files
 //! of the exported states when they cannot.
 
-use super::build::BuildArgs;
+use super::BuildArgs;
 use crate::exec::Executor;
 use crate::output::spec::{Kind, OutputSpec};
 use crate::scheduler::{Scheduler, State};

@@ -269,8 +269,8 @@ mod tests {
 
     use super::*;
     use crate::progress::Outcome;
-    use crate::remote_cache::tests::{build, digests, fake, machine};
-    use crate::remote_cache::{export_cache, parse_cache_spec, ImportedCache};
+    use crate::cache::remote::tests::{build, digests, fake, machine};
+    use crate::cache::remote::{export_cache, parse_cache_spec, ImportedCache};
     use std::process::{Child, Command, Stdio};
 
     /// moto's S3 server (scripts/install-deps.sh) on a free loopback port,
