@@ -197,7 +197,7 @@ fn push_layout_and_read_back_with_skopeo() {
 
     // To another repository: mounted from the first, nothing uploaded.
     let reg2 = OciRegistry::new().unwrap();
-    let opts = stromatekt::registry::push::PushOptions { mount_from: vec![reference.clone()] };
+    let opts = stromatekt::registry::push::PushOptions { mount_from: vec![reference.clone()], ..Default::default() };
     let other = format!("{}/other/busybox:v1", server.host());
     let d2 = stromatekt::registry::push::push_layout_with(&reg2, &layout, &desc, &other, &opts).unwrap();
     assert_eq!(d2, digest);

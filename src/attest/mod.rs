@@ -114,6 +114,14 @@ impl ImageResolver for Recorder<'_> {
         }
         Ok(img)
     }
+
+    fn resolve_lazy(&self, reference: &str, platform: &str) -> Result<Option<(SourceImage, String)>> {
+        let got = self.inner.resolve_lazy(reference, platform)?;
+        if let (Some((img, _)), Ok(mut m)) = (&got, self.seen.lock()) {
+            m.insert((reference.to_string(), platform.to_string()), Resolved { digest: img.manifest_desc.digest.clone(), local: false });
+        }
+        Ok(got)
+    }
 }
 
 /// Every node the export `node` depends on, in id (topological) order.

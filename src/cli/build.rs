@@ -7,6 +7,7 @@
 //! so using one fails naming it instead of being ignored or misparsed.
 
 mod input;
+mod lazy;
 mod multi;
 mod resolver;
 
@@ -585,7 +586,11 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     if let Err(e) = context.save_index() {
         eprintln!("stromatekt: warning: could not save the context index: {e}");
     }
-    let states = result?;
+    let mut states = result?;
+    let lazy_ok = lazy::push_only(a, &outputs, platforms.len(), !cache_to.is_empty() || attest.sbom.is_some());
+    if !lazy_ok {
+        lazy::materialize_exports(&sched, &graph, &mut states)?;
+    }
     let results: Vec<&crate::scheduler::State> = graph.exports.iter().filter_map(|e| states.get(&e.node)).collect();
     let facts = super::attest::Facts {
         dockerfile: input.file.as_deref(),

@@ -120,8 +120,18 @@ impl BuiltImage {
 
     /// Write as an OCI layout directory, tagged `tag`.
     pub fn write_layout_dir(&self, dir: &Path, tag: &str) -> Result<()> {
+        self.write_layout_dir_without(dir, tag, &Default::default())
+    }
+
+    /// [`BuiltImage::write_layout_dir`], leaving out the layers in `absent`
+    /// whose files are not there (a base image's layers that were not
+    /// downloaded): a layout only a push that can find them elsewhere reads.
+    pub fn write_layout_dir_without(&self, dir: &Path, tag: &str, absent: &std::collections::BTreeSet<String>) -> Result<()> {
         let layout = Layout::create(dir).with_context(|| format!("creating OCI layout {}", dir.display()))?;
         for (d, file) in &self.layers {
+            if absent.contains(&d.digest) && !file.exists() {
+                continue;
+            }
             layout.put_file(&d.digest, file).with_context(|| format!("copying {}", file.display()))?;
         }
         layout.put_bytes(&self.config_desc.digest, &self.config).with_context(|| format!("writing to {}", dir.display()))?;

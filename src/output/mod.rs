@@ -229,7 +229,17 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
                 let pushed = attested::usable(&plain, atts.pushed())?;
                 let img = annotations::annotate_image(plain, if pushed.is_empty() { &ann } else { &img_ann })?;
                 let tmp = tempfile::Builder::new().prefix(&crate::store::temp_prefix("push")).tempdir_in(store.root()).context("temp dir in the store")?;
-                img.write_layout_dir(tmp.path(), "latest")?;
+                // A lazy base's layers are not here: the push finds them
+                // in the base's repository.
+                let mut push_opts = crate::registry::push::PushOptions::default();
+                if let Some(lazy) = &state.lazy {
+                    push_opts.mount_from.push(lazy.pinned.clone());
+                    for (d, _) in &state.base_blobs {
+                        push_opts.remote.insert(d.digest.clone(), vec![lazy.pinned.clone()]);
+                    }
+                }
+                let absent = push_opts.remote.keys().cloned().collect();
+                img.write_layout_dir_without(tmp.path(), "latest", &absent)?;
                 let top = if pushed.is_empty() {
                     img.manifest_desc.clone()
                 } else {
@@ -238,9 +248,13 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
                 let reg = crate::registry::oci::OciRegistry::new()?;
                 for n in &names {
                     let t = std::time::Instant::now();
-                    let (digest, st) = crate::registry::push::push_layout_stats(&reg, tmp.path(), &top, n, &Default::default())
+                    let (digest, st) = crate::registry::push::push_layout_stats(&reg, tmp.path(), &top, n, &push_opts)
                         .with_context(|| format!("pushing {n}"))?;
                     progress.message(&format!("pushed {n}@{digest}: {}", st.summary(t.elapsed())));
+                    if let Some(lazy) = &state.lazy {
+                        let how = if registry_of(&lazy.pinned) == registry_of(n) { "mounted from" } else { "copied registry to registry from" };
+                        progress.message(&format!("base {}: {} layers not downloaded ({how} {})", lazy.reference, state.base_blobs.len(), lazy.pinned));
+                    }
                 }
                 record_as(&img, &top, &names, &mut info);
             }
@@ -251,6 +265,12 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
         record(&img, &req.tags, &mut info);
     }
     Ok(info)
+}
+
+/// The registry host of image reference `r` (None when it does not parse).
+fn registry_of(r: &str) -> Option<String> {
+    let n = crate::registry::pull::normalize_reference(r).ok()?;
+    crate::registry::reference::parse(&n).ok().map(|p| p.registry().to_string())
 }
 
 /// Open `dest` (a file, or stdout) and run `f` on a buffered writer.

@@ -191,6 +191,17 @@ pub fn resolve_config(reg: &dyn Registry, reference: &str, platform: &str, conte
     Ok(ResolvedImage { reference: normalized, pinned, manifest_desc, manifest, config, config_path })
 }
 
+/// The image resolved by [`resolve_config`] without its layers: each layer
+/// named by the path [`pull_resolved`] would put it at (the file may be
+/// missing). For a build that may never need the layers.
+pub fn unfetched(resolved: ResolvedImage, content: &Path) -> Result<SourceImage, RegistryError> {
+    let mut layers = Vec::with_capacity(resolved.manifest.layers.len());
+    for l in &resolved.manifest.layers {
+        layers.push((l.clone(), blob_path(content, &l.digest)?));
+    }
+    Ok(SourceImage { manifest_desc: resolved.manifest_desc, manifest: resolved.manifest, config: resolved.config, layers })
+}
+
 /// Pull `reference` for `platform` into content directory `content`
 /// (`content/blobs/sha256/<hex>`): config and layer blobs, skipping those
 /// already present. Returns the image with the local blob paths.

@@ -55,6 +55,11 @@ pub struct PushOptions {
     /// missing from the target repository are first mounted from these when
     /// they are on the same registry, instead of uploaded.
     pub mount_from: Vec<String>,
+    /// Blobs the layout may lack, by digest, with references of
+    /// repositories that hold them (a base image whose layers were not
+    /// downloaded): skipped when the target has them, mounted from these
+    /// on the same registry, else fetched from them and uploaded.
+    pub remote: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Where a blob of an image being pushed can be had.
@@ -141,7 +146,7 @@ pub fn push_layout_stats(
     }
     let mount_from = same_registry(&r, &opts.mount_from)?;
     let mut stats = PushStats::default();
-    let digest = push_node(reg, layout_dir, manifest, &normalized, &mount_from, 0, &mut stats)?;
+    let digest = push_node(reg, layout_dir, manifest, &normalized, &mount_from, &opts.remote, 0, &mut stats)?;
     Ok((digest, stats))
 }
 
@@ -323,12 +328,14 @@ fn confirm_blobs<'a>(reg: &dyn Registry, target: &str, digests: impl Iterator<It
 
 /// Push one manifest or index and what it references; `target` is where the
 /// manifest itself goes (a tag, or `repo@digest` for index children).
+#[allow(clippy::too_many_arguments)]
 fn push_node(
     reg: &dyn Registry,
     layout: &Path,
     desc: &Descriptor,
     target: &str,
     mount_from: &[String],
+    remote: &std::collections::BTreeMap<String, Vec<String>>,
     depth: usize,
     stats: &mut PushStats,
 ) -> Result<String, RegistryError> {
@@ -347,19 +354,29 @@ fn push_node(
         // Every child manifest is in place before the index names them.
         for child in &index.manifests {
             let child_target = pinned_reference(target, &child.digest)?;
-            push_node(reg, layout, child, &child_target, mount_from, depth + 1, stats)?;
+            push_node(reg, layout, child, &child_target, mount_from, remote, depth + 1, stats)?;
         }
     } else {
         let m: Manifest =
             serde_json::from_slice(&bytes).map_err(|e| invalid(layout, format!("manifest {} does not parse: {e}", desc.digest)))?;
         let mut blobs = Vec::new();
         for b in m.layers.iter().chain(std::iter::once(&m.config)) {
-            let path = blob_path(layout, &b.digest)?;
-            if !path.is_file() {
-                return Err(invalid(layout, format!("blob {} of manifest {} is missing", b.digest, desc.digest)));
-            }
             if blobs.iter().any(|p: &Prepared| p.desc.digest == b.digest) {
                 continue;
+            }
+            let path = blob_path(layout, &b.digest)?;
+            if !path.is_file() {
+                match remote.get(&b.digest) {
+                    Some(refs) => {
+                        let mut from = mount_from.to_vec();
+                        let target_ref = super::reference::parse(target)
+                            .map_err(|e| RegistryError::Reference { reference: target.to_string(), message: e.to_string() })?;
+                        from.extend(same_registry(&target_ref, refs)?.into_iter().filter(|r| !mount_from.contains(r)));
+                        blobs.push(Prepared { desc: b.clone(), path: None, mount_from: from, remote: refs.clone() });
+                        continue;
+                    }
+                    None => return Err(invalid(layout, format!("blob {} of manifest {} is missing", b.digest, desc.digest))),
+                }
             }
             blobs.push(Prepared { desc: b.clone(), path: Some(path), mount_from: mount_from.to_vec(), remote: vec![] });
         }
@@ -530,6 +547,26 @@ mod tests {
         let err = push_manifest_with_blobs(&reg, "host:5000/app:2", &m, MANIFEST_V1, &blobs[..1]).unwrap_err();
         assert!(err.to_string().contains(&cd.digest), "{err}");
         assert!(reg.manifest("host:5000/app:2", "linux/amd64").is_err());
+    }
+
+    #[test]
+    fn a_blob_missing_from_the_layout_comes_from_a_known_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let md = layout(dir.path(), &["amd64"]).remove(0);
+        let m: Manifest = serde_json::from_slice(&fs::read(blob_path(dir.path(), &md.digest).unwrap()).unwrap()).unwrap();
+        let layer = blob_path(dir.path(), &m.layers[0].digest).unwrap();
+        let reg = FakeRegistry::new();
+        reg.add_blob(&fs::read(&layer).unwrap());
+        fs::remove_file(&layer).unwrap();
+        // Without a source the push stops before anything is sent.
+        assert!(push_layout(&reg, dir.path(), &md, "host:5000/app:1").is_err());
+        let mut opts = PushOptions::default();
+        opts.remote.insert(m.layers[0].digest.clone(), vec![format!("host:5000/base@sha256:{}", "a".repeat(64))]);
+        let (d, stats) = push_layout_stats(&reg, dir.path(), &md, "host:5000/app:1", &opts).unwrap();
+        assert_eq!(d, md.digest);
+        // The fake shares blobs between repositories: the layer is present,
+        // only the config goes up.
+        assert_eq!((stats.present, stats.uploaded), (1, 1));
     }
 
     #[test]

@@ -18,6 +18,8 @@ mod cancel;
 pub(crate) mod copy;
 pub mod export;
 mod fetch;
+mod lazy;
+pub use lazy::LazyBase;
 mod named;
 mod algebra;
 pub(crate) use algebra::apply_blob;
@@ -56,6 +58,10 @@ pub struct State {
     pub config: ImageConfig,
     /// Set for a build-context node.
     pub context_dir: Option<PathBuf>,
+    /// Set when the tree is not there yet: a base image whose layers were
+    /// not fetched (`top` is None then, `base_blobs` name files that may be
+    /// missing); [`Scheduler::materialize`] makes the tree.
+    pub lazy: Option<LazyBase>,
 }
 
 impl crate::cache::LayerStack for State {
@@ -76,6 +82,15 @@ impl crate::cache::LayerStack for State {
 pub trait ImageResolver: Send + Sync {
     /// The image `reference` for `platform`, its blobs on local disk.
     fn resolve(&self, reference: &str, platform: &str) -> Result<SourceImage>;
+
+    /// The image `reference` for `platform` without its layers: manifest and
+    /// config read, layer files named where [`ImageResolver::resolve`] of the
+    /// returned pinned reference (`registry/repo@sha256:...`) puts them.
+    /// None when the image is local anyway (the default).
+    fn resolve_lazy(&self, reference: &str, platform: &str) -> Result<Option<(SourceImage, String)>> {
+        let _ = (reference, platform);
+        Ok(None)
+    }
 }
 
 /// Scheduler options.
@@ -159,6 +174,10 @@ pub struct Scheduler<'a, S: Store, E: Executor> {
     /// the pre-hash thread and the COPY that reads the same source share one
     /// walk (the later caller waits for the first).
     tree_digests: Mutex<std::collections::HashMap<(PathBuf, String), TreeDigest>>,
+    /// Per node: an `Image` node whose layers no step reads (see [`lazy`]).
+    lazy_ok: Mutex<Vec<bool>>,
+    /// Lazy bases imported in this build.
+    lazy_imports: lazy::Imports,
 }
 
 pub(crate) fn origin_label(node: &Node) -> String {
@@ -204,6 +223,8 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             remote: Vec::new(),
             incremental_copies: Default::default(),
             tree_digests: Mutex::new(Default::default()),
+            lazy_ok: Mutex::new(Vec::new()),
+            lazy_imports: Mutex::new(Default::default()),
         }
     }
 
@@ -333,6 +354,9 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             }
         }
         self.mark_uncached_inputs(graph, &needed);
+        if let Ok(mut l) = self.lazy_ok.lock() {
+            *l = lazy::lazy_images(graph, &needed);
+        }
         let mut dependents: Vec<Vec<NodeId>> = vec![Vec::new(); n];
         let mut pending = vec![0usize; n];
         for node in graph.nodes.iter().filter(|x| needed[x.id.0]) {
@@ -496,6 +520,14 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         if self.cancel.is_set() {
             bail!("interrupted");
         }
+        let owned;
+        let states = match self.materialize_inputs(node, states)? {
+            Some(m) => {
+                owned = m;
+                &owned
+            }
+            None => states,
+        };
         match &node.op {
             Op::Scratch => {
                 // BuildKit's empty image: PATH set, WorkingDir "/" (compat case scratch-env).
@@ -513,40 +545,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                 }
                 Ok(State { context_dir: Some(self.context.dir.clone()), ..State::default() })
             }
-            Op::Image { reference, platform } => {
-                let step = Some(self.progress.start(node.id.0, &format!("[internal] load image {reference}")));
-                let platform = platform.clone().unwrap_or_else(|| self.opts.platform.clone());
-                let began = std::time::SystemTime::now();
-                let t = std::time::Instant::now();
-                let res = self
-                    .images
-                    .resolve(reference, &platform)
-                    .and_then(|img| {
-                        // Blobs written since the step began were downloaded now.
-                        let fresh: u64 = img
-                            .layers
-                            .iter()
-                            .filter_map(|(d, p)| fs::metadata(p).ok().filter(|m| m.modified().is_ok_and(|m| m >= began)).map(|_| d.size))
-                            .sum();
-                        if fresh > 0 {
-                            if let Some(s) = &step {
-                                self.progress.log(s, format!("pulled {}\n", crate::progress::rate_text(fresh, t.elapsed())).as_bytes());
-                            }
-                        }
-                        self.import(&img)
-                    })
-                    .with_context(|| format!("{}: FROM {reference}", origin_label(node)));
-                match res {
-                    Ok((st, imported)) => {
-                        self.end(step, if imported { Outcome::Done } else { Outcome::Cached });
-                        Ok(st)
-                    }
-                    Err(e) => {
-                        self.end(step, Outcome::Error);
-                        Err(e)
-                    }
-                }
-            }
+            Op::Image { reference, platform } => self.run_image(node, reference, platform.as_deref()),
             Op::Config { base, edit } => {
                 let mut st = Self::input(states, *base)?.clone();
                 apply_edit(&mut st.config, edit);
@@ -595,7 +594,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             }
             top = Some(name);
         }
-        Ok((State { top, base_blobs: img.layers.clone(), layers: vec![], config: img.config.clone(), context_dir: None }, imported))
+        Ok((State { top, base_blobs: img.layers.clone(), layers: vec![], config: img.config.clone(), context_dir: None, lazy: None }, imported))
     }
 
     /// WORKDIR: as BuildKit, the directory is created (`mkdir -p`, owned by

@@ -54,6 +54,19 @@ impl ImageResolver for Resolver {
             None => crate::registry::pull::pull(&reg, reference, platform, &self.content)?,
         })
     }
+
+    fn resolve_lazy(&self, reference: &str, platform: &str) -> Result<Option<(SourceImage, String)>> {
+        if reference.starts_with("oci-layout://") {
+            return Ok(None);
+        }
+        let known = self.resolved.lock().ok().and_then(|m| m.get(&(reference.to_string(), platform.to_string())).cloned());
+        let r = match known {
+            Some(r) => r,
+            None => crate::registry::pull::resolve_config(&crate::registry::oci::OciRegistry::new()?, reference, platform, &self.content)?,
+        };
+        let pinned = r.pinned.clone();
+        Ok(Some((crate::registry::pull::unfetched(r, &self.content)?, pinned)))
+    }
 }
 
 /// Fill `opts.image_env` / `image_shell` with the configs of the FROM images

@@ -109,7 +109,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let plan = Plan { c, base, base_root: base_root.as_deref(), items: &items, chown, chmod, link, exclude: exclude.as_ref(), dest_abs: &dest_abs };
 
         let name = self.snapshot_name("copy", node, &self.copy_key(&plan)?);
-        let mut cached = self.cached(&name);
+        let cached = self.cached(&name);
         if !cached {
             self.make_copy(node, &plan, &name, step)?;
         }
@@ -117,28 +117,39 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             return Ok((with_layer(node, base, name), cached));
         }
         // --link: the layer is `name` (diff from nothing); later steps see
-        // the base with that layer applied.
-        let merged = self.snapshot_name("link", node, crate::cache::key::link(base.top.as_deref(), &name).as_str());
-        if !self.cached(&merged) {
-            cached = false;
-            let key = self.work_key(&merged);
-            let res = (|| -> Result<()> {
-                let root = self.store.prepare(&key, base.top.as_deref())?;
-                let layer = self.store.get(&name).ok_or_else(|| anyhow!("snapshot {name} vanished"))?;
-                apply_tree(self.opts.ids, &layer, &root)
-            })();
-            if let Err(err) = res {
-                let _ = self.store.remove(&key);
-                return Err(err);
-            }
-            self.commit_step(&key, &merged)?;
-        }
-        let mut st = with_layer(node, base, name);
+        // the base with that layer applied (put off while the base is lazy).
+        let mut st = with_layer(node, base, name.clone());
         if let Some(l) = st.layers.last_mut() {
             l.parent = None;
         }
+        if let Some(lazy) = st.lazy.as_mut() {
+            lazy.links.push((std::sync::Arc::new(node.clone()), name));
+            return Ok((st, cached));
+        }
+        let (merged, hit) = self.link_onto(node, base.top.as_deref(), &name)?;
         st.top = Some(merged);
-        Ok((st, cached))
+        Ok((st, cached && hit))
+    }
+
+    /// The snapshot of `--link` layer `name` (of COPY `node`) applied onto
+    /// `base`, made unless cached; and whether it was.
+    pub(crate) fn link_onto(&self, node: &Node, base: Option<&str>, name: &str) -> Result<(String, bool)> {
+        let merged = self.snapshot_name("link", node, crate::cache::key::link(base, name).as_str());
+        if self.cached(&merged) {
+            return Ok((merged, true));
+        }
+        let key = self.work_key(&merged);
+        let res = (|| -> Result<()> {
+            let root = self.store.prepare(&key, base)?;
+            let layer = self.store.get(name).ok_or_else(|| anyhow!("snapshot {name} vanished"))?;
+            apply_tree(self.opts.ids, &layer, &root)
+        })();
+        if let Err(err) = res {
+            let _ = self.store.remove(&key);
+            return Err(err);
+        }
+        self.commit_step(&key, &merged)?;
+        Ok((merged, false))
     }
 
     /// Make the snapshot `name` of a COPY missing from the cache: copy onto
