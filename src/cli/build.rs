@@ -6,6 +6,7 @@
 //! Docker flags stromatekt does not implement are still declared (hidden),
 //! so using one fails naming it instead of being ignored or misparsed.
 
+mod client;
 mod input;
 mod lazy;
 mod multi;
@@ -412,6 +413,8 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         bail!("only one thing can go to standard output: one --output with dest=- and no -q");
     }
 
+    // Made on first use, then shared by every part of the build.
+    let registry: std::sync::Arc<dyn crate::registry::Registry> = std::sync::Arc::new(client::LazyRegistry::default());
     // A remote context is fetched into the store; a local one needs no store
     // to be read and checked (`--call`, `# check=error=true` run without one).
     let early = if is_remote_context(a) { Some(open_store()?) } else { None };
@@ -439,7 +442,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         }
         // No store needed: base configs are read into a temporary directory.
         let tmp = tempfile::Builder::new().prefix("stromatekt-call-").tempdir().context("temp dir for base image configs")?;
-        let resolver = Resolver::new(tmp.path().to_path_buf());
+        let resolver = Resolver::new(tmp.path().to_path_buf(), registry.clone());
         let plat = platform.clone().unwrap_or_else(|| "linux/amd64".into());
         let patterns = frontend::dockerignore::Matcher::parse(&ignore).patterns().to_vec();
         let mut li = super::call::lint_input(&input.shown, &build_args, a.target.as_deref(), platform.as_deref(), &patterns);
@@ -470,7 +473,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     // violation fails the build here, before the store is even opened.
     if a.graph.is_none() && super::call::errors_on_violation(&input.text, &build_args) {
         let tmp = tempfile::Builder::new().prefix("stromatekt-check-").tempdir().context("temp dir for base image configs")?;
-        let resolver = Resolver::new(tmp.path().to_path_buf());
+        let resolver = Resolver::new(tmp.path().to_path_buf(), registry.clone());
         let plat = platform.clone().unwrap_or_else(|| "linux/amd64".into());
         let patterns = frontend::dockerignore::Matcher::parse(&ignore).patterns().to_vec();
         let mut li = super::call::lint_input(&input.shown, &build_args, a.target.as_deref(), platform.as_deref(), &patterns);
@@ -488,7 +491,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         Some(s) => s,
         None => open_store()?,
     };
-    let resolver = Resolver::new(content_dir(store.root()));
+    let resolver = Resolver::new(content_dir(store.root()), registry.clone());
     let recorder = crate::attest::Recorder::new(&resolver);
     let opts = frontend::LowerOptions {
         file: input.shown.clone(),
@@ -571,7 +574,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     };
     let mut sched = Scheduler::new(&store, &exec, &context, &recorder, &progress, sched_opts);
     for spec in &cache_from {
-        match ImportedCache::import(spec, None, &sched.opts.platform) {
+        match ImportedCache::import(spec, Some(registry.clone()), &sched.opts.platform) {
             Ok(c) => {
                 progress.message(&format!("importing build cache {} ({} entries)", c.origin(), c.config().recipes.len()));
                 sched = sched.with_remote_cache(std::sync::Arc::new(c));
@@ -604,7 +607,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     };
     let attestations = super::attest::make(a, &attest, facts, &store, &graph, &states, &recorder, &sched.opts.platform)?;
     for opt in cache_to_opts.iter().filter(|c| c.spec != CacheSpec::Inline) {
-        match crate::cache::remote::export_cache(&store, sched.recorded(), &results, &opt.spec, None) {
+        match crate::cache::remote::export_cache(&store, sched.recorded(), &results, &opt.spec, Some(&*registry)) {
             Ok(s) => progress.message(&format!(
                 "exported build cache {} ({} entries, {} blobs{})",
                 s.manifest,
@@ -618,7 +621,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         }
     }
     if platforms.len() > 1 {
-        return multi_platform_outputs(a, &store, &graph, &states, &progress, epoch, sched.opts.jobs, &attestations);
+        return multi_platform_outputs(a, &store, &graph, &states, &progress, epoch, sched.opts.jobs, &attestations, &*registry);
     }
     let export = graph.exports.first().ok_or_else(|| anyhow!("the Dockerfile exports nothing"))?;
     let state = states.get(&export.node).ok_or_else(|| anyhow!("internal: export not built"))?;
@@ -631,7 +634,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     let metadata = crate::attest::metadata(std::slice::from_ref(&attested), &crate::attest::build_ref(), std::env::var("BUILDX_METADATA_PROVENANCE").ok().as_deref());
     let req = Request { outputs, tags: a.tags.clone(), labels, load: a.load || default_load, push: a.push, jobs: sched.opts.jobs, epoch, annotations, attestations: attested };
     let need_image = a.quiet || a.iidfile.is_some() || a.metadata_file.is_some();
-    let info = write_outputs(&store, state, &req, &progress, need_image)?;
+    let info = write_outputs(&store, state, &req, &progress, need_image, &*registry)?;
     if req.outputs.is_empty() && !req.push && !req.load {
         progress.message("no output given (-o, --load or --push): the result stays in the build cache only");
     }

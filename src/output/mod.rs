@@ -24,6 +24,7 @@ pub mod spec;
 use crate::image::config::ImageConfig;
 use crate::image::manifest::Descriptor;
 use crate::progress::Progress;
+use crate::registry::Registry;
 use crate::scheduler::State;
 use crate::store::Store;
 use anyhow::{anyhow, Context as _, Result};
@@ -94,8 +95,9 @@ fn encoding_of(o: &OutputSpec) -> Encoding {
 /// Write every requested output of `state`; returns the image written (or,
 /// with no image output, the default-encoded image, for `-q` and
 /// `--iidfile`), or None when only filesystem outputs were asked for and
-/// `need_image` is false.
-pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress: &Progress, need_image: bool) -> Result<Option<ImageInfo>> {
+/// `need_image` is false. Pushes go through `reg`, the build's registry
+/// client.
+pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress: &Progress, need_image: bool, reg: &dyn Registry) -> Result<Option<ImageInfo>> {
     let temp = store.temp_path();
     let mut info: Option<ImageInfo> = None;
     // Built lazily: filesystem-only outputs never make layer blobs.
@@ -245,10 +247,9 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
                 } else {
                     attested::attach_single(tmp.path(), &img, &pushed, &atts.platform, &names, "latest", &idx_ann)?
                 };
-                let reg = crate::registry::oci::OciRegistry::new()?;
                 for n in &names {
                     let t = std::time::Instant::now();
-                    let (digest, st) = crate::registry::push::push_layout_stats(&reg, tmp.path(), &top, n, &push_opts)
+                    let (digest, st) = crate::registry::push::push_layout_stats(reg, tmp.path(), &top, n, &push_opts)
                         .with_context(|| format!("pushing {n}"))?;
                     progress.message(&format!("pushed {n}@{digest}: {}", st.summary(t.elapsed())));
                     if let Some(lazy) = &state.lazy {

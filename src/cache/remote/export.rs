@@ -100,8 +100,9 @@ pub struct ExportSummary {
 }
 
 /// `--cache-to`: export the cache for `results` (the exported images'
-/// states) as `spec` says. `reg` is used for `type=registry` (None: the
-/// default client with the user's Docker credentials).
+/// states) as `spec` says. `reg` is the registry client `type=registry`
+/// pushes with (the caller's, made once per build); the other backends
+/// need none.
 pub fn export_cache<S: Store + ?Sized, R: LayerStack>(
     store: &S,
     recorder: &Recorder,
@@ -122,14 +123,7 @@ pub fn export_cache<S: Store + ?Sized, R: LayerStack>(
     let summary = |digest: String| ExportSummary { manifest: digest, recipes: exp.config.recipes.len(), blobs: exp.blobs.len(), uploaded: None };
     match spec {
         CacheSpec::Registry { reference, .. } => {
-            let owned;
-            let reg: &dyn Registry = match reg {
-                Some(r) => r,
-                None => {
-                    owned = crate::registry::oci::OciRegistry::new()?;
-                    &owned
-                }
-            };
+            let reg = reg.ok_or_else(|| anyhow!("internal: --cache-to type=registry without a registry client"))?;
             let dir = blob_dir(store.root());
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let tmp = tempfile::Builder::new().prefix(&crate::store::temp_prefix("cache-config")).tempfile_in(&dir).context("temporary file in the store")?;

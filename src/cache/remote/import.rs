@@ -62,17 +62,14 @@ fn parse_config(bytes: &[u8], media_type: &str, origin: &str) -> Result<CacheCon
 }
 
 impl ImportedCache {
-    /// Import what `spec` names (`--cache-from`). `reg` is used for
-    /// `type=registry` (None: the default client with the user's Docker
-    /// credentials); `platform` picks the image of an index holding an
+    /// Import what `spec` names (`--cache-from`). `reg` is the registry
+    /// client `type=registry` reads with (the caller's, made once per
+    /// build; the other backends need none); `platform` picks the image of an index holding an
     /// inline cache.
     pub fn import(spec: &CacheSpec, reg: Option<Arc<dyn Registry>>, platform: &str) -> Result<ImportedCache> {
         match spec {
             CacheSpec::Registry { reference, .. } => {
-                let reg = match reg {
-                    Some(r) => r,
-                    None => Arc::new(crate::registry::oci::OciRegistry::new()?),
-                };
+                let reg = reg.ok_or_else(|| anyhow!("internal: --cache-from type=registry without a registry client"))?;
                 ImportedCache::from_registry(reg, reference, platform)
             }
             CacheSpec::Local { src: Some(dir), .. } => ImportedCache::from_local(dir),

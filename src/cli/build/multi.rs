@@ -24,7 +24,7 @@ pub(super) fn check_multi_outputs(a: &BuildArgs) -> Result<()> {
 
 /// Outputs of a multi-platform build: an OCI layout holding an image index
 /// (`type=oci,dest=DIR`) and/or a push of the index (`--push`,
-/// `type=registry`, `type=image,push=true`).
+/// `type=registry`, `type=image,push=true`), pushed through `reg`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn multi_platform_outputs<S: crate::store::Store>(
     a: &BuildArgs,
@@ -35,6 +35,7 @@ pub(super) fn multi_platform_outputs<S: crate::store::Store>(
     epoch: Option<u64>,
     jobs: usize,
     attestations: &[crate::attest::ForImage],
+    reg: &dyn crate::registry::Registry,
 ) -> Result<()> {
     use crate::output::spec::{Dest, Kind};
     let mut images = Vec::new();
@@ -79,10 +80,9 @@ pub(super) fn multi_platform_outputs<S: crate::store::Store>(
         let d = crate::scheduler::platforms::export_index(store, &images, tmp.path(), "latest", jobs, epoch)?;
         let d = crate::output::annotations::annotate_index(tmp.path(), &d, &plats, &push_ann, "latest")?;
         let d = crate::output::attach_to_index(tmp.path(), d, "latest", attestations, &push_names, crate::attest::ForImage::pushed)?;
-        let reg = crate::registry::oci::OciRegistry::new()?;
         for name in &push_names {
             let t = std::time::Instant::now();
-            let (digest, st) = crate::registry::push::push_layout_stats(&reg, tmp.path(), &d, name, &Default::default())
+            let (digest, st) = crate::registry::push::push_layout_stats(reg, tmp.path(), &d, name, &Default::default())
                 .with_context(|| format!("pushing {name}"))?;
             progress.message(&format!("pushed {name}@{digest} ({} platforms): {}", images.len(), st.summary(t.elapsed())));
         }

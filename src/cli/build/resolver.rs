@@ -4,15 +4,19 @@
 
 use super::input::Input;
 use crate::image::source::{read_layout, split_layout_ref, SourceImage};
+use crate::registry::Registry;
 use crate::scheduler::ImageResolver;
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Resolves `FROM` references: OCI layouts on disk, or registry pulls into
 /// the store's content directory.
 pub(super) struct Resolver {
     content: PathBuf,
+    /// The build's registry client.
+    reg: Arc<dyn Registry>,
     /// Registry images whose manifest and config were read before lowering
     /// (for the base image's ENV, ONBUILD, ...), by (reference, platform):
     /// the pull then fetches that same manifest by digest, without asking
@@ -21,8 +25,8 @@ pub(super) struct Resolver {
 }
 
 impl Resolver {
-    pub(super) fn new(content: PathBuf) -> Resolver {
-        Resolver { content, resolved: Default::default() }
+    pub(super) fn new(content: PathBuf, reg: Arc<dyn Registry>) -> Resolver {
+        Resolver { content, reg, resolved: Default::default() }
     }
 
     /// Only the config of image `reference` (no layers downloaded).
@@ -31,8 +35,7 @@ impl Resolver {
             let (path, tag) = split_layout_ref(reference);
             return Ok(read_layout(&path, tag.as_deref(), platform)?.config);
         }
-        let reg = crate::registry::oci::OciRegistry::new()?;
-        let r = crate::registry::pull::resolve_config(&reg, reference, platform, &self.content)?;
+        let r = crate::registry::pull::resolve_config(&*self.reg, reference, platform, &self.content)?;
         let config = r.config.clone();
         if let Ok(mut m) = self.resolved.lock() {
             m.insert((reference.to_string(), platform.to_string()), r);
@@ -47,11 +50,11 @@ impl ImageResolver for Resolver {
             let (path, tag) = split_layout_ref(reference);
             return Ok(read_layout(&path, tag.as_deref(), platform)?);
         }
-        let reg = crate::registry::oci::OciRegistry::new()?;
+        let reg = &*self.reg;
         let known = self.resolved.lock().ok().and_then(|m| m.get(&(reference.to_string(), platform.to_string())).cloned());
         Ok(match known {
-            Some(r) => crate::registry::pull::pull_resolved(&reg, r, &self.content)?,
-            None => crate::registry::pull::pull(&reg, reference, platform, &self.content)?,
+            Some(r) => crate::registry::pull::pull_resolved(reg, r, &self.content)?,
+            None => crate::registry::pull::pull(reg, reference, platform, &self.content)?,
         })
     }
 
@@ -62,7 +65,7 @@ impl ImageResolver for Resolver {
         let known = self.resolved.lock().ok().and_then(|m| m.get(&(reference.to_string(), platform.to_string())).cloned());
         let r = match known {
             Some(r) => r,
-            None => crate::registry::pull::resolve_config(&crate::registry::oci::OciRegistry::new()?, reference, platform, &self.content)?,
+            None => crate::registry::pull::resolve_config(&*self.reg, reference, platform, &self.content)?,
         };
         let pinned = r.pinned.clone();
         Ok(Some((crate::registry::pull::unfetched(r, &self.content)?, pinned)))
