@@ -22,22 +22,17 @@
 //! monolithically (one PUT) up to [`CHUNKED_ABOVE`] bytes and as a series
 //! of PATCH chunks above.
 //!
-//! Why uploads still go through oci-client, and how big blobs avoid the
-//! heap: oci-client's upload API takes the blob as `bytes::Bytes` or as a
-//! `futures::Stream`. This crate depends on neither `bytes` nor
-//! `futures-util` directly (both are in Cargo.lock through oci-client, but
-//! the workspace manifest is not this module's to change), and speaking
-//! the distribution API ourselves would need a direct HTTP client
-//! dependency as well. So small blobs are read into memory, and blobs above
-//! [`CHUNKED_ABOVE`] are memory-mapped read-only and handed over as a
-//! `&'static [u8]` (which `Bytes` takes without copying): the kernel pages
-//! them in from the file as the chunks are sent, nothing is read into the
-//! heap. The mappings live until the [`OciRegistry`] is dropped, after its
-//! runtime (whose tasks might still hold a body) is shut down. With
-//! `futures-util` + `bytes` as dependencies, `Client::push_blob_stream` would
-//! replace the mapping. oci-client keeps chunked sessions private, so a
-//! failed upload is restarted from its beginning (a new upload session),
-//! not resumed.
+//! How big blobs avoid the heap: oci-client's upload API takes the blob
+//! as `bytes::Bytes` or as a `futures::Stream`. Small blobs are read into
+//! memory; blobs above [`MAP_ABOVE`] are memory-mapped read-only and handed
+//! over as a `&'static [u8]` (which `Bytes` takes without copying): the
+//! kernel pages them in from the file as they are sent, nothing is read into
+//! the heap. The mappings live until the [`OciRegistry`] is dropped, after
+//! its runtime (whose tasks might still hold a body) is shut down.
+//! `Client::push_blob_stream` over `futures-util` (a dependency, for the S3
+//! cache) and `bytes` would replace the mapping. oci-client keeps chunked
+//! sessions private, so a failed upload is restarted from its beginning (a
+//! new upload session), not resumed.
 
 use super::{RawManifest, Registry, RegistryError};
 use crate::image::manifest::{digest_of, MANIFEST_V1};
