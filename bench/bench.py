@@ -210,8 +210,9 @@ def prepare_debian():
         safe_rmtree(rootfs)
         log("debootstrap --variant=minbase bookworm (once; cached under target/bench/cache)")
         with open(CACHE / "debootstrap.log", "w") as lf:
-            sh(["debootstrap", "--variant=minbase", "bookworm", str(rootfs),
-                "http://deb.debian.org/debian"], stdout=lf, stderr=subprocess.STDOUT)
+            mirror = capture([str(REPO / "scripts" / "apt-mirror.sh")]).strip()
+            sh(["debootstrap", "--variant=minbase", "bookworm", str(rootfs), mirror],
+               stdout=lf, stderr=subprocess.STDOUT)
         ok.touch()
         safe_rmtree(oci)
     if (oci / "index.json").exists():

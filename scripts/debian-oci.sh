@@ -2,12 +2,12 @@
 # Makes a Debian bookworm minbase image as an OCI layout (tag `latest`) with
 # debootstrap and umoci: scripts/debian-oci.sh DIR
 # Needs root (debootstrap) and a reachable Debian mirror ($DEBIAN_MIRROR,
-# default http://deb.debian.org/debian). The layout is built beside DIR and
+# default: the one apt is configured with, scripts/apt-mirror.sh). The layout is built beside DIR and
 # renamed into place at the end, so DIR is either complete or absent; an
 # existing DIR is left alone. The tests cache it under target/fixtures/.
 set -euo pipefail
 dir=${1:?usage: debian-oci.sh DIR}
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+mirror=${DEBIAN_MIRROR:-$("$(dirname "$0")/apt-mirror.sh")}
 suite=${DEBIAN_SUITE:-bookworm}
 [ -f "$dir/index.json" ] && { echo "debian-oci: $dir exists"; exit 0; }
 [ "$(id -u)" -eq 0 ] || { echo "debian-oci: debootstrap needs root" >&2; exit 1; }
