@@ -240,7 +240,7 @@ fn build_push_action_pushes_through_the_plugin() {
         }
     }
     assert!(out.status.success(), "build-push-action failed:\n{text}");
-    let outputs = outputs_of(&text);
+    let outputs = common::action_outputs(&text);
     let digest = outputs.get("digest").cloned().unwrap_or_default();
     assert!(digest.starts_with("sha256:"), "digest output: {text}");
     assert!(outputs.get("imageid").is_some_and(|i| i.starts_with("sha256:")), "imageid output: {text}");
@@ -259,28 +259,6 @@ fn build_push_action_pushes_through_the_plugin() {
     let cfg_json = run(Command::new("skopeo").args(["inspect", "--config", "--tls-verify=false"]).arg(format!("docker://{tag}")));
     let c: serde_json::Value = serde_json::from_slice(&cfg_json.stdout).unwrap();
     assert_eq!(c["config"]["Labels"]["org.opencontainers.image.title"], "app");
-}
-
-/// `name=value` and `name<<DELIM ... DELIM` blocks of the runner's output file, as printed by run-action.sh.
-fn outputs_of(text: &str) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::new();
-    let Some(start) = text.find("--- outputs:") else { return out };
-    let mut lines = text[start..].lines().skip(1);
-    while let Some(l) = lines.next() {
-        if let Some((k, delim)) = l.split_once("<<") {
-            let mut v = Vec::new();
-            for l in lines.by_ref() {
-                if l == delim {
-                    break;
-                }
-                v.push(l);
-            }
-            out.insert(k.to_string(), v.join("\n"));
-        } else if let Some((k, v)) = l.split_once('=') {
-            out.insert(k.to_string(), v.to_string());
-        }
-    }
-    out
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -101,29 +101,7 @@ fn run_action(clients: &Path, action: &str, ws: &Path, cfg: &Path, root: &Path, 
             let _ = fs::remove_dir_all(dir);
         }
     }
-    Run { ok: out.status.success(), outputs: outputs_of(&text), text }
-}
-
-/// `name=value` and `name<<DELIM ... DELIM` blocks of the runner's output file, as printed by run-action.sh.
-fn outputs_of(text: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let Some(start) = text.find("--- outputs:") else { return out };
-    let mut lines = text[start..].lines().skip(1);
-    while let Some(l) = lines.next() {
-        if let Some((k, delim)) = l.split_once("<<") {
-            let mut v = Vec::new();
-            for l in lines.by_ref() {
-                if l == delim {
-                    break;
-                }
-                v.push(l);
-            }
-            out.insert(k.to_string(), v.join("\n"));
-        } else if let Some((k, v)) = l.split_once('=') {
-            out.insert(k.to_string(), v.to_string());
-        }
-    }
-    out
+    Run { ok: out.status.success(), outputs: common::action_outputs(&text), text }
 }
 
 /// The `docker buildx build` command line the action ran (from its log).

@@ -598,3 +598,26 @@ pub fn outcome(events: &[serde_json::Value], needle: &str) -> String {
         .map(|e| e["event"].as_str().unwrap_or("").to_string())
         .unwrap_or_default()
 }
+
+/// `name=value` and `name<<DELIM ... DELIM` blocks of the runner's output file, as `clients/run-action.sh` prints them
+/// after a GitHub action's run.
+pub fn action_outputs(text: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(start) = text.find("--- outputs:") else { return out };
+    let mut lines = text[start..].lines().skip(1);
+    while let Some(l) = lines.next() {
+        if let Some((k, delim)) = l.split_once("<<") {
+            let mut v = Vec::new();
+            for l in lines.by_ref() {
+                if l == delim {
+                    break;
+                }
+                v.push(l);
+            }
+            out.insert(k.to_string(), v.join("\n"));
+        } else if let Some((k, v)) = l.split_once('=') {
+            out.insert(k.to_string(), v.to_string());
+        }
+    }
+    out
+}
