@@ -37,7 +37,7 @@ fn multiarch() {
     assert_eq!(doc.images.len(), 2);
     assert_eq!(doc.images[1].variant.as_deref(), Some("v7"));
     assert_eq!(doc.images[0].index_annotations["org.opencontainers.image.ref.name"], "latest-amd64");
-    assert_eq!(doc.images[1].layer.as_ref().map(|l| (l.value.as_str(), l.span.line)), Some(("/build/rootfs-arm", 16)));
+    assert_eq!(doc.images[1].layer.as_ref().map(|l| (l.value.as_str(), l.span.line)), Some(("/build/rootfs-arm", 15)));
 }
 
 #[test]
