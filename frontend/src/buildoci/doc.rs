@@ -193,20 +193,8 @@ pub fn parse(file: &str, text: &str) -> Result<Document, DocError> {
 }
 
 fn image(at: At) -> Result<Image, DocError> {
-    let entries = at.mapping(&[
-        "architecture",
-        "os",
-        "variant",
-        "os.version",
-        "os.features",
-        "author",
-        "comment",
-        "layer",
-        "parent",
-        "config",
-        "annotations",
-        "index-annotations",
-    ])?;
+    let entries =
+        at.mapping(&["architecture", "os", "variant", "os.version", "os.features", "author", "comment", "layer", "parent", "config", "annotations", "index-annotations"])?;
     let mut img = Image {
         span: at.node.span,
         architecture: String::new(),
