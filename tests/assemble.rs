@@ -153,7 +153,7 @@ fn fixture(dir: &Path, compression: &str) -> (PathBuf, PathBuf) {
 
 #[test]
 fn two_images_on_a_parent_with_whiteouts_xattrs_and_dedup() {
-    if !runnable(&["skopeo", "umoci", "mknod", "cp"]) {
+    if !runnable(&["skopeo", "umoci", "mknod", "cp", "diff"]) {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
