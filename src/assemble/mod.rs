@@ -26,6 +26,7 @@ use crate::image::config::{rfc3339, ContainerConfig, History, ImageConfig};
 use crate::image::layer::{write_tar_with, Hashing, TarOptions};
 use crate::image::layout::Layout;
 use crate::image::manifest::{descriptor, Descriptor, Index, Manifest, CONFIG_V1, INDEX_V1, LAYER_GZIP, LAYER_ZSTD, MANIFEST_V1};
+use crate::image::source::read_layout_entry;
 use crate::output::compress::{compression_of, open_tar, Encoder};
 use crate::output::spec::Compression;
 use anyhow::{bail, Context, Result};
@@ -158,42 +159,6 @@ fn target(doc: &Document) -> (Compression, Option<i32>, &'static str) {
     }
 }
 
-/// The parent image: its manifest's layers (media type, file), config.
-struct ParentImage {
-    layers: Vec<(Descriptor, PathBuf)>,
-    config: ImageConfig,
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
-    let b = fs::read(path).with_context(|| format!("reading {what} {}", path.display()))?;
-    serde_json::from_slice(&b).with_context(|| format!("{}: not a valid {what}", path.display()))
-}
-
-fn read_parent(dir: &Path, index: usize, img: &Image) -> Result<ParentImage> {
-    let blob = |d: &str| dir.join("blobs").join(d.replacen(':', "/", 1));
-    let idx: Index = read_json(&dir.join("index.json"), "OCI index")?;
-    let mut desc = idx.manifests.get(index).cloned().with_context(|| format!("{}: no image {index} in index.json", dir.display()))?;
-    // An entry that is itself an index (a multi-platform image): its manifest for this image's platform.
-    for _ in 0..4 {
-        if !(desc.media_type == INDEX_V1 || desc.media_type.ends_with("manifest.list.v2+json")) {
-            break;
-        }
-        let inner: Index = read_json(&blob(&desc.digest), "OCI index")?;
-        desc = inner
-            .manifests
-            .into_iter()
-            .find(|m| m.platform.as_ref().is_some_and(|p| p.os == img.os && p.architecture == img.architecture && (img.variant.is_none() || p.variant == img.variant)))
-            .with_context(|| format!("{}: image {index} is an index without a manifest for {}/{}", dir.display(), img.os, img.architecture))?;
-    }
-    let manifest: Manifest = read_json(&blob(&desc.digest), "OCI manifest")?;
-    let config: ImageConfig = read_json(&blob(&manifest.config.digest), "image config")?;
-    if config.rootfs.diff_ids.len() != manifest.layers.len() {
-        bail!("{}: the config lists {} diff_ids but the manifest {} layers", dir.display(), config.rootfs.diff_ids.len(), manifest.layers.len());
-    }
-    let layers = manifest.layers.iter().map(|l| (l.clone(), blob(&l.digest))).collect();
-    Ok(ParentImage { layers, config })
-}
-
 /// A temporary file in the layout's blob directory, renamed to its digest.
 fn store_blob(layout: &Layout, tmp: tempfile::NamedTempFile, digest: &str) -> Result<()> {
     let dest = layout.blob_path(digest);
@@ -259,7 +224,12 @@ fn build_image(req: &Request, layout: &Layout, img: &Image, created: &str) -> Re
     let mut tree = lower::Tree::default();
     if let Some(p) = &img.parent {
         let dir = Path::new(&p.image.value);
-        let parent = read_parent(dir, p.index.value, img).with_context(|| format!("reading the parent image {}", dir.display()))?;
+        // An entry that is itself an index (a multi-platform image): its manifest for this image's platform.
+        let platform = match &img.variant {
+            Some(v) => format!("{}/{}/{v}", img.os, img.architecture),
+            None => format!("{}/{}", img.os, img.architecture),
+        };
+        let parent = read_layout_entry(dir, p.index.value, &platform).with_context(|| format!("reading the parent image {}", dir.display()))?;
         for (desc, file) in &parent.layers {
             layers.push(copy_layer(req, layout, desc, file)?);
         }

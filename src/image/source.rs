@@ -72,15 +72,29 @@ pub fn split_layout_ref(reference: &str) -> (PathBuf, Option<String>) {
 /// first manifest when `None`) of the OCI layout at `dir`, following an index
 /// to the manifest for `platform` (`linux/amd64`).
 pub fn read_layout(dir: &Path, tag: Option<&str>, platform: &str) -> Result<SourceImage, SourceError> {
-    let blob = |d: &str| -> PathBuf { dir.join("blobs").join(d.replacen(':', "/", 1)) };
     let index: Index = read_json(&dir.join("index.json"), "OCI index")?;
     let key = "org.opencontainers.image.ref.name";
-    let mut desc = match tag {
+    let desc = match tag {
         Some(t) => index.manifests.iter().find(|m| m.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str) == Some(t)),
         None => index.manifests.first(),
     }
     .cloned()
     .ok_or_else(|| SourceError::Invalid(format!("{}: no image tagged {:?} in index.json", dir.display(), tag.unwrap_or("(any)"))))?;
+    read_image(dir, desc, platform)
+}
+
+/// Read entry `n` (0 = the first) of the `index.json` of the OCI layout at
+/// `dir`, following an index to the manifest for `platform`.
+pub fn read_layout_entry(dir: &Path, n: usize, platform: &str) -> Result<SourceImage, SourceError> {
+    let index: Index = read_json(&dir.join("index.json"), "OCI index")?;
+    let count = index.manifests.len();
+    let desc = index.manifests.into_iter().nth(n).ok_or_else(|| SourceError::Invalid(format!("{}: index.json has {count} entries, not {}", dir.display(), n + 1)))?;
+    read_image(dir, desc, platform)
+}
+
+/// The image that `desc` (an entry of the layout at `dir`) names.
+fn read_image(dir: &Path, mut desc: Descriptor, platform: &str) -> Result<SourceImage, SourceError> {
+    let blob = |d: &str| -> PathBuf { dir.join("blobs").join(d.replacen(':', "/", 1)) };
     // Follow nested indexes to the platform's manifest.
     for _ in 0..4 {
         let is_index = desc.media_type == INDEX_V1 || desc.media_type.ends_with("manifest.list.v2+json");
