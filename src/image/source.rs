@@ -122,3 +122,30 @@ fn read_image(dir: &Path, mut desc: Descriptor, platform: &str) -> Result<Source
     let layers = manifest.layers.iter().map(|l| (l.clone(), blob(&l.digest))).collect();
     Ok(SourceImage { manifest_desc: desc, manifest, config, layers })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::image::layout::Layout;
+    use crate::image::manifest::{descriptor, CONFIG_V1, MANIFEST_V1};
+
+    #[test]
+    fn entries_are_read_by_position_or_tag() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = Layout::create(tmp.path()).unwrap();
+        for (arch, tag) in [("amd64", "a"), ("arm64", "b")] {
+            let cfg = ImageConfig::for_platform(&format!("linux/{arch}")).to_canonical_json();
+            let cd = descriptor(CONFIG_V1, &cfg);
+            l.put_bytes(&cd.digest, &cfg).unwrap();
+            let m = Manifest::new(cd, vec![]).to_json();
+            let md = descriptor(MANIFEST_V1, &m);
+            l.put_bytes(&md.digest, &m).unwrap();
+            l.set_manifest(md, Some(tag)).unwrap();
+        }
+        assert_eq!(read_layout_entry(tmp.path(), 1, "linux/arm64").unwrap().config.architecture, "arm64");
+        assert_eq!(read_layout(tmp.path(), Some("a"), "linux/amd64").unwrap().config.architecture, "amd64");
+        let e = read_layout_entry(tmp.path(), 2, "linux/amd64").unwrap_err().to_string();
+        assert!(e.ends_with("index.json has 2 entries, not 3"), "{e}");
+    }
+}
