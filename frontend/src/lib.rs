@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod annotations;
+pub mod bake;
 pub mod buildoci;
 pub mod dockerignore;
 pub mod epoch;
