@@ -4,6 +4,7 @@
 
 mod assemble;
 mod attest;
+mod bake;
 mod build;
 mod build_resources;
 mod buildx;
@@ -35,6 +36,9 @@ pub enum Command {
     Version,
     /// Build an image from a Dockerfile (docker build's flags and outputs).
     Build(Box<build::BuildArgs>),
+    /// Build the targets of bake files (docker-bake.hcl/.json), as `docker buildx bake`.
+    #[command(alias = "f")]
+    Bake(Box<bake::BakeArgs>),
     /// Print the IR graph of a Dockerfile.
     Graph(graph::GraphArgs),
     /// Put an existing image on another base without rebuilding it (like `crane rebase`).
@@ -73,7 +77,7 @@ pub fn main() -> i32 {
             return 1;
         }
         plugin::Invocation::Unsupported(cmd) => {
-            eprintln!("stromatekt: docker buildx {cmd} is not supported by stromatekt (it has build, du, prune, inspect, ls, use, create, rm, stop, imagetools and version)");
+            eprintln!("stromatekt: docker buildx {cmd} is not supported by stromatekt (it has build, bake, du, prune, inspect, ls, use, create, rm, stop, imagetools and version)");
             return 1;
         }
     };
@@ -97,6 +101,13 @@ pub fn main() -> i32 {
             }
         },
         Command::Build(a) => match build::run(&a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("stromatekt: {e:#}");
+                1
+            }
+        },
+        Command::Bake(a) => match bake::run(&a) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("stromatekt: {e:#}");

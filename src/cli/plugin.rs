@@ -2,7 +2,7 @@
 //! `docker-buildx` link to this binary into Docker's `cli-plugins`
 //! directory; run under that name (or with the plugin protocol's arguments)
 //! it answers `docker-cli-plugin-metadata` and maps `docker buildx ...` /
-//! `docker build ...` (which docker 23+ routes to buildx) onto stromatekt's
+//! `docker build ...` (which docker 23+ routes to buildx) and `docker buildx bake` onto stromatekt's
 //! own commands.
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -173,6 +173,11 @@ pub fn classify(argv: &[OsString]) -> Invocation {
             v.extend(rest.iter().skip(1).cloned());
             Invocation::Mapped(v)
         }
+        "bake" | "f" => {
+            let mut v = vec![OsString::from("stromatekt"), OsString::from("bake"), OsString::from("--as-docker-plugin")];
+            v.extend(rest.iter().skip(1).cloned());
+            Invocation::Mapped(v)
+        }
         "du" | "prune" | "inspect" | "ls" | "use" | "create" | "rm" | "stop" | "imagetools" => mapped(&cmd),
         "version" => Invocation::Version,
         "-h" | "--help" | "help" => Invocation::Mapped(vec![OsString::from("stromatekt"), OsString::from("--help")]),
@@ -222,7 +227,11 @@ mod tests {
             classify(&argv(&["docker-buildx", "buildx", "imagetools", "inspect", "r"])),
             Invocation::Mapped(argv(&["stromatekt", "imagetools", "inspect", "r"]))
         );
-        assert_eq!(classify(&argv(&["docker-buildx", "buildx", "bake"])), Invocation::Unsupported("bake".into()));
+        assert_eq!(
+            classify(&argv(&["docker-buildx", "buildx", "bake", "--print", "app"])),
+            Invocation::Mapped(argv(&["stromatekt", "bake", "--as-docker-plugin", "--print", "app"]))
+        );
+        assert_eq!(classify(&argv(&["docker-buildx", "buildx", "history"])), Invocation::Unsupported("history".into()));
     }
 
     #[test]

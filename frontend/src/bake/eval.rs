@@ -14,14 +14,28 @@ use super::target::{parse_entries, Entry, EntryKind, Target};
 use super::{BakeError, Group};
 
 /// Evaluate the variables into a context.
-pub fn variables(blocks: &[RawBlock], env: &BTreeMap<String, String>) -> Result<Context<'static>, BakeError> {
+pub fn variables(
+    blocks: &[RawBlock],
+    env: &BTreeMap<String, String>,
+) -> Result<Context<'static>, BakeError> {
     let mut ctx = Context::new();
     funcs::declare(&mut ctx);
-    let mut pending: Vec<&RawBlock> = blocks.iter().filter(|b| b.kind == "variable" || b.kind == "attr").collect();
+    let mut pending: Vec<&RawBlock> = blocks
+        .iter()
+        .filter(|b| b.kind == "variable" || b.kind == "attr")
+        .collect();
     for b in &pending {
         if b.kind == "variable" {
-            if let Some(a) = b.attrs.iter().find(|a| !matches!(a.key.as_str(), "default" | "description" | "type" | "validation")) {
-                return Err(BakeError::at(a.pos.clone(), format!("variable {:?}: unsupported attribute {:?}", b.name, a.key)));
+            if let Some(a) = b.attrs.iter().find(|a| {
+                !matches!(
+                    a.key.as_str(),
+                    "default" | "description" | "type" | "validation"
+                )
+            }) {
+                return Err(BakeError::at(
+                    a.pos.clone(),
+                    format!("variable {:?}: unsupported attribute {:?}", b.name, a.key),
+                ));
             }
         }
     }
@@ -31,8 +45,16 @@ pub fn variables(blocks: &[RawBlock], env: &BTreeMap<String, String>) -> Result<
         let mut last_err = None;
         let mut still = Vec::new();
         for b in pending {
-            let attr_key = if b.kind == "attr" { b.name.as_str() } else { "default" };
-            let from_env = if b.kind == "variable" { env.get(&b.name) } else { None };
+            let attr_key = if b.kind == "attr" {
+                b.name.as_str()
+            } else {
+                "default"
+            };
+            let from_env = if b.kind == "variable" {
+                env.get(&b.name)
+            } else {
+                None
+            };
             let default = match b.attr(attr_key) {
                 Some(a) => match a.expr.evaluate(&ctx) {
                     Ok(v) => Some(v),
@@ -51,11 +73,21 @@ pub fn variables(blocks: &[RawBlock], env: &BTreeMap<String, String>) -> Result<
                 (Some(s), Some(Value::Bool(_))) => match s.as_str() {
                     "true" | "1" | "t" | "T" | "TRUE" | "True" => Value::Bool(true),
                     "false" | "0" | "f" | "F" | "FALSE" | "False" => Value::Bool(false),
-                    _ => return Err(BakeError::at(b.pos.clone(), format!("failed to parse {} as bool: {s:?}", b.name))),
+                    _ => {
+                        return Err(BakeError::at(
+                            b.pos.clone(),
+                            format!("failed to parse {} as bool: {s:?}", b.name),
+                        ))
+                    }
                 },
                 (Some(s), Some(Value::Number(_))) => match s.parse::<f64>() {
                     Ok(n) => hcl::Number::from_f64(n).map_or(Value::Null, Value::Number),
-                    Err(_) => return Err(BakeError::at(b.pos.clone(), format!("failed to parse {} as number: {s:?}", b.name))),
+                    Err(_) => {
+                        return Err(BakeError::at(
+                            b.pos.clone(),
+                            format!("failed to parse {} as number: {s:?}", b.name),
+                        ))
+                    }
                 },
                 (Some(s), _) => Value::String(s.clone()),
                 (None, Some(v)) => v,
@@ -69,7 +101,9 @@ pub fn variables(blocks: &[RawBlock], env: &BTreeMap<String, String>) -> Result<
             return Ok(ctx);
         }
         if !progressed {
-            return Err(last_err.unwrap_or_else(|| BakeError::at(Pos::default(), "cannot evaluate variables".into())));
+            return Err(last_err.unwrap_or_else(|| {
+                BakeError::at(Pos::default(), "cannot evaluate variables".into())
+            }));
         }
     }
 }
@@ -97,9 +131,12 @@ fn want_string(attr: &RawAttr, v: Value) -> Result<Option<String>, BakeError> {
     if v.is_null() {
         return Ok(None);
     }
-    scalar(&v)
-        .map(Some)
-        .ok_or_else(|| BakeError::at(attr.pos.clone(), format!("{}: a string is required", attr.key)))
+    scalar(&v).map(Some).ok_or_else(|| {
+        BakeError::at(
+            attr.pos.clone(),
+            format!("{}: a string is required", attr.key),
+        )
+    })
 }
 
 fn want_bool(attr: &RawAttr, v: Value) -> Result<Option<bool>, BakeError> {
@@ -108,7 +145,10 @@ fn want_bool(attr: &RawAttr, v: Value) -> Result<Option<bool>, BakeError> {
         Value::Bool(b) => Ok(Some(b)),
         Value::String(s) if s == "true" => Ok(Some(true)),
         Value::String(s) if s == "false" => Ok(Some(false)),
-        _ => Err(BakeError::at(attr.pos.clone(), format!("{}: a bool is required", attr.key))),
+        _ => Err(BakeError::at(
+            attr.pos.clone(),
+            format!("{}: a bool is required", attr.key),
+        )),
     }
 }
 
@@ -117,10 +157,20 @@ fn want_list(attr: &RawAttr, v: Value) -> Result<Option<Vec<String>>, BakeError>
         Value::Null => Ok(None),
         Value::Array(a) => a
             .iter()
-            .map(|v| scalar(v).ok_or_else(|| BakeError::at(attr.pos.clone(), format!("{}: a list of strings is required", attr.key))))
+            .map(|v| {
+                scalar(v).ok_or_else(|| {
+                    BakeError::at(
+                        attr.pos.clone(),
+                        format!("{}: a list of strings is required", attr.key),
+                    )
+                })
+            })
             .collect::<Result<_, _>>()
             .map(Some),
-        _ => Err(BakeError::at(attr.pos.clone(), format!("{}: a list of strings is required", attr.key))),
+        _ => Err(BakeError::at(
+            attr.pos.clone(),
+            format!("{}: a list of strings is required", attr.key),
+        )),
     }
 }
 
@@ -134,22 +184,37 @@ fn want_map(attr: &RawAttr, v: Value) -> Result<Option<BTreeMap<String, String>>
                 if v.is_null() {
                     continue;
                 }
-                let s = scalar(&v).ok_or_else(|| BakeError::at(attr.pos.clone(), format!("{}.{k}: a string is required", attr.key)))?;
+                let s = scalar(&v).ok_or_else(|| {
+                    BakeError::at(
+                        attr.pos.clone(),
+                        format!("{}.{k}: a string is required", attr.key),
+                    )
+                })?;
                 m.insert(k, s);
             }
             Ok(Some(m))
         }
-        _ => Err(BakeError::at(attr.pos.clone(), format!("{}: a map of strings is required", attr.key))),
+        _ => Err(BakeError::at(
+            attr.pos.clone(),
+            format!("{}: a map of strings is required", attr.key),
+        )),
     }
 }
 
 /// Option lists take strings (CSV form) or objects.
-fn want_entries(attr: &RawAttr, v: Value, kind: EntryKind) -> Result<Option<Vec<Entry>>, BakeError> {
+fn want_entries(
+    attr: &RawAttr,
+    v: Value,
+    kind: EntryKind,
+) -> Result<Option<Vec<Entry>>, BakeError> {
     let Value::Array(items) = v else {
         if v.is_null() {
             return Ok(None);
         }
-        return Err(BakeError::at(attr.pos.clone(), format!("{}: a list is required", attr.key)));
+        return Err(BakeError::at(
+            attr.pos.clone(),
+            format!("{}: a list is required", attr.key),
+        ));
     };
     let mut out = Vec::new();
     for item in items {
@@ -157,9 +222,12 @@ fn want_entries(attr: &RawAttr, v: Value, kind: EntryKind) -> Result<Option<Vec<
             Value::Object(o) => {
                 let mut e = Entry::new();
                 for (k, v) in o {
-                    let j = serde_json::to_value(&v).map_err(|e| BakeError::at(attr.pos.clone(), e.to_string()))?;
+                    let j = serde_json::to_value(&v)
+                        .map_err(|e| BakeError::at(attr.pos.clone(), e.to_string()))?;
                     let j = match j {
-                        serde_json::Value::Bool(b) if !(kind == EntryKind::Attest && k == "disabled") => {
+                        serde_json::Value::Bool(b)
+                            if !(kind == EntryKind::Attest && k == "disabled") =>
+                        {
                             serde_json::Value::String(b.to_string())
                         }
                         serde_json::Value::Number(n) => serde_json::Value::String(n.to_string()),
@@ -172,9 +240,14 @@ fn want_entries(attr: &RawAttr, v: Value, kind: EntryKind) -> Result<Option<Vec<
                 out.push(e);
             }
             other => {
-                let s = scalar(&other)
-                    .ok_or_else(|| BakeError::at(attr.pos.clone(), format!("{}: strings or objects are required", attr.key)))?;
-                let parsed = parse_entries(&[s], kind).map_err(|e| BakeError::at(attr.pos.clone(), format!("{}: {e}", attr.key)))?;
+                let s = scalar(&other).ok_or_else(|| {
+                    BakeError::at(
+                        attr.pos.clone(),
+                        format!("{}: strings or objects are required", attr.key),
+                    )
+                })?;
+                let parsed = parse_entries(&[s], kind)
+                    .map_err(|e| BakeError::at(attr.pos.clone(), format!("{}: {e}", attr.key)))?;
                 out.extend(parsed);
             }
         }
@@ -184,10 +257,19 @@ fn want_entries(attr: &RawAttr, v: Value, kind: EntryKind) -> Result<Option<Vec<
 
 /// Evaluate a target block.
 pub fn target(block: &RawBlock, ctx: &Context) -> Result<Target, BakeError> {
-    let mut t = Target { name: block.name.clone(), ..Target::default() };
+    let mut t = Target {
+        name: block.name.clone(),
+        ..Target::default()
+    };
     for a in &block.attrs {
         if a.key == "matrix" || a.key == "name" {
-            return Err(BakeError::at(a.pos.clone(), format!("target {:?}: matrix targets are not supported yet", block.name)));
+            return Err(BakeError::at(
+                a.pos.clone(),
+                format!(
+                    "target {:?}: matrix targets are not supported yet",
+                    block.name
+                ),
+            ));
         }
         let v = eval(a, ctx)?;
         match a.key.as_str() {
@@ -219,7 +301,10 @@ pub fn target(block: &RawBlock, ctx: &Context) -> Result<Target, BakeError> {
             "entitlements" => t.entitlements = want_list(a, v)?,
             "extra-hosts" => t.extra_hosts = want_map(a, v)?,
             other => {
-                return Err(BakeError::at(a.pos.clone(), format!("target {:?}: unsupported attribute {other:?}", block.name)))
+                return Err(BakeError::at(
+                    a.pos.clone(),
+                    format!("target {:?}: unsupported attribute {other:?}", block.name),
+                ))
             }
         }
     }
@@ -228,14 +313,20 @@ pub fn target(block: &RawBlock, ctx: &Context) -> Result<Target, BakeError> {
 
 /// Evaluate a group block.
 pub fn group(block: &RawBlock, ctx: &Context) -> Result<Group, BakeError> {
-    let mut g = Group { name: block.name.clone(), ..Group::default() };
+    let mut g = Group {
+        name: block.name.clone(),
+        ..Group::default()
+    };
     for a in &block.attrs {
         let v = eval(a, ctx)?;
         match a.key.as_str() {
             "targets" => g.targets = want_list(a, v)?.unwrap_or_default(),
             "description" => g.description = want_string(a, v)?,
             other => {
-                return Err(BakeError::at(a.pos.clone(), format!("group {:?}: unsupported attribute {other:?}", block.name)))
+                return Err(BakeError::at(
+                    a.pos.clone(),
+                    format!("group {:?}: unsupported attribute {other:?}", block.name),
+                ))
             }
         }
     }

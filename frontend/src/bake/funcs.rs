@@ -52,7 +52,11 @@ fn join(a: FuncArgs) -> Result<Value, String> {
 }
 fn split(a: FuncArgs) -> Result<Value, String> {
     let (sep, x) = (s(&a, 0), s(&a, 1));
-    Ok(Value::Array(x.split(sep.as_str()).map(|p| Value::String(p.to_string())).collect()))
+    Ok(Value::Array(
+        x.split(sep.as_str())
+            .map(|p| Value::String(p.to_string()))
+            .collect(),
+    ))
 }
 fn equal(a: FuncArgs) -> Result<Value, String> {
     Ok(Value::Bool(a.first() == a.get(1)))
@@ -97,15 +101,30 @@ fn length(a: FuncArgs) -> Result<Value, String> {
 /// Add the functions to an evaluation context.
 pub fn declare(ctx: &mut Context) {
     let one = |f| FuncDef::builder().param(ParamType::Any).build(f);
-    let two = |f| FuncDef::builder().params([ParamType::Any, ParamType::Any]).build(f);
+    let two = |f| {
+        FuncDef::builder()
+            .params([ParamType::Any, ParamType::Any])
+            .build(f)
+    };
     let variadic = |f| FuncDef::builder().variadic_param(ParamType::Any).build(f);
     ctx.declare_func("upper", one(upper));
     ctx.declare_func("lower", one(lower));
     ctx.declare_func("trimspace", one(trimspace));
     ctx.declare_func("trimprefix", two(trimprefix));
     ctx.declare_func("trimsuffix", two(trimsuffix));
-    ctx.declare_func("replace", FuncDef::builder().params([ParamType::Any, ParamType::Any, ParamType::Any]).build(replace));
-    ctx.declare_func("join", FuncDef::builder().param(ParamType::Any).variadic_param(ParamType::Any).build(join));
+    ctx.declare_func(
+        "replace",
+        FuncDef::builder()
+            .params([ParamType::Any, ParamType::Any, ParamType::Any])
+            .build(replace),
+    );
+    ctx.declare_func(
+        "join",
+        FuncDef::builder()
+            .param(ParamType::Any)
+            .variadic_param(ParamType::Any)
+            .build(join),
+    );
     ctx.declare_func("split", two(split));
     ctx.declare_func("equal", two(equal));
     ctx.declare_func("notequal", two(notequal));

@@ -51,7 +51,10 @@ impl BakeError {
     }
     /// An error not tied to a file.
     pub fn msg(message: impl Into<String>) -> Self {
-        BakeError { pos: None, message: message.into() }
+        BakeError {
+            pos: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -122,16 +125,39 @@ pub fn load(files: &[BakeFile], env: &BTreeMap<String, String>) -> Result<Config
     for b in &blocks {
         match b.kind.as_str() {
             "target" | "group" => {
-                if b.name.is_empty() || !b.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                if b.name.is_empty()
+                    || !b
+                        .name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
                     return Err(BakeError::at(
                         b.pos.clone(),
-                        format!("invalid name {:?}: only \"[a-zA-Z0-9_-]+\" are allowed", b.name),
+                        format!(
+                            "invalid name {:?}: only \"[a-zA-Z0-9_-]+\" are allowed",
+                            b.name
+                        ),
                     ));
                 }
                 if b.kind == "target" {
-                    config.targets.push(eval::target(b, &ctx)?);
+                    let t = eval::target(b, &ctx)?;
+                    match config.targets.iter_mut().find(|e| e.name == t.name) {
+                        Some(existing) => existing.overlay(&t),
+                        None => config.targets.push(t),
+                    }
                 } else {
-                    config.groups.push(eval::group(b, &ctx)?);
+                    let g = eval::group(b, &ctx)?;
+                    match config.groups.iter_mut().find(|e| e.name == g.name) {
+                        Some(existing) => {
+                            if b.attr("targets").is_some() {
+                                existing.targets = g.targets;
+                            }
+                            if g.description.is_some() {
+                                existing.description = g.description;
+                            }
+                        }
+                        None => config.groups.push(g),
+                    }
                 }
             }
             _ => {}
@@ -152,9 +178,23 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    /// The JSON `docker buildx bake --print` writes.
+    /// The JSON `docker buildx bake --print` writes. As buildx, values that
+    /// may hold text meant for the Dockerfile (annotations, the inline
+    /// Dockerfile, labels, args, extra hosts) are written with `${` and `%{`
+    /// escaped (`$${`, `%%{`), so the output reads back as a bake file.
     pub fn print_json(&self) -> String {
-        let mut out = serde_json::to_string_pretty(self).unwrap_or_default();
+        fn esc(s: &mut String) {
+            *s = s.replace("${", "$${").replace("%{", "%%{");
+        }
+        let mut shown = self.clone();
+        for t in shown.targets.values_mut() {
+            t.annotations.iter_mut().flatten().for_each(esc);
+            t.dockerfile_inline.iter_mut().for_each(esc);
+            for m in [&mut t.labels, &mut t.args, &mut t.extra_hosts] {
+                m.iter_mut().flatten().for_each(|(_, v)| esc(v));
+            }
+        }
+        let mut out = serde_json::to_string_pretty(&shown).unwrap_or_default();
         out.push('\n');
         out
     }
@@ -165,7 +205,9 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     fn rec(p: &[char], n: &[char]) -> bool {
         match p.split_first() {
             None => n.is_empty(),
-            Some(('*', rest)) => (0..=n.len()).any(|i| !n[..i].contains(&'/') && rec(rest, &n[i..])),
+            Some(('*', rest)) => {
+                (0..=n.len()).any(|i| !n[..i].contains(&'/') && rec(rest, &n[i..]))
+            }
             Some(('?', rest)) => n.first().is_some_and(|c| *c != '/') && rec(rest, &n[1..]),
             Some((c, rest)) => n.first() == Some(c) && rec(rest, &n[1..]),
         }
@@ -230,13 +272,21 @@ impl Config {
             .cloned()
             .collect();
         if names.is_empty() {
-            return Err(BakeError::msg(format!("could not find any target matching {pattern:?}")));
+            return Err(BakeError::msg(format!(
+                "could not find any target matching {pattern:?}"
+            )));
         }
         Ok(names)
     }
 
     /// Targets and groups reached from `name` (a name that is not a group is a target).
-    fn expand(&self, name: &str, seen: &mut Vec<String>, targets: &mut Vec<String>, groups: &mut Vec<String>) {
+    fn expand(
+        &self,
+        name: &str,
+        seen: &mut Vec<String>,
+        targets: &mut Vec<String>,
+        groups: &mut Vec<String>,
+    ) {
         let Some(g) = self.find_group(name) else {
             push_unique(targets, name);
             return;
@@ -252,7 +302,10 @@ impl Config {
     }
 
     /// `--set PATTERN.KEY=VALUE` values, per target.
-    fn overrides(&self, sets: &[String]) -> Result<BTreeMap<String, BTreeMap<String, Override>>, BakeError> {
+    fn overrides(
+        &self,
+        sets: &[String],
+    ) -> Result<BTreeMap<String, BTreeMap<String, Override>>, BakeError> {
         let mut m: BTreeMap<String, BTreeMap<String, Override>> = BTreeMap::new();
         for set in sets {
             let (lhs, value) = match set.split_once('=') {
@@ -263,31 +316,44 @@ impl Config {
             let skey = lhs.trim_end_matches('+');
             let keys: Vec<&str> = skey.splitn(3, '.').collect();
             if keys.len() < 2 {
-                return Err(BakeError::msg(format!("invalid override key {skey}, expected target.name")));
+                return Err(BakeError::msg(format!(
+                    "invalid override key {skey}, expected target.name"
+                )));
             }
             if value.is_none() && keys[1] != "args" {
-                return Err(BakeError::msg(format!("invalid override {set}, expected target.name=value")));
+                return Err(BakeError::msg(format!(
+                    "invalid override {set}, expected target.name=value"
+                )));
             }
             let pattern = keys[0];
             let names: Vec<String> = if self.find_target(pattern).is_some() {
                 vec![pattern.to_string()]
             } else {
-                let n: Vec<String> =
-                    self.targets.iter().filter(|t| glob_match(pattern, &t.name)).map(|t| t.name.clone()).collect();
+                let n: Vec<String> = self
+                    .targets
+                    .iter()
+                    .filter(|t| glob_match(pattern, &t.name))
+                    .map(|t| t.name.clone())
+                    .collect();
                 if n.is_empty() {
-                    return Err(BakeError::msg(format!("could not find any target matching '{pattern}'")));
+                    return Err(BakeError::msg(format!(
+                        "could not find any target matching '{pattern}'"
+                    )));
                 }
                 n
             };
             let okey = keys[1..].join(".");
             if matches!(keys[1], "args" | "contexts") && keys.len() != 3 {
-                return Err(BakeError::msg(format!("invalid key {lhs}, {} requires name", keys[1])));
+                return Err(BakeError::msg(format!(
+                    "invalid key {lhs}, {} requires name",
+                    keys[1]
+                )));
             }
             for name in names {
                 let o = m.entry(name).or_default().entry(okey.clone()).or_default();
                 match keys[1] {
-                    "output" | "cache-to" | "cache-from" | "tags" | "platform" | "secrets" | "ssh" | "attest"
-                    | "entitlements" | "network" | "annotations" => {
+                    "output" | "cache-to" | "cache-from" | "tags" | "platform" | "secrets"
+                    | "ssh" | "attest" | "entitlements" | "network" | "annotations" => {
                         if let Some(v) = value {
                             o.append = append;
                             o.values.push(v.to_string());
@@ -312,7 +378,10 @@ impl Config {
     ) -> Result<Target, BakeError> {
         if stack.iter().any(|s| s == name) {
             stack.push(name.to_string());
-            return Err(BakeError::msg(format!("cyclic inherits: {}", stack.join(" -> "))));
+            return Err(BakeError::msg(format!(
+                "cyclic inherits: {}",
+                stack.join(" -> ")
+            )));
         }
         let Some(t) = self.find_target(name) else {
             return Err(BakeError::msg(format!("failed to find target {name}")));
@@ -326,7 +395,8 @@ impl Config {
         stack.pop();
         base.merge(t);
         if let Some(o) = overrides.get(name) {
-            base.apply_overrides(o).map_err(|e| BakeError::msg(format!("target {name:?}: {e}")))?;
+            base.apply_overrides(o)
+                .map_err(|e| BakeError::msg(format!("target {name:?}: {e}")))?;
         }
         base.normalize();
         base.name = name.to_string();
@@ -341,7 +411,11 @@ fn push_unique(v: &mut Vec<String>, s: &str) {
 }
 
 /// Resolve the requested names (`default` when none) with `--set` overrides.
-pub fn resolve(config: &Config, requested: &[String], sets: &[String]) -> Result<Resolved, BakeError> {
+pub fn resolve(
+    config: &Config,
+    requested: &[String],
+    sets: &[String],
+) -> Result<Resolved, BakeError> {
     let requested: Vec<String> = if requested.is_empty() {
         vec!["default".to_string()]
     } else {
@@ -380,7 +454,10 @@ pub fn resolve(config: &Config, requested: &[String], sets: &[String]) -> Result
         }
     }
     let has_default = out.groups.contains_key("default");
-    let default = out.groups.entry("default".into()).or_insert_with(|| Group { name: "default".into(), ..Group::default() });
+    let default = out.groups.entry("default".into()).or_insert_with(|| Group {
+        name: "default".into(),
+        ..Group::default()
+    });
     for n in &names {
         if !(has_default && n == "default") {
             default.targets.push(n.clone());
@@ -397,13 +474,26 @@ mod tests {
     use super::*;
 
     fn load_one(text: &str, env: &[(&str, &str)]) -> Result<Config, BakeError> {
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        load(&[BakeFile { name: "docker-bake.hcl".into(), text: text.into() }], &env)
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        load(
+            &[BakeFile {
+                name: "docker-bake.hcl".into(),
+                text: text.into(),
+            }],
+            &env,
+        )
     }
 
     #[test]
     fn cyclic_inherits_is_an_error() {
-        let c = load_one("target \"a\" { inherits = [\"b\"] }\ntarget \"b\" { inherits = [\"a\"] }\n", &[]).expect("parses");
+        let c = load_one(
+            "target \"a\" { inherits = [\"b\"] }\ntarget \"b\" { inherits = [\"a\"] }\n",
+            &[],
+        )
+        .expect("parses");
         let err = resolve(&c, &["a".into()], &[]).expect_err("cycle");
         assert_eq!(err.to_string(), "cyclic inherits: a -> b -> a");
     }
@@ -427,19 +517,37 @@ mod tests {
 
     #[test]
     fn set_with_glob_and_append() {
-        let c = load_one("target \"app\" { tags = [\"a\"] }\ntarget \"api\" {}\ntarget \"db\" {}\n", &[]).expect("parses");
-        let r = resolve(&c, &["app".into(), "api".into(), "db".into()], &["a*.tags+=b".into(), "*.args.X=1".into()])
-            .expect("resolves");
-        assert_eq!(r.targets["app"].tags, Some(vec!["a".to_string(), "b".to_string()]));
+        let c = load_one(
+            "target \"app\" { tags = [\"a\"] }\ntarget \"api\" {}\ntarget \"db\" {}\n",
+            &[],
+        )
+        .expect("parses");
+        let r = resolve(
+            &c,
+            &["app".into(), "api".into(), "db".into()],
+            &["a*.tags+=b".into(), "*.args.X=1".into()],
+        )
+        .expect("resolves");
+        assert_eq!(
+            r.targets["app"].tags,
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
         assert_eq!(r.targets["api"].tags, Some(vec!["b".to_string()]));
         assert_eq!(r.targets["db"].tags, None);
-        assert_eq!(r.targets["db"].args.as_ref().map(|a| a["X"].clone()), Some("1".to_string()));
+        assert_eq!(
+            r.targets["db"].args.as_ref().map(|a| a["X"].clone()),
+            Some("1".to_string())
+        );
     }
 
     #[test]
     fn eval_error_names_the_attribute_position() {
-        let err = load_one("target \"a\" {\n  tags = [UNDEFINED]\n}\n", &[]).expect_err("undefined");
-        assert!(err.to_string().starts_with("docker-bake.hcl:2:3: tags:"), "{err}");
+        let err =
+            load_one("target \"a\" {\n  tags = [UNDEFINED]\n}\n", &[]).expect_err("undefined");
+        assert!(
+            err.to_string().starts_with("docker-bake.hcl:2:3: tags:"),
+            "{err}"
+        );
     }
 
     #[test]

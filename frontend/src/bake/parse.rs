@@ -72,7 +72,11 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 fn pos_of(file: &str, text: &str, span: Option<std::ops::Range<usize>>) -> Pos {
     let (line, col) = span.map_or((0, 0), |s| line_col(text, s.start));
-    Pos { file: file.to_string(), line, col }
+    Pos {
+        file: file.to_string(),
+        line,
+        col,
+    }
 }
 
 /// Whether the file looks like JSON (buildx decides by content too).
@@ -93,7 +97,11 @@ fn parse_hcl(name: &str, text: &str) -> Result<Vec<RawBlock>, BakeError> {
     let body = hcl::edit::parser::parse_body(text).map_err(|e| {
         let loc = e.location();
         BakeError::at(
-            Pos { file: name.to_string(), line: loc.line(), col: loc.column() },
+            Pos {
+                file: name.to_string(),
+                line: loc.line(),
+                col: loc.column(),
+            },
             format!("syntax error: {}", e.message()),
         )
     })?;
@@ -105,7 +113,11 @@ fn parse_hcl(name: &str, text: &str) -> Result<Vec<RawBlock>, BakeError> {
                 out.push(RawBlock {
                     kind: "attr".into(),
                     name: a.key.to_string(),
-                    attrs: vec![RawAttr { key: a.key.to_string(), expr: a.value.into(), pos: pos.clone() }],
+                    attrs: vec![RawAttr {
+                        key: a.key.to_string(),
+                        expr: a.value.into(),
+                        pos: pos.clone(),
+                    }],
                     pos,
                 });
             }
@@ -116,12 +128,23 @@ fn parse_hcl(name: &str, text: &str) -> Result<Vec<RawBlock>, BakeError> {
                 match kind.as_str() {
                     "variable" | "group" | "target" => {}
                     "function" => {
-                        return Err(BakeError::at(pos, "function blocks are not supported yet".into()))
+                        return Err(BakeError::at(
+                            pos,
+                            "function blocks are not supported yet".into(),
+                        ))
                     }
-                    other => return Err(BakeError::at(pos, format!("unsupported block type {other:?}"))),
+                    other => {
+                        return Err(BakeError::at(
+                            pos,
+                            format!("unsupported block type {other:?}"),
+                        ))
+                    }
                 }
                 let [label] = labels.as_slice() else {
-                    return Err(BakeError::at(pos, format!("{kind} block needs exactly one label")));
+                    return Err(BakeError::at(
+                        pos,
+                        format!("{kind} block needs exactly one label"),
+                    ));
                 };
                 let mut attrs = Vec::new();
                 for s in b.body.into_iter() {
@@ -134,12 +157,20 @@ fn parse_hcl(name: &str, text: &str) -> Result<Vec<RawBlock>, BakeError> {
                         hcl::edit::structure::Structure::Block(inner) => {
                             return Err(BakeError::at(
                                 pos_of(name, text, inner.span()),
-                                format!("unexpected block {:?} inside {kind} {label:?}", inner.ident.to_string()),
+                                format!(
+                                    "unexpected block {:?} inside {kind} {label:?}",
+                                    inner.ident.to_string()
+                                ),
                             ))
                         }
                     }
                 }
-                out.push(RawBlock { kind, name: label.clone(), attrs, pos });
+                out.push(RawBlock {
+                    kind,
+                    name: label.clone(),
+                    attrs,
+                    pos,
+                });
             }
         }
     }
@@ -159,7 +190,13 @@ fn json_to_expr(v: serde_json::Value, file: &str) -> Result<Expression, BakeErro
         J::String(s) => {
             if s.contains("${") || s.contains("%{") {
                 let t: hcl::Template = s.parse().map_err(|e: hcl::Error| {
-                    BakeError::at(Pos { file: file.into(), ..Pos::default() }, format!("in {s:?}: {e}"))
+                    BakeError::at(
+                        Pos {
+                            file: file.into(),
+                            ..Pos::default()
+                        },
+                        format!("in {s:?}: {e}"),
+                    )
                 })?;
                 let _ = t;
                 Expression::TemplateExpr(Box::new(hcl::expr::TemplateExpr::QuotedString(s)))
@@ -167,7 +204,11 @@ fn json_to_expr(v: serde_json::Value, file: &str) -> Result<Expression, BakeErro
                 Expression::String(s)
             }
         }
-        J::Array(a) => Expression::Array(a.into_iter().map(|v| json_to_expr(v, file)).collect::<Result<_, _>>()?),
+        J::Array(a) => Expression::Array(
+            a.into_iter()
+                .map(|v| json_to_expr(v, file))
+                .collect::<Result<_, _>>()?,
+        ),
         J::Object(o) => {
             let mut m = hcl::Object::new();
             for (k, v) in o {
@@ -180,11 +221,24 @@ fn json_to_expr(v: serde_json::Value, file: &str) -> Result<Expression, BakeErro
 
 fn parse_json(name: &str, text: &str) -> Result<Vec<RawBlock>, BakeError> {
     let root: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        BakeError::at(Pos { file: name.into(), line: e.line(), col: e.column() }, format!("invalid JSON: {e}"))
+        BakeError::at(
+            Pos {
+                file: name.into(),
+                line: e.line(),
+                col: e.column(),
+            },
+            format!("invalid JSON: {e}"),
+        )
     })?;
-    let file_pos = Pos { file: name.to_string(), ..Pos::default() };
+    let file_pos = Pos {
+        file: name.to_string(),
+        ..Pos::default()
+    };
     let serde_json::Value::Object(root) = root else {
-        return Err(BakeError::at(file_pos, "a bake JSON file is an object".into()));
+        return Err(BakeError::at(
+            file_pos,
+            "a bake JSON file is an object".into(),
+        ));
     };
     let mut out = Vec::new();
     for (kind, blocks) in root {
@@ -195,36 +249,74 @@ fn parse_json(name: &str, text: &str) -> Result<Vec<RawBlock>, BakeError> {
                 out.push(RawBlock {
                     kind: "attr".into(),
                     name: kind.clone(),
-                    attrs: vec![RawAttr { key: kind, expr: json_to_expr(blocks, name)?, pos: file_pos.clone() }],
+                    attrs: vec![RawAttr {
+                        key: kind,
+                        expr: json_to_expr(blocks, name)?,
+                        pos: file_pos.clone(),
+                    }],
                     pos: file_pos.clone(),
                 });
                 continue;
             }
         }
-        let serde_json::Value::Object(blocks) = blocks else {
-            return Err(BakeError::at(file_pos, format!("\"{kind}\" must be an object of named blocks")));
-        };
-        for (label, body) in blocks {
-            let serde_json::Value::Object(body) = body else {
-                return Err(BakeError::at(file_pos, format!("{kind} {label:?} must be an object")));
+        // A block list may be an object of named blocks or an array of such
+        // objects, and each body an object or an array of objects (HCL's JSON
+        // form; docker/metadata-action writes the arrays).
+        for blocks in one_or_many(blocks) {
+            let serde_json::Value::Object(blocks) = blocks else {
+                return Err(BakeError::at(
+                    file_pos,
+                    format!("\"{kind}\" must be an object of named blocks"),
+                ));
             };
-            let mut attrs = Vec::new();
-            for (key, v) in body {
-                attrs.push(RawAttr { key, expr: json_to_expr(v, name)?, pos: file_pos.clone() });
+            for (label, bodies) in blocks {
+                for body in one_or_many(bodies) {
+                    let serde_json::Value::Object(body) = body else {
+                        return Err(BakeError::at(
+                            file_pos,
+                            format!("{kind} {label:?} must be an object"),
+                        ));
+                    };
+                    let mut attrs = Vec::new();
+                    for (key, v) in body {
+                        attrs.push(RawAttr {
+                            key,
+                            expr: json_to_expr(v, name)?,
+                            pos: file_pos.clone(),
+                        });
+                    }
+                    out.push(RawBlock {
+                        kind: kind.clone(),
+                        name: label.clone(),
+                        attrs,
+                        pos: file_pos.clone(),
+                    });
+                }
             }
-            out.push(RawBlock { kind: kind.clone(), name: label, attrs, pos: file_pos.clone() });
         }
     }
     Ok(out)
 }
 
-/// Merge blocks of several files: a later block of the same kind and name
+fn one_or_many(v: serde_json::Value) -> Vec<serde_json::Value> {
+    match v {
+        serde_json::Value::Array(a) => a,
+        other => vec![other],
+    }
+}
+
+/// Merge blocks of several files: a later variable of the same name
 /// overrides the earlier one attribute by attribute; order of first
-/// appearance is kept.
+/// appearance is kept. Targets and groups stay separate blocks: they are
+/// evaluated one by one and laid over each other ([`super::target::Target::overlay`]).
 pub fn merge_blocks(files: Vec<Vec<RawBlock>>) -> Vec<RawBlock> {
     let mut out: Vec<RawBlock> = Vec::new();
     for block in files.into_iter().flatten() {
-        match out.iter_mut().find(|b| b.kind == block.kind && b.name == block.name) {
+        let mergeable = block.kind == "variable" || block.kind == "attr";
+        match out
+            .iter_mut()
+            .find(|b| mergeable && b.kind == block.kind && b.name == block.name)
+        {
             Some(existing) => {
                 for a in block.attrs {
                     match existing.attrs.iter_mut().find(|e| e.key == a.key) {
@@ -255,18 +347,26 @@ mod tests {
 
     #[test]
     fn syntax_error_has_line_and_column() {
-        let err = parse_file("docker-bake.hcl", "target \"a\" {\n  tags = [\n}\n").expect_err("invalid");
+        let err =
+            parse_file("docker-bake.hcl", "target \"a\" {\n  tags = [\n}\n").expect_err("invalid");
         let msg = err.to_string();
         assert!(msg.starts_with("docker-bake.hcl:3:"), "{msg}");
     }
 
     #[test]
     fn later_file_overrides_attributes() {
-        let a = parse_file("a.hcl", "target \"t\" {\n tags = [\"a\"]\n target = \"x\"\n}\n").expect("valid");
+        let a = parse_file(
+            "a.hcl",
+            "target \"t\" {\n tags = [\"a\"]\n target = \"x\"\n}\n",
+        )
+        .expect("valid");
         let b = parse_file("b.json", r#"{"target": {"t": {"tags": ["b"]}}}"#).expect("valid");
         let merged = merge_blocks(vec![a, b]);
+        assert_eq!(merged.len(), 2, "targets stay separate blocks");
+        let a = parse_file("a.hcl", "variable \"V\" {\n default = 1\n}\n").expect("valid");
+        let b = parse_file("b.hcl", "variable \"V\" {\n default = 2\n}\n").expect("valid");
+        let merged = merge_blocks(vec![a, b]);
         assert_eq!(merged.len(), 1);
-        assert_eq!(merged[0].attrs.len(), 2);
-        assert_eq!(merged[0].attrs[0].expr, Expression::Array(vec![Expression::String("b".into())]));
+        assert_eq!(merged[0].attrs[0].expr, Expression::from(2));
     }
 }

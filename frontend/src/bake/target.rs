@@ -141,7 +141,8 @@ fn merge_map(into: &mut Option<BTreeMap<String, String>>, from: &Option<BTreeMap
 
 fn append_list<T: Clone>(into: &mut Option<Vec<T>>, from: &Option<Vec<T>>) {
     if let Some(from) = from {
-        into.get_or_insert_with(Vec::new).extend(from.iter().cloned());
+        into.get_or_insert_with(Vec::new)
+            .extend(from.iter().cloned());
     }
 }
 
@@ -188,6 +189,41 @@ impl Target {
         self.inherits.extend(other.inherits.iter().cloned());
     }
 
+    /// Lay a later block of the same target over this one, as buildx decodes
+    /// a target declared twice (in one file or several): maps gain keys,
+    /// every other attribute given replaces the earlier value.
+    pub fn overlay(&mut self, o: &Target) {
+        merge_map(&mut self.args, &o.args);
+        merge_map(&mut self.labels, &o.labels);
+        merge_map(&mut self.contexts, &o.contexts);
+        merge_map(&mut self.extra_hosts, &o.extra_hosts);
+        if !o.inherits.is_empty() {
+            self.inherits.clone_from(&o.inherits);
+        }
+        replace(&mut self.description, &o.description);
+        replace(&mut self.annotations, &o.annotations);
+        replace(&mut self.attest, &o.attest);
+        replace(&mut self.context, &o.context);
+        replace(&mut self.dockerfile, &o.dockerfile);
+        replace(&mut self.dockerfile_inline, &o.dockerfile_inline);
+        replace(&mut self.tags, &o.tags);
+        replace(&mut self.cache_from, &o.cache_from);
+        replace(&mut self.cache_to, &o.cache_to);
+        replace(&mut self.target, &o.target);
+        replace(&mut self.secrets, &o.secrets);
+        replace(&mut self.ssh, &o.ssh);
+        replace(&mut self.platforms, &o.platforms);
+        replace(&mut self.outputs, &o.outputs);
+        replace(&mut self.pull, &o.pull);
+        replace(&mut self.no_cache, &o.no_cache);
+        replace(&mut self.network, &o.network);
+        replace(&mut self.no_cache_filter, &o.no_cache_filter);
+        replace(&mut self.shm_size, &o.shm_size);
+        replace(&mut self.ulimits, &o.ulimits);
+        replace(&mut self.call, &o.call);
+        replace(&mut self.entitlements, &o.entitlements);
+    }
+
     /// Drop duplicates as buildx does before printing or building.
     pub fn normalize(&mut self) {
         for list in [
@@ -220,19 +256,24 @@ impl Target {
     }
 
     /// Apply the `--set` overrides for this target (`key` without the target part).
-    pub fn apply_overrides(&mut self, overrides: &BTreeMap<String, Override>) -> Result<(), String> {
+    pub fn apply_overrides(
+        &mut self,
+        overrides: &BTreeMap<String, Override>,
+    ) -> Result<(), String> {
         for (key, o) in overrides {
             let (head, sub) = match key.split_once('.') {
                 Some((h, s)) => (h, Some(s)),
                 None => (key.as_str(), None),
             };
             let need_sub = |what: &str, example: &str| {
-                sub.map(str::to_string)
-                    .ok_or_else(|| format!("invalid format for {what}, expecting {what}.<{example}>=<value>"))
+                sub.map(str::to_string).ok_or_else(|| {
+                    format!("invalid format for {what}, expecting {what}.<{example}>=<value>")
+                })
             };
             let list = |into: &mut Option<Vec<String>>| {
                 if o.append {
-                    into.get_or_insert_with(Vec::new).extend(o.values.iter().cloned());
+                    into.get_or_insert_with(Vec::new)
+                        .extend(o.values.iter().cloned());
                 } else {
                     *into = Some(o.values.clone());
                 }
@@ -256,26 +297,34 @@ impl Target {
                 }
                 "contexts" => {
                     let k = need_sub("contexts", "name")?;
-                    self.contexts.get_or_insert_with(BTreeMap::new).insert(k, value);
+                    self.contexts
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(k, value);
                 }
                 "labels" => {
                     let k = need_sub("labels", "name")?;
-                    self.labels.get_or_insert_with(BTreeMap::new).insert(k, value);
+                    self.labels
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(k, value);
                 }
                 "extra-hosts" => {
                     let k = need_sub("extra-hosts", "hostname")?;
-                    self.extra_hosts.get_or_insert_with(BTreeMap::new).insert(k, value);
+                    self.extra_hosts
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(k, value);
                 }
                 "tags" => list(&mut self.tags),
                 "platform" => list(&mut self.platforms),
                 "no-cache-filter" => list(&mut self.no_cache_filter),
                 "ulimits" => list(&mut self.ulimits),
-                "annotations" => {
-                    self.annotations.get_or_insert_with(Vec::new).extend(o.values.iter().cloned())
-                }
-                "entitlements" => {
-                    self.entitlements.get_or_insert_with(Vec::new).extend(o.values.iter().cloned())
-                }
+                "annotations" => self
+                    .annotations
+                    .get_or_insert_with(Vec::new)
+                    .extend(o.values.iter().cloned()),
+                "entitlements" => self
+                    .entitlements
+                    .get_or_insert_with(Vec::new)
+                    .extend(o.values.iter().cloned()),
                 "cache-from" => entries(&mut self.cache_from, EntryKind::Cache)?,
                 "cache-to" => entries(&mut self.cache_to, EntryKind::Cache)?,
                 "output" => entries(&mut self.outputs, EntryKind::Output)?,
@@ -293,7 +342,7 @@ impl Target {
                 "pull" => self.pull = Some(parse_bool(&value, "pull")?),
                 "push" => {
                     let push = parse_bool(&value, "push")?;
-                    set_image_flag(&mut self.outputs, "push", push);
+                    set_push(&mut self.outputs, push);
                 }
                 "load" => {
                     let load = parse_bool(&value, "load")?;
@@ -313,7 +362,9 @@ impl Target {
         let next = parse_entry(value, EntryKind::Secret)?;
         if let Some(Value::String(nid)) = next.get("id") {
             if nid != id {
-                return Err(format!("secret override id {nid:?} does not match declared secret {id:?}"));
+                return Err(format!(
+                    "secret override id {nid:?} does not match declared secret {id:?}"
+                ));
             }
         }
         let Some(secret) = self
@@ -322,7 +373,9 @@ impl Target {
             .flatten()
             .find(|s| s.get("id").and_then(Value::as_str) == Some(id))
         else {
-            return Err(format!("secret {id:?} must be declared before it can be overridden"));
+            return Err(format!(
+                "secret {id:?} must be declared before it can be overridden"
+            ));
         };
         secret.retain(|k, _| k == "id");
         for (k, v) in next {
@@ -342,44 +395,51 @@ fn parse_bool(v: &str, key: &str) -> Result<bool, String> {
     }
 }
 
-/// `--push`: every image/registry output gets `push=true`; with no output, one
-/// `type=image,push=true` is added (buildx's `setPushOverride`).
-fn set_image_flag(outputs: &mut Option<Vec<Entry>>, key: &str, on: bool) {
+fn entry_type(e: &Entry) -> &str {
+    e.get("type").and_then(Value::as_str).unwrap_or_default()
+}
+
+/// `--push` / `push=`: as buildx's `setPushOverride`. On: image outputs get
+/// `push=true`, and when every output is `docker` (or there is none) a
+/// `type=image,push=true` is added. Off: registry outputs are dropped and
+/// image outputs get `push=false`.
+fn set_push(outputs: &mut Option<Vec<Entry>>, on: bool) {
     let list = outputs.get_or_insert_with(Vec::new);
-    let mut found = false;
-    for e in list.iter_mut() {
-        match e.get("type").and_then(Value::as_str) {
-            Some("image") | Some("registry") => {
-                e.insert(key.to_string(), Value::String(on.to_string()));
-                found = true;
-            }
-            _ => {}
+    if !on {
+        list.retain(|e| entry_type(e) != "registry");
+        for e in list.iter_mut().filter(|e| entry_type(e) == "image") {
+            e.insert("push".into(), Value::String("false".into()));
         }
-    }
-    if !found && on {
-        let mut e = Entry::new();
-        e.insert("type".into(), Value::String("image".into()));
-        e.insert(key.into(), Value::String("true".into()));
-        list.push(e);
+    } else {
+        let add = list.iter().all(|e| entry_type(e) == "docker");
+        for e in list.iter_mut().filter(|e| entry_type(e) == "image") {
+            e.insert("push".into(), Value::String("true".into()));
+        }
+        if add {
+            list.push(string_entry(&[("type", "image"), ("push", "true")]));
+        }
     }
     if list.is_empty() {
         *outputs = None;
     }
 }
 
-/// `--load`: adds a `type=docker` output unless one (or an image output with
-/// `load=true`-like semantics) is there (buildx's `setLoadOverride`).
+/// `--load` / `load=`: as buildx's `setLoadOverride`: a `type=docker` output
+/// is added unless one without dest is there or an output is not an image,
+/// registry or oci one.
 fn set_load(outputs: &mut Option<Vec<Entry>>, on: bool) {
     if !on {
         return;
     }
     let list = outputs.get_or_insert_with(Vec::new);
-    let has_docker = list.iter().any(|e| e.get("type").and_then(Value::as_str) == Some("docker"));
-    if !has_docker {
-        let mut e = Entry::new();
-        e.insert("type".into(), Value::String("docker".into()));
-        list.push(e);
+    for e in list.iter() {
+        match entry_type(e) {
+            "docker" if !e.contains_key("dest") => return,
+            "docker" | "image" | "registry" | "oci" => {}
+            _ => return,
+        }
     }
+    list.push(string_entry(&[("type", "docker")]));
 }
 
 fn dedup_strings(list: &mut Option<Vec<String>>) {
@@ -453,7 +513,10 @@ pub fn parse_entry(s: &str, kind: EntryKind) -> Result<Entry, String> {
             let (id, paths) = s.split_once('=').unwrap_or((s, ""));
             let mut e = string_entry(&[("id", id)]);
             if !paths.is_empty() {
-                let p = paths.split(',').map(|p| Value::String(p.to_string())).collect();
+                let p = paths
+                    .split(',')
+                    .map(|p| Value::String(p.to_string()))
+                    .collect();
                 e.insert("paths".into(), Value::Array(p));
             }
             return Ok(e);
@@ -502,7 +565,9 @@ pub fn parse_entry(s: &str, kind: EntryKind) -> Result<Entry, String> {
     match kind {
         EntryKind::Cache if !e.contains_key("type") => Err(format!("type required form> {s:?}")),
         EntryKind::Output if !e.contains_key("type") => Err("type is required for output".into()),
-        EntryKind::Attest if !e.contains_key("type") => Err("attestation type not specified".into()),
+        EntryKind::Attest if !e.contains_key("type") => {
+            Err("attestation type not specified".into())
+        }
         _ => Ok(e),
     }
 }
@@ -530,7 +595,10 @@ mod tests {
     #[test]
     fn entries_parse_like_buildx() {
         let e = parse_entry("user/app:cache", EntryKind::Cache).expect("valid");
-        assert_eq!(e, string_entry(&[("type", "registry"), ("ref", "user/app:cache")]));
+        assert_eq!(
+            e,
+            string_entry(&[("type", "registry"), ("ref", "user/app:cache")])
+        );
         let e = parse_entry("out", EntryKind::Output).expect("valid");
         assert_eq!(e, string_entry(&[("type", "local"), ("dest", "out")]));
         let e = parse_entry("type=env,id=a,src=FOO", EntryKind::Secret).expect("valid");
@@ -554,11 +622,17 @@ mod tests {
         };
         a.merge(&b);
         assert_eq!(a.tags, Some(vec!["b".to_string()]));
-        assert_eq!(a.annotations, Some(vec!["x=1".to_string(), "y=2".to_string()]));
+        assert_eq!(
+            a.annotations,
+            Some(vec!["x=1".to_string(), "y=2".to_string()])
+        );
     }
 
     #[test]
     fn csv_quotes_group_commas() {
-        assert_eq!(csv_fields(r#"type=local,"dest=a,b""#).expect("valid"), vec!["type=local", "dest=a,b"]);
+        assert_eq!(
+            csv_fields(r#"type=local,"dest=a,b""#).expect("valid"),
+            vec!["type=local", "dest=a,b"]
+        );
     }
 }

@@ -1,0 +1,457 @@
+//! `stromatekt bake [OPTIONS] [TARGET...]`: `docker buildx bake`. Reads the
+//! bake files (the `-f` files, `BUILDX_BAKE_FILE`, or buildx's default
+//! names), resolves the targets with [`frontend::bake`], and either prints
+//! them (`--print`, buildx's JSON) or builds them.
+//!
+//! Building: each target becomes one `stromatekt build` request (its
+//! Dockerfile, args, target stage, platforms, outputs, caches, secrets, ...),
+//! and the targets run at once, each as a `stromatekt build` process on the
+//! shared store. They are not merged into one graph: a step two targets share
+//! is cached by whichever finishes it first, but two targets that reach it at
+//! the same moment both run it.
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use clap::Args;
+use frontend::bake::{self, BakeFile, Entry, Target};
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `bake` arguments (buildx's names and meanings).
+#[derive(Debug, Args)]
+pub struct BakeArgs {
+    /// Bake file (repeatable; `-` = standard input). Default: `BUILDX_BAKE_FILE`,
+    /// else compose.yaml, compose.yml, docker-compose.yml, docker-compose.yaml,
+    /// docker-bake.json, docker-bake.hcl, docker-bake.override.json,
+    /// docker-bake.override.hcl (those that exist).
+    #[arg(short = 'f', long = "file")]
+    pub files: Vec<String>,
+    /// Override a target value: `TARGET.KEY=VALUE` (`*` globs; `KEY+=VALUE` appends to lists).
+    #[arg(long = "set", value_name = "TARGET.KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Print the resolved targets as JSON instead of building.
+    #[arg(long)]
+    pub print: bool,
+    /// Shorthand for `--set=*.output=type=registry` (push every target's tags).
+    #[arg(long)]
+    pub push: bool,
+    /// Shorthand for `--set=*.output=type=docker` (load every target into Docker).
+    #[arg(long)]
+    pub load: bool,
+    /// Do not use the cache (every target).
+    #[arg(long = "no-cache", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub no_cache: Option<String>,
+    /// Always look up base images in their registry (every target).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub pull: Option<String>,
+    /// Progress output: auto, tty, plain, rawjson or quiet.
+    #[arg(long)]
+    pub progress: Option<String>,
+    /// Write every target's build metadata (JSON, keyed by target name) to this file.
+    #[arg(long = "metadata-file")]
+    pub metadata_file: Option<PathBuf>,
+    /// Shorthand for `--set=*.attest=type=provenance,...`.
+    #[arg(long)]
+    pub provenance: Option<String>,
+    /// Shorthand for `--set=*.attest=type=sbom,...`.
+    #[arg(long)]
+    pub sbom: Option<String>,
+    /// Evaluate instead of building (`check`, `outline`, `targets`), every target.
+    #[arg(long)]
+    pub call: Option<String>,
+    /// Shorthand for `--call=check`.
+    #[arg(long)]
+    pub check: bool,
+    /// Set when run as `docker buildx bake` (the plugin adds it): targets
+    /// without an output are loaded into Docker, as buildx's docker driver does.
+    #[arg(long = "as-docker-plugin", hide = true)]
+    pub as_docker_plugin: bool,
+    /// Targets or groups to build (default: the `default` group).
+    pub targets: Vec<String>,
+}
+
+fn attest_shorthand(kind: &str, v: &str) -> String {
+    match v {
+        "true" | "1" | "t" | "T" | "TRUE" | "True" => format!("type={kind},disabled=false"),
+        "false" | "0" | "f" | "F" | "FALSE" | "False" => format!("type={kind},disabled=true"),
+        v => format!("type={kind},{v}"),
+    }
+}
+
+/// The `--set` list buildx makes from the shorthand flags, then the user's.
+fn overrides(a: &BakeArgs) -> Vec<String> {
+    let mut sets = a.sets.clone();
+    if a.push {
+        sets.push("*.push=true".into());
+    }
+    if a.load {
+        sets.push("*.load=true".into());
+    }
+    match (&a.call, a.check) {
+        (Some(c), _) => sets.push(format!("*.call={c}")),
+        (None, true) => sets.push("*.call=check".into()),
+        _ => {}
+    }
+    if let Some(v) = &a.no_cache {
+        sets.push(format!("*.no-cache={v}"));
+    }
+    if let Some(v) = &a.pull {
+        sets.push(format!("*.pull={v}"));
+    }
+    if let Some(v) = &a.sbom {
+        sets.push(format!("*.attest={}", attest_shorthand("sbom", v)));
+    }
+    if let Some(v) = &a.provenance {
+        sets.push(format!("*.attest={}", attest_shorthand("provenance", v)));
+    }
+    sets
+}
+
+/// The bake files to read, as buildx picks them.
+fn read_files(a: &BakeArgs) -> Result<Vec<BakeFile>> {
+    let mut names = a.files.clone();
+    if names.is_empty() {
+        if let Ok(list) = std::env::var("BUILDX_BAKE_FILE") {
+            let sep = std::env::var("BUILDX_BAKE_PATH_SEPARATOR")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| ":".into());
+            names = list
+                .split(sep.as_str())
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+    }
+    let defaults = names.is_empty();
+    if defaults {
+        names = bake::DEFAULT_FILES.iter().map(|s| s.to_string()).collect();
+    }
+    let mut files = Vec::new();
+    for n in names {
+        let text = if n == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .context("reading the bake file from standard input")?;
+            s
+        } else {
+            match std::fs::read_to_string(&n) {
+                Ok(s) => s,
+                Err(e) if defaults && e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => bail!("open {n}: {e}"),
+            }
+        };
+        files.push(BakeFile { name: n, text });
+    }
+    if files.is_empty() {
+        bail!("couldn't find a bake definition");
+    }
+    Ok(files)
+}
+
+/// Read, resolve and (as buildx does before printing) add `SOURCE_DATE_EPOCH`.
+fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
+    let files = read_files(a)?;
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let config = bake::load(&files, &env)?;
+    let mut resolved = bake::resolve(&config, &a.targets, &overrides(a))?;
+    if let Some(epoch) = env.get("SOURCE_DATE_EPOCH").filter(|v| !v.is_empty()) {
+        for t in resolved.targets.values_mut() {
+            t.args
+                .get_or_insert_with(BTreeMap::new)
+                .entry("SOURCE_DATE_EPOCH".into())
+                .or_insert_with(|| epoch.clone());
+        }
+    }
+    Ok(resolved)
+}
+
+/// Run `bake`.
+pub fn run(a: &BakeArgs) -> Result<()> {
+    let resolved = resolve(a)?;
+    if a.print {
+        print!("{}", resolved.print_json());
+        return Ok(());
+    }
+    build(a, &resolved)
+}
+
+/// Quote a CSV field when it needs it (as Go's csv writer).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// An option entry back in its CSV form, `type` first.
+fn entry_csv(e: &Entry, first: &[&str]) -> String {
+    let value = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut parts: Vec<String> = Vec::new();
+    for k in first {
+        if let Some(v) = e.get(*k) {
+            parts.push(csv_field(&format!("{k}={}", value(v))));
+        }
+    }
+    for (k, v) in e.iter().filter(|(k, _)| !first.contains(&k.as_str())) {
+        parts.push(csv_field(&format!("{k}={}", value(v))));
+    }
+    parts.join(",")
+}
+
+fn is_remote(s: &str) -> bool {
+    s.contains("://") || s.starts_with("git@")
+}
+
+/// The `stromatekt build` arguments of one target (after `build`).
+/// `inline_dir` receives the Dockerfile of a `dockerfile-inline` target.
+pub(crate) fn build_argv(name: &str, t: &Target, inline_dir: &Path) -> Result<Vec<String>> {
+    let mut v: Vec<String> = Vec::new();
+    let context = t.context.clone().unwrap_or_else(|| ".".into());
+    if context == "-" {
+        bail!("target {name:?}: context from stdin not allowed in bake");
+    }
+    if let Some(text) = &t.dockerfile_inline {
+        let p = inline_dir.join(format!("{name}.Dockerfile"));
+        std::fs::write(&p, text)
+            .with_context(|| format!("writing the inline Dockerfile of {name}"))?;
+        v.extend(["-f".into(), p.display().to_string()]);
+    } else {
+        let df = t.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into());
+        if df == "-" {
+            bail!("target {name:?}: dockerfile from stdin not allowed in bake");
+        }
+        let df = bake::clean_path(df.strip_prefix("cwd://").unwrap_or(&df));
+        // As buildx: a relative Dockerfile is inside a local context.
+        let df = if Path::new(&df).is_absolute() || is_remote(&context) {
+            df
+        } else {
+            bake::clean_path(&format!("{context}/{df}"))
+        };
+        v.extend(["-f".into(), df]);
+    }
+    let mut flag = |f: &str, val: String| v.extend([f.to_string(), val]);
+    for (k, val) in t.args.iter().flatten() {
+        flag("--build-arg", format!("{k}={val}"));
+    }
+    for (k, val) in t.labels.iter().flatten() {
+        flag("--label", format!("{k}={val}"));
+    }
+    for tag in t.tags.iter().flatten() {
+        flag("-t", tag.clone());
+    }
+    if let Some(s) = &t.target {
+        flag("--target", s.clone());
+    }
+    if let Some(p) = t.platforms.as_ref().filter(|p| !p.is_empty()) {
+        flag("--platform", p.join(","));
+    }
+    for ann in t.annotations.iter().flatten() {
+        flag("--annotation", ann.clone());
+    }
+    for (k, val) in t.contexts.iter().flatten() {
+        flag("--build-context", format!("{k}={val}"));
+    }
+    for (h, ip) in t.extra_hosts.iter().flatten() {
+        flag("--add-host", format!("{h}={ip}"));
+    }
+    for e in t.outputs.iter().flatten() {
+        let ty = e.get("type").and_then(|v| v.as_str()).unwrap_or_default();
+        let only = |keys: &[&str]| e.keys().all(|k| keys.contains(&k.as_str()));
+        // The shorthands of --push/--load map onto build's own flags.
+        if (ty == "image" || ty == "registry")
+            && e.get("push").and_then(|v| v.as_str()) == Some("true")
+            && only(&["type", "push"])
+        {
+            v.push("--push".into());
+        } else if ty == "registry" && only(&["type"]) {
+            v.push("--push".into());
+        } else if ty == "docker" && only(&["type"]) {
+            v.push("--load".into());
+        } else {
+            v.extend(["-o".into(), entry_csv(e, &["type", "dest"])]);
+        }
+    }
+    let mut flag = |f: &str, val: String| v.extend([f.to_string(), val]);
+    for e in t.cache_from.iter().flatten() {
+        flag("--cache-from", entry_csv(e, &["type"]));
+    }
+    for e in t.cache_to.iter().flatten() {
+        flag("--cache-to", entry_csv(e, &["type"]));
+    }
+    for e in t.secrets.iter().flatten() {
+        flag("--secret", entry_csv(e, &["id", "src", "env"]));
+    }
+    for e in t.ssh.iter().flatten() {
+        let id = e.get("id").and_then(|v| v.as_str()).unwrap_or("default");
+        let paths: Vec<&str> = e
+            .get("paths")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str())
+            .collect();
+        flag(
+            "--ssh",
+            if paths.is_empty() {
+                id.to_string()
+            } else {
+                format!("{id}={}", paths.join(","))
+            },
+        );
+    }
+    for e in t.attest.iter().flatten() {
+        flag("--attest", entry_csv(e, &["type"]));
+    }
+    for f in t.no_cache_filter.iter().flatten() {
+        flag("--no-cache-filter", f.clone());
+    }
+    for u in t.ulimits.iter().flatten() {
+        flag("--ulimit", u.clone());
+    }
+    if let Some(s) = &t.shm_size {
+        flag("--shm-size", s.clone());
+    }
+    if let Some(n) = &t.network {
+        flag("--network", n.clone());
+    }
+    if let Some(c) = &t.call {
+        flag("--call", c.clone());
+    }
+    for e in t.entitlements.iter().flatten() {
+        if e == "network.host" || e == "security.insecure" {
+            flag("--allow", e.clone());
+        }
+    }
+    if t.no_cache == Some(true) {
+        v.push("--no-cache".into());
+    }
+    if t.pull == Some(true) {
+        v.push("--pull".into());
+    }
+    v.push(context);
+    Ok(v)
+}
+
+/// Build every resolved target, at once.
+fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
+    let exe = std::env::current_exe().context("finding the stromatekt binary")?;
+    let scratch = tempfile::Builder::new()
+        .prefix("stromatekt-bake-")
+        .tempdir()
+        .context("temp dir for bake")?;
+    let mut progress = a.progress.clone().or_else(|| {
+        std::env::var("BUILDKIT_PROGRESS")
+            .ok()
+            .filter(|p| !p.is_empty())
+    });
+    // Several builds cannot share one terminal display: their lines interleave in plain form.
+    if resolved.targets.len() > 1
+        && matches!(progress.as_deref(), None | Some("auto") | Some("tty"))
+    {
+        progress = Some("plain".into());
+    }
+    let mut children = Vec::new();
+    for (name, t) in &resolved.targets {
+        let mut argv = vec!["build".to_string()];
+        if let Some(p) = &progress {
+            argv.extend(["--progress".into(), p.clone()]);
+        }
+        if a.as_docker_plugin {
+            argv.push("--as-docker-plugin".into());
+        }
+        let meta = scratch.path().join(format!("{name}.metadata.json"));
+        if a.metadata_file.is_some() {
+            argv.extend(["--metadata-file".into(), meta.display().to_string()]);
+        }
+        argv.extend(build_argv(name, t, scratch.path())?);
+        let child = Command::new(&exe)
+            .arg0("stromatekt")
+            .args(&argv)
+            // The child is plain `stromatekt build`, never the plugin face.
+            .env_remove("BUILDX_BUILDER")
+            .spawn()
+            .with_context(|| format!("starting the build of target {name:?}"))?;
+        children.push((name.clone(), child, meta));
+    }
+    let mut failed = Vec::new();
+    let mut metadata = serde_json::Map::new();
+    for (name, mut child, meta) in children {
+        let status = child
+            .wait()
+            .with_context(|| format!("waiting for target {name:?}"))?;
+        if !status.success() {
+            failed.push(name);
+            continue;
+        }
+        if a.metadata_file.is_some() {
+            let m = std::fs::read(&meta)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .unwrap_or_else(|| serde_json::json!({}));
+            metadata.insert(name, m);
+        }
+    }
+    if let Some(path) = &a.metadata_file {
+        let text = serde_json::to_string_pretty(&serde_json::Value::Object(metadata))
+            .context("metadata JSON")?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    match failed.as_slice() {
+        [] => Ok(()),
+        [one] => Err(anyhow!("target {one:?} failed")),
+        many => Err(anyhow!(
+            "targets {} failed",
+            many.iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_becomes_build_flags() {
+        let mut t = Target {
+            context: Some("app".into()),
+            dockerfile: Some("Dockerfile.x".into()),
+            ..Target::default()
+        };
+        t.args = Some(BTreeMap::from([("A".to_string(), "1".to_string())]));
+        t.tags = Some(vec!["r/app:1".into()]);
+        t.platforms = Some(vec!["linux/amd64".into(), "linux/arm64".into()]);
+        t.outputs = Some(vec![bake::target::parse_entry(
+            "type=oci,dest=out,tar=false",
+            bake::target::EntryKind::Output,
+        )
+        .unwrap_or_default()]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let argv = build_argv("app", &t, dir.path()).expect("valid");
+        assert_eq!(
+            argv,
+            [
+                "-f",
+                "app/Dockerfile.x",
+                "--build-arg",
+                "A=1",
+                "-t",
+                "r/app:1",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "-o",
+                "type=oci,dest=out,tar=false",
+                "app"
+            ]
+        );
+    }
+}

@@ -1,0 +1,4 @@
+target "app" {
+  tags = ["app:hcl"]
+  platforms = ["linux/amd64"]
+}
