@@ -3,7 +3,8 @@
 //! installed as its buildx plugin) runs the same.
 //!
 //! Three targets share a base stage and differ by stage, build args and
-//! labels; each writes an OCI layout whose files and config are checked,
+//! labels; they build at once and the shared step runs once; each writes an
+//! OCI layout whose files and config are checked,
 //! and `--metadata-file` has one entry per target. A target whose RUN fails
 //! makes the bake fail naming it.
 //!
@@ -79,7 +80,10 @@ fn bake(env: &BuildEnv, dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stromatekt"))
         .current_dir(dir)
         .env("STROMATEKT_ROOT", &env.root)
-        .env("BASE", format!("oci-layout://{}:latest", env.base.display()))
+        .env(
+            "BASE",
+            format!("oci-layout://{}:latest", env.base.display()),
+        )
         .env_remove("BUILDKIT_PROGRESS")
         .arg("bake")
         .args(args)
@@ -90,9 +94,11 @@ fn bake(env: &BuildEnv, dir: &Path, args: &[&str]) -> Output {
 fn config(layout: &Path) -> serde_json::Value {
     let read = |d: &str| -> serde_json::Value {
         let hex = d.strip_prefix("sha256:").unwrap();
-        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap()
     };
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
     read(manifest["config"]["digest"].as_str().unwrap())
 }
@@ -102,10 +108,14 @@ fn file(rootfs: &Path, p: &str) -> String {
 }
 
 fn modern_docker_cli() -> Option<PathBuf> {
-    let root = std::env::var_os("MODERN_DOCKER_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/srv/modern-docker"));
+    let root = std::env::var_os("MODERN_DOCKER_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/srv/modern-docker"));
     let cli = root.join("usr/bin/docker");
     if !cli.exists() {
-        common::skip("the modern Docker's CLI is missing (../shared/modern-docker/up.sh installs it)");
+        common::skip(
+            "the modern Docker's CLI is missing (../shared/modern-docker/up.sh installs it)",
+        );
         return None;
     }
     Some(cli)
@@ -113,11 +123,48 @@ fn modern_docker_cli() -> Option<PathBuf> {
 
 #[test]
 fn bake_builds_three_targets_and_runs_through_the_plugin() {
-    let Some(env) = BuildEnv::new(4, &[]) else { return };
-    let dir = env.ctx("bake", DOCKERFILE, &[("c.txt", "made by c\n"), ("docker-bake.hcl", BAKE)]);
+    let Some(env) = BuildEnv::new(4, &[]) else {
+        return;
+    };
+    let dir = env.ctx(
+        "bake",
+        DOCKERFILE,
+        &[("c.txt", "made by c\n"), ("docker-bake.hcl", BAKE)],
+    );
 
-    let o = bake(&env, &dir, &["--progress", "plain", "--metadata-file", "meta.json"]);
-    assert!(o.status.success(), "stromatekt bake failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    let o = bake(
+        &env,
+        &dir,
+        &["--progress", "rawjson", "--metadata-file", "meta.json"],
+    );
+    assert!(
+        o.status.success(),
+        "stromatekt bake failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The three targets run at once; the step they share runs once.
+    let events = common::events(&o);
+    let shared: Vec<&str> = events
+        .iter()
+        .filter(|e| e["name"].as_str().unwrap_or("").contains("echo shared"))
+        .filter_map(|e| e["event"].as_str())
+        .filter(|e| *e == "done" || *e == "cached")
+        .collect();
+    assert_eq!(
+        shared.iter().filter(|e| **e == "done").count(),
+        1,
+        "the shared RUN ran once: {shared:?}"
+    );
+    assert_eq!(
+        shared.len(),
+        3,
+        "each target has the shared step: {shared:?}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .filter(|l| l.contains("shared"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let scratch = env.store.scratch().join("unpack");
     let rootfs = |t: &str| common::unpack(&dir.join("out").join(t), &scratch.join(t));
     let a = rootfs("a");
@@ -126,7 +173,11 @@ fn bake_builds_three_targets_and_runs_through_the_plugin() {
     assert!(!a.join("b").exists() && !a.join("c").exists());
     let b = rootfs("b");
     assert_eq!(file(&b, "shared"), "shared\n");
-    assert_eq!(file(&b, "b"), "hello from b\n", "the target's args reach the Dockerfile");
+    assert_eq!(
+        file(&b, "b"),
+        "hello from b\n",
+        "the target's args reach the Dockerfile"
+    );
     let c = rootfs("c");
     assert_eq!(file(&c, "c"), "made by c\n");
     let cfg = config(&dir.join("out/c"));
@@ -134,9 +185,12 @@ fn bake_builds_three_targets_and_runs_through_the_plugin() {
     assert_eq!(cfg["config"]["Cmd"], serde_json::json!(["cat", "/c"]));
     assert!(config(&dir.join("out/a"))["config"]["Labels"]["org.example.target"].is_null());
 
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
     for t in ["a", "b", "c"] {
-        let d = meta[t]["containerimage.digest"].as_str().unwrap_or_default();
+        let d = meta[t]["containerimage.digest"]
+            .as_str()
+            .unwrap_or_default();
         assert!(d.starts_with("sha256:"), "metadata of {t}: {meta}");
     }
     assert_eq!(meta.as_object().unwrap().len(), 3, "{meta}");
@@ -145,8 +199,17 @@ fn bake_builds_three_targets_and_runs_through_the_plugin() {
     let o = bake(&env, &dir, &["--progress", "rawjson", "a", "b"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let events = common::events(&o);
-    assert_eq!(common::outcome(&events, "echo shared"), "cached", "the shared step");
-    assert!(!events.iter().any(|e| e["event"] == "done" && e["name"].as_str().unwrap_or("").contains("RUN")), "no RUN ran again");
+    assert_eq!(
+        common::outcome(&events, "echo shared"),
+        "cached",
+        "the shared step"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["event"] == "done" && e["name"].as_str().unwrap_or("").contains("RUN")),
+        "no RUN ran again"
+    );
 
     // A failing target fails the bake, named.
     let o = bake(&env, &dir, &["--progress", "plain", "a", "broken"]);
@@ -155,28 +218,52 @@ fn bake_builds_three_targets_and_runs_through_the_plugin() {
     assert!(err.contains("target \"broken\" failed"), "{err}");
 
     // The same through `docker buildx bake` of the modern Docker's CLI.
-    let Some(cli) = modern_docker_cli() else { return };
+    let Some(cli) = modern_docker_cli() else {
+        return;
+    };
     let cfg = tempfile::tempdir().unwrap();
-    run(Command::new(env!("CARGO_BIN_EXE_stromatekt")).args(["docker-plugin", "install", "--dir"]).arg(cfg.path().join("cli-plugins")));
+    run(Command::new(env!("CARGO_BIN_EXE_stromatekt"))
+        .args(["docker-plugin", "install", "--dir"])
+        .arg(cfg.path().join("cli-plugins")));
     let docker = |args: &[&str]| {
         Command::new(&cli)
             .current_dir(&dir)
             .env("DOCKER_CONFIG", cfg.path())
-            .env("DOCKER_HOST", format!("unix://{}/no-daemon.sock", cfg.path().display()))
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}/no-daemon.sock", cfg.path().display()),
+            )
             .env("STROMATEKT_ROOT", &env.root)
-            .env("BASE", format!("oci-layout://{}:latest", env.base.display()))
+            .env(
+                "BASE",
+                format!("oci-layout://{}:latest", env.base.display()),
+            )
             .env("OUT", "via-docker")
             .args(args)
             .output()
             .unwrap()
     };
     let printed = docker(&["buildx", "bake", "--print", "b"]);
-    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
     let printed: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
-    assert_eq!(printed["target"]["b"]["args"]["MSG"], "hello from b", "{printed}");
-    assert_eq!(printed["target"]["b"]["output"][0]["dest"], "via-docker/b", "{printed}");
+    assert_eq!(
+        printed["target"]["b"]["args"]["MSG"], "hello from b",
+        "{printed}"
+    );
+    assert_eq!(
+        printed["target"]["b"]["output"][0]["dest"], "via-docker/b",
+        "{printed}"
+    );
     let o = docker(&["buildx", "bake", "--progress", "plain", "b"]);
-    assert!(o.status.success(), "docker buildx bake failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "docker buildx bake failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let b = common::unpack(&dir.join("via-docker/b"), &scratch.join("docker-b"));
     assert_eq!(file(&b, "b"), "hello from b\n");
 }

@@ -14,9 +14,10 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Args;
 use frontend::bake::{self, BakeFile, Entry, Target};
 use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// `bake` arguments (buildx's names and meanings).
 #[derive(Debug, Args)]
@@ -371,21 +372,35 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
             argv.extend(["--metadata-file".into(), meta.display().to_string()]);
         }
         argv.extend(build_argv(name, t, scratch.path())?);
-        let child = Command::new(&exe)
+        let mut child = Command::new(&exe)
             .arg0("stromatekt")
             .args(&argv)
             // The child is plain `stromatekt build`, never the plugin face.
             .env_remove("BUILDX_BUILDER")
+            .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting the build of target {name:?}"))?;
-        children.push((name.clone(), child, meta));
+        // Progress of several builds on one stderr: whole lines, never mixed.
+        let relay = child.stderr.take().map(|err| {
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).split(b'\n').map_while(Result::ok) {
+                    let mut e = std::io::stderr().lock();
+                    let _ = e.write_all(&line);
+                    let _ = e.write_all(b"\n");
+                }
+            })
+        });
+        children.push((name.clone(), child, meta, relay));
     }
     let mut failed = Vec::new();
     let mut metadata = serde_json::Map::new();
-    for (name, mut child, meta) in children {
+    for (name, mut child, meta, relay) in children {
         let status = child
             .wait()
             .with_context(|| format!("waiting for target {name:?}"))?;
+        if let Some(r) = relay {
+            let _ = r.join();
+        }
         if !status.success() {
             failed.push(name);
             continue;

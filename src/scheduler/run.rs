@@ -139,6 +139,10 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             st.top = Some(self.unmixed(base, &layer).map_err(|e| e.context(origin_label(node)))?);
             Ok(st)
         };
+        // Builds running at once on one store (bake's targets) run a step
+        // they share once: the first takes the step's lock, the others wait
+        // for it and then find the step cached.
+        let _step_lock = step_lock(self.store, &name);
         if self.cached(&name) {
             mounts.release(self.store);
             self.end(step, Outcome::Cached);
@@ -228,4 +232,17 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         self.end(step, Outcome::Done);
         finish(name)
     }
+}
+
+/// An exclusive lock on snapshot `name`, held until dropped: a file under
+/// the store's `tmp/step-locks` (kept: removing a lock file races with its
+/// next user). Best effort: without the file, no lock.
+fn step_lock<S: Store>(store: &S, name: &str) -> Option<fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let dir = store.temp_path().join("step-locks");
+    fs::create_dir_all(&dir).ok()?;
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(name)).ok()?;
+    // SAFETY: flock on a descriptor we own; the lock goes with the file.
+    let ok = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0;
+    ok.then_some(file)
 }
