@@ -131,6 +131,7 @@ fn read_files(a: &BakeArgs) -> Result<Vec<BakeFile>> {
         names = bake::DEFAULT_FILES.iter().map(|s| s.to_string()).collect();
     }
     let mut files = Vec::new();
+    let mut compose_skipped = Vec::new();
     for n in names {
         let text = if n == "-" {
             let mut s = String::new();
@@ -144,10 +145,25 @@ fn read_files(a: &BakeArgs) -> Result<Vec<BakeFile>> {
                 Err(e) => bail!("open {n}: {e}"),
             }
         };
+        // Compose files are not read yet: found by the default lookup next
+        // to a bake file, they are left out (with a warning); named, or
+        // alone, they are an error (the frontend's).
+        if defaults && bake::is_compose_file(&n) {
+            compose_skipped.push(BakeFile { name: n, text });
+            continue;
+        }
         files.push(BakeFile { name: n, text });
     }
     if files.is_empty() {
-        bail!("couldn't find a bake definition");
+        if let Some(c) = compose_skipped.into_iter().next() {
+            files.push(c);
+        } else {
+            bail!("couldn't find a bake definition");
+        }
+    } else {
+        for c in &compose_skipped {
+            eprintln!("stromatekt: warning: {} left out: compose files are not supported by stromatekt bake yet", c.name);
+        }
     }
     Ok(files)
 }
