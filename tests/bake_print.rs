@@ -5,6 +5,9 @@
 //! 0.29, `../shared/modern-docker`) must print the same JSON (compared as
 //! values, so key order does not matter), or both fail.
 //!
+//! The recorded outputs (`print.json`, `error.txt`) are also what
+//! `frontend/tests/bake_golden.rs` checks the frontend against without Docker.
+//!
 //! One case differs on purpose: `cyclic` (targets inheriting each other in a
 //! circle). buildx silently drops the inherits that close the circle;
 //! stromatekt reports the cycle.
