@@ -73,6 +73,7 @@ pub fn to_dot(g: &Graph) -> String {
             (Op::Git { remote, .. }, _) => format!("git {remote}"),
             (Op::Remove { layers, .. }, _) => format!("remove {}", layers.join(" ")),
             (Op::Rebase { .. }, Some(o)) => format!("[{}] base swap", o.stage),
+            (Op::Append { .. }, Some(o)) => format!("[{}] {}", o.stage, o.text),
             (Op::Merge { overlap, .. }, _) => format!("parallel group ({})", if *overlap == frontend::ir::Overlap::LastWins { "last-wins" } else { "no overlap" }),
             (_, Some(o)) => format!("[{} {}/{}] {}", o.stage, o.step, o.steps, o.text),
             (op, None) => op.kind().to_string(),
