@@ -201,3 +201,54 @@ fn a_bad_spec_fails_before_the_store_opens() {
     );
     assert!(!root.exists(), "no store was made for a spec that does not lower");
 }
+
+#[test]
+fn applying_an_image_below_own_layers() {
+    let Some(benv) = common::BuildEnv::new(3, &["gcc", "skopeo", "docker-registry"]) else { return };
+    let Some(reg) = common::RegistryServer::start() else { return };
+    let reference = common::push_layout_to(&reg, &benv.base, "busybox");
+    let (name, tag) = reference.rsplit_once(':').unwrap();
+    let env = Env { root: benv.root.clone(), store: benv.store };
+    let ctx = prime_context(&env.store.scratch().join("ctx"));
+    // app: its own copy of prime, then busybox below it, then a shell run
+    // (busybox's PATH and WorkingDir, plus the step's env).
+    // slim: app's own layers without busybox, and the copy of prime run.
+    let text = format!(
+        r#"{{"files": {{"target": {{"/": "directory"}}}},
+        "images": [{{"importType": "layer", "image": {{"imageType": "docker", "name": "{name}", "tag": "{tag}"}}, "resultVar": "bb"}}],
+        "tasks": [
+          {{"resultVar": "app", "steps": [
+            {{"stepType": "files", "files": [{{"fileType": "copy-file", "from": "target/release/prime", "to": "app/prime"}}]}},
+            {{"stepType": "apply", "layers": "bb"}},
+            {{"stepType": "run", "spec": {{"version": "1.0.0", "process": {{
+              "args": ["sh", "-c", "ls /bin/busybox > /app/seen && echo $GREETING > /app/env && pwd > /app/cwd"],
+              "env": ["GREETING=hello"]}}}}}},
+            {{"stepType": "snapshot-changeset", "var": "app-layers"}}]}},
+          {{"resultVar": "slim", "steps": [
+            {{"stepType": "apply-changesets", "layers": ["app-layers"]}},
+            {{"stepType": "run", "spec": {{"version": "1.0.0", "process": {{"args": ["/app/prime"]}}}}}}]}}]}}"#
+    );
+    let spec = env.store.scratch().join("image.json");
+    std::fs::write(&spec, text).unwrap();
+
+    let app = env.store.scratch().join("app");
+    env.build(&spec, &ctx, &app, &["--target", "app"]);
+    let la = layers(&app);
+    let base = layers(&benv.base);
+    assert_eq!(la.len(), base.len() + 2);
+    assert_eq!(la[..base.len()], base[..], "busybox's layers at the bottom, as they were");
+    assert_eq!(paths(&la[base.len()..]), vec![vec!["app/prime"], vec!["app/cwd", "app/env", "app/seen"]]);
+    let rootfs = common::unpack(&app, &env.store.scratch().join("app.unpacked"));
+    assert_eq!(std::fs::read_to_string(rootfs.join("app/env")).unwrap(), "hello\n");
+    assert_eq!(std::fs::read_to_string(rootfs.join("app/seen")).unwrap(), "/bin/busybox\n");
+    assert_eq!(std::fs::read_to_string(rootfs.join("app/cwd")).unwrap(), "/\n");
+
+    let slim = env.store.scratch().join("slim");
+    env.build(&spec, &ctx, &slim, &[]);
+    let ls = layers(&slim);
+    assert_eq!(paths(&ls), vec![vec!["app/prime"], vec!["app/cwd", "app/env", "app/seen"], vec!["app/prime.ran"]]);
+    assert_eq!(ls[..2], la[base.len()..], "the changeset is app's own layers, the same blobs");
+    let rootfs = common::unpack(&slim, &env.store.scratch().join("slim.unpacked"));
+    assert!(!rootfs.join("bin/busybox").exists());
+    assert_eq!(std::fs::read_to_string(rootfs.join("app/prime.ran")).unwrap(), "ran as /app/prime\n");
+}
