@@ -252,3 +252,19 @@ fn applying_an_image_below_own_layers() {
     assert!(!rootfs.join("bin/busybox").exists());
     assert_eq!(std::fs::read_to_string(rootfs.join("app/prime.ran")).unwrap(), "ran as /app/prime\n");
 }
+
+#[test]
+fn graph_prints_what_a_result_needs() {
+    let Some(examples) = seed_examples() else { return };
+    let spec = examples.join("parallel-dependency.json");
+    let graph = |extra: &[&str]| -> serde_json::Value {
+        let o = Command::new(env!("CARGO_BIN_EXE_stromatekt")).arg("graph").arg("--spec").arg(&spec).args(extra).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let texts = |g: &serde_json::Value| -> Vec<String> {
+        g["nodes"].as_array().unwrap().iter().filter_map(|n| n["origin"]["text"].as_str().map(String::from)).collect()
+    };
+    assert_eq!(texts(&graph(&[])), ["copy-file target/release/prime /prime", "run /prime /pre-fork", "run /pre-fork"]);
+    assert_eq!(texts(&graph(&["--target", "primary"])), ["copy-file target/release/prime /prime", "run /prime /pre-fork", "run /prime post-fork"]);
+}
