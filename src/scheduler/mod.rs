@@ -564,6 +564,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             Op::Merge { base, members, overlap } => self.run_merge(graph, node, *base, members, *overlap, states),
             Op::Remove { base, layers } => self.run_remove(node, *base, layers, states),
             Op::Rebase { base, old_base, new_base } => self.run_rebase(node, *base, *old_base, *new_base, states),
+            Op::Append { base, parts } => self.run_append(node, *base, parts, states),
         }
     }
 
