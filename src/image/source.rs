@@ -18,6 +18,11 @@ pub struct SourceImage {
     pub config: ImageConfig,
     /// Layer descriptors (bottom first) and the local file holding each blob.
     pub layers: Vec<(Descriptor, PathBuf)>,
+    /// What an image built on this one records as its base: the registry
+    /// reference and the digest it resolved to. None for an image read from
+    /// an OCI layout: a path on the building machine names nothing another
+    /// machine (or a later `stromatekt rebase`) can fetch.
+    pub base: Option<super::base::BaseRef>,
 }
 
 /// Errors reading a local image.
@@ -106,5 +111,5 @@ pub fn read_layout(dir: &Path, tag: Option<&str>, platform: &str) -> Result<Sour
         )));
     }
     let layers = manifest.layers.iter().map(|l| (l.clone(), blob(&l.digest))).collect();
-    Ok(SourceImage { manifest_desc: desc, manifest, config, layers })
+    Ok(SourceImage { manifest_desc: desc, manifest, config, layers, base: None })
 }
