@@ -133,7 +133,7 @@ pub fn run(a: &RebaseArgs) -> anyhow::Result<()> {
     let unchanged = AtomicUsize::new(0);
     let out = Mutex::new(());
     std::thread::scope(|s| {
-        for _ in 0..a.jobs.clamp(1, a.images.len()) {
+        for _ in 0..a.jobs.max(1).min(a.images.len().max(1)) {
             s.spawn(|| loop {
                 let Some(image) = a.images.get(next.fetch_add(1, Ordering::SeqCst)) else { return };
                 let res = target_of(a, image).and_then(|t| one::rebase_image(&ctx, image, &t));

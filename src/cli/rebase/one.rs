@@ -163,7 +163,7 @@ fn rebase_platform(ctx: &Ctx<'_>, image: &Loaded, platform: &str) -> anyhow::Res
         desc,
         blobs,
         _config: config,
-        old_shown: recorded.map(|b| b.digest).unwrap_or_else(|| old.shown_digest().to_string()),
+        old_shown: old.shown_digest().to_string(),
         new_shown: new.shown_digest().to_string(),
         new_name: new.base.as_ref().map(|b| b.name.clone()).unwrap_or_else(|| new.name.clone()),
         unchanged: old.manifest_desc.digest == new.manifest_desc.digest,
