@@ -87,6 +87,8 @@ pub(super) fn load(reg: &dyn Registry, reference: &str, role: &str, platform: &s
 }
 
 type Cell<T> = Arc<OnceLock<Result<T, String>>>;
+/// (reference, platform) -> the image, resolved once.
+type ImageCells = Mutex<BTreeMap<(String, String), Cell<Arc<Loaded>>>>;
 
 /// Base images of a run, each resolved once per platform.
 pub(super) struct Bases<'a> {
@@ -94,8 +96,7 @@ pub(super) struct Bases<'a> {
     content: PathBuf,
     /// Normalized reference -> the digest it named when first asked.
     tops: Mutex<BTreeMap<String, Cell<String>>>,
-    /// (reference, platform) -> the image.
-    images: Mutex<BTreeMap<(String, String), Cell<Arc<Loaded>>>>,
+    images: ImageCells,
 }
 
 fn cell<K: Ord + Clone, T>(m: &Mutex<BTreeMap<K, Cell<T>>>, k: &K) -> Cell<T> {
