@@ -5,6 +5,7 @@ pub mod fake;
 pub mod resources;
 pub mod rootfs;
 pub mod runc;
+pub mod init;
 pub mod seccomp;
 pub mod seccomp_profile;
 pub mod spec;
