@@ -113,6 +113,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         if drop_base {
             out.base_blobs.clear();
             out.config.rootfs.diff_ids.clear();
+            out.base = None;
         }
         out.layers = st.layers.iter().enumerate().filter(|(i, _)| !removed.contains(i)).map(|(_, l)| l.clone()).collect();
         // The tree: from the last snapshot before the first change, apply the rest.
@@ -159,6 +160,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         }
         let mut out = st.clone();
         out.base_blobs = new.base_blobs.clone();
+        out.base = new.base.clone();
         out.config.rootfs.diff_ids = new.config.rootfs.diff_ids.clone();
         let old_hist = old.config.history.len();
         let mut history = new.config.history.clone();
