@@ -157,14 +157,30 @@ def command(builder, ctx, ref, base, work):
     raise ValueError(builder)
 
 
-def reset(builder, work, base):
-    """Untimed: make the next run of `builder` cold."""
+def reset(builder, work, base, pushed):
+    """Untimed: make the next run of `builder` cold. The modern Docker keeps
+    what it pushes in its image store too (the docker driver), and those
+    images hold the base's layers: they go, with the base and the cache."""
     if builder.startswith("stromatekt"):
         env = dict(os.environ, STROMATEKT_ROOT=str(work / "store"))
         sh([STROMATEKT, "prune", "--all"], env=env, check=False, quiet=True)
     elif builder.startswith("modern"):
+        sh([MODERN_DOCKER, "image", "rm", "-f", base, *pushed], check=False, quiet=True)
         sh([MODERN_DOCKER, "buildx", "prune", "-af"], check=False, quiet=True)
-        sh([MODERN_DOCKER, "image", "rm", "-f", base], check=False, quiet=True)
+
+
+def release_stores():
+    """Unmount the stores stromatekt mounted under WORK (loop devices) and
+    remove WORK."""
+    mounts = []
+    with open("/proc/mounts") as f:
+        for line in f:
+            target = line.split()[1]
+            if target.startswith(str(WORK) + "/"):
+                mounts.append(target)
+    for m in sorted(mounts, reverse=True):
+        sh(["umount", m], check=False, quiet=True)
+    shutil.rmtree(WORK, ignore_errors=True)
 
 
 def main():
@@ -181,10 +197,11 @@ def main():
         builders.remove("ocinoco")
     if os.geteuid() != 0:
         sys.exit("push bench: must run as root")
-    shutil.rmtree(WORK, ignore_errors=True)
+    release_stores()
     WORK.mkdir(parents=True)
     reg = Registry(WORK / "registry")
     results = {}
+    pushed = []
     try:
         log(f"registry on {reg.addr}; making the {BASE_MB} MB base and the context (untimed)")
         ctx, layers = make_inputs(WORK, reg)
@@ -193,8 +210,9 @@ def main():
         for rep in range(args.n):
             k = rep % len(builders)
             for b in builders[k:] + builders[:k]:
-                reset(b, WORK, base)
+                reset(b, WORK, base, pushed)
                 ref = f"{reg.addr}/bench/app-{b}-{rep}:1"
+                pushed.append(ref)
                 cmd, env = command(b, ctx, ref, base, WORK)
                 gets = reg.blob_gets(big)
                 logf = WORK / f"{b}-{rep + 1}.log"
@@ -211,7 +229,8 @@ def main():
     finally:
         reg.stop()
         for b in builders:
-            reset(b, WORK, f"{reg.addr}/bench/base:1")
+            reset(b, WORK, f"{reg.addr}/bench/base:1", pushed)
+        release_stores()
     tsv = ["builder\trun\tseconds\tbase_layer_gets"]
     md = [f"Directory ({DIST_FILES} files, {DIST_FILES * DIST_SIZE // (1024 * 1024)} MB) onto a {BASE_MB} MB "
           f"registry base, built and pushed cold to a new repository of the same registry; "
