@@ -19,7 +19,8 @@
 //! next build's [`sweep`] removes it.
 //!
 //! Making the network costs one `ip` batch on each side, one sysctl write
-//! and three `iptables` calls, once per build, when its first default-network
+//! and one `iptables-restore`, once per build (removing it an
+//! `iptables-restore` and an `ip` batch), when its first default-network
 //! step starts; joining it is free for runc (`setns` on a path).
 
 use std::fs;
@@ -72,15 +73,15 @@ impl Slot {
     fn lock_path(self) -> PathBuf {
         Path::new(LOCK_DIR).join(format!("{}.lock", self.0))
     }
-    /// The iptables rules, as `-A`/`-D` argument tails (table, chain, match).
-    fn rules(self) -> [Vec<String>; 3] {
-        let host_if = self.host_if();
-        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        [
-            s(&["-t", "nat", "POSTROUTING", "-s", &self.subnet(), "!", "-o", &host_if, "-j", "MASQUERADE"]),
-            s(&["-t", "filter", "FORWARD", "-i", &host_if, "-j", "ACCEPT"]),
-            s(&["-t", "filter", "FORWARD", "-o", &host_if, "-j", "ACCEPT"]),
-        ]
+    /// The iptables rules as `iptables-restore --noflush` input, adding
+    /// (`add`) or deleting them: one process, one transaction.
+    fn rules(self, add: bool) -> String {
+        let (append, insert) = if add { ("-A", "-I") } else { ("-D", "-D") };
+        let (subnet, host_if) = (self.subnet(), self.host_if());
+        format!(
+            "*nat\n{append} POSTROUTING -s {subnet} ! -o {host_if} -j MASQUERADE\nCOMMIT\n\
+             *filter\n{insert} FORWARD -i {host_if} -j ACCEPT\n{insert} FORWARD -o {host_if} -j ACCEPT\nCOMMIT\n"
+        )
     }
 }
 
@@ -177,20 +178,25 @@ fn sysctl_in(ns: &Path, key: &str, value: &str) -> Result<(), String> {
 }
 
 /// Remove slot `slot`'s network (rules, namespace, host interface), ignoring
-/// what is already gone.
+/// what is already gone. The namespace is made first and removed last, so
+/// without it (and without the host interface) there is nothing to remove.
 fn teardown(slot: Slot) {
-    for rule in slot.rules() {
-        let (table, rest) = rule.split_at(2);
-        // A rule added twice (a crash between add and record) is removed as often.
-        for _ in 0..4 {
-            let args: Vec<String> = table.iter().cloned().chain(["-D".to_string()]).chain(rest.iter().cloned()).collect();
-            if run("iptables", &args, None).is_err() {
-                break;
-            }
+    let host_if = Path::new("/sys/class/net").join(slot.host_if());
+    if !slot.path().exists() && !host_if.exists() {
+        return;
+    }
+    if run("iptables-restore", &["--noflush".into()], Some(&slot.rules(false))).is_err() {
+        // Some are gone already (the transaction deletes all or none): one by one.
+        for line in slot.rules(false).lines().filter(|l| l.starts_with("-D")) {
+            let table = if line.contains("POSTROUTING") { "nat" } else { "filter" };
+            let args: Vec<String> = ["-t", table].into_iter().chain(line.split(' ')).map(str::to_string).collect();
+            let _ = run("iptables", &args, None);
         }
     }
-    let _ = run("ip", &["netns".into(), "del".into(), slot.netns()], None);
-    let _ = run("ip", &["link".into(), "del".into(), slot.host_if()], None);
+    // Deleting the namespace deletes the pair with its inside end, unless a
+    // process (a leftover container) still holds the namespace: the host's
+    // end goes too, explicitly. `-force`: each line whatever the others do.
+    let _ = run("ip", &["-force".into(), "-batch".into(), "-".into()], Some(&format!("netns del {}\nlink del {}\n", slot.netns(), slot.host_if())));
 }
 
 /// Remove the networks of builds that died (a namespace whose slot nobody
@@ -282,13 +288,7 @@ impl BuildNetwork {
             // What Docker does for its bridge too: the host routes for the steps.
             fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| format!("enabling IPv4 forwarding: {e}"))?;
         }
-        for rule in s.rules() {
-            let (table, rest) = rule.split_at(2);
-            let op = if rest[0] == "FORWARD" { "-I" } else { "-A" };
-            let args: Vec<String> = table.iter().cloned().chain([op.to_string()]).chain(rest.iter().cloned()).collect();
-            run("iptables", &args, None)?;
-        }
-        Ok(())
+        run("iptables-restore", &["--noflush".into()], Some(&s.rules(true)))
     }
 }
 
