@@ -217,6 +217,18 @@ pub fn sweep() -> Result<(), ExecError> {
     Ok(())
 }
 
+/// What `setup` reports: the versions of the tools the network needs, or
+/// what is missing.
+pub fn tools() -> Result<String, String> {
+    let version = |prog: &str, arg: &str| -> Result<String, String> {
+        let out = Command::new(prog).arg(arg).stdin(Stdio::null()).output().map_err(|e| {
+            format!("{prog}: {e} (RUN steps' network needs iproute2 and iptables: scripts/install-deps.sh or apt-get install iproute2 iptables)")
+        })?;
+        Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or(prog).trim().to_string())
+    };
+    Ok(format!("{}; {}", version("ip", "-V")?, version("iptables-restore", "--version")?))
+}
+
 /// A build's network: made on first use, removed when dropped.
 #[derive(Debug)]
 pub struct BuildNetwork {
@@ -255,8 +267,13 @@ impl BuildNetwork {
         if !self.made {
             // Whatever a killed build left in this slot goes first.
             teardown(self.slot);
+            if let Err(m) = self.make() {
+                // Half a network is none: the next step tries again (and
+                // fails the same way, with the same message).
+                teardown(self.slot);
+                return Err(net_err("making the network of RUN steps", m));
+            }
             self.made = true;
-            self.make().map_err(|m| net_err("making the network of RUN steps", m))?;
         }
         Ok(self.slot.path())
     }
