@@ -1,12 +1,13 @@
 //! stromatekt: the backend and CLI. The binary (`src/main.rs`) is a thin
 //! wrapper around [`cli::run`].
 //!
-//! Dependency direction: cli -> output -> attest -> scheduler -> {cache
+//! Dependency direction: cli -> assemble -> output -> attest -> scheduler -> {cache
 //! (with the remote cache), sources, context, fscopy} -> {registry, exec} ->
 //! image -> {store, progress}; `docs/architecture.md` lists the layers and
 //! `tests/module_graph.rs` checks them. Only the IR (crate `frontend`) is
 //! shared with the frontend.
 
+pub mod assemble;
 pub mod attest;
 pub mod cache;
 pub mod cli;

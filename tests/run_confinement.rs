@@ -39,6 +39,10 @@ int main(void) {
     show("bpf", syscall(SYS_bpf, 0xffff, NULL, 0));
     show("clone3", syscall(SYS_clone3, NULL, 0));
     show("getpid", syscall(SYS_getpid));
+    /* a number above every syscall the profile names: ENOSYS, as runc's
+       stub answers (so libc falls back from a syscall newer than the
+       profile), not the profile's EPERM */
+    show("nr-1000", syscall(1000));
     return 0;
 }
 "#;
@@ -48,6 +52,9 @@ FROM ${BASE}
 COPY probe /probe
 RUN /probe > /default.out && grep -E '^(Seccomp|Seccomp_filters|NoNewPrivs):' /proc/self/status > /default.status
 RUN --security=insecure /probe > /insecure.out
+RUN mkdir -m 777 /nobody && grep -E '^Cap' /proc/self/status > /root.caps
+USER 65534
+RUN /probe > /nobody/probe.out && grep -E '^(Cap|Seccomp|NoNewPrivs)' /proc/self/status > /nobody/status
 "#;
 
 #[test]
@@ -67,9 +74,26 @@ fn default_run_refuses_what_the_default_profile_refuses_and_insecure_does_not() 
 
     assert_eq!(
         read("default.out"),
-        "keyctl EPERM\nadd_key EPERM\nunshare-user EPERM\nbpf EPERM\nclone3 ENOSYS\ngetpid ok\n",
+        "keyctl EPERM\nadd_key EPERM\nunshare-user EPERM\nbpf EPERM\nclone3 ENOSYS\ngetpid ok\nnr-1000 ENOSYS\n",
         "a default RUN"
     );
+    // Docker's default capabilities, nothing else: the filter's loader
+    // drops what it needed to load the filter.
+    let field = |text: &str, key: &str| text.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string())).unwrap_or_default();
+    let root = read("root.caps");
+    for (key, want) in [("CapInh:", "0000000000000000"), ("CapPrm:", "00000000a80425fb"), ("CapEff:", "00000000a80425fb"), ("CapBnd:", "00000000a80425fb"), ("CapAmb:", "0000000000000000")] {
+        assert_eq!(field(&root, key), want, "root {key}\n{root}");
+    }
+    // A non-root user: confined the same, with no capability but the bounding set.
+    assert_eq!(
+        read("nobody/probe.out"),
+        "keyctl EPERM\nadd_key EPERM\nunshare-user EPERM\nbpf EPERM\nclone3 ENOSYS\ngetpid ok\nnr-1000 ENOSYS\n",
+        "a RUN as uid 65534"
+    );
+    let nobody = read("nobody/status");
+    for (key, want) in [("CapInh:", "0000000000000000"), ("CapPrm:", "0000000000000000"), ("CapEff:", "0000000000000000"), ("CapBnd:", "00000000a80425fb"), ("CapAmb:", "0000000000000000"), ("Seccomp:", "2"), ("Seccomp_filters:", "1"), ("NoNewPrivs:", "0")] {
+        assert_eq!(field(&nobody, key), want, "uid 65534 {key}\n{nobody}");
+    }
     // One filter (the profile and the sync rule are one program), and no
     // no_new_privs, as in BuildKit's RUN.
     let status = read("default.status");
@@ -81,5 +105,5 @@ fn default_run_refuses_what_the_default_profile_refuses_and_insecure_does_not() 
     // The session keyring runc made for the container has an id; the
     // other calls reach the kernel, which takes them (or, for bpf's
     // unknown command, answers EINVAL).
-    assert_eq!(insecure, "keyctl ok\nadd_key ok\nunshare-user ok\nbpf EINVAL\nclone3 EINVAL\ngetpid ok\n", "RUN --security=insecure");
+    assert_eq!(insecure, "keyctl ok\nadd_key ok\nunshare-user ok\nbpf EINVAL\nclone3 EINVAL\ngetpid ok\nnr-1000 ENOSYS\n", "RUN --security=insecure");
 }

@@ -281,6 +281,19 @@ pub enum MountKind {
     Ssh,
 }
 
+impl MountKind {
+    /// The `type=` word of the mount (also what cache keys record).
+    pub fn name(self) -> &'static str {
+        match self {
+            MountKind::Bind => "bind",
+            MountKind::Cache => "cache",
+            MountKind::Tmpfs => "tmpfs",
+            MountKind::Secret => "secret",
+            MountKind::Ssh => "ssh",
+        }
+    }
+}
+
 /// One RUN `--mount`, options validated and expanded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {

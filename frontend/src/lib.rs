@@ -9,6 +9,9 @@
 //! This crate does no I/O: no files, network, btrfs or runc. The caller
 //! passes in the `.dockerignore` text and build arguments.
 //!
+//! [`buildoci`] reads the other input format: build-oci-rs's YAML (images
+//! made of rootfs directories), for `stromatekt assemble`.
+//!
 //! Every Dockerfile instruction and flag of the reference is lowered (RUN
 //! `--mount`/`--network`/`--security` and heredocs, COPY/ADD with every flag,
 //! URLs and git sources, heredoc files, HEALTHCHECK, ONBUILD, ...), and so are
@@ -23,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod annotations;
+pub mod buildoci;
 pub mod dockerignore;
 pub mod epoch;
 pub mod error;

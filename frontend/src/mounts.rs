@@ -196,7 +196,7 @@ pub fn parse(spec: &str, expand: &dyn Fn(&str) -> Result<String, String>) -> Res
                     ro_auto = false;
                 }
                 "required" if matches!(kind, MountKind::Secret | MountKind::Ssh) => m.required = true,
-                "required" => return Err(format!("unexpected key 'required' for mount type '{}'", kind_name(kind))),
+                "required" => return Err(format!("unexpected key 'required' for mount type '{}'", kind.name())),
                 _ => return Err(format!("invalid field '{field}' must be a key=value pair")),
             }
             continue;
@@ -241,7 +241,7 @@ pub fn parse(spec: &str, expand: &dyn Fn(&str) -> Result<String, String>) -> Res
             "size" if kind == MountKind::Tmpfs => {
                 m.size = Some(ram_in_bytes(&value).ok_or_else(|| format!("invalid value for size: {value}"))?)
             }
-            "required" | "size" => return Err(format!("unexpected key '{key}' for mount type '{}'", kind_name(kind))),
+            "required" | "size" => return Err(format!("unexpected key '{key}' for mount type '{}'", kind.name())),
             "id" => m.id = Some(value),
             "sharing" => {
                 m.sharing = Some(match value.to_ascii_lowercase().as_str() {
@@ -267,7 +267,7 @@ pub fn parse(spec: &str, expand: &dyn Fn(&str) -> Result<String, String>) -> Res
     if !file_info_allowed {
         for (name, set) in [("mode", m.mode.is_some()), ("uid", m.uid.is_some()), ("gid", m.gid.is_some())] {
             if set {
-                return Err(format!("{name} not allowed for {:?} type mounts", kind_name(kind)));
+                return Err(format!("{name} not allowed for {:?} type mounts", kind.name()));
             }
         }
     }
@@ -275,7 +275,7 @@ pub fn parse(spec: &str, expand: &dyn Fn(&str) -> Result<String, String>) -> Res
         m.readonly = !matches!(kind, MountKind::Cache | MountKind::Tmpfs);
     }
     if m.sharing.is_some() && kind != MountKind::Cache {
-        return Err(format!("invalid cache sharing set for {} mount", kind_name(kind)));
+        return Err(format!("invalid cache sharing set for {} mount", kind.name()));
     }
     match kind {
         MountKind::Secret => {
@@ -341,15 +341,6 @@ fn base_name(p: &str) -> String {
     }
 }
 
-fn kind_name(k: MountKind) -> &'static str {
-    match k {
-        MountKind::Bind => "bind",
-        MountKind::Cache => "cache",
-        MountKind::Tmpfs => "tmpfs",
-        MountKind::Secret => "secret",
-        MountKind::Ssh => "ssh",
-    }
-}
 
 #[cfg(test)]
 mod tests {

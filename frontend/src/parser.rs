@@ -492,13 +492,41 @@ fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, St
 /// BuildKit's `parseWords`: split on blanks, honouring quotes and the
 /// escape char, keeping both raw.
 fn parse_words(rest: &str, escape: char) -> Vec<String> {
+    split_words(rest, escape, Split::Raw).0
+}
+
+/// BuildKit's `extractBuilderFlags`: leading `--x=y` words, unquoted; returns
+/// the rest of the line and the flags. A bare `--` ends the flags.
+fn extract_flags(line: &str) -> (String, Vec<String>) {
+    let (flags, rest) = split_words(line, '\\', Split::Flags);
+    (rest.map_or_else(String::new, |at| line[at..].to_string()), flags)
+}
+
+/// How [`split_words`] treats quotes and escapes.
+#[derive(Clone, Copy, PartialEq)]
+enum Split {
+    /// Keep quotes and escape chars in the words (`parseWords`).
+    Raw,
+    /// Strip them, and stop at the first word that is not a `--flag`
+    /// (`extractBuilderFlags`; its blanks are ASCII ones).
+    Flags,
+}
+
+/// The word splitter both BuildKit functions share: blanks separate words,
+/// quotes group them, the escape char takes the next char literally (not
+/// inside single quotes when raw). Returns the words, and in `Flags` mode
+/// the byte offset where the non-flag rest of the line starts.
+fn split_words(line: &str, escape: char, mode: Split) -> (Vec<String>, Option<usize>) {
     #[derive(PartialEq)]
     enum Phase {
         Spaces,
         Word,
         Quote,
     }
-    let chars: Vec<char> = rest.chars().collect();
+    let raw = mode == Split::Raw;
+    let blank = |c: char| if raw { is_space(c) } else { c.is_ascii_whitespace() || c == '\u{b}' };
+    let chars: Vec<(usize, char)> = line.char_indices().collect();
+    let offset = |p: usize| chars.get(p).map_or(line.len(), |&(i, _)| i);
     let mut words = Vec::new();
     let mut phase = Phase::Spaces;
     let mut word = String::new();
@@ -506,169 +534,103 @@ fn parse_words(rest: &str, escape: char) -> Vec<String> {
     let mut blank_ok = false;
     let mut pos = 0usize;
     loop {
-        let end = pos >= chars.len();
-        let mut ch = if end { '\0' } else { chars[pos] };
-        if phase == Phase::Spaces {
-            if end {
-                break;
-            }
-            if is_space(ch) {
-                pos += 1;
-                continue;
-            }
-            phase = Phase::Word;
-        }
-        if end {
-            if blank_ok || !word.is_empty() {
+        let Some(&(_, mut ch)) = chars.get(pos) else {
+            let flag_end = !raw && word == "--";
+            if phase != Phase::Spaces && !flag_end && (blank_ok || !word.is_empty()) {
                 words.push(word);
             }
-            break;
-        }
-        if phase == Phase::Word {
-            if is_space(ch) {
-                phase = Phase::Spaces;
-                if blank_ok || !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-                word.clear();
-                blank_ok = false;
-                pos += 1;
-                continue;
-            }
-            if ch == '\'' || ch == '"' {
-                quote = ch;
-                blank_ok = true;
-                phase = Phase::Quote;
-            }
-            if ch == escape {
-                if pos + 1 == chars.len() {
-                    pos += 1;
-                    continue;
-                }
-                word.push(ch);
-                pos += 1;
-                ch = chars[pos];
-            }
-            word.push(ch);
-            pos += 1;
-            continue;
-        }
-        // in quote
-        if ch == quote {
-            phase = Phase::Word;
-        }
-        if ch == escape && quote != '\'' {
-            if pos + 1 == chars.len() {
-                phase = Phase::Word;
-                pos += 1;
-                continue;
-            }
-            pos += 1;
-            word.push(ch);
-            ch = chars[pos];
-        }
-        word.push(ch);
-        pos += 1;
-    }
-    words
-}
-
-/// BuildKit's `extractBuilderFlags`: leading `--x=y` words; returns the rest
-/// of the line and the flags.
-fn extract_flags(line: &str) -> (String, Vec<String>) {
-    #[derive(PartialEq)]
-    enum Phase {
-        Spaces,
-        Word,
-        Quote,
-    }
-    let b = line.as_bytes();
-    let mut words = Vec::new();
-    let mut phase = Phase::Spaces;
-    let mut word: Vec<u8> = Vec::new();
-    let mut quote = 0u8;
-    let mut blank_ok = false;
-    let sp = |c: u8| c.is_ascii_whitespace() || c == 0x0b;
-    let fin = |w: &[u8]| String::from_utf8_lossy(w).into_owned();
-    let mut pos = 0usize;
-    while pos <= b.len() {
-        let end = pos == b.len();
-        let mut ch = if end { 0 } else { b[pos] };
+            return (words, None);
+        };
         if phase == Phase::Spaces {
-            if end {
-                break;
-            }
-            if sp(ch) {
+            if blank(ch) {
                 pos += 1;
                 continue;
             }
-            if ch != b'-' || pos + 1 == b.len() || b[pos + 1] != b'-' {
-                return (line[pos..].to_string(), words);
+            let is_flag = ch == '-' && chars.get(pos + 1).is_some_and(|&(_, c)| c == '-');
+            if !raw && !is_flag {
+                return (words, Some(offset(pos)));
             }
             phase = Phase::Word;
         }
-        if end {
-            if word != b"--" && (blank_ok || !word.is_empty()) {
-                words.push(fin(&word));
-            }
-            break;
-        }
-        if phase == Phase::Word {
-            if sp(ch) {
-                phase = Phase::Spaces;
-                if word == b"--" {
-                    return (line[pos..].to_string(), words);
-                }
-                if blank_ok || !word.is_empty() {
-                    words.push(fin(&word));
-                }
-                word.clear();
-                blank_ok = false;
-                pos += 1;
-                continue;
-            }
-            if ch == b'\'' || ch == b'"' {
-                quote = ch;
-                blank_ok = true;
-                phase = Phase::Quote;
-                pos += 1;
-                continue;
-            }
-            if ch == b'\\' {
-                if pos + 1 == b.len() {
+        let escapes = match phase {
+            Phase::Word => {
+                if blank(ch) {
+                    if !raw && word == "--" {
+                        return (words, Some(offset(pos)));
+                    }
+                    if blank_ok || !word.is_empty() {
+                        words.push(std::mem::take(&mut word));
+                    }
+                    phase = Phase::Spaces;
+                    blank_ok = false;
                     pos += 1;
                     continue;
                 }
-                pos += 1;
-                ch = b[pos];
+                if ch == '\'' || ch == '"' {
+                    quote = ch;
+                    blank_ok = true;
+                    phase = Phase::Quote;
+                    if !raw {
+                        pos += 1;
+                        continue;
+                    }
+                    false
+                } else {
+                    ch == escape
+                }
             }
-            word.push(ch);
-            pos += 1;
-            continue;
-        }
-        if ch == quote {
-            phase = Phase::Word;
-            pos += 1;
-            continue;
-        }
-        if ch == b'\\' {
-            if pos + 1 == b.len() {
+            _ => {
+                if ch == quote {
+                    phase = Phase::Word;
+                    if !raw {
+                        pos += 1;
+                        continue;
+                    }
+                    false
+                } else {
+                    ch == escape && (!raw || quote != '\'')
+                }
+            }
+        };
+        if escapes {
+            let Some(&(_, next)) = chars.get(pos + 1) else {
+                // A trailing escape is dropped (and closes an open quote).
                 phase = Phase::Word;
                 pos += 1;
                 continue;
+            };
+            if raw {
+                word.push(ch);
             }
             pos += 1;
-            ch = b[pos];
+            ch = next;
         }
         word.push(ch);
         pos += 1;
     }
-    (String::new(), words)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_are_unquoted_and_stop_at_the_first_other_word() {
+        let (rest, flags) = extract_flags("--mount=type=cache,target=\"/a b\" --x='y z'  echo --not-a-flag");
+        assert_eq!(flags, ["--mount=type=cache,target=/a b", "--x=y z"]);
+        assert_eq!(rest, "echo --not-a-flag");
+        let (rest, flags) = extract_flags("--a=\\\" -- --b");
+        assert_eq!((rest.as_str(), flags), (" --b", vec!["--a=\"".to_string()]));
+        assert_eq!(extract_flags("--only"), (String::new(), vec!["--only".to_string()]));
+        assert_eq!(extract_flags("-x --y"), ("-x --y".to_string(), Vec::<String>::new()));
+    }
+
+    #[test]
+    fn words_keep_quotes_and_escapes() {
+        assert_eq!(parse_words("a='x y' b=\\ c \"q\\\"r\" 'n\\'", '\\'), ["a='x y'", "b=\\ c", "\"q\\\"r\"", "'n\\'"]);
+        assert_eq!(parse_words("a=`  b ''", '`'), ["a=` ", "b", "''"]);
+        assert_eq!(parse_words("trail\\", '\\'), ["trail"]);
+    }
 
     #[test]
     fn parses_basic() {

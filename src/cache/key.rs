@@ -27,7 +27,7 @@
 //! Image layer chain ids ([`chain_id`]) are not ours: the OCI image spec
 //! defines them, so they carry no version.
 
-use frontend::ir::{Exec, InlineFile, Mount, MountKind, Network, Sharing};
+use frontend::ir::{Exec, InlineFile, Mount, Network, Sharing};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
@@ -359,15 +359,6 @@ fn mount_input(b: &mut KeyBuilder, m: &MountInput) {
     }
 }
 
-fn mount_kind(k: MountKind) -> &'static str {
-    match k {
-        MountKind::Bind => "bind",
-        MountKind::Cache => "cache",
-        MountKind::Tmpfs => "tmpfs",
-        MountKind::Secret => "secret",
-        MountKind::Ssh => "ssh",
-    }
-}
 
 fn sharing(s: Option<Sharing>) -> Option<&'static str> {
     s.map(|s| match s {
@@ -388,7 +379,7 @@ fn network(n: Network) -> &'static str {
 /// A mount's spec, without `from` (a graph-local id: what it names is in
 /// the [`MountInput`]).
 fn mount_spec(b: &mut KeyBuilder, m: &Mount) {
-    b.str("kind", mount_kind(m.kind))
+    b.str("kind", m.kind.name())
         .str("target", &m.target)
         .opt_str("source", m.source.as_deref())
         .map("options", &m.options)

@@ -2,6 +2,7 @@
 //! builds to an OCI layout; `setup` prepares the store and checks runc and
 //! binfmt/qemu.
 
+mod assemble;
 mod attest;
 mod build;
 mod build_resources;
@@ -39,6 +40,8 @@ pub enum Command {
     Graph(graph::GraphArgs),
     /// Put an existing image on another base without rebuilding it (like `crane rebase`).
     Rebase(rebase::RebaseArgs),
+    /// Write an OCI layout from rootfs directories, as build-oci-rs's YAML describes it.
+    Assemble(assemble::AssembleArgs),
     /// Create and verify the store, check runc and binfmt/qemu.
     Setup,
     /// Show the build cache's disk usage.
@@ -102,6 +105,13 @@ pub fn main() -> i32 {
             }
         },
         Command::Rebase(a) => match rebase::run(&a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("stromatekt: {e:#}");
+                1
+            }
+        },
+        Command::Assemble(a) => match assemble::run(&a) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("stromatekt: {e:#}");

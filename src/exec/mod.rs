@@ -7,6 +7,7 @@ pub mod resolv;
 pub mod resources;
 pub mod rootfs;
 pub mod runc;
+pub mod init;
 pub mod seccomp;
 pub mod seccomp_profile;
 pub mod spec;

@@ -11,11 +11,14 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard};
 
+use super::init::{self, InitFds};
 use super::{spec, user, BindMount, ExecError, ExecOutcome, ExecRequest, Executor, OutputSink};
 
 /// Runs containers with the `runc` binary.
@@ -45,7 +48,10 @@ impl RuncExecutor {
 
     /// Like [`RuncExecutor::new`] with an explicit path to the runc binary.
     pub fn with_runc(state_dir: PathBuf, runc: PathBuf) -> Self {
-        RuncExecutor { state_dir, runc, running: Mutex::default(),
+        RuncExecutor {
+            state_dir,
+            runc,
+            running: Mutex::default(),
             killed: Mutex::default(),
             resources: Default::default(),
             net: Mutex::default(),
@@ -99,8 +105,9 @@ impl RuncExecutor {
             .status();
     }
 
-    /// Write config.json, hosts and resolv.conf into `bundle`.
-    fn prepare(&self, req: &ExecRequest, bundle: &Path) -> Result<(), ExecError> {
+    /// Write config.json, hosts and resolv.conf into `bundle`; the fds of
+    /// the seccomp filter's loader, when the step has a filter.
+    fn prepare(&self, req: &ExecRequest, bundle: &Path) -> Result<Option<InitFds>, ExecError> {
         let (uid, gid, gids) = user::resolve(&req.rootfs, &req.user)?;
         // Inside the rootfs: the working directory may be a symlink (compat case workdir-symlink).
         let cwd = super::rootfs::resolve_in_root(&req.rootfs, &req.cwd).map_err(rt("resolving the working directory"))?;
@@ -123,7 +130,8 @@ impl RuncExecutor {
             BindMount { source: resolv, target: "/etc/resolv.conf".into(), readonly: true },
         ];
         let root = fs::canonicalize(&req.rootfs).map_err(rt("resolving rootfs"))?;
-        let spec = spec::build(req, &root, uid, gid, gids, &extra, netns.as_deref());
+        let mut spec = spec::build(req, &root, uid, gid, gids, &extra, netns.as_deref());
+        let init = init::take_seccomp(&mut spec)?;
         let mut json = spec::to_json(&spec)?;
         if !self.resources.is_empty() {
             let mut v: serde_json::Value = serde_json::from_str(&json)
@@ -133,13 +141,28 @@ impl RuncExecutor {
                 .map_err(|e| ExecError::Runtime { step: "adding resource limits to config.json", message: e.to_string() })?;
         }
         fs::write(bundle.join("config.json"), json).map_err(rt("writing config.json"))?;
-        Ok(())
+        Ok(init)
     }
 
-    fn run_container(&self, req: &ExecRequest, bundle: &Path, output: OutputSink<'_>) -> Result<ExecOutcome, ExecError> {
-        let mut child = self
-            .runc()
-            .arg("run")
+    fn run_container(
+        &self,
+        req: &ExecRequest,
+        bundle: &Path,
+        init: Option<&InitFds>,
+        output: OutputSink<'_>,
+    ) -> Result<ExecOutcome, ExecError> {
+        let mut cmd = self.runc();
+        cmd.arg("run");
+        if let Some(init) = init {
+            cmd.arg("--preserve-fds").arg(InitFds::COUNT.to_string());
+            let fds = init.raw();
+            // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork
+            // and exec, on fds that stay open in the parent meanwhile.
+            unsafe {
+                cmd.pre_exec(move || place_fds(&fds));
+            }
+        }
+        let mut child = cmd
             .arg("--bundle")
             .arg(bundle)
             .arg(&req.id)
@@ -201,9 +224,9 @@ impl Executor for RuncExecutor {
             .prefix("stromatekt-bundle-")
             .tempdir()
             .map_err(rt("creating bundle directory"))?;
-        self.prepare(req, bundle.path())?;
+        let init = self.prepare(req, bundle.path())?;
         lock(&self.running).insert(req.id.clone());
-        let result = self.run_container(req, bundle.path(), output);
+        let result = self.run_container(req, bundle.path(), init.as_ref(), output);
         self.delete(&req.id);
         lock(&self.running).remove(&req.id);
         if lock(&self.killed).remove(&req.id) {
@@ -265,6 +288,30 @@ impl RuncExecutor {
         }
         Ok(())
     }
+}
+
+/// In the forked child: put `fds` at 3, 4, ... without close-on-exec, for
+/// runc to pass on (`--preserve-fds`). Each is first copied above the range,
+/// so that none is overwritten before it is copied (one may already sit at
+/// 3 or 4).
+fn place_fds(fds: &[RawFd]) -> std::io::Result<()> {
+    let first = 3;
+    let mut high = Vec::with_capacity(fds.len());
+    for &fd in fds {
+        // SAFETY: fcntl on an fd open in this process.
+        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, first + fds.len() as RawFd) };
+        if copy < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        high.push(copy);
+    }
+    for (i, &fd) in high.iter().enumerate() {
+        // SAFETY: dup2 onto a small fd number; the new fd has no FD_CLOEXEC.
+        if unsafe { libc::dup2(fd, first + i as RawFd) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Whether container `id` belongs to no live build: ours are named

@@ -87,6 +87,24 @@ fn sha(hash: Sha256) -> String {
 /// tools expect them. Pinned by compat case `run-basic` (`rm /bin/vi` yields
 /// `bin/` + `bin/.wh.vi`) and `copy-files` (`COPY dir/nested /bin/`).
 pub fn write_tar<W: Write>(root: &Path, changes: &[Change], out: W, epoch: Option<u64>) -> Result<W, LayerError> {
+    write_tar_with(root, changes, out, TarOptions { epoch, xattrs: false })
+}
+
+/// How [`write_tar_with`] writes entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TarOptions {
+    /// Clamp mtimes to this (`SOURCE_DATE_EPOCH`); whiteouts get it as mtime.
+    pub epoch: Option<u64>,
+    /// Keep extended attributes as PAX `SCHILY.xattr.NAME` records (as GNU
+    /// tar and Go's archive/tar write them), except overlayfs's own
+    /// (`trusted.overlay.*`, `user.overlay.*`), which describe the
+    /// directory's layering and become whiteouts instead.
+    pub xattrs: bool,
+}
+
+/// [`write_tar`] with options.
+pub fn write_tar_with<W: Write>(root: &Path, changes: &[Change], out: W, opts: TarOptions) -> Result<W, LayerError> {
+    let epoch = opts.epoch;
     let mut b = tar::Builder::new(out);
     let mut links: BTreeMap<(u64, u64), PathBuf> = BTreeMap::new();
     let mut dirs_written: BTreeSet<PathBuf> = BTreeSet::new();
@@ -100,7 +118,7 @@ pub fn write_tar<W: Write>(root: &Path, changes: &[Change], out: W, epoch: Optio
             for comp in dir.components() {
                 parent.push(comp);
                 if dirs_written.insert(parent.clone()) {
-                    append_path(&mut b, root, &parent, epoch, &mut links)?;
+                    append_path(&mut b, root, &parent, opts, &mut links)?;
                 }
             }
         }
@@ -116,7 +134,7 @@ pub fn write_tar<W: Write>(root: &Path, changes: &[Change], out: W, epoch: Optio
                 if dirs_written.contains(&c.path) {
                     continue;
                 }
-                let is_dir = append_path(&mut b, root, &c.path, epoch, &mut links)?;
+                let is_dir = append_path(&mut b, root, &c.path, opts, &mut links)?;
                 if is_dir {
                     dirs_written.insert(c.path.clone());
                 }
@@ -141,7 +159,7 @@ fn append_path<W: Write>(
     b: &mut tar::Builder<W>,
     root: &Path,
     path: &Path,
-    epoch: Option<u64>,
+    opts: TarOptions,
     links: &mut BTreeMap<(u64, u64), PathBuf>,
 ) -> Result<bool, LayerError> {
     let werr = |source| LayerError::Io { op: "writing layer entry", path: path.to_path_buf(), source };
@@ -149,10 +167,25 @@ fn append_path<W: Write>(
     let meta = fs::symlink_metadata(&full).map_err(|source| LayerError::Io { op: "stat", path: full.clone(), source })?;
     let mut h = tar::Header::new_gnu();
     h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
-    if let Some(e) = epoch {
+    if let Some(e) = opts.epoch {
         h.set_mtime((meta.mtime().max(0) as u64).min(e));
     }
     let ft = meta.file_type();
+    {
+        use std::os::unix::fs::FileTypeExt;
+        // The tar crate zeroes the device numbers: a device node keeps its own.
+        if ft.is_char_device() || ft.is_block_device() {
+            let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
+            h.set_device_major(major).map_err(werr)?;
+            h.set_device_minor(minor).map_err(werr)?;
+        }
+    }
+    if opts.xattrs {
+        let records = xattr_records(&full).map_err(werr)?;
+        if !records.is_empty() {
+            append_pax(b, path, &records, h.mtime().unwrap_or(0)).map_err(werr)?;
+        }
+    }
     if ft.is_symlink() {
         let target = fs::read_link(&full).map_err(|source| LayerError::Io { op: "readlink", path: full.clone(), source })?;
         h.set_size(0);
@@ -175,6 +208,61 @@ fn append_path<W: Write>(
         append_dir_or_special(b, &mut h, path, ft.is_dir()).map_err(werr)?;
     }
     Ok(ft.is_dir())
+}
+
+/// The PAX records of `full`'s extended attributes, sorted by name.
+pub(crate) fn xattr_records(full: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let names = match xattr::list(full) {
+        Ok(n) => n,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(vec![]),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+            continue;
+        }
+        // Gone since listed: nothing to keep.
+        if let Some(value) = xattr::get(full, &name)? {
+            out.push((format!("SCHILY.xattr.{name}"), value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Append a PAX extended header (type `x`) holding `records` for the entry
+/// that follows. Each record is `LEN KEY=VALUE\n`, LEN counting itself.
+fn append_pax<W: Write>(b: &mut tar::Builder<W>, path: &Path, records: &[(String, Vec<u8>)], mtime: u64) -> io::Result<()> {
+    let mut body = Vec::new();
+    for (key, value) in records {
+        let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
+        let mut len = rest + 1;
+        while len != rest + len.to_string().len() {
+            len = rest + len.to_string().len();
+        }
+        body.extend_from_slice(format!("{len} {key}=").as_bytes());
+        body.extend_from_slice(value);
+        body.push(b'\n');
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_size(body.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(mtime);
+    // A short name of its own (as Go's `PaxHeaders.0/NAME`): the entry's real
+    // name, however long, comes with the entry itself.
+    let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut name = format!("PaxHeaders.0/{base}").into_bytes();
+    name.truncate(99);
+    let field = &mut h.as_old_mut().name;
+    field.fill(0);
+    field[..name.len()].copy_from_slice(&name);
+    h.set_cksum();
+    b.append(&h, &body[..])
 }
 
 /// Directories are written as `name/`, as Docker and BuildKit write them
@@ -457,6 +545,27 @@ mod tests {
                 (path, ty, link.unwrap_or(body))
             })
             .collect()
+    }
+
+    #[test]
+    fn pax_records_count_their_own_length() {
+        // Values whose record lengths cross 10, 100 and 1000 bytes.
+        for n in [0usize, 1, 5, 80, 90, 95, 980, 990, 1000] {
+            let value = vec![b'v'; n];
+            let mut b = tar::Builder::new(Vec::new());
+            append_pax(&mut b, Path::new("a/f"), &[("SCHILY.xattr.user.k".into(), value.clone())], 0).unwrap();
+            let mut h = tar::Header::new_gnu();
+            h.set_size(0);
+            h.set_mode(0o644);
+            b.append_data(&mut h, "a/f", io::empty()).unwrap();
+            let bytes = b.into_inner().unwrap();
+            let mut ar = tar::Archive::new(&bytes[..]);
+            let mut entries = ar.entries().unwrap();
+            let mut e = entries.next().unwrap().unwrap();
+            assert_eq!(e.path().unwrap(), Path::new("a/f"));
+            let exts: Vec<_> = e.pax_extensions().unwrap().unwrap().map(|x| x.unwrap()).map(|x| (x.key().unwrap().to_string(), x.value_bytes().to_vec())).collect();
+            assert_eq!(exts, vec![("SCHILY.xattr.user.k".to_string(), value)], "value of {n} bytes");
+        }
     }
 
     #[test]

@@ -23,6 +23,12 @@ impl Layout {
         Ok(Layout { dir: dir.to_path_buf() })
     }
 
+    /// The directory holding the sha256 blobs (for temporary files that
+    /// become blobs by a rename).
+    pub fn blob_dir(&self) -> PathBuf {
+        self.dir.join("blobs/sha256")
+    }
+
     /// Path of blob `digest` (`sha256:...`).
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);

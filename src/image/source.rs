@@ -72,15 +72,29 @@ pub fn split_layout_ref(reference: &str) -> (PathBuf, Option<String>) {
 /// first manifest when `None`) of the OCI layout at `dir`, following an index
 /// to the manifest for `platform` (`linux/amd64`).
 pub fn read_layout(dir: &Path, tag: Option<&str>, platform: &str) -> Result<SourceImage, SourceError> {
-    let blob = |d: &str| -> PathBuf { dir.join("blobs").join(d.replacen(':', "/", 1)) };
     let index: Index = read_json(&dir.join("index.json"), "OCI index")?;
     let key = "org.opencontainers.image.ref.name";
-    let mut desc = match tag {
+    let desc = match tag {
         Some(t) => index.manifests.iter().find(|m| m.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str) == Some(t)),
         None => index.manifests.first(),
     }
     .cloned()
     .ok_or_else(|| SourceError::Invalid(format!("{}: no image tagged {:?} in index.json", dir.display(), tag.unwrap_or("(any)"))))?;
+    read_image(dir, desc, platform)
+}
+
+/// Read entry `n` (0 = the first) of the `index.json` of the OCI layout at
+/// `dir`, following an index to the manifest for `platform`.
+pub fn read_layout_entry(dir: &Path, n: usize, platform: &str) -> Result<SourceImage, SourceError> {
+    let index: Index = read_json(&dir.join("index.json"), "OCI index")?;
+    let count = index.manifests.len();
+    let desc = index.manifests.into_iter().nth(n).ok_or_else(|| SourceError::Invalid(format!("{}: index.json has {count} entries, not {}", dir.display(), n + 1)))?;
+    read_image(dir, desc, platform)
+}
+
+/// The image that `desc` (an entry of the layout at `dir`) names.
+fn read_image(dir: &Path, mut desc: Descriptor, platform: &str) -> Result<SourceImage, SourceError> {
+    let blob = |d: &str| -> PathBuf { dir.join("blobs").join(d.replacen(':', "/", 1)) };
     // Follow nested indexes to the platform's manifest.
     for _ in 0..4 {
         let is_index = desc.media_type == INDEX_V1 || desc.media_type.ends_with("manifest.list.v2+json");
@@ -107,4 +121,31 @@ pub fn read_layout(dir: &Path, tag: Option<&str>, platform: &str) -> Result<Sour
     }
     let layers = manifest.layers.iter().map(|l| (l.clone(), blob(&l.digest))).collect();
     Ok(SourceImage { manifest_desc: desc, manifest, config, layers })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::image::layout::Layout;
+    use crate::image::manifest::{descriptor, CONFIG_V1, MANIFEST_V1};
+
+    #[test]
+    fn entries_are_read_by_position_or_tag() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = Layout::create(tmp.path()).unwrap();
+        for (arch, tag) in [("amd64", "a"), ("arm64", "b")] {
+            let cfg = ImageConfig::for_platform(&format!("linux/{arch}")).to_canonical_json();
+            let cd = descriptor(CONFIG_V1, &cfg);
+            l.put_bytes(&cd.digest, &cfg).unwrap();
+            let m = Manifest::new(cd, vec![]).to_json();
+            let md = descriptor(MANIFEST_V1, &m);
+            l.put_bytes(&md.digest, &m).unwrap();
+            l.set_manifest(md, Some(tag)).unwrap();
+        }
+        assert_eq!(read_layout_entry(tmp.path(), 1, "linux/arm64").unwrap().config.architecture, "arm64");
+        assert_eq!(read_layout(tmp.path(), Some("a"), "linux/amd64").unwrap().config.architecture, "amd64");
+        let e = read_layout_entry(tmp.path(), 2, "linux/amd64").unwrap_err().to_string();
+        assert!(e.ends_with("index.json has 2 entries, not 3"), "{e}");
+    }
 }

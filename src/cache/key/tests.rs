@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use frontend::ir::NodeId;
+use frontend::ir::{MountKind, NodeId};
 use std::fs;
 use std::path::{Path, PathBuf};
 
