@@ -547,10 +547,12 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     check_secrets(&graph, &secrets, &input.shown)?;
     let context = Context::new(&input.dir, &ignore).with_index(&store.cache_path(crate::store::Area::Context));
     let runc = RuncExecutor::new(crate::store::layout::runc_dir(store.root())).with_resources(resources);
-    let hosts = match a.add_hosts.iter().any(|h| h.ends_with(":host-gateway") || h.ends_with("=host-gateway")) {
-        true => hosts_file(&a.add_hosts, Some(runc.host_gateway().context("--add-host ...:host-gateway")?))?,
-        false => hosts_file(&a.add_hosts, None)?,
+    let gateway = if a.add_hosts.iter().any(|h| h.ends_with(":host-gateway") || h.ends_with("=host-gateway")) {
+        Some(runc.host_gateway().context("--add-host NAME:host-gateway needs the build's network")?)
+    } else {
+        None
     };
+    let hosts = hosts_file(&a.add_hosts, gateway)?;
     let hosts_dir = match &hosts {
         Some(text) => {
             let d = tempfile::Builder::new().prefix("stromatekt-hosts-").tempdir().context("temp dir for /etc/hosts")?;

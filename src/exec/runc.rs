@@ -65,13 +65,16 @@ impl RuncExecutor {
     }
 
     /// The address `host-gateway` stands for: the host's end of the build's
-    /// network (reserves the build's subnet; makes nothing yet).
+    /// network, made now so that the address exists on the host for
+    /// `--network=host` steps too (as Docker's bridge gateway does).
     pub fn host_gateway(&self) -> Result<std::net::IpAddr, ExecError> {
-        let mut net = lock(&self.net);
-        if net.is_none() {
-            *net = Some(super::netns::BuildNetwork::reserve()?);
-        }
-        Ok(net.as_ref().map(|n| n.slot().gateway().into()).unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])))
+        self.netns()?;
+        let net = lock(&self.net);
+        let slot = net.as_ref().map(|n| n.slot()).ok_or(ExecError::Runtime {
+            step: "making the network of RUN steps",
+            message: "the build's network is missing".into(),
+        })?;
+        Ok(slot.gateway().into())
     }
 
     /// The build's network namespace, made on first call.
