@@ -196,7 +196,11 @@ fn teardown(slot: Slot) {
     // Deleting the namespace deletes the pair with its inside end, unless a
     // process (a leftover container) still holds the namespace: the host's
     // end goes too, explicitly. `-force`: each line whatever the others do.
-    let _ = run("ip", &["-force".into(), "-batch".into(), "-".into()], Some(&format!("netns del {}\nlink del {}\n", slot.netns(), slot.host_if())));
+    let _ = run(
+        "ip",
+        &["-force".into(), "-batch".into(), "-".into()],
+        Some(&format!("netns del {}\nlink del {}\n", slot.netns(), slot.host_if())),
+    );
 }
 
 /// Remove the networks of builds that died (a namespace whose slot nobody
