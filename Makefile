@@ -8,6 +8,7 @@ all: build
 
 deps:
 	./scripts/install-deps.sh
+	./scripts/seed-crate.sh
 
 build: deps
 	$(CARGO) build --release --workspace

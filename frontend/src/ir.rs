@@ -183,6 +183,26 @@ pub enum Op {
         /// The replacement base image node.
         new_base: NodeId,
     },
+    /// Layers of other states stacked on `base`: for each part in order,
+    /// the top `layers` layers this build made in `from` (never base-image
+    /// layers), each applied as the diff it is. Config: `base`'s, with the
+    /// parts' layer history entries appended. Task specs lower
+    /// `apply-changesets` and the changesets of `snapshot-changeset` to it.
+    Append {
+        /// The stack to build on.
+        base: NodeId,
+        /// What to stack on it, bottom first.
+        parts: Vec<AppendPart>,
+    },
+}
+
+/// One part of an [`Op::Append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendPart {
+    /// The state whose layers are taken.
+    pub from: NodeId,
+    /// How many of its top layers (layers this build made).
+    pub layers: usize,
 }
 
 /// How a parallel group treats two members writing the same path.
@@ -252,6 +272,11 @@ pub struct Exec {
     /// in BuildKit, neither in the history text nor in the cache key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxy_env: Vec<String>,
+    /// Working directory of the command (absolute), instead of `base`'s
+    /// WorkingDir; not written to the image config. Set by task specs
+    /// (`process.cwd`), never by a Dockerfile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
 
 /// A file given inline (heredoc).
@@ -535,6 +560,11 @@ impl Op {
                 v
             }
             Op::Rebase { base, old_base, new_base } => vec![*base, *old_base, *new_base],
+            Op::Append { base, parts } => {
+                let mut v = vec![*base];
+                v.extend(parts.iter().map(|p| p.from));
+                v
+            }
         }
     }
 
@@ -552,6 +582,7 @@ impl Op {
             Op::Merge { .. } => "merge",
             Op::Remove { .. } => "remove",
             Op::Rebase { .. } => "rebase",
+            Op::Append { .. } => "append",
         }
     }
 }
@@ -580,6 +611,7 @@ mod tests {
                         with: vec![],
                         layer_name: Some("tools".into()),
                         proxy_env: vec![],
+                        cwd: None,
                     }),
                     origin: None,
                     created_by: Some("RUN /bin/sh -c true # buildkit".into()),

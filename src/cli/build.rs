@@ -11,6 +11,7 @@ mod input;
 mod lazy;
 mod multi;
 mod resolver;
+mod spec;
 
 pub(super) use input::Input;
 use input::{dockerignore_text, is_remote_context, local_dir, read_input};
@@ -92,6 +93,11 @@ pub struct BuildArgs {
     /// instead of a Dockerfile.
     #[arg(long = "graph", value_name = "FILE")]
     pub graph: Option<PathBuf>,
+    /// Build a stromatekt 0.0 task spec (JSON) instead of a Dockerfile;
+    /// `--target RESULTVAR` picks the task (default: the last one), the
+    /// context defaults to `.` (docs/spec.md).
+    #[arg(long = "spec", value_name = "FILE", conflicts_with_all = ["graph", "file"])]
+    pub spec: Option<PathBuf>,
     /// Steps run at once (default: twice the cores, at least 4).
     #[arg(short = 'j', long = "jobs")]
     pub jobs: Option<usize>,
@@ -148,6 +154,7 @@ pub struct BuildArgs {
     /// The build context: a directory, a Git URL (`https://host/repo.git#ref:subdir`,
     /// `git@host:repo.git`, `?ref=&subdir=...`), an http(s) URL (a tarball or a Dockerfile),
     /// or `-` (standard input: a Dockerfile, or a tar of the context).
+    #[arg(required = false, required_unless_present = "spec", default_value_if("spec", clap::builder::ArgPredicate::IsPresent, "."))]
     pub context: PathBuf,
 }
 
@@ -421,7 +428,17 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     let auth = crate::sources::git::GitAuth { secrets: secrets.clone(), ssh: ssh.clone() };
     let keep_git_dir = build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE" | "t"));
     let named_dirs = super::named_contexts::local_dirs(&build_contexts)?;
+    // A task spec is read and lowered before anything else.
+    let (spec_input, lowered_spec) = match &a.spec {
+        Some(path) => {
+            let (i, l) = spec::read(a, path)?;
+            (Some(i), Some(l))
+        }
+        None => (None, None),
+    };
+    let dockerfile = a.graph.is_none() && a.spec.is_none();
     let input = match &a.graph {
+        _ if spec_input.is_some() => spec_input.expect("checked"),
         Some(g) => {
             if !a.context.is_dir() {
                 bail!("build context {} is not a directory", a.context.display());
@@ -431,9 +448,13 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         None => read_input(a, early.as_ref().map(|(s, _)| s), &auth, keep_git_dir)?,
     };
     // As BuildKit: only a local context is filtered by a .dockerignore.
-    let ignore = if input.origin.is_some() { String::new() } else { dockerignore_text(input.file.as_deref(), &input.dir)? };
+    let ignore = match &lowered_spec {
+        Some(l) => l.context_exclude.join("\n"),
+        None if input.origin.is_some() => String::new(),
+        None => dockerignore_text(input.file.as_deref(), &input.dir)?,
+    };
     let call = super::call::requested(a.call.as_deref(), a.check.as_deref())?;
-    if a.graph.is_none() {
+    if dockerfile {
         super::call::syntax(&input.text)?;
     }
     if let Some(call) = &call {
@@ -471,7 +492,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     }
     // `# check=error=true` (or BUILDKIT_DOCKERFILE_CHECK=error=true): a
     // violation fails the build here, before the store is even opened.
-    if a.graph.is_none() && super::call::errors_on_violation(&input.text, &build_args) {
+    if dockerfile && super::call::errors_on_violation(&input.text, &build_args) {
         let tmp = tempfile::Builder::new().prefix("stromatekt-check-").tempdir().context("temp dir for base image configs")?;
         let resolver = Resolver::new(tmp.path().to_path_buf(), registry.clone());
         let plat = platform.clone().unwrap_or_else(|| "linux/amd64".into());
@@ -483,7 +504,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     // No SOURCE_DATE_EPOCH from the caller: a global `ARG SOURCE_DATE_EPOCH=N`
     // of the Dockerfile gives it (BuildKit's dockerfile 1.23).
     let epoch = match epoch {
-        None if a.graph.is_none() => frontend::epoch::from_global_arg(&input.text, &build_args).map_err(|e| anyhow!("{}", e.render(&input.shown, &input.text)))?,
+        None if dockerfile => frontend::epoch::from_global_arg(&input.text, &build_args).map_err(|e| anyhow!("{}", e.render(&input.shown, &input.text)))?,
         e => e,
     };
     // A local context's build opens the store only now, after the checks.
@@ -510,7 +531,9 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         base_image_configs(&resolver, &input, &mut o, plat.as_deref().unwrap_or("linux/amd64"));
         frontend::build_graph(&input.text, &o).map_err(|e| anyhow!("{}", e.render(&input.shown, &input.text)))
     };
-    let mut graph = if let Some(g) = &a.graph {
+    let mut graph = if let Some(l) = &lowered_spec {
+        l.graph.clone()
+    } else if let Some(g) = &a.graph {
         let bytes = std::fs::read(g).with_context(|| format!("reading {}", g.display()))?;
         let graph: frontend::ir::Graph =
             serde_json::from_slice(&bytes).with_context(|| format!("{}: not an IR graph (expected `stromatekt graph --format json` output)", g.display()))?;
@@ -524,7 +547,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     } else {
         lower(platform.clone())?
     };
-    let _checks = if a.graph.is_none() {
+    let _checks = if dockerfile {
         super::call::fill_bases(&mut lint_input, &input.text, &|n| base_facts(&resolver, n, &plat));
         Some(super::call::build_checks(&input.text, &lint_input, matches!(progress_mode, Mode::Quiet | Mode::RawJson))?)
     } else {

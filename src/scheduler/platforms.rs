@@ -51,6 +51,12 @@ pub fn remap_inputs(op: &mut Op, f: &dyn Fn(NodeId) -> NodeId) {
             *old_base = f(*old_base);
             *new_base = f(*new_base);
         }
+        Op::Append { base, parts } => {
+            *base = f(*base);
+            for p in parts {
+                p.from = f(p.from);
+            }
+        }
     }
 }
 
