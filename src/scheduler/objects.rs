@@ -20,8 +20,7 @@ use crate::output::spec::Compression;
 use crate::store::layout::{blob_dir, blob_path};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
-use frontend::ir::{ExportImageOp, NodeId, ObjectKind, ObjectPart};
-use frontend::ir::Node;
+use frontend::ir::{ExportImageOp, Node, NodeId, ObjectKind, ObjectPart};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::fs;
@@ -246,5 +245,119 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             bail!("{rel}: not a regular file");
         }
         fs::read(&p).with_context(|| format!("reading {rel}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::{ImageResolver, Options, Scheduler, State};
+    use crate::context::Context;
+    use crate::exec::fake::FakeExecutor;
+    use crate::image::source::SourceImage;
+    use crate::progress::{Mode, Progress};
+    use crate::store::mem::DirStore;
+    use anyhow::{bail, Result};
+    use std::fs;
+    use std::path::Path;
+
+    struct NoImages;
+
+    impl ImageResolver for NoImages {
+        fn resolve(&self, reference: &str, _platform: &str) -> Result<SourceImage> {
+            bail!("no images in tests ({reference})")
+        }
+    }
+
+    /// Build `spec` (a task spec) with context `ctx`; `touch /P` runs write P.
+    fn build(store: &DirStore, ctx: &Path, spec: &str, target: Option<&str>) -> Result<State> {
+        let l = frontend::spec::build_graph("spec.json", spec, target).map_err(|e| anyhow::anyhow!("{}", e.render()))?;
+        let exec = FakeExecutor::new().with_behaviour(|req| {
+            if let Some(p) = req.args.last().and_then(|c| c.strip_prefix("touch /")) {
+                fs::write(req.rootfs.join(p), p).unwrap();
+            }
+            0
+        });
+        let context = Context::open(ctx).unwrap();
+        let progress = Progress::new(Mode::Quiet);
+        let opts = Options { jobs: 2, ids: crate::fscopy::IdMap::for_current_user(), ..Options::default() };
+        let sched = Scheduler::new(store, &exec, &context, &NoImages, &progress, opts);
+        let states = sched.run(&l.graph)?;
+        Ok(states[&l.graph.exports[0].node].clone())
+    }
+
+    const MAKE: &str = r#"{"resultVar": "made", "steps": [
+        {"stepType": "files", "files": [{"fileType": "copy-file", "from": "a.txt", "to": "a.txt"}]},
+        {"stepType": "run", "spec": {"version": "1.0.0", "process": {"args": ["touch /m"]}}},
+        {"stepType": "snapshot-changeset", "var": "out", "mediaType": "application/vnd.oci.image.layer.v1.tar"}]}"#;
+
+    fn export_task(manifest_from: &str) -> String {
+        format!(
+            r#"{{"resultVar": "export", "steps": [
+            {{"stepType": "import-objects", "path": "meta/objects.json", "objects": [{{"objectType": "changeset", "var": "out"}}]}},
+            {{"stepType": "files", "files": [{{"fileType": "copy-file", "from": "{manifest_from}", "to": "manifest.json"}},
+                                            {{"fileType": "copy-file", "from": "config.json", "to": "config.json"}}]}},
+            {{"stepType": "snapshot-files", "files": [{{"fileType": "blob", "from": "config.json",
+                "media": "application/vnd.oci.image.config.v1+json", "hash": "sha256"}}]}},
+            {{"stepType": "export-image", "image": {{"indexType": "application/vnd.oci.image.index.v1+json",
+                "manifests": ["manifest.json"], "annotations": {{"a": "b"}}, "path": "target/export", "name": "img"}}}}]}}"#
+        )
+    }
+
+    #[test]
+    fn objects_describe_the_changeset_and_export_writes_what_the_manifest_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirStore::open(&tmp.path().join("store")).unwrap();
+        let ctx = tmp.path().join("ctx");
+        fs::create_dir_all(&ctx).unwrap();
+        fs::write(ctx.join("a.txt"), "a").unwrap();
+        fs::write(ctx.join("config.json"), "{}").unwrap();
+        fs::write(ctx.join("bad.json"), r#"{"config": {"digest": "sha256:00"}, "layers": []}"#).unwrap();
+        let files = r#""files": {"a.txt": {}, "config.json": {}, "bad.json": {}, "manifest.json": {}}"#;
+
+        // The description names the changeset as one plain-tar blob.
+        let spec = format!(r#"{{{files}, "tasks": [{MAKE}, {{"resultVar": "desc", "steps": [
+            {{"stepType": "import-objects", "path": "meta/objects.json", "objects": [{{"objectType": "changeset", "var": "out"}}]}}]}}]}}"#);
+        let st = build(&store, &ctx, &spec, None).unwrap();
+        let tree = crate::store::Store::get(&store, st.top.as_deref().unwrap()).unwrap();
+        let desc: serde_json::Value = serde_json::from_slice(&fs::read(tree.join("meta/objects.json")).unwrap()).unwrap();
+        assert_eq!(desc["layers"], serde_json::json!([{"objectType": "changeset", "var": "out"}]));
+        let layer = desc["exports"][0]["layer"].clone();
+        assert_eq!(desc["exports"][0]["instruction"], 0);
+        assert_eq!(layer["mediaType"], "application/vnd.oci.image.layer.v1.tar");
+        let digest = layer["digest"].as_str().unwrap().to_string();
+
+        // A manifest naming a blob nobody imported fails, naming it.
+        let spec = format!(r#"{{{files}, "tasks": [{MAKE}, {}]}}"#, export_task("bad.json"));
+        let e = format!("{:#}", build(&store, &ctx, &spec, None).unwrap_err());
+        assert!(e.contains("manifest manifest.json names sha256:00, which no import-objects or snapshot-files step"), "{e}");
+
+        // A manifest naming the changeset and the snapshotted config is exported.
+        let config = crate::image::manifest::digest_of(b"{}");
+        let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2}, "layers": [layer]});
+        fs::write(ctx.join("manifest.json"), manifest.to_string()).unwrap();
+        let spec = format!(r#"{{{files}, "tasks": [{MAKE}, {}]}}"#, export_task("manifest.json"));
+        build(&store, &ctx, &spec, None).unwrap();
+        let layout = ctx.join("target/export/img");
+        let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+        assert_eq!(index["manifests"][0]["digest"], crate::image::manifest::digest_of(manifest.to_string().as_bytes()));
+        assert_eq!(index["annotations"]["a"], "b");
+        let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+        assert_eq!(fs::read(blob(&config)).unwrap(), b"{}");
+        let mut names: Vec<String> = tar::Archive::new(fs::File::open(blob(&digest)).unwrap())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a.txt", "m"], "the changeset is the copy and the run, one diff");
+
+        // Not over an existing layout, unless below a CACHEDIR.TAG directory.
+        let e = format!("{:#}", build(&store, &ctx, &spec, None).unwrap_err());
+        assert!(e.contains("CACHEDIR.TAG"), "{e}");
+        fs::write(ctx.join("target/CACHEDIR.TAG"), "Signature: 8a477f597d28d172789f06886806bc55\n").unwrap();
+        build(&store, &ctx, &spec, None).unwrap();
+        assert!(layout.join("oci-layout").is_file());
     }
 }
