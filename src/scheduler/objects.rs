@@ -16,7 +16,6 @@ use super::{origin_label, Scheduler, State};
 use crate::cache::layers::{layer_blob, LayerRef};
 use crate::exec::Executor;
 use crate::image::manifest::{descriptor, Descriptor, INDEX_V1, MANIFEST_V1};
-use crate::output::spec::Compression;
 use crate::store::layout::{blob_dir, blob_path};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -51,8 +50,12 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     fn changeset_blob(&self, st: &State, n: usize, var: &str) -> Result<(Descriptor, PathBuf)> {
         if n == 0 {
             // An empty changeset: a tar with no entries.
-            let tar = [0u8; 1024];
-            return self.store_blob(&tar[..], Compression::Gzip, crate::image::manifest::LAYER_GZIP);
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut gz, &[0u8; 1024])?;
+            let bytes = gz.finish()?;
+            let (digest, path) = self.store_bytes(&bytes)?;
+            let d = Descriptor { media_type: crate::image::manifest::LAYER_GZIP.into(), digest, size: bytes.len() as u64, annotations: None, platform: None };
+            return Ok((d, path));
         }
         let Some(top) = st.layers.len().checked_sub(n).map(|k| &st.layers[k..]) else {
             bail!("internal: changeset `{var}` has {n} layers but its state {}", st.layers.len());
@@ -70,26 +73,32 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
 
     /// `blob` (gzip) as a plain tar blob in the store.
     fn plain_tar(&self, d: &Descriptor, file: &Path) -> Result<(Descriptor, PathBuf)> {
-        let tar = crate::output::compress::open_tar(file, &d.media_type).with_context(|| format!("reading blob {}", d.digest))?;
-        self.store_blob(tar, Compression::Uncompressed, LAYER_TAR)
-    }
-
-    /// Write the tar `tar` as a blob of the store's content area.
-    fn store_blob(&self, tar: impl std::io::Read, to: Compression, media_type: &str) -> Result<(Descriptor, PathBuf)> {
+        let mut tar = crate::image::layer::open_blob(file, &d.media_type).with_context(|| format!("reading blob {}", d.digest))?;
         let dir = blob_dir(self.store.root());
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let tmp = tempfile::Builder::new().prefix(&crate::store::temps::temp_prefix("object")).tempfile_in(&dir).context("temp file in the store")?;
-        let (digest, size) = crate::output::compress::write_blob(tar, tmp.path(), to, None).context("writing a layer blob")?;
+        let mut out = crate::image::layer::Hashing::new(std::io::BufWriter::new(tmp.reopen()?));
+        std::io::copy(&mut tar, &mut out).with_context(|| format!("decompressing blob {}", d.digest))?;
+        std::io::Write::flush(&mut out)?;
+        let (digest, size) = (out.digest(), out.len);
+        drop(out);
         let dest = blob_path(self.store.root(), &digest);
         if !dest.is_file() {
             tmp.persist(&dest).map_err(|e| anyhow!(e.error)).with_context(|| format!("storing blob {}", dest.display()))?;
         }
-        Ok((Descriptor { media_type: media_type.into(), digest, size, annotations: None, platform: None }, dest))
+        Ok((Descriptor { media_type: LAYER_TAR.into(), digest, size, annotations: None, platform: None }, dest))
     }
 
     /// An `Objects` node: a tree with `filename`, the description of the
     /// objects' blobs in stromatekt 0.0's format.
     pub(crate) fn run_objects(&self, node: &Node, objects: &[ObjectPart], step: usize, filename: &str, states: &BTreeMap<NodeId, State>) -> Result<State> {
+        let shown = self.step(node);
+        let res = self.objects_tree(node, objects, step, filename, states);
+        self.end(shown, if res.is_ok() { crate::progress::Outcome::Done } else { crate::progress::Outcome::Error });
+        res
+    }
+
+    fn objects_tree(&self, node: &Node, objects: &[ObjectPart], step: usize, filename: &str, states: &BTreeMap<NodeId, State>) -> Result<State> {
         let label = origin_label(node);
         let mut exports = Vec::new();
         for part in objects {
