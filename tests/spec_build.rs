@@ -411,9 +411,14 @@ fn timeline_showcase_exports_the_hand_made_image() {
     for (d, l) in described.iter().zip(mlayers) {
         assert_eq!(*d, l);
     }
-    let o = common::run(Command::new("skopeo").arg("inspect").arg(format!("oci:{}", layout.display())));
-    let inspected: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(inspected["Layers"].as_array().unwrap().len(), mlayers.len(), "{inspected}");
+    assert_eq!(entries[0]["annotations"]["org.opencontainers.image.ref.name"], "oci-basis");
+    for reference in [format!("oci:{}", layout.display()), format!("oci:{}:oci-basis", layout.display())] {
+        let o = common::run(Command::new("skopeo").arg("inspect").arg(&reference));
+        let inspected: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(inspected["Layers"].as_array().unwrap().len(), mlayers.len(), "{inspected}");
+    }
+    let o = common::run(Command::new("umoci").arg("stat").arg("--json").arg("--image").arg(format!("{}:oci-basis", layout.display())));
+    assert!(!o.stdout.is_empty());
 
     // A second export does not overwrite the layout unless a directory
     // above it holds CACHEDIR.TAG.

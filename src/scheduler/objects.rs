@@ -207,6 +207,12 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             let to = sha.join(d.trim_start_matches("sha256:"));
             fs::copy(p, &to).with_context(|| format!("copying blob {d}"))?;
         }
+        // One manifest is tagged with the layout's name, so that
+        // `oci:DIR:NAME` (skopeo) and `DIR:NAME` (umoci) address it.
+        let mut manifests = manifests.to_vec();
+        if let [only] = manifests.as_mut_slice() {
+            only.annotations = Some([("org.opencontainers.image.ref.name".to_string(), x.name.clone())].into());
+        }
         let mut index = json!({"schemaVersion": 2, "mediaType": INDEX_V1, "manifests": manifests});
         if !x.annotations.is_empty() {
             index["annotations"] = json!(x.annotations);
