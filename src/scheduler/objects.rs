@@ -60,13 +60,19 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let Some(top) = st.layers.len().checked_sub(n).map(|k| &st.layers[k..]) else {
             bail!("internal: changeset `{var}` has {n} layers but its state {}", st.layers.len());
         };
-        for w in top.windows(2) {
-            if w[1].parent.as_deref() != Some(w[0].name.as_str()) {
-                bail!("changeset `{var}`: its layers are not one after another in a tree, so they cannot be one diff");
-            }
-        }
-        let (first, last) = (&top[0], &top[n - 1]);
-        let whole = LayerRef { name: last.name.clone(), parent: first.parent.clone(), label: None, origin: last.origin.clone() };
+        let first = &top[0];
+        let contiguous = top.windows(2).all(|w| w[1].parent.as_deref() == Some(w[0].name.as_str()));
+        let name = if contiguous {
+            top[n - 1].name.clone()
+        } else {
+            // Layers made on different stacks (an `apply` between them):
+            // stacked anew on the tree the first was made on.
+            let ids: Vec<&str> = top.iter().map(|l| l.name.as_str()).collect();
+            let name = format!("changeset-{}", crate::cache::key::append(first.parent.as_deref(), &ids));
+            self.stacked(&name, first.parent.as_deref(), &[], top).with_context(|| format!("stacking the layers of changeset `{var}`"))?;
+            name
+        };
+        let whole = LayerRef { name, parent: first.parent.clone(), label: None, origin: top[n - 1].origin.clone() };
         let (rec, path) = layer_blob(self.store, &whole, None).with_context(|| format!("the blob of changeset `{var}`"))?;
         Ok((rec.descriptor(), path))
     }
@@ -374,5 +380,34 @@ mod tests {
         fs::write(ctx.join("target/CACHEDIR.TAG"), "Signature: 8a477f597d28d172789f06886806bc55\n").unwrap();
         build(&store, &ctx, &spec, None).unwrap();
         assert!(layout.join("oci-layout").is_file());
+    }
+
+    #[test]
+    fn a_changeset_with_an_apply_between_its_layers_is_one_blob() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirStore::open(&tmp.path().join("store")).unwrap();
+        let ctx = tmp.path().join("ctx");
+        fs::create_dir_all(&ctx).unwrap();
+        fs::write(ctx.join("a.txt"), "a").unwrap();
+        let spec = r#"{"files": {"a.txt": {}}, "tasks": [
+            {"resultVar": "below", "steps": [{"stepType": "run", "spec": {"version": "1.0.0", "process": {"args": ["touch /b"]}}}]},
+            {"resultVar": "made", "steps": [
+              {"stepType": "files", "files": [{"fileType": "copy-file", "from": "a.txt", "to": "a.txt"}]},
+              {"stepType": "apply", "layers": "below"},
+              {"stepType": "run", "spec": {"version": "1.0.0", "process": {"args": ["touch /m"]}}},
+              {"stepType": "snapshot-changeset", "var": "out", "mediaType": "application/vnd.oci.image.layer.v1.tar"}]},
+            {"resultVar": "desc", "steps": [
+              {"stepType": "import-objects", "path": "objects.json", "objects": [{"objectType": "changeset", "var": "out"}]}]}]}"#;
+        let st = build(&store, &ctx, spec, None).unwrap();
+        let tree = crate::store::Store::get(&store, st.top.as_deref().unwrap()).unwrap();
+        let desc: serde_json::Value = serde_json::from_slice(&fs::read(tree.join("objects.json")).unwrap()).unwrap();
+        let exports = desc["exports"].as_array().unwrap();
+        assert_eq!(exports.len(), 1, "{desc}");
+        let digest = exports[0]["layer"]["digest"].as_str().unwrap();
+        let blob = crate::store::layout::blob_path(tmp.path().join("store").as_path(), digest);
+        let mut names: Vec<String> =
+            tar::Archive::new(fs::File::open(blob).unwrap()).entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["a.txt", "m"], "the task's own changes, not what `apply` put below");
     }
 }
