@@ -2,12 +2,13 @@
 """Benchmark: a directory put onto a 200 MB registry base and pushed.
 
 The image is `FROM REG/bench/base:1` + `COPY dist /app` (a 400-file, 8 MB
-directory), built and pushed to a new repository of the same local registry
-(`docker-registry` on a free 127.0.0.1 port, started and stopped here), cold:
-no build cache, the base not pulled before. Builders, interleaved, median of N:
+directory), built and pushed as a new tag of the base's repository on a
+local registry (`docker-registry` on a free 127.0.0.1 port, started and
+stopped here; ocinoco speaks only HTTPS and gets an HTTPS twin of it on the
+same storage), cold: no build cache, the base not pulled before. Builders, interleaved, median of N:
 
 - stromatekt with `COPY --link` (`stromatekt build --push`; the base stays lazy:
-  its blobs are mounted from the base's repository, never downloaded);
+  its blobs are named by digest, never downloaded);
 - stromatekt with plain `COPY` (needs the base's tree: downloads and unpacks it);
 - the modern BuildKit (Docker 28.5, buildx 0.29), `--push`, with and without
   `--link`, its build cache pruned and the base removed before each run;
@@ -37,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 # The modern Docker sees only /tmp and /var/tmp: everything lives there.
 WORK = Path("/var/tmp/stromatekt-bench-push")
+LOGS = REPO / "target" / "bench-push-logs"
 STROMATEKT = Path(os.environ.get("STROMATEKT_BIN") or REPO / "target" / "release" / "stromatekt")
 MODERN_DOCKER = Path(os.environ.get("STROMATEKT_SHARED") or REPO.parent / "shared") / "modern-docker" / "docker"
 OCINOCO = Path(os.environ.get("OCINOCO_BIN") or "/opt/stromatekt/ocinoco/bin/ocinoco")
@@ -74,16 +76,21 @@ def free_port():
 
 
 class Registry:
-    def __init__(self, root):
+    """`docker-registry serve` on a free port; `tls` (cert, key) makes it
+    speak HTTPS. Two of them may share one storage directory."""
+
+    def __init__(self, root, storage, tls=None):
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
+        root.mkdir(parents=True, exist_ok=True)
         self.log_path = root / "registry.log"
-        (root / "storage").mkdir(parents=True)
+        storage.mkdir(parents=True, exist_ok=True)
         cfg = root / "config.yml"
+        tls_cfg = f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else ""
         cfg.write_text(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {root / 'storage'}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.addr}\n")
+            f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.addr}\n{tls_cfg}")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -109,6 +116,25 @@ class Registry:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+def make_cert(work):
+    """A certificate for 127.0.0.1 from a CA made here (ocinoco speaks only
+    HTTPS; it is handed the CA through SSL_CERT_FILE). Returns (CA, cert, key)."""
+    d = work / "tls"
+    d.mkdir(parents=True)
+    ca, ca_key, cert, key, csr = d / "ca.pem", d / "ca-key.pem", d / "cert.pem", d / "key.pem", d / "cert.csr"
+    sh(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=bench CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+        "-keyout", ca_key, "-out", ca], quiet=True)
+    sh(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", csr],
+       quiet=True)
+    ext = d / "ext.cnf"
+    ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+                   "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n")
+    sh(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
+        "-extfile", ext, "-out", cert], quiet=True)
+    return ca, cert, key
 
 
 def make_inputs(work, reg):
@@ -144,7 +170,7 @@ def make_inputs(work, reg):
     return ctx, layers
 
 
-def command(builder, ctx, ref, base, work):
+def command(builder, ctx, ref, base, work, tls_reg=None, cert=None):
     dockerfile = ctx / ("Dockerfile.link" if builder.endswith("link") else "Dockerfile.copy")
     if builder.startswith("stromatekt"):
         env = dict(os.environ, STROMATEKT_ROOT=str(work / "store"))
@@ -153,7 +179,11 @@ def command(builder, ctx, ref, base, work):
         return [MODERN_DOCKER, "buildx", "build", "-f", dockerfile, "--build-arg", f"BASE={base}", "-t", ref,
                 "--push", "--progress", "plain", ctx], None
     if builder == "ocinoco":
-        return [OCINOCO, "build", "--base", base, "--tag", ref, "--insecure", ctx / "dist"], None
+        # The same registry storage, through its HTTPS twin.
+        env = dict(os.environ, SSL_CERT_FILE=str(cert))
+        base = base.replace(base.split("/")[0], tls_reg.addr, 1)
+        ref = ref.replace(ref.split("/")[0], tls_reg.addr, 1)
+        return [OCINOCO, "build", "--from", base, "-t", ref, "--root-dir", "/app", "--push", ctx / "dist"], env
     raise ValueError(builder)
 
 
@@ -199,7 +229,12 @@ def main():
         sys.exit("push bench: must run as root")
     release_stores()
     WORK.mkdir(parents=True)
-    reg = Registry(WORK / "registry")
+    LOGS.mkdir(parents=True, exist_ok=True)
+    reg = Registry(WORK / "registry", WORK / "storage")
+    tls_reg, cert = None, None
+    if "ocinoco" in builders:
+        cert, leaf, key = make_cert(WORK)
+        tls_reg = Registry(WORK / "registry-tls", WORK / "storage", tls=(leaf, key))
     results = {}
     pushed = []
     try:
@@ -211,29 +246,33 @@ def main():
             k = rep % len(builders)
             for b in builders[k:] + builders[:k]:
                 reset(b, WORK, base, pushed)
-                ref = f"{reg.addr}/bench/app-{b}-{rep}:1"
+                # A new tag of the base's repository (ocinoco mounts no blob from
+                # another repository: it needs the base's layers where it pushes).
+                ref = f"{reg.addr}/bench/base:app-{b}-{rep}"
                 pushed.append(ref)
-                cmd, env = command(b, ctx, ref, base, WORK)
-                gets = reg.blob_gets(big)
-                logf = WORK / f"{b}-{rep + 1}.log"
+                cmd, env = command(b, ctx, ref, base, WORK, tls_reg, cert)
+                gets = reg.blob_gets(big) + (tls_reg.blob_gets(big) if tls_reg else 0)
+                logf = LOGS / f"{b}-{rep + 1}.log"
                 t0 = time.monotonic()
                 with open(logf, "w") as lf:
                     rc = subprocess.run([str(c) for c in cmd], env=env, stdout=lf, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, timeout=600).returncode
                 secs = time.monotonic() - t0
-                base_gets = reg.blob_gets(big) - gets
+                base_gets = reg.blob_gets(big) + (tls_reg.blob_gets(big) if tls_reg else 0) - gets
                 ok = rc == 0
                 results.setdefault(b, []).append((secs if ok else None, base_gets))
                 log(f"  {b:16} run {rep + 1}/{args.n}: " + (f"{secs:.2f} s" if ok else f"fails (see {logf})")
                     + f", base layer downloaded {base_gets}x")
     finally:
         reg.stop()
+        if tls_reg:
+            tls_reg.stop()
         for b in builders:
             reset(b, WORK, f"{reg.addr}/bench/base:1", pushed)
         release_stores()
     tsv = ["builder\trun\tseconds\tbase_layer_gets"]
     md = [f"Directory ({DIST_FILES} files, {DIST_FILES * DIST_SIZE // (1024 * 1024)} MB) onto a {BASE_MB} MB "
-          f"registry base, built and pushed cold to a new repository of the same registry; "
+          f"registry base, built and pushed cold as a new tag of the base's repository; "
           f"median of {args.n}, seconds (`bench/push.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"load before: {os.getloadavg()[0]:.2f}).", "",
           "| builder | cold build + push | base layer downloads per run |", "|---|---:|---:|"]

@@ -301,7 +301,8 @@ pub enum Overlap {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Network {
-    /// The builder's default (host networking, as buildah does).
+    /// The builder's default: a network namespace of the build's own with
+    /// outbound access (as BuildKit's RUN on Docker's bridge).
     #[default]
     Default,
     /// No network: a fresh network namespace with loopback only.

@@ -230,7 +230,9 @@ impl<E: Executor> Executor for AddHosts<'_, E> {
 }
 
 /// The `/etc/hosts` text for `--add-host` values (None when there are none).
-fn hosts_file(add_hosts: &[String]) -> Result<Option<String>> {
+/// `host-gateway` stands for `gateway`, the host's address on the build's
+/// network (as Docker's bridge gateway); None only checks the values.
+fn hosts_file(add_hosts: &[String], gateway: Option<std::net::IpAddr>) -> Result<Option<String>> {
     if add_hosts.is_empty() {
         return Ok(None);
     }
@@ -241,10 +243,11 @@ fn hosts_file(add_hosts: &[String]) -> Result<Option<String>> {
             bail!("--add-host {h:?}: invalid host name {host:?}");
         }
         let ip = ip.trim_start_matches('[').trim_end_matches(']');
-        if ip == "host-gateway" {
-            bail!("--add-host {h:?}: host-gateway is not supported (RUN uses the host's network; give the address itself)");
-        }
-        let addr: std::net::IpAddr = ip.parse().map_err(|_| anyhow!("--add-host {h:?}: {ip:?} is not an IP address"))?;
+        let addr: std::net::IpAddr = match (ip, gateway) {
+            ("host-gateway", Some(g)) => g,
+            ("host-gateway", None) => continue,
+            _ => ip.parse().map_err(|_| anyhow!("--add-host {h:?}: {ip:?} is not an IP address"))?,
+        };
         text.push_str(&format!("{addr}\t{host}\n"));
     }
     Ok(Some(text))
@@ -381,18 +384,15 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         Some(v) if v.is_empty() => None,
         Some(v) => Some(v.trim().parse::<u64>().map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?}: expected seconds since 1970"))?),
     };
-    for e in &a.allow {
-        if e != "security.insecure" && e != "network.host" {
-            bail!("--allow {e}: unknown entitlement (stromatekt knows security.insecure and network.host)");
-        }
-    }
     let network = match a.network.as_deref() {
         None | Some("default") => None,
         Some("host") => Some(Network::Host),
         Some("none") => Some(Network::None),
         Some(n) => bail!("--network {n:?}: expected default, host or none (named networks are not supported)"),
     };
-    let hosts = hosts_file(&a.add_hosts)?;
+    let allowed = super::entitlements::parse(&a.allow, network)?;
+    // Checked now; written once the build's network (host-gateway) is known.
+    hosts_file(&a.add_hosts, None)?;
     let mut secrets = BTreeMap::new();
     for s in &a.secrets {
         let (id, v) = parse_secret(s)?;
@@ -556,10 +556,6 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     if platforms.len() > 1 {
         check_multi_outputs(a)?;
     }
-    let insecure = graph.nodes.iter().any(|n| matches!(&n.op, Op::Exec(e) if e.insecure));
-    if insecure && !a.allow.iter().any(|e| e == "security.insecure") {
-        bail!("RUN --security=insecure needs the entitlement: add --allow security.insecure");
-    }
     if let Some(net) = network {
         for n in graph.nodes.iter_mut() {
             if let Op::Exec(e) = &mut n.op {
@@ -569,9 +565,17 @@ pub fn run(a: &BuildArgs) -> Result<()> {
             }
         }
     }
+    // Before anything runs, as BuildKit checks them when it loads the LLB.
+    super::entitlements::check(&graph, &allowed)?;
     check_secrets(&graph, &secrets, &input.shown)?;
     let context = Context::new(&input.dir, &ignore).with_index(&store.cache_path(crate::store::Area::Context));
     let runc = RuncExecutor::new(crate::store::layout::runc_dir(store.root())).with_resources(resources);
+    let gateway = if a.add_hosts.iter().any(|h| h.ends_with(":host-gateway") || h.ends_with("=host-gateway")) {
+        Some(runc.host_gateway().context("--add-host NAME:host-gateway needs the build's network")?)
+    } else {
+        None
+    };
+    let hosts = hosts_file(&a.add_hosts, gateway)?;
     let hosts_dir = match &hosts {
         Some(text) => {
             let d = tempfile::Builder::new().prefix("stromatekt-hosts-").tempdir().context("temp dir for /etc/hosts")?;
@@ -708,10 +712,11 @@ mod tests {
     fn platform_and_hosts() {
         assert_eq!(parse_platform("linux/arm64/v8").unwrap(), "linux/arm64/v8");
         assert!(parse_platform("amd64").is_err());
-        let h = hosts_file(&["db:10.0.0.2".into(), "v6=::1".into()]).unwrap().unwrap();
+        let h = hosts_file(&["db:10.0.0.2".into(), "v6=::1".into()], None).unwrap().unwrap();
         assert!(h.contains("10.0.0.2\tdb\n") && h.contains("::1\tv6\n"), "{h}");
-        assert!(hosts_file(&["db:nope".into()]).is_err());
-        assert!(hosts_file(&["db:host-gateway".into()]).unwrap_err().to_string().contains("host-gateway"));
+        assert!(hosts_file(&["db:nope".into()], None).is_err());
+        let gw = hosts_file(&["gw:host-gateway".into()], Some([10, 89, 0, 1].into())).unwrap().unwrap();
+        assert!(gw.ends_with("10.89.0.1\tgw\n"), "{gw}");
     }
 
     #[test]
