@@ -31,10 +31,16 @@ if ! echo "$sha256  $crate" | sha256sum -c --status 2>/dev/null; then
   fi
   mv "$tmp" "$crate"
 fi
-rm -rf "$out.tmp"
-mkdir -p "$out.tmp"
-tar -xzf "$crate" -C "$out.tmp" --strip-components=1
-touch "$out.tmp/.verified"
+# Unpacked into a directory of its own, so that two runs at once (test
+# binaries started together) do not unpack into each other's.
+unpack=$(mktemp -d "$dir/.seed-unpack.XXXXXX")
+tar -xzf "$crate" -C "$unpack" --strip-components=1
+touch "$unpack/.verified"
+if [ -f "$out/.verified" ]; then
+  rm -rf "$unpack"
+  echo "seed-crate: $out present"
+  exit 0
+fi
 rm -rf "$out"
-mv "$out.tmp" "$out"
+mv -T "$unpack" "$out" 2>/dev/null || { rm -rf "$unpack"; [ -f "$out/.verified" ] || exit 1; }
 echo "seed-crate: unpacked $out"

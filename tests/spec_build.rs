@@ -5,8 +5,13 @@
 //! run steps' effects are checked. `tests/spec/prime.c` (built with
 //! `gcc -static`) stands in for the examples' `target/release/prime`.
 //!
-//! Needs root, btrfs, runc, umoci, gcc and the fetched crate: missing one,
-//! the test fails naming it (a skip only with `STROMATEKT_ALLOW_SKIP=1`).
+//! `timeline-showcase.json` is built with a local stand-in for
+//! `python:3.10-slim` (Debian with python3 and a `python3.10` link, made
+//! once and cached under `target/fixtures/`), given by `--build-context`.
+//!
+//! Needs root, btrfs, runc, umoci, gcc and the fetched crate (the showcase
+//! also skopeo, debootstrap and the Debian mirror): missing one, the test
+//! fails naming it (a skip only with `STROMATEKT_ALLOW_SKIP=1`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -195,7 +200,7 @@ fn a_bad_spec_fails_before_the_store_opens() {
     assert_eq!(
         err.trim_end(),
         format!(
-            "stromatekt: {}:4:50: tasks[1].steps[0].stepType: unknown step type `apply-changeset`; expected one of: apply, apply-changesets, files, run, snapshot-changeset (0.0's copy-changeset, copy-layer-stack, dump-objects, import-objects, snapshot-files and export-image are recognised but not built)",
+            "stromatekt: {}:4:50: tasks[1].steps[0].stepType: unknown step type `apply-changeset`; expected one of: apply, apply-changesets, export-image, files, import-objects, run, snapshot-changeset, snapshot-files (0.0's copy-changeset, copy-layer-stack and dump-objects are recognised but not built)",
             spec.display()
         )
     );
@@ -267,4 +272,167 @@ fn graph_prints_what_a_result_needs() {
     };
     assert_eq!(texts(&graph(&[])), ["copy-file target/release/prime /prime", "run /prime /pre-fork", "run /pre-fork"]);
     assert_eq!(texts(&graph(&["--target", "primary"])), ["copy-file target/release/prime /prime", "run /prime /pre-fork", "run /prime post-fork"]);
+}
+
+/// A local stand-in for `python:3.10-slim` as an OCI layout: the Debian
+/// fixture with python3 installed by apt and `/usr/local/bin/python3.10`
+/// linking to it. Built once (with `env`'s store) and cached in
+/// `target/fixtures/python-standin-<hash>`; a lock keeps concurrent tests
+/// from building it twice.
+fn python_standin(env: &Env, debian: &Path) -> PathBuf {
+    use sha2::Digest as _;
+    let dockerfile = "FROM base\n\
+        RUN apt-get update && apt-get install -y --no-install-recommends python3 \\\n\
+        && rm -rf /var/lib/apt/lists/* && ln -s /usr/bin/python3 /usr/local/bin/python3.10\n";
+    let fixtures = common::target_dir().join("fixtures");
+    let debian_name = debian.file_name().unwrap().to_string_lossy().into_owned();
+    let hash = hex::encode(sha2::Sha256::digest(format!("{debian_name}\n{dockerfile}")));
+    let dir = fixtures.join(format!("python-standin-{}", &hash[..16]));
+    if dir.join("index.json").exists() {
+        return dir;
+    }
+    let lock_file = std::fs::File::create(fixtures.join("python-standin.lock")).unwrap();
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
+    if dir.join("index.json").exists() {
+        return dir;
+    }
+    eprintln!("building the python stand-in {} (apt-get install python3; once)", dir.display());
+    let ctx = env.store.scratch().join("python-ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    let tmp = tempfile::Builder::new().prefix(".python-standin").tempdir_in(&fixtures).unwrap();
+    let out = tmp.path().join("layout");
+    let o = Command::new(env!("CARGO_BIN_EXE_stromatekt"))
+        .env("STROMATEKT_ROOT", &env.root)
+        .arg("build")
+        .arg("--progress=plain")
+        .arg(format!("--build-context=base=oci-layout://{}:latest", debian.display()))
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", out.display()))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        common::skip(&format!(
+            "the python stand-in could not be built (is the Debian mirror reachable?):\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        ));
+        panic!("the python stand-in could not be built");
+    }
+    std::fs::rename(&out, &dir).unwrap();
+    dir
+}
+
+/// Read blob `digest` of the OCI layout `dir`.
+fn blob(dir: &Path, digest: &str) -> Vec<u8> {
+    std::fs::read(dir.join("blobs").join(digest.replacen(':', "/", 1))).unwrap()
+}
+
+/// The file paths in a layer blob (gzip or plain tar).
+fn tar_paths(bytes: &[u8], media_type: &str) -> BTreeSet<String> {
+    let reader: Box<dyn std::io::Read + '_> = if media_type.ends_with("gzip") { Box::new(flate2::read::GzDecoder::new(bytes)) } else { Box::new(bytes) };
+    let mut ar = tar::Archive::new(reader);
+    let mut names = BTreeSet::new();
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        if !e.header().entry_type().is_dir() {
+            names.insert(e.path().unwrap().to_string_lossy().to_string());
+        }
+    }
+    names
+}
+
+#[test]
+fn timeline_showcase_exports_the_hand_made_image() {
+    if !common::runnable(&["mkfs.btrfs", "runc", "umoci", "skopeo", "debootstrap"]) {
+        return;
+    }
+    let Some(examples) = seed_examples() else { return };
+    let Some(debian) = common::debian_layout() else { return };
+    let store = common::LoopStore::new(4);
+    let env = Env { root: store.dir.join("root"), store };
+    let python = python_standin(&env, &debian);
+    let ctx = env.store.scratch().join("ctx");
+    std::fs::create_dir_all(ctx.join("examples/python")).unwrap();
+    for f in ["generator.py", "manifest.py"] {
+        std::fs::copy(examples.join("python").join(f), ctx.join("examples/python").join(f)).unwrap();
+    }
+    let spec = examples.join("timeline-showcase.json");
+    let over = format!("--build-context=python:3.10-slim=oci-layout://{}", python.display());
+    let py = layers(&python);
+
+    // primary: python's layers as they are, then generator.py and its run.
+    let primary = env.store.scratch().join("primary");
+    env.build(&spec, &ctx, &primary, &["--target", "primary", &over]);
+    let lp = layers(&primary);
+    assert_eq!(lp.len(), py.len() + 2, "{:?}", paths(&lp));
+    assert_eq!(lp[..py.len()], py[..], "the imported image's layers at the bottom");
+    assert_eq!(paths(&lp[py.len()..py.len() + 1]), vec![vec!["generator.py"]]);
+
+    // export: manifest.py's manifest and config, as an OCI layout below the
+    // context at the spec's path/name.
+    let out = env.store.scratch().join("export");
+    let log = env.build(&spec, &ctx, &out, &[&over]);
+    let log = String::from_utf8_lossy(&log.stderr);
+    assert!(log.contains("export-image target/export/oci-basis"), "{log}");
+    let layout = ctx.join("target/export/oci-basis");
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{index}");
+    assert_eq!(entries[0]["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    let mbytes = blob(&layout, entries[0]["digest"].as_str().unwrap());
+    assert_eq!(entries[0]["size"].as_u64().unwrap(), mbytes.len() as u64);
+    let manifest: serde_json::Value = serde_json::from_slice(&mbytes).unwrap();
+    let mlayers = manifest["layers"].as_array().unwrap();
+    assert_eq!(mlayers.len(), py.len() + 1, "{manifest}");
+    for (l, (digest, _)) in mlayers.iter().zip(&py) {
+        assert_eq!(l["digest"].as_str().unwrap(), digest, "python's layers first, as imported");
+    }
+    // `output`: one plain-tar blob, generator.py and what its run wrote.
+    let last = &mlayers[py.len()];
+    assert_eq!(last["mediaType"], "application/vnd.oci.image.layer.v1.tar");
+    let bytes = blob(&layout, last["digest"].as_str().unwrap());
+    assert_eq!(last["size"].as_u64().unwrap(), bytes.len() as u64);
+    assert!(tar_paths(&bytes, "tar").contains("generator.py"), "{:?}", tar_paths(&bytes, "tar"));
+    // The config is manifest.py's: its diff_ids are the layer digests.
+    let cbytes = blob(&layout, manifest["config"]["digest"].as_str().unwrap());
+    let config: serde_json::Value = serde_json::from_slice(&cbytes).unwrap();
+    assert_eq!(config["architecture"], "amd64");
+    assert_eq!(config["os"], "linux");
+    let diff_ids: Vec<&str> = config["rootfs"]["diff_ids"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    let digests: Vec<&str> = mlayers.iter().map(|l| l["digest"].as_str().unwrap()).collect();
+    assert_eq!(diff_ids, digests);
+    // layers.json, as import-objects wrote it, is in the export's image.
+    let rootfs = common::unpack(&out, &env.store.scratch().join("export.unpacked"));
+    let objects: serde_json::Value = serde_json::from_slice(&std::fs::read(rootfs.join("layers.json")).unwrap()).unwrap();
+    assert_eq!(objects["layers"], serde_json::json!([{"objectType": "layer", "var": "python-layers"}, {"objectType": "changeset", "var": "output"}]));
+    let described: Vec<&serde_json::Value> = objects["exports"].as_array().unwrap().iter().map(|e| &e["layer"]).collect();
+    assert_eq!(described.len(), mlayers.len());
+    for (d, l) in described.iter().zip(mlayers) {
+        assert_eq!(*d, l);
+    }
+    assert_eq!(entries[0]["annotations"]["org.opencontainers.image.ref.name"], "oci-basis");
+    for reference in [format!("oci:{}", layout.display()), format!("oci:{}:oci-basis", layout.display())] {
+        let o = common::run(Command::new("skopeo").arg("inspect").arg(&reference));
+        let inspected: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(inspected["Layers"].as_array().unwrap().len(), mlayers.len(), "{inspected}");
+    }
+    let o = common::run(Command::new("umoci").arg("stat").arg("--json").arg("--image").arg(format!("{}:oci-basis", layout.display())));
+    assert!(!o.stdout.is_empty());
+
+    // A second export does not overwrite the layout unless a directory
+    // above it holds CACHEDIR.TAG.
+    let o = Command::new(env!("CARGO_BIN_EXE_stromatekt"))
+        .env("STROMATEKT_ROOT", &env.root)
+        .args(["build", "--progress=plain", "--spec"])
+        .arg(&spec)
+        .arg(&over)
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("CACHEDIR.TAG"), "{err}");
+    std::fs::write(ctx.join("target/CACHEDIR.TAG"), "Signature: 8a477f597d28d172789f06886806bc55\n").unwrap();
+    env.build(&spec, &ctx, &out, &[&over]);
+    assert!(layout.join("index.json").is_file());
 }

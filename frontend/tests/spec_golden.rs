@@ -136,6 +136,30 @@ fn seed_examples_hand_checked() {
     let l = frontend::spec::build_graph("timeline-showcase.json", &text, Some("primary")).expect("primary lowers");
     let Op::Image { reference, .. } = &l.graph.nodes[0].op else { panic!("python first") };
     assert_eq!(reference, "python:3.10-slim");
-    let e = frontend::spec::build_graph("timeline-showcase.json", &text, None).expect_err("export needs import-objects");
-    assert_eq!(e.path, "timelines[1].steps[0].stepType");
+    // `export`: import-objects writes layers.json (a Copy from an Objects
+    // tree), and export-image, last, sees the imported objects and the
+    // config file snapshotted after manifest.py ran.
+    let l = frontend::spec::build_graph("timeline-showcase.json", &text, None).expect("export lowers");
+    assert_eq!(l.result, "export");
+    let g = &l.graph;
+    let Op::ExportImage(x) = &g.node(g.exports[0].node).op else { panic!("export-image ends the task") };
+    assert_eq!((x.dest.as_str(), x.name.as_str(), x.manifests.as_slice()), ("target/export", "oci-basis", &["manifest.json".to_string()][..]));
+    let vars: Vec<(&str, frontend::ir::ObjectKind)> = x.objects.iter().map(|o| (o.var.as_str(), o.kind)).collect();
+    assert_eq!(vars, [("python-layers", frontend::ir::ObjectKind::Layer), ("output", frontend::ir::ObjectKind::Changeset)]);
+    assert_eq!(x.objects[1].media_type.as_deref(), Some("application/vnd.oci.image.layer.v1.tar"));
+    assert_eq!(x.blobs.len(), 1);
+    assert_eq!(x.blobs[0].path, "oci-config.json");
+    let Op::Exec(run) = &g.node(x.blobs[0].from).op else { panic!("the config is taken after manifest.py ran") };
+    assert_eq!(run.args, vec!["python3.10", "/manifest.py"]);
+    let objects = g.nodes.iter().find(|n| matches!(n.op, Op::Objects { .. })).expect("an Objects node");
+    let Op::Objects { filename, step, .. } = &objects.op else { unreachable!() };
+    assert_eq!((filename.as_str(), *step), ("layers.json", 0));
+    // --build-context replaces the image as it is written.
+    let contexts = [("python:3.10-slim".to_string(), "oci-layout:///tmp/py".to_string())].into();
+    let l = frontend::spec::build_graph_with("timeline-showcase.json", &text, None, &contexts).expect("lowers");
+    let Op::Image { reference, .. } = &l.graph.nodes[0].op else { panic!("python first") };
+    assert_eq!(reference, "oci-layout:///tmp/py");
+    let contexts = [("python:3.10-slim".to_string(), "/tmp/dir".to_string())].into();
+    let e = frontend::spec::build_graph_with("timeline-showcase.json", &text, None, &contexts).expect_err("a directory is no image");
+    assert_eq!(e.path, "images[0].image");
 }

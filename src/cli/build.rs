@@ -431,7 +431,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     // A task spec is read and lowered before anything else.
     let (spec_input, lowered_spec) = match &a.spec {
         Some(path) => {
-            let (i, l) = spec::read(a, path)?;
+            let (i, l) = spec::read(a, path, &build_contexts)?;
             (Some(i), Some(l))
         }
         None => (None, None),

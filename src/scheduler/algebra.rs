@@ -39,7 +39,7 @@ fn layer_entries(history: &[History]) -> Vec<usize> {
 impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     /// Make (or reuse) snapshot `name`: `start` (or empty) with `blobs` and
     /// then `layers` applied in order.
-    fn stacked(&self, name: &str, start: Option<&str>, blobs: &[(Descriptor, PathBuf)], layers: &[LayerRef]) -> Result<()> {
+    pub(super) fn stacked(&self, name: &str, start: Option<&str>, blobs: &[(Descriptor, PathBuf)], layers: &[LayerRef]) -> Result<()> {
         let parts = blobs.iter().map(|(d, f)| Part::Blob(d.clone(), f.clone())).chain(layers.iter().cloned().map(Part::Layer)).collect();
         self.recorded.record(name, start, parts);
         if self.cached(name) {

@@ -21,6 +21,7 @@ mod fetch;
 mod lazy;
 pub use lazy::LazyBase;
 mod named;
+mod objects;
 mod algebra;
 pub(crate) use algebra::apply_blob;
 mod merge;
@@ -569,6 +570,8 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             Op::Remove { base, layers } => self.run_remove(node, *base, layers, states),
             Op::Rebase { base, old_base, new_base } => self.run_rebase(node, *base, *old_base, *new_base, states),
             Op::Append { base, parts } => self.run_append(node, *base, parts, states),
+            Op::Objects { objects, step, filename } => self.run_objects(node, objects, *step, filename, states),
+            Op::ExportImage(x) => self.run_export_image(node, x, states),
         }
     }
 

@@ -57,6 +57,20 @@ pub fn remap_inputs(op: &mut Op, f: &dyn Fn(NodeId) -> NodeId) {
                 p.from = f(p.from);
             }
         }
+        Op::Objects { objects, .. } => {
+            for o in objects {
+                o.from = f(o.from);
+            }
+        }
+        Op::ExportImage(x) => {
+            x.base = f(x.base);
+            for o in &mut x.objects {
+                o.from = f(o.from);
+            }
+            for b in &mut x.blobs {
+                b.from = f(b.from);
+            }
+        }
     }
 }
 

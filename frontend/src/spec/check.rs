@@ -5,7 +5,7 @@
 //! Order between tasks is the dataflow's business ([`super::lower`]).
 
 use super::files::{check_tree, clean_relative, readable};
-use super::format::{FileStep, ImageImport, Spec, Step};
+use super::format::{ExportIndex, FileBlobStep, FileStep, ImageImport, ObjectRef, Spec, Step};
 use super::read::SpecError;
 use std::collections::BTreeMap;
 
@@ -142,12 +142,52 @@ fn check_step(file: &str, spec: &Spec, names: &Names, tasks: &str, at: (usize, u
             Ok(())
         }
         Step::SnapshotChangeset { .. } => Ok(()),
-        Step::CopyChangeset(_)
-        | Step::CopyLayerStack(_)
-        | Step::DumpObjects(_)
-        | Step::ImportObjects(_)
-        | Step::SnapshotFiles(_)
-        | Step::ExportImage(_) => Ok(()),
+        Step::ImportObjects(io) => {
+            for (k, o) in io.objects.iter().enumerate() {
+                let path = format!("{here}.objects[{k}].var");
+                match o {
+                    ObjectRef::Layer { var } => match names.stacks.get(var) {
+                        None => return Err(err(path, format!("layer stack `{var}` is not set: {}", stack_list(spec, tasks)))),
+                        Some(StackSource::Task(t)) if *t == at.0 => {
+                            return Err(err(path, format!("`{var}` is this task's own result: it is not made yet")));
+                        }
+                        Some(_) => {}
+                    },
+                    ObjectRef::Changeset { var } => match names.changesets.get(var) {
+                        None => return Err(err(path, format!("changeset `{var}` is not set: {}", changeset_list(names, tasks)))),
+                        Some(&(t, s)) if t == at.0 && s >= at.1 => {
+                            return Err(err(path, format!("changeset `{var}` is used before it is set: {tasks}[{t}].steps[{s}] sets it, later in this task")));
+                        }
+                        Some(_) => {}
+                    },
+                }
+            }
+            if let Some(p) = &io.path {
+                clean_relative(p).map_err(|m| err(format!("{here}.path"), m))?;
+            }
+            Ok(())
+        }
+        Step::SnapshotFiles(sf) => {
+            for (k, FileBlobStep::Blob { from, .. }) in sf.files.iter().enumerate() {
+                clean_relative(from).map_err(|m| err(format!("{here}.files[{k}].from"), m))?;
+            }
+            Ok(())
+        }
+        Step::ExportImage(ex) => {
+            let ExportIndex::Index { manifests, path, name, .. } = &ex.image;
+            if manifests.is_empty() {
+                return Err(err(format!("{here}.image.manifests"), "list at least one manifest file of the tree".into()));
+            }
+            for (k, m) in manifests.iter().enumerate() {
+                clean_relative(m).map_err(|m| err(format!("{here}.image.manifests[{k}]"), m))?;
+            }
+            clean_relative(path).map_err(|m| err(format!("{here}.image.path"), m))?;
+            if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+                return Err(err(format!("{here}.image.name"), format!("`{name}` is not a directory name: the layout is written to PATH/NAME")));
+            }
+            Ok(())
+        }
+        Step::CopyChangeset(_) | Step::CopyLayerStack(_) | Step::DumpObjects(_) => Ok(()),
     }
 }
 

@@ -132,27 +132,137 @@ pub enum Step {
     CopyLayerStack(Unsupported),
     /// 0.0: write descriptors of imported objects into the tree.
     DumpObjects(Unsupported),
-    /// 0.0: pack layers for a hand-made manifest.
-    ImportObjects(Unsupported),
-    /// 0.0: mark files of the tree as blobs for a hand-made manifest.
-    SnapshotFiles(Unsupported),
-    /// 0.0: write an OCI layout from hand-made manifests.
-    ExportImage(Unsupported),
+    /// Make the layer blobs of image layers and changesets available to a
+    /// later `export-image` of this task, and describe them in a JSON file
+    /// at `path` in the tree.
+    ImportObjects(ImportObjects),
+    /// Take files of the tree, as they are now, as blobs a later
+    /// `export-image` of this task may use.
+    SnapshotFiles(SnapshotFiles),
+    /// Write an OCI layout from manifests in the tree.
+    ExportImage(ExportImage),
+}
+
+/// The body of an `import-objects` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportObjects {
+    /// What to import.
+    pub objects: Vec<ObjectRef>,
+    /// Where the description goes in the tree (none: no file).
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// One entry of `import-objects`' `objects`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "objectType", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ObjectRef {
+    /// A changeset (`snapshot-changeset` var): one blob.
+    Changeset {
+        /// The changeset.
+        var: String,
+    },
+    /// A layer stack (image or task result): one blob per layer.
+    Layer {
+        /// The stack.
+        var: String,
+    },
+}
+
+/// The body of a `snapshot-files` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotFiles {
+    /// The files.
+    pub files: Vec<FileBlobStep>,
+}
+
+/// One entry of `snapshot-files`' `files`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "fileType", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum FileBlobStep {
+    /// A file of the tree as a blob (0.0 also called it `oci`).
+    #[serde(alias = "oci")]
+    Blob {
+        /// Path in the tree.
+        from: String,
+        /// Its media type.
+        media: BlobMediaType,
+        /// Its digest algorithm.
+        hash: HashType,
+    },
+}
+
+/// The media types a snapshotted file may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum BlobMediaType {
+    /// An image config.
+    #[serde(rename = "application/vnd.oci.image.config.v1+json")]
+    Config,
+    /// An image manifest.
+    #[serde(rename = "application/vnd.oci.image.manifest.v1+json")]
+    Manifest,
+}
+
+impl BlobMediaType {
+    /// The media type string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlobMediaType::Config => "application/vnd.oci.image.config.v1+json",
+            BlobMediaType::Manifest => "application/vnd.oci.image.manifest.v1+json",
+        }
+    }
+}
+
+/// Digest algorithms of `snapshot-files`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HashType {
+    /// SHA-256.
+    Sha256,
+}
+
+/// The body of an `export-image` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportImage {
+    /// The index to write.
+    pub image: ExportIndex,
+}
+
+/// `export-image`'s `image`: an OCI image index.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "indexType", deny_unknown_fields)]
+pub enum ExportIndex {
+    /// `application/vnd.oci.image.index.v1+json`.
+    #[serde(rename = "application/vnd.oci.image.index.v1+json")]
+    Index {
+        /// Manifest files in the tree.
+        manifests: Vec<String>,
+        /// Annotations of the index.
+        #[serde(default)]
+        annotations: BTreeMap<String, String>,
+        /// Directory below the build context the layout goes in.
+        path: String,
+        /// The layout's directory name inside `path`.
+        name: String,
+    },
 }
 
 /// Every `stepType`, built ones first.
 pub const STEP_TYPES: &[&str] = &[
     "apply",
     "apply-changesets",
+    "export-image",
     "files",
+    "import-objects",
     "run",
     "snapshot-changeset",
+    "snapshot-files",
     "copy-changeset",
     "copy-layer-stack",
     "dump-objects",
-    "import-objects",
-    "snapshot-files",
-    "export-image",
 ];
 
 /// Marks the JSON path inside a step in an error message, for
@@ -292,4 +402,4 @@ impl Step {
 }
 
 /// The step types this frontend builds.
-pub const BUILT_STEPS: &[&str] = &["apply", "apply-changesets", "files", "run", "snapshot-changeset"];
+pub const BUILT_STEPS: &[&str] = &["apply", "apply-changesets", "export-image", "files", "import-objects", "run", "snapshot-changeset", "snapshot-files"];

@@ -18,7 +18,7 @@ use super::check::{Names, StackSource};
 use super::files::clean_relative;
 use super::format::{FileStep, ImageImport, ImageSource, Spec, Step};
 use super::read::SpecError;
-use crate::ir::{AppendPart, CopyOp, Exec, Export, Graph, Network, Node, NodeId, Op, Origin, IR_VERSION};
+use crate::ir::{AppendPart, CopyOp, Exec, Export, FileBlob, Graph, Network, Node, NodeId, ObjectPart, Op, Origin, IR_VERSION};
 use crate::span::Span;
 use std::collections::BTreeMap;
 
@@ -42,6 +42,10 @@ struct TaskState {
     mark: usize,
     /// The underlying stack is empty (so `cur` holds own layers only).
     bare: bool,
+    /// Objects imported so far (`import-objects`).
+    objects: Vec<ObjectPart>,
+    /// Files snapshotted so far (`snapshot-files`).
+    blobs: Vec<FileBlob>,
 }
 
 pub(crate) struct Lowering<'a> {
@@ -57,10 +61,20 @@ pub(crate) struct Lowering<'a> {
     state: Vec<TaskState>,
     changesets: BTreeMap<String, Changeset>,
     active: Vec<usize>,
+    overrides: &'a BTreeMap<String, String>,
 }
 
+mod objects;
+
 impl<'a> Lowering<'a> {
-    pub(crate) fn new(file: &'a str, text: &str, spec: &'a Spec, names: &'a Names, tasks: &'a str) -> Lowering<'a> {
+    pub(crate) fn new(
+        file: &'a str,
+        text: &str,
+        spec: &'a Spec,
+        names: &'a Names,
+        tasks: &'a str,
+        overrides: &'a BTreeMap<String, String>,
+    ) -> Lowering<'a> {
         let state = spec.timelines.iter().map(|_| TaskState { bare: true, ..TaskState::default() }).collect();
         Lowering {
             file,
@@ -75,6 +89,7 @@ impl<'a> Lowering<'a> {
             state,
             changesets: BTreeMap::new(),
             active: Vec::new(),
+            overrides,
         }
     }
 
@@ -138,6 +153,22 @@ impl<'a> Lowering<'a> {
                     "`oci` imports are not built (0.0 did not build them either); use `docker` with a registry name",
                 ))
             }
+        };
+        // `--build-context NAME=docker-image://REF|oci-layout://PATH`
+        // replaces the image named as written, as for a Dockerfile's FROM.
+        let reference = match self.overrides.get(&reference) {
+            None => reference,
+            Some(v) => match v.strip_prefix("docker-image://") {
+                Some(r) => r.to_string(),
+                None if v.starts_with("oci-layout://") => v.clone(),
+                None => {
+                    return Err(SpecError::at(
+                        self.file,
+                        format!("images[{i}].image"),
+                        format!("--build-context {reference}={v}: an image import can only be replaced by docker-image://REF or oci-layout://PATH"),
+                    ))
+                }
+            },
         };
         let n = self.push(Op::Image { reference, platform: None }, None, None);
         self.images.insert(i, n);
@@ -217,24 +248,7 @@ impl<'a> Lowering<'a> {
                     let source = self.context();
                     let text = format!("copy-file {from} /{to}");
                     let origin = self.origin(t, s, text.clone());
-                    let copy = CopyOp {
-                        base,
-                        source,
-                        sources: vec![from],
-                        dest: format!("/{to}"),
-                        chown: None,
-                        chmod: None,
-                        link: false,
-                        parents: false,
-                        exclude: vec![],
-                        add: false,
-                        checksum: None,
-                        keep_git_dir: false,
-                        unpack: None,
-                        files: vec![],
-                        layer_name: None,
-                        remote: vec![],
-                    };
+                    let copy = plain_copy(base, source, from, format!("/{to}"));
                     let n = self.push(Op::Copy(copy), Some(origin), Some(format!("{}: {text}", self.spec.timelines[t].result_var)));
                     self.own_layer(t, n);
                 }
@@ -275,17 +289,15 @@ impl<'a> Lowering<'a> {
                 self.changesets.insert(var.clone(), Changeset { node, layers: n });
                 self.state[t].mark = st.own;
             }
-            Step::CopyChangeset(_)
-            | Step::CopyLayerStack(_)
-            | Step::DumpObjects(_)
-            | Step::ImportObjects(_)
-            | Step::SnapshotFiles(_)
-            | Step::ExportImage(_) => {
+            Step::ImportObjects(io) => self.import_objects(t, s, io)?,
+            Step::SnapshotFiles(sf) => self.snapshot_files(t, sf)?,
+            Step::ExportImage(ex) => self.export_image(t, s, ex)?,
+            Step::CopyChangeset(_) | Step::CopyLayerStack(_) | Step::DumpObjects(_) => {
                 return Err(SpecError::at(
                     self.file,
                     format!("{here}.stepType"),
                     format!(
-                        "`{}` is not built: stromatekt writes the image's manifest and config itself (-o/--output, -t); this step is needed for result `{}` (--target picks another task's result, see docs/spec.md)",
+                        "`{}` is not built (0.0 did not build it either); this step is needed for result `{}` (--target picks another task's result, see docs/spec.md)",
                         step.type_name(),
                         self.spec.timelines[self.active[0]].result_var
                     ),
@@ -342,6 +354,28 @@ impl<'a> Lowering<'a> {
         };
         self.advance(t, s + 1)?;
         self.changesets.get(var).copied().ok_or_else(|| SpecError::at(self.file, path, format!("changeset `{var}` is not set")))
+    }
+}
+
+/// A copy of `from` (a path in `source`'s tree) to `dest` on `base`, one layer.
+fn plain_copy(base: NodeId, source: NodeId, from: String, dest: String) -> CopyOp {
+    CopyOp {
+        base,
+        source,
+        sources: vec![from],
+        dest,
+        chown: None,
+        chmod: None,
+        link: false,
+        parents: false,
+        exclude: vec![],
+        add: false,
+        checksum: None,
+        keep_git_dir: false,
+        unpack: None,
+        files: vec![],
+        layer_name: None,
+        remote: vec![],
     }
 }
 

@@ -44,6 +44,19 @@ pub struct Lowered {
 /// messages). `target` picks the task result to build (default: the last
 /// task's).
 pub fn build_graph(file: &str, text: &str, target: Option<&str>) -> Result<Lowered, SpecError> {
+    build_graph_with(file, text, target, &std::collections::BTreeMap::new())
+}
+
+/// [`build_graph`] with `--build-context` values: an `images` entry whose
+/// reference as written (`name[:tag][@digest]`, e.g. `python:3.10-slim`) is
+/// a key is read from the value instead, `docker-image://REF` or
+/// `oci-layout://PATH[:TAG|@DIGEST]`, as for a Dockerfile's `FROM`.
+pub fn build_graph_with(
+    file: &str,
+    text: &str,
+    target: Option<&str>,
+    build_contexts: &std::collections::BTreeMap<String, String>,
+) -> Result<Lowered, SpecError> {
     let spec = read::read(file, text)?;
     // Paths in messages say `tasks` or `timelines` as the file does.
     let tasks = match serde_json::from_str::<serde_json::Value>(text) {
@@ -65,7 +78,7 @@ pub fn build_graph(file: &str, text: &str, target: Option<&str>) -> Result<Lower
             }
         },
     };
-    let graph = lower::Lowering::new(file, text, &spec, &names, tasks).finish(t)?;
+    let graph = lower::Lowering::new(file, text, &spec, &names, tasks, build_contexts).finish(t)?;
     let context_exclude = graph
         .nodes
         .iter()

@@ -78,7 +78,7 @@ fn from_serde(file: &str, e: serde_path_to_error::Error<serde_json::Error>) -> S
     if let Some(name) = unknown_variant(&message).filter(|_| is_step(&path)) {
         path.push_str(".stepType");
         message = format!(
-            "unknown step type `{name}`; expected one of: {} (0.0's copy-changeset, copy-layer-stack, dump-objects, import-objects, snapshot-files and export-image are recognised but not built)",
+            "unknown step type `{name}`; expected one of: {} (0.0's copy-changeset, copy-layer-stack and dump-objects are recognised but not built)",
             BUILT_STEPS.join(", ")
         );
     } else if is_step(&path) && message.contains("missing field `stepType`") {

@@ -23,7 +23,7 @@ fn unknown_step_type_names_the_path_and_the_valid_ones() {
     let e = err(text);
     assert!(e.starts_with("s.json:4:"), "{e}");
     assert!(e.contains("tasks[1].steps[0].stepType: unknown step type `frobnicate`"), "{e}");
-    assert!(e.contains("apply, apply-changesets, files, run, snapshot-changeset"), "{e}");
+    assert!(e.contains("apply, apply-changesets, export-image, files, import-objects, run, snapshot-changeset, snapshot-files"), "{e}");
 }
 
 #[test]

@@ -3,15 +3,18 @@
 //! so a bad spec fails at once; the build context (default `.`) is filtered
 //! by the spec's `files` tree instead of a `.dockerignore`. `--target`
 //! names the task whose result is built (default: the last task).
+//! `--build-context NAME=docker-image://REF|oci-layout://PATH` replaces the
+//! `images` entry written as NAME (`python:3.10-slim`).
 
 use super::input::{local_dir, Input};
 use super::BuildArgs;
 use anyhow::{bail, Context as _, Result};
 use frontend::spec::Lowered;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Read and lower the spec at `path` for the flags in `a`.
-pub(super) fn read(a: &BuildArgs, path: &Path) -> Result<(Input, Lowered)> {
+pub(super) fn read(a: &BuildArgs, path: &Path, build_contexts: &BTreeMap<String, String>) -> Result<(Input, Lowered)> {
     if a.call.is_some() || a.check.is_some() {
         bail!("--call and --check read a Dockerfile: they do not work with --spec");
     }
@@ -26,7 +29,7 @@ pub(super) fn read(a: &BuildArgs, path: &Path) -> Result<(Input, Lowered)> {
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("reading the task spec {}", path.display()))?;
     let shown = path.display().to_string();
-    let lowered = frontend::spec::build_graph(&shown, &text, a.target.as_deref()).map_err(|e| anyhow::anyhow!("{}", e.render()))?;
+    let lowered = frontend::spec::build_graph_with(&shown, &text, a.target.as_deref(), build_contexts).map_err(|e| anyhow::anyhow!("{}", e.render()))?;
     let input = Input { text: String::new(), shown, file: None, dir: local_dir(&a.context)?, _tmp: None, origin: None };
     Ok((input, lowered))
 }
