@@ -8,6 +8,7 @@ all: build
 
 deps:
 	./scripts/install-deps.sh
+	./scripts/seed-crate.sh
 
 build: deps
 	$(CARGO) build --release --workspace
@@ -58,6 +59,8 @@ test: deps modern-docker
 bench: deps modern-docker
 	$(CARGO) build --release
 	python3 bench/bench.py $(if $(BENCH_N),-n $(BENCH_N))
+	./scripts/install-ocinoco.sh
+	python3 bench/push.py $(if $(BENCH_N),-n $(BENCH_N))
 	$(CARGO) bench --bench transfer
 
 # The docker-build comparison alone (also part of `make test`): every case in

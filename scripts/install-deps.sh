@@ -5,7 +5,7 @@
 # asked when something is missing.
 set -euo pipefail
 
-pkgs=(runc btrfs-progs libclang-dev docker-registry busybox-static debootstrap
+pkgs=(runc btrfs-progs iproute2 iptables libclang-dev docker-registry busybox-static debootstrap
       skopeo umoci qemu-user-static binfmt-support docker.io buildah podman
       tmux jq git python3 python3-venv curl openssh-client nodejs sqlite3
       gcc libc6-dev libseccomp-dev)

@@ -289,7 +289,7 @@ fn scan(rel: &Path, src: &str) -> Scan {
                 i = j + 1;
                 continue;
             }
-            "pub" | "(" | ")" | "crate" if cfg_test && !toks.get(i + 1).is_some_and(|(t, _)| t == "::") => {}
+            "pub" | "(" | ")" | "crate" if cfg_test && toks.get(i + 1).is_none_or(|(t, _)| t != "::") => {}
             "{" => {
                 depth += 1;
                 cfg_test = false;

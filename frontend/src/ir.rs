@@ -183,6 +183,107 @@ pub enum Op {
         /// The replacement base image node.
         new_base: NodeId,
     },
+    /// Layers of other states stacked on `base`: for each part in order,
+    /// the top `layers` layers this build made in `from` (never base-image
+    /// layers), each applied as the diff it is. Config: `base`'s, with the
+    /// parts' layer history entries appended. Task specs lower
+    /// `apply-changesets` and the changesets of `snapshot-changeset` to it.
+    Append {
+        /// The stack to build on.
+        base: NodeId,
+        /// What to stack on it, bottom first.
+        parts: Vec<AppendPart>,
+    },
+    /// A task spec's `import-objects`: a file tree holding one file,
+    /// `filename`, that describes the layer blobs of `objects` as
+    /// stromatekt 0.0 did (`{"layers": [...], "exports": [{"instruction",
+    /// "export", "layer": DESCRIPTOR}]}`). The blobs are made (and kept in
+    /// the store) when the node runs; [`Op::ExportImage`] finds them again.
+    Objects {
+        /// The objects, in order.
+        objects: Vec<ObjectPart>,
+        /// The step's index in its task (the `instruction` of each export).
+        step: usize,
+        /// The file's name in the tree.
+        filename: String,
+    },
+    /// A task spec's `export-image`: `base` unchanged, and, as a side
+    /// effect, an OCI layout written below the build context from image
+    /// manifests read in `base`'s tree.
+    ExportImage(ExportImageOp),
+}
+
+/// One object of an [`Op::Objects`] or [`Op::ExportImage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectPart {
+    /// `layer`: every layer of `from`, one blob each; `changeset`: the top
+    /// `layers` layers of `from` as one blob (their combined diff).
+    pub kind: ObjectKind,
+    /// The spec's name for it (written into the description).
+    pub var: String,
+    /// The state holding the layers.
+    pub from: NodeId,
+    /// For a changeset: how many top layers of `from` it is.
+    #[serde(default)]
+    pub layers: usize,
+    /// For a changeset: the blob's media type (`...tar` or `...tar+gzip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+}
+
+/// What an [`ObjectPart`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ObjectKind {
+    /// A layer stack (image or task result).
+    Layer,
+    /// A changeset.
+    Changeset,
+}
+
+/// A file of a tree taken as a blob (`snapshot-files`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileBlob {
+    /// The state whose tree holds the file.
+    pub from: NodeId,
+    /// Path in that tree, relative to its root.
+    pub path: String,
+    /// The blob's media type.
+    pub media_type: String,
+}
+
+/// An [`Op::ExportImage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportImageOp {
+    /// The tree the manifests are read from; also the op's result.
+    pub base: NodeId,
+    /// Manifest files in `base`'s tree (relative paths), listed in the
+    /// layout's index in this order.
+    pub manifests: Vec<String>,
+    /// The objects imported before this step: the only layer blobs the
+    /// manifests may refer to.
+    #[serde(default)]
+    pub objects: Vec<ObjectPart>,
+    /// The files snapshotted before this step: the only other blobs the
+    /// manifests may refer to (configs).
+    #[serde(default)]
+    pub blobs: Vec<FileBlob>,
+    /// Directory below the build context the layout goes in.
+    pub dest: String,
+    /// The layout's directory name inside `dest`.
+    pub name: String,
+    /// Annotations of the layout's index.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// One part of an [`Op::Append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendPart {
+    /// The state whose layers are taken.
+    pub from: NodeId,
+    /// How many of its top layers (layers this build made).
+    pub layers: usize,
 }
 
 /// How a parallel group treats two members writing the same path.
@@ -200,7 +301,8 @@ pub enum Overlap {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Network {
-    /// The builder's default (host networking, as buildah does).
+    /// The builder's default: a network namespace of the build's own with
+    /// outbound access (as BuildKit's RUN on Docker's bridge).
     #[default]
     Default,
     /// No network: a fresh network namespace with loopback only.
@@ -251,6 +353,11 @@ pub struct Exec {
     /// in BuildKit, neither in the history text nor in the cache key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxy_env: Vec<String>,
+    /// Working directory of the command (absolute), instead of `base`'s
+    /// WorkingDir; not written to the image config. Set by task specs
+    /// (`process.cwd`), never by a Dockerfile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
 
 /// A file given inline (heredoc).
@@ -534,6 +641,18 @@ impl Op {
                 v
             }
             Op::Rebase { base, old_base, new_base } => vec![*base, *old_base, *new_base],
+            Op::Append { base, parts } => {
+                let mut v = vec![*base];
+                v.extend(parts.iter().map(|p| p.from));
+                v
+            }
+            Op::Objects { objects, .. } => objects.iter().map(|o| o.from).collect(),
+            Op::ExportImage(x) => {
+                let mut v = vec![x.base];
+                v.extend(x.objects.iter().map(|o| o.from));
+                v.extend(x.blobs.iter().map(|b| b.from));
+                v
+            }
         }
     }
 
@@ -551,6 +670,9 @@ impl Op {
             Op::Merge { .. } => "merge",
             Op::Remove { .. } => "remove",
             Op::Rebase { .. } => "rebase",
+            Op::Append { .. } => "append",
+            Op::Objects { .. } => "objects",
+            Op::ExportImage(_) => "export-image",
         }
     }
 }
@@ -579,6 +701,7 @@ mod tests {
                         with: vec![],
                         layer_name: Some("tools".into()),
                         proxy_env: vec![],
+                        cwd: None,
                     }),
                     origin: None,
                     created_by: Some("RUN /bin/sh -c true # buildkit".into()),

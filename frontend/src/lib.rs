@@ -46,6 +46,7 @@ pub mod quote;
 pub mod reference;
 pub mod remote;
 pub mod span;
+pub mod spec;
 pub mod syntax;
 
 pub use error::{Error, ErrorKind};

@@ -213,7 +213,7 @@ fn base_image(graph: &Graph, node: NodeId) -> Option<(String, Option<String>)> {
             Op::Rebase { new_base, .. } => n = *new_base,
             Op::Exec(e) => n = e.base,
             Op::Copy(c) => n = c.base,
-            Op::Config { base, .. } | Op::Remove { base, .. } | Op::Merge { base, .. } => n = *base,
+            Op::Config { base, .. } | Op::Remove { base, .. } | Op::Merge { base, .. } | Op::Append { base, .. } => n = *base,
             _ => return None,
         }
     }

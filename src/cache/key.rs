@@ -63,6 +63,8 @@ pub enum Kind {
     Rebase,
     /// `# stromatekt:with`: the base with other stacks mixed in.
     Mix,
+    /// Layers of other states stacked on a base (task specs).
+    Append,
     /// After a RUN on a mixed tree: the base plus what the RUN wrote.
     Unmix,
     /// The gzip blob record of one layer (`cache/layers/<key>.json`).
@@ -84,6 +86,7 @@ impl Kind {
             Kind::Merge => "merge",
             Kind::Remove => "remove",
             Kind::Rebase => "rebase",
+            Kind::Append => "append",
             Kind::Mix => "mix",
             Kind::Unmix => "unmix",
             Kind::LayerRecord => "layer-record",
@@ -573,6 +576,11 @@ pub fn remove(start: Option<&str>, layers: &[&str]) -> CacheKey {
 /// `# stromatekt:base`: `layers` stacked on the new base's tree.
 pub fn rebase(new_base: Option<&str>, layers: &[&str]) -> CacheKey {
     KeyBuilder::new(Kind::Rebase).input("new-base", new_base).strs("layers", layers).finish()
+}
+
+/// Task specs' `Append`: `layers` stacked on `base`'s tree.
+pub fn append(base: Option<&str>, layers: &[&str]) -> CacheKey {
+    KeyBuilder::new(Kind::Append).input("base", base).strs("layers", layers).finish()
 }
 
 /// `# stromatekt:with`: `base` with the trees `with` mixed in, in order.

@@ -11,6 +11,7 @@ mod input;
 mod lazy;
 mod multi;
 mod resolver;
+mod spec;
 
 pub(super) use input::Input;
 use input::{dockerignore_text, is_remote_context, local_dir, read_input};
@@ -92,6 +93,11 @@ pub struct BuildArgs {
     /// instead of a Dockerfile.
     #[arg(long = "graph", value_name = "FILE")]
     pub graph: Option<PathBuf>,
+    /// Build a stromatekt 0.0 task spec (JSON) instead of a Dockerfile;
+    /// `--target RESULTVAR` picks the task (default: the last one), the
+    /// context defaults to `.` (docs/spec.md).
+    #[arg(long = "spec", value_name = "FILE", conflicts_with_all = ["graph", "file"])]
+    pub spec: Option<PathBuf>,
     /// Steps run at once (default: twice the cores, at least 4).
     #[arg(short = 'j', long = "jobs")]
     pub jobs: Option<usize>,
@@ -148,6 +154,7 @@ pub struct BuildArgs {
     /// The build context: a directory, a Git URL (`https://host/repo.git#ref:subdir`,
     /// `git@host:repo.git`, `?ref=&subdir=...`), an http(s) URL (a tarball or a Dockerfile),
     /// or `-` (standard input: a Dockerfile, or a tar of the context).
+    #[arg(required = false, required_unless_present = "spec", default_value_if("spec", clap::builder::ArgPredicate::IsPresent, "."))]
     pub context: PathBuf,
 }
 
@@ -223,7 +230,9 @@ impl<E: Executor> Executor for AddHosts<'_, E> {
 }
 
 /// The `/etc/hosts` text for `--add-host` values (None when there are none).
-fn hosts_file(add_hosts: &[String]) -> Result<Option<String>> {
+/// `host-gateway` stands for `gateway`, the host's address on the build's
+/// network (as Docker's bridge gateway); None only checks the values.
+fn hosts_file(add_hosts: &[String], gateway: Option<std::net::IpAddr>) -> Result<Option<String>> {
     if add_hosts.is_empty() {
         return Ok(None);
     }
@@ -234,10 +243,11 @@ fn hosts_file(add_hosts: &[String]) -> Result<Option<String>> {
             bail!("--add-host {h:?}: invalid host name {host:?}");
         }
         let ip = ip.trim_start_matches('[').trim_end_matches(']');
-        if ip == "host-gateway" {
-            bail!("--add-host {h:?}: host-gateway is not supported (RUN uses the host's network; give the address itself)");
-        }
-        let addr: std::net::IpAddr = ip.parse().map_err(|_| anyhow!("--add-host {h:?}: {ip:?} is not an IP address"))?;
+        let addr: std::net::IpAddr = match (ip, gateway) {
+            ("host-gateway", Some(g)) => g,
+            ("host-gateway", None) => continue,
+            _ => ip.parse().map_err(|_| anyhow!("--add-host {h:?}: {ip:?} is not an IP address"))?,
+        };
         text.push_str(&format!("{addr}\t{host}\n"));
     }
     Ok(Some(text))
@@ -374,18 +384,15 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         Some(v) if v.is_empty() => None,
         Some(v) => Some(v.trim().parse::<u64>().map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?}: expected seconds since 1970"))?),
     };
-    for e in &a.allow {
-        if e != "security.insecure" && e != "network.host" {
-            bail!("--allow {e}: unknown entitlement (stromatekt knows security.insecure and network.host)");
-        }
-    }
     let network = match a.network.as_deref() {
         None | Some("default") => None,
         Some("host") => Some(Network::Host),
         Some("none") => Some(Network::None),
         Some(n) => bail!("--network {n:?}: expected default, host or none (named networks are not supported)"),
     };
-    let hosts = hosts_file(&a.add_hosts)?;
+    let allowed = super::entitlements::parse(&a.allow, network)?;
+    // Checked now; written once the build's network (host-gateway) is known.
+    hosts_file(&a.add_hosts, None)?;
     let mut secrets = BTreeMap::new();
     for s in &a.secrets {
         let (id, v) = parse_secret(s)?;
@@ -421,7 +428,17 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     let auth = crate::sources::git::GitAuth { secrets: secrets.clone(), ssh: ssh.clone() };
     let keep_git_dir = build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE" | "t"));
     let named_dirs = super::named_contexts::local_dirs(&build_contexts)?;
+    // A task spec is read and lowered before anything else.
+    let (spec_input, lowered_spec) = match &a.spec {
+        Some(path) => {
+            let (i, l) = spec::read(a, path, &build_contexts)?;
+            (Some(i), Some(l))
+        }
+        None => (None, None),
+    };
+    let dockerfile = a.graph.is_none() && a.spec.is_none();
     let input = match &a.graph {
+        _ if spec_input.is_some() => spec_input.expect("checked"),
         Some(g) => {
             if !a.context.is_dir() {
                 bail!("build context {} is not a directory", a.context.display());
@@ -431,9 +448,13 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         None => read_input(a, early.as_ref().map(|(s, _)| s), &auth, keep_git_dir)?,
     };
     // As BuildKit: only a local context is filtered by a .dockerignore.
-    let ignore = if input.origin.is_some() { String::new() } else { dockerignore_text(input.file.as_deref(), &input.dir)? };
+    let ignore = match &lowered_spec {
+        Some(l) => l.context_exclude.join("\n"),
+        None if input.origin.is_some() => String::new(),
+        None => dockerignore_text(input.file.as_deref(), &input.dir)?,
+    };
     let call = super::call::requested(a.call.as_deref(), a.check.as_deref())?;
-    if a.graph.is_none() {
+    if dockerfile {
         super::call::syntax(&input.text)?;
     }
     if let Some(call) = &call {
@@ -471,7 +492,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     }
     // `# check=error=true` (or BUILDKIT_DOCKERFILE_CHECK=error=true): a
     // violation fails the build here, before the store is even opened.
-    if a.graph.is_none() && super::call::errors_on_violation(&input.text, &build_args) {
+    if dockerfile && super::call::errors_on_violation(&input.text, &build_args) {
         let tmp = tempfile::Builder::new().prefix("stromatekt-check-").tempdir().context("temp dir for base image configs")?;
         let resolver = Resolver::new(tmp.path().to_path_buf(), registry.clone());
         let plat = platform.clone().unwrap_or_else(|| "linux/amd64".into());
@@ -483,7 +504,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     // No SOURCE_DATE_EPOCH from the caller: a global `ARG SOURCE_DATE_EPOCH=N`
     // of the Dockerfile gives it (BuildKit's dockerfile 1.23).
     let epoch = match epoch {
-        None if a.graph.is_none() => frontend::epoch::from_global_arg(&input.text, &build_args).map_err(|e| anyhow!("{}", e.render(&input.shown, &input.text)))?,
+        None if dockerfile => frontend::epoch::from_global_arg(&input.text, &build_args).map_err(|e| anyhow!("{}", e.render(&input.shown, &input.text)))?,
         e => e,
     };
     // A local context's build opens the store only now, after the checks.
@@ -510,7 +531,9 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         base_image_configs(&resolver, &input, &mut o, plat.as_deref().unwrap_or("linux/amd64"));
         frontend::build_graph(&input.text, &o).map_err(|e| anyhow!("{}", e.render(&input.shown, &input.text)))
     };
-    let mut graph = if let Some(g) = &a.graph {
+    let mut graph = if let Some(l) = &lowered_spec {
+        l.graph.clone()
+    } else if let Some(g) = &a.graph {
         let bytes = std::fs::read(g).with_context(|| format!("reading {}", g.display()))?;
         let graph: frontend::ir::Graph =
             serde_json::from_slice(&bytes).with_context(|| format!("{}: not an IR graph (expected `stromatekt graph --format json` output)", g.display()))?;
@@ -524,7 +547,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     } else {
         lower(platform.clone())?
     };
-    let _checks = if a.graph.is_none() {
+    let _checks = if dockerfile {
         super::call::fill_bases(&mut lint_input, &input.text, &|n| base_facts(&resolver, n, &plat));
         Some(super::call::build_checks(&input.text, &lint_input, matches!(progress_mode, Mode::Quiet | Mode::RawJson))?)
     } else {
@@ -532,10 +555,6 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     };
     if platforms.len() > 1 {
         check_multi_outputs(a)?;
-    }
-    let insecure = graph.nodes.iter().any(|n| matches!(&n.op, Op::Exec(e) if e.insecure));
-    if insecure && !a.allow.iter().any(|e| e == "security.insecure") {
-        bail!("RUN --security=insecure needs the entitlement: add --allow security.insecure");
     }
     if let Some(net) = network {
         for n in graph.nodes.iter_mut() {
@@ -546,9 +565,17 @@ pub fn run(a: &BuildArgs) -> Result<()> {
             }
         }
     }
+    // Before anything runs, as BuildKit checks them when it loads the LLB.
+    super::entitlements::check(&graph, &allowed)?;
     check_secrets(&graph, &secrets, &input.shown)?;
     let context = Context::new(&input.dir, &ignore).with_index(&store.cache_path(crate::store::Area::Context));
     let runc = RuncExecutor::new(crate::store::layout::runc_dir(store.root())).with_resources(resources);
+    let gateway = if a.add_hosts.iter().any(|h| h.ends_with(":host-gateway") || h.ends_with("=host-gateway")) {
+        Some(runc.host_gateway().context("--add-host NAME:host-gateway needs the build's network")?)
+    } else {
+        None
+    };
+    let hosts = hosts_file(&a.add_hosts, gateway)?;
     let hosts_dir = match &hosts {
         Some(text) => {
             let d = tempfile::Builder::new().prefix("stromatekt-hosts-").tempdir().context("temp dir for /etc/hosts")?;
@@ -685,10 +712,11 @@ mod tests {
     fn platform_and_hosts() {
         assert_eq!(parse_platform("linux/arm64/v8").unwrap(), "linux/arm64/v8");
         assert!(parse_platform("amd64").is_err());
-        let h = hosts_file(&["db:10.0.0.2".into(), "v6=::1".into()]).unwrap().unwrap();
+        let h = hosts_file(&["db:10.0.0.2".into(), "v6=::1".into()], None).unwrap().unwrap();
         assert!(h.contains("10.0.0.2\tdb\n") && h.contains("::1\tv6\n"), "{h}");
-        assert!(hosts_file(&["db:nope".into()]).is_err());
-        assert!(hosts_file(&["db:host-gateway".into()]).unwrap_err().to_string().contains("host-gateway"));
+        assert!(hosts_file(&["db:nope".into()], None).is_err());
+        let gw = hosts_file(&["gw:host-gateway".into()], Some([10, 89, 0, 1].into())).unwrap().unwrap();
+        assert!(gw.ends_with("10.89.0.1\tgw\n"), "{gw}");
     }
 
     #[test]

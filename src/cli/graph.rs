@@ -1,4 +1,5 @@
-//! `stromatekt graph -f Dockerfile [--format json|dot]`: print the lowered IR.
+//! `stromatekt graph -f Dockerfile [--format json|dot]`: print the lowered IR
+//! (of a 0.0 task spec with `--spec FILE.json`).
 
 use clap::{Args, ValueEnum};
 use frontend::ir::{Graph, Op};
@@ -27,13 +28,22 @@ pub struct GraphArgs {
     /// Build-time variable `KEY=VALUE` (repeatable).
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,
-    /// Stage to build.
+    /// Stage to build (with `--spec`: the task result).
     #[arg(long)]
     pub target: Option<String>,
+    /// A stromatekt 0.0 task spec instead of a Dockerfile (docs/spec.md).
+    #[arg(long = "spec", value_name = "FILE", conflicts_with_all = ["build_args"])]
+    pub spec: Option<PathBuf>,
 }
 
 /// Run `graph`.
 pub fn run(a: &GraphArgs) -> anyhow::Result<()> {
+    if let Some(path) = &a.spec {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {shown}: {e}"))?;
+        let lowered = frontend::spec::build_graph(&shown, &text, a.target.as_deref()).map_err(|e| anyhow::anyhow!("{}", e.render()))?;
+        return print(&lowered.graph, a.format);
+    }
     let shown = a.file.display().to_string();
     let text = if shown == "-" {
         let mut s = String::new();
@@ -49,9 +59,13 @@ pub fn run(a: &GraphArgs) -> anyhow::Result<()> {
     }
     let opts = frontend::LowerOptions { file: shown.clone(), build_args, target: a.target.clone(), ..Default::default() };
     let graph = frontend::build_graph(&text, &opts).map_err(|e| anyhow::anyhow!("{}", e.render(&shown, &text)))?;
-    let out = match a.format {
-        Format::Json => serde_json::to_string_pretty(&graph)? + "\n",
-        Format::Dot => to_dot(&graph),
+    print(&graph, a.format)
+}
+
+fn print(graph: &Graph, format: Format) -> anyhow::Result<()> {
+    let out = match format {
+        Format::Json => serde_json::to_string_pretty(graph)? + "\n",
+        Format::Dot => to_dot(graph),
     };
     use std::io::Write;
     std::io::stdout().write_all(out.as_bytes())?;
@@ -73,6 +87,7 @@ pub fn to_dot(g: &Graph) -> String {
             (Op::Git { remote, .. }, _) => format!("git {remote}"),
             (Op::Remove { layers, .. }, _) => format!("remove {}", layers.join(" ")),
             (Op::Rebase { .. }, Some(o)) => format!("[{}] base swap", o.stage),
+            (Op::Append { .. }, Some(o)) => format!("[{}] {}", o.stage, o.text),
             (Op::Merge { overlap, .. }, _) => format!("parallel group ({})", if *overlap == frontend::ir::Overlap::LastWins { "last-wins" } else { "no overlap" }),
             (_, Some(o)) => format!("[{} {}/{}] {}", o.stage, o.step, o.steps, o.text),
             (op, None) => op.kind().to_string(),

@@ -9,6 +9,7 @@ mod build;
 mod build_resources;
 mod buildx;
 mod call;
+mod entitlements;
 mod cache;
 mod graph;
 mod imagetools;

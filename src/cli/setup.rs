@@ -1,8 +1,10 @@
 //! `stromatekt setup`: make this machine ready to build and say what is
 //! missing. Creates (or verifies) the store at the configured root, with a
 //! loop-mounted btrfs image when the root is not on btrfs; checks that
-//! `runc --version` works; checks that binfmt_misc is mounted (mounting it at
-//! `/proc/sys/fs/binfmt_misc` when we are root) and lists the registered
+//! `runc --version` works; that `ip` and `iptables-restore` (the network of
+//! RUN steps) run, and removes the networks of killed builds; checks that
+//! binfmt_misc is mounted (mounting it at `/proc/sys/fs/binfmt_misc` when we
+//! are root) and lists the registered
 //! qemu handlers, which builds for foreign platforms need. Installing
 //! packages is left to `scripts/install-deps.sh`.
 
@@ -146,6 +148,15 @@ pub fn run() -> Result<()> {
     match runc_version() {
         Ok(v) => println!("runc:    {v}"),
         Err(e) => missing.push(e),
+    }
+
+    match crate::exec::netns::tools() {
+        Ok(v) => println!("network: {v}"),
+        Err(e) => missing.push(e),
+    }
+    // Networks that killed builds left (the next build removes them too).
+    if let Err(e) = crate::exec::netns::sweep() {
+        missing.push(format!("removing leftover build networks: {e}"));
     }
 
     let dir = Path::new(BINFMT_DIR);

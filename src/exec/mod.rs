@@ -2,6 +2,8 @@
 //! records requests and can be primed to fail, for tests without root.
 
 pub mod fake;
+pub mod netns;
+pub mod resolv;
 pub mod resources;
 pub mod rootfs;
 pub mod runc;

@@ -365,6 +365,7 @@ mod tests {
             0,
             vec![],
             &[],
+            None,
         );
         let mut v: serde_json::Value = serde_json::from_str(&crate::exec::spec::to_json(&spec).unwrap()).unwrap();
         let ulimits = ["nofile=100:200".to_string(), "nproc=10".to_string(), "nofile=300:400".to_string()];

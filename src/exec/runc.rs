@@ -2,8 +2,11 @@
 //! bundle whose `config.json` points at the request's rootfs.
 //!
 //! Before running, the working directory is created inside the rootfs and an
-//! `/etc/hosts` and `/etc/resolv.conf` (a copy of the host's) are written into the
-//! bundle and bind-mounted read-only. The container is always deleted afterwards.
+//! `/etc/hosts` and `/etc/resolv.conf` (the host's, as BuildKit rewrites it:
+//! [`super::resolv`]) are written into the bundle and bind-mounted read-only.
+//! Default-network steps join the build's network namespace ([`super::netns`]),
+//! made when the first one runs and removed with the executor. The container
+//! is always deleted afterwards.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -25,6 +28,8 @@ pub struct RuncExecutor {
     running: Mutex<BTreeSet<String>>,
     killed: Mutex<BTreeSet<String>>,
     resources: super::resources::Resources,
+    /// The build's network (reserved, then made, on first use).
+    net: Mutex<Option<super::netns::BuildNetwork>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -43,13 +48,47 @@ impl RuncExecutor {
 
     /// Like [`RuncExecutor::new`] with an explicit path to the runc binary.
     pub fn with_runc(state_dir: PathBuf, runc: PathBuf) -> Self {
-        RuncExecutor { state_dir, runc, running: Mutex::default(), killed: Mutex::default(), resources: Default::default() }
+        RuncExecutor {
+            state_dir,
+            runc,
+            running: Mutex::default(),
+            killed: Mutex::default(),
+            resources: Default::default(),
+            net: Mutex::default(),
+        }
     }
 
     /// Give every container these limits (`--ulimit`, `--memory`, ...).
     pub fn with_resources(mut self, resources: super::resources::Resources) -> Self {
         self.resources = resources;
         self
+    }
+
+    /// The address `host-gateway` stands for: the host's end of the build's
+    /// network, made now so that the address exists on the host for
+    /// `--network=host` steps too (as Docker's bridge gateway does).
+    pub fn host_gateway(&self) -> Result<std::net::IpAddr, ExecError> {
+        self.netns()?;
+        let net = lock(&self.net);
+        let slot = net.as_ref().map(|n| n.slot()).ok_or(ExecError::Runtime {
+            step: "making the network of RUN steps",
+            message: "the build's network is missing".into(),
+        })?;
+        Ok(slot.gateway().into())
+    }
+
+    /// The build's network namespace, made on first call.
+    fn netns(&self) -> Result<PathBuf, ExecError> {
+        let mut net = lock(&self.net);
+        match net.as_mut() {
+            Some(n) => n.ensure(),
+            None => {
+                let mut n = super::netns::BuildNetwork::reserve()?;
+                let path = n.ensure();
+                *net = Some(n);
+                path
+            }
+        }
     }
 
     fn runc(&self) -> Command {
@@ -85,14 +124,16 @@ impl RuncExecutor {
         }
         fs::write(&hosts, text).map_err(rt("writing hosts"))?;
         let resolv = bundle.join("resolv.conf");
-        let host_resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
-        fs::write(&resolv, host_resolv).map_err(rt("writing resolv.conf"))?;
+        let own_netns = req.network != super::Network::Host;
+        fs::write(&resolv, super::resolv::for_step(&super::resolv::host_source(), own_netns))
+            .map_err(rt("writing resolv.conf"))?;
+        let netns = if req.network == super::Network::Default { Some(self.netns()?) } else { None };
         let extra = [
             BindMount { source: hosts, target: "/etc/hosts".into(), readonly: true },
             BindMount { source: resolv, target: "/etc/resolv.conf".into(), readonly: true },
         ];
         let root = fs::canonicalize(&req.rootfs).map_err(rt("resolving rootfs"))?;
-        let mut spec = spec::build(req, &root, uid, gid, gids, &extra);
+        let mut spec = spec::build(req, &root, uid, gid, gids, &extra, netns.as_deref());
         let init = init::take_seccomp(&mut spec)?;
         let mut json = spec::to_json(&spec)?;
         if !self.resources.is_empty() {
@@ -212,6 +253,15 @@ impl Executor for RuncExecutor {
     }
 
     fn recover(&self) -> Result<(), ExecError> {
+        self.recover_containers()?;
+        // Then the networks of builds that died (their slot lock went with
+        // them): a container no longer holds them.
+        super::netns::sweep()
+    }
+}
+
+impl RuncExecutor {
+    fn recover_containers(&self) -> Result<(), ExecError> {
         // runc keeps one directory per container under its `--root`, named by
         // the container id: listing it needs no `runc list` process, and
         // runc is started only for a container to delete.

@@ -2,7 +2,9 @@
 //!
 //! The defaults mirror Docker's: its default capability set, the usual `/proc`,
 //! `/dev`, `/dev/pts`, `/dev/shm`, `/dev/mqueue` and read-only `/sys` mounts, new
-//! pid/ipc/uts/mount namespaces, and a network namespace only for `--network=none`.
+//! pid/ipc/uts/mount/network namespaces: a default-network step joins the
+//! build's namespace ([`super::netns`]), `--network=none` gets an empty one
+//! (loopback only) and `--network=host` the host's.
 //! The seccomp filter is Docker's default profile ([`super::seccomp_profile`],
 //! for the step's capabilities) with the sync family answered with success
 //! ([`super::seccomp`]); a `--security=insecure` step gets only the latter,
@@ -135,6 +137,8 @@ fn namespace(typ: LinuxNamespaceType) -> LinuxNamespace {
 /// `rootfs` is the root path written into the spec; `extra_binds` are mounts added
 /// by the executor itself (`/etc/hosts`, `/etc/resolv.conf`), placed before the
 /// request's own bind mounts so the request can still override them.
+/// `netns` is the network namespace a default-network step joins (None: a
+/// new one, loopback only).
 pub fn build(
     req: &ExecRequest,
     rootfs: &Path,
@@ -142,6 +146,7 @@ pub fn build(
     gid: u32,
     additional_gids: Vec<u32>,
     extra_binds: &[BindMount],
+    netns: Option<&Path>,
 ) -> Spec {
     let mut user = User::default();
     user.set_uid(uid);
@@ -191,11 +196,11 @@ pub fn build(
         mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
         mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
     ];
-    if req.network == Network::None {
-        mounts.push(mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]));
-    } else {
-        // sysfs can only be mounted in a network namespace we own; bind the host's.
+    if req.network == Network::Host {
+        // sysfs can only be mounted in a network namespace of the step's own; bind the host's.
         mounts.push(mount("/sys", "bind", "/sys", &["rbind", "nosuid", "noexec", "nodev", "ro"]));
+    } else {
+        mounts.push(mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]));
     }
     mounts.extend(extra_binds.iter().map(bind));
     mounts.extend(req.mounts.iter().map(bind));
@@ -214,8 +219,14 @@ pub fn build(
         namespace(LinuxNamespaceType::Uts),
         namespace(LinuxNamespaceType::Mount),
     ];
-    if req.network == Network::None {
-        namespaces.push(namespace(LinuxNamespaceType::Network));
+    match (req.network, netns) {
+        (Network::Host, _) => {}
+        (Network::Default, Some(path)) => {
+            let mut ns = namespace(LinuxNamespaceType::Network);
+            ns.set_path(Some(path.to_path_buf()));
+            namespaces.push(ns);
+        }
+        (Network::None | Network::Default, _) => namespaces.push(namespace(LinuxNamespaceType::Network)),
     }
 
     let mut spec = Spec::default();
@@ -279,7 +290,7 @@ mod tests {
 
     #[test]
     fn spec_json_has_expected_fields() {
-        let spec = build(&req(Network::Default), Path::new("/r"), 1000, 1000, vec![10], &[]);
+        let spec = build(&req(Network::Default), Path::new("/r"), 1000, 1000, vec![10], &[], Some(Path::new("/run/netns/stromatekt-3")));
         let v: serde_json::Value = serde_json::from_str(&to_json(&spec).expect("json")).expect("parse");
         assert_eq!(v["process"]["user"]["uid"], 1000);
         assert_eq!(v["process"]["user"]["additionalGids"][0], 10);
@@ -291,8 +302,9 @@ mod tests {
         assert_eq!(caps.len(), 14);
         let ns: Vec<&str> =
             v["linux"]["namespaces"].as_array().expect("ns").iter().filter_map(|n| n["type"].as_str()).collect();
-        assert!(!ns.contains(&"network"));
         assert!(ns.contains(&"pid"));
+        let net = v["linux"]["namespaces"].as_array().expect("ns").iter().find(|n| n["type"] == "network").expect("a network namespace");
+        assert_eq!(net["path"], "/run/netns/stromatekt-3");
         let dests: Vec<&str> =
             v["mounts"].as_array().expect("mounts").iter().filter_map(|m| m["destination"].as_str()).collect();
         assert!(dests.contains(&"/run") && dests.contains(&"/dev/shm") && !dests.contains(&"/tmp"));
@@ -314,7 +326,7 @@ mod tests {
     fn network_none_and_insecure() {
         let mut r = req(Network::None);
         r.insecure = true;
-        let spec = build(&r, Path::new("/r"), 0, 0, vec![], &[]);
+        let spec = build(&r, Path::new("/r"), 0, 0, vec![], &[], None);
         let v: serde_json::Value = serde_json::from_str(&to_json(&spec).expect("json")).expect("parse");
         let ns: Vec<&str> =
             v["linux"]["namespaces"].as_array().expect("ns").iter().filter_map(|n| n["type"].as_str()).collect();

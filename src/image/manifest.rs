@@ -90,6 +90,13 @@ pub fn descriptor(media_type: &str, bytes: &[u8]) -> Descriptor {
     Descriptor { media_type: media_type.into(), digest: digest_of(bytes), size: bytes.len() as u64, annotations: None, platform: None }
 }
 
+/// Whether an index entry is an attestation manifest (BuildKit's
+/// `unknown/unknown` platform, or a `vnd.docker.reference.type` annotation).
+pub fn is_attestation(d: &Descriptor) -> bool {
+    d.platform.as_ref().is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
+        || d.annotations.as_ref().is_some_and(|a| a.contains_key("vnd.docker.reference.type"))
+}
+
 impl Manifest {
     /// A manifest for a config blob and layers.
     pub fn new(config: Descriptor, layers: Vec<Descriptor>) -> Manifest {

@@ -1,6 +1,7 @@
 //! Image assembly: layers (diff -> tar, tar -> tree), config, manifests, OCI
 //! layouts, compression.
 
+pub mod base;
 pub mod blocks;
 pub mod compress;
 pub mod config;

@@ -20,7 +20,8 @@
 //! image's `created` and `author` are kept: they describe the layers on top.
 
 use super::config::{History, ImageConfig};
-use super::manifest::{descriptor, Descriptor, Manifest};
+use super::manifest::{descriptor, is_attestation, Descriptor, Index, Manifest};
+use std::collections::BTreeMap;
 
 /// An image as far as rebasing is concerned.
 #[derive(Debug, Clone, Copy)]
@@ -199,6 +200,30 @@ pub fn rebase(image: ImageParts<'_>, old_base: ImageParts<'_>, new_base: ImagePa
     Ok(Rebased { manifest, config, config_bytes, base_layers: new_layers.len() })
 }
 
+/// The index of a rebased multi-platform image: `old`'s entries in their
+/// order, each image manifest in `replaced` (old digest -> new descriptor)
+/// swapped for its new one (platform and entry annotations kept), the
+/// others kept as they are; attestation manifests are dropped, since they
+/// describe the images before the rebase by digest. Returns the index and
+/// how many attestation manifests were dropped.
+pub fn rebased_index(old: &Index, replaced: &BTreeMap<String, Descriptor>) -> (Index, usize) {
+    let mut out = old.clone();
+    out.manifests.clear();
+    let mut dropped = 0;
+    for e in &old.manifests {
+        if is_attestation(e) {
+            dropped += 1;
+            continue;
+        }
+        let entry = match replaced.get(&e.digest) {
+            Some(n) => Descriptor { media_type: n.media_type.clone(), digest: n.digest.clone(), size: n.size, ..e.clone() },
+            None => e.clone(),
+        };
+        out.manifests.push(entry);
+    }
+    (out, dropped)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -275,6 +300,28 @@ mod tests {
         let small = img(&["a"], vec![], "image");
         let err = rebase(parts("img", &small), parts("old", &old), parts("new", &new)).unwrap_err();
         assert!(matches!(err, RebaseError::TooFewLayers { image_layers: 1, base_layers: 2, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn index_keeps_order_and_platforms_and_drops_attestations() {
+        use crate::image::manifest::{Platform, MANIFEST_V1};
+        let plat = |os: &str, arch: &str| Some(Platform { architecture: arch.into(), os: os.into(), variant: None });
+        let entry = |b: &[u8], os: &str, arch: &str| Descriptor { platform: plat(os, arch), ..descriptor(MANIFEST_V1, b) };
+        let mut amd = entry(b"amd", "linux", "amd64");
+        amd.annotations = Some(BTreeMap::from([("k".to_string(), "v".to_string())]));
+        let arm = entry(b"arm", "linux", "arm64");
+        let att = entry(b"att", "unknown", "unknown");
+        let mut old = Index::new(vec![amd.clone(), arm.clone(), att]);
+        old.annotations = Some(BTreeMap::from([("i".to_string(), "1".to_string())]));
+        let new_amd = descriptor(MANIFEST_V1, b"amd rebased");
+        let (idx, dropped) = rebased_index(&old, &BTreeMap::from([(amd.digest.clone(), new_amd.clone())]));
+        assert_eq!(dropped, 1);
+        assert_eq!(idx.manifests.len(), 2);
+        assert_eq!((idx.manifests[0].digest.as_str(), idx.manifests[0].size), (new_amd.digest.as_str(), new_amd.size));
+        assert_eq!(idx.manifests[0].platform, amd.platform);
+        assert_eq!(idx.manifests[0].annotations, amd.annotations);
+        assert_eq!(idx.manifests[1], arm, "an entry not rebased is kept");
+        assert_eq!(idx.annotations, old.annotations);
     }
 
     #[test]

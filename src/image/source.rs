@@ -18,6 +18,11 @@ pub struct SourceImage {
     pub config: ImageConfig,
     /// Layer descriptors (bottom first) and the local file holding each blob.
     pub layers: Vec<(Descriptor, PathBuf)>,
+    /// What an image built on this one records as its base: the registry
+    /// reference and the digest it resolved to. None for an image read from
+    /// an OCI layout: a path on the building machine names nothing another
+    /// machine (or a later `stromatekt rebase`) can fetch.
+    pub base: Option<super::base::BaseRef>,
 }
 
 /// Errors reading a local image.
@@ -120,7 +125,7 @@ fn read_image(dir: &Path, mut desc: Descriptor, platform: &str) -> Result<Source
         )));
     }
     let layers = manifest.layers.iter().map(|l| (l.clone(), blob(&l.digest))).collect();
-    Ok(SourceImage { manifest_desc: desc, manifest, config, layers })
+    Ok(SourceImage { manifest_desc: desc, manifest, config, layers, base: None })
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@
 //! manifests by digest are added to it.
 
 use crate::image::layout::Layout;
-use crate::image::manifest::{descriptor, Descriptor, Index, Manifest, INDEX_V1};
+use crate::image::manifest::{descriptor, is_attestation, Descriptor, Index, Manifest, INDEX_V1};
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -208,6 +208,26 @@ impl Annotations {
             .collect()
     }
 
+    /// These annotations plus each base image's `org.opencontainers.image.base.*`
+    /// on the image manifest of its platform (None: the only one), as
+    /// crane and ko record a base (BuildKit records none; our addition).
+    /// A user who sets either key (`--annotation`) gets theirs alone.
+    pub fn with_bases(&self, bases: &[(Option<&str>, &crate::image::base::BaseRef)]) -> Annotations {
+        use crate::image::base::{BASE_DIGEST, BASE_NAME};
+        let user_set = self.entries.keys().any(|k| k.place == Place::Manifest && (k.key == BASE_NAME || k.key == BASE_DIGEST));
+        if user_set {
+            return self.clone();
+        }
+        let mut a = self.clone();
+        for (platform, base) in bases {
+            let platform = platform.and_then(normalize_platform);
+            for (key, value) in base.annotations() {
+                a.entries.insert(AnnotationKey { place: Place::Manifest, platform: platform.clone(), key }, value);
+            }
+        }
+        a
+    }
+
     /// For the image index.
     pub fn index(&self) -> BTreeMap<String, String> {
         self.collect(Place::Index, None)
@@ -273,11 +293,6 @@ pub fn annotate_manifest_json(bytes: &[u8], extra: &BTreeMap<String, String>) ->
     Ok(m.to_json())
 }
 
-/// Whether an index entry is an attestation manifest (no user annotations).
-fn is_attestation(d: &Descriptor) -> bool {
-    d.platform.as_ref().is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
-        || d.annotations.as_ref().is_some_and(|a| a.contains_key("vnd.docker.reference.type"))
-}
 
 /// The `os/arch[/variant]` of an index entry.
 fn platform_of(d: &Descriptor) -> Option<String> {
@@ -399,6 +414,22 @@ mod tests {
         assert_eq!(a.manifest_descriptor(Some("linux/amd64")), map(&[("both", "2")]));
         assert_eq!(a.index(), map(&[("both", "2")]));
         assert_eq!(a.index_descriptor(), map(&[("id", "4")]));
+    }
+
+    #[test]
+    fn base_annotations_per_platform_and_user_override() {
+        use crate::image::base::{BaseRef, BASE_DIGEST, BASE_NAME};
+        let amd = BaseRef { name: "r/base:1".into(), digest: "sha256:a".into() };
+        let arm = BaseRef { name: "r/base:1".into(), digest: "sha256:b".into() };
+        let a = flags(&["k=v"]).unwrap().with_bases(&[(Some("linux/amd64"), &amd), (Some("linux/arm64"), &arm)]);
+        assert_eq!(a.manifest(Some("linux/amd64")), map(&[(BASE_DIGEST, "sha256:a"), (BASE_NAME, "r/base:1"), ("k", "v")]));
+        assert_eq!(a.manifest(Some("linux/arm64")).get(BASE_DIGEST).map(String::as_str), Some("sha256:b"));
+        assert!(a.index().is_empty() && a.manifest_descriptor(Some("linux/amd64")).is_empty());
+        let single = Annotations::default().with_bases(&[(None, &amd)]);
+        assert_eq!(single.manifest(None), amd.annotations());
+        // The user's key wins, and the other one is not half-recorded.
+        let user = flags(&[&format!("{BASE_NAME}=mine")]).unwrap().with_bases(&[(None, &amd)]);
+        assert_eq!(user.manifest(None), map(&[(BASE_NAME, "mine")]));
     }
 
     #[test]

@@ -141,6 +141,9 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
             progress.message(&format!("warning: {what} cannot hold attestations (no image index): they are not in it; push the image or use type=oci to keep them"));
         }
     };
+    // The final stage's base image, recorded on the manifest.
+    let bases: Vec<(Option<&str>, &crate::image::base::BaseRef)> = state.base.iter().map(|b| (None, b)).collect();
+    let annotations_of = |o: &OutputSpec| req.annotations.merged(&o.annotations).with_bases(&bases);
     let mut outputs = req.outputs.clone();
     if req.push {
         outputs.push(OutputSpec { push: true, ..spec::parse("type=image").map_err(|e| anyhow!("{e}"))? });
@@ -159,7 +162,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
             }
             Kind::Oci if !o.oci_as_tar() => {
                 let Some(Dest::Path(dir)) = &o.dest else { return Err(anyhow!("type=oci,tar=false needs dest=DIR")) };
-                let ann = req.annotations.merged(&o.annotations);
+                let ann = annotations_of(o);
                 let (img_ann, idx_ann) = attested::split_annotations(&ann);
                 let plain = image(encoding_of(o), &mut parts)?;
                 let in_layout = attested::usable(&plain, atts.in_layout())?;
@@ -177,7 +180,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
             }
             Kind::Oci | Kind::Docker if o.kind == Kind::Oci || o.dest.is_some() => {
                 let docker = o.kind == Kind::Docker;
-                let ann = req.annotations.merged(&o.annotations);
+                let ann = annotations_of(o);
                 let (img_ann, idx_ann) = attested::split_annotations(&ann);
                 let plain = image(encoding_of(o), &mut parts)?;
                 let in_layout = if docker { vec![] } else { attested::usable(&plain, atts.in_layout())? };
@@ -208,7 +211,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
             // `--load`, and type=image without push= (the docker driver's
             // meaning: into the local image store).
             Kind::Docker | Kind::Image if !o.push => {
-                let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &req.annotations.merged(&o.annotations))?;
+                let img = annotations::annotate_image(image(encoding_of(o), &mut parts)?, &annotations_of(o))?;
                 warn_dropped("the Docker image store (docker load)");
                 std::fs::create_dir_all(&temp).with_context(|| format!("creating {}", temp.display()))?;
                 let tmp = tempfile::Builder::new().prefix(&crate::store::temp_prefix("load")).suffix(".tar").tempfile_in(&temp).context("temp file in the store")?;
@@ -225,7 +228,7 @@ pub fn write_outputs<S: Store>(store: &S, state: &State, req: &Request, progress
                 if names.is_empty() {
                     return Err(anyhow!("pushing needs an image name: add -t REGISTRY/REPO[:TAG] (or name= in --output)"));
                 }
-                let ann = req.annotations.merged(&o.annotations);
+                let ann = annotations_of(o);
                 let (img_ann, idx_ann) = attested::split_annotations(&ann);
                 let plain = image(encoding_of(o), &mut parts)?;
                 let pushed = attested::usable(&plain, atts.pushed())?;

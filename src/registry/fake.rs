@@ -118,7 +118,7 @@ impl FakeRegistry {
     /// Add a manifest under `reference` (and `repository@digest`); returns its digest.
     pub fn add_manifest(&self, reference: &str, bytes: &[u8], media_type: &str) -> String {
         let digest = digest_of(bytes);
-        let raw = RawManifest { bytes: bytes.to_vec(), media_type: media_type.to_string(), digest: digest.clone() };
+        let raw = RawManifest { bytes: bytes.to_vec(), media_type: media_type.to_string(), digest: digest.clone(), index_digest: None };
         let mut s = self.lock();
         s.manifests.insert(format!("{}@{}", repository(reference), digest), raw.clone());
         s.manifests.insert(reference.to_string(), raw);
@@ -166,7 +166,8 @@ impl Registry for FakeRegistry {
         }
         let digest = pick(&raw.bytes, platform)
             .ok_or_else(|| RegistryError::NotFound { what: format!("platform {platform}"), reference: reference.to_string() })?;
-        self.lookup(&format!("{}@{}", repository(reference), digest))
+        let picked = self.lookup(&format!("{}@{}", repository(reference), digest))?;
+        Ok(RawManifest { index_digest: Some(raw.digest), ..picked })
     }
 
     fn fetch_blob(&self, reference: &str, digest: &str, dest: &Path) -> Result<(), RegistryError> {

@@ -82,6 +82,18 @@ pub struct RawManifest {
     pub media_type: String,
     /// `sha256:...` of `bytes`.
     pub digest: String,
+    /// The digest of the index this manifest was picked from for a
+    /// platform ([`Registry::manifest`] of a multi-platform reference), else
+    /// None: what the reference itself names.
+    pub index_digest: Option<String>,
+}
+
+impl RawManifest {
+    /// The digest the reference resolved to: the index's for a manifest
+    /// picked from one, else the manifest's own.
+    pub fn named_digest(&self) -> &str {
+        self.index_digest.as_deref().unwrap_or(&self.digest)
+    }
 }
 
 /// A registry client.

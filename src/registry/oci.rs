@@ -355,7 +355,7 @@ impl OciRegistry {
                 });
             }
         }
-        Ok(RawManifest { bytes, media_type, digest })
+        Ok(RawManifest { bytes, media_type, digest, index_digest: None })
     }
 }
 
@@ -394,7 +394,8 @@ impl Registry for OciRegistry {
         let digest = pick_platform(&raw.bytes, platform)
             .ok_or_else(|| RegistryError::NotFound { what: format!("platform {platform}"), reference: reference.to_string() })?;
         let child = r.clone_with_digest(digest);
-        self.pull_raw(reference, &child)
+        let picked = self.pull_raw(reference, &child)?;
+        Ok(RawManifest { index_digest: Some(raw.digest), ..picked })
     }
 
     fn manifest_raw(&self, reference: &str) -> Result<RawManifest, RegistryError> {

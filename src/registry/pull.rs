@@ -17,6 +17,7 @@
 use super::retry::retry;
 use super::{Registry, RegistryError};
 pub use super::push::PARALLEL_BLOBS;
+use crate::image::base::BaseRef;
 use crate::image::config::ImageConfig;
 use crate::image::manifest::{Descriptor, Manifest, MANIFEST_V1};
 use crate::image::source::SourceImage;
@@ -65,6 +66,10 @@ pub struct ResolvedImage {
     /// The same image pinned by manifest digest (`docker.io/library/busybox@sha256:...`):
     /// pull this to get exactly the image whose config was read.
     pub pinned: String,
+    /// What `reference` resolved to: the index's digest for a
+    /// multi-platform image, else the manifest's (what an image built on
+    /// this one records as its base digest).
+    pub named_digest: String,
     /// Descriptor of the platform's manifest.
     pub manifest_desc: Descriptor,
     /// The manifest.
@@ -73,6 +78,13 @@ pub struct ResolvedImage {
     pub config: ImageConfig,
     /// Local path of the config blob in the content directory.
     pub config_path: PathBuf,
+}
+
+impl ResolvedImage {
+    /// This image as the base of another: its reference and what it resolved to.
+    pub fn as_base(&self) -> BaseRef {
+        BaseRef { name: self.reference.clone(), digest: self.named_digest.clone() }
+    }
 }
 
 /// Path of blob `digest` in content directory `content`.
@@ -178,6 +190,7 @@ pub fn resolve_config(reg: &dyn Registry, reference: &str, platform: &str, conte
     let manifest_desc =
         Descriptor { media_type: media, digest: raw.digest.clone(), size: raw.bytes.len() as u64, annotations: None, platform: None };
     let pinned = pinned_reference(&normalized, &raw.digest)?;
+    let named_digest = raw.named_digest().to_string();
     let config_path = ensure_blob(reg, &pinned, &manifest.config, content)?;
     let bytes = fs::read(&config_path).map_err(io_at(&config_path, "reading"))?;
     let config: ImageConfig = serde_json::from_slice(&bytes)
@@ -188,7 +201,7 @@ pub fn resolve_config(reg: &dyn Registry, reference: &str, platform: &str, conte
             format!("the config lists {} diff_ids but the manifest {} layers", config.rootfs.diff_ids.len(), manifest.layers.len()),
         ));
     }
-    Ok(ResolvedImage { reference: normalized, pinned, manifest_desc, manifest, config, config_path })
+    Ok(ResolvedImage { reference: normalized, pinned, named_digest, manifest_desc, manifest, config, config_path })
 }
 
 /// The image resolved by [`resolve_config`] without its layers: each layer
@@ -199,7 +212,7 @@ pub fn unfetched(resolved: ResolvedImage, content: &Path) -> Result<SourceImage,
     for l in &resolved.manifest.layers {
         layers.push((l.clone(), blob_path(content, &l.digest)?));
     }
-    Ok(SourceImage { manifest_desc: resolved.manifest_desc, manifest: resolved.manifest, config: resolved.config, layers })
+    Ok(SourceImage { base: Some(resolved.as_base()), manifest_desc: resolved.manifest_desc, manifest: resolved.manifest, config: resolved.config, layers })
 }
 
 /// Pull `reference` for `platform` into content directory `content`
@@ -247,7 +260,7 @@ pub fn pull_resolved(reg: &dyn Registry, resolved: ResolvedImage, content: &Path
     if layers.len() != wanted.len() {
         return Err(bad(&resolved.pinned, "not every layer could be downloaded".into()));
     }
-    Ok(SourceImage { manifest_desc: resolved.manifest_desc, manifest: resolved.manifest, config: resolved.config, layers })
+    Ok(SourceImage { base: Some(resolved.as_base()), manifest_desc: resolved.manifest_desc, manifest: resolved.manifest, config: resolved.config, layers })
 }
 
 #[cfg(test)]
@@ -316,6 +329,9 @@ mod tests {
         assert_eq!(resolved.config.architecture, "amd64");
         assert_eq!(resolved.reference, "host:5000/r/x:latest");
         assert_eq!(resolved.pinned, format!("host:5000/r/x@{}", amd.digest));
+        // As a base it is named by the index's digest, not the platform's.
+        assert_eq!(resolved.as_base().digest, digest_of(&idx));
+        assert_eq!(img.base.as_ref().map(|b| b.name.as_str()), Some("host:5000/r/x:latest"));
         let first = pull_resolved(&reg, resolved.clone(), content.path()).unwrap();
         assert_eq!(fs::read(&first.layers[0].1).unwrap(), b"amd64 layer");
         // Everything is present now: pulling again makes no registry call

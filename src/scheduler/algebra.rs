@@ -1,5 +1,6 @@
-//! Layer algebra: `# stromatekt:remove`, `# stromatekt:base` (rebase) and
-//! `# stromatekt:with` (mix-in), on stacks of changesets.
+//! Layer algebra: `# stromatekt:remove`, `# stromatekt:base` (rebase),
+//! `# stromatekt:with` (mix-in) and `Append` (task specs' changesets), on
+//! stacks of changesets.
 //!
 //! A stack is the base image's blobs plus this build's layers, each layer
 //! the diff between two snapshots. Every operation here yields a new stack
@@ -18,7 +19,7 @@ use crate::image::manifest::Descriptor;
 use crate::cache::remote::Part;
 use crate::store::Store;
 use anyhow::{bail, Context as _, Result};
-use frontend::ir::{Node, NodeId};
+use frontend::ir::{AppendPart, Node, NodeId};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -38,7 +39,7 @@ fn layer_entries(history: &[History]) -> Vec<usize> {
 impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     /// Make (or reuse) snapshot `name`: `start` (or empty) with `blobs` and
     /// then `layers` applied in order.
-    fn stacked(&self, name: &str, start: Option<&str>, blobs: &[(Descriptor, PathBuf)], layers: &[LayerRef]) -> Result<()> {
+    pub(super) fn stacked(&self, name: &str, start: Option<&str>, blobs: &[(Descriptor, PathBuf)], layers: &[LayerRef]) -> Result<()> {
         let parts = blobs.iter().map(|(d, f)| Part::Blob(d.clone(), f.clone())).chain(layers.iter().cloned().map(Part::Layer)).collect();
         self.recorded.record(name, start, parts);
         if self.cached(name) {
@@ -112,6 +113,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         if drop_base {
             out.base_blobs.clear();
             out.config.rootfs.diff_ids.clear();
+            out.base = None;
         }
         out.layers = st.layers.iter().enumerate().filter(|(i, _)| !removed.contains(i)).map(|(_, l)| l.clone()).collect();
         // The tree: from the last snapshot before the first change, apply the rest.
@@ -158,6 +160,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         }
         let mut out = st.clone();
         out.base_blobs = new.base_blobs.clone();
+        out.base = new.base.clone();
         out.config.rootfs.diff_ids = new.config.rootfs.diff_ids.clone();
         let old_hist = old.config.history.len();
         let mut history = new.config.history.clone();
@@ -166,6 +169,38 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let ids: Vec<&str> = st.layers.iter().map(|l| l.name.as_str()).collect();
         let name = format!("rebase-{}", key::rebase(new.top.as_deref(), &ids));
         self.stacked(&name, new.top.as_deref(), &[], &st.layers).with_context(|| origin_label(node))?;
+        out.top = Some(name);
+        Ok(out)
+    }
+
+    /// `Append`: `base`'s stack with the top layers of each part stacked on
+    /// it, in order; each layer keeps its diff (and cache key), only the
+    /// tree is new.
+    pub(crate) fn run_append(&self, node: &Node, base: NodeId, parts: &[AppendPart], states: &BTreeMap<NodeId, State>) -> Result<State> {
+        let st = Self::input(states, base)?;
+        let mut out = st.clone();
+        let mut added: Vec<LayerRef> = Vec::new();
+        for p in parts {
+            let from = Self::input(states, p.from)?;
+            if from.layers.len() < p.layers {
+                bail!("{}: append: node {} has {} layers made by this build, not {}", origin_label(node), p.from, from.layers.len(), p.layers);
+            }
+            let entries = layer_entries(&from.config.history);
+            let skip = from.layers.len() - p.layers;
+            added.extend(from.layers[skip..].iter().cloned());
+            // The layers' history entries: the last ones of `from` that stand for layers.
+            let first = entries.len().saturating_sub(p.layers);
+            for &i in &entries[first..] {
+                out.config.history.push(from.config.history[i].clone());
+            }
+        }
+        if added.is_empty() {
+            return Ok(out);
+        }
+        let ids: Vec<&str> = added.iter().map(|l| l.name.as_str()).collect();
+        let name = format!("append-{}", key::append(st.top.as_deref(), &ids));
+        self.stacked(&name, st.top.as_deref(), &[], &added).with_context(|| origin_label(node))?;
+        out.layers.extend(added);
         out.top = Some(name);
         Ok(out)
     }

@@ -74,7 +74,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
 
     /// Commit source tree `key` as `name` after `res`; two nodes fetching the
     /// same thing at once agree on the name, so the loser reuses the winner's.
-    fn finish_source(&self, key: &str, name: &str, res: Result<()>) -> Result<State> {
+    pub(crate) fn finish_source(&self, key: &str, name: &str, res: Result<()>) -> Result<State> {
         if let Err(e) = res {
             let _ = self.store.remove(key);
             return Err(e);

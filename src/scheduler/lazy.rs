@@ -107,7 +107,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                         self.progress.log(s, line.as_bytes());
                     }
                     let lazy = LazyBase { reference: reference.to_string(), pinned, platform: platform.clone(), links: vec![] };
-                    let st = State { base_blobs: img.layers, config: img.config, lazy: Some(lazy), ..State::default() };
+                    let st = State { base_blobs: img.layers, config: img.config, lazy: Some(lazy), base: img.base, ..State::default() };
                     return Ok((st, true));
                 }
             }

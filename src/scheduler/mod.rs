@@ -21,6 +21,7 @@ mod fetch;
 mod lazy;
 pub use lazy::LazyBase;
 mod named;
+mod objects;
 mod algebra;
 pub(crate) use algebra::apply_blob;
 mod merge;
@@ -62,6 +63,10 @@ pub struct State {
     /// not fetched (`top` is None then, `base_blobs` name files that may be
     /// missing); [`Scheduler::materialize`] makes the tree.
     pub lazy: Option<LazyBase>,
+    /// The registry image whose layers `base_blobs` are, as the exported
+    /// image records it (`org.opencontainers.image.base.*`); None on
+    /// scratch, a context, an OCI layout base, or once the base is removed.
+    pub base: Option<crate::image::base::BaseRef>,
 }
 
 impl crate::cache::LayerStack for State {
@@ -564,6 +569,9 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             Op::Merge { base, members, overlap } => self.run_merge(graph, node, *base, members, *overlap, states),
             Op::Remove { base, layers } => self.run_remove(node, *base, layers, states),
             Op::Rebase { base, old_base, new_base } => self.run_rebase(node, *base, *old_base, *new_base, states),
+            Op::Append { base, parts } => self.run_append(node, *base, parts, states),
+            Op::Objects { objects, step, filename } => self.run_objects(node, objects, *step, filename, states),
+            Op::ExportImage(x) => self.run_export_image(node, x, states),
         }
     }
 
@@ -594,7 +602,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             }
             top = Some(name);
         }
-        Ok((State { top, base_blobs: img.layers.clone(), layers: vec![], config: img.config.clone(), context_dir: None, lazy: None }, imported))
+        Ok((State { top, base_blobs: img.layers.clone(), layers: vec![], config: img.config.clone(), context_dir: None, lazy: None, base: img.base.clone() }, imported))
     }
 
     /// WORKDIR: as BuildKit, the directory is created (`mkdir -p`, owned by

@@ -51,6 +51,26 @@ pub fn remap_inputs(op: &mut Op, f: &dyn Fn(NodeId) -> NodeId) {
             *old_base = f(*old_base);
             *new_base = f(*new_base);
         }
+        Op::Append { base, parts } => {
+            *base = f(*base);
+            for p in parts {
+                p.from = f(p.from);
+            }
+        }
+        Op::Objects { objects, .. } => {
+            for o in objects {
+                o.from = f(o.from);
+            }
+        }
+        Op::ExportImage(x) => {
+            x.base = f(x.base);
+            for o in &mut x.objects {
+                o.from = f(o.from);
+            }
+            for b in &mut x.blobs {
+                b.from = f(b.from);
+            }
+        }
     }
 }
 

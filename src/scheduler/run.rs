@@ -100,7 +100,10 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     pub(crate) fn run_exec(&self, node: &Node, e: &Exec, states: &BTreeMap<NodeId, State>) -> Result<State> {
         let base = Self::input(states, e.base)?;
         let env = exec_env(&base.config, &e.env);
-        let cwd = base.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+        let cwd = match &e.cwd {
+            Some(dir) => dir.clone(),
+            None => base.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into()),
+        };
         let user = base.config.config.user.clone().unwrap_or_default();
         let step = self.step(node);
         let mounts = match self.prepare_mounts(e, &cwd, states) {

@@ -306,3 +306,51 @@ fn a_context_tree_is_walked_once_per_build() {
     let top = |s: &BTreeMap<NodeId, State>| s[&g.exports[0].node].top.clone();
     assert_eq!(top(&states), top(&again));
 }
+
+/// Task specs: tasks that need nothing of each other run at once, and the
+/// changesets a task applies are the very layers other tasks made,
+/// restacked in the order it names them (`Append`).
+#[test]
+fn spec_tasks_overlap_and_changesets_restack() {
+    let f = fixture();
+    let spans = Spans::default();
+    let exec = fake_recording(spans.clone());
+    let run = |cmd: &str| format!(r#"{{"stepType": "run", "spec": {{"version": "1.0.0", "process": {{"args": ["sh", "-c", "{cmd}"]}}}}}}"#);
+    let snap = |var: &str| format!(r#"{{"stepType": "snapshot-changeset", "var": "{var}"}}"#);
+    let text = format!(
+        r#"{{"tasks": [
+          {{"resultVar": "a", "steps": [{}, {}, {}, {}]}},
+          {{"resultVar": "b", "steps": [{}, {}]}},
+          {{"resultVar": "c", "steps": [{}, {{"stepType": "apply-changesets", "layers": ["y", "bs", "x"]}}, {}]}}]}}"#,
+        run("sleep 3 && touch /a1"),
+        snap("x"),
+        run("touch /a2"),
+        snap("y"),
+        run("sleep 3 && touch /b"),
+        snap("bs"),
+        run("touch /c1"),
+        run("touch /c2"),
+    );
+    let g = frontend::spec::build_graph("spec.json", &text, None).map_err(|e| e.render()).unwrap().graph;
+    let progress = Progress::new(Mode::Quiet);
+    let sched = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, opts());
+    let st = sched.run(&g).map(|states| states[&g.exports[0].node].clone()).unwrap();
+    let spans = spans.lock().unwrap().clone();
+    let span = |needle: &str| spans.iter().find(|s| s.0.contains(needle)).map(|s| (s.1, s.2)).unwrap();
+    let (a1, b, a2, c2) = (span("touch /a1"), span("touch /b"), span("touch /a2"), span("touch /c2"));
+    assert!(a1.0 < b.1 && b.0 < a1.1, "tasks a and b did not run at once");
+    assert!(a1.1 <= a2.0, "a task's steps run in order");
+    assert!(a2.1 <= c2.0 && b.1 <= c2.0, "c ran before the changesets it applies");
+    // c's layers: y (a2), bs (b), x (a1), then its own c1 and c2.
+    let files: Vec<Vec<String>> = st
+        .layers
+        .iter()
+        .map(|l| f.store.diff(l.parent.as_deref(), &l.name).unwrap().into_iter().map(|c| c.path.display().to_string()).collect())
+        .collect();
+    assert_eq!(files, vec![vec!["a2"], vec!["b"], vec!["a1"], vec!["c1"], vec!["c2"]]);
+    let top = f.store.get(st.top.as_deref().unwrap()).unwrap();
+    for p in ["a1", "a2", "b", "c1", "c2"] {
+        assert!(top.join(p).is_file(), "{p} missing from c's tree");
+    }
+    assert_eq!(st.config.history.len(), 5, "one history entry per layer");
+}

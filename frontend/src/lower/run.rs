@@ -99,7 +99,7 @@ pub(super) fn lower_run(l: &mut Lowerer<'_>, r: &Run, base: NodeId, index: usize
         scope.declared.iter().map(|k| format!("{k}={}", scope.vars.get(k).map(String::as_str).unwrap_or(""))).collect();
     let prefix = if shown_args.is_empty() { String::new() } else { format!("|{} {} ", shown_args.len(), shown_args.join(" ")) };
     let shown = argv.join(" ");
-    let exec = Exec { base, args: argv, env: step_env, mounts, network, insecure, files, with: vec![], layer_name: None, proxy_env };
+    let exec = Exec { base, args: argv, env: step_env, mounts, network, insecure, files, with: vec![], layer_name: None, proxy_env, cwd: None };
     Ok(l.push(Op::Exec(exec), Some(o), Some(format!("RUN {prefix}{shown} # buildkit"))))
 }
 

@@ -187,6 +187,7 @@ fn sample_exec() -> Exec {
         with: vec![NodeId(7)],
         layer_name: Some("toolchain".into()),
         proxy_env: vec!["HTTP_PROXY=http://proxy:3128".into()],
+        cwd: None,
     }
 }
 

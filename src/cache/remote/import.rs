@@ -18,7 +18,7 @@ use std::sync::Arc;
 enum Source {
     Registry { reg: Arc<dyn Registry>, reference: String },
     Local { dir: PathBuf },
-    S3(s3::S3Cache),
+    S3(Box<s3::S3Cache>),
 }
 
 /// An imported cache manifest (`--cache-from`), asked by the scheduler for
@@ -87,7 +87,7 @@ impl ImportedCache {
         let bytes = client.read_manifest()?.ok_or_else(|| anyhow!("no build cache at {origin} yet (export one with --cache-to type=s3)"))?;
         let config = s3::parse_manifest(&bytes, &origin)?;
         config.validate(&origin)?;
-        Ok(ImportedCache { source: Source::S3(client), config, downloaded: AtomicUsize::new(0), seq: AtomicUsize::new(0) })
+        Ok(ImportedCache { source: Source::S3(Box::new(client)), config, downloaded: AtomicUsize::new(0), seq: AtomicUsize::new(0) })
     }
 
     /// Fetch the cache manifest `reference` and its config (the layer blobs

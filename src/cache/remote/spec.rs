@@ -42,7 +42,7 @@ pub enum CacheSpec {
     /// as BuildKit's S3 cache lays them out (see [`super::s3`]).
     S3 {
         /// Bucket, keys and credentials.
-        s3: S3Spec,
+        s3: Box<S3Spec>,
         /// What to export (ignored when importing).
         mode: CacheMode,
     },
@@ -183,7 +183,7 @@ pub fn parse_cache_option(s: &str) -> Result<CacheOption> {
             CacheSpec::Local { src, dest, mode }
         }
         "inline" => CacheSpec::Inline,
-        "s3" => CacheSpec::S3 { s3: parse_s3(s, &s3)?, mode },
+        "s3" => CacheSpec::S3 { s3: Box::new(parse_s3(s, &s3)?), mode },
         other => bail!("cache option {s:?}: type={other} is not supported (use {SUPPORTED})"),
     };
     Ok(CacheOption { spec, ignore_error })

@@ -49,6 +49,9 @@ pub(super) fn multi_platform_outputs<S: crate::store::Store>(
     // The index `--iidfile` and `--metadata-file` describe (the first output's).
     let mut recorded: Option<crate::image::manifest::Descriptor> = None;
     let plats: Vec<String> = images.iter().map(|(p, _)| p.clone()).collect();
+    // Each platform's base image, recorded on its manifest.
+    let bases: Vec<(Option<&str>, &crate::image::base::BaseRef)> =
+        images.iter().filter_map(|(p, st)| st.base.as_ref().map(|b| (Some(p.as_str()), b))).collect();
     let flag_ann = crate::output::annotations::Annotations::from_flags(&a.annotations)?;
     let mut push_ann = flag_ann.clone();
     for o in &a.outputs {
@@ -56,7 +59,7 @@ pub(super) fn multi_platform_outputs<S: crate::store::Store>(
         match (spec.kind, &spec.dest) {
             (Kind::Oci, Some(Dest::Path(dir))) if !spec.oci_as_tar() => {
                 let d = crate::scheduler::platforms::export_index(store, &images, dir, &tag, jobs, epoch)?;
-                let d = crate::output::annotations::annotate_index(dir, &d, &plats, &flag_ann.merged(&spec.annotations), &tag)?;
+                let d = crate::output::annotations::annotate_index(dir, &d, &plats, &flag_ann.merged(&spec.annotations).with_bases(&bases), &tag)?;
                 let d = crate::output::attach_to_index(dir, d, &tag, attestations, &a.tags, crate::attest::ForImage::in_layout)?;
                 progress.message(&format!("exported index {} ({} platforms) to {}", d.digest, images.len(), dir.display()));
                 recorded.get_or_insert(d);
@@ -78,7 +81,7 @@ pub(super) fn multi_platform_outputs<S: crate::store::Store>(
     if !push_names.is_empty() {
         let tmp = tempfile::Builder::new().prefix(&crate::store::temp_prefix("push")).tempdir_in(store.root()).context("temp dir in the store")?;
         let d = crate::scheduler::platforms::export_index(store, &images, tmp.path(), "latest", jobs, epoch)?;
-        let d = crate::output::annotations::annotate_index(tmp.path(), &d, &plats, &push_ann, "latest")?;
+        let d = crate::output::annotations::annotate_index(tmp.path(), &d, &plats, &push_ann.with_bases(&bases), "latest")?;
         let d = crate::output::attach_to_index(tmp.path(), d, "latest", attestations, &push_names, crate::attest::ForImage::pushed)?;
         for name in &push_names {
             let t = std::time::Instant::now();
