@@ -53,9 +53,9 @@ fn metadata_version_ls_and_unsupported() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("stromatekt*"));
     let help = run(docker(cfg.path()).arg("help"));
     assert!(String::from_utf8_lossy(&help.stdout).contains("stromatekt"), "docker lists the plugin: {help:?}");
-    let out = docker(cfg.path()).args(["buildx", "bake"]).output().unwrap();
+    let out = docker(cfg.path()).args(["buildx", "history"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("buildx bake is not supported"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("buildx history is not supported"), "{out:?}");
     // Installing again replaces our own link quietly.
     run(Command::new(env!("CARGO_BIN_EXE_stromatekt")).args(["docker-plugin", "install", "--dir"]).arg(cfg.path().join("cli-plugins")));
     assert!(!cfg.path().join("cli-plugins/docker-buildx.before-stromatekt").exists());
