@@ -1,6 +1,8 @@
 //! The part of buildx's HCL function library (go-cty's stdlib plus its own)
 //! that bake files use most: string case and trimming, joining and splitting,
-//! comparisons, `coalesce`, `concat`, `length`. A call to any other function
+//! comparisons, `coalesce`, `concat`, `length`, list and map helpers
+//! (`contains`, `distinct`, `flatten`, `keys`, `values`, `merge`), `substr`,
+//! `trim`, `chomp`, `max`, `min`. A call to any other function
 //! fails with hcl-rs's "undefined function" error naming it.
 
 use hcl::eval::{Context, FuncArgs, FuncDef, ParamType};
@@ -98,6 +100,99 @@ fn length(a: FuncArgs) -> Result<Value, String> {
     Ok(Value::from(n as u64))
 }
 
+fn contains(a: FuncArgs) -> Result<Value, String> {
+    match a.first() {
+        Some(Value::Array(items)) => Ok(Value::Bool(a.get(1).is_some_and(|v| items.contains(v)))),
+        _ => Err("contains: the first argument must be a list".into()),
+    }
+}
+fn substr(a: FuncArgs) -> Result<Value, String> {
+    let chars: Vec<char> = s(&a, 0).chars().collect();
+    let num = |i: usize| a.get(i).and_then(|v| v.as_number()).and_then(|n| n.as_i64()).ok_or("substr: offset and length must be numbers");
+    let (off, len) = (num(1)?, num(2)?);
+    let n = chars.len() as i64;
+    let start = if off < 0 { (n + off).max(0) } else { off.min(n) };
+    let end = if len < 0 { n } else { (start + len).min(n) };
+    Ok(Value::String(chars[start as usize..end as usize].iter().collect()))
+}
+fn trim(a: FuncArgs) -> Result<Value, String> {
+    let cut: Vec<char> = s(&a, 1).chars().collect();
+    Ok(Value::String(s(&a, 0).trim_matches(|c| cut.contains(&c)).to_string()))
+}
+fn chomp(a: FuncArgs) -> Result<Value, String> {
+    Ok(Value::String(s(&a, 0).trim_end_matches(['\n', '\r']).to_string()))
+}
+fn distinct(a: FuncArgs) -> Result<Value, String> {
+    let mut out: Vec<Value> = Vec::new();
+    if let Some(Value::Array(items)) = a.first() {
+        for v in items {
+            if !out.contains(v) {
+                out.push(v.clone());
+            }
+        }
+    }
+    Ok(Value::Array(out))
+}
+fn flatten(a: FuncArgs) -> Result<Value, String> {
+    fn flat(v: &Value, out: &mut Vec<Value>) {
+        match v {
+            Value::Array(items) => items.iter().for_each(|i| flat(i, out)),
+            other => out.push(other.clone()),
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(Value::Array(items)) = a.first() {
+        items.iter().for_each(|i| flat(i, &mut out));
+    }
+    Ok(Value::Array(out))
+}
+fn keys(a: FuncArgs) -> Result<Value, String> {
+    match a.first() {
+        Some(Value::Object(o)) => {
+            let mut k: Vec<String> = o.keys().cloned().collect();
+            k.sort();
+            Ok(Value::Array(k.into_iter().map(Value::String).collect()))
+        }
+        _ => Err("keys: a map is required".into()),
+    }
+}
+fn values(a: FuncArgs) -> Result<Value, String> {
+    match a.first() {
+        Some(Value::Object(o)) => {
+            let mut kv: Vec<(&String, &Value)> = o.iter().collect();
+            kv.sort_by(|x, y| x.0.cmp(y.0));
+            Ok(Value::Array(kv.into_iter().map(|(_, v)| v.clone()).collect()))
+        }
+        _ => Err("values: a map is required".into()),
+    }
+}
+fn merge(a: FuncArgs) -> Result<Value, String> {
+    let mut out = hcl::Map::new();
+    for v in a.iter() {
+        if let Value::Object(o) = v {
+            for (k, v) in o {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Ok(Value::Object(out))
+}
+fn numbers(a: &FuncArgs) -> Result<Vec<f64>, String> {
+    a.iter().map(|v| v.as_number().and_then(|n| n.as_f64()).ok_or_else(|| "numbers are required".to_string())).collect()
+}
+fn number(n: f64) -> Value {
+    if n.fract() == 0.0 && n.abs() < 9e15 {
+        Value::from(n as i64)
+    } else {
+        hcl::Number::from_f64(n).map_or(Value::Null, Value::Number)
+    }
+}
+fn max(a: FuncArgs) -> Result<Value, String> {
+    numbers(&a)?.into_iter().reduce(f64::max).map(number).ok_or_else(|| "max: no arguments".into())
+}
+fn min(a: FuncArgs) -> Result<Value, String> {
+    numbers(&a)?.into_iter().reduce(f64::min).map(number).ok_or_else(|| "min: no arguments".into())
+}
 /// Add the functions to an evaluation context.
 pub fn declare(ctx: &mut Context) {
     let one = |f| FuncDef::builder().param(ParamType::Any).build(f);
@@ -134,4 +229,15 @@ pub fn declare(ctx: &mut Context) {
     ctx.declare_func("coalesce", variadic(coalesce));
     ctx.declare_func("concat", variadic(concat));
     ctx.declare_func("length", one(length));
+    ctx.declare_func("contains", two(contains));
+    ctx.declare_func("substr", FuncDef::builder().params([ParamType::Any, ParamType::Any, ParamType::Any]).build(substr));
+    ctx.declare_func("trim", two(trim));
+    ctx.declare_func("chomp", one(chomp));
+    ctx.declare_func("distinct", one(distinct));
+    ctx.declare_func("flatten", one(flatten));
+    ctx.declare_func("keys", one(keys));
+    ctx.declare_func("values", one(values));
+    ctx.declare_func("merge", variadic(merge));
+    ctx.declare_func("max", variadic(max));
+    ctx.declare_func("min", variadic(min));
 }

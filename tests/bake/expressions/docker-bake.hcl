@@ -14,3 +14,18 @@ target "app" {
     NUM = 2 * 21
   }
 }
+target "fn" {
+  tags = distinct(flatten([["a", "b"], ["a", "c"]]))
+  args = {
+    HAS_B = contains(["a", "b"], "b")
+    SUB = substr("hello world", 6, 5)
+    SUB_NEG = substr("hello", -3, -1)
+    TRIMMED = trim("--x--", "-")
+    CHOMPED = chomp("line\n")
+    KEYS = join(",", keys({ b = 1, a = 2 }))
+    VALUES = join(",", values({ b = 1, a = 2 }))
+    MERGED = join(",", keys(merge({ a = 1 }, { c = 3 })))
+    MAX = max(3, 9, 4)
+    MIN = min(3, 9, 4)
+  }
+}
