@@ -273,6 +273,11 @@ pub(crate) fn build_argv(name: &str, t: &Target, inline_dir: &Path) -> Result<Ve
         flag("--annotation", ann.clone());
     }
     for (k, val) in t.contexts.iter().flatten() {
+        if let Some(other) = val.strip_prefix("target:") {
+            bail!(
+                "target {name:?}: the named context {k}=target:{other} (a link to another target) can be printed but not built by stromatekt bake yet"
+            );
+        }
         flag("--build-context", format!("{k}={val}"));
     }
     for (h, ip) in t.extra_hosts.iter().flatten() {

@@ -404,6 +404,84 @@ impl Config {
     }
 }
 
+impl Config {
+    /// One target, merged, overridden and with buildx's defaults for
+    /// `context` (cleaned) and `dockerfile`.
+    fn resolve_target(
+        &self,
+        name: &str,
+        overrides: &BTreeMap<String, BTreeMap<String, Override>>,
+    ) -> Result<Target, BakeError> {
+        let mut resolved = self.merged(name, &mut Vec::new(), overrides)?;
+        resolved.inherits.clear();
+        let ctx = resolved.context.take().unwrap_or_else(|| ".".into());
+        let ctx = match ctx.strip_prefix("cwd://") {
+            Some(rest) => clean_path(rest),
+            None if is_remote(&ctx) => ctx,
+            None => clean_path(&ctx),
+        };
+        resolved.context = Some(ctx);
+        if resolved.dockerfile.as_deref().is_none_or(str::is_empty) {
+            resolved.dockerfile = Some("Dockerfile".into());
+        }
+        Ok(resolved)
+    }
+
+    /// Named contexts `target:OTHER` (buildx's `loadLinks`): OTHER joins the
+    /// targets (with a `cacheonly` output when it was not asked for), its
+    /// entitlements pass to the target using it; linking to itself or in a
+    /// circle is an error.
+    fn load_links(
+        &self,
+        name: &str,
+        targets: &mut BTreeMap<String, Target>,
+        overrides: &BTreeMap<String, BTreeMap<String, Override>>,
+        visited: &mut Vec<String>,
+    ) -> Result<(), BakeError> {
+        visited.push(name.to_string());
+        let links: Vec<String> = targets
+            .get(name)
+            .and_then(|t| t.contexts.as_ref())
+            .map(|c| c.values().filter_map(|v| v.strip_prefix("target:")).map(str::to_string).collect())
+            .unwrap_or_default();
+        for link in links {
+            if link == name {
+                return Err(BakeError::msg(format!("target {link} cannot link to itself")));
+            }
+            if visited.contains(&link) {
+                return Err(BakeError::msg(format!("infinite loop from {name} to {link}")));
+            }
+            if !targets.contains_key(&link) {
+                let mut t = self.resolve_target(&link, overrides)?;
+                let mut cacheonly = Entry::new();
+                cacheonly.insert("type".into(), serde_json::Value::String("cacheonly".into()));
+                t.outputs = Some(vec![cacheonly]);
+                targets.insert(link.clone(), t);
+            }
+            self.load_links(&link, targets, overrides, &mut visited.clone())?;
+            let inherited = targets.get(&link).and_then(|t| t.entitlements.clone()).unwrap_or_default();
+            let (this_platforms, link_platforms) =
+                (targets.get(name).and_then(|t| t.platforms.clone()), targets.get(&link).and_then(|t| t.platforms.clone()));
+            if let Some(t) = targets.get_mut(name) {
+                for e in inherited {
+                    let list = t.entitlements.get_or_insert_with(Vec::new);
+                    if !list.contains(&e) {
+                        list.push(e);
+                    }
+                }
+            }
+            if let (Some(a), Some(b)) = (this_platforms, link_platforms) {
+                if a.len() > 1 && b.len() > 1 && !a.iter().all(|p| b.contains(p)) {
+                    return Err(BakeError::msg(format!(
+                        "target {link} can't be used by {name} because its platforms {b:?} are not a subset of {a:?}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn push_unique(v: &mut Vec<String>, s: &str) {
     if !v.iter().any(|x| x == s) {
         v.push(s.to_string());
@@ -433,18 +511,7 @@ pub fn resolve(
         let (mut targets, mut groups) = (Vec::new(), Vec::new());
         config.expand(name, &mut Vec::new(), &mut targets, &mut groups);
         for t in targets {
-            let mut resolved = config.merged(&t, &mut Vec::new(), &overrides)?;
-            resolved.inherits.clear();
-            let ctx = resolved.context.take().unwrap_or_else(|| ".".into());
-            let ctx = match ctx.strip_prefix("cwd://") {
-                Some(rest) => clean_path(rest),
-                None if is_remote(&ctx) => ctx,
-                None => clean_path(&ctx),
-            };
-            resolved.context = Some(ctx);
-            if resolved.dockerfile.as_deref().is_none_or(str::is_empty) {
-                resolved.dockerfile = Some("Dockerfile".into());
-            }
+            let resolved = config.resolve_target(&t, &overrides)?;
             out.targets.insert(t, resolved);
         }
         for g in groups {
@@ -466,6 +533,10 @@ pub fn resolve(
     let mut seen = std::collections::BTreeSet::new();
     default.targets.retain(|t| seen.insert(t.clone()));
     default.targets.sort();
+    let names: Vec<String> = out.targets.keys().cloned().collect();
+    for name in names {
+        config.load_links(&name, &mut out.targets, &overrides, &mut Vec::new())?;
+    }
     Ok(out)
 }
 
