@@ -4,7 +4,8 @@
 //!
 //! Three targets share a base stage and differ by stage, build args and
 //! labels; they build at once and the shared step runs once; each writes an
-//! OCI layout whose files and config are checked,
+//! OCI layout whose files and config are checked; a fourth target builds on
+//! the first (`contexts = { from-a = "target:a" }`),
 //! and `--metadata-file` has one entry per target. A target whose RUN fails
 //! makes the bake fail naming it.
 //!
@@ -42,7 +43,7 @@ variable "BASE" {}
 variable "OUT" { default = "out" }
 
 group "default" {
-  targets = ["a", "b", "c"]
+  targets = ["a", "b", "c", "d"]
 }
 
 target "common" {
@@ -67,6 +68,12 @@ target "c" {
   target = "c"
   labels = { "org.example.target" = "c" }
   output = ["type=oci,dest=${OUT}/c,tar=false"]
+}
+
+target "d" {
+  contexts = { from-a = "target:a" }
+  dockerfile-inline = "FROM from-a\nRUN cp /a /d\n"
+  output = ["type=oci,dest=${OUT}/d,tar=false"]
 }
 
 target "broken" {
@@ -187,13 +194,17 @@ fn bake_builds_three_targets_and_runs_through_the_plugin() {
 
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
-    for t in ["a", "b", "c"] {
+    for t in ["a", "b", "c", "d"] {
         let d = meta[t]["containerimage.digest"]
             .as_str()
             .unwrap_or_default();
         assert!(d.starts_with("sha256:"), "metadata of {t}: {meta}");
     }
-    assert_eq!(meta.as_object().unwrap().len(), 3, "{meta}");
+    assert_eq!(meta.as_object().unwrap().len(), 4, "{meta}");
+    // d builds on a's image (a named context `target:a`).
+    let d = rootfs("d");
+    assert_eq!(file(&d, "d"), "a\n");
+    assert_eq!(file(&d, "shared"), "shared\n");
 
     // Everything is cached now: a second bake runs no step.
     let o = bake(&env, &dir, &["--progress", "rawjson", "a", "b"]);

@@ -6,9 +6,10 @@
 //! Building: each target becomes one `stromatekt build` request (its
 //! Dockerfile, args, target stage, platforms, outputs, caches, secrets, ...),
 //! and the targets run at once, each as a `stromatekt build` process on the
-//! shared store. They are not merged into one graph: a step two targets share
-//! is cached by whichever finishes it first, but two targets that reach it at
-//! the same moment both run it.
+//! shared store. They are not merged into one graph: a RUN two targets share
+//! runs once because the scheduler locks each RUN step by its cache key
+//! before looking in the cache. A target used by others as a named context
+//! (`target:NAME`) builds first, into an OCI layout the others read.
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Args;
@@ -228,7 +229,15 @@ fn is_remote(s: &str) -> bool {
 
 /// The `stromatekt build` arguments of one target (after `build`).
 /// `inline_dir` receives the Dockerfile of a `dockerfile-inline` target.
-pub(crate) fn build_argv(name: &str, t: &Target, inline_dir: &Path) -> Result<Vec<String>> {
+/// `links` maps a linked target's name to the `oci-layout://` reference its
+/// build writes; `link_out` is where this target's image goes when others link to it.
+pub(crate) fn build_argv(
+    name: &str,
+    t: &Target,
+    inline_dir: &Path,
+    links: &BTreeMap<String, String>,
+    link_out: Option<&Path>,
+) -> Result<Vec<String>> {
     let mut v: Vec<String> = Vec::new();
     let context = t.context.clone().unwrap_or_else(|| ".".into());
     if context == "-" {
@@ -274,17 +283,24 @@ pub(crate) fn build_argv(name: &str, t: &Target, inline_dir: &Path) -> Result<Ve
     }
     for (k, val) in t.contexts.iter().flatten() {
         if let Some(other) = val.strip_prefix("target:") {
-            bail!(
-                "target {name:?}: the named context {k}=target:{other} (a link to another target) can be printed but not built by stromatekt bake yet"
-            );
+            let layout = links.get(other).ok_or_else(|| anyhow!("target {name:?}: the linked target {other:?} was not built"))?;
+            flag("--build-context", format!("{k}={layout}"));
+            continue;
         }
         flag("--build-context", format!("{k}={val}"));
     }
     for (h, ip) in t.extra_hosts.iter().flatten() {
         flag("--add-host", format!("{h}={ip}"));
     }
+    if let Some(dir) = link_out {
+        v.extend(["-o".into(), format!("type=oci,{},tar=false", csv_field(&format!("dest={}", dir.display())))]);
+    }
     for e in t.outputs.iter().flatten() {
         let ty = e.get("type").and_then(|v| v.as_str()).unwrap_or_default();
+        // Only a link's result: the OCI layout above.
+        if ty == "cacheonly" {
+            continue;
+        }
         let only = |keys: &[&str]| e.keys().all(|k| keys.contains(&k.as_str()));
         // The shorthands of --push/--load map onto build's own flags.
         if (ty == "image" || ty == "registry")
@@ -379,59 +395,84 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
     {
         progress = Some("plain".into());
     }
-    let mut children = Vec::new();
-    for (name, t) in &resolved.targets {
-        let mut argv = vec!["build".to_string()];
-        if let Some(p) = &progress {
-            argv.extend(["--progress".into(), p.clone()]);
+    // Targets others use as a named context (`target:NAME`) build first, into
+    // an OCI layout the users read as `oci-layout://`.
+    let link_deps = |t: &Target| -> Vec<String> {
+        t.contexts.iter().flatten().filter_map(|(_, v)| v.strip_prefix("target:")).map(str::to_string).collect()
+    };
+    let mut links = BTreeMap::new();
+    for t in resolved.targets.values() {
+        for d in link_deps(t) {
+            let tag = resolved.targets.get(&d).and_then(|l| l.tags.as_ref()).and_then(|t| t.first()).map(|n| crate::output::image::tag_part(n)).unwrap_or_else(|| "latest".into());
+            links.insert(d.clone(), format!("oci-layout://{}:{tag}", scratch.path().join("links").join(&d).display()));
         }
-        if a.as_docker_plugin {
-            argv.push("--as-docker-plugin".into());
-        }
-        let meta = scratch.path().join(format!("{name}.metadata.json"));
-        if a.metadata_file.is_some() {
-            argv.extend(["--metadata-file".into(), meta.display().to_string()]);
-        }
-        argv.extend(build_argv(name, t, scratch.path())?);
-        let mut child = Command::new(&exe)
-            .arg0("stromatekt")
-            .args(&argv)
-            // The child is plain `stromatekt build`, never the plugin face.
-            .env_remove("BUILDX_BUILDER")
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting the build of target {name:?}"))?;
-        // Progress of several builds on one stderr: whole lines, never mixed.
-        let relay = child.stderr.take().map(|err| {
-            std::thread::spawn(move || {
-                for line in BufReader::new(err).split(b'\n').map_while(Result::ok) {
-                    let mut e = std::io::stderr().lock();
-                    let _ = e.write_all(&line);
-                    let _ = e.write_all(b"\n");
-                }
-            })
-        });
-        children.push((name.clone(), child, meta, relay));
     }
     let mut failed = Vec::new();
     let mut metadata = serde_json::Map::new();
-    for (name, mut child, meta, relay) in children {
-        let status = child
-            .wait()
-            .with_context(|| format!("waiting for target {name:?}"))?;
-        if let Some(r) = relay {
-            let _ = r.join();
+    let mut done = std::collections::BTreeSet::new();
+    let mut remaining: Vec<&String> = resolved.targets.keys().collect();
+    while !remaining.is_empty() && failed.is_empty() {
+        let (ready, rest): (Vec<&String>, Vec<&String>) =
+            remaining.into_iter().partition(|n| link_deps(&resolved.targets[*n]).iter().all(|d| done.contains(d)));
+        if ready.is_empty() {
+            bail!("the targets' target: contexts form a loop");
         }
-        if !status.success() {
-            failed.push(name);
-            continue;
+        remaining = rest;
+        let mut children = Vec::new();
+        for name in ready {
+            let t = &resolved.targets[name];
+            let mut argv = vec!["build".to_string()];
+            if let Some(p) = &progress {
+                argv.extend(["--progress".into(), p.clone()]);
+            }
+            if a.as_docker_plugin {
+                argv.push("--as-docker-plugin".into());
+            }
+            let meta = scratch.path().join(format!("{name}.metadata.json"));
+            if a.metadata_file.is_some() {
+                argv.extend(["--metadata-file".into(), meta.display().to_string()]);
+            }
+            let link_out = links.contains_key(name).then(|| scratch.path().join("links").join(name));
+            argv.extend(build_argv(name, t, scratch.path(), &links, link_out.as_deref())?);
+            let mut child = Command::new(&exe)
+                .arg0("stromatekt")
+                .args(&argv)
+                // The child is plain `stromatekt build`, never the plugin face.
+                .env_remove("BUILDX_BUILDER")
+                .stderr(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("starting the build of target {name:?}"))?;
+            // Progress of several builds on one stderr: whole lines, never mixed.
+            let relay = child.stderr.take().map(|err| {
+                std::thread::spawn(move || {
+                    for line in BufReader::new(err).split(b'\n').map_while(Result::ok) {
+                        let mut e = std::io::stderr().lock();
+                        let _ = e.write_all(&line);
+                        let _ = e.write_all(b"\n");
+                    }
+                })
+            });
+            children.push((name.clone(), child, meta, relay));
         }
-        if a.metadata_file.is_some() {
-            let m = std::fs::read(&meta)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .unwrap_or_else(|| serde_json::json!({}));
-            metadata.insert(name, m);
+        for (name, mut child, meta, relay) in children {
+            let status = child.wait().with_context(|| format!("waiting for target {name:?}"))?;
+            if let Some(r) = relay {
+                let _ = r.join();
+            }
+            if !status.success() {
+                failed.push(name);
+                continue;
+            }
+            // A target only built for others (cacheonly) has no metadata of its own in buildx.
+            let only_link = resolved.targets[&name].outputs.iter().flatten().any(|e| e.get("type").and_then(|v| v.as_str()) == Some("cacheonly"));
+            if a.metadata_file.is_some() && !only_link {
+                let m = std::fs::read(&meta)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .unwrap_or_else(|| serde_json::json!({}));
+                metadata.insert(name.clone(), m);
+            }
+            done.insert(name);
         }
     }
     if let Some(path) = &a.metadata_file {
@@ -472,7 +513,7 @@ mod tests {
         )
         .unwrap_or_default()]);
         let dir = tempfile::tempdir().expect("temp dir");
-        let argv = build_argv("app", &t, dir.path()).expect("valid");
+        let argv = build_argv("app", &t, dir.path(), &BTreeMap::new(), None).expect("valid");
         assert_eq!(
             argv,
             [
