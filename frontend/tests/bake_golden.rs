@@ -15,7 +15,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p).map(|s| s.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()).unwrap_or_default()
+    std::fs::read_to_string(p)
+        .map(|s| {
+            s.lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// What the command line asks for: files, `--set`s, targets.
@@ -37,12 +44,24 @@ fn command_line(args: &[String]) -> (Vec<String>, Vec<String>, Vec<String>) {
 fn run_case(dir: &Path) -> Result<String, String> {
     let (mut names, sets, targets) = command_line(&lines(&dir.join("args")));
     if names.is_empty() {
-        names = bake::DEFAULT_FILES.iter().filter(|n| dir.join(n).exists()).map(|n| n.to_string()).collect();
+        names = bake::DEFAULT_FILES
+            .iter()
+            .filter(|n| dir.join(n).exists())
+            .map(|n| n.to_string())
+            .collect();
     }
-    let files: Vec<BakeFile> =
-        names.iter().map(|n| BakeFile { name: n.clone(), text: std::fs::read_to_string(dir.join(n)).unwrap() }).collect();
-    let env: BTreeMap<String, String> =
-        lines(&dir.join("env")).iter().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let files: Vec<BakeFile> = names
+        .iter()
+        .map(|n| BakeFile {
+            name: n.clone(),
+            text: std::fs::read_to_string(dir.join(n)).unwrap(),
+        })
+        .collect();
+    let env: BTreeMap<String, String> = lines(&dir.join("env"))
+        .iter()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let config = bake::load(&files, &env).map_err(|e| e.to_string())?;
     let resolved = bake::resolve(&config, &targets, &sets).map_err(|e| e.to_string())?;
     Ok(resolved.print_json())
@@ -51,9 +70,17 @@ fn run_case(dir: &Path) -> Result<String, String> {
 #[test]
 fn bake_cases_match_buildx() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bake");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("args").exists()).collect();
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("args").exists())
+        .collect();
     cases.sort();
-    assert!(cases.len() >= 10, "bake cases missing from {}", root.display());
+    assert!(
+        cases.len() >= 10,
+        "bake cases missing from {}",
+        root.display()
+    );
     let mut failures = Vec::new();
     for dir in &cases {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
@@ -62,13 +89,21 @@ fn bake_cases_match_buildx() {
         match (got, dir.join("print.json").exists() && ours_err.is_empty()) {
             (Ok(text), true) => {
                 let a: serde_json::Value = serde_json::from_str(&text).unwrap();
-                let b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("print.json")).unwrap()).unwrap();
+                let b: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(dir.join("print.json")).unwrap())
+                        .unwrap();
                 if a != b {
-                    failures.push(format!("{name}: differs\n--- ours\n{text}\n--- buildx\n{b:#}"));
+                    failures.push(format!(
+                        "{name}: differs\n--- ours\n{text}\n--- buildx\n{b:#}"
+                    ));
                 }
             }
             (Err(e), false) => {
-                let want = if ours_err.is_empty() { lines(&dir.join("error.txt")) } else { ours_err };
+                let want = if ours_err.is_empty() {
+                    lines(&dir.join("error.txt"))
+                } else {
+                    ours_err
+                };
                 if !want.iter().any(|w| e.contains(w.as_str())) {
                     failures.push(format!("{name}: error {e:?}, expected {want:?}"));
                 }

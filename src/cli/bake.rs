@@ -283,7 +283,9 @@ pub(crate) fn build_argv(
     }
     for (k, val) in t.contexts.iter().flatten() {
         if let Some(other) = val.strip_prefix("target:") {
-            let layout = links.get(other).ok_or_else(|| anyhow!("target {name:?}: the linked target {other:?} was not built"))?;
+            let layout = links.get(other).ok_or_else(|| {
+                anyhow!("target {name:?}: the linked target {other:?} was not built")
+            })?;
             flag("--build-context", format!("{k}={layout}"));
             continue;
         }
@@ -293,7 +295,13 @@ pub(crate) fn build_argv(
         flag("--add-host", format!("{h}={ip}"));
     }
     if let Some(dir) = link_out {
-        v.extend(["-o".into(), format!("type=oci,{},tar=false", csv_field(&format!("dest={}", dir.display())))]);
+        v.extend([
+            "-o".into(),
+            format!(
+                "type=oci,{},tar=false",
+                csv_field(&format!("dest={}", dir.display()))
+            ),
+        ]);
     }
     for e in t.outputs.iter().flatten() {
         let ty = e.get("type").and_then(|v| v.as_str()).unwrap_or_default();
@@ -398,13 +406,30 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
     // Targets others use as a named context (`target:NAME`) build first, into
     // an OCI layout the users read as `oci-layout://`.
     let link_deps = |t: &Target| -> Vec<String> {
-        t.contexts.iter().flatten().filter_map(|(_, v)| v.strip_prefix("target:")).map(str::to_string).collect()
+        t.contexts
+            .iter()
+            .flatten()
+            .filter_map(|(_, v)| v.strip_prefix("target:"))
+            .map(str::to_string)
+            .collect()
     };
     let mut links = BTreeMap::new();
     for t in resolved.targets.values() {
         for d in link_deps(t) {
-            let tag = resolved.targets.get(&d).and_then(|l| l.tags.as_ref()).and_then(|t| t.first()).map(|n| crate::output::image::tag_part(n)).unwrap_or_else(|| "latest".into());
-            links.insert(d.clone(), format!("oci-layout://{}:{tag}", scratch.path().join("links").join(&d).display()));
+            let tag = resolved
+                .targets
+                .get(&d)
+                .and_then(|l| l.tags.as_ref())
+                .and_then(|t| t.first())
+                .map(|n| crate::output::image::tag_part(n))
+                .unwrap_or_else(|| "latest".into());
+            links.insert(
+                d.clone(),
+                format!(
+                    "oci-layout://{}:{tag}",
+                    scratch.path().join("links").join(&d).display()
+                ),
+            );
         }
     }
     let mut failed = Vec::new();
@@ -412,8 +437,11 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
     let mut done = std::collections::BTreeSet::new();
     let mut remaining: Vec<&String> = resolved.targets.keys().collect();
     while !remaining.is_empty() && failed.is_empty() {
-        let (ready, rest): (Vec<&String>, Vec<&String>) =
-            remaining.into_iter().partition(|n| link_deps(&resolved.targets[*n]).iter().all(|d| done.contains(d)));
+        let (ready, rest): (Vec<&String>, Vec<&String>) = remaining.into_iter().partition(|n| {
+            link_deps(&resolved.targets[*n])
+                .iter()
+                .all(|d| done.contains(d))
+        });
         if ready.is_empty() {
             bail!("the targets' target: contexts form a loop");
         }
@@ -432,8 +460,16 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
             if a.metadata_file.is_some() {
                 argv.extend(["--metadata-file".into(), meta.display().to_string()]);
             }
-            let link_out = links.contains_key(name).then(|| scratch.path().join("links").join(name));
-            argv.extend(build_argv(name, t, scratch.path(), &links, link_out.as_deref())?);
+            let link_out = links
+                .contains_key(name)
+                .then(|| scratch.path().join("links").join(name));
+            argv.extend(build_argv(
+                name,
+                t,
+                scratch.path(),
+                &links,
+                link_out.as_deref(),
+            )?);
             let mut child = Command::new(&exe)
                 .arg0("stromatekt")
                 .args(&argv)
@@ -455,7 +491,9 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
             children.push((name.clone(), child, meta, relay));
         }
         for (name, mut child, meta, relay) in children {
-            let status = child.wait().with_context(|| format!("waiting for target {name:?}"))?;
+            let status = child
+                .wait()
+                .with_context(|| format!("waiting for target {name:?}"))?;
             if let Some(r) = relay {
                 let _ = r.join();
             }
@@ -464,7 +502,11 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
                 continue;
             }
             // A target only built for others (cacheonly) has no metadata of its own in buildx.
-            let only_link = resolved.targets[&name].outputs.iter().flatten().any(|e| e.get("type").and_then(|v| v.as_str()) == Some("cacheonly"));
+            let only_link = resolved.targets[&name]
+                .outputs
+                .iter()
+                .flatten()
+                .any(|e| e.get("type").and_then(|v| v.as_str()) == Some("cacheonly"));
             if a.metadata_file.is_some() && !only_link {
                 let m = std::fs::read(&meta)
                     .ok()

@@ -108,19 +108,34 @@ fn contains(a: FuncArgs) -> Result<Value, String> {
 }
 fn substr(a: FuncArgs) -> Result<Value, String> {
     let chars: Vec<char> = s(&a, 0).chars().collect();
-    let num = |i: usize| a.get(i).and_then(|v| v.as_number()).and_then(|n| n.as_i64()).ok_or("substr: offset and length must be numbers");
+    let num = |i: usize| {
+        a.get(i)
+            .and_then(|v| v.as_number())
+            .and_then(|n| n.as_i64())
+            .ok_or("substr: offset and length must be numbers")
+    };
     let (off, len) = (num(1)?, num(2)?);
     let n = chars.len() as i64;
-    let start = if off < 0 { (n + off).max(0) } else { off.min(n) };
+    let start = if off < 0 {
+        (n + off).max(0)
+    } else {
+        off.min(n)
+    };
     let end = if len < 0 { n } else { (start + len).min(n) };
-    Ok(Value::String(chars[start as usize..end as usize].iter().collect()))
+    Ok(Value::String(
+        chars[start as usize..end as usize].iter().collect(),
+    ))
 }
 fn trim(a: FuncArgs) -> Result<Value, String> {
     let cut: Vec<char> = s(&a, 1).chars().collect();
-    Ok(Value::String(s(&a, 0).trim_matches(|c| cut.contains(&c)).to_string()))
+    Ok(Value::String(
+        s(&a, 0).trim_matches(|c| cut.contains(&c)).to_string(),
+    ))
 }
 fn chomp(a: FuncArgs) -> Result<Value, String> {
-    Ok(Value::String(s(&a, 0).trim_end_matches(['\n', '\r']).to_string()))
+    Ok(Value::String(
+        s(&a, 0).trim_end_matches(['\n', '\r']).to_string(),
+    ))
 }
 fn distinct(a: FuncArgs) -> Result<Value, String> {
     let mut out: Vec<Value> = Vec::new();
@@ -161,7 +176,9 @@ fn values(a: FuncArgs) -> Result<Value, String> {
         Some(Value::Object(o)) => {
             let mut kv: Vec<(&String, &Value)> = o.iter().collect();
             kv.sort_by(|x, y| x.0.cmp(y.0));
-            Ok(Value::Array(kv.into_iter().map(|(_, v)| v.clone()).collect()))
+            Ok(Value::Array(
+                kv.into_iter().map(|(_, v)| v.clone()).collect(),
+            ))
         }
         _ => Err("values: a map is required".into()),
     }
@@ -178,7 +195,13 @@ fn merge(a: FuncArgs) -> Result<Value, String> {
     Ok(Value::Object(out))
 }
 fn numbers(a: &FuncArgs) -> Result<Vec<f64>, String> {
-    a.iter().map(|v| v.as_number().and_then(|n| n.as_f64()).ok_or_else(|| "numbers are required".to_string())).collect()
+    a.iter()
+        .map(|v| {
+            v.as_number()
+                .and_then(|n| n.as_f64())
+                .ok_or_else(|| "numbers are required".to_string())
+        })
+        .collect()
 }
 fn number(n: f64) -> Value {
     if n.fract() == 0.0 && n.abs() < 9e15 {
@@ -188,10 +211,18 @@ fn number(n: f64) -> Value {
     }
 }
 fn max(a: FuncArgs) -> Result<Value, String> {
-    numbers(&a)?.into_iter().reduce(f64::max).map(number).ok_or_else(|| "max: no arguments".into())
+    numbers(&a)?
+        .into_iter()
+        .reduce(f64::max)
+        .map(number)
+        .ok_or_else(|| "max: no arguments".into())
 }
 fn min(a: FuncArgs) -> Result<Value, String> {
-    numbers(&a)?.into_iter().reduce(f64::min).map(number).ok_or_else(|| "min: no arguments".into())
+    numbers(&a)?
+        .into_iter()
+        .reduce(f64::min)
+        .map(number)
+        .ok_or_else(|| "min: no arguments".into())
 }
 /// Add the functions to an evaluation context.
 pub fn declare(ctx: &mut Context) {
@@ -230,7 +261,12 @@ pub fn declare(ctx: &mut Context) {
     ctx.declare_func("concat", variadic(concat));
     ctx.declare_func("length", one(length));
     ctx.declare_func("contains", two(contains));
-    ctx.declare_func("substr", FuncDef::builder().params([ParamType::Any, ParamType::Any, ParamType::Any]).build(substr));
+    ctx.declare_func(
+        "substr",
+        FuncDef::builder()
+            .params([ParamType::Any, ParamType::Any, ParamType::Any])
+            .build(substr),
+    );
     ctx.declare_func("trim", two(trim));
     ctx.declare_func("chomp", one(chomp));
     ctx.declare_func("distinct", one(distinct));

@@ -105,6 +105,9 @@ pub struct Config {
     pub groups: Vec<Group>,
     /// Targets (before `inherits`).
     pub targets: Vec<Target>,
+    /// The environment the files were read with (`--set T.args.NAME`
+    /// without a value takes NAME from it).
+    pub env: BTreeMap<String, String>,
 }
 
 /// Read and evaluate bake files (in the order given; later files override).
@@ -121,7 +124,10 @@ pub fn load(files: &[BakeFile], env: &BTreeMap<String, String>) -> Result<Config
     }
     let blocks = parse::merge_blocks(parsed);
     let ctx = eval::variables(&blocks, env)?;
-    let mut config = Config::default();
+    let mut config = Config {
+        env: env.clone(),
+        ..Config::default()
+    };
     for b in &blocks {
         match b.kind.as_str() {
             "target" | "group" => {
@@ -349,6 +355,14 @@ impl Config {
                     keys[1]
                 )));
             }
+            // `--set T.args.NAME` alone: NAME's value from the environment, or nothing.
+            let value = match (value, keys[1]) {
+                (None, "args") => match self.env.get(keys[2]) {
+                    Some(v) => Some(v.as_str()),
+                    None => continue,
+                },
+                (v, _) => v,
+            };
             for name in names {
                 let o = m.entry(name).or_default().entry(okey.clone()).or_default();
                 match keys[1] {
@@ -442,14 +456,23 @@ impl Config {
         let links: Vec<String> = targets
             .get(name)
             .and_then(|t| t.contexts.as_ref())
-            .map(|c| c.values().filter_map(|v| v.strip_prefix("target:")).map(str::to_string).collect())
+            .map(|c| {
+                c.values()
+                    .filter_map(|v| v.strip_prefix("target:"))
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         for link in links {
             if link == name {
-                return Err(BakeError::msg(format!("target {link} cannot link to itself")));
+                return Err(BakeError::msg(format!(
+                    "target {link} cannot link to itself"
+                )));
             }
             if visited.contains(&link) {
-                return Err(BakeError::msg(format!("infinite loop from {name} to {link}")));
+                return Err(BakeError::msg(format!(
+                    "infinite loop from {name} to {link}"
+                )));
             }
             if !targets.contains_key(&link) {
                 let mut t = self.resolve_target(&link, overrides)?;
@@ -459,9 +482,14 @@ impl Config {
                 targets.insert(link.clone(), t);
             }
             self.load_links(&link, targets, overrides, &mut visited.clone())?;
-            let inherited = targets.get(&link).and_then(|t| t.entitlements.clone()).unwrap_or_default();
-            let (this_platforms, link_platforms) =
-                (targets.get(name).and_then(|t| t.platforms.clone()), targets.get(&link).and_then(|t| t.platforms.clone()));
+            let inherited = targets
+                .get(&link)
+                .and_then(|t| t.entitlements.clone())
+                .unwrap_or_default();
+            let (this_platforms, link_platforms) = (
+                targets.get(name).and_then(|t| t.platforms.clone()),
+                targets.get(&link).and_then(|t| t.platforms.clone()),
+            );
             if let Some(t) = targets.get_mut(name) {
                 for e in inherited {
                     let list = t.entitlements.get_or_insert_with(Vec::new);

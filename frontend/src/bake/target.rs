@@ -275,7 +275,9 @@ impl Target {
                     into.get_or_insert_with(Vec::new)
                         .extend(o.values.iter().cloned());
                 } else {
-                    *into = Some(o.values.clone());
+                    // As buildx 0.29: keys `--set` does not collect as lists
+                    // (no-cache-filter, ulimits) end up cleared.
+                    *into = (!o.values.is_empty()).then(|| o.values.clone());
                 }
             };
             let entries = |into: &mut Option<Vec<Entry>>, kind: EntryKind| -> Result<(), String> {
@@ -348,39 +350,7 @@ impl Target {
                     let load = parse_bool(&value, "load")?;
                     set_load(&mut self.outputs, load);
                 }
-                "secret" => {
-                    let id = need_sub("secret", "id")?;
-                    self.update_secret(&id, &value)?;
-                }
                 other => return Err(format!("unknown key: {other}")),
-            }
-        }
-        Ok(())
-    }
-
-    fn update_secret(&mut self, id: &str, value: &str) -> Result<(), String> {
-        let next = parse_entry(value, EntryKind::Secret)?;
-        if let Some(Value::String(nid)) = next.get("id") {
-            if nid != id {
-                return Err(format!(
-                    "secret override id {nid:?} does not match declared secret {id:?}"
-                ));
-            }
-        }
-        let Some(secret) = self
-            .secrets
-            .iter_mut()
-            .flatten()
-            .find(|s| s.get("id").and_then(Value::as_str) == Some(id))
-        else {
-            return Err(format!(
-                "secret {id:?} must be declared before it can be overridden"
-            ));
-        };
-        secret.retain(|k, _| k == "id");
-        for (k, v) in next {
-            if k != "id" {
-                secret.insert(k, v);
             }
         }
         Ok(())
