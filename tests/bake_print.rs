@@ -2,8 +2,8 @@
 //! `tests/bake/` (bake files, an `args` file with one command-line argument
 //! a line, an optional `env` file of `KEY=VALUE` lines), `stromatekt bake
 //! --print` and the modern Docker's `docker buildx bake --print` (buildx
-//! 0.29, `../shared/modern-docker`) must print the same JSON (compared as
-//! values, so key order does not matter), or both fail.
+//! 0.29, `../shared/modern-docker`) must print the same JSON, byte for byte
+//! (key order and indentation included), or both fail.
 //!
 //! The recorded outputs (`print.json`, `error.txt`) are also what
 //! `frontend/tests/bake_golden.rs` checks the frontend against without Docker.
@@ -143,6 +143,12 @@ fn bake_print_matches_modern_docker() {
                         "{name}: differs\n--- stromatekt\n{}\n--- docker buildx bake\n{}",
                         serde_json::to_string_pretty(&a).unwrap(),
                         serde_json::to_string_pretty(&b).unwrap()
+                    ));
+                } else if ours.stdout != theirs.stdout {
+                    failures.push(format!(
+                        "{name}: same values, other bytes (key order, indentation)\n--- stromatekt\n{}\n--- docker buildx bake\n{}",
+                        String::from_utf8_lossy(&ours.stdout),
+                        String::from_utf8_lossy(&theirs.stdout)
                     ));
                 }
             }

@@ -79,10 +79,10 @@ pub struct Target {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     #[allow(missing_docs)]
-    #[serde(rename = "secret", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "secret", skip_serializing_if = "Option::is_none", serialize_with = "id_first")]
     pub secrets: Option<Vec<Entry>>,
     #[allow(missing_docs)]
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "id_first")]
     pub ssh: Option<Vec<Entry>>,
     #[allow(missing_docs)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,6 +117,34 @@ pub struct Target {
     #[allow(missing_docs)]
     #[serde(rename = "extra-hosts", skip_serializing_if = "Option::is_none")]
     pub extra_hosts: Option<BTreeMap<String, String>>,
+}
+
+/// Secrets and ssh entries are Go structs in buildx: printed `id`, `src`,
+/// `env` (or `paths`) in that order, not sorted like the map entries.
+fn id_first<S: serde::Serializer>(entries: &Option<Vec<Entry>>, ser: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::{SerializeMap as _, SerializeSeq as _};
+    struct Ordered<'a>(&'a Entry);
+    impl Serialize for Ordered<'_> {
+        fn serialize<S2: serde::Serializer>(&self, ser: S2) -> Result<S2::Ok, S2::Error> {
+            const ORDER: [&str; 4] = ["id", "src", "env", "paths"];
+            let mut m = ser.serialize_map(Some(self.0.len()))?;
+            for k in ORDER {
+                if let Some(v) = self.0.get(k) {
+                    m.serialize_entry(k, v)?;
+                }
+            }
+            for (k, v) in self.0.iter().filter(|(k, _)| !ORDER.contains(&k.as_str())) {
+                m.serialize_entry(k, v)?;
+            }
+            m.end()
+        }
+    }
+    let list = entries.as_deref().unwrap_or_default();
+    let mut seq = ser.serialize_seq(Some(list.len()))?;
+    for e in list {
+        seq.serialize_element(&Ordered(e))?;
+    }
+    seq.end()
 }
 
 /// One `--set` value for one key of one target.
