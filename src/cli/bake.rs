@@ -310,16 +310,18 @@ pub(crate) fn build_argv(
             continue;
         }
         let only = |keys: &[&str]| e.keys().all(|k| keys.contains(&k.as_str()));
-        // The shorthands of --push/--load map onto build's own flags.
-        if (ty == "image" || ty == "registry")
+        // The shorthands of --push/--load map onto build's own flags (once each).
+        let push = (ty == "image" || ty == "registry")
             && e.get("push").and_then(|v| v.as_str()) == Some("true")
-            && only(&["type", "push"])
-        {
-            v.push("--push".into());
-        } else if ty == "registry" && only(&["type"]) {
-            v.push("--push".into());
+            && only(&["type", "push"]);
+        if push || (ty == "registry" && only(&["type"])) {
+            if !v.iter().any(|a| a == "--push") {
+                v.push("--push".into());
+            }
         } else if ty == "docker" && only(&["type"]) {
-            v.push("--load".into());
+            if !v.iter().any(|a| a == "--load") {
+                v.push("--load".into());
+            }
         } else {
             v.extend(["-o".into(), entry_csv(e, &["type", "dest"])]);
         }
