@@ -32,10 +32,7 @@ pub fn variables(
                     "default" | "description" | "type" | "validation"
                 )
             }) {
-                return Err(BakeError::at(
-                    a.pos.clone(),
-                    format!("variable {:?}: unsupported attribute {:?}", b.name, a.key),
-                ));
+                return Err(unsupported(b, a));
             }
         }
     }
@@ -300,15 +297,15 @@ pub fn target(block: &RawBlock, ctx: &Context) -> Result<Target, BakeError> {
             "call" => t.call = want_string(a, v)?,
             "entitlements" => t.entitlements = want_list(a, v)?,
             "extra-hosts" => t.extra_hosts = want_map(a, v)?,
-            other => {
-                return Err(BakeError::at(
-                    a.pos.clone(),
-                    format!("target {:?}: unsupported attribute {other:?}", block.name),
-                ))
-            }
+            _ => return Err(unsupported(block, a)),
         }
     }
     Ok(t)
+}
+
+/// `KIND "NAME": unsupported attribute "KEY"`, at the attribute.
+fn unsupported(block: &RawBlock, a: &RawAttr) -> BakeError {
+    BakeError::at(a.pos.clone(), format!("{} {:?}: unsupported attribute {:?}", block.kind, block.name, a.key))
 }
 
 /// Evaluate a group block.
@@ -322,12 +319,7 @@ pub fn group(block: &RawBlock, ctx: &Context) -> Result<Group, BakeError> {
         match a.key.as_str() {
             "targets" => g.targets = want_list(a, v)?.unwrap_or_default(),
             "description" => g.description = want_string(a, v)?,
-            other => {
-                return Err(BakeError::at(
-                    a.pos.clone(),
-                    format!("group {:?}: unsupported attribute {other:?}", block.name),
-                ))
-            }
+            _ => return Err(unsupported(block, a)),
         }
     }
     Ok(g)

@@ -232,18 +232,18 @@ pub fn declare(ctx: &mut Context) {
             .params([ParamType::Any, ParamType::Any])
             .build(f)
     };
+    let three = |f| {
+        FuncDef::builder()
+            .params([ParamType::Any, ParamType::Any, ParamType::Any])
+            .build(f)
+    };
     let variadic = |f| FuncDef::builder().variadic_param(ParamType::Any).build(f);
     ctx.declare_func("upper", one(upper));
     ctx.declare_func("lower", one(lower));
     ctx.declare_func("trimspace", one(trimspace));
     ctx.declare_func("trimprefix", two(trimprefix));
     ctx.declare_func("trimsuffix", two(trimsuffix));
-    ctx.declare_func(
-        "replace",
-        FuncDef::builder()
-            .params([ParamType::Any, ParamType::Any, ParamType::Any])
-            .build(replace),
-    );
+    ctx.declare_func("replace", three(replace));
     ctx.declare_func(
         "join",
         FuncDef::builder()
@@ -261,12 +261,7 @@ pub fn declare(ctx: &mut Context) {
     ctx.declare_func("concat", variadic(concat));
     ctx.declare_func("length", one(length));
     ctx.declare_func("contains", two(contains));
-    ctx.declare_func(
-        "substr",
-        FuncDef::builder()
-            .params([ParamType::Any, ParamType::Any, ParamType::Any])
-            .build(substr),
-    );
+    ctx.declare_func("substr", three(substr));
     ctx.declare_func("trim", two(trim));
     ctx.declare_func("chomp", one(chomp));
     ctx.declare_func("distinct", one(distinct));
