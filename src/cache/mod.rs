@@ -124,6 +124,8 @@ pub fn prune<S: Store + ?Sized>(
 ) -> Result<Pruned> {
     let root = store.root().to_path_buf();
     let mut out = Pruned::default();
+    // No build runs while prune holds the store lock: nobody holds a step lock.
+    let _ = fs::remove_dir_all(layout::step_lock_dir(&root));
     let candidates: Vec<Entry> = entries(store)?.into_iter().filter(|e| all || e.kind != "img").collect();
     let mut removed = BTreeSet::new();
     for (i, batch) in candidates.chunks(8).enumerate() {

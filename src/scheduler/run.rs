@@ -237,12 +237,12 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     }
 }
 
-/// An exclusive lock on snapshot `name`, held until dropped: a file under
-/// the store's `tmp/step-locks` (kept: removing a lock file races with its
-/// next user). Best effort: without the file, no lock.
+/// An exclusive lock on snapshot `name`, held until dropped: a file in
+/// [`crate::store::layout::step_lock_dir`]. Best effort: without the file,
+/// no lock.
 fn step_lock<S: Store>(store: &S, name: &str) -> Option<fs::File> {
     use std::os::fd::AsRawFd as _;
-    let dir = store.temp_path().join("step-locks");
+    let dir = crate::store::layout::step_lock_dir(store.root());
     fs::create_dir_all(&dir).ok()?;
     let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(name)).ok()?;
     // SAFETY: flock on a descriptor we own; the lock goes with the file.
