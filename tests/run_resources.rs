@@ -31,14 +31,19 @@ if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
   cat $d/cpuset.cpus > /out/cpus
   cat $d/cpuset.mems > /out/mems
 else
-  v1() { grep -E "^[0-9]+:([^:]*,)?$1(,[^:]*)?:" /proc/self/cgroup | head -n 1 | cut -d: -f3; }
-  m=/sys/fs/cgroup/memory$(v1 memory)
+  # The step's own cgroup: runc mounts it at the hierarchy's root, as in
+  # BuildKit's RUN (or, with the host's /sys, it sits at its full path).
+  v1() {
+    p=/sys/fs/cgroup/$1$(grep -E "^[0-9]+:([^:]*,)?$1(,[^:]*)?:" /proc/self/cgroup | head -n 1 | cut -d: -f3)
+    if [ -d "$p" ]; then echo "$p"; else echo "/sys/fs/cgroup/$1"; fi
+  }
+  m=$(v1 memory)
   cat $m/memory.limit_in_bytes > /out/memory
   cat $m/memory.memsw.limit_in_bytes > /out/swap 2>/dev/null || true
-  c=/sys/fs/cgroup/cpu$(v1 cpu)
+  c=$(v1 cpu)
   echo "$(cat $c/cpu.cfs_quota_us) $(cat $c/cpu.cfs_period_us)" > /out/cpu-max
   cat $c/cpu.shares > /out/cpu-shares
-  s=/sys/fs/cgroup/cpuset$(v1 cpuset)
+  s=$(v1 cpuset)
   cat $s/cpuset.cpus > /out/cpus
   cat $s/cpuset.mems > /out/mems
 fi

@@ -201,6 +201,9 @@ pub fn build(
         mounts.push(mount("/sys", "bind", "/sys", &["rbind", "nosuid", "noexec", "nodev", "ro"]));
     } else {
         mounts.push(mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]));
+        // A fresh sysfs has an empty /sys/fs/cgroup: the step's cgroups, read-only, as
+        // containerd's default spec (BuildKit's RUN) mounts them.
+        mounts.push(mount("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", "ro"]));
     }
     mounts.extend(extra_binds.iter().map(bind));
     mounts.extend(req.mounts.iter().map(bind));
