@@ -65,6 +65,12 @@ pub struct BakeArgs {
     /// Shorthand for `--call=check`.
     #[arg(long)]
     pub check: bool,
+    /// Grant an entitlement (`network.host`, `security.insecure`,
+    /// `fs.read=PATH`, `fs.write=PATH`, `fs=PATH`, `device=...`). Accepted for
+    /// buildx's command line (Docker Compose passes them); stromatekt does not
+    /// check file-system entitlements.
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
     /// Set when run as `docker buildx bake` (the plugin adds it): targets
     /// without an output are loaded into Docker, as buildx's docker driver does.
     #[arg(long = "as-docker-plugin", hide = true)]
@@ -132,7 +138,6 @@ fn read_files(a: &BakeArgs) -> Result<Vec<BakeFile>> {
         names = bake::DEFAULT_FILES.iter().map(|s| s.to_string()).collect();
     }
     let mut files = Vec::new();
-    let mut compose_skipped = Vec::new();
     for n in names {
         let text = if n == "-" {
             let mut s = String::new();
@@ -146,25 +151,10 @@ fn read_files(a: &BakeArgs) -> Result<Vec<BakeFile>> {
                 Err(e) => bail!("open {n}: {e}"),
             }
         };
-        // Compose files are not read yet: found by the default lookup next
-        // to a bake file, they are left out (with a warning); named, or
-        // alone, they are an error (the frontend's).
-        if defaults && bake::is_compose_file(&n) {
-            compose_skipped.push(BakeFile { name: n, text });
-            continue;
-        }
         files.push(BakeFile { name: n, text });
     }
     if files.is_empty() {
-        if let Some(c) = compose_skipped.into_iter().next() {
-            files.push(c);
-        } else {
-            bail!("couldn't find a bake definition");
-        }
-    } else {
-        for c in &compose_skipped {
-            eprintln!("stromatekt: warning: {} left out: compose files are not supported by stromatekt bake yet", c.name);
-        }
+        bail!("couldn't find a bake definition");
     }
     Ok(files)
 }
@@ -173,7 +163,13 @@ fn read_files(a: &BakeArgs) -> Result<Vec<BakeFile>> {
 fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
     let files = read_files(a)?;
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    let config = bake::load(&files, &env)?;
+    // Compose files are interpolated with the current directory's `.env` too.
+    let dotenv = match std::fs::read_to_string(".env") {
+        Ok(text) => Some(text),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory) => None,
+        Err(e) => bail!("reading .env: {e}"),
+    };
+    let config = bake::load_with_dotenv(&files, &env, dotenv.as_deref())?;
     let mut resolved = bake::resolve(&config, &a.targets, &overrides(a))?;
     if let Some(epoch) = env.get("SOURCE_DATE_EPOCH").filter(|v| !v.is_empty()) {
         for t in resolved.targets.values_mut() {
@@ -188,6 +184,12 @@ fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
 
 /// Run `bake`.
 pub fn run(a: &BakeArgs) -> Result<()> {
+    for e in &a.allow {
+        let (name, _) = e.split_once('=').unwrap_or((e.as_str(), ""));
+        if !matches!(name, "network.host" | "security.insecure" | "fs" | "fs.read" | "fs.write" | "device" | "ssh") {
+            bail!("--allow {e}: unknown entitlement (known: network.host, security.insecure, fs=PATH, fs.read=PATH, fs.write=PATH, device, ssh)");
+        }
+    }
     let resolved = resolve(a)?;
     if a.print {
         print!("{}", resolved.print_json());

@@ -21,6 +21,8 @@
 //! assert_eq!(resolved.targets["app"].tags, Some(vec!["app:v1".to_string()]));
 //! ```
 
+pub mod compose;
+pub mod compose_env;
 pub mod eval;
 pub mod funcs;
 pub mod parse;
@@ -112,22 +114,38 @@ pub struct Config {
 
 /// Read and evaluate bake files (in the order given; later files override).
 pub fn load(files: &[BakeFile], env: &BTreeMap<String, String>) -> Result<Config, BakeError> {
-    let mut parsed = Vec::new();
-    for f in files {
-        if is_compose_file(&f.name) {
-            return Err(BakeError::msg(format!(
-                "{}: compose files are not supported by stromatekt bake yet; use a docker-bake.hcl or docker-bake.json",
-                f.name
-            )));
-        }
-        parsed.push(parse::parse_file(&f.name, &f.text)?);
-    }
-    let blocks = parse::merge_blocks(parsed);
-    let ctx = eval::variables(&blocks, env)?;
+    load_with_dotenv(files, env, None)
+}
+
+/// [`load`], with the text of the `.env` file of the current directory,
+/// which compose files are interpolated with (as buildx). Compose files
+/// ([`compose::is_compose`]) are read together first; the bake files' targets
+/// and groups are then laid over theirs.
+pub fn load_with_dotenv(
+    files: &[BakeFile],
+    env: &BTreeMap<String, String>,
+    dotenv: Option<&str>,
+) -> Result<Config, BakeError> {
     let mut config = Config {
         env: env.clone(),
         ..Config::default()
     };
+    let (compose_files, files): (Vec<BakeFile>, Vec<BakeFile>) = files
+        .iter()
+        .cloned()
+        .partition(|f| compose::is_compose(&f.name, &f.text));
+    if !compose_files.is_empty() {
+        let cenv = compose_env::compose_env(env, dotenv).map_err(BakeError::msg)?;
+        let (group, targets) = compose::load(&compose_files, &cenv)?;
+        config.groups.push(group);
+        config.targets = targets;
+    }
+    let mut parsed = Vec::new();
+    for f in &files {
+        parsed.push(parse::parse_file(&f.name, &f.text)?);
+    }
+    let blocks = parse::merge_blocks(parsed);
+    let ctx = eval::variables(&blocks, env)?;
     for b in &blocks {
         match b.kind.as_str() {
             "target" | "group" => {

@@ -1,0 +1,72 @@
+#![allow(clippy::unwrap_used)]
+use super::*;
+
+fn read(text: &str, env: &[(&str, &str)]) -> Result<(Group, Vec<Target>), BakeError> {
+    let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    load(&[BakeFile { name: "compose.yaml".into(), text: text.into() }], &env)
+}
+
+#[test]
+fn services_with_build_become_targets() {
+    let (g, t) = read(
+        "services:\n  db:\n    image: postgres\n  web.app:\n    build: ./web\n    image: r/web:${TAG:-dev}\n  api:\n    image: r/api\n    build:\n      context: api\n      args:\n        - A=1\n        - FROM_ENV\n        - UNSET\n      tags: [r/api:x]\n",
+        &[("FROM_ENV", "e")],
+    )
+    .unwrap();
+    assert_eq!(g.targets, ["web_app", "api"]);
+    assert_eq!(t[0].context.as_deref(), Some("./web"));
+    assert_eq!(t[0].tags, Some(vec!["r/web:dev".to_string()]));
+    assert_eq!(t[1].tags, Some(vec!["r/api:x".to_string()]));
+    let args = t[1].args.clone().unwrap();
+    assert_eq!(args.get("A").map(String::as_str), Some("1"));
+    assert_eq!(args.get("FROM_ENV").map(String::as_str), Some("e"));
+    assert!(!args.contains_key("UNSET"));
+}
+
+#[test]
+fn x_bake_and_sizes() {
+    let (_, t) = read(
+        "services:\n  a:\n    image: a:1\n    build:\n      shm_size: 128m\n      ulimits:\n        nofile: {soft: 1024, hard: 2048}\n      cache_from: [user/app:cache]\n      x-bake:\n        platforms: linux/amd64 linux/arm64\n        cache-from: type=local,src=c\n        no-cache: true\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(t[0].shm_size.as_deref(), Some("128MiB"));
+    assert_eq!(t[0].ulimits, Some(vec!["nofile=1024:2048".to_string()]));
+    assert_eq!(t[0].platforms, Some(vec!["linux/amd64".to_string(), "linux/arm64".to_string()]));
+    assert_eq!(t[0].cache_from.as_ref().map(|c| c.iter().map(entry_key).collect::<Vec<_>>()), Some(vec!["type=local,src=c".to_string(), "user/app:cache".to_string()]));
+    assert_eq!(t[0].no_cache, Some(true));
+    assert_eq!(t[0].tags, Some(vec!["a:1".to_string()]));
+    assert_eq!(bytes_size(1536 * 1024 * 1024), "1.5GiB");
+}
+
+#[test]
+fn errors_name_the_place() {
+    let e = read("services:\n  a:\n    build:\n      context: .\n      foo: bar\n", &[]).unwrap_err();
+    assert_eq!(e.to_string(), "compose.yaml:5:7: services.a.build: additional properties 'foo' not allowed");
+    let e = read("services:\n  a:\n    build:\n      args:\n        X: ${NEED:?set NEED}\n", &[]).unwrap_err();
+    assert!(e.to_string().starts_with("compose.yaml:5:12: services.a.build.args.X: required variable NEED"), "{e}");
+    let e = read("services:\n  a:\n    entrypoint: x\n", &[]).unwrap_err();
+    assert!(e.to_string().contains("neither an image nor a build context"), "{e}");
+    let e = read("", &[]).unwrap_err();
+    assert!(e.to_string().contains("empty compose file"), "{e}");
+}
+
+#[test]
+fn files_merge_in_order() {
+    let a = BakeFile { name: "compose.yaml".into(), text: "services:\n  a:\n    build:\n      context: .\n      args: {X: '1', Y: '2'}\n      tags: [t1]\n".into() };
+    let b = BakeFile { name: "compose.override.yaml".into(), text: "services:\n  a:\n    build:\n      args: [Y=3]\n      tags: [t2]\n      target: final\n".into() };
+    let (_, t) = load(&[a, b], &BTreeMap::new()).unwrap();
+    let args = t[0].args.clone().unwrap();
+    assert_eq!((args["X"].as_str(), args["Y"].as_str()), ("1", "3"));
+    assert_eq!(t[0].tags, Some(vec!["t1".to_string(), "t2".to_string()]));
+    assert_eq!(t[0].target.as_deref(), Some("final"));
+}
+
+#[test]
+fn compose_files_are_told_apart() {
+    assert!(is_compose("x.yml", "anything"));
+    assert!(!is_compose("docker-bake.json", "{\"services\": {}}"));
+    assert!(is_compose("-", "services:\n  a:\n    build: .\n"));
+    assert!(!is_compose("-", "{\"target\": {\"a\": {}}}"));
+    assert!(!is_compose("-", "target \"a\" {\n}\n"));
+}
