@@ -358,32 +358,18 @@ fn string_entry(pairs: &[(&str, &str)]) -> Entry {
     pairs.iter().map(|(k, v)| (k.to_string(), J::String(v.to_string()))).collect()
 }
 
-/// The sort key buildx orders cache entries and outputs by (their CSV form).
-fn entry_key(e: &Entry) -> String {
-    let s = |v: &J| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-    if e.get("type").and_then(J::as_str) == Some("registry") && e.len() == 2 {
-        if let Some(r) = e.get("ref") {
-            return s(r);
-        }
-    }
-    let mut parts: Vec<String> = e.get("type").map(|t| format!("type={}", s(t))).into_iter().collect();
-    parts.extend(e.iter().filter(|(k, _)| *k != "type").map(|(k, v)| format!("{k}={}", s(v))));
-    parts.join(",")
-}
-
-fn ssh_key(e: &Entry) -> (String, String) {
-    (e.get("id").and_then(J::as_str).unwrap_or_default().to_string(), e.get("paths").map(J::to_string).unwrap_or_default())
-}
-
-/// Append entries, drop repeats and sort (buildx's `Merge` of option lists).
-fn merge_sorted(into: &mut Option<Vec<Entry>>, more: Vec<Entry>, sort_key: fn(&Entry) -> String) {
+/// Append entries, dropping repeats (buildx's `Merge` of option lists).
+fn merge_entries(into: &mut Option<Vec<Entry>>, more: Vec<Entry>) {
     let list = into.get_or_insert_with(Vec::new);
     for e in more {
         if !list.contains(&e) {
             list.push(e);
         }
     }
-    list.sort_by_key(sort_key);
+}
+
+fn ssh_key(e: &Entry) -> (String, String) {
+    (e.get("id").and_then(J::as_str).unwrap_or_default().to_string(), e.get("paths").map(J::to_string).unwrap_or_default())
 }
 
 fn named_contexts(m: Vec<(String, String)>) -> BTreeMap<String, String> {
@@ -528,7 +514,7 @@ fn service_target(r: &Reader, model: &Node, service: &str, svc: &Node, build: &N
         if let Some(n) = field(kind) {
             let v = r.string(n, &what(kind))?;
             let s = match v.as_str() {
-                "true" | "1" | "t" | "T" | "TRUE" | "True" => format!("type={kind},disabled=false"),
+                "true" | "1" | "t" | "T" | "TRUE" | "True" => format!("type={kind}"),
                 "false" | "0" | "f" | "F" | "FALSE" | "False" => format!("type={kind},disabled=true"),
                 v => format!("type={kind},{v}"),
             };
@@ -630,10 +616,10 @@ fn x_bake(r: &Reader, service: &str, x: &Node, t: &mut Target) -> Result<(), Bak
             "tags" => push_unique(&mut t.tags, list(v, &what)?),
             "platforms" => push_unique(&mut t.platforms, list(v, &what)?),
             "no-cache-filter" => push_unique(&mut t.no_cache_filter, list(v, &what)?),
-            "cache-from" => merge_sorted(&mut t.cache_from, entries_of(EntryKind::Cache)?, entry_key),
-            "cache-to" => merge_sorted(&mut t.cache_to, entries_of(EntryKind::Cache)?, entry_key),
-            "output" => merge_sorted(&mut t.outputs, entries_of(EntryKind::Output)?, entry_key),
-            "secret" => merge_sorted(&mut t.secrets, entries_of(EntryKind::Secret)?, |e| ssh_key(e).0),
+            "cache-from" => merge_entries(&mut t.cache_from, entries_of(EntryKind::Cache)?),
+            "cache-to" => merge_entries(&mut t.cache_to, entries_of(EntryKind::Cache)?),
+            "output" => merge_entries(&mut t.outputs, entries_of(EntryKind::Output)?),
+            "secret" => merge_entries(&mut t.secrets, entries_of(EntryKind::Secret)?),
             "ssh" => {
                 let more: Vec<Entry> = list(v, &what)?.iter().map(|s| parse_entry(s, EntryKind::Ssh)).collect::<Result<_, _>>().map_err(|m| r.err(v, format!("{what}: {m}")))?;
                 let l = t.ssh.get_or_insert_with(Vec::new);

@@ -33,7 +33,8 @@ fn x_bake_and_sizes() {
     assert_eq!(t[0].shm_size.as_deref(), Some("128MiB"));
     assert_eq!(t[0].ulimits, Some(vec!["nofile=1024:2048".to_string()]));
     assert_eq!(t[0].platforms, Some(vec!["linux/amd64".to_string(), "linux/arm64".to_string()]));
-    assert_eq!(t[0].cache_from.as_ref().map(|c| c.iter().map(entry_key).collect::<Vec<_>>()), Some(vec!["type=local,src=c".to_string(), "user/app:cache".to_string()]));
+    let refs: Vec<Option<&str>> = t[0].cache_from.iter().flatten().map(|e| e.get("ref").or(e.get("src")).and_then(J::as_str)).collect();
+    assert_eq!(refs, [Some("user/app:cache"), Some("c")]);
     assert_eq!(t[0].no_cache, Some(true));
     assert_eq!(t[0].tags, Some(vec!["a:1".to_string()]));
     assert_eq!(bytes_size(1536 * 1024 * 1024), "1.5GiB");
