@@ -33,12 +33,17 @@ use std::process::{Command, Output, Stdio};
 const DOCKER: &str = "/usr/local/bin/docker";
 
 fn compose_binary() -> Option<PathBuf> {
-    let root = std::env::var_os("MODERN_DOCKER_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/srv/modern-docker"));
+    let root = std::env::var_os("MODERN_DOCKER_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/srv/modern-docker"));
     let p = root.join("usr/libexec/docker/cli-plugins/docker-compose");
     if p.exists() {
         Some(p)
     } else {
-        common::skip(&format!("Docker Compose is not at {} (run ../shared/modern-docker/up.sh)", p.display()));
+        common::skip(&format!(
+            "Docker Compose is not at {} (run ../shared/modern-docker/up.sh)",
+            p.display()
+        ));
         None
     }
 }
@@ -51,11 +56,15 @@ struct Dockerd {
 
 impl Drop for Dockerd {
     fn drop(&mut self) {
-        let _ = Command::new(common::repo_root().join("scripts/ref-dockerd.sh")).arg("stop").arg(self.dir.path()).status();
+        let _ = Command::new(common::repo_root().join("scripts/ref-dockerd.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
-const DOCKERFILE_A: &str = "FROM BASE AS build\nARG GREETING=none\nRUN echo \"$GREETING from a\" > /greeting\n\
+const DOCKERFILE_A: &str =
+    "FROM BASE AS build\nARG GREETING=none\nRUN echo \"$GREETING from a\" > /greeting\n\
 FROM build AS final\nENV APP=a\nRUN cat /greeting > /final\nCMD [\"cat\", \"/final\"]\n\
 FROM build AS unused\nRUN false\n";
 
@@ -86,13 +95,17 @@ fn compose(cfg: &Path, dir: &Path, d: &Dockerd, root: &Path, args: &[&str]) -> O
 }
 
 fn inspect(d: &Dockerd, image: &str) -> serde_json::Value {
-    let out = run(Command::new("/usr/bin/docker").env("DOCKER_HOST", &d.host).args(["image", "inspect", image]));
+    let out = run(Command::new("/usr/bin/docker")
+        .env("DOCKER_HOST", &d.host)
+        .args(["image", "inspect", image]));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v[0].clone()
 }
 
 fn registry_config(reference: &str) -> serde_json::Value {
-    let out = run(Command::new("skopeo").args(["inspect", "--tls-verify=false", "--config"]).arg(format!("docker://{reference}")));
+    let out = run(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--config"])
+        .arg(format!("docker://{reference}")));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -109,13 +122,19 @@ fn compose_build_and_push_through_the_plugin() {
         common::skip("dockerd (Debian docker.io) is not installed");
         return;
     }
-    let Some(compose_bin) = compose_binary() else { return };
-    let Some(reg) = common::RegistryServer::start() else { return };
+    let Some(compose_bin) = compose_binary() else {
+        return;
+    };
+    let Some(reg) = common::RegistryServer::start() else {
+        return;
+    };
 
     // DOCKER_CONFIG/cli-plugins: our buildx plugin beside Compose.
     let cfg = tempfile::tempdir().unwrap();
     let plugins = cfg.path().join("cli-plugins");
-    run(Command::new(env!("CARGO_BIN_EXE_stromatekt")).args(["docker-plugin", "install", "--dir"]).arg(&plugins));
+    run(Command::new(env!("CARGO_BIN_EXE_stromatekt"))
+        .args(["docker-plugin", "install", "--dir"])
+        .arg(&plugins));
     std::os::unix::fs::symlink(&compose_bin, plugins.join("docker-compose")).unwrap();
 
     let store = LoopStore::new(4);
@@ -127,33 +146,84 @@ fn compose_build_and_push_through_the_plugin() {
     let proj = store.scratch().join("shop");
     fs::create_dir_all(proj.join("a")).unwrap();
     fs::create_dir_all(proj.join("b")).unwrap();
-    fs::write(proj.join("a/Dockerfile"), DOCKERFILE_A.replace("BASE", &from)).unwrap();
-    fs::write(proj.join("b/b.Dockerfile"), DOCKERFILE_B.replace("BASE", &from)).unwrap();
-    fs::write(proj.join("compose.yaml"), COMPOSE.replace("REG", &reg.host())).unwrap();
+    fs::write(
+        proj.join("a/Dockerfile"),
+        DOCKERFILE_A.replace("BASE", &from),
+    )
+    .unwrap();
+    fs::write(
+        proj.join("b/b.Dockerfile"),
+        DOCKERFILE_B.replace("BASE", &from),
+    )
+    .unwrap();
+    fs::write(
+        proj.join("compose.yaml"),
+        COMPOSE.replace("REG", &reg.host()),
+    )
+    .unwrap();
     fs::write(proj.join(".env"), "B_TAG=2\nVERSION=2.0\n").unwrap();
 
-    let dir = tempfile::Builder::new().prefix("cp").tempdir_in("/tmp").unwrap();
-    let out = run(Command::new(common::repo_root().join("scripts/ref-dockerd.sh")).arg("start").arg(dir.path()));
-    let d = Dockerd { host: String::from_utf8_lossy(&out.stdout).trim().to_string(), dir };
+    let dir = tempfile::Builder::new()
+        .prefix("cp")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let out = run(
+        Command::new(common::repo_root().join("scripts/ref-dockerd.sh"))
+            .arg("start")
+            .arg(dir.path()),
+    );
+    let d = Dockerd {
+        host: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        dir,
+    };
     let root = store.dir.join("root");
-    let (a, b) = (format!("{}/compose/a:1", reg.host()), format!("{}/compose/b:2", reg.host()));
+    let (a, b) = (
+        format!("{}/compose/a:1", reg.host()),
+        format!("{}/compose/b:2", reg.host()),
+    );
 
     // Build: both images land in the daemon, as Compose asked.
-    let first = compose(cfg.path(), &proj, &d, &root, &["--progress", "plain", "build"]);
-    let shown = String::from_utf8_lossy(&first.stdout).to_string() + &String::from_utf8_lossy(&first.stderr);
+    let first = compose(
+        cfg.path(),
+        &proj,
+        &d,
+        &root,
+        &["--progress", "plain", "build"],
+    );
+    let shown = String::from_utf8_lossy(&first.stdout).to_string()
+        + &String::from_utf8_lossy(&first.stderr);
     let first = shown.clone();
-    assert!(shown.contains("echo \"$GREETING from a\""), "Compose shows our steps:\n{shown}");
+    assert!(
+        shown.contains("echo \"$GREETING from a\""),
+        "Compose shows our steps:\n{shown}"
+    );
     let ia = inspect(&d, &a);
     let labels = &ia["Config"]["Labels"];
     assert_eq!(labels["org.example.service"], "a", "{ia}");
     assert_eq!(labels["com.docker.compose.project"], "shop", "{ia}");
     assert_eq!(labels["com.docker.compose.service"], "a", "{ia}");
-    assert!(ia["Config"]["Env"].as_array().unwrap().iter().any(|e| e == "APP=a"), "target stage final: {ia}");
+    assert!(
+        ia["Config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "APP=a"),
+        "target stage final: {ia}"
+    );
     assert_eq!(ia["Config"]["Cmd"], serde_json::json!(["cat", "/final"]));
-    let o = run(Command::new("/usr/bin/docker").env("DOCKER_HOST", &d.host).args(["run", "--rm", "--network", "none", &a]));
+    let o = run(Command::new("/usr/bin/docker")
+        .env("DOCKER_HOST", &d.host)
+        .args(["run", "--rm", "--network", "none", &a]));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from a\n");
     let ib = inspect(&d, &b);
-    assert!(ib["Config"]["Env"].as_array().unwrap().iter().any(|e| e == "VERSION=2.0"), "arg from .env: {ib}");
+    assert!(
+        ib["Config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "VERSION=2.0"),
+        "arg from .env: {ib}"
+    );
     assert_eq!(ib["Config"]["WorkingDir"], "/srv");
     assert_eq!(ib["Config"]["Labels"]["from.dockerfile"], "b");
     assert_eq!(ib["Config"]["Labels"]["com.docker.compose.service"], "b");
@@ -166,19 +236,58 @@ fn compose_build_and_push_through_the_plugin() {
     assert_eq!(ca["config"]["Labels"]["org.example.service"], "a", "{ca}");
     assert_eq!(ca["config"]["Cmd"], serde_json::json!(["cat", "/final"]));
     let cb = registry_config(&b);
-    assert!(cb["config"]["Env"].as_array().unwrap().iter().any(|e| e == "VERSION=2.0"), "{cb}");
-    assert_eq!(ia["Id"], format!("sha256:{}", sha256_hex(&run(Command::new("skopeo").args(["inspect", "--tls-verify=false", "--raw", "--config"]).arg(format!("docker://{a}"))).stdout)), "the pushed config is the built one");
+    assert!(
+        cb["config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "VERSION=2.0"),
+        "{cb}"
+    );
+    assert_eq!(
+        ia["Id"],
+        format!(
+            "sha256:{}",
+            sha256_hex(
+                &run(Command::new("skopeo")
+                    .args(["inspect", "--tls-verify=false", "--raw", "--config"])
+                    .arg(format!("docker://{a}")))
+                .stdout
+            )
+        ),
+        "the pushed config is the built one"
+    );
 
     // A second build takes every step from the cache and gives the same image.
-    let second = compose(cfg.path(), &proj, &d, &root, &["--progress", "plain", "build"]);
-    let shown = String::from_utf8_lossy(&second.stdout).to_string() + &String::from_utf8_lossy(&second.stderr);
+    let second = compose(
+        cfg.path(),
+        &proj,
+        &d,
+        &root,
+        &["--progress", "plain", "build"],
+    );
+    let shown = String::from_utf8_lossy(&second.stdout).to_string()
+        + &String::from_utf8_lossy(&second.stderr);
     let steps = outcomes(&shown);
-    let runs: Vec<&(String, String)> = steps.iter().filter(|(name, _)| name.contains("RUN ")).collect();
+    let runs: Vec<&(String, String)> = steps
+        .iter()
+        .filter(|(name, _)| name.contains("RUN "))
+        .collect();
     assert_eq!(runs.len(), 3, "Compose shows the three RUN steps:\n{shown}");
-    assert!(steps.iter().all(|(_, end)| end == "CACHED"), "every step cached:\n{shown}");
-    let first_runs = outcomes(&first).into_iter().filter(|(name, end)| name.contains("RUN ") && end.starts_with("DONE")).count();
+    assert!(
+        steps.iter().all(|(_, end)| end == "CACHED"),
+        "every step cached:\n{shown}"
+    );
+    let first_runs = outcomes(&first)
+        .into_iter()
+        .filter(|(name, end)| name.contains("RUN ") && end.starts_with("DONE"))
+        .count();
     assert_eq!(first_runs, 3, "the first build ran them:\n{first}");
-    assert_eq!(inspect(&d, &a)["Id"], ia["Id"], "same image after the cached build");
+    assert_eq!(
+        inspect(&d, &a)["Id"],
+        ia["Id"],
+        "same image after the cached build"
+    );
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -192,11 +301,18 @@ fn outcomes(text: &str) -> Vec<(String, String)> {
     let mut names = std::collections::BTreeMap::new();
     let mut out = Vec::new();
     for line in text.lines() {
-        let Some((num, rest)) = line.strip_prefix('#').and_then(|l| l.split_once(' ')) else { continue };
+        let Some((num, rest)) = line.strip_prefix('#').and_then(|l| l.split_once(' ')) else {
+            continue;
+        };
         if rest.starts_with("DONE") || rest == "CACHED" || rest.starts_with("ERROR") {
-            out.push((names.get(num).cloned().unwrap_or_default(), rest.to_string()));
+            out.push((
+                names.get(num).cloned().unwrap_or_default(),
+                rest.to_string(),
+            ));
         } else if rest != "..." {
-            names.entry(num.to_string()).or_insert_with(|| rest.to_string());
+            names
+                .entry(num.to_string())
+                .or_insert_with(|| rest.to_string());
         }
     }
     out

@@ -166,7 +166,14 @@ fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
     // Compose files are interpolated with the current directory's `.env` too.
     let dotenv = match std::fs::read_to_string(".env") {
         Ok(text) => Some(text),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory) => None,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
+            ) =>
+        {
+            None
+        }
         Err(e) => bail!("reading .env: {e}"),
     };
     let config = bake::load_with_dotenv(&files, &env, dotenv.as_deref())?;
@@ -186,7 +193,10 @@ fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
 pub fn run(a: &BakeArgs) -> Result<()> {
     for e in &a.allow {
         let (name, _) = e.split_once('=').unwrap_or((e.as_str(), ""));
-        if !matches!(name, "network.host" | "security.insecure" | "fs" | "fs.read" | "fs.write" | "device" | "ssh") {
+        if !matches!(
+            name,
+            "network.host" | "security.insecure" | "fs" | "fs.read" | "fs.write" | "device" | "ssh"
+        ) {
             bail!("--allow {e}: unknown entitlement (known: network.host, security.insecure, fs=PATH, fs.read=PATH, fs.write=PATH, device, ssh)");
         }
     }

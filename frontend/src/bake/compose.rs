@@ -25,10 +25,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as J;
 
-use super::compose_env::interpolate;
+use super::compose_yaml::{get, is_null, key, merge, resolve_merge_keys, Reader};
 use super::target::{parse_entries, parse_entry, Entry, EntryKind};
 use super::{clean_path, BakeError, BakeFile, Group, Pos, Target};
-use crate::buildoci::yaml::{self, Node, ScalarKind, Value};
+use crate::buildoci::yaml::{self, Node, Value};
 
 /// Whether a bake file is read as a compose file: `.yml`/`.yaml` always,
 /// `.json`/`.hcl` never, any other name when it is a YAML mapping with
@@ -42,238 +42,82 @@ pub fn is_compose(name: &str, text: &str) -> bool {
         return false;
     }
     match yaml::parse(text) {
-        Ok(Node { value: Value::Map(entries), .. }) => entries.iter().any(|(k, _)| matches!(key(k), "services" | "secrets")),
+        Ok(Node {
+            value: Value::Map(entries),
+            ..
+        }) => entries
+            .iter()
+            .any(|(k, _)| matches!(key(k), "services" | "secrets")),
         _ => false,
     }
 }
 
-fn key(n: &Node) -> &str {
-    match &n.value {
-        Value::Scalar { text, .. } => text,
-        _ => "",
-    }
-}
-
-fn get<'a>(n: &'a Node, k: &str) -> Option<&'a Node> {
-    match &n.value {
-        Value::Map(entries) => entries.iter().rev().find(|(key_node, _)| key(key_node) == k).map(|(_, v)| v),
-        _ => None,
-    }
-}
-
-fn is_null(n: &Node) -> bool {
-    n.plain_kind() == Some(ScalarKind::Null)
-}
-
-/// Reads one compose model with its environment, naming errors by place.
-struct Reader<'a> {
-    env: &'a BTreeMap<String, String>,
-    /// Which file each merged node came from (by line we cannot tell: the
-    /// files are merged), so positions name the first file.
-    file: String,
-}
-
-impl Reader<'_> {
-    fn err(&self, n: &Node, msg: String) -> BakeError {
-        BakeError::at(Pos { file: self.file.clone(), line: n.span.line, col: n.span.col }, msg)
-    }
-
-    /// A scalar as an interpolated string.
-    fn string(&self, n: &Node, what: &str) -> Result<String, BakeError> {
-        match &n.value {
-            Value::Scalar { text, .. } => {
-                let look = |k: &str| self.env.get(k).cloned();
-                interpolate(text, &look).map_err(|e| self.err(n, format!("{what}: {e}")))
-            }
-            _ => Err(self.err(n, format!("{what} must be a string, found {}", n.describe()))),
-        }
-    }
-
-    fn opt_string(&self, n: Option<&Node>, what: &str) -> Result<Option<String>, BakeError> {
-        match n {
-            None => Ok(None),
-            Some(n) if is_null(n) => Ok(None),
-            Some(n) => self.string(n, what).map(Some),
-        }
-    }
-
-    fn boolean(&self, n: &Node, what: &str) -> Result<bool, BakeError> {
-        match self.string(n, what)?.as_str() {
-            "true" | "True" | "TRUE" | "1" | "t" | "T" => Ok(true),
-            "false" | "False" | "FALSE" | "0" | "f" | "F" | "" => Ok(false),
-            other => Err(self.err(n, format!("{what} must be a boolean, found {other:?}"))),
-        }
-    }
-
-    /// A list of strings (a single string is a one-element list).
-    fn strings(&self, n: &Node, what: &str) -> Result<Vec<String>, BakeError> {
-        match &n.value {
-            Value::Seq(items) => items.iter().map(|i| self.string(i, what)).collect(),
-            Value::Scalar { .. } if is_null(n) => Ok(Vec::new()),
-            Value::Scalar { .. } => Ok(vec![self.string(n, what)?]),
-            Value::Map(_) => Err(self.err(n, format!("{what} must be a list of strings, found a mapping"))),
-        }
-    }
-
-    /// A mapping or a `KEY=VALUE` list; `None` values are keys without a value.
-    fn mapping(&self, n: &Node, what: &str, sep: &[char]) -> Result<Vec<(String, Option<String>)>, BakeError> {
-        match &n.value {
-            Value::Map(entries) => entries
-                .iter()
-                .map(|(k, v)| {
-                    let k = self.string(k, what)?;
-                    let v = if is_null(v) { None } else { Some(self.string(v, &format!("{what}.{k}"))?) };
-                    Ok((k, v))
-                })
-                .collect(),
-            Value::Seq(items) => items
-                .iter()
-                .map(|i| {
-                    let s = self.string(i, what)?;
-                    Ok(match s.split_once(sep) {
-                        Some((k, v)) => (k.to_string(), Some(v.to_string())),
-                        None => (s, None),
-                    })
-                })
-                .collect(),
-            Value::Scalar { .. } if is_null(n) => Ok(Vec::new()),
-            Value::Scalar { .. } => Err(self.err(n, format!("{what} must be a mapping or a list of KEY=VALUE, found {}", n.describe()))),
-        }
-    }
-}
-
-/// Lay `over` onto `base` (one compose file over an earlier one). `path` is
-/// where we are (`services.NAME.build.args`), for the per-key rules.
-fn merge(base: &mut Node, over: &Node, path: &[&str]) {
-    let by_name = matches!(path, ["services", _, "build", "args" | "labels" | "extra_hosts" | "additional_contexts"] | ["services", _, "environment" | "labels"]);
-    if by_name {
-        let as_map = |n: &Node| -> Vec<(Node, Node)> {
-            match &n.value {
-                Value::Map(e) => e.clone(),
-                Value::Seq(items) => items
-                    .iter()
-                    .map(|i| {
-                        let text = key(i).to_string();
-                        let (k, v) = match text.split_once(['=', ':']) {
-                            Some((k, v)) => (k.to_string(), Some(v.to_string())),
-                            None => (text, None),
-                        };
-                        let scalar = |t: String, quoted| Node { value: Value::Scalar { text: t, quoted }, span: i.span.clone() };
-                        (scalar(k, true), v.map(|v| scalar(v, true)).unwrap_or_else(|| scalar(String::new(), false)))
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            }
-        };
-        let mut entries = as_map(base);
-        for (k, v) in as_map(over) {
-            match entries.iter_mut().find(|(ek, _)| key(ek) == key(&k)) {
-                Some(e) => e.1 = v,
-                None => entries.push((k, v)),
-            }
-        }
-        base.value = Value::Map(entries);
-        return;
-    }
-    if matches!(path, ["services", _, "build"]) {
-        // `build: PATH` is `build: { context: PATH }`.
-        let as_map = |n: &Node| match &n.value {
-            Value::Scalar { .. } if !is_null(n) => {
-                let k = Node { value: Value::Scalar { text: "context".into(), quoted: false }, span: n.span.clone() };
-                Node { value: Value::Map(vec![(k, n.clone())]), span: n.span.clone() }
-            }
-            _ => n.clone(),
-        };
-        *base = as_map(base);
-        let over = as_map(over);
-        return merge_maps(base, &over, path);
-    }
-    match (&mut base.value, &over.value) {
-        (Value::Map(_), Value::Map(_)) => merge_maps(base, over, path),
-        (Value::Seq(b), Value::Seq(o)) => {
-            for item in o {
-                if !b.contains(item) {
-                    b.push(item.clone());
-                }
-            }
-        }
-        _ => *base = over.clone(),
-    }
-}
-
-fn merge_maps(base: &mut Node, over: &Node, path: &[&str]) {
-    let (Value::Map(b), Value::Map(o)) = (&mut base.value, &over.value) else {
-        *base = over.clone();
-        return;
-    };
-    for (k, v) in o {
-        match b.iter_mut().find(|(bk, _)| key(bk) == key(k)) {
-            Some(e) => {
-                let mut p = path.to_vec();
-                p.push(key(k));
-                merge(&mut e.1, v, &p);
-            }
-            None => b.push((k.clone(), v.clone())),
-        }
-    }
-}
-
-/// YAML merge keys (`<<: *anchor`): the anchored mapping's keys the mapping lacks.
-fn resolve_merge_keys(n: &mut Node) {
-    match &mut n.value {
-        Value::Seq(items) => items.iter_mut().for_each(resolve_merge_keys),
-        Value::Map(entries) => {
-            let mut inherited: Vec<(Node, Node)> = Vec::new();
-            entries.retain(|(k, v)| {
-                if key(k) != "<<" {
-                    return true;
-                }
-                let sources: Vec<&Node> = match &v.value {
-                    Value::Seq(items) => items.iter().collect(),
-                    _ => vec![v],
-                };
-                for s in sources {
-                    if let Value::Map(e) = &s.value {
-                        inherited.extend(e.iter().cloned());
-                    }
-                }
-                false
-            });
-            for (k, v) in inherited {
-                if !entries.iter().any(|(ek, _)| key(ek) == key(&k)) {
-                    entries.push((k, v));
-                }
-            }
-            entries.iter_mut().for_each(|(_, v)| resolve_merge_keys(v));
-        }
-        Value::Scalar { .. } => {}
-    }
-}
-
 const BUILD_KEYS: &[&str] = &[
-    "context", "dockerfile", "dockerfile_inline", "entitlements", "args", "ssh", "labels", "cache_from", "cache_to", "no_cache",
-    "additional_contexts", "network", "provenance", "pull", "sbom", "target", "shm_size", "extra_hosts", "isolation", "privileged",
-    "secrets", "tags", "ulimits", "platforms",
+    "context",
+    "dockerfile",
+    "dockerfile_inline",
+    "entitlements",
+    "args",
+    "ssh",
+    "labels",
+    "cache_from",
+    "cache_to",
+    "no_cache",
+    "additional_contexts",
+    "network",
+    "provenance",
+    "pull",
+    "sbom",
+    "target",
+    "shm_size",
+    "extra_hosts",
+    "isolation",
+    "privileged",
+    "secrets",
+    "tags",
+    "ulimits",
+    "platforms",
 ];
 
 /// Read compose files (in order, each laid over the earlier ones) into the
 /// `default` group and one target per service that builds. `env` is the
 /// environment to interpolate with ([`super::compose_env::compose_env`]).
-pub fn load(files: &[BakeFile], env: &BTreeMap<String, String>) -> Result<(Group, Vec<Target>), BakeError> {
+pub fn load(
+    files: &[BakeFile],
+    env: &BTreeMap<String, String>,
+) -> Result<(Group, Vec<Target>), BakeError> {
     let mut model: Option<Node> = None;
     for f in files {
-        let mut n = yaml::parse(&f.text).map_err(|e| BakeError::at(Pos { file: f.name.clone(), line: e.span.line, col: e.span.col }, format!("not valid YAML: {}", e.message)))?;
+        let mut n = yaml::parse(&f.text).map_err(|e| {
+            BakeError::at(
+                Pos {
+                    file: f.name.clone(),
+                    line: e.span.line,
+                    col: e.span.col,
+                },
+                format!("not valid YAML: {}", e.message),
+            )
+        })?;
         resolve_merge_keys(&mut n);
         let empty = match &n.value {
-            Value::Map(entries) => !entries.iter().any(|(k, _)| matches!(key(k), "services" | "secrets")),
+            Value::Map(entries) => !entries
+                .iter()
+                .any(|(k, _)| matches!(key(k), "services" | "secrets")),
             _ => true,
         };
         if empty {
-            return Err(BakeError::msg(format!("{}: empty compose file (no services)", f.name)));
+            return Err(BakeError::msg(format!(
+                "{}: empty compose file (no services)",
+                f.name
+            )));
         }
         for name in ["include", "extends"] {
             if let Some(v) = get(&n, name) {
-                let pos = Pos { file: f.name.clone(), line: v.span.line, col: v.span.col };
+                let pos = Pos {
+                    file: f.name.clone(),
+                    line: v.span.line,
+                    col: v.span.col,
+                };
                 return Err(BakeError::at(pos, format!("`{name}` is not supported in compose files by stromatekt bake; list the files with -f instead")));
             }
         }
@@ -283,10 +127,22 @@ pub fn load(files: &[BakeFile], env: &BTreeMap<String, String>) -> Result<(Group
         }
     }
     let Some(model) = model else {
-        return Ok((Group { name: "default".into(), ..Group::default() }, Vec::new()));
+        return Ok((
+            Group {
+                name: "default".into(),
+                ..Group::default()
+            },
+            Vec::new(),
+        ));
     };
-    let r = Reader { env, file: files.first().map(|f| f.name.clone()).unwrap_or_default() };
-    let mut group = Group { name: "default".into(), ..Group::default() };
+    let r = Reader {
+        env,
+        file: files.first().map(|f| f.name.clone()).unwrap_or_default(),
+    };
+    let mut group = Group {
+        name: "default".into(),
+        ..Group::default()
+    };
     let mut targets = Vec::new();
     let services: &[(Node, Node)] = match get(&model, "services").map(|s| &s.value) {
         Some(Value::Map(entries)) => entries,
@@ -296,12 +152,22 @@ pub fn load(files: &[BakeFile], env: &BTreeMap<String, String>) -> Result<(Group
         let service = key(name_node);
         let build = get(svc, "build").filter(|b| !is_null(b));
         if build.is_none() && get(svc, "image").is_none_or(is_null) {
-            return Err(r.err(name_node, format!("service {service:?} has neither an image nor a build context specified")));
+            return Err(r.err(
+                name_node,
+                format!("service {service:?} has neither an image nor a build context specified"),
+            ));
         }
         let Some(build) = build else { continue };
         let name = service.replace('.', "_");
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || name.is_empty() {
-            return Err(r.err(name_node, format!("invalid service name {name:?}: only \"[a-zA-Z0-9_-]+\" are allowed")));
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || name.is_empty()
+        {
+            return Err(r.err(
+                name_node,
+                format!("invalid service name {name:?}: only \"[a-zA-Z0-9_-]+\" are allowed"),
+            ));
         }
         let mut t = service_target(&r, &model, service, svc, build)?;
         t.name = name.clone();
@@ -337,7 +203,9 @@ fn bytes_size(bytes: u64) -> String {
 /// Compose's byte sizes: a number of bytes, or `128m`, `1gb`, `512k` (binary units).
 fn parse_bytes(s: &str) -> Option<u64> {
     let t = s.trim();
-    let digits_end = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let digits_end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(digits_end);
     let num: f64 = num.parse().ok()?;
     let unit = unit.trim().to_lowercase();
@@ -355,7 +223,10 @@ fn parse_bytes(s: &str) -> Option<u64> {
 }
 
 fn string_entry(pairs: &[(&str, &str)]) -> Entry {
-    pairs.iter().map(|(k, v)| (k.to_string(), J::String(v.to_string()))).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), J::String(v.to_string())))
+        .collect()
 }
 
 /// Append entries, dropping repeats (buildx's `Merge` of option lists).
@@ -369,7 +240,13 @@ fn merge_entries(into: &mut Option<Vec<Entry>>, more: Vec<Entry>) {
 }
 
 fn ssh_key(e: &Entry) -> (String, String) {
-    (e.get("id").and_then(J::as_str).unwrap_or_default().to_string(), e.get("paths").map(J::to_string).unwrap_or_default())
+    (
+        e.get("id")
+            .and_then(J::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        e.get("paths").map(J::to_string).unwrap_or_default(),
+    )
 }
 
 fn named_contexts(m: Vec<(String, String)>) -> BTreeMap<String, String> {
@@ -394,32 +271,59 @@ fn push_unique(list: &mut Option<Vec<String>>, more: Vec<String>) {
     }
 }
 
-fn service_target(r: &Reader, model: &Node, service: &str, svc: &Node, build: &Node) -> Result<Target, BakeError> {
+fn service_target(
+    r: &Reader,
+    model: &Node,
+    service: &str,
+    svc: &Node,
+    build: &Node,
+) -> Result<Target, BakeError> {
     let mut t = Target::default();
     let what = |k: &str| format!("services.{service}.build.{k}");
-    let opt = |e: Result<Vec<Entry>, String>, n: &Node, k: &str| e.map_err(|m| r.err(n, format!("{}: {m}", what(k))));
+    let opt = |e: Result<Vec<Entry>, String>, n: &Node, k: &str| {
+        e.map_err(|m| r.err(n, format!("{}: {m}", what(k))))
+    };
     if let Value::Scalar { .. } = &build.value {
         t.context = Some(r.string(build, &format!("services.{service}.build"))?);
     } else if let Value::Map(entries) = &build.value {
         for (k, _) in entries {
             let k_s = key(k);
             if !BUILD_KEYS.contains(&k_s) && !k_s.starts_with("x-") {
-                return Err(r.err(k, format!("services.{service}.build: additional properties '{k_s}' not allowed")));
+                return Err(r.err(
+                    k,
+                    format!("services.{service}.build: additional properties '{k_s}' not allowed"),
+                ));
             }
         }
     } else {
-        return Err(r.err(build, format!("services.{service}.build must be a path or a mapping, found a list")));
+        return Err(r.err(
+            build,
+            format!("services.{service}.build must be a path or a mapping, found a list"),
+        ));
     }
     let field = |k: &str| get(build, k).filter(|n| !is_null(n));
     if let Some(n) = field("context") {
         t.context = Some(r.string(n, &what("context"))?);
     }
-    t.dockerfile = r.opt_string(field("dockerfile"), &what("dockerfile"))?.filter(|s| !s.is_empty());
-    t.dockerfile_inline = r.opt_string(field("dockerfile_inline"), &what("dockerfile_inline"))?.filter(|s| !s.is_empty());
-    t.target = r.opt_string(field("target"), &what("target"))?.filter(|s| !s.is_empty());
-    t.network = r.opt_string(field("network"), &what("network"))?.filter(|s| !s.is_empty());
+    t.dockerfile = r
+        .opt_string(field("dockerfile"), &what("dockerfile"))?
+        .filter(|s| !s.is_empty());
+    t.dockerfile_inline = r
+        .opt_string(field("dockerfile_inline"), &what("dockerfile_inline"))?
+        .filter(|s| !s.is_empty());
+    t.target = r
+        .opt_string(field("target"), &what("target"))?
+        .filter(|s| !s.is_empty());
+    t.network = r
+        .opt_string(field("network"), &what("network"))?
+        .filter(|s| !s.is_empty());
     if let Some(n) = field("additional_contexts") {
-        t.contexts = Some(named_contexts(r.mapping(n, &what("additional_contexts"), &['='])?.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect()));
+        t.contexts = Some(named_contexts(
+            r.mapping(n, &what("additional_contexts"), &['='])?
+                .into_iter()
+                .map(|(k, v)| (k, v.unwrap_or_default()))
+                .collect(),
+        ));
     }
     if let Some(n) = field("tags") {
         t.tags = Some(r.strings(n, &what("tags"))?);
@@ -428,7 +332,11 @@ fn service_target(r: &Reader, model: &Node, service: &str, svc: &Node, build: &N
         t.platforms = Some(r.strings(n, &what("platforms"))?);
     }
     if let Some(n) = field("labels") {
-        let m: BTreeMap<String, String> = r.mapping(n, &what("labels"), &['='])?.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect();
+        let m: BTreeMap<String, String> = r
+            .mapping(n, &what("labels"), &['='])?
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_default()))
+            .collect();
         t.labels = (!m.is_empty()).then_some(m);
     }
     if let Some(n) = field("args") {
@@ -458,8 +366,16 @@ fn service_target(r: &Reader, model: &Node, service: &str, svc: &Node, build: &N
     }
     for (k, cache_to) in [("cache_from", false), ("cache_to", true)] {
         if let Some(n) = field(k) {
-            let e = opt(parse_entries(&r.strings(n, &what(k))?, EntryKind::Cache), n, k)?;
-            let slot = if cache_to { &mut t.cache_to } else { &mut t.cache_from };
+            let e = opt(
+                parse_entries(&r.strings(n, &what(k))?, EntryKind::Cache),
+                n,
+                k,
+            )?;
+            let slot = if cache_to {
+                &mut t.cache_to
+            } else {
+                &mut t.cache_from
+            };
             *slot = (!e.is_empty()).then_some(e);
         }
     }
@@ -480,7 +396,15 @@ fn service_target(r: &Reader, model: &Node, service: &str, svc: &Node, build: &N
     }
     if let Some(n) = field("shm_size") {
         let s = r.string(n, &what("shm_size"))?;
-        let bytes = parse_bytes(&s).ok_or_else(|| r.err(n, format!("{}: invalid size {s:?} (a number of bytes, or 64m, 1g, ...)", what("shm_size"))))?;
+        let bytes = parse_bytes(&s).ok_or_else(|| {
+            r.err(
+                n,
+                format!(
+                    "{}: invalid size {s:?} (a number of bytes, or 64m, 1g, ...)",
+                    what("shm_size")
+                ),
+            )
+        })?;
         if bytes > 0 {
             t.shm_size = Some(bytes_size(bytes));
         }
@@ -491,11 +415,23 @@ fn service_target(r: &Reader, model: &Node, service: &str, svc: &Node, build: &N
     if let Some(n) = field("extra_hosts") {
         let mut hosts: Vec<(String, Vec<String>)> = Vec::new();
         let entries: Vec<(String, Vec<String>)> = match &n.value {
-            Value::Map(e) => e.iter().map(|(k, v)| Ok((r.string(k, &what("extra_hosts"))?, r.strings(v, &what("extra_hosts"))?))).collect::<Result<_, BakeError>>()?,
-            _ => r.strings(n, &what("extra_hosts"))?
+            Value::Map(e) => e
+                .iter()
+                .map(|(k, v)| {
+                    Ok((
+                        r.string(k, &what("extra_hosts"))?,
+                        r.strings(v, &what("extra_hosts"))?,
+                    ))
+                })
+                .collect::<Result<_, BakeError>>()?,
+            _ => r
+                .strings(n, &what("extra_hosts"))?
                 .into_iter()
                 .map(|s| {
-                    let (h, ip) = s.split_once('=').or_else(|| s.split_once(':')).unwrap_or((&s, ""));
+                    let (h, ip) = s
+                        .split_once('=')
+                        .or_else(|| s.split_once(':'))
+                        .unwrap_or((&s, ""));
                     (h.to_string(), vec![ip.to_string()])
                 })
                 .collect(),
@@ -506,7 +442,10 @@ fn service_target(r: &Reader, model: &Node, service: &str, svc: &Node, build: &N
                 None => hosts.push((h, ips)),
             }
         }
-        let m: BTreeMap<String, String> = hosts.into_iter().map(|(h, ips)| (h, ips.join(","))).collect();
+        let m: BTreeMap<String, String> = hosts
+            .into_iter()
+            .map(|(h, ips)| (h, ips.join(",")))
+            .collect();
         t.extra_hosts = (!m.is_empty()).then_some(m);
     }
     let mut attest = Vec::new();
@@ -515,10 +454,13 @@ fn service_target(r: &Reader, model: &Node, service: &str, svc: &Node, build: &N
             let v = r.string(n, &what(kind))?;
             let s = match v.as_str() {
                 "true" | "1" | "t" | "T" | "TRUE" | "True" => format!("type={kind}"),
-                "false" | "0" | "f" | "F" | "FALSE" | "False" => format!("type={kind},disabled=true"),
+                "false" | "0" | "f" | "F" | "FALSE" | "False" => {
+                    format!("type={kind},disabled=true")
+                }
                 v => format!("type={kind},{v}"),
             };
-            attest.push(opt(parse_entry(&s, EntryKind::Attest).map(|e| vec![e]), n, kind)?.remove(0));
+            attest
+                .push(opt(parse_entry(&s, EntryKind::Attest).map(|e| vec![e]), n, kind)?.remove(0));
         }
     }
     t.attest = (!attest.is_empty()).then_some(attest);
@@ -532,7 +474,10 @@ fn service_target(r: &Reader, model: &Node, service: &str, svc: &Node, build: &N
         x_bake(r, service, x, &mut t)?;
     }
     if t.tags.as_ref().is_none_or(Vec::is_empty) {
-        if let Some(image) = r.opt_string(get(svc, "image"), &format!("services.{service}.image"))?.filter(|s| !s.is_empty()) {
+        if let Some(image) = r
+            .opt_string(get(svc, "image"), &format!("services.{service}.image"))?
+            .filter(|s| !s.is_empty())
+        {
             t.tags = Some(vec![image]);
         }
     }
@@ -541,28 +486,49 @@ fn service_target(r: &Reader, model: &Node, service: &str, svc: &Node, build: &N
 
 fn secrets(r: &Reader, model: &Node, service: &str, n: &Node) -> Result<Vec<Entry>, BakeError> {
     let Value::Seq(items) = &n.value else {
-        return Err(r.err(n, format!("services.{service}.build.secrets must be a list")));
+        return Err(r.err(
+            n,
+            format!("services.{service}.build.secrets must be a list"),
+        ));
     };
     let mut out = Vec::new();
     for item in items {
         let source = match &item.value {
-            Value::Map(_) => r.opt_string(get(item, "source"), "secrets.source")?.unwrap_or_default(),
+            Value::Map(_) => r
+                .opt_string(get(item, "source"), "secrets.source")?
+                .unwrap_or_default(),
             _ => r.string(item, "secrets")?,
         };
         let Some(def) = get(model, "secrets").and_then(|s| get(s, &source)) else {
-            return Err(r.err(item, format!("service {service:?} refers to undefined build secret {source}")));
+            return Err(r.err(
+                item,
+                format!("service {service:?} refers to undefined build secret {source}"),
+            ));
         };
         if get(def, "external").is_some_and(|e| r.boolean(e, "external").unwrap_or(false)) {
             return Err(r.err(def, format!("unsupported external secret {source}")));
         }
         let file = r.opt_string(get(def, "file"), &format!("secrets.{source}.file"))?;
-        let env = r.opt_string(get(def, "environment"), &format!("secrets.{source}.environment"))?;
+        let env = r.opt_string(
+            get(def, "environment"),
+            &format!("secrets.{source}.environment"),
+        )?;
         if file.is_none() && env.is_none() {
-            return Err(r.err(def, format!("secret {source:?} must declare either `file` or `environment`")));
+            return Err(r.err(
+                def,
+                format!("secret {source:?} must declare either `file` or `environment`"),
+            ));
         }
         let mut e = string_entry(&[("id", &source)]);
         if let Some(f) = file {
-            e.insert("src".into(), J::String(if f.starts_with('/') { f } else { clean_path(&f) }));
+            e.insert(
+                "src".into(),
+                J::String(if f.starts_with('/') {
+                    f
+                } else {
+                    clean_path(&f)
+                }),
+            );
         }
         if let Some(v) = env {
             e.insert("env".into(), J::String(v));
@@ -574,7 +540,10 @@ fn secrets(r: &Reader, model: &Node, service: &str, n: &Node) -> Result<Vec<Entr
 
 fn ulimits(r: &Reader, service: &str, n: &Node) -> Result<Vec<String>, BakeError> {
     let Value::Map(entries) = &n.value else {
-        return Err(r.err(n, format!("services.{service}.build.ulimits must be a mapping")));
+        return Err(r.err(
+            n,
+            format!("services.{service}.build.ulimits must be a mapping"),
+        ));
     };
     let mut out = Vec::new();
     for (k, v) in entries {
@@ -582,7 +551,8 @@ fn ulimits(r: &Reader, service: &str, n: &Node) -> Result<Vec<String>, BakeError
         let num = |n: Option<&Node>, what: &str| -> Result<i64, BakeError> {
             let Some(n) = n else { return Ok(0) };
             let s = r.string(n, what)?;
-            s.parse().map_err(|_| r.err(n, format!("{what} must be a number, found {s:?}")))
+            s.parse()
+                .map_err(|_| r.err(n, format!("{what} must be a number, found {s:?}")))
         };
         // A single number sets neither soft nor hard in buildx's reading (both 0).
         let (soft, hard) = match &v.value {
@@ -601,17 +571,26 @@ fn ulimits(r: &Reader, service: &str, n: &Node) -> Result<Vec<String>, BakeError
 /// The `x-bake` extension: a string value is a whitespace-separated list.
 fn x_bake(r: &Reader, service: &str, x: &Node, t: &mut Target) -> Result<(), BakeError> {
     let Value::Map(entries) = &x.value else {
-        return Err(r.err(x, format!("services.{service}.build.x-bake must be a mapping")));
+        return Err(r.err(
+            x,
+            format!("services.{service}.build.x-bake must be a mapping"),
+        ));
     };
     let list = |n: &Node, k: &str| -> Result<Vec<String>, BakeError> {
         match &n.value {
-            Value::Scalar { .. } => Ok(r.string(n, k)?.split_whitespace().map(str::to_string).collect()),
+            Value::Scalar { .. } => Ok(r
+                .string(n, k)?
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()),
             _ => r.strings(n, k),
         }
     };
     for (k, v) in entries {
         let what = format!("services.{service}.build.x-bake.{}", key(k));
-        let entries_of = |kind: EntryKind| parse_entries(&list(v, &what)?, kind).map_err(|m| r.err(v, format!("{what}: {m}")));
+        let entries_of = |kind: EntryKind| {
+            parse_entries(&list(v, &what)?, kind).map_err(|m| r.err(v, format!("{what}: {m}")))
+        };
         match key(k) {
             "tags" => push_unique(&mut t.tags, list(v, &what)?),
             "platforms" => push_unique(&mut t.platforms, list(v, &what)?),

@@ -65,7 +65,9 @@ pub fn interpolate(s: &str, look: &dyn Fn(&str) -> Option<String>) -> Result<Str
                     j += 1;
                 }
                 if j >= chars.len() {
-                    return Err(format!("invalid interpolation format for {s:?}: no closing '}}'"));
+                    return Err(format!(
+                        "invalid interpolation format for {s:?}: no closing '}}'"
+                    ));
                 }
                 let inner: String = chars[i + 2..j].iter().collect();
                 out.push_str(&braced(&inner, s, look)?);
@@ -90,11 +92,17 @@ pub fn interpolate(s: &str, look: &dyn Fn(&str) -> Option<String>) -> Result<Str
 }
 
 /// One `${...}` body: a name and an optional operator with its operand.
-fn braced(inner: &str, whole: &str, look: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn braced(
+    inner: &str,
+    whole: &str,
+    look: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let name_len = inner.chars().take_while(|c| is_name_char(*c)).count();
     let (name, rest) = inner.split_at(name_len);
     if name.is_empty() || !name.starts_with(is_name_start) {
-        return Err(format!("invalid interpolation format for {whole:?}: ${{{inner}}} is not a variable"));
+        return Err(format!(
+            "invalid interpolation format for {whole:?}: ${{{inner}}} is not a variable"
+        ));
     }
     let value = look(name);
     let set = value.is_some();
@@ -106,22 +114,64 @@ fn braced(inner: &str, whole: &str, look: &dyn Fn(&str) -> Option<String>) -> Re
     let (op, operand) = if let Some(r) = rest.strip_prefix(':') {
         match r.chars().next() {
             Some(c @ ('-' | '?' | '+')) => (format!(":{c}"), &r[1..]),
-            _ => return Err(format!("invalid interpolation format for {whole:?}: unknown operator in ${{{inner}}}")),
+            _ => {
+                return Err(format!(
+                    "invalid interpolation format for {whole:?}: unknown operator in ${{{inner}}}"
+                ))
+            }
         }
     } else {
         match rest.chars().next() {
             Some(c @ ('-' | '?' | '+')) => (c.to_string(), &rest[1..]),
-            _ => return Err(format!("invalid interpolation format for {whole:?}: unknown operator in ${{{inner}}}")),
+            _ => {
+                return Err(format!(
+                    "invalid interpolation format for {whole:?}: unknown operator in ${{{inner}}}"
+                ))
+            }
         }
     };
     let operand = || interpolate(operand, look);
     Ok(match op.as_str() {
-        ":-" => if nonempty { value } else { operand()? },
-        "-" => if set { value } else { operand()? },
-        ":+" => if nonempty { operand()? } else { String::new() },
-        "+" => if set { operand()? } else { String::new() },
-        ":?" if !nonempty => return Err(format!("required variable {name} is missing a value: {}", operand()?)),
-        "?" if !set => return Err(format!("required variable {name} is missing a value: {}", operand()?)),
+        ":-" => {
+            if nonempty {
+                value
+            } else {
+                operand()?
+            }
+        }
+        "-" => {
+            if set {
+                value
+            } else {
+                operand()?
+            }
+        }
+        ":+" => {
+            if nonempty {
+                operand()?
+            } else {
+                String::new()
+            }
+        }
+        "+" => {
+            if set {
+                operand()?
+            } else {
+                String::new()
+            }
+        }
+        ":?" if !nonempty => {
+            return Err(format!(
+                "required variable {name} is missing a value: {}",
+                operand()?
+            ))
+        }
+        "?" if !set => {
+            return Err(format!(
+                "required variable {name} is missing a value: {}",
+                operand()?
+            ))
+        }
         _ => value,
     })
 }
@@ -129,7 +179,10 @@ fn braced(inner: &str, whole: &str, look: &dyn Fn(&str) -> Option<String>) -> Re
 /// Read a `.env` file (`KEY=VALUE` lines, `export ` allowed, `#` comments,
 /// single quotes literal, double quotes with escapes, `${VAR}` expanded from
 /// `look` first, then from the keys above). Errors name the line.
-pub fn parse_dotenv(text: &str, look: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>, String> {
+pub fn parse_dotenv(
+    text: &str,
+    look: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, String> {
     let mut out: Vec<(String, String)> = Vec::new();
     let lines: Vec<&str> = text.lines().collect();
     let mut n = 0;
@@ -140,7 +193,10 @@ pub fn parse_dotenv(text: &str, look: &dyn Fn(&str) -> Option<String>) -> Result
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let line = line.strip_prefix("export ").map(str::trim_start).unwrap_or(line);
+        let line = line
+            .strip_prefix("export ")
+            .map(str::trim_start)
+            .unwrap_or(line);
         let Some(sep) = line.find(['=', ':']) else {
             // A bare name: its value from the environment, else nothing.
             let key = line.trim();
@@ -160,7 +216,9 @@ pub fn parse_dotenv(text: &str, look: &dyn Fn(&str) -> Option<String>) -> Result
                 let mut body = raw[1..].to_string();
                 while !closes(&body, q) {
                     if n >= lines.len() {
-                        return Err(format!(".env:{lineno}: unterminated quoted value for {key}"));
+                        return Err(format!(
+                            ".env:{lineno}: unterminated quoted value for {key}"
+                        ));
                     }
                     body.push('\n');
                     body.push_str(lines[n]);
@@ -231,15 +289,30 @@ fn unescape(s: &str) -> String {
     out
 }
 
-fn expand(v: &str, earlier: &[(String, String)], look: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let both = |k: &str| look(k).or_else(|| earlier.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone()));
+fn expand(
+    v: &str,
+    earlier: &[(String, String)],
+    look: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let both = |k: &str| {
+        look(k).or_else(|| {
+            earlier
+                .iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        })
+    };
     interpolate(v, &both)
 }
 
 /// The environment a compose file is read with, as buildx builds it: the
 /// process environment, plus the `.env` file's keys it does not set, plus
 /// `COMPOSE_PROJECT_NAME` (default `bake`).
-pub fn compose_env(env: &BTreeMap<String, String>, dotenv: Option<&str>) -> Result<BTreeMap<String, String>, String> {
+pub fn compose_env(
+    env: &BTreeMap<String, String>,
+    dotenv: Option<&str>,
+) -> Result<BTreeMap<String, String>, String> {
     let mut out = env.clone();
     if let Some(text) = dotenv {
         let look = |k: &str| env.get(k).cloned();
@@ -247,7 +320,8 @@ pub fn compose_env(env: &BTreeMap<String, String>, dotenv: Option<&str>) -> Resu
             out.entry(k).or_insert(v);
         }
     }
-    out.entry("COMPOSE_PROJECT_NAME".into()).or_insert_with(|| "bake".into());
+    out.entry("COMPOSE_PROJECT_NAME".into())
+        .or_insert_with(|| "bake".into());
     Ok(out)
 }
 
@@ -257,7 +331,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -265,11 +342,20 @@ mod tests {
         let e = env(&[("SET", "v"), ("EMPTY", "")]);
         let look = |k: &str| e.get(k).cloned();
         let i = |s: &str| interpolate(s, &look);
-        assert_eq!(i("${SET:-d} ${EMPTY:-d} ${EMPTY-d} ${NO-d}").unwrap(), "v d  d");
-        assert_eq!(i("${SET:+a} ${EMPTY:+a} ${EMPTY+a} ${NO+a}").unwrap(), "a  a ");
+        assert_eq!(
+            i("${SET:-d} ${EMPTY:-d} ${EMPTY-d} ${NO-d}").unwrap(),
+            "v d  d"
+        );
+        assert_eq!(
+            i("${SET:+a} ${EMPTY:+a} ${EMPTY+a} ${NO+a}").unwrap(),
+            "a  a "
+        );
         assert_eq!(i("${NO:-${SET}x}").unwrap(), "vx");
         assert_eq!(i("$SET/$NO/$$SET/a$").unwrap(), "v//$SET/a$");
-        assert_eq!(i("${EMPTY:?must be set}").unwrap_err(), "required variable EMPTY is missing a value: must be set");
+        assert_eq!(
+            i("${EMPTY:?must be set}").unwrap_err(),
+            "required variable EMPTY is missing a value: must be set"
+        );
         assert_eq!(i("${EMPTY?x}").unwrap(), "");
         assert!(i("${SET").is_err());
         assert!(i("${:-x}").is_err());

@@ -2,8 +2,17 @@
 use super::*;
 
 fn read(text: &str, env: &[(&str, &str)]) -> Result<(Group, Vec<Target>), BakeError> {
-    let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    load(&[BakeFile { name: "compose.yaml".into(), text: text.into() }], &env)
+    let env: BTreeMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    load(
+        &[BakeFile {
+            name: "compose.yaml".into(),
+            text: text.into(),
+        }],
+        &env,
+    )
 }
 
 #[test]
@@ -32,8 +41,16 @@ fn x_bake_and_sizes() {
     .unwrap();
     assert_eq!(t[0].shm_size.as_deref(), Some("128MiB"));
     assert_eq!(t[0].ulimits, Some(vec!["nofile=1024:2048".to_string()]));
-    assert_eq!(t[0].platforms, Some(vec!["linux/amd64".to_string(), "linux/arm64".to_string()]));
-    let refs: Vec<Option<&str>> = t[0].cache_from.iter().flatten().map(|e| e.get("ref").or(e.get("src")).and_then(J::as_str)).collect();
+    assert_eq!(
+        t[0].platforms,
+        Some(vec!["linux/amd64".to_string(), "linux/arm64".to_string()])
+    );
+    let refs: Vec<Option<&str>> = t[0]
+        .cache_from
+        .iter()
+        .flatten()
+        .map(|e| e.get("ref").or(e.get("src")).and_then(J::as_str))
+        .collect();
     assert_eq!(refs, [Some("user/app:cache"), Some("c")]);
     assert_eq!(t[0].no_cache, Some(true));
     assert_eq!(t[0].tags, Some(vec!["a:1".to_string()]));
@@ -42,12 +59,31 @@ fn x_bake_and_sizes() {
 
 #[test]
 fn errors_name_the_place() {
-    let e = read("services:\n  a:\n    build:\n      context: .\n      foo: bar\n", &[]).unwrap_err();
-    assert_eq!(e.to_string(), "compose.yaml:5:7: services.a.build: additional properties 'foo' not allowed");
-    let e = read("services:\n  a:\n    build:\n      args:\n        X: ${NEED:?set NEED}\n", &[]).unwrap_err();
-    assert!(e.to_string().starts_with("compose.yaml:5:12: services.a.build.args.X: required variable NEED"), "{e}");
+    let e = read(
+        "services:\n  a:\n    build:\n      context: .\n      foo: bar\n",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "compose.yaml:5:7: services.a.build: additional properties 'foo' not allowed"
+    );
+    let e = read(
+        "services:\n  a:\n    build:\n      args:\n        X: ${NEED:?set NEED}\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("compose.yaml:5:12: services.a.build.args.X: required variable NEED"),
+        "{e}"
+    );
     let e = read("services:\n  a:\n    entrypoint: x\n", &[]).unwrap_err();
-    assert!(e.to_string().contains("neither an image nor a build context"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("neither an image nor a build context"),
+        "{e}"
+    );
     let e = read("", &[]).unwrap_err();
     assert!(e.to_string().contains("empty compose file"), "{e}");
 }

@@ -23,6 +23,7 @@
 
 pub mod compose;
 pub mod compose_env;
+mod compose_yaml;
 pub mod eval;
 pub mod funcs;
 pub mod parse;
