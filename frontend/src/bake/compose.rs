@@ -111,15 +111,35 @@ pub fn load(
                 f.name
             )));
         }
-        for name in ["include", "extends"] {
-            if let Some(v) = get(&n, name) {
-                let pos = Pos {
-                    file: f.name.clone(),
-                    line: v.span.line,
-                    col: v.span.col,
-                };
-                return Err(BakeError::at(pos, format!("`{name}` is not supported in compose files by stromatekt bake; list the files with -f instead")));
-            }
+        let services: &[(Node, Node)] = match get(&n, "services").map(|s| &s.value) {
+            Some(Value::Map(entries)) => entries,
+            _ => &[],
+        };
+        let unread = get(&n, "include")
+            .map(|v| (v, "`include`", "list the files with -f instead"))
+            .into_iter()
+            .chain(
+                services
+                    .iter()
+                    .filter_map(|(_, svc)| get(svc, "extends"))
+                    .map(|v| {
+                        (
+                            v,
+                            "a service's `extends`",
+                            "write the build section out in the service",
+                        )
+                    }),
+            );
+        if let Some((v, what, instead)) = unread.into_iter().next() {
+            let pos = Pos {
+                file: f.name.clone(),
+                line: v.span.line,
+                col: v.span.col,
+            };
+            return Err(BakeError::at(
+                pos,
+                format!("{what} is not supported in compose files by stromatekt bake; {instead}"),
+            ));
         }
         match &mut model {
             None => model = Some(n),

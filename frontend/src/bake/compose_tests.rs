@@ -84,6 +84,16 @@ fn errors_name_the_place() {
             .contains("neither an image nor a build context"),
         "{e}"
     );
+    let e = read(
+        "services:\n  a:\n    extends: {service: b}\n    build: .\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("compose.yaml:3:14: a service's `extends` is not supported"),
+        "{e}"
+    );
     let e = read("", &[]).unwrap_err();
     assert!(e.to_string().contains("empty compose file"), "{e}");
 }

@@ -165,7 +165,7 @@ pub(super) fn merge(base: &mut Node, over: &Node, path: &[&str]) {
                         };
                         let scalar = |t: String, quoted| Node {
                             value: Value::Scalar { text: t, quoted },
-                            span: i.span.clone(),
+                            span: i.span,
                         };
                         (
                             scalar(k, true),
@@ -196,11 +196,11 @@ pub(super) fn merge(base: &mut Node, over: &Node, path: &[&str]) {
                         text: "context".into(),
                         quoted: false,
                     },
-                    span: n.span.clone(),
+                    span: n.span,
                 };
                 Node {
                     value: Value::Map(vec![(k, n.clone())]),
-                    span: n.span.clone(),
+                    span: n.span,
                 }
             }
             _ => n.clone(),
