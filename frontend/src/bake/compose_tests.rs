@@ -117,3 +117,20 @@ fn compose_files_are_told_apart() {
     assert!(!is_compose("-", "{\"target\": {\"a\": {}}}"));
     assert!(!is_compose("-", "target \"a\" {\n}\n"));
 }
+
+#[test]
+fn ssh_sorted_and_ulimit_numbers_as_buildx() {
+    let (_, t) = read(
+        "services:\n  a:\n    build:\n      ssh:\n        - key=/path/to/key\n        - default\n      ulimits:\n        nproc: 65535\n      x-bake:\n        ssh: other=p default\n",
+        &[],
+    )
+    .unwrap();
+    let ids: Vec<&str> = t[0]
+        .ssh
+        .iter()
+        .flatten()
+        .filter_map(|e| e.get("id").and_then(J::as_str))
+        .collect();
+    assert_eq!(ids, ["default", "key", "other"]);
+    assert_eq!(t[0].ulimits, Some(vec!["nproc=0:0".to_string()]));
+}
