@@ -13,7 +13,8 @@
 //! config fields (labels, args through ENV, the target stage, Compose's
 //! labels), they are pushed (the registry's manifests and configs), Compose
 //! shows our steps from the rawjson stream, and a second `compose build`
-//! takes every step from the cache.
+//! takes every step from the cache. Then `docker buildx bake` reads the same
+//! `compose.yaml` and `.env` itself and finds every step cached.
 //!
 //! Needs the Docker CLI, dockerd (Debian's docker.io), docker-registry,
 //! root, runc, mkfs.btrfs, umoci, skopeo, /bin/busybox and the Compose
@@ -287,6 +288,39 @@ fn compose_build_and_push_through_the_plugin() {
         inspect(&d, &a)["Id"],
         ia["Id"],
         "same image after the cached build"
+    );
+
+    // `docker buildx bake` reads the same compose.yaml (and .env) itself:
+    // the same steps, all found in the cache, and the images loaded.
+    let mut c = Command::new(DOCKER);
+    c.current_dir(&proj)
+        .env("DOCKER_CONFIG", cfg.path())
+        .env("DOCKER_HOST", &d.host)
+        .env("STROMATEKT_ROOT", &root)
+        .stdin(Stdio::null())
+        .args(["buildx", "bake", "--progress", "rawjson"]);
+    let o = run(&mut c);
+    let events = common::events(&o);
+    let runs: Vec<String> = events
+        .iter()
+        .filter(|e| e["name"].as_str().unwrap_or("").contains("RUN "))
+        .filter_map(|e| {
+            e["event"]
+                .as_str()
+                .filter(|k| *k != "start")
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(
+        runs,
+        ["cached"; 3],
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let ib2 = inspect(&d, &b);
+    assert_eq!(
+        ib2["Config"]["Env"], ib["Config"]["Env"],
+        "the arg from .env, as Compose gave it"
     );
 }
 
