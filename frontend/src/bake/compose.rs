@@ -52,6 +52,8 @@ pub fn is_compose(name: &str, text: &str) -> bool {
     }
 }
 
+const PROJECT_NAME: &str = "COMPOSE_PROJECT_NAME";
+
 const BUILD_KEYS: &[&str] = &[
     "context",
     "dockerfile",
@@ -155,10 +157,25 @@ pub fn load(
             Vec::new(),
         ));
     };
-    let r = Reader {
-        env,
-        file: files.first().map(|f| f.name.clone()).unwrap_or_default(),
+    let file = files.first().map(|f| f.name.clone()).unwrap_or_default();
+    // The project name: the file's `name`, else the environment's, else
+    // `bake`; `${COMPOSE_PROJECT_NAME}` is it.
+    let mut env = env.clone();
+    let from_file = match get(&model, "name").filter(|n| !is_null(n)) {
+        Some(n) => Reader {
+            env: &env,
+            file: file.clone(),
+        }
+        .string(n, "name")?,
+        None => String::new(),
     };
+    let name = match env.get(PROJECT_NAME) {
+        _ if !from_file.is_empty() => from_file,
+        Some(e) if !e.is_empty() => e.clone(),
+        _ => "bake".to_string(),
+    };
+    env.insert(PROJECT_NAME.into(), name);
+    let r = Reader { env: &env, file };
     let mut group = Group {
         name: "default".into(),
         ..Group::default()

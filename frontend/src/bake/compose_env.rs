@@ -307,8 +307,9 @@ fn expand(
 }
 
 /// The environment a compose file is read with, as buildx builds it: the
-/// process environment, plus the `.env` file's keys it does not set, plus
-/// `COMPOSE_PROJECT_NAME` (default `bake`).
+/// process environment, plus the `.env` file's keys it does not set.
+/// `COMPOSE_PROJECT_NAME` is added by the reader (it may come from the
+/// file's `name`).
 pub fn compose_env(
     env: &BTreeMap<String, String>,
     dotenv: Option<&str>,
@@ -320,8 +321,6 @@ pub fn compose_env(
             out.entry(k).or_insert(v);
         }
     }
-    out.entry("COMPOSE_PROJECT_NAME".into())
-        .or_insert_with(|| "bake".into());
     Ok(out)
 }
 
@@ -381,6 +380,5 @@ mod tests {
         let full = compose_env(&e, Some("SYSTEM=other\nNEW=n\n")).unwrap();
         assert_eq!(full["SYSTEM"], "abc");
         assert_eq!(full["NEW"], "n");
-        assert_eq!(full["COMPOSE_PROJECT_NAME"], "bake");
     }
 }

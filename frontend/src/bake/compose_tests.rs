@@ -134,3 +134,19 @@ fn ssh_sorted_and_ulimit_numbers_as_buildx() {
     assert_eq!(ids, ["default", "key", "other"]);
     assert_eq!(t[0].ulimits, Some(vec!["nproc=0:0".to_string()]));
 }
+
+#[test]
+fn project_name_from_file_then_env_then_bake() {
+    let text =
+        "name: shop\nservices:\n  a:\n    build:\n      args: {P: \"${COMPOSE_PROJECT_NAME}\"}\n";
+    let arg = |t: &(Group, Vec<Target>)| t.1[0].args.as_ref().map(|a| a["P"].clone());
+    assert_eq!(arg(&read(text, &[]).unwrap()).as_deref(), Some("shop"));
+    let env = [("COMPOSE_PROJECT_NAME", "env")];
+    assert_eq!(arg(&read(text, &env).unwrap()).as_deref(), Some("shop"));
+    let unnamed = text.replace("name: shop\n", "");
+    assert_eq!(arg(&read(&unnamed, &env).unwrap()).as_deref(), Some("env"));
+    assert_eq!(
+        arg(&read(&text.replace("name: shop\n", ""), &[]).unwrap()).as_deref(),
+        Some("bake")
+    );
+}
