@@ -82,12 +82,6 @@ pub const DEFAULT_FILES: &[&str] = &[
     "docker-bake.override.hcl",
 ];
 
-/// Whether a file name is a compose file (read by buildx's compose loader).
-pub fn is_compose_file(name: &str) -> bool {
-    let base = name.rsplit('/').next().unwrap_or(name);
-    base.ends_with(".yml") || base.ends_with(".yaml")
-}
-
 /// A group of targets.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Group {
