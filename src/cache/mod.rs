@@ -144,6 +144,7 @@ pub fn prune<S: Store + ?Sized>(
             out.snapshots += 1;
         }
     }
+    crate::store::fault::point("prune-snapshots-removed");
     // Layer records of removed snapshots; remember which blobs stay in use.
     let existing: BTreeSet<String> = store.list_committed()?.into_iter().collect();
     let mut ours = BTreeSet::new();
@@ -152,13 +153,12 @@ pub fn prune<S: Store + ?Sized>(
     if let Ok(rd) = fs::read_dir(&layers) {
         for e in rd.flatten() {
             let p = e.path();
-            let Ok(bytes) = fs::read(&p) else { continue };
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                let _ = fs::remove_file(&p);
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
                 continue;
-            };
-            let digest = v["digest"].as_str().unwrap_or("").trim_start_matches("sha256:").to_string();
-            let snapshot = v["snapshot"].as_str().unwrap_or("").to_string();
+            }
+            let Some(rec) = layers::read_record(&p) else { continue };
+            let digest = rec.digest.trim_start_matches("sha256:").to_string();
+            let snapshot = rec.snapshot;
             ours.insert(digest.clone());
             if snapshot.is_empty() || !existing.contains(&snapshot) || all {
                 let _ = fs::remove_file(&p);
@@ -167,6 +167,7 @@ pub fn prune<S: Store + ?Sized>(
             }
         }
     }
+    crate::store::fault::point("prune-records-removed");
     let blobs = blob_dir(&root);
     if let Ok(rd) = fs::read_dir(&blobs) {
         for e in rd.flatten() {
@@ -194,8 +195,7 @@ pub fn prune<S: Store + ?Sized>(
             let p = e.path();
             let keep = !all
                 && !e.file_name().to_string_lossy().starts_with(".tmp-")
-                && fs::read(&p)
-                    .ok()
+                && crate::store::seal::read_sealed(&p, "copy-site record")
                     .and_then(|b| serde_json::from_slice::<SiteSnapshot>(&b).ok())
                     .is_some_and(|r| existing.contains(&r.snapshot));
             if !keep {

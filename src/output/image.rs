@@ -136,6 +136,7 @@ impl BuiltImage {
         }
         layout.put_bytes(&self.config_desc.digest, &self.config).with_context(|| format!("writing to {}", dir.display()))?;
         layout.put_bytes(&self.manifest_desc.digest, &self.manifest).with_context(|| format!("writing to {}", dir.display()))?;
+        crate::store::fault::point("export-blobs-written");
         layout.set_manifest(self.manifest_desc.clone(), Some(tag)).with_context(|| format!("writing {}/index.json", dir.display()))?;
         Ok(())
     }

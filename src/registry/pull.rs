@@ -126,15 +126,14 @@ fn io_at(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> RegistryErro
 }
 
 /// Make sure blob `desc` of `reference`'s repository is in `content`:
-/// skipped when a file of the right size is there (blobs are only ever put
-/// there after verification), else downloaded to a temporary name,
-/// verified and renamed. Returns the blob's path.
+/// skipped when a file with the right size and digest is there (checked
+/// once per process; a damaged one is reported and removed), else
+/// downloaded to a temporary name, verified and renamed. Returns the blob's
+/// path.
 pub fn ensure_blob(reg: &dyn Registry, reference: &str, desc: &Descriptor, content: &Path) -> Result<PathBuf, RegistryError> {
     let dest = blob_path(content, &desc.digest)?;
-    if let Ok(meta) = fs::metadata(&dest) {
-        if meta.is_file() && meta.len() == desc.size {
-            return Ok(dest);
-        }
+    if dest.is_file() && crate::store::seal::blob_ok(&dest, &desc.digest, Some(desc.size)) {
+        return Ok(dest);
     }
     let dir = content.join("blobs").join("sha256");
     fs::create_dir_all(&dir).map_err(io_at(&dir, "creating"))?;

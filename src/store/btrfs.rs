@@ -261,9 +261,13 @@ impl Store for BtrfsStore {
         let fd = open_dir(&src)?;
         nix::unistd::syncfs(fd.as_fd()).map_err(errno("syncing", &src))?;
         drop(fd);
+        super::fault::point("commit-synced");
         use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
         match renameat2(AT_FDCWD, &src, AT_FDCWD, &dst, RenameFlags::RENAME_NOREPLACE) {
-            Ok(()) => set_readonly(&dst)?,
+            Ok(()) => {
+                super::fault::point("commit-renamed");
+                set_readonly(&dst)?
+            }
             Err(nix::errno::Errno::EEXIST) | Err(nix::errno::Errno::ENOTEMPTY) => {
                 // A concurrent commit won: keep theirs.
                 Self::delete_subvol(&src)?;

@@ -17,10 +17,12 @@
 //! plain directory copies for tests that run without root.
 
 pub mod btrfs;
+pub mod fault;
 pub mod layout;
 pub mod lock;
 pub mod mem;
 pub mod root;
+pub mod seal;
 pub mod temps;
 
 pub use layout::Area;

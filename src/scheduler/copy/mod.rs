@@ -201,6 +201,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             }
         };
         self.commit_step(&key, name)?;
+        crate::store::fault::point("copy-committed");
         let (Some(site), Some(t)) = (site, track) else { return Ok(()) };
         // Everything below the destination is this COPY's: its changes
         // are known, the export need not diff (see `changes`).
