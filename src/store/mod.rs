@@ -23,6 +23,7 @@ pub mod lock;
 pub mod mem;
 pub mod root;
 pub mod seal;
+pub mod space;
 pub mod temps;
 
 pub use layout::Area;
