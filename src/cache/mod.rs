@@ -20,6 +20,7 @@
 //! of snapshots, exported and imported) is [`remote`].
 
 pub mod changes;
+pub mod check;
 pub mod key;
 pub mod layers;
 pub mod remote;
@@ -297,7 +298,8 @@ mod tests {
         fs::write(blobs.join("aaaa"), b"ours").expect("blob");
         fs::write(blobs.join("bbbb"), b"pulled").expect("blob");
         fs::create_dir_all(tmp.path().join("cache/layers")).expect("mkdir");
-        fs::write(tmp.path().join("cache/layers/x.json"), br#"{"digest":"sha256:aaaa","snapshot":"run-old"}"#).expect("rec");
+        let rec = br#"{"diff_id":"sha256:d","digest":"sha256:aaaa","size":4,"media_type":"m","snapshot":"run-old"}"#;
+        fs::write(tmp.path().join("cache/layers/x.json"), crate::store::seal::seal(rec)).expect("rec");
 
         let p = prune(&store, false, None, &|| {}).expect("prune");
         assert_eq!(p.snapshots, 2);

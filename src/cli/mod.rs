@@ -52,6 +52,8 @@ pub enum Command {
     Du(cache::DuArgs),
     /// Remove build cache.
     Prune(cache::PruneArgs),
+    /// Verify the store: every blob against its digest, every record against its checksum, leftovers of crashed builds.
+    Check(cache::CheckArgs),
     /// Install stromatekt as the Docker CLI plugin `docker-buildx`.
     DockerPlugin(plugin::PluginArgs),
     /// buildx's builder commands (`inspect`, `ls`, `use`, `create`, `rm`, `stop`).
@@ -142,6 +144,13 @@ pub fn main() -> i32 {
             }
         },
         Command::Du(a) => match cache::du(&a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("stromatekt: {e:#}");
+                1
+            }
+        },
+        Command::Check(a) => match cache::run_check(&a) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("stromatekt: {e:#}");

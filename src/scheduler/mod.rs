@@ -269,7 +269,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         // Containers first: a leftover container may still use a snapshot.
         self.exec.recover().context("removing leftover containers")?;
         for key in self.store.list_active()? {
-            if let Some(pid) = owner_pid(&key) {
+            if let Some(pid) = crate::store::temps::active_owner(&key) {
                 if !crate::store::pid_alive(pid) {
                     self.store.remove(&key).with_context(|| format!("removing leftover snapshot {key}"))?;
                 }
@@ -770,11 +770,6 @@ pub fn apply_edit(config: &mut ImageConfig, edit: &ConfigEdit) {
     }
 }
 
-
-/// The pid in a `w-<pid>-...` work key.
-fn owner_pid(key: &str) -> Option<i32> {
-    key.strip_prefix("w-")?.split('-').next()?.parse().ok()
-}
 
 /// `base` with the committed snapshot `name` stacked on top as one more layer.
 pub(crate) fn with_layer(node: &Node, base: &State, name: String) -> State {
