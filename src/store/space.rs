@@ -8,6 +8,7 @@
 //! some) or another filesystem (an output directory, the temporary
 //! directory).
 
+use super::layout;
 use std::path::Path;
 
 /// The text of ENOSPC as the C library and Rust render it.
@@ -35,11 +36,13 @@ fn mb(bytes: u64) -> String {
 }
 
 /// Whether an ENOSPC with message `text` happened on the store at `root`:
-/// the message names a path in the store, or a RUN failed (its command
-/// writes into a snapshot of the store), or the store is nearly full.
+/// the message names a place the build writes to in the store (a work
+/// snapshot, the blobs, the records, its temporary files; committed
+/// snapshots are only read, e.g. by an export), or a RUN failed (its
+/// command writes into a work snapshot), or the store is nearly full.
 fn on_store(text: &str, root: &Path) -> bool {
-    let root_text = root.display().to_string();
-    if text.contains(&root_text) || text.contains("did not complete successfully") {
+    let written = [root.join("active"), layout::content_dir(root), layout::cache_root(root), layout::temp_dir(root)];
+    if written.iter().any(|p| text.contains(&format!("{}/", p.display()))) || text.contains("did not complete successfully") {
         return true;
     }
     // btrfs frees removed snapshots in the background, and the failed step's
