@@ -112,12 +112,21 @@ fn a_full_store_says_what_to_prune_and_the_build_succeeds_after_prune() {
     assert!(o.status.success(), "{}", show(&o));
     env.build(&copy, &[]);
     assert_clean(&env, "after the builds");
+    // A command that hides its error (`2>/dev/null`) on a nearly full store:
+    // the store's state is still named, with what to prune.
+    let o = env.cmd().arg(&filler).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the filler fit a full store:\n{err}");
+    assert!(err.contains("nearly full") && err.contains("stromatekt prune"), "the error does not say what to prune:\n{err}");
 
     // A full output directory (a 1 MiB tmpfs) is not the store's fault.
+    let o = cli(&env, &["prune", "--all"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let small = env.ctx("small", "ARG BASE\nFROM ${BASE}\nRUN echo small > /small\n", &[]);
     let out = env.store.scratch().join("small-out");
     std::fs::create_dir_all(&out).unwrap();
     common::run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(&out));
-    let o = env.cmd().arg("-o").arg(format!("type=local,dest={}", out.join("tree").display())).arg(&filler).output().unwrap();
+    let o = env.cmd().arg("-o").arg(format!("type=local,dest={}", out.join("tree").display())).arg(&small).output().unwrap();
     let _ = Command::new("umount").arg(&out).status();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "an output larger than its filesystem succeeded:\n{err}");

@@ -64,8 +64,8 @@ pub fn write_sealed(path: &Path, payload: &[u8], kind: &str) -> std::io::Result<
         fs::create_dir_all(dir)?;
     }
     let tmp = super::temps::temp_sibling(path, kind);
-    fs::write(&tmp, seal(payload))?;
-    fs::rename(&tmp, path).inspect_err(|_| {
+    // A write cut short (a full disk) leaves no temporary file behind.
+    fs::write(&tmp, seal(payload)).and_then(|()| fs::rename(&tmp, path)).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })
 }

@@ -42,21 +42,39 @@ fn mb(bytes: u64) -> String {
 /// command writes into a work snapshot), or the store is nearly full.
 fn on_store(text: &str, root: &Path) -> bool {
     let written = [root.join("active"), layout::content_dir(root), layout::cache_root(root), layout::temp_dir(root)];
-    if written.iter().any(|p| text.contains(&format!("{}/", p.display()))) || text.contains("did not complete successfully") {
+    if written.iter().any(|p| text.contains(&format!("{}/", p.display()))) || text.contains(RUN_FAILED) {
         return true;
     }
-    // btrfs frees removed snapshots in the background, and the failed step's
-    // snapshot is already removed: "nearly full" is generous.
+    nearly_full(root)
+}
+
+/// How a RUN whose command failed is reported.
+const RUN_FAILED: &str = "did not complete successfully";
+
+/// Whether the store is nearly full. btrfs frees removed snapshots in the
+/// background, and the failed step's snapshot is already removed, so
+/// "nearly" is generous: under a tenth of the filesystem or 64 MiB free.
+fn nearly_full(root: &Path) -> bool {
     space(root).is_some_and(|(free, total)| free < (total / 10).max(64 << 20))
 }
 
 /// `err` with what filled up and what to do, when it is ENOSPC; else `err`.
 pub fn explain(err: anyhow::Error, root: &Path) -> anyhow::Error {
-    if !is_enospc(&err) {
-        return err;
-    }
     let text = format!("{err:#}");
     let (free, total) = space(root).unwrap_or((0, 0));
+    if !is_enospc(&err) {
+        // A command that hid its "No space left on device" (`2>/dev/null`).
+        if text.contains(RUN_FAILED) && nearly_full(root) {
+            return err.context(format!(
+                "the store at {} is nearly full ({} free of {}); if the command ran out of space, \
+                 free some with `stromatekt prune` (`--keep-storage SIZE`, `--all`) and run the build again",
+                root.display(),
+                mb(free),
+                mb(total)
+            ));
+        }
+        return err;
+    }
     if on_store(&text, root) {
         err.context(format!(
             "the store at {} is full ({} free of {}; the failed step was removed, the store is consistent): \

@@ -54,6 +54,10 @@ pub fn dead_temps(root: &Path) -> Vec<PathBuf> {
 fn temp_dirs(root: &Path) -> Vec<PathBuf> {
     let mut v = vec![root.to_path_buf(), temp_dir(root), blob_dir(root)];
     v.extend(Area::ALL.iter().map(|a| cache_dir(root, *a)));
+    // Block records sit one level down (`blocks/<hh>/`).
+    if let Ok(rd) = fs::read_dir(cache_dir(root, Area::Blocks)) {
+        v.extend(rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+    }
     v
 }
 
