@@ -276,6 +276,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             }
         }
         crate::store::sweep_dead_temps(self.store.root());
+        self.store.finish_commits().context("finishing commits a crash cut short")?;
         Ok(())
     }
 

@@ -335,6 +335,14 @@ impl Store for BtrfsStore {
     fn list_committed(&self) -> Result<Vec<String>, StoreError> {
         list(&self.root.join("committed"))
     }
+
+    fn finish_commits(&self) -> Result<Vec<String>, StoreError> {
+        let cut = self.writable_committed()?;
+        for name in &cut {
+            self.finish_commit(name)?;
+        }
+        Ok(cut)
+    }
 }
 
 /// A send-stream path (relative to the subvolume root) as a [`PathBuf`]
