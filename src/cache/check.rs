@@ -30,9 +30,14 @@ pub struct Problem {
 
 /// The entries of `dir` that are not temporary, sorted.
 fn files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = fs::read_dir(dir) else { return vec![] };
-    let mut v: Vec<PathBuf> =
-        rd.flatten().filter(|e| !e.file_name().to_string_lossy().starts_with(".tmp-")).map(|e| e.path()).collect();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut v: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .map(|e| e.path())
+        .collect();
     v.sort();
     v
 }
@@ -41,7 +46,9 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 fn sealed_json(path: &Path) -> Result<(), String> {
     let bytes = fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
     let payload = seal::unseal(&bytes).map_err(|d| d.to_string())?;
-    serde_json::from_slice::<serde_json::Value>(payload).map(|_| ()).map_err(|e| format!("does not parse: {e}"))
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .map(|_| ())
+        .map_err(|e| format!("does not parse: {e}"))
 }
 
 /// Every damaged or half-made entry of the store's content and records.
@@ -50,18 +57,32 @@ pub fn find<S: Store + ?Sized>(store: &S) -> Vec<Problem> {
     let mut out = Vec::new();
     let mut bad = |path: PathBuf, what: String| out.push(Problem { path, what });
     for p in files(&blob_dir(root)) {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         match seal::file_sha256(&p) {
             Ok(got) if got == name => {}
-            Ok(got) => bad(p, format!("blob's content has digest sha256:{got}, not its name")),
+            Ok(got) => bad(
+                p,
+                format!("blob's content has digest sha256:{got}, not its name"),
+            ),
             Err(e) => bad(p, format!("blob cannot be read: {e}")),
         }
     }
     for p in files(&cache_dir(root, Area::Layers)) {
         let res = fs::read(&p)
             .map_err(|e| e.to_string())
-            .and_then(|b| seal::unseal(&b).map(<[u8]>::to_vec).map_err(|d| d.to_string()))
-            .and_then(|b| serde_json::from_slice::<layers::CachedLayer>(&b).map(|_| ()).map_err(|e| format!("does not parse: {e}")));
+            .and_then(|b| {
+                seal::unseal(&b)
+                    .map(<[u8]>::to_vec)
+                    .map_err(|d| d.to_string())
+            })
+            .and_then(|b| {
+                serde_json::from_slice::<layers::CachedLayer>(&b)
+                    .map(|_| ())
+                    .map_err(|e| format!("does not parse: {e}"))
+            });
         if let Err(e) = res {
             bad(p, format!("layer record: {e}"));
         }
@@ -71,7 +92,10 @@ pub fn find<S: Store + ?Sized>(store: &S) -> Vec<Problem> {
             bad(p, format!("kept change list: {e}"));
         }
     }
-    for (area, what) in [(Area::CopySites, "copy-site record"), (Area::Context, "context index")] {
+    for (area, what) in [
+        (Area::CopySites, "copy-site record"),
+        (Area::Context, "context index"),
+    ] {
         for p in files(&cache_dir(root, area)) {
             if let Err(e) = sealed_json(&p) {
                 bad(p, format!("{what}: {e}"));
@@ -80,7 +104,10 @@ pub fn find<S: Store + ?Sized>(store: &S) -> Vec<Problem> {
     }
     for key in store.list_active().unwrap_or_default() {
         if temps::active_owner(&key).is_some_and(|pid| !temps::pid_alive(pid)) {
-            bad(PathBuf::from("active").join(&key), "work snapshot of a build that is gone".into());
+            bad(
+                PathBuf::from("active").join(&key),
+                "work snapshot of a build that is gone".into(),
+            );
         }
     }
     for p in temps::dead_temps(root) {
@@ -95,7 +122,9 @@ pub fn repair<S: Store + ?Sized>(store: &S, problems: &[Problem]) -> Vec<Problem
     let mut left = Vec::new();
     for p in problems {
         let res = if let Ok(key) = p.path.strip_prefix("active") {
-            store.remove(&key.to_string_lossy()).map_err(|e| e.to_string())
+            store
+                .remove(&key.to_string_lossy())
+                .map_err(|e| e.to_string())
         } else if p.path.is_dir() {
             fs::remove_dir_all(&p.path).map_err(|e| e.to_string())
         } else {
@@ -105,7 +134,10 @@ pub fn repair<S: Store + ?Sized>(store: &S, problems: &[Problem]) -> Vec<Problem
             }
         };
         if let Err(e) = res {
-            left.push(Problem { path: p.path.clone(), what: format!("{} (not removed: {e})", p.what) });
+            left.push(Problem {
+                path: p.path.clone(),
+                what: format!("{} (not removed: {e})", p.what),
+            });
         }
     }
     left
@@ -141,19 +173,45 @@ mod tests {
             snapshot_gen: None,
         };
         let layers_dir = cache_dir(root, Area::Layers);
-        seal::write_sealed(&layers_dir.join("ok.json"), &serde_json::to_vec(&rec).unwrap(), "record").unwrap();
-        fs::write(layers_dir.join("cut.json"), &serde_json::to_vec(&rec).unwrap()[..10]).unwrap();
+        seal::write_sealed(
+            &layers_dir.join("ok.json"),
+            &serde_json::to_vec(&rec).unwrap(),
+            "record",
+        )
+        .unwrap();
+        fs::write(
+            layers_dir.join("cut.json"),
+            &serde_json::to_vec(&rec).unwrap()[..10],
+        )
+        .unwrap();
         let ctx = cache_dir(root, Area::Context);
         fs::create_dir_all(&ctx).unwrap();
         fs::write(ctx.join("i.json"), seal::seal(b"{not json")).unwrap();
         fs::create_dir_all(cache_dir(root, Area::Changes)).unwrap();
-        fs::write(cache_dir(root, Area::Changes).join("copy-x"), seal::seal(b"SCL1\n{}\nZ")).unwrap();
+        fs::write(
+            cache_dir(root, Area::Changes).join("copy-x"),
+            seal::seal(b"SCL1\n{}\nZ"),
+        )
+        .unwrap();
         // pid 999999999 cannot exist (pid_max is at most 2^22)
         store.prepare("w-999999999-abc", None).unwrap();
 
         let found = find(&store);
-        let names: Vec<String> = found.iter().map(|p| p.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, ["0".repeat(64), "cut.json".into(), "copy-x".into(), "i.json".into(), "w-999999999-abc".into()], "{found:?}");
+        let names: Vec<String> = found
+            .iter()
+            .map(|p| p.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "0".repeat(64),
+                "cut.json".into(),
+                "copy-x".into(),
+                "i.json".into(),
+                "w-999999999-abc".into()
+            ],
+            "{found:?}"
+        );
         assert!(repair(&store, &found).is_empty());
         assert!(find(&store).is_empty(), "{:?}", find(&store));
         assert!(blobs.join(&good).is_file() && layers_dir.join("ok.json").is_file());

@@ -21,16 +21,46 @@ pub struct Point {
 
 /// Every crash point, one place.
 pub const POINTS: [Point; 10] = [
-    Point { name: "commit-synced", state: "a step's snapshot is synced but still active (not renamed into committed/)" },
-    Point { name: "commit-renamed", state: "a step's snapshot is in committed/ but not yet read-only" },
-    Point { name: "copy-committed", state: "a COPY is committed; its change list and site record are not written" },
-    Point { name: "layer-blob-stored", state: "a layer blob is in the store's content; its layer record is not written" },
-    Point { name: "layer-record-written", state: "a layer record is written; the export has not used it yet" },
-    Point { name: "context-index-saving", state: "a build's steps are done; its context index is not saved, nothing is exported" },
-    Point { name: "export-blobs-written", state: "an OCI layout output has its blobs; its index.json is not written" },
-    Point { name: "push-blobs-pushed", state: "a push uploaded every blob; the manifest is not pushed" },
-    Point { name: "prune-snapshots-removed", state: "prune removed snapshots; their records and blobs are still there" },
-    Point { name: "prune-records-removed", state: "prune removed layer records; the blobs they named are still there" },
+    Point {
+        name: "commit-synced",
+        state: "a step's snapshot is synced but still active (not renamed into committed/)",
+    },
+    Point {
+        name: "commit-renamed",
+        state: "a step's snapshot is in committed/ but not yet read-only",
+    },
+    Point {
+        name: "copy-committed",
+        state: "a COPY is committed; its change list and site record are not written",
+    },
+    Point {
+        name: "layer-blob-stored",
+        state: "a layer blob is in the store's content; its layer record is not written",
+    },
+    Point {
+        name: "layer-record-written",
+        state: "a layer record is written; the export has not used it yet",
+    },
+    Point {
+        name: "context-index-saving",
+        state: "a build's steps are done; its context index is not saved, nothing is exported",
+    },
+    Point {
+        name: "export-blobs-written",
+        state: "an OCI layout output has its blobs; its index.json is not written",
+    },
+    Point {
+        name: "push-blobs-pushed",
+        state: "a push uploaded every blob; the manifest is not pushed",
+    },
+    Point {
+        name: "prune-snapshots-removed",
+        state: "prune removed snapshots; their records and blobs are still there",
+    },
+    Point {
+        name: "prune-records-removed",
+        state: "prune removed layer records; the blobs they named are still there",
+    },
 ];
 
 /// The environment variable naming the point to crash at.
@@ -38,13 +68,18 @@ pub const ENV: &str = "STROMATEKT_FAULT";
 
 fn armed() -> Option<&'static str> {
     static ARMED: OnceLock<Option<String>> = OnceLock::new();
-    ARMED.get_or_init(|| std::env::var(ENV).ok().filter(|v| !v.is_empty())).as_deref()
+    ARMED
+        .get_or_init(|| std::env::var(ENV).ok().filter(|v| !v.is_empty()))
+        .as_deref()
 }
 
 /// Crash here if `STROMATEKT_FAULT` names `name` (which must be one of
 /// [`POINTS`]): say so on stderr and abort.
 pub fn point(name: &'static str) {
-    debug_assert!(POINTS.iter().any(|p| p.name == name), "fault point {name} is not in POINTS");
+    debug_assert!(
+        POINTS.iter().any(|p| p.name == name),
+        "fault point {name} is not in POINTS"
+    );
     if armed() == Some(name) {
         eprintln!("stromatekt: {ENV}={name}: crashing here on purpose");
         std::process::abort();
@@ -58,7 +93,10 @@ pub fn check_env() -> Result<(), String> {
     match armed() {
         Some(v) if !POINTS.iter().any(|p| p.name == v) => {
             let names: Vec<&str> = POINTS.iter().map(|p| p.name).collect();
-            Err(format!("{ENV}={v} is not a fault point; the points are: {}", names.join(", ")))
+            Err(format!(
+                "{ENV}={v} is not a fault point; the points are: {}",
+                names.join(", ")
+            ))
         }
         _ => Ok(()),
     }
@@ -71,8 +109,16 @@ mod tests {
     #[test]
     fn points_are_unique_and_named_plainly() {
         for (i, p) in POINTS.iter().enumerate() {
-            assert!(POINTS[..i].iter().all(|q| q.name != p.name), "{} twice", p.name);
-            assert!(p.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'), "{}", p.name);
+            assert!(
+                POINTS[..i].iter().all(|q| q.name != p.name),
+                "{} twice",
+                p.name
+            );
+            assert!(
+                p.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+                "{}",
+                p.name
+            );
         }
     }
 }

@@ -48,9 +48,16 @@ pub fn seal(payload: &[u8]) -> Vec<u8> {
 
 /// The payload of sealed `bytes`, if the seal checks.
 pub fn unseal(bytes: &[u8]) -> Result<&[u8], Damage> {
-    let Some(cut) = bytes.len().checked_sub(TRAILER_LEN) else { return Err(Damage::Unsealed) };
+    let Some(cut) = bytes.len().checked_sub(TRAILER_LEN) else {
+        return Err(Damage::Unsealed);
+    };
     let (payload, trailer) = bytes.split_at(cut);
-    let Some(hex_part) = trailer.strip_prefix(TRAILER).and_then(|t| t.strip_suffix(b"\n")) else { return Err(Damage::Unsealed) };
+    let Some(hex_part) = trailer
+        .strip_prefix(TRAILER)
+        .and_then(|t| t.strip_suffix(b"\n"))
+    else {
+        return Err(Damage::Unsealed);
+    };
     if hex_part != hex::encode(Sha256::digest(payload)).as_bytes() {
         return Err(Damage::Mismatch);
     }
@@ -65,9 +72,11 @@ pub fn write_sealed(path: &Path, payload: &[u8], kind: &str) -> std::io::Result<
     }
     let tmp = super::temps::temp_sibling(path, kind);
     // A write cut short (a full disk) leaves no temporary file behind.
-    fs::write(&tmp, seal(payload)).and_then(|()| fs::rename(&tmp, path)).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
+    fs::write(&tmp, seal(payload))
+        .and_then(|()| fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
 }
 
 /// The payload of the sealed record at `path`; `None` when it is absent or
@@ -88,9 +97,15 @@ pub fn read_sealed(path: &Path, what: &str) -> Option<Vec<u8>> {
 /// wrong and that it is treated as missing.
 pub fn report(path: &Path, message: &str) {
     static SEEN: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
-    let first = SEEN.lock().map(|mut s| s.insert(path.to_path_buf())).unwrap_or(true);
+    let first = SEEN
+        .lock()
+        .map(|mut s| s.insert(path.to_path_buf()))
+        .unwrap_or(true);
     if first {
-        eprintln!("stromatekt: warning: {}: {message}; treating it as missing (it is made again)", path.display());
+        eprintln!(
+            "stromatekt: warning: {}: {message}; treating it as missing (it is made again)",
+            path.display()
+        );
     }
 }
 
@@ -118,13 +133,21 @@ pub fn blob_ok(path: &Path, digest: &str, size: Option<u64>) -> bool {
     if GOOD.lock().map(|g| g.contains(want)).unwrap_or(false) {
         return true;
     }
-    let Ok(md) = fs::metadata(path) else { return false };
+    let Ok(md) = fs::metadata(path) else {
+        return false;
+    };
     let problem = if size.is_some_and(|s| s != md.len()) {
-        Some(format!("blob is {} bytes, not {}", md.len(), size.unwrap_or_default()))
+        Some(format!(
+            "blob is {} bytes, not {}",
+            md.len(),
+            size.unwrap_or_default()
+        ))
     } else {
         match file_sha256(path) {
             Ok(got) if got == want => None,
-            Ok(got) => Some(format!("blob's content has digest sha256:{got}, not its name")),
+            Ok(got) => Some(format!(
+                "blob's content has digest sha256:{got}, not its name"
+            )),
             Err(e) => Some(format!("blob cannot be read: {e}")),
         }
     };

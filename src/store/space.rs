@@ -18,8 +18,9 @@ const ENOSPC_TEXT: &str = "No space left on device";
 /// it quotes) is ENOSPC.
 pub fn is_enospc(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
-        e.downcast_ref::<std::io::Error>().is_some_and(|io| io.raw_os_error() == Some(libc::ENOSPC) || io.kind() == std::io::ErrorKind::StorageFull)
-            || e.downcast_ref::<nix::errno::Errno>() == Some(&nix::errno::Errno::ENOSPC)
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            io.raw_os_error() == Some(libc::ENOSPC) || io.kind() == std::io::ErrorKind::StorageFull
+        }) || e.downcast_ref::<nix::errno::Errno>() == Some(&nix::errno::Errno::ENOSPC)
             || e.to_string().contains(ENOSPC_TEXT)
     })
 }
@@ -28,7 +29,10 @@ pub fn is_enospc(err: &anyhow::Error) -> bool {
 fn space(path: &Path) -> Option<(u64, u64)> {
     let st = nix::sys::statvfs::statvfs(path).ok()?;
     let frag = st.fragment_size() as u64;
-    Some((st.blocks_available() as u64 * frag, st.blocks() as u64 * frag))
+    Some((
+        st.blocks_available() as u64 * frag,
+        st.blocks() as u64 * frag,
+    ))
 }
 
 fn mb(bytes: u64) -> String {
@@ -41,8 +45,17 @@ fn mb(bytes: u64) -> String {
 /// snapshots are only read, e.g. by an export), or a RUN failed (its
 /// command writes into a work snapshot), or the store is nearly full.
 fn on_store(text: &str, root: &Path) -> bool {
-    let written = [root.join("active"), layout::content_dir(root), layout::cache_root(root), layout::temp_dir(root)];
-    if written.iter().any(|p| text.contains(&format!("{}/", p.display()))) || text.contains(RUN_FAILED) {
+    let written = [
+        root.join("active"),
+        layout::content_dir(root),
+        layout::cache_root(root),
+        layout::temp_dir(root),
+    ];
+    if written
+        .iter()
+        .any(|p| text.contains(&format!("{}/", p.display())))
+        || text.contains(RUN_FAILED)
+    {
         return true;
     }
     nearly_full(root)
@@ -104,7 +117,8 @@ mod tests {
 
     #[test]
     fn enospc_is_found_in_the_chain_and_in_quoted_output() {
-        let io = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC)).context("writing /x");
+        let io = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            .context("writing /x");
         assert!(is_enospc(&io));
         let quoted = anyhow::anyhow!("Dockerfile:3 RUN: process \"dd\" did not complete successfully: exit code: 1\ndd: error writing '/big': No space left on device");
         assert!(is_enospc(&quoted));
@@ -118,11 +132,21 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("store");
         std::fs::create_dir_all(&root).unwrap();
-        let in_store = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC)).context(format!("copying to {}/active/x", root.display()));
+        let in_store = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            .context(format!("copying to {}/active/x", root.display()));
         let msg = format!("{:#}", explain(in_store, &root));
-        assert!(msg.contains("is full") && msg.contains("stromatekt prune") && msg.contains("No space left"), "{msg}");
-        let out = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC)).context("writing /elsewhere/out/blob");
+        assert!(
+            msg.contains("is full")
+                && msg.contains("stromatekt prune")
+                && msg.contains("No space left"),
+            "{msg}"
+        );
+        let out = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            .context("writing /elsewhere/out/blob");
         let msg = format!("{:#}", explain(out, Path::new("/")));
-        assert!(msg.contains("not in the store") || msg.contains("is full"), "{msg}");
+        assert!(
+            msg.contains("not in the store") || msg.contains("is full"),
+            "{msg}"
+        );
     }
 }
