@@ -341,6 +341,19 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_blob_in_the_content_is_pulled_again() {
+        let reg = FakeRegistry::new();
+        image(&reg, "host:5000/r/damaged:1", "amd64", b"layer that gets damaged", false);
+        let content = tempfile::tempdir().unwrap();
+        let img = pull(&reg, "host:5000/r/damaged:1", "linux/amd64", content.path()).unwrap();
+        let blob = img.layers[0].1.clone();
+        // Same size, other bytes: a size check alone would keep it.
+        fs::write(&blob, b"LAYER THAT GETS DAMAGED").unwrap();
+        let again = pull(&reg, "host:5000/r/damaged:1", "linux/amd64", content.path()).unwrap();
+        assert_eq!(fs::read(&again.layers[0].1).unwrap(), b"layer that gets damaged");
+    }
+
+    #[test]
     fn corrupt_blob_is_rejected_and_not_stored() {
         let reg = FakeRegistry::new();
         let layer_digest = reg.add_blob(b"real");
