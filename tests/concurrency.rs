@@ -335,6 +335,8 @@ fn twelve_builds_share_their_steps_and_a_prune_at_once_removes_nothing_in_use() 
     first.extend((6..12).map(|i| spawn("two", i)));
     let prune = prune.wait_with_output().unwrap();
     assert!(prune.status.success(), "prune failed:\n{}", show(&prune));
+    let said = String::from_utf8_lossy(&prune.stdout).into_owned();
+    assert!(said.starts_with("removed ") && !said.starts_with("removed 0 "), "prune removed nothing: {said}");
     for (i, c) in first.into_iter().enumerate() {
         let o = c.wait_with_output().unwrap();
         assert!(o.status.success(), "build {i} (prune at the same time) failed:\n{}", show(&o));
