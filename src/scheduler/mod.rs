@@ -586,6 +586,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         for ((layer, file), diff_id) in img.layers.iter().zip(&img.config.rootfs.diff_ids) {
             chain = crate::cache::key::chain_id((!chain.is_empty()).then_some(chain.as_str()), diff_id);
             let name = format!("img-{}", chain.trim_start_matches("sha256:"));
+            let _step_lock = crate::store::lock::step_lock(self.store.root(), &name);
             if !self.cached(&name) {
                 imported = true;
                 let key = self.work_key(&name);

@@ -42,12 +42,12 @@ impl StoreLock {
     }
 }
 
-/// An exclusive lock on making snapshot `name` (a RUN's or a COPY's), held
-/// until dropped: a file in [`super::layout::step_lock_dir`]. Builds running
-/// at once on one store make a shared step once: the first takes the lock,
-/// the others wait for it and then find the step committed. Best effort:
-/// without the file, no lock (the commit is still atomic; the step may then
-/// run twice).
+/// An exclusive lock on making snapshot `name` (a RUN's, a COPY's or an
+/// imported base layer's), held until dropped: a file in
+/// [`super::layout::step_lock_dir`]. Builds running at once on one store
+/// make a shared step once: the first takes the lock, the others wait for it
+/// and then find the step committed. Best effort: without the file, no lock
+/// (the commit is still atomic; the step may then run twice).
 pub fn step_lock(root: &Path, name: &str) -> Option<fs::File> {
     let dir = super::layout::step_lock_dir(root);
     fs::create_dir_all(&dir).ok()?;
