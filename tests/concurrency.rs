@@ -319,6 +319,8 @@ fn twelve_builds_share_their_steps_and_a_prune_at_once_removes_nothing_in_use() 
             assert_eq!(count(&group, "cached", &step), 3, "group {g}: {step:?} was not cached for the other three");
         }
     }
+    // The base they share is imported by one of the twelve.
+    assert_eq!(count(&outs, "done", "load image"), 1, "the base was not imported exactly once");
     let digests: Vec<String> = (0..12).map(|i| manifest_digest(&out("one", i))).collect();
     for i in 0..12 {
         assert_eq!(digests[i], digests[ctxs[i].0], "build {i}: not the image of its group");
