@@ -72,6 +72,7 @@ SCENARIOS = {
     "e": ("e-copy-context", "busybox", ["cold", "noop", "change"],
           "(e) COPY 20,000 small files + 100 MB"),
     "f": ("f-apt", "debian", ["cold"], "(f) apt-get install tree (Debian base)"),
+    "g": ("g-buildpack-chain", "debian", ["cold"], "(g) buildpack-deps curl → scm chain (Debian base)"),
 }
 PHASE_TITLES = {"cold": "cold", "warm": "warm (identical rebuild)",
                 "noop": "no-op rebuild", "change": "one file changed"}
@@ -535,9 +536,16 @@ def first_error_line(text):
     return (lines[-1][:200] if lines else "no output")
 
 
-def timed(cmd, env, logfile, timeout):
-    """Run one build; returns (seconds, None) or (None, error line)."""
+def timed(cmd, env, logfile, timeout, peak_rss=False):
+    """Run one build; returns (seconds, None, peak_kb) or (None, error line,
+    None). With `peak_rss` the command runs under GNU time, which records
+    the largest resident set of the process and of the processes it waited
+    for (kilobytes); else peak_kb is None."""
     global _current_child
+    rss_file = Path(str(logfile) + ".rss")
+    if peak_rss:
+        rss_file.unlink(missing_ok=True)
+        cmd = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)] + list(cmd)
     with open(logfile, "w") as lf:
         lf.write("$ " + " ".join(cmd) + "\n")
         lf.flush()
@@ -549,7 +557,7 @@ def timed(cmd, env, logfile, timeout):
             rc = p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             kill_child(p)
-            return None, f"timed out after {timeout} s"
+            return None, f"timed out after {timeout} s", None
         except BaseException:
             kill_child(p)
             raise
@@ -559,8 +567,14 @@ def timed(cmd, env, logfile, timeout):
     if rc != 0:
         text = Path(logfile).read_text(errors="replace")
         text = text.split("\n", 1)[1] if "\n" in text else text
-        return None, first_error_line(text)
-    return dt, None
+        return None, first_error_line(text), None
+    peak = None
+    if peak_rss:
+        try:
+            peak = int(rss_file.read_text().split()[-1])
+        except (OSError, ValueError, IndexError):
+            peak = None
+    return dt, None, peak
 
 
 # --------------------------------------------------------------------------
@@ -602,6 +616,10 @@ def machine_info(env):
     return info
 
 
+# Peak resident memory of each stromatekt run: {(scen, phase, builder): [kb, ...]}.
+PEAK_RSS = {}
+
+
 def write_results(info, args, results):
     """results: {(scen, phase, builder): [ (secs|None, err|None), ... ]}"""
     tsv = [f"# {k}: {v}" for k, v in info.items()]
@@ -622,6 +640,10 @@ def write_results(info, args, results):
           f"(stromatekt: {info['stromatekt cold']}); warm/no-op: identical rebuild.",
           "", "| scenario | " + " | ".join(BUILDER_TITLES[b] for b in args.builders) + " |",
           "|---|" + "---:|" * len(args.builders)]
+    peak_header = "stromatekt peak RSS (MB)"
+    if "stromatekt" in args.builders:
+        md[-2] = md[-2] + f" {peak_header} |"
+        md[-1] = md[-1] + "---:|"
     for scen in args.scenarios:
         for phase in SCENARIOS[scen][2]:
             cells = []
@@ -642,6 +664,12 @@ def write_results(info, args, results):
                     tsv.append(f"{scen}\t{phase}\t{b}\t0\t\t\t\tfails: {err}\t")
                     cell = "fails: " + err.replace("|", "\\|").replace("`", "'")
                 cells.append(cell)
+            if "stromatekt" in args.builders:
+                peaks = PEAK_RSS.get((scen, phase, "stromatekt"), [])
+                cells.append(f"{max(peaks) / 1024:.0f}" if peaks else "")
+                tsv.append(f"{scen}\t{phase}\tstromatekt-peak-rss-kb\t{len(peaks)}\t"
+                           + (f"{statistics.median(peaks):.0f}\t{min(peaks)}\t{max(peaks)}\tok\t" if peaks else "\t\t\tnot measured\t")
+                           + ",".join(map(str, peaks)))
             md.append(f"| {SCENARIOS[scen][3]}, {PHASE_TITLES[phase]} | " + " | ".join(cells) + " |")
     how = "make bench" + (f" BENCH_N={args.n}" if args.n != 3 else "") + \
         (f" BENCH_N_E={args.n_e}" if args.n_e != 1 else "")
@@ -650,7 +678,9 @@ def write_results(info, args, results):
            "Notes: (c) and (d) sleep 8 s in total; a builder that runs the stages or the parallel "
            "group concurrently can finish in about 2 s; the others run the group in sequence. "
            "stromatekt also writes (and gzips) an OCI layout at the end of every build; the docker "
-           "builders and buildah only commit to their local image store."]
+           "builders and buildah only commit to their local image store. Peak RSS: the largest "
+           "resident set of the `stromatekt build` process and of the processes it waited for "
+           "(GNU time's %M), the largest over the runs of the cell."]
     (BENCH / "results.tsv").write_text("\n".join(tsv) + "\n")
     (BENCH / "results.md").write_text("\n".join(md) + "\n")
 
@@ -663,7 +693,7 @@ def main():
                     help="runs per cell of scenario (e), the 120 MB context, capped at -n "
                          "(default 1, or $BENCH_N_E): one repetition of (e) takes about "
                          "4.5 minutes, so the default keeps the bench under 15 minutes")
-    ap.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", "a,b,c,d,e,f"))
+    ap.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", "a,b,c,d,e,f,g"))
     ap.add_argument("--builders", default=os.environ.get("BENCH_BUILDERS", ",".join(BUILDERS)))
     ap.add_argument("--timeout", type=int, default=int(os.environ.get("BENCH_TIMEOUT", "600")),
                     help="seconds one build may take before it counts as failed")
@@ -719,12 +749,14 @@ def main():
                             env.before(b, scen, cold)
                             cmd, cenv = env.command(b, scen, dockerfile, ctx, cold)
                             logf = LOGS / f"{scen}-{phase}-{b}-{rep + 1}.log"
-                            secs, err = timed(cmd, cenv, logf, args.timeout)
+                            secs, err, peak = timed(cmd, cenv, logf, args.timeout, peak_rss=b == "stromatekt")
                         except (KeyboardInterrupt, Interrupted):
                             raise
                         except Exception as e:  # noqa: BLE001 - record it, go on
-                            secs, err = None, f"bench: {type(e).__name__}: {e}".splitlines()[0]
+                            secs, err, peak = None, f"bench: {type(e).__name__}: {e}".splitlines()[0], None
                         results.setdefault(key, []).append((secs, err))
+                        if peak is not None:
+                            PEAK_RSS.setdefault(key, []).append(peak)
                         shown = f"{secs:.2f} s" if secs is not None else f"fails: {err}"
                         log(f"  {scen} {phase:6} {b:10} run {rep + 1}/{reps}: {shown}")
                         if err and cold:
