@@ -291,13 +291,13 @@ fn a_context_tree_is_walked_once_per_build() {
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("f"), "one").unwrap();
     let sched = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, opts());
-    let first = sched.context_tree_digest(&dir, "t").unwrap();
+    let first = sched.context_tree_digest(sched.context, &dir, "t").unwrap();
     // The pre-hash thread and the COPY share the first walk's result.
     fs::write(dir.join("f"), "two").unwrap();
-    assert_eq!(sched.context_tree_digest(&dir, "t").unwrap(), first);
+    assert_eq!(sched.context_tree_digest(sched.context, &dir, "t").unwrap(), first);
     // The next build walks again and sees the change.
     let next = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, opts());
-    assert_ne!(next.context_tree_digest(&dir, "t").unwrap(), first);
+    assert_ne!(next.context_tree_digest(next.context, &dir, "t").unwrap(), first);
     // A COPY of the tree reuses the digest: its key is the one of a fresh
     // build of the same content.
     let g = graph("FROM scratch\nCOPY t /t\n", &[]);
