@@ -399,8 +399,17 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
             .ok()
             .filter(|p| !p.is_empty())
     });
+    // Which targets join the shared graph; the others are builds of their own.
+    let separate_all = std::env::var("STROMATEKT_BAKE_SEPARATE").is_ok_and(|v| !v.is_empty() && v != "0");
+    let separate = |t: &Target| separate_all || super::bake_graph::separate_reason(t).is_some();
+    for (name, t) in &resolved.targets {
+        if let Some(why) = super::bake_graph::separate_reason(t) {
+            eprintln!("stromatekt: target {name:?} is built on its own: {why}");
+        }
+    }
     // Several builds cannot share one terminal display: their lines interleave in plain form.
     if resolved.targets.len() > 1
+        && resolved.targets.values().any(|t| separate(t))
         && matches!(progress.as_deref(), None | Some("auto") | Some("tty"))
     {
         progress = Some("plain".into());
@@ -449,6 +458,7 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
         }
         remaining = rest;
         let mut children = Vec::new();
+        let mut joint = Vec::new();
         for name in ready {
             let t = &resolved.targets[name];
             let mut argv = vec!["build".to_string()];
@@ -472,6 +482,10 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
                 &links,
                 link_out.as_deref(),
             )?);
+            if !separate(t) {
+                joint.push((name.clone(), argv, meta));
+                continue;
+            }
             let mut child = Command::new(&exe)
                 .arg0("stromatekt")
                 .args(&argv)
@@ -492,6 +506,15 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
             });
             children.push((name.clone(), child, meta, relay));
         }
+        // The targets of the shared graph: built here, while the others run.
+        let joint_failed = if joint.is_empty() {
+            Ok(vec![])
+        } else {
+            let argvs: Vec<(String, Vec<String>)> =
+                joint.iter().map(|(n, argv, _)| (n.clone(), argv.clone())).collect();
+            super::bake_graph::build(&argvs)
+        };
+        let mut finished: Vec<(String, bool, PathBuf)> = Vec::new();
         for (name, mut child, meta, relay) in children {
             let status = child
                 .wait()
@@ -499,7 +522,15 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
             if let Some(r) = relay {
                 let _ = r.join();
             }
-            if !status.success() {
+            finished.push((name, status.success(), meta));
+        }
+        let joint_failed = joint_failed?;
+        for (name, _, meta) in joint {
+            let ok = !joint_failed.contains(&name);
+            finished.push((name, ok, meta));
+        }
+        for (name, ok, meta) in finished {
+            if !ok {
                 failed.push(name);
                 continue;
             }

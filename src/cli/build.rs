@@ -16,6 +16,7 @@ mod resolver;
 mod spec;
 
 pub(super) use input::Input;
+pub(crate) use outputs::write as write_outputs;
 use plan::Plan;
 
 use crate::context::Context;

@@ -5,6 +5,7 @@
 mod assemble;
 mod attest;
 mod bake;
+mod bake_graph;
 mod build;
 mod build_resources;
 mod buildx;
