@@ -170,7 +170,7 @@ fn read_files(a: &BakeArgs) -> Result<Vec<BakeFile>> {
 }
 
 /// Read, resolve and (as buildx does before printing) add `SOURCE_DATE_EPOCH`.
-fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
+pub(crate) fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
     let files = read_files(a)?;
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let config = bake::load(&files, &env)?;

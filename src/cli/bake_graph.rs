@@ -8,7 +8,8 @@
 //! for each: the main context (directory and `.dockerignore`) for a context
 //! node or a RUN binding the context, the directory of a named context, the
 //! values of the secrets and the ssh agents a RUN mounts, the platform of
-//! an empty state or of an image without one. A shared node keeps the first
+//! an empty state (an image without a platform gets the target's, as the
+//! build pulls it). A shared node keeps the first
 //! target's origin (for progress lines); a target asking for no cache
 //! (`no-cache`, `no-cache-filter`) gets its nodes built afresh, and what
 //! other targets read of them is that fresh result.
@@ -99,7 +100,7 @@ impl Merged {
 fn outside(m: &Member, node: &Node) -> String {
     let entry = |map: &BTreeMap<String, String>, id: &str| map.get(id).cloned().unwrap_or_default();
     match &node.op {
-        Op::Scratch | Op::Image { platform: None, .. } => format!("platform={}", m.platform),
+        Op::Scratch => format!("platform={}", m.platform),
         Op::Context { name, .. } if name == "context" || name.is_empty() => format!("context={}", m.context),
         Op::Context { name, .. } => format!("named={}", entry(&m.named, name)),
         Op::Exec(e) => {
@@ -137,6 +138,11 @@ pub(crate) fn merge(members: &[Member]) -> Result<Merged> {
         let mut map: Vec<NodeId> = Vec::with_capacity(m.graph.nodes.len());
         for n in &m.graph.nodes {
             let mut op = n.op.clone();
+            // An image without a platform is pulled for the build's: said
+            // here, it is the same node as a multi-platform target's.
+            if let Op::Image { platform: p @ None, .. } = &mut op {
+                *p = Some(m.platform.clone());
+            }
             let ids = map.clone();
             crate::scheduler::platforms::remap_inputs(&mut op, &|id: NodeId| ids.get(id.0).copied().unwrap_or(id));
             let key = serde_json::to_string(&(&op, &n.created_by, outside(m, n))).context("serializing a node")?;

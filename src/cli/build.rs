@@ -16,6 +16,7 @@ mod resolver;
 mod spec;
 
 pub(super) use input::Input;
+pub(crate) use input::{dockerignore_text, read_input};
 pub(crate) use outputs::write as write_outputs;
 use plan::Plan;
 

@@ -13,6 +13,7 @@ mod call;
 mod entitlements;
 mod cache;
 mod graph;
+mod graph_bake;
 mod imagetools;
 mod named_contexts;
 mod plugin;
