@@ -4,12 +4,14 @@
 //! them (`--print`, buildx's JSON) or builds them.
 //!
 //! Building: each target becomes one `stromatekt build` request (its
-//! Dockerfile, args, target stage, platforms, outputs, caches, secrets, ...),
-//! and the targets run at once, each as a `stromatekt build` process on the
-//! shared store. They are not merged into one graph: a RUN two targets share
-//! runs once because the scheduler locks each RUN step by its cache key
-//! before looking in the cache. A target used by others as a named context
-//! (`target:NAME`) builds first, into an OCI layout the others read.
+//! Dockerfile, args, target stage, platforms, outputs, caches, secrets, ...).
+//! The targets are planned as those builds and run as one graph by one
+//! scheduler here ([`super::bake_graph`]); a target whose options are the
+//! whole build's runs as a `stromatekt build` process on the shared store at
+//! the same time (a RUN it shares with the graph runs once: the scheduler
+//! locks each RUN step by its cache key before looking in the cache). A
+//! target used by others as a named context (`target:NAME`) builds first,
+//! into an OCI layout the others read.
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Args;
