@@ -9,8 +9,9 @@
 //! node or a RUN binding the context, the directory of a named context, the
 //! values of the secrets and the ssh agents a RUN mounts, the platform of
 //! an empty state (an image without a platform gets the target's, as the
-//! build pulls it). A shared node keeps the first
-//! target's origin (for progress lines); a target asking for no cache
+//! build pulls it). A shared node keeps the first target's origin; a node of
+//! one target has the target's name before its stage's (progress lines
+//! read `[api service 2/5]`, as buildx's). A target asking for no cache
 //! (`no-cache`, `no-cache-filter`) gets its nodes built afresh, and what
 //! other targets read of them is that fresh result.
 //!
@@ -178,6 +179,16 @@ pub(crate) fn merge(members: &[Member]) -> Result<Merged> {
                 if u.insert(i) {
                     stack.extend(graph.inputs(id));
                 }
+            }
+        }
+    }
+    // Progress names a step by its target, as buildx (`[api service 2/5]`);
+    // a shared step keeps its stage name alone.
+    let mut graph = graph;
+    for (n, u) in graph.nodes.iter_mut().zip(&users) {
+        if let (Some(o), [one]) = (n.origin.as_mut(), u.iter().collect::<Vec<_>>().as_slice()) {
+            if let Some(m) = members.get(**one) {
+                o.stage = format!("{} {}", m.name, o.stage);
             }
         }
     }
