@@ -670,7 +670,7 @@ def main():
                     help="runs per cell of scenario (e), the 120 MB context, capped at -n "
                          "(default 1, or $BENCH_N_E): one repetition of (e) takes about "
                          "4.5 minutes, so the default keeps the bench under 15 minutes")
-    ap.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", "a,b,c,d,e,f"))
+    ap.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", "a,b,c,d,e,f,g"))
     ap.add_argument("--builders", default=os.environ.get("BENCH_BUILDERS", ",".join(BUILDERS)))
     ap.add_argument("--timeout", type=int, default=int(os.environ.get("BENCH_TIMEOUT", "600")),
                     help="seconds one build may take before it counts as failed")
