@@ -411,7 +411,7 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
     }
     // Several builds cannot share one terminal display: their lines interleave in plain form.
     if resolved.targets.len() > 1
-        && resolved.targets.values().any(|t| separate(t))
+        && resolved.targets.values().any(&separate)
         && matches!(progress.as_deref(), None | Some("auto") | Some("tty"))
     {
         progress = Some("plain".into());

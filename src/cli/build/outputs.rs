@@ -39,7 +39,7 @@ pub(crate) fn write<S: Store, E: Executor>(
         dockerfile: input.file.as_deref(),
         text: &input.text,
         build_args: &opts.build_args,
-        labels: &labels,
+        labels,
         context: input.origin.clone(),
         epoch,
         secrets: plan.secrets.keys().cloned().collect(),
