@@ -219,7 +219,8 @@ pub(crate) fn build(targets: &[(String, Vec<String>)]) -> Result<Vec<String>> {
     let args: Vec<BuildArgs> = targets.iter().map(|(n, argv)| build_args(n, argv)).collect::<Result<_>>()?;
     let mut plans: Vec<Plan<'_>> = Vec::new();
     for ((name, _), a) in targets.iter().zip(&args) {
-        match plan::plan(a).with_context(|| format!("target {name:?}"))? {
+        let shared = plans.first().map(|p| p.resolver.clone());
+        match plan::plan_with(a, shared).with_context(|| format!("target {name:?}"))? {
             Some(p) => plans.push(p),
             None => return Err(anyhow!("target {name:?}: nothing to build (call)")),
         }
@@ -273,7 +274,7 @@ pub(crate) fn build(targets: &[(String, Vec<String>)]) -> Result<Vec<String>> {
     let store = &first.store;
     let runc = RuncExecutor::new(crate::store::layout::runc_dir(store.root()));
     let progress = Progress::new(first.progress_mode);
-    let recorder = crate::attest::Recorder::new(&first.resolver);
+    let recorder = crate::attest::Recorder::new(&*first.resolver);
     let opts = Options {
         platform: first.platform.clone().unwrap_or_else(|| "linux/amd64".into()),
         jobs: args.iter().filter_map(|a| a.jobs).max().unwrap_or_else(default_jobs),
@@ -297,7 +298,7 @@ pub(crate) fn build(targets: &[(String, Vec<String>)]) -> Result<Vec<String>> {
             progress.message(&format!("error: target {}: {e:#}", failed.join(", ")));
             let stopped: Vec<String> = (0..targets.len()).filter(|i| !culprits.is_empty() && !culprits.contains(i)).map(|i| name(&i)).collect();
             if !stopped.is_empty() {
-                progress.message(&format!("stopped: {} (another target failed)", stopped.join(", ")));
+                progress.message(&format!("not exported: {} (the graph stopped when another target failed)", stopped.join(", ")));
             }
             let mut all: Vec<String> = culprits.iter().map(|i| targets[*i].0.clone()).collect();
             if all.is_empty() {

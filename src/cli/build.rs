@@ -381,7 +381,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         remote_context: input.origin.is_some(),
         ..Options::default()
     };
-    let recorder = crate::attest::Recorder::new(&plan.resolver);
+    let recorder = crate::attest::Recorder::new(&*plan.resolver);
     let mut sched = Scheduler::new(store, &exec, &context, &recorder, &progress, sched_opts);
     for spec in cache_from {
         match crate::cache::remote::ImportedCache::import(spec, Some(registry.clone()), &sched.opts.platform) {

@@ -48,12 +48,20 @@ pub(crate) struct Plan<'a> {
     /// Prints the checks' warnings when the build ends.
     pub _checks: Option<crate::cli::call::Summary>,
     pub named_dirs: BTreeMap<String, PathBuf>,
-    pub resolver: Resolver,
+    /// Base images: resolved before lowering, pulled by the scheduler.
+    pub resolver: std::sync::Arc<Resolver>,
 }
 
 /// Parse, read, check and lower `a`; None when there is nothing to build
 /// (`--call`/`--check` answered).
 pub(crate) fn plan(a: &BuildArgs) -> Result<Option<Plan<'_>>> {
+    plan_with(a, None)
+}
+
+/// [`plan`], resolving base images through `shared` (another plan's
+/// resolver: bake's targets ask the registry once per base image and pull
+/// what they resolved) when given.
+pub(crate) fn plan_with(a: &BuildArgs, shared: Option<std::sync::Arc<Resolver>>) -> Result<Option<Plan<'_>>> {
     a.unsupported.check()?;
     let attest = crate::attest::flags::parse(&a.attest, std::env::var("BUILDX_NO_DEFAULT_ATTESTATIONS").ok().as_deref())?;
     let resources = a.resources.resources()?;
@@ -218,7 +226,7 @@ pub(crate) fn plan(a: &BuildArgs) -> Result<Option<Plan<'_>>> {
         Some(s) => s,
         None => open_store()?,
     };
-    let resolver = Resolver::new(content_dir(store.root()), registry.clone());
+    let resolver = shared.unwrap_or_else(|| std::sync::Arc::new(Resolver::new(content_dir(store.root()), registry.clone())));
     let opts = frontend::LowerOptions {
         file: input.shown.clone(),
         build_args,
