@@ -281,13 +281,14 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         // Containers first: a leftover container may still use a snapshot.
         self.exec.recover().context("removing leftover containers")?;
         for key in self.store.list_active()? {
-            if let Some(pid) = owner_pid(&key) {
+            if let Some(pid) = crate::store::temps::active_owner(&key) {
                 if !crate::store::pid_alive(pid) {
                     self.store.remove(&key).with_context(|| format!("removing leftover snapshot {key}"))?;
                 }
             }
         }
         crate::store::sweep_dead_temps(self.store.root());
+        self.store.finish_commits().context("finishing commits a crash cut short")?;
         Ok(())
     }
 
@@ -613,6 +614,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         for ((layer, file), diff_id) in img.layers.iter().zip(&img.config.rootfs.diff_ids) {
             chain = crate::cache::key::chain_id((!chain.is_empty()).then_some(chain.as_str()), diff_id);
             let name = format!("img-{}", chain.trim_start_matches("sha256:"));
+            let _step_lock = crate::store::lock::step_lock(self.store.root(), &name);
             if !self.cached(&name) {
                 imported = true;
                 let key = self.work_key(&name);
@@ -727,11 +729,6 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
     fn used(&self, name: &str) {
         crate::cache::touch(self.store.root(), name);
     }
-}
-
-/// The pid in a `w-<pid>-...` work key.
-fn owner_pid(key: &str) -> Option<i32> {
-    key.strip_prefix("w-")?.split('-').next()?.parse().ok()
 }
 
 /// `base` with the committed snapshot `name` stacked on top as one more layer.

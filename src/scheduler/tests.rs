@@ -366,7 +366,7 @@ fn work_keys_are_unique_per_call_and_owned_by_this_process() {
     let (a, b) = (sched.work_key("img-0123456789abcdef"), sched.work_key("img-0123456789abcdef"));
     assert_ne!(a, b);
     for k in [&a, &b] {
-        assert_eq!(owner_pid(k), Some(std::process::id() as i32), "{k}");
+        assert_eq!(crate::store::temps::active_owner(k), Some(std::process::id() as i32), "{k}");
         f.store.prepare(k, None).unwrap();
     }
 }

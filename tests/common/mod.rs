@@ -82,11 +82,16 @@ impl LoopStore {
     /// Make and mount one of `size_gb` GiB (sparse). Call after
     /// [`runnable`] checked root and `mkfs.btrfs`.
     pub fn new(size_gb: u64) -> LoopStore {
+        Self::with_mb(size_gb << 10)
+    }
+
+    /// [`LoopStore::new`] of `size_mb` MiB (a small store fills up quickly).
+    pub fn with_mb(size_mb: u64) -> LoopStore {
         let tmp = tempfile::tempdir().unwrap();
         let image = tmp.path().join("store.img");
         let dir = tmp.path().join("mnt");
         std::fs::create_dir(&dir).unwrap();
-        std::fs::File::create(&image).unwrap().set_len(size_gb << 30).unwrap();
+        std::fs::File::create(&image).unwrap().set_len(size_mb << 20).unwrap();
         run(Command::new("mkfs.btrfs").arg("-q").arg(&image));
         run(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&dir));
         LoopStore { dir, image, tmp }
@@ -517,12 +522,17 @@ impl BuildEnv {
     /// Set one up (`size_gb` GiB store), or `None` after [`skip`] when root,
     /// btrfs, runc, umoci or one of `tools` is missing.
     pub fn new(size_gb: u64, tools: &[&str]) -> Option<BuildEnv> {
+        Self::with_mb(size_gb << 10, tools)
+    }
+
+    /// [`BuildEnv::new`] with a store of `size_mb` MiB.
+    pub fn with_mb(size_mb: u64, tools: &[&str]) -> Option<BuildEnv> {
         let mut all = vec!["mkfs.btrfs", "runc", "umoci"];
         all.extend_from_slice(tools);
         if !runnable(&all) {
             return None;
         }
-        let store = LoopStore::new(size_gb);
+        let store = LoopStore::with_mb(size_mb);
         let root = store.dir.join("root");
         let base = store.scratch().join("busybox");
         if !busybox_layout(&base) {

@@ -113,6 +113,8 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let plan = Plan { c, ctx, base, base_root: base_root.as_deref(), items: &items, chown, chmod, link, exclude: exclude.as_ref(), dest_abs: &dest_abs };
 
         let name = self.snapshot_name("copy", node, &self.copy_key(&plan)?);
+        // Builds at once on one store make a shared COPY once (as a RUN).
+        let _step_lock = crate::store::lock::step_lock(self.store.root(), &name);
         let cached = self.cached(&name);
         if !cached {
             self.make_copy(node, &plan, &name, step)?;
@@ -205,6 +207,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             }
         };
         self.commit_step(&key, name)?;
+        crate::store::fault::point("copy-committed");
         let (Some(site), Some(t)) = (site, track) else { return Ok(()) };
         // Everything below the destination is this COPY's: its changes
         // are known, the export need not diff (see `changes`).
