@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+import bake_scenario
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 SCEN_DIR = BENCH / "scenarios"
@@ -72,7 +74,8 @@ SCENARIOS = {
     "e": ("e-copy-context", "busybox", ["cold", "noop", "change"],
           "(e) COPY 20,000 small files + 100 MB"),
     "f": ("f-apt", "debian", ["cold"], "(f) apt-get install tree (Debian base)"),
-    "g": ("g-buildpack-chain", "debian", ["cold"], "(g) buildpack-deps curl → scm chain (Debian base)"),
+    "g": ("g-bake-services", "busybox", ["cold", "change"], "(g) bake of ten services"),
+    "h": ("h-buildpack-chain", "debian", ["cold"], "(h) buildpack-deps curl → scm chain (Debian base)"),
 }
 PHASE_TITLES = {"cold": "cold", "warm": "warm (identical rebuild)",
                 "noop": "no-op rebuild", "change": "one file changed"}
@@ -465,6 +468,8 @@ class Env:
     # ----------------------------------------------------------------------
     def command(self, builder, scen, dockerfile, ctx, cold):
         base = self.bases[builder][SCENARIOS[scen][1]]
+        if scen == "g":
+            return bake_scenario.command(self, builder, ctx, cold, base, STROMATEKT, MODERN_DOCKER)
         tag = f"bench-{scen}:latest"
         if builder == "stromatekt":
             dest = self.run_dir / f"out-{scen}"
@@ -525,6 +530,8 @@ class Env:
         if "stromatekt" in b:
             self.strom_reset()
             safe_rmtree(self.run_dir / f"out-{scen}")
+        if scen == "g":
+            safe_rmtree(self.run_dir / "ctx-g")
 
 
 def first_error_line(text):
@@ -662,7 +669,7 @@ def write_results(info, args, results):
                 else:
                     err = errs[0] if errs else "not run"
                     tsv.append(f"{scen}\t{phase}\t{b}\t0\t\t\t\tfails: {err}\t")
-                    cell = "fails: " + err.replace("|", "\\|").replace("`", "'")
+                    cell = err if err.startswith("n/a") else "fails: " + err.replace("|", "\\|").replace("`", "'")
                 cells.append(cell)
             if "stromatekt" in args.builders:
                 peaks = PEAK_RSS.get((scen, phase, "stromatekt"), [])
@@ -693,7 +700,7 @@ def main():
                     help="runs per cell of scenario (e), the 120 MB context, capped at -n "
                          "(default 1, or $BENCH_N_E): one repetition of (e) takes about "
                          "4.5 minutes, so the default keeps the bench under 15 minutes")
-    ap.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", "a,b,c,d,e,f,g"))
+    ap.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", "a,b,c,d,e,f,g,h"))
     ap.add_argument("--builders", default=os.environ.get("BENCH_BUILDERS", ",".join(BUILDERS)))
     ap.add_argument("--timeout", type=int, default=int(os.environ.get("BENCH_TIMEOUT", "600")),
                     help="seconds one build may take before it counts as failed")
@@ -728,6 +735,9 @@ def main():
                 ctx = ctx_e
                 shutil.copyfile(dockerfile, ctx / "Dockerfile")
                 dockerfile = ctx / "Dockerfile"
+            if scen == "g":
+                ctx = bake_scenario.prepare(REPO, env.run_dir)
+                dockerfile = ctx / "Dockerfile"
             reps = min(args.n, args.n_e) if scen == "e" else args.n
             log(f"scenario {title}: {reps} x {len(args.builders)} builders x {len(phases)} phase(s)")
             for rep in range(reps):
@@ -740,8 +750,13 @@ def main():
                         if failed:
                             results.setdefault(key, []).append((None, f"{failed} (the cold build failed)"))
                             continue
+                        if scen == "g" and b not in bake_scenario.BUILDERS:
+                            results.setdefault(key, []).append((None, "n/a (no bake)"))
+                            continue
                         cold = phase == "cold"
-                        if phase == "change":
+                        if phase == "change" and scen == "g":
+                            env.modern_mirror(scen, ctx, bake_scenario.change(ctx, b, rep))
+                        elif phase == "change":
                             f = ctx / "data" / "small" / "d000" / "f00000.txt"
                             f.write_text(f"changed {b} {rep} {time.time_ns()}\n")
                             env.modern_mirror(scen, ctx, f)

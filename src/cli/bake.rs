@@ -4,12 +4,14 @@
 //! them (`--print`, buildx's JSON) or builds them.
 //!
 //! Building: each target becomes one `stromatekt build` request (its
-//! Dockerfile, args, target stage, platforms, outputs, caches, secrets, ...),
-//! and the targets run at once, each as a `stromatekt build` process on the
-//! shared store. They are not merged into one graph: a RUN two targets share
-//! runs once because the scheduler locks each RUN step by its cache key
-//! before looking in the cache. A target used by others as a named context
-//! (`target:NAME`) builds first, into an OCI layout the others read.
+//! Dockerfile, args, target stage, platforms, outputs, caches, secrets, ...).
+//! The targets are planned as those builds and run as one graph by one
+//! scheduler here ([`super::bake_graph`]); a target whose options are the
+//! whole build's runs as a `stromatekt build` process on the shared store at
+//! the same time (a RUN it shares with the graph runs once: the scheduler
+//! locks each RUN step by its cache key before looking in the cache). A
+//! target used by others as a named context (`target:NAME`) builds first,
+//! into an OCI layout the others read.
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Args;
@@ -160,7 +162,7 @@ fn read_files(a: &BakeArgs) -> Result<Vec<BakeFile>> {
 }
 
 /// Read, resolve and (as buildx does before printing) add `SOURCE_DATE_EPOCH`.
-fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
+pub(crate) fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
     let files = read_files(a)?;
     let env: BTreeMap<String, String> = std::env::vars().collect();
     // Compose files are interpolated with the current directory's `.env` too.
@@ -411,8 +413,17 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
             .ok()
             .filter(|p| !p.is_empty())
     });
+    // Which targets join the shared graph; the others are builds of their own.
+    let separate_all = std::env::var("STROMATEKT_BAKE_SEPARATE").is_ok_and(|v| !v.is_empty() && v != "0");
+    let separate = |t: &Target| separate_all || super::bake_graph::separate_reason(t).is_some();
+    for (name, t) in &resolved.targets {
+        if let Some(why) = super::bake_graph::separate_reason(t) {
+            eprintln!("stromatekt: target {name:?} is built on its own: {why}");
+        }
+    }
     // Several builds cannot share one terminal display: their lines interleave in plain form.
     if resolved.targets.len() > 1
+        && resolved.targets.values().any(&separate)
         && matches!(progress.as_deref(), None | Some("auto") | Some("tty"))
     {
         progress = Some("plain".into());
@@ -461,6 +472,7 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
         }
         remaining = rest;
         let mut children = Vec::new();
+        let mut joint = Vec::new();
         for name in ready {
             let t = &resolved.targets[name];
             let mut argv = vec!["build".to_string()];
@@ -484,6 +496,10 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
                 &links,
                 link_out.as_deref(),
             )?);
+            if !separate(t) {
+                joint.push((name.clone(), argv, meta));
+                continue;
+            }
             let mut child = Command::new(&exe)
                 .arg0("stromatekt")
                 .args(&argv)
@@ -504,6 +520,15 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
             });
             children.push((name.clone(), child, meta, relay));
         }
+        // The targets of the shared graph: built here, while the others run.
+        let joint_failed = if joint.is_empty() {
+            Ok(vec![])
+        } else {
+            let argvs: Vec<(String, Vec<String>)> =
+                joint.iter().map(|(n, argv, _)| (n.clone(), argv.clone())).collect();
+            super::bake_graph::build(&argvs)
+        };
+        let mut finished: Vec<(String, bool, PathBuf)> = Vec::new();
         for (name, mut child, meta, relay) in children {
             let status = child
                 .wait()
@@ -511,7 +536,15 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
             if let Some(r) = relay {
                 let _ = r.join();
             }
-            if !status.success() {
+            finished.push((name, status.success(), meta));
+        }
+        let joint_failed = joint_failed?;
+        for (name, _, meta) in joint {
+            let ok = !joint_failed.contains(&name);
+            finished.push((name, ok, meta));
+        }
+        for (name, ok, meta) in finished {
+            if !ok {
                 failed.push(name);
                 continue;
             }

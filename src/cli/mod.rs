@@ -5,6 +5,7 @@
 mod assemble;
 mod attest;
 mod bake;
+mod bake_graph;
 mod build;
 mod build_resources;
 mod buildx;
@@ -12,6 +13,7 @@ mod call;
 mod entitlements;
 mod cache;
 mod graph;
+mod graph_bake;
 mod imagetools;
 mod named_contexts;
 mod plugin;

@@ -106,7 +106,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         };
         let user = base.config.config.user.clone().unwrap_or_default();
         let step = self.step(node);
-        let mounts = match self.prepare_mounts(e, &cwd, states) {
+        let mounts = match self.prepare_mounts(node.id, e, &cwd, states) {
             Ok(m) => m,
             Err(err) => {
                 self.end(step, Outcome::Error);

@@ -631,3 +631,26 @@ pub fn action_outputs(text: &str) -> std::collections::BTreeMap<String, String> 
     }
     out
 }
+
+/// Put the `latest` images of the single-platform layouts `parts` (layout,
+/// architecture) into one layout at `out` as an index tagged `latest`.
+pub fn combine_layouts(parts: &[(&Path, &str)], out: &Path) {
+    use stromatekt::image::manifest::{Descriptor, Index, Platform, INDEX_V1};
+    let layout = stromatekt::image::layout::Layout::create(out).unwrap();
+    let mut manifests = Vec::new();
+    for (dir, arch) in parts {
+        let idx: Index = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let mut d: Descriptor = idx.manifests[0].clone();
+        for e in std::fs::read_dir(dir.join("blobs/sha256")).unwrap() {
+            let e = e.unwrap();
+            layout.put_file(&format!("sha256:{}", e.file_name().to_string_lossy()), &e.path()).unwrap();
+        }
+        d.annotations = None;
+        d.platform = Some(Platform { architecture: arch.to_string(), os: "linux".into(), variant: None });
+        manifests.push(d);
+    }
+    let bytes = Index::new(manifests).to_json();
+    let d = stromatekt::image::manifest::descriptor(INDEX_V1, &bytes);
+    layout.put_bytes(&d.digest, &bytes).unwrap();
+    layout.set_manifest(d, Some("latest")).unwrap();
+}

@@ -316,7 +316,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         if !owned {
             return None;
         }
-        let canon = fs::canonicalize(&self.context.dir).unwrap_or_else(|_| self.context.dir.clone());
+        let canon = fs::canonicalize(&p.ctx.dir).unwrap_or_else(|_| p.ctx.dir.clone());
 Some(crate::cache::key::copy_site(&p.spec(), &canon.to_string_lossy(), SITE_VERSION).to_string())
     }
 }
