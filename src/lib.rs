@@ -18,6 +18,7 @@ pub mod image;
 pub mod output;
 pub mod progress;
 pub mod registry;
+pub mod rootless;
 pub mod scheduler;
 pub mod sources;
 pub mod store;

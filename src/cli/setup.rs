@@ -138,6 +138,11 @@ fn runc_version() -> Result<String, String> {
 
 /// Run `setup`: print a report on stdout; an error lists every missing piece.
 pub fn run() -> Result<()> {
+    // An ordinary user: what a build as that user needs, and nothing made.
+    let root = crate::store::root::store_root()?;
+    if let Some(refusal) = crate::rootless::refusal(&root, root != Path::new(crate::store::root::DEFAULT_ROOT)) {
+        anyhow::bail!("{refusal}");
+    }
     let mut missing: Vec<String> = Vec::new();
 
     match open_default() {

@@ -102,8 +102,13 @@ pub fn open_default() -> anyhow::Result<BtrfsStore> {
     open_at(&root)
 }
 
-/// [`open_default`] for an explicit root.
+/// [`open_default`] for an explicit root. An ordinary user gets what a
+/// build as that user would need ([`crate::rootless`]), before anything is
+/// created.
 pub fn open_at(root: &Path) -> anyhow::Result<BtrfsStore> {
+    if let Some(refusal) = crate::rootless::refusal(root, root != Path::new(DEFAULT_ROOT)) {
+        anyhow::bail!("{refusal}");
+    }
     std::fs::create_dir_all(root).with_context(|| format!("creating store root {}", root.display()))?;
     let on_btrfs = is_btrfs(root).with_context(|| format!("checking the filesystem of store root {}", root.display()))?;
     if !on_btrfs {
