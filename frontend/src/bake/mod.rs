@@ -22,9 +22,14 @@
 //! ```
 
 pub mod eval;
+pub mod expand;
 pub mod funcs;
+pub mod list;
 pub mod parse;
 pub mod target;
+pub mod userfunc;
+pub mod vars;
+pub mod vartype;
 
 use std::collections::BTreeMap;
 
@@ -48,6 +53,30 @@ impl BakeError {
     pub fn at(pos: Pos, message: String) -> Self {
         let pos = if pos.file.is_empty() { None } else { Some(pos) };
         BakeError { pos, message }
+    }
+    /// The error with the line it points at, from the file it names:
+    /// `NN | text` and a caret under the column.
+    pub fn with_source(mut self, files: &[BakeFile]) -> Self {
+        let Some(pos) = &self.pos else {
+            return self;
+        };
+        let Some(f) = files.iter().find(|f| f.name == pos.file) else {
+            return self;
+        };
+        if pos.line == 0 || self.message.contains('\n') {
+            return self;
+        }
+        if let Some(line) = f.text.lines().nth(pos.line - 1) {
+            let num = pos.line.to_string();
+            let pad = " ".repeat(num.len());
+            let caret: String = line
+                .chars()
+                .take(pos.col.saturating_sub(1))
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            self.message = format!("{}\n {num} | {line}\n {pad} | {caret}^", self.message);
+        }
+        self
     }
     /// An error not tied to a file.
     pub fn msg(message: impl Into<String>) -> Self {
@@ -108,6 +137,8 @@ pub struct Config {
     /// The environment the files were read with (`--set T.args.NAME`
     /// without a value takes NAME from it).
     pub env: BTreeMap<String, String>,
+    /// The `variable` blocks with their values (`--list variables`).
+    pub variables: Vec<vars::VariableInfo>,
 }
 
 /// Read and evaluate bake files (in the order given; later files override).
@@ -120,56 +151,10 @@ pub fn load(files: &[BakeFile], env: &BTreeMap<String, String>) -> Result<Config
                 f.name
             )));
         }
-        parsed.push(parse::parse_file(&f.name, &f.text)?);
+        parsed.push(parse::parse_file(&f.name, &f.text).map_err(|e| e.with_source(files))?);
     }
     let blocks = parse::merge_blocks(parsed);
-    let ctx = eval::variables(&blocks, env)?;
-    let mut config = Config {
-        env: env.clone(),
-        ..Config::default()
-    };
-    for b in &blocks {
-        match b.kind.as_str() {
-            "target" | "group" => {
-                if b.name.is_empty()
-                    || !b
-                        .name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                {
-                    return Err(BakeError::at(
-                        b.pos.clone(),
-                        format!(
-                            "invalid name {:?}: only \"[a-zA-Z0-9_-]+\" are allowed",
-                            b.name
-                        ),
-                    ));
-                }
-                if b.kind == "target" {
-                    let t = eval::target(b, &ctx)?;
-                    match config.targets.iter_mut().find(|e| e.name == t.name) {
-                        Some(existing) => existing.overlay(&t),
-                        None => config.targets.push(t),
-                    }
-                } else {
-                    let g = eval::group(b, &ctx)?;
-                    match config.groups.iter_mut().find(|e| e.name == g.name) {
-                        Some(existing) => {
-                            if b.attr("targets").is_some() {
-                                existing.targets = g.targets;
-                            }
-                            if g.description.is_some() {
-                                existing.description = g.description;
-                            }
-                        }
-                        None => config.groups.push(g),
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(config)
+    expand::config(&blocks, env).map_err(|e| e.with_source(files))
 }
 
 /// The targets and groups a bake run acts on.

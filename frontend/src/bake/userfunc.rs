@@ -1,0 +1,339 @@
+//! `function` blocks: user functions (`params`, `variadic_params`,
+//! `result`) callable like the built-in ones, and the two built-ins whose
+//! arguments must not be evaluated first (`try`, `can`).
+//!
+//! hcl-rs calls functions through plain `fn` pointers, so a user function
+//! is bound to one of a fixed set of trampolines; each finds its function
+//! and the global evaluation context (variables, functions) in a
+//! thread-local table set by [`install`]. As in buildx, a function body sees
+//! the global variables and its parameters, never the caller's locals.
+//! `try`/`can` are rewritten before evaluation: each alternative is
+//! evaluated on its own and the call replaced by the first value that works;
+//! `convert(value, type)` is replaced by the converted value.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use hcl::eval::{Context, Evaluate, FuncArgs, FuncDef, ParamType};
+use hcl::{Expression, Value};
+
+use super::parse::{Pos, RawBlock};
+use super::BakeError;
+
+/// A user function.
+#[derive(Debug, Clone)]
+pub struct UserFunc {
+    /// Its name.
+    pub name: String,
+    /// Parameter names.
+    pub params: Vec<String>,
+    /// The name the extra arguments are bound to, as a list.
+    pub variadic: Option<String>,
+    /// The body.
+    pub result: Expression,
+    /// Where the block is.
+    pub pos: Pos,
+}
+
+fn keyword(e: &Expression) -> Option<String> {
+    match e {
+        Expression::Variable(v) => Some(v.to_string()),
+        Expression::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+impl UserFunc {
+    /// Read a `function` block.
+    pub fn from_block(b: &RawBlock) -> Result<UserFunc, BakeError> {
+        let name = b.name.clone();
+        let mut params = None;
+        let mut variadic = None;
+        let mut result = None;
+        for a in &b.attrs {
+            match a.key.as_str() {
+                "params" => {
+                    let Expression::Array(items) = &a.expr else {
+                        return Err(BakeError::at(
+                            a.value_pos.clone(),
+                            format!("function {name:?}: params must be a list of names"),
+                        ));
+                    };
+                    let names = items.iter().map(keyword).collect::<Option<Vec<_>>>();
+                    params = Some(names.ok_or_else(|| {
+                        BakeError::at(
+                            a.value_pos.clone(),
+                            format!("function {name:?}: params must be a list of names"),
+                        )
+                    })?);
+                }
+                "variadic_params" => {
+                    variadic = Some(keyword(&a.expr).ok_or_else(|| {
+                        BakeError::at(
+                            a.value_pos.clone(),
+                            format!("function {name:?}: variadic_params must be a name"),
+                        )
+                    })?);
+                }
+                "result" => result = Some(a.expr.clone()),
+                other => {
+                    return Err(BakeError::at(
+                        a.pos.clone(),
+                        format!("function {name:?}: unsupported attribute {other:?} (a function has params, variadic_params and result)"),
+                    ))
+                }
+            }
+        }
+        let result = result.ok_or_else(|| {
+            BakeError::at(b.pos.clone(), format!("empty result not allowed for {name}"))
+        })?;
+        let params = params.ok_or_else(|| {
+            BakeError::at(b.pos.clone(), format!("empty params not allowed for {name}"))
+        })?;
+        Ok(UserFunc {
+            name,
+            params,
+            variadic,
+            result,
+            pos: b.pos.clone(),
+        })
+    }
+}
+
+struct State {
+    funcs: Vec<UserFunc>,
+    globals: Context<'static>,
+}
+
+thread_local! {
+    static STATE: RefCell<Option<Rc<State>>> = const { RefCell::new(None) };
+    static DEPTH: RefCell<usize> = const { RefCell::new(0) };
+}
+
+/// How deep user functions may call each other (a cycle stops here).
+const MAX_DEPTH: usize = 64;
+
+fn call_slot(slot: usize, args: FuncArgs) -> Result<Value, String> {
+    let state = STATE
+        .with(|s| s.borrow().clone())
+        .ok_or("user functions are not installed")?;
+    let f = state.funcs.get(slot).ok_or("unknown user function")?;
+    let depth = DEPTH.with(|d| {
+        let mut d = d.borrow_mut();
+        *d += 1;
+        *d
+    });
+    let _guard = DepthGuard;
+    if depth > MAX_DEPTH {
+        return Err(format!("function cycle not allowed for {}", f.name));
+    }
+    let mut ctx = state.globals.clone();
+    let values = args.into_values();
+    let mut it = values.into_iter();
+    for p in &f.params {
+        ctx.declare_var(p.clone(), it.next().unwrap_or(Value::Null));
+    }
+    if let Some(v) = &f.variadic {
+        ctx.declare_var(v.clone(), Value::Array(it.collect()));
+    }
+    let body = rewrite_try(&f.result, &ctx);
+    body.evaluate(&ctx)
+        .map_err(|e| format!("{}: {e}", f.name))
+}
+
+struct DepthGuard;
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        DEPTH.with(|d| {
+            let mut d = d.borrow_mut();
+            *d = d.saturating_sub(1);
+        });
+    }
+}
+
+macro_rules! slots {
+    ($($n:literal => $f:ident),* $(,)?) => {
+        $(fn $f(a: FuncArgs) -> Result<Value, String> { call_slot($n, a) })*
+        const SLOTS: &[fn(FuncArgs) -> Result<Value, String>] = &[$($f),*];
+    };
+}
+
+slots!(
+    0 => s0, 1 => s1, 2 => s2, 3 => s3, 4 => s4, 5 => s5, 6 => s6, 7 => s7,
+    8 => s8, 9 => s9, 10 => s10, 11 => s11, 12 => s12, 13 => s13, 14 => s14, 15 => s15,
+    16 => s16, 17 => s17, 18 => s18, 19 => s19, 20 => s20, 21 => s21, 22 => s22, 23 => s23,
+    24 => s24, 25 => s25, 26 => s26, 27 => s27, 28 => s28, 29 => s29, 30 => s30, 31 => s31,
+    32 => s32, 33 => s33, 34 => s34, 35 => s35, 36 => s36, 37 => s37, 38 => s38, 39 => s39,
+    40 => s40, 41 => s41, 42 => s42, 43 => s43, 44 => s44, 45 => s45, 46 => s46, 47 => s47,
+    48 => s48, 49 => s49, 50 => s50, 51 => s51, 52 => s52, 53 => s53, 54 => s54, 55 => s55,
+    56 => s56, 57 => s57, 58 => s58, 59 => s59, 60 => s60, 61 => s61, 62 => s62, 63 => s63,
+);
+
+/// Declare the user functions in `ctx` (they override built-ins of the same name).
+pub fn declare(ctx: &mut Context<'static>, funcs: &[UserFunc]) -> Result<(), BakeError> {
+    if funcs.len() > SLOTS.len() {
+        return Err(BakeError::at(
+            funcs[SLOTS.len()].pos.clone(),
+            format!("at most {} function blocks are supported", SLOTS.len()),
+        ));
+    }
+    for (i, f) in funcs.iter().enumerate() {
+        let mut b = FuncDef::builder().params(f.params.iter().map(|_| ParamType::Any));
+        if f.variadic.is_some() {
+            b = b.variadic_param(ParamType::Any);
+        }
+        ctx.declare_func(f.name.clone(), b.build(SLOTS[i]));
+    }
+    Ok(())
+}
+
+/// Make the functions and the global context available to calls.
+pub fn install(funcs: &[UserFunc], globals: &Context<'static>) {
+    let state = State {
+        funcs: funcs.to_vec(),
+        globals: globals.clone(),
+    };
+    STATE.with(|s| *s.borrow_mut() = Some(Rc::new(state)));
+}
+
+/// A value as the literal expression that evaluates to it.
+pub fn literal(v: Value) -> Expression {
+    match v {
+        Value::Null => Expression::Null,
+        Value::Bool(b) => Expression::Bool(b),
+        Value::Number(n) => Expression::Number(n),
+        Value::String(s) => Expression::String(s),
+        Value::Array(a) => Expression::Array(a.into_iter().map(literal).collect()),
+        Value::Object(o) => Expression::Object(
+            o.into_iter()
+                .map(|(k, v)| (hcl::ObjectKey::from(k), literal(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Replace `try(...)` and `can(...)` calls by their values.
+pub fn rewrite_try(e: &Expression, ctx: &Context) -> Expression {
+    let r = |e: &Expression| rewrite_try(e, ctx);
+    match e {
+        Expression::FuncCall(call)
+            if call.name.namespace.is_empty()
+                && matches!(call.name.name.as_str(), "try" | "can") =>
+        {
+            let args: Vec<Expression> = call.args.iter().map(r).collect();
+            if call.name.name.as_str() == "can" {
+                let ok = args.len() == 1 && args[0].evaluate(ctx).is_ok();
+                return Expression::Bool(ok);
+            }
+            for a in &args {
+                if let Ok(v) = a.evaluate(ctx) {
+                    return literal(v);
+                }
+            }
+            // None works: keep the last alternative, whose error is reported.
+            args.last().cloned().unwrap_or(Expression::Null)
+        }
+        Expression::FuncCall(call)
+            if call.name.namespace.is_empty()
+                && call.name.name.as_str() == "convert"
+                && call.args.len() == 2 =>
+        {
+            let converted = super::vartype::VarType::parse(&call.args[1]).ok().and_then(|t| {
+                let v = r(&call.args[0]).evaluate(ctx).ok()?;
+                t.convert(v).ok()
+            });
+            match converted {
+                Some(v) => literal(v),
+                None => Expression::FuncCall(call.clone()),
+            }
+        }
+        Expression::Array(items) => Expression::Array(items.iter().map(r).collect()),
+        Expression::Object(o) => Expression::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), r(v)))
+                .collect(),
+        ),
+        Expression::FuncCall(call) => {
+            let mut c = (**call).clone();
+            c.args = call.args.iter().map(r).collect();
+            Expression::FuncCall(Box::new(c))
+        }
+        Expression::Parenthesis(inner) => Expression::Parenthesis(Box::new(r(inner))),
+        Expression::Conditional(c) => {
+            let mut c2 = (**c).clone();
+            c2.cond_expr = r(&c.cond_expr);
+            c2.true_expr = r(&c.true_expr);
+            c2.false_expr = r(&c.false_expr);
+            Expression::Conditional(Box::new(c2))
+        }
+        Expression::Operation(op) => {
+            let op2 = match &**op {
+                hcl::expr::Operation::Unary(u) => {
+                    let mut u2 = u.clone();
+                    u2.expr = r(&u.expr);
+                    hcl::expr::Operation::Unary(u2)
+                }
+                hcl::expr::Operation::Binary(b) => {
+                    let mut b2 = b.clone();
+                    b2.lhs_expr = r(&b.lhs_expr);
+                    b2.rhs_expr = r(&b.rhs_expr);
+                    hcl::expr::Operation::Binary(b2)
+                }
+            };
+            Expression::Operation(Box::new(op2))
+        }
+        Expression::Traversal(t) => {
+            let mut t2 = (**t).clone();
+            t2.expr = r(&t.expr);
+            Expression::Traversal(Box::new(t2))
+        }
+        other => other.clone(),
+    }
+}
+
+/// Whether an expression mentions `try` or `can` (most do not: no rewrite needed).
+pub fn uses_try(e: &Expression) -> bool {
+    match e {
+        Expression::FuncCall(c) => {
+            matches!(c.name.name.as_str(), "try" | "can" | "convert") || c.args.iter().any(uses_try)
+        }
+        Expression::Array(items) => items.iter().any(uses_try),
+        Expression::Object(o) => o.values().any(uses_try),
+        Expression::Parenthesis(i) => uses_try(i),
+        Expression::Conditional(c) => {
+            uses_try(&c.cond_expr) || uses_try(&c.true_expr) || uses_try(&c.false_expr)
+        }
+        Expression::Operation(op) => match &**op {
+            hcl::expr::Operation::Unary(u) => uses_try(&u.expr),
+            hcl::expr::Operation::Binary(b) => uses_try(&b.lhs_expr) || uses_try(&b.rhs_expr),
+        },
+        Expression::Traversal(t) => uses_try(&t.expr),
+        Expression::ForExpr(f) => uses_try(&f.collection_expr) || uses_try(&f.value_expr),
+        _ => false,
+    }
+}
+
+/// Evaluate an expression with `try`/`can` support.
+pub fn evaluate(e: &Expression, ctx: &Context) -> Result<Value, hcl::eval::Error> {
+    if uses_try(e) {
+        rewrite_try(e, ctx).evaluate(ctx)
+    } else {
+        e.evaluate(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::funcs::testutil::j;
+
+    #[test]
+    fn try_can_convert() {
+        assert_eq!(j(r#"try(nope.x, "fallback")"#), r#""fallback""#);
+        assert_eq!(j(r#"try("first", "second")"#), r#""first""#);
+        assert_eq!(j("can(nope)"), "false");
+        assert_eq!(j("can(1 + 1)"), "true");
+        assert_eq!(j("convert(3, string)"), r#""3""#);
+        assert_eq!(j(r#"convert(["a", "a"], set(string))"#), r#"["a"]"#);
+        assert!(j("try(nope, nope2)").starts_with("error"));
+    }
+}
