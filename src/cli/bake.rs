@@ -35,6 +35,13 @@ pub struct BakeArgs {
     /// Print the resolved targets as JSON instead of building.
     #[arg(long)]
     pub print: bool,
+    /// List the targets or variables instead of building: `targets`,
+    /// `variables`, or `type=targets|variables,format=table|json`.
+    #[arg(long, value_name = "TYPE")]
+    pub list: Option<String>,
+    /// Set a variable (`NAME=VALUE`), over the environment.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
     /// Shorthand for `--set=*.output=type=registry` (push every target's tags).
     #[arg(long)]
     pub push: bool,
@@ -169,10 +176,25 @@ fn read_files(a: &BakeArgs) -> Result<Vec<BakeFile>> {
     Ok(files)
 }
 
+/// The environment with `--var NAME=VALUE` laid over it.
+fn environment(a: &BakeArgs) -> Result<BTreeMap<String, String>> {
+    let mut env: BTreeMap<String, String> = std::env::vars().collect();
+    for v in a.vars.iter().filter(|v| !v.is_empty()) {
+        match v.split_once('=') {
+            Some(("", _)) => anyhow::bail!("invalid variable {v:?}, key is empty"),
+            Some((k, val)) => {
+                env.insert(k.to_string(), val.to_string());
+            }
+            None => anyhow::bail!("invalid variable {v:?}, expected key=value"),
+        }
+    }
+    Ok(env)
+}
+
 /// Read, resolve and (as buildx does before printing) add `SOURCE_DATE_EPOCH`.
 fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
     let files = read_files(a)?;
-    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let env = environment(a)?;
     let config = bake::load(&files, &env)?;
     let mut resolved = bake::resolve(&config, &a.targets, &overrides(a))?;
     if let Some(epoch) = env.get("SOURCE_DATE_EPOCH").filter(|v| !v.is_empty()) {
@@ -188,6 +210,18 @@ fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
 
 /// Run `bake`.
 pub fn run(a: &BakeArgs) -> Result<()> {
+    if let Some(list) = &a.list {
+        if a.print {
+            anyhow::bail!("--print and --list are mutually exclusive");
+        }
+        let config = bake::load(&read_files(a)?, &environment(a)?)?;
+        let req = bake::list::parse_request(list)?;
+        match req.kind.as_str() {
+            "targets" => print!("{}", bake::list::targets(&config, &req.format)),
+            _ => print!("{}", bake::list::variables(&config, &req.format)),
+        }
+        return Ok(());
+    }
     let resolved = resolve(a)?;
     if a.print {
         print!("{}", resolved.print_json());

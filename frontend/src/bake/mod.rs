@@ -185,9 +185,8 @@ impl Resolved {
                 m.iter_mut().flatten().for_each(|(_, v)| esc(v));
             }
         }
-        let mut out = serde_json::to_string_pretty(&shown).unwrap_or_default();
-        out.push('\n');
-        out
+        // Go's encoder escapes `<`, `>` and `&` (`\u003c`, ...).
+        list::go_json(&shown)
     }
 }
 

@@ -131,6 +131,6 @@ mod tests {
             r#""2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824""#
         );
         assert_eq!(j(r#"uuidv5("dns", "example.com")"#), r#""cfbff0d1-9375-5685-968c-48ce8b15ae17""#);
-        assert_eq!(j("length(uuidv4())"), "36");
+        assert_eq!(j("strlen(uuidv4())"), "36");
     }
 }

@@ -225,7 +225,7 @@ mod tests {
         assert_eq!(j(r#"timeadd("2024-01-01T00:00:00Z", "-24h")"#), r#""2023-12-31T00:00:00Z""#);
         assert_eq!(j(r#"unixtimestampparse(0).weekday_name"#), r#""Thursday""#);
         assert_eq!(j(r#"unixtimestampparse(1704067200).iso_week"#), "1");
-        assert_eq!(j("length(timestamp())"), "20");
+        assert_eq!(j("strlen(timestamp())"), "20");
         assert!(j(r#"formatdate("YYYY", "nope")"#).starts_with("error"));
     }
 }
