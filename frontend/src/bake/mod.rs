@@ -52,6 +52,11 @@ impl BakeError {
     /// An error at a place in a file (a place without a file is dropped).
     pub fn at(pos: Pos, message: String) -> Self {
         let pos = if pos.file.is_empty() { None } else { Some(pos) };
+        // hcl-rs appends the whole expression; the position and the line shown say where.
+        let message = match message.find(" in expression `") {
+            Some(i) if pos.is_some() => message[..i].to_string(),
+            _ => message,
+        };
         BakeError { pos, message }
     }
     /// The error with the line it points at, from the file it names:
