@@ -14,7 +14,8 @@ use super::vartype::number_text;
 use super::target::{parse_entries, Entry, EntryKind, Target};
 use super::{BakeError, Group};
 
-fn eval(attr: &RawAttr, ctx: &Context) -> Result<Value, BakeError> {
+/// Evaluate one attribute; errors name it and its place.
+pub fn eval(attr: &RawAttr, ctx: &Context) -> Result<Value, BakeError> {
     userfunc::evaluate(&attr.expr, ctx)
         .map_err(|e| BakeError::at(attr.pos.clone(), format!("{}: {e}", attr.key)))
 }
@@ -169,6 +170,16 @@ pub const TARGET_KEYS: &[&str] = &[
 /// combination's name); also returns the attribute values as an object, for
 /// other blocks' `target.NAME.KEY` references.
 pub fn target(block: &RawBlock, name: &str, ctx: &Context) -> Result<(Target, Value), BakeError> {
+    target_with(block, name, |a| eval(a, ctx))
+}
+
+/// [`target`] with the attribute values given by `value_of` (already
+/// evaluated, in the order other blocks' references needed them).
+pub fn target_with(
+    block: &RawBlock,
+    name: &str,
+    mut value_of: impl FnMut(&RawAttr) -> Result<Value, BakeError>,
+) -> Result<(Target, Value), BakeError> {
     let mut t = Target {
         name: name.to_string(),
         ..Target::default()
@@ -182,9 +193,9 @@ pub fn target(block: &RawBlock, name: &str, ctx: &Context) -> Result<(Target, Va
         if a.key == "matrix" || a.key == "name" {
             continue;
         }
-        let v = eval(a, ctx)?;
+        let v = value_of(a)?;
         if TARGET_KEYS.contains(&a.key.as_str()) {
-            obj.insert(a.key.clone(), v.clone());
+            obj.insert(a.key.clone(), reference_value(&a.key, &v));
         }
         match a.key.as_str() {
             "description" => t.description = want_string(a, v)?,
@@ -246,4 +257,39 @@ pub fn group(block: &RawBlock, ctx: &Context) -> Result<Group, BakeError> {
         }
     }
     Ok(g)
+}
+
+/// An attribute's value as other blocks see it through `target.NAME.KEY`:
+/// option lists (`output`, `cache-from`, ...) as objects even where the
+/// file wrote CSV strings, as buildx exposes them.
+pub fn reference_value(key: &str, v: &Value) -> Value {
+    let kind = match key {
+        "output" => EntryKind::Output,
+        "cache-from" | "cache-to" => EntryKind::Cache,
+        "attest" => EntryKind::Attest,
+        "secret" => EntryKind::Secret,
+        "ssh" => EntryKind::Ssh,
+        _ => return v.clone(),
+    };
+    let Value::Array(items) = v else {
+        return v.clone();
+    };
+    let mut out = Vec::new();
+    for item in items {
+        match item {
+            Value::String(s) => match parse_entries(std::slice::from_ref(s), kind) {
+                Ok(entries) => {
+                    for e in entries {
+                        match hcl::to_value(&e) {
+                            Ok(v) => out.push(v),
+                            Err(_) => out.push(item.clone()),
+                        }
+                    }
+                }
+                Err(_) => out.push(item.clone()),
+            },
+            other => out.push(other.clone()),
+        }
+    }
+    Value::Array(out)
 }

@@ -22,89 +22,118 @@ pub struct Expanded {
     pub targets: Vec<(usize, Target)>,
     /// Label -> names, for matrix blocks whose names differ from the label.
     pub renamed: Vec<Group>,
-    /// The `target` object other blocks refer to.
-    pub values: hcl::Map<String, Value>,
+    /// The global context, with the attributes that referred to targets,
+    /// and `target` (every target's attributes) declared.
+    pub ctx: Context<'static>,
 }
 
-/// Names of targets an expression refers to (`target.NAME...`, `target["NAME"]`).
-fn references(e: &Expression, out: &mut Vec<String>) {
+/// What an expression refers to: variable names (also `for` locals: a
+/// superset is harmless) and target attributes (`target.NAME.KEY`; no key
+/// when the whole target is used).
+#[derive(Default)]
+struct Refs {
+    vars: Vec<String>,
+    targets: Vec<(String, Option<String>)>,
+}
+
+fn walk(e: &Expression, out: &mut Refs) {
     match e {
+        Expression::Variable(v) => out.vars.push(v.to_string()),
         Expression::Traversal(t) => {
             if let Expression::Variable(v) = &t.expr {
                 if v.as_str() == "target" {
-                    match t.operators.first() {
-                        Some(TraversalOperator::GetAttr(name)) => out.push(name.to_string()),
-                        Some(TraversalOperator::Index(Expression::String(s))) => out.push(s.clone()),
-                        _ => {}
+                    let name = match t.operators.first() {
+                        Some(TraversalOperator::GetAttr(name)) => Some(name.to_string()),
+                        Some(TraversalOperator::Index(Expression::String(s))) => Some(s.clone()),
+                        _ => None,
+                    };
+                    let key = match t.operators.get(1) {
+                        Some(TraversalOperator::GetAttr(k)) => Some(k.to_string()),
+                        Some(TraversalOperator::Index(Expression::String(s))) => Some(s.clone()),
+                        _ => None,
+                    };
+                    if let Some(name) = name {
+                        out.targets.push((name, key));
                     }
                 }
             }
-            references(&t.expr, out);
+            walk(&t.expr, out);
             for op in &t.operators {
                 if let TraversalOperator::Index(i) = op {
-                    references(i, out);
+                    walk(i, out);
                 }
             }
         }
-        Expression::Array(items) => items.iter().for_each(|i| references(i, out)),
-        Expression::Object(o) => o.values().for_each(|v| references(v, out)),
-        Expression::FuncCall(c) => c.args.iter().for_each(|a| references(a, out)),
-        Expression::Parenthesis(i) => references(i, out),
+        Expression::Array(items) => items.iter().for_each(|i| walk(i, out)),
+        Expression::Object(o) => {
+            for (k, v) in o {
+                if let hcl::ObjectKey::Expression(k) = k {
+                    walk(k, out);
+                }
+                walk(v, out);
+            }
+        }
+        Expression::FuncCall(c) => c.args.iter().for_each(|a| walk(a, out)),
+        Expression::Parenthesis(i) => walk(i, out),
         Expression::Conditional(c) => {
-            references(&c.cond_expr, out);
-            references(&c.true_expr, out);
-            references(&c.false_expr, out);
+            walk(&c.cond_expr, out);
+            walk(&c.true_expr, out);
+            walk(&c.false_expr, out);
         }
         Expression::Operation(op) => match &**op {
-            hcl::expr::Operation::Unary(u) => references(&u.expr, out),
+            hcl::expr::Operation::Unary(u) => walk(&u.expr, out),
             hcl::expr::Operation::Binary(b) => {
-                references(&b.lhs_expr, out);
-                references(&b.rhs_expr, out);
+                walk(&b.lhs_expr, out);
+                walk(&b.rhs_expr, out);
             }
         },
         Expression::ForExpr(f) => {
-            references(&f.collection_expr, out);
-            references(&f.value_expr, out);
+            walk(&f.collection_expr, out);
+            walk(&f.value_expr, out);
             if let Some(k) = &f.key_expr {
-                references(k, out);
+                walk(k, out);
             }
             if let Some(c) = &f.cond_expr {
-                references(c, out);
+                walk(c, out);
             }
         }
         Expression::TemplateExpr(t) => {
-            let text = t.to_string();
             if let Ok(tpl) = hcl::Template::from_expr(t) {
-                template_refs(&tpl, out);
-            } else if text.contains("target.") {
-                out.push(String::new());
+                walk_template(&tpl, out);
             }
         }
         _ => {}
     }
 }
 
-fn template_refs(t: &hcl::Template, out: &mut Vec<String>) {
+fn walk_template(t: &hcl::Template, out: &mut Refs) {
     use hcl::template::{Directive, Element};
     for el in t.elements() {
         match el {
-            Element::Interpolation(i) => references(&i.expr, out),
+            Element::Interpolation(i) => walk(&i.expr, out),
             Element::Directive(d) => match &**d {
                 Directive::If(i) => {
-                    references(&i.cond_expr, out);
-                    template_refs(&i.true_template, out);
+                    walk(&i.cond_expr, out);
+                    walk_template(&i.true_template, out);
                     if let Some(f) = &i.false_template {
-                        template_refs(f, out);
+                        walk_template(f, out);
                     }
                 }
                 Directive::For(f) => {
-                    references(&f.collection_expr, out);
-                    template_refs(&f.template, out);
+                    walk(&f.collection_expr, out);
+                    walk_template(&f.template, out);
                 }
             },
             Element::Literal(_) => {}
         }
     }
+}
+
+/// Whether an expression refers to `target`.
+pub fn mentions_target(e: &Expression) -> bool {
+    let mut r = Refs::default();
+    walk(e, &mut r);
+    r.vars.iter().any(|v| v == "target")
 }
 
 /// The combinations of a matrix: keys in sorted order, the first key varying fastest.
@@ -154,146 +183,287 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// Evaluates target attributes on demand, in the order references need
+/// them, as buildx's parser does.
 struct Expander<'a> {
     blocks: &'a [RawBlock],
-    globals: &'a Context<'static>,
+    funcs: &'a [userfunc::UserFunc],
+    globals: Context<'static>,
+    late: Vec<RawBlock>,
+    late_state: BTreeMap<String, bool>,
+    attrs: BTreeMap<(usize, String), Value>,
+    attr_progress: Vec<(usize, String)>,
     done: BTreeMap<usize, Vec<Target>>,
+    whole_progress: Vec<usize>,
+    matrix_values: hcl::Map<String, Value>,
     renamed: Vec<Group>,
-    in_progress: Vec<usize>,
-    values: hcl::Map<String, Value>,
 }
 
 impl Expander<'_> {
-    fn run(&mut self, i: usize) -> Result<(), BakeError> {
+    fn is_target(&self, i: usize) -> bool {
+        self.blocks[i].kind == "target"
+    }
+
+    /// The `target` object: every target's attributes evaluated so far (null otherwise).
+    fn target_object(&self) -> Value {
+        let mut all = hcl::Map::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            if !self.is_target(i) || b.attr("matrix").is_some() {
+                continue;
+            }
+            let entry = all.entry(b.name.clone()).or_insert_with(|| {
+                let mut obj = hcl::Map::new();
+                obj.insert("name".to_string(), Value::String(b.name.clone()));
+                for k in eval::TARGET_KEYS {
+                    obj.insert(k.to_string(), Value::Null);
+                }
+                Value::Object(obj)
+            });
+            if let Value::Object(obj) = entry {
+                for a in &b.attrs {
+                    if let Some(v) = self.attrs.get(&(i, a.key.clone())) {
+                        if eval::TARGET_KEYS.contains(&a.key.as_str()) {
+                            obj.insert(a.key.clone(), eval::reference_value(&a.key, v));
+                        }
+                    }
+                }
+            }
+        }
+        for (k, v) in &self.matrix_values {
+            all.insert(k.clone(), v.clone());
+        }
+        Value::Object(all)
+    }
+
+    fn context(&self) -> Context<'static> {
+        let mut ctx = self.globals.clone();
+        ctx.declare_var("target", self.target_object());
+        ctx
+    }
+
+    /// Evaluate what an expression needs first.
+    fn needs(&mut self, e: &Expression, own: Option<usize>) -> Result<(), BakeError> {
+        let mut r = Refs::default();
+        walk(e, &mut r);
+        for v in r.vars {
+            if self.late.iter().any(|b| b.name == v) {
+                self.late_global(&v)?;
+            }
+        }
+        for (name, key) in r.targets {
+            let labelled: Vec<usize> = (0..self.blocks.len())
+                .filter(|&j| self.is_target(j) && self.blocks[j].name == name)
+                .collect();
+            if labelled.is_empty() {
+                // Perhaps a name a matrix produces.
+                for j in 0..self.blocks.len() {
+                    if self.is_target(j)
+                        && self.blocks[j].attr("matrix").is_some()
+                        && Some(j) != own
+                        && !self.whole_progress.contains(&j)
+                    {
+                        self.whole(j)?;
+                    }
+                }
+                continue;
+            }
+            for j in labelled {
+                if self.blocks[j].attr("matrix").is_some() {
+                    if Some(j) != own {
+                        self.whole(j)?;
+                    }
+                    continue;
+                }
+                let keys: Vec<String> = match &key {
+                    Some(k) => vec![k.clone()],
+                    None => self.blocks[j].attrs.iter().map(|a| a.key.clone()).collect(),
+                };
+                for k in keys {
+                    if k != "name" && self.blocks[j].attr(&k).is_some() {
+                        self.attr(j, &k)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn attr(&mut self, i: usize, key: &str) -> Result<(), BakeError> {
+        let id = (i, key.to_string());
+        if self.attrs.contains_key(&id) {
+            return Ok(());
+        }
+        let block = &self.blocks[i];
+        let Some(a) = block.attr(key) else {
+            return Ok(());
+        };
+        if self.attr_progress.contains(&id) {
+            return Err(BakeError::at(
+                a.pos.clone(),
+                format!("reference cycle not allowed for target.{}.{key}", block.name),
+            ));
+        }
+        self.attr_progress.push(id.clone());
+        self.needs(&a.expr, Some(i))?;
+        let v = eval::eval(a, &self.context())?;
+        self.attr_progress.retain(|x| *x != id);
+        self.attrs.insert(id, v);
+        Ok(())
+    }
+
+    fn late_global(&mut self, name: &str) -> Result<(), BakeError> {
+        match self.late_state.get(name) {
+            Some(true) => return Ok(()),
+            Some(false) => {
+                return Err(BakeError::msg(format!("variable cycle not allowed for {name}")))
+            }
+            None => {}
+        }
+        let Some(b) = self.late.iter().find(|b| b.name == name).cloned() else {
+            return Ok(());
+        };
+        self.late_state.insert(name.to_string(), false);
+        for a in &b.attrs {
+            self.needs(&a.expr, None)?;
+        }
+        let a = b.attrs.first().ok_or_else(|| BakeError::at(b.pos.clone(), format!("{name}: no value")))?;
+        let v = eval::eval(a, &self.context())?;
+        self.globals.declare_var(name.to_string(), v);
+        userfunc::install(self.funcs, &self.globals);
+        self.late_state.insert(name.to_string(), true);
+        Ok(())
+    }
+
+    /// A plain block: each attribute (in reference order), then the target.
+    fn plain(&mut self, i: usize) -> Result<(), BakeError> {
+        let block = &self.blocks[i];
+        if let Some(a) = block.attr("name") {
+            return Err(BakeError::at(
+                a.pos.clone(),
+                format!("target {:?}: name requires matrix", block.name),
+            ));
+        }
+        let keys: Vec<String> = block.attrs.iter().map(|a| a.key.clone()).collect();
+        for k in keys {
+            self.attr(i, &k)?;
+        }
+        let attrs = &self.attrs;
+        let (t, _) = eval::target_with(block, &block.name, |a| {
+            Ok(attrs.get(&(i, a.key.clone())).cloned().unwrap_or(Value::Null))
+        })?;
+        self.done.insert(i, vec![t]);
+        Ok(())
+    }
+
+    /// A matrix block: evaluated whole, once per combination.
+    fn whole(&mut self, i: usize) -> Result<(), BakeError> {
         if self.done.contains_key(&i) {
             return Ok(());
         }
         let block = &self.blocks[i];
-        if self.in_progress.contains(&i) {
+        if self.whole_progress.contains(&i) {
             return Err(BakeError::at(
                 block.pos.clone(),
                 format!("reference cycle not allowed for target.{}", block.name),
             ));
         }
-        self.in_progress.push(i);
-        let mut refs = Vec::new();
+        self.whole_progress.push(i);
         for a in &block.attrs {
-            references(&a.expr, &mut refs);
+            self.needs(&a.expr, Some(i))?;
         }
-        for r in refs {
-            let by_label: Vec<usize> = (0..self.blocks.len())
-                .filter(|&j| self.blocks[j].kind == "target" && self.blocks[j].name == r)
-                .collect();
-            let deps = if by_label.is_empty() {
-                // Perhaps a name a matrix produces.
-                (0..self.blocks.len())
-                    .filter(|&j| {
-                        self.blocks[j].kind == "target" && self.blocks[j].attr("matrix").is_some()
-                    })
-                    .collect()
-            } else {
-                by_label
-            };
-            for j in deps {
-                if j != i || self.blocks[j].attr("matrix").is_none() {
-                    self.run(j)?;
-                }
-            }
-        }
-        let mut ctx = self.globals.clone();
-        ctx.declare_var("target", Value::Object(self.values.clone()));
-        let combos = combinations(block, &ctx)?;
+        let ctx = self.context();
+        let combos = combinations(block, &ctx)?.unwrap_or_default();
         let mut out = Vec::new();
         let mut names = Vec::new();
-        match combos {
-            None => {
-                if let Some(a) = block.attr("name") {
-                    return Err(BakeError::at(
-                        a.pos.clone(),
-                        format!("target {:?}: name requires matrix", block.name),
-                    ));
-                }
-                let (t, v) = eval::target(block, &block.name, &ctx)?;
-                self.values.insert(block.name.clone(), v);
-                names.push(block.name.clone());
-                out.push(t);
+        for combo in combos {
+            let mut c = ctx.clone();
+            for (k, v) in combo {
+                c.declare_var(k, v);
             }
-            Some(combos) => {
-                for combo in combos {
-                    let mut c = ctx.clone();
-                    for (k, v) in combo {
-                        c.declare_var(k, v);
-                    }
-                    let name = match block.attr("name") {
-                        None => block.name.clone(),
-                        Some(a) => match userfunc::evaluate(&a.expr, &c) {
-                            Ok(Value::String(s)) => s,
-                            Ok(Value::Number(n)) => super::vartype::number_text(&n),
-                            Ok(Value::Bool(b)) => b.to_string(),
-                            Ok(other) => {
-                                return Err(BakeError::at(
-                                    a.value_pos.clone(),
-                                    format!("target {:?}: name must be a string, not a {}", block.name, super::vartype::value_kind(&other)),
-                                ))
-                            }
-                            Err(e) => {
-                                return Err(BakeError::at(a.pos.clone(), format!("name: {e}")))
-                            }
-                        },
-                    };
-                    if !valid_name(&name) {
+            let name = match block.attr("name") {
+                None => block.name.clone(),
+                Some(a) => match userfunc::evaluate(&a.expr, &c) {
+                    Ok(Value::String(s)) => s,
+                    Ok(Value::Number(n)) => super::vartype::number_text(&n),
+                    Ok(Value::Bool(b)) => b.to_string(),
+                    Ok(other) => {
                         return Err(BakeError::at(
-                            block.attr("name").map_or(block.pos.clone(), |a| a.value_pos.clone()),
-                            format!("invalid target name {name:?}: only \"[a-zA-Z0-9_-]+\" are allowed"),
-                        ));
+                            a.value_pos.clone(),
+                            format!("target {:?}: name must be a string, not a {}", block.name, super::vartype::value_kind(&other)),
+                        ))
                     }
-                    if names.contains(&name) {
-                        return Err(BakeError::at(
-                            block.pos.clone(),
-                            format!("target {:?}: duplicate name {name:?} (give the matrix target a name attribute that differs per combination)", block.name),
-                        ));
-                    }
-                    let (t, v) = eval::target(block, &name, &c)?;
-                    self.values.insert(name.clone(), v);
-                    names.push(name);
-                    out.push(t);
-                }
-                if names != [block.name.clone()] {
-                    self.renamed.push(Group {
-                        name: block.name.clone(),
-                        description: None,
-                        targets: names,
-                    });
-                }
+                    Err(e) => return Err(BakeError::at(a.pos.clone(), format!("name: {e}"))),
+                },
+            };
+            if !valid_name(&name) {
+                return Err(BakeError::at(
+                    block.attr("name").map_or(block.pos.clone(), |a| a.value_pos.clone()),
+                    format!("invalid target name {name:?}: only \"[a-zA-Z0-9_-]+\" are allowed"),
+                ));
             }
+            if names.contains(&name) {
+                return Err(BakeError::at(
+                    block.pos.clone(),
+                    format!("target {:?}: duplicate name {name:?} (give the matrix target a name attribute that differs per combination)", block.name),
+                ));
+            }
+            let (t, v) = eval::target(block, &name, &c)?;
+            self.matrix_values.insert(name.clone(), v);
+            names.push(name);
+            out.push(t);
         }
-        self.in_progress.retain(|&x| x != i);
+        if names != [block.name.clone()] {
+            self.renamed.push(Group {
+                name: block.name.clone(),
+                description: None,
+                targets: names,
+            });
+        }
+        self.whole_progress.retain(|&x| x != i);
         self.done.insert(i, out);
         Ok(())
     }
 }
 
 /// Evaluate every target block (with matrices and references).
-pub fn targets(blocks: &[RawBlock], globals: &Context<'static>) -> Result<Expanded, BakeError> {
+pub fn targets(
+    blocks: &[RawBlock],
+    globals: &super::vars::Globals,
+) -> Result<Expanded, BakeError> {
     let mut x = Expander {
         blocks,
-        globals,
+        funcs: &globals.funcs,
+        globals: globals.ctx.clone(),
+        late: globals.late.clone(),
+        late_state: BTreeMap::new(),
+        attrs: BTreeMap::new(),
+        attr_progress: Vec::new(),
         done: BTreeMap::new(),
+        whole_progress: Vec::new(),
+        matrix_values: hcl::Map::new(),
         renamed: Vec::new(),
-        in_progress: Vec::new(),
-        values: hcl::Map::new(),
     };
     for (i, b) in blocks.iter().enumerate() {
-        if b.kind == "target" {
-            if !valid_name(&b.name) {
-                return Err(BakeError::at(
-                    b.pos.clone(),
-                    format!("invalid name {:?}: only \"[a-zA-Z0-9_-]+\" are allowed", b.name),
-                ));
-            }
-            x.run(i)?;
+        if b.kind != "target" {
+            continue;
+        }
+        if !valid_name(&b.name) {
+            return Err(BakeError::at(
+                b.pos.clone(),
+                format!("invalid name {:?}: only \"[a-zA-Z0-9_-]+\" are allowed", b.name),
+            ));
+        }
+        if b.attr("matrix").is_some() {
+            x.whole(i)?;
+        } else {
+            x.plain(i)?;
         }
     }
+    let late: Vec<String> = x.late.iter().map(|b| b.name.clone()).collect();
+    for name in late {
+        x.late_global(&name)?;
+    }
+    let ctx = x.context();
     let mut targets = Vec::new();
     for (i, ts) in std::mem::take(&mut x.done) {
         for t in ts {
@@ -303,7 +473,7 @@ pub fn targets(blocks: &[RawBlock], globals: &Context<'static>) -> Result<Expand
     Ok(Expanded {
         targets,
         renamed: x.renamed,
-        values: x.values,
+        ctx,
     })
 }
 
@@ -314,7 +484,7 @@ pub fn config(
     env: &BTreeMap<String, String>,
 ) -> Result<super::Config, BakeError> {
     let globals = super::vars::evaluate(blocks, env)?;
-    let expanded = targets(blocks, &globals.ctx)?;
+    let expanded = targets(blocks, &globals)?;
     let mut config = super::Config {
         env: env.clone(),
         variables: globals.list,
@@ -326,8 +496,7 @@ pub fn config(
             None => config.targets.push(t),
         }
     }
-    let mut ctx = globals.ctx.clone();
-    ctx.declare_var("target", Value::Object(expanded.values));
+    let ctx = expanded.ctx;
     for b in blocks.iter().filter(|b| b.kind == "group") {
         if !valid_name(&b.name) {
             return Err(BakeError::at(

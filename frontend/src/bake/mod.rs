@@ -274,26 +274,34 @@ impl Config {
         Ok(names)
     }
 
-    /// Targets and groups reached from `name` (a name that is not a group is a target).
+    /// Targets and groups reached from `name` (a name that is not a group
+    /// is a target), as buildx's `Config.group`: a group met again while it
+    /// is being expanded counts as a target of that name (a group and a
+    /// target may share a name).
     fn expand(
         &self,
         name: &str,
-        seen: &mut Vec<String>,
-        targets: &mut Vec<String>,
-        groups: &mut Vec<String>,
-    ) {
+        visited: &mut BTreeMap<String, (Vec<String>, Vec<String>)>,
+    ) -> (Vec<String>, Vec<String>) {
+        if let Some(v) = visited.get(name) {
+            return v.clone();
+        }
         let Some(g) = self.find_group(name) else {
-            push_unique(targets, name);
-            return;
+            return (vec![name.to_string()], Vec::new());
         };
-        if seen.iter().any(|s| s == name) {
-            return;
-        }
-        seen.push(name.to_string());
-        push_unique(groups, name);
+        visited.insert(name.to_string(), (Vec::new(), Vec::new()));
+        let (mut targets, mut groups) = (Vec::new(), vec![name.to_string()]);
         for t in &g.targets {
-            self.expand(t, seen, targets, groups);
+            let (tt, tg) = self.expand(t, visited);
+            if tt.is_empty() {
+                targets.push(t.clone());
+            } else {
+                targets.extend(tt);
+            }
+            groups.extend(tg);
         }
+        visited.insert(name.to_string(), (targets.clone(), groups.clone()));
+        (targets, groups)
     }
 
     /// `--set PATTERN.KEY=VALUE` values, per target.
@@ -525,8 +533,7 @@ pub fn resolve(
     let overrides = config.overrides(sets)?;
     let mut out = Resolved::default();
     for name in &names {
-        let (mut targets, mut groups) = (Vec::new(), Vec::new());
-        config.expand(name, &mut Vec::new(), &mut targets, &mut groups);
+        let (targets, groups) = config.expand(name, &mut BTreeMap::new());
         for t in targets {
             let resolved = config.resolve_target(&t, &overrides)?;
             out.targets.insert(t, resolved);
@@ -537,16 +544,25 @@ pub fn resolve(
             }
         }
     }
-    let has_default = out.groups.contains_key("default");
+    // As buildx: `default` is left out once a `default` group exists, which
+    // an earlier name of the list may have just created.
+    for n in &names {
+        if out.groups.contains_key("default") && n == "default" {
+            continue;
+        }
+        out.groups
+            .entry("default".into())
+            .or_insert_with(|| Group {
+                name: "default".into(),
+                ..Group::default()
+            })
+            .targets
+            .push(n.clone());
+    }
     let default = out.groups.entry("default".into()).or_insert_with(|| Group {
         name: "default".into(),
         ..Group::default()
     });
-    for n in &names {
-        if !(has_default && n == "default") {
-            default.targets.push(n.clone());
-        }
-    }
     let mut seen = std::collections::BTreeSet::new();
     default.targets.retain(|t| seen.insert(t.clone()));
     default.targets.sort();

@@ -264,6 +264,13 @@ pub fn rewrite_try(e: &Expression, ctx: &Context) -> Expression {
             c2.cond_expr = r(&c.cond_expr);
             c2.true_expr = r(&c.true_expr);
             c2.false_expr = r(&c.false_expr);
+            // cty unifies the branches' types: when one is a set, the other
+            // becomes one too (sorted, without duplicates).
+            match (is_set_call(&c.true_expr), is_set_call(&c.false_expr)) {
+                (true, false) => c2.false_expr = as_set(c2.false_expr),
+                (false, true) => c2.true_expr = as_set(c2.true_expr),
+                _ => {}
+            }
             Expression::Conditional(Box::new(c2))
         }
         Expression::Operation(op) => {
@@ -291,9 +298,25 @@ pub fn rewrite_try(e: &Expression, ctx: &Context) -> Expression {
     }
 }
 
-/// Whether an expression mentions `try` or `can` (most do not: no rewrite needed).
+const SET_FUNCS: &[&str] = &["setunion", "setintersection", "setsubtract", "setsymmetricdifference"];
+
+fn is_set_call(e: &Expression) -> bool {
+    match e {
+        Expression::FuncCall(c) => SET_FUNCS.contains(&c.name.name.as_str()),
+        Expression::Parenthesis(i) => is_set_call(i),
+        _ => false,
+    }
+}
+
+fn as_set(e: Expression) -> Expression {
+    Expression::FuncCall(Box::new(hcl::expr::FuncCall::builder("setunion").arg(e).build()))
+}
+
+/// Whether an expression needs rewriting before evaluation (`try`, `can`,
+/// `convert`, a conditional with a set on one side); most do not.
 pub fn uses_try(e: &Expression) -> bool {
     match e {
+        Expression::Conditional(c) if is_set_call(&c.true_expr) != is_set_call(&c.false_expr) => true,
         Expression::FuncCall(c) => {
             matches!(c.name.name.as_str(), "try" | "can" | "convert") || c.args.iter().any(uses_try)
         }
@@ -335,5 +358,7 @@ mod tests {
         assert_eq!(j("convert(3, string)"), r#""3""#);
         assert_eq!(j(r#"convert(["a", "a"], set(string))"#), r#"["a"]"#);
         assert!(j("try(nope, nope2)").starts_with("error"));
+        assert_eq!(j(r#"true ? ["b", "a", "b"] : setunion(["c"])"#), r#"["a","b"]"#);
+        assert_eq!(j(r#"false ? ["b", "a"] : ["d", "c"]"#), r#"["d","c"]"#);
     }
 }

@@ -61,6 +61,9 @@ pub struct Globals {
     pub list: Vec<VariableInfo>,
     /// The user functions.
     pub funcs: Vec<UserFunc>,
+    /// Top-level attributes that refer to targets (`x = target.foo.tags`),
+    /// or to such attributes: evaluated when a target needs them.
+    pub late: Vec<RawBlock>,
 }
 
 const RESERVED: &[&str] = &["target", "group", "variable", "function"];
@@ -182,12 +185,18 @@ pub fn evaluate(blocks: &[RawBlock], env: &BTreeMap<String, String>) -> Result<G
 
     // Defaults may use other variables: evaluate in rounds until nothing moves.
     let mut values: BTreeMap<String, Value> = BTreeMap::new();
+    let mut late: Vec<RawBlock> = Vec::new();
     let mut pending = vars.clone();
     while !pending.is_empty() {
         let mut progressed = false;
         let mut last_err = None;
         let mut still = Vec::new();
         for b in pending {
+            if b.kind == "attr" && b.attrs.iter().any(|a| super::expand::mentions_target(&a.expr)) {
+                late.push(b.clone());
+                progressed = true;
+                continue;
+            }
             let ty = types.get(b.name.as_str()).cloned().flatten();
             let key = if b.kind == "attr" { b.name.as_str() } else { "default" };
             let default = match b.attr(key) {
@@ -228,7 +237,22 @@ pub fn evaluate(blocks: &[RawBlock], env: &BTreeMap<String, String>) -> Result<G
             progressed = true;
         }
         pending = still;
+        if !progressed && !late.is_empty() && pending.iter().all(|b| b.kind == "attr") {
+            // They may need the attributes that refer to targets.
+            late.extend(pending.into_iter().cloned());
+            break;
+        }
         if !progressed {
+            // Variables waiting on each other: name the circle.
+            let names: Vec<&str> = pending.iter().map(|b| b.name.as_str()).collect();
+            if let Some(BakeError { pos, message }) = &last_err {
+                if let Some(n) = names.iter().find(|n| message.contains(&format!("undefined variable `{n}`"))) {
+                    return Err(BakeError {
+                        pos: pos.clone(),
+                        message: format!("variable cycle not allowed for {n} (between {})", names.join(", ")),
+                    });
+                }
+            }
             return Err(last_err.unwrap_or_else(|| {
                 BakeError::at(Pos::default(), "cannot evaluate variables".into())
             }));
@@ -268,6 +292,7 @@ pub fn evaluate(blocks: &[RawBlock], env: &BTreeMap<String, String>) -> Result<G
         ctx,
         list,
         funcs: user,
+        late,
     })
 }
 
