@@ -135,7 +135,9 @@ fn bake_print_matches_modern_docker() {
             }
             continue;
         }
-        let is_list = lines(&case.join("args")).iter().any(|a| a.starts_with("--list"));
+        let is_list = lines(&case.join("args"))
+            .iter()
+            .any(|a| a.starts_with("--list"));
         match (ours.status.success(), theirs.status.success()) {
             (true, true) if is_list => {
                 if ours.stdout != theirs.stdout {

@@ -68,7 +68,11 @@ fn cyclic_target_contexts() {
     )
     .unwrap_err();
     assert!(err.contains("infinite loop from"), "{err}");
-    let err = resolve("target \"a\" {\n contexts = { x = \"target:a\" }\n}\n", &["a"]).unwrap_err();
+    let err = resolve(
+        "target \"a\" {\n contexts = { x = \"target:a\" }\n}\n",
+        &["a"],
+    )
+    .unwrap_err();
     assert_eq!(err, "target a cannot link to itself");
 }
 
@@ -81,7 +85,10 @@ fn failing_validation() {
         err.starts_with("docker-bake.hcl:5:17: variable \"PORT\": validation failed: PORT must be below 1024, not 8080."),
         "{err}"
     );
-    assert!(err.contains(" 5 |     condition = PORT < 1024\n   |                 ^"), "{err}");
+    assert!(
+        err.contains(" 5 |     condition = PORT < 1024\n   |                 ^"),
+        "{err}"
+    );
     let err = load(text, &[("PORT", "eighty")]).unwrap_err();
     assert!(err.contains("failed to parse PORT as number"), "{err}");
 }
@@ -95,13 +102,25 @@ fn validation_condition_must_be_bool() {
 
 #[test]
 fn matrix_errors() {
-    let err = load("target \"a\" {\n  matrix = { v = [\"1\", \"2\"] }\n}\n", &[]).unwrap_err();
+    let err = load(
+        "target \"a\" {\n  matrix = { v = [\"1\", \"2\"] }\n}\n",
+        &[],
+    )
+    .unwrap_err();
     assert!(err.contains("duplicate name \"a\""), "{err}");
     let err = load("target \"a\" {\n  name = \"b\"\n}\n", &[]).unwrap_err();
     assert!(err.contains("name requires matrix"), "{err}");
-    let err = load("target \"a\" {\n  name = \"a-${v}\"\n  matrix = { v = \"x\" }\n}\n", &[]).unwrap_err();
+    let err = load(
+        "target \"a\" {\n  name = \"a-${v}\"\n  matrix = { v = \"x\" }\n}\n",
+        &[],
+    )
+    .unwrap_err();
     assert!(err.contains("matrix values must be a list"), "{err}");
-    let err = load("target \"a\" {\n  name = \"a ${v}\"\n  matrix = { v = [\"x\"] }\n}\n", &[]).unwrap_err();
+    let err = load(
+        "target \"a\" {\n  name = \"a ${v}\"\n  matrix = { v = [\"x\"] }\n}\n",
+        &[],
+    )
+    .unwrap_err();
     assert!(err.contains("invalid target name \"a x\""), "{err}");
     let err = load("group \"g\" {\n  matrix = { v = [\"x\"] }\n}\n", &[]).unwrap_err();
     assert!(err.contains("not supported for groups"), "{err}");
@@ -150,6 +169,13 @@ fn function_errors() {
 
 #[test]
 fn typed_variable_rejects_a_wrong_default() {
-    let err = load("variable \"L\" {\n  type = list(string)\n  default = \"x\"\n}\n", &[]).unwrap_err();
-    assert!(err.contains("invalid type list of string for variable L default value"), "{err}");
+    let err = load(
+        "variable \"L\" {\n  type = list(string)\n  default = \"x\"\n}\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("invalid type list of string for variable L default value"),
+        "{err}"
+    );
 }

@@ -97,11 +97,16 @@ fn bake_cases_match_buildx() {
         let got = run_case(dir);
         let ours_err = lines(&dir.join("stromatekt-error.txt"));
         let listing = dir.join("list.txt");
-        match (got, (dir.join("print.json").exists() || listing.exists()) && ours_err.is_empty()) {
+        match (
+            got,
+            (dir.join("print.json").exists() || listing.exists()) && ours_err.is_empty(),
+        ) {
             (Ok(text), true) if listing.exists() => {
                 let want = std::fs::read_to_string(&listing).unwrap();
                 if text != want {
-                    failures.push(format!("{name}: listing differs\n--- ours\n{text}\n--- buildx\n{want}"));
+                    failures.push(format!(
+                        "{name}: listing differs\n--- ours\n{text}\n--- buildx\n{want}"
+                    ));
                 }
             }
             (Ok(text), true) => {

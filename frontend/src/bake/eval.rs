@@ -9,9 +9,9 @@ use hcl::eval::Context;
 use hcl::Value;
 
 use super::parse::{RawAttr, RawBlock};
+use super::target::{parse_entries, Entry, EntryKind, Target};
 use super::userfunc;
 use super::vartype::number_text;
-use super::target::{parse_entries, Entry, EntryKind, Target};
 use super::{BakeError, Group};
 
 /// Evaluate one attribute; errors name it and its place.
@@ -160,10 +160,33 @@ fn want_entries(
 /// The attributes a target may have; `target.NAME.KEY` of an attribute a
 /// target does not set is null.
 pub const TARGET_KEYS: &[&str] = &[
-    "description", "inherits", "annotations", "attest", "context", "contexts", "dockerfile",
-    "dockerfile-inline", "args", "labels", "tags", "cache-from", "cache-to", "target", "secret",
-    "ssh", "platforms", "output", "pull", "no-cache", "network", "no-cache-filter", "shm-size",
-    "ulimits", "call", "entitlements", "extra-hosts",
+    "description",
+    "inherits",
+    "annotations",
+    "attest",
+    "context",
+    "contexts",
+    "dockerfile",
+    "dockerfile-inline",
+    "args",
+    "labels",
+    "tags",
+    "cache-from",
+    "cache-to",
+    "target",
+    "secret",
+    "ssh",
+    "platforms",
+    "output",
+    "pull",
+    "no-cache",
+    "network",
+    "no-cache-filter",
+    "shm-size",
+    "ulimits",
+    "call",
+    "entitlements",
+    "extra-hosts",
 ];
 
 /// Evaluate a target block named `name` (its label, or the matrix
@@ -233,7 +256,13 @@ pub fn target_with(
 
 /// `KIND "NAME": unsupported attribute "KEY"`, at the attribute.
 fn unsupported(block: &RawBlock, a: &RawAttr) -> BakeError {
-    BakeError::at(a.pos.clone(), format!("{} {:?}: unsupported attribute {:?}", block.kind, block.name, a.key))
+    BakeError::at(
+        a.pos.clone(),
+        format!(
+            "{} {:?}: unsupported attribute {:?}",
+            block.kind, block.name, a.key
+        ),
+    )
 }
 
 /// Evaluate a group block.
@@ -246,7 +275,10 @@ pub fn group(block: &RawBlock, ctx: &Context) -> Result<Group, BakeError> {
         if a.key == "name" || a.key == "matrix" {
             return Err(BakeError::at(
                 a.pos.clone(),
-                format!("group {:?}: {} is not supported for groups", block.name, a.key),
+                format!(
+                    "group {:?}: {} is not supported for groups",
+                    block.name, a.key
+                ),
             ));
         }
         let v = eval(a, ctx)?;

@@ -136,11 +136,11 @@ pub fn mentions_target(e: &Expression) -> bool {
     r.vars.iter().any(|v| v == "target")
 }
 
+/// One matrix combination: a value for each key.
+type Combination = Vec<(String, Value)>;
+
 /// The combinations of a matrix: keys in sorted order, the first key varying fastest.
-fn combinations(
-    block: &RawBlock,
-    ctx: &Context,
-) -> Result<Option<Vec<Vec<(String, Value)>>>, BakeError> {
+fn combinations(block: &RawBlock, ctx: &Context) -> Result<Option<Vec<Combination>>, BakeError> {
     let Some(attr) = block.attr("matrix") else {
         return Ok(None);
     };
@@ -154,12 +154,15 @@ fn combinations(
     };
     let mut keys: Vec<(String, Value)> = m.into_iter().collect();
     keys.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut combos: Vec<Vec<(String, Value)>> = vec![Vec::new()];
+    let mut combos: Vec<Combination> = vec![Vec::new()];
     for (k, values) in keys {
         let Value::Array(values) = values else {
             return Err(BakeError::at(
                 attr.value_pos.clone(),
-                format!("target {:?}: matrix values must be a list ({k} is not)", block.name),
+                format!(
+                    "target {:?}: matrix values must be a list ({k} is not)",
+                    block.name
+                ),
             ));
         };
         let mut next = Vec::new();
@@ -300,7 +303,10 @@ impl Expander<'_> {
         if self.attr_progress.contains(&id) {
             return Err(BakeError::at(
                 a.pos.clone(),
-                format!("reference cycle not allowed for target.{}.{key}", block.name),
+                format!(
+                    "reference cycle not allowed for target.{}.{key}",
+                    block.name
+                ),
             ));
         }
         self.attr_progress.push(id.clone());
@@ -315,7 +321,9 @@ impl Expander<'_> {
         match self.late_state.get(name) {
             Some(true) => return Ok(()),
             Some(false) => {
-                return Err(BakeError::msg(format!("variable cycle not allowed for {name}")))
+                return Err(BakeError::msg(format!(
+                    "variable cycle not allowed for {name}"
+                )))
             }
             None => {}
         }
@@ -326,7 +334,10 @@ impl Expander<'_> {
         for a in &b.attrs {
             self.needs(&a.expr, None)?;
         }
-        let a = b.attrs.first().ok_or_else(|| BakeError::at(b.pos.clone(), format!("{name}: no value")))?;
+        let a = b
+            .attrs
+            .first()
+            .ok_or_else(|| BakeError::at(b.pos.clone(), format!("{name}: no value")))?;
         let v = eval::eval(a, &self.context())?;
         self.globals.declare_var(name.to_string(), v);
         userfunc::install(self.funcs, &self.globals);
@@ -349,7 +360,10 @@ impl Expander<'_> {
         }
         let attrs = &self.attrs;
         let (t, _) = eval::target_with(block, &block.name, |a| {
-            Ok(attrs.get(&(i, a.key.clone())).cloned().unwrap_or(Value::Null))
+            Ok(attrs
+                .get(&(i, a.key.clone()))
+                .cloned()
+                .unwrap_or(Value::Null))
         })?;
         self.done.insert(i, vec![t]);
         Ok(())
@@ -389,7 +403,11 @@ impl Expander<'_> {
                     Ok(other) => {
                         return Err(BakeError::at(
                             a.value_pos.clone(),
-                            format!("target {:?}: name must be a string, not a {}", block.name, super::vartype::value_kind(&other)),
+                            format!(
+                                "target {:?}: name must be a string, not a {}",
+                                block.name,
+                                super::vartype::value_kind(&other)
+                            ),
                         ))
                     }
                     Err(e) => return Err(BakeError::at(a.pos.clone(), format!("name: {e}"))),
@@ -397,7 +415,9 @@ impl Expander<'_> {
             };
             if !valid_name(&name) {
                 return Err(BakeError::at(
-                    block.attr("name").map_or(block.pos.clone(), |a| a.value_pos.clone()),
+                    block
+                        .attr("name")
+                        .map_or(block.pos.clone(), |a| a.value_pos.clone()),
                     format!("invalid target name {name:?}: only \"[a-zA-Z0-9_-]+\" are allowed"),
                 ));
             }
@@ -426,10 +446,7 @@ impl Expander<'_> {
 }
 
 /// Evaluate every target block (with matrices and references).
-pub fn targets(
-    blocks: &[RawBlock],
-    globals: &super::vars::Globals,
-) -> Result<Expanded, BakeError> {
+pub fn targets(blocks: &[RawBlock], globals: &super::vars::Globals) -> Result<Expanded, BakeError> {
     let mut x = Expander {
         blocks,
         funcs: &globals.funcs,
@@ -450,7 +467,10 @@ pub fn targets(
         if !valid_name(&b.name) {
             return Err(BakeError::at(
                 b.pos.clone(),
-                format!("invalid name {:?}: only \"[a-zA-Z0-9_-]+\" are allowed", b.name),
+                format!(
+                    "invalid name {:?}: only \"[a-zA-Z0-9_-]+\" are allowed",
+                    b.name
+                ),
             ));
         }
         if b.attr("matrix").is_some() {
@@ -501,7 +521,10 @@ pub fn config(
         if !valid_name(&b.name) {
             return Err(BakeError::at(
                 b.pos.clone(),
-                format!("invalid name {:?}: only \"[a-zA-Z0-9_-]+\" are allowed", b.name),
+                format!(
+                    "invalid name {:?}: only \"[a-zA-Z0-9_-]+\" are allowed",
+                    b.name
+                ),
             ));
         }
         let g = eval::group(b, &ctx)?;

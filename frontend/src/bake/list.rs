@@ -32,11 +32,7 @@ pub fn parse_request(input: &str) -> Result<ListRequest, BakeError> {
             match k.trim().to_lowercase().as_str() {
                 "type" => kind = v.to_string(),
                 "format" => format = v.to_string(),
-                other => {
-                    return Err(BakeError::msg(format!(
-                        "unexpected key '{other}' in '{f}'"
-                    )))
-                }
+                other => return Err(BakeError::msg(format!("unexpected key '{other}' in '{f}'"))),
             }
         }
     }
@@ -177,9 +173,24 @@ mod tests {
     #[test]
     fn table_aligns_like_go_tabwriter() {
         let rows = vec![
-            vec!["VARIABLE".to_string(), "TYPE".into(), "VALUE".into(), "DESCRIPTION".into()],
-            vec!["FOO".to_string(), "string".into(), "x".into(), "foo var".into()],
-            vec!["TL".to_string(), "list of string".into(), "<null>".into(), "".into()],
+            vec![
+                "VARIABLE".to_string(),
+                "TYPE".into(),
+                "VALUE".into(),
+                "DESCRIPTION".into(),
+            ],
+            vec![
+                "FOO".to_string(),
+                "string".into(),
+                "x".into(),
+                "foo var".into(),
+            ],
+            vec![
+                "TL".to_string(),
+                "list of string".into(),
+                "<null>".into(),
+                "".into(),
+            ],
         ];
         assert_eq!(
             tab_table(&rows),

@@ -79,7 +79,11 @@ pub struct Target {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     #[allow(missing_docs)]
-    #[serde(rename = "secret", skip_serializing_if = "Option::is_none", serialize_with = "id_first")]
+    #[serde(
+        rename = "secret",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "id_first"
+    )]
     pub secrets: Option<Vec<Entry>>,
     #[allow(missing_docs)]
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "id_first")]

@@ -85,10 +85,16 @@ impl UserFunc {
             }
         }
         let result = result.ok_or_else(|| {
-            BakeError::at(b.pos.clone(), format!("empty result not allowed for {name}"))
+            BakeError::at(
+                b.pos.clone(),
+                format!("empty result not allowed for {name}"),
+            )
         })?;
         let params = params.ok_or_else(|| {
-            BakeError::at(b.pos.clone(), format!("empty params not allowed for {name}"))
+            BakeError::at(
+                b.pos.clone(),
+                format!("empty params not allowed for {name}"),
+            )
         })?;
         Ok(UserFunc {
             name,
@@ -137,8 +143,7 @@ fn call_slot(slot: usize, args: FuncArgs) -> Result<Value, String> {
         ctx.declare_var(v.clone(), Value::Array(it.collect()));
     }
     let body = rewrite_try(&f.result, &ctx);
-    body.evaluate(&ctx)
-        .map_err(|e| format!("{}: {e}", f.name))
+    body.evaluate(&ctx).map_err(|e| format!("{}: {e}", f.name))
 }
 
 struct DepthGuard;
@@ -238,21 +243,21 @@ pub fn rewrite_try(e: &Expression, ctx: &Context) -> Expression {
                 && call.name.name.as_str() == "convert"
                 && call.args.len() == 2 =>
         {
-            let converted = super::vartype::VarType::parse(&call.args[1]).ok().and_then(|t| {
-                let v = r(&call.args[0]).evaluate(ctx).ok()?;
-                t.convert(v).ok()
-            });
+            let converted = super::vartype::VarType::parse(&call.args[1])
+                .ok()
+                .and_then(|t| {
+                    let v = r(&call.args[0]).evaluate(ctx).ok()?;
+                    t.convert(v).ok()
+                });
             match converted {
                 Some(v) => literal(v),
                 None => Expression::FuncCall(call.clone()),
             }
         }
         Expression::Array(items) => Expression::Array(items.iter().map(r).collect()),
-        Expression::Object(o) => Expression::Object(
-            o.iter()
-                .map(|(k, v)| (k.clone(), r(v)))
-                .collect(),
-        ),
+        Expression::Object(o) => {
+            Expression::Object(o.iter().map(|(k, v)| (k.clone(), r(v))).collect())
+        }
         Expression::FuncCall(call) => {
             let mut c = (**call).clone();
             c.args = call.args.iter().map(r).collect();
@@ -298,7 +303,12 @@ pub fn rewrite_try(e: &Expression, ctx: &Context) -> Expression {
     }
 }
 
-const SET_FUNCS: &[&str] = &["setunion", "setintersection", "setsubtract", "setsymmetricdifference"];
+const SET_FUNCS: &[&str] = &[
+    "setunion",
+    "setintersection",
+    "setsubtract",
+    "setsymmetricdifference",
+];
 
 fn is_set_call(e: &Expression) -> bool {
     match e {
@@ -309,14 +319,18 @@ fn is_set_call(e: &Expression) -> bool {
 }
 
 fn as_set(e: Expression) -> Expression {
-    Expression::FuncCall(Box::new(hcl::expr::FuncCall::builder("setunion").arg(e).build()))
+    Expression::FuncCall(Box::new(
+        hcl::expr::FuncCall::builder("setunion").arg(e).build(),
+    ))
 }
 
 /// Whether an expression needs rewriting before evaluation (`try`, `can`,
 /// `convert`, a conditional with a set on one side); most do not.
 pub fn uses_try(e: &Expression) -> bool {
     match e {
-        Expression::Conditional(c) if is_set_call(&c.true_expr) != is_set_call(&c.false_expr) => true,
+        Expression::Conditional(c) if is_set_call(&c.true_expr) != is_set_call(&c.false_expr) => {
+            true
+        }
         Expression::FuncCall(c) => {
             matches!(c.name.name.as_str(), "try" | "can" | "convert") || c.args.iter().any(uses_try)
         }
@@ -358,7 +372,10 @@ mod tests {
         assert_eq!(j("convert(3, string)"), r#""3""#);
         assert_eq!(j(r#"convert(["a", "a"], set(string))"#), r#"["a"]"#);
         assert!(j("try(nope, nope2)").starts_with("error"));
-        assert_eq!(j(r#"true ? ["b", "a", "b"] : setunion(["c"])"#), r#"["a","b"]"#);
+        assert_eq!(
+            j(r#"true ? ["b", "a", "b"] : setunion(["c"])"#),
+            r#"["a","b"]"#
+        );
         assert_eq!(j(r#"false ? ["b", "a"] : ["d", "c"]"#), r#"["d","c"]"#);
     }
 }

@@ -76,7 +76,12 @@ fn typed(b: &RawBlock) -> Result<Option<VarType>, BakeError> {
                 VarType::Any => None,
                 t => Some(t),
             })
-            .map_err(|e| BakeError::at(a.value_pos.clone(), format!("variable {:?}: invalid type: {e}", b.name))),
+            .map_err(|e| {
+                BakeError::at(
+                    a.value_pos.clone(),
+                    format!("variable {:?}: invalid type: {e}", b.name),
+                )
+            }),
     }
 }
 
@@ -96,14 +101,24 @@ fn from_env(
         env.get(&json_name)
     };
     if let (Some(t), Some(j)) = (ty, json) {
-        let v: serde_json::Value = serde_json::from_str(j)
-            .map_err(|e| err(format!("failed to convert variable {} from JSON: {e}", b.name)))?;
-        let v: Value = hcl::to_value(v)
-            .map_err(|e| err(format!("failed to convert variable {} from JSON: {e}", b.name)))?;
-        return t
-            .convert(v)
-            .map(Some)
-            .map_err(|e| err(format!("failed to convert variable {} from JSON: {e}", b.name)));
+        let v: serde_json::Value = serde_json::from_str(j).map_err(|e| {
+            err(format!(
+                "failed to convert variable {} from JSON: {e}",
+                b.name
+            ))
+        })?;
+        let v: Value = hcl::to_value(v).map_err(|e| {
+            err(format!(
+                "failed to convert variable {} from JSON: {e}",
+                b.name
+            ))
+        })?;
+        return t.convert(v).map(Some).map_err(|e| {
+            err(format!(
+                "failed to convert variable {} from JSON: {e}",
+                b.name
+            ))
+        });
     }
     let Some(text) = env.get(&b.name).or(json) else {
         return Ok(None);
@@ -149,7 +164,8 @@ pub fn evaluate(blocks: &[RawBlock], env: &BTreeMap<String, String>) -> Result<G
     for (k, v) in &builtins {
         ctx.declare_var(*k, Value::String(v.clone()));
     }
-    let reserved = |name: &str| RESERVED.contains(&name) || builtins.iter().any(|(k, _)| *k == name);
+    let reserved =
+        |name: &str| RESERVED.contains(&name) || builtins.iter().any(|(k, _)| *k == name);
     let user: Vec<UserFunc> = blocks
         .iter()
         .filter(|b| b.kind == "function" && !reserved(&b.name))
@@ -172,9 +188,11 @@ pub fn evaluate(blocks: &[RawBlock], env: &BTreeMap<String, String>) -> Result<G
         if b.kind != "variable" {
             continue;
         }
-        if let Some(a) = b.attrs.iter().find(|a| {
-            !matches!(a.key.as_str(), "default" | "description" | "type")
-        }) {
+        if let Some(a) = b
+            .attrs
+            .iter()
+            .find(|a| !matches!(a.key.as_str(), "default" | "description" | "type"))
+        {
             return Err(BakeError::at(
                 a.pos.clone(),
                 format!("variable {:?}: unsupported attribute {:?}", b.name, a.key),
@@ -192,13 +210,21 @@ pub fn evaluate(blocks: &[RawBlock], env: &BTreeMap<String, String>) -> Result<G
         let mut last_err = None;
         let mut still = Vec::new();
         for b in pending {
-            if b.kind == "attr" && b.attrs.iter().any(|a| super::expand::mentions_target(&a.expr)) {
+            if b.kind == "attr"
+                && b.attrs
+                    .iter()
+                    .any(|a| super::expand::mentions_target(&a.expr))
+            {
                 late.push(b.clone());
                 progressed = true;
                 continue;
             }
             let ty = types.get(b.name.as_str()).cloned().flatten();
-            let key = if b.kind == "attr" { b.name.as_str() } else { "default" };
+            let key = if b.kind == "attr" {
+                b.name.as_str()
+            } else {
+                "default"
+            };
             let default = match b.attr(key) {
                 Some(a) => match userfunc::evaluate(&a.expr, &ctx) {
                     Ok(v) => Some(v),
@@ -214,7 +240,11 @@ pub fn evaluate(blocks: &[RawBlock], env: &BTreeMap<String, String>) -> Result<G
                 (Some(t), Some(v)) => Some(t.convert(v).map_err(|e| {
                     BakeError::at(
                         b.attr(key).map_or(b.pos.clone(), |a| a.value_pos.clone()),
-                        format!("invalid type {} for variable {} default value: {e}", t.friendly_name(), b.name),
+                        format!(
+                            "invalid type {} for variable {} default value: {e}",
+                            t.friendly_name(),
+                            b.name
+                        ),
                     )
                 })?),
                 (_, d) => d,
@@ -246,10 +276,16 @@ pub fn evaluate(blocks: &[RawBlock], env: &BTreeMap<String, String>) -> Result<G
             // Variables waiting on each other: name the circle.
             let names: Vec<&str> = pending.iter().map(|b| b.name.as_str()).collect();
             if let Some(BakeError { pos, message }) = &last_err {
-                if let Some(n) = names.iter().find(|n| message.contains(&format!("undefined variable `{n}`"))) {
+                if let Some(n) = names
+                    .iter()
+                    .find(|n| message.contains(&format!("undefined variable `{n}`")))
+                {
                     return Err(BakeError {
                         pos: pos.clone(),
-                        message: format!("variable cycle not allowed for {n} (between {})", names.join(", ")),
+                        message: format!(
+                            "variable cycle not allowed for {n} (between {})",
+                            names.join(", ")
+                        ),
                     });
                 }
             }
@@ -274,7 +310,9 @@ pub fn evaluate(blocks: &[RawBlock], env: &BTreeMap<String, String>) -> Result<G
             None => String::new(),
         };
         let type_name = match b.attr("type") {
-            Some(a) => VarType::parse(&a.expr).map(|t| t.friendly_name()).unwrap_or_default(),
+            Some(a) => VarType::parse(&a.expr)
+                .map(|t| t.friendly_name())
+                .unwrap_or_default(),
             None => String::new(),
         };
         let value = values.get(&b.name).and_then(|v| shown(v, ty.as_ref()));
@@ -306,7 +344,10 @@ fn validate(b: &RawBlock, ctx: &Context) -> Result<(), BakeError> {
         let Some(cond) = rule.attr("condition") else {
             return Err(BakeError::at(
                 rule.pos.clone(),
-                format!("variable {:?}: a validation block needs a condition", b.name),
+                format!(
+                    "variable {:?}: a validation block needs a condition",
+                    b.name
+                ),
             ));
         };
         let at = cond.value_pos.clone();

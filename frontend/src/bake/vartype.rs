@@ -119,14 +119,18 @@ impl VarType {
             (VarType::String, Value::Number(n)) => Ok(Value::String(number_text(&n))),
             (VarType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
             (VarType::Number, Value::Number(n)) => Ok(Value::Number(n)),
-            (VarType::Number, Value::String(s)) => parse_number(&s)
-                .ok_or_else(|| format!("a number is required, not {s:?}")),
+            (VarType::Number, Value::String(s)) => {
+                parse_number(&s).ok_or_else(|| format!("a number is required, not {s:?}"))
+            }
             (VarType::Bool, Value::Bool(b)) => Ok(Value::Bool(b)),
             (VarType::Bool, Value::String(s)) if s == "true" || s == "false" => {
                 Ok(Value::Bool(s == "true"))
             }
             (VarType::List(t), Value::Array(items)) => Ok(Value::Array(
-                items.into_iter().map(|i| t.convert(i)).collect::<Result<_, _>>()?,
+                items
+                    .into_iter()
+                    .map(|i| t.convert(i))
+                    .collect::<Result<_, _>>()?,
             )),
             (VarType::Set(t), Value::Array(items)) => {
                 let mut out: Vec<Value> = Vec::new();
@@ -316,15 +320,27 @@ mod tests {
             Value::Array(vec![Value::from(1), Value::from(2)])
         );
         let m = ty("map(string)").from_env("X", "a:1,b:2").expect("ok");
-        assert_eq!(m.as_object().and_then(|o| o.get("b")), Some(&Value::from("2")));
+        assert_eq!(
+            m.as_object().and_then(|o| o.get("b")),
+            Some(&Value::from("2"))
+        );
         assert!(ty("number").from_env("X", "abc").is_err());
-        assert_eq!(ty("bool").from_env("X", "1").expect("ok"), Value::Bool(true));
+        assert_eq!(
+            ty("bool").from_env("X", "1").expect("ok"),
+            Value::Bool(true)
+        );
     }
 
     #[test]
     fn conversions() {
-        assert_eq!(ty("string").convert(Value::from(3)).expect("ok"), Value::from("3"));
-        assert_eq!(ty("number").convert(Value::from("4")).expect("ok"), Value::from(4));
+        assert_eq!(
+            ty("string").convert(Value::from(3)).expect("ok"),
+            Value::from("3")
+        );
+        assert_eq!(
+            ty("number").convert(Value::from("4")).expect("ok"),
+            Value::from(4)
+        );
         assert!(ty("number").convert(Value::from("x")).is_err());
         assert!(ty("list(string)").convert(Value::from("x")).is_err());
     }

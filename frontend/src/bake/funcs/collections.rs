@@ -35,7 +35,11 @@ pub(super) const FUNCS: &[Entry] = &[
     ("sethaselement", Arity::Fixed(2), sethaselement),
     ("setintersection", Arity::AtLeast(1), setintersection),
     ("setsubtract", Arity::Fixed(2), setsubtract),
-    ("setsymmetricdifference", Arity::AtLeast(1), setsymmetricdifference),
+    (
+        "setsymmetricdifference",
+        Arity::AtLeast(1),
+        setsymmetricdifference,
+    ),
     ("setunion", Arity::AtLeast(1), setunion),
 ];
 
@@ -187,19 +191,25 @@ fn index(a: FuncArgs) -> Result<Value, String> {
             items
                 .get(usize::try_from(i).map_err(|_| "invalid index")?)
                 .cloned()
-                .ok_or_else(|| "the given index is greater than or equal to the length of the collection".into())
+                .ok_or_else(|| {
+                    "the given index is greater than or equal to the length of the collection"
+                        .into()
+                })
         }
         Some(Value::Object(o)) => {
             let k = s(&a, 1)?;
-            o.get(&k).cloned().ok_or_else(|| format!("the given key {k:?} does not exist"))
+            o.get(&k)
+                .cloned()
+                .ok_or_else(|| format!("the given key {k:?} does not exist"))
         }
         _ => Err("index: a list or map is required".into()),
     }
 }
 fn hasindex(a: FuncArgs) -> Result<Value, String> {
     Ok(Value::Bool(match a.first() {
-        Some(Value::Array(items)) => num(&a, 1)
-            .is_ok_and(|i| i >= 0.0 && i.fract() == 0.0 && (i as usize) < items.len()),
+        Some(Value::Array(items)) => {
+            num(&a, 1).is_ok_and(|i| i >= 0.0 && i.fract() == 0.0 && (i as usize) < items.len())
+        }
         Some(Value::Object(o)) => s(&a, 1).is_ok_and(|k| o.contains_key(&k)),
         _ => return Err("hasindex: a list or map is required".into()),
     }))
@@ -228,7 +238,10 @@ fn chunklist(a: FuncArgs) -> Result<Value, String> {
         return Ok(Value::Array(vec![Value::Array(items)]));
     }
     Ok(Value::Array(
-        items.chunks(size as usize).map(|c| Value::Array(c.to_vec())).collect(),
+        items
+            .chunks(size as usize)
+            .map(|c| Value::Array(c.to_vec()))
+            .collect(),
     ))
 }
 fn zipmap(a: FuncArgs) -> Result<Value, String> {
@@ -301,7 +314,10 @@ fn sets(a: &FuncArgs) -> Result<Vec<Vec<Value>>, String> {
     (0..a.len()).map(|i| list(a, i).map(ordered)).collect()
 }
 fn sethaselement(a: FuncArgs) -> Result<Value, String> {
-    Ok(Value::Bool(a.get(1).is_some_and(|v| list(&a, 0).is_ok_and(|l| l.contains(v)))))
+    Ok(Value::Bool(
+        a.get(1)
+            .is_some_and(|v| list(&a, 0).is_ok_and(|l| l.contains(v))),
+    ))
 }
 fn setunion(a: FuncArgs) -> Result<Value, String> {
     Ok(Value::Array(ordered(sets(&a)?.concat())))
@@ -310,13 +326,20 @@ fn setintersection(a: FuncArgs) -> Result<Value, String> {
     let all = sets(&a)?;
     let first = all.first().cloned().unwrap_or_default();
     Ok(Value::Array(ordered(
-        first.into_iter().filter(|v| all.iter().all(|s| s.contains(v))).collect(),
+        first
+            .into_iter()
+            .filter(|v| all.iter().all(|s| s.contains(v)))
+            .collect(),
     )))
 }
 fn setsubtract(a: FuncArgs) -> Result<Value, String> {
     let all = sets(&a)?;
     Ok(Value::Array(ordered(
-        all[0].iter().filter(|v| !all[1].contains(v)).cloned().collect(),
+        all[0]
+            .iter()
+            .filter(|v| !all[1].contains(v))
+            .cloned()
+            .collect(),
     )))
 }
 fn setsymmetricdifference(a: FuncArgs) -> Result<Value, String> {
@@ -379,7 +402,10 @@ mod tests {
     #[test]
     fn sets_as_buildx() {
         assert_eq!(j("setunion([\"b\"], [\"a\", \"b\"])"), r#"["a","b"]"#);
-        assert_eq!(j("setintersection([\"a\", \"b\"], [\"b\", \"c\"])"), r#"["b"]"#);
+        assert_eq!(
+            j("setintersection([\"a\", \"b\"], [\"b\", \"c\"])"),
+            r#"["b"]"#
+        );
         assert_eq!(j("setsubtract([\"a\", \"b\"], [\"a\"])"), r#"["b"]"#);
         assert_eq!(j("setsymmetricdifference([1, 2], [2, 3])"), "[1,3]");
         assert_eq!(j("setproduct([\"a\", \"b\"], [1])"), r#"[["a",1],["b",1]]"#);

@@ -27,7 +27,9 @@ pub(super) const FUNCS: &[Entry] = &[
 ];
 
 fn base64encode(a: FuncArgs) -> Result<Value, String> {
-    Ok(string(base64::engine::general_purpose::STANDARD.encode(s(&a, 0)?)))
+    Ok(string(
+        base64::engine::general_purpose::STANDARD.encode(s(&a, 0)?),
+    ))
 }
 fn base64decode(a: FuncArgs) -> Result<Value, String> {
     let b = base64::engine::general_purpose::STANDARD
@@ -38,7 +40,9 @@ fn base64decode(a: FuncArgs) -> Result<Value, String> {
         .map_err(|_| "the result of decoding the provided string is not valid UTF-8".into())
 }
 fn jsonencode(a: FuncArgs) -> Result<Value, String> {
-    Ok(string(go_escape(&super::json_text(a.first().unwrap_or(&Value::Null)))))
+    Ok(string(go_escape(&super::json_text(
+        a.first().unwrap_or(&Value::Null),
+    ))))
 }
 fn jsondecode(a: FuncArgs) -> Result<Value, String> {
     let j: serde_json::Value = serde_json::from_str(&s(&a, 0)?).map_err(|e| e.to_string())?;
@@ -52,10 +56,7 @@ fn csvdecode(a: FuncArgs) -> Result<Value, String> {
     for (n, line) in lines.enumerate() {
         let fields = csv_fields(line)?;
         if fields.len() != header.len() {
-            return Err(format!(
-                "line {}: wrong number of fields in record",
-                n + 2
-            ));
+            return Err(format!("line {}: wrong number of fields in record", n + 2));
         }
         let mut m = hcl::Map::new();
         for (k, v) in header.iter().zip(fields) {
@@ -70,7 +71,9 @@ fn urlencode(a: FuncArgs) -> Result<Value, String> {
     let mut out = String::new();
     for b in s(&a, 0)?.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             other => out.push_str(&format!("%{other:02X}")),
         }
@@ -81,13 +84,19 @@ fn md5(a: FuncArgs) -> Result<Value, String> {
     Ok(string(hex::encode(md5::Md5::digest(s(&a, 0)?.as_bytes()))))
 }
 fn sha1(a: FuncArgs) -> Result<Value, String> {
-    Ok(string(hex::encode(sha1::Sha1::digest(s(&a, 0)?.as_bytes()))))
+    Ok(string(hex::encode(sha1::Sha1::digest(
+        s(&a, 0)?.as_bytes(),
+    ))))
 }
 fn sha256(a: FuncArgs) -> Result<Value, String> {
-    Ok(string(hex::encode(sha2::Sha256::digest(s(&a, 0)?.as_bytes()))))
+    Ok(string(hex::encode(sha2::Sha256::digest(
+        s(&a, 0)?.as_bytes(),
+    ))))
 }
 fn sha512(a: FuncArgs) -> Result<Value, String> {
-    Ok(string(hex::encode(sha2::Sha512::digest(s(&a, 0)?.as_bytes()))))
+    Ok(string(hex::encode(sha2::Sha512::digest(
+        s(&a, 0)?.as_bytes(),
+    ))))
 }
 fn uuidv4(_: FuncArgs) -> Result<Value, String> {
     Ok(string(uuid::Uuid::new_v4().to_string()))
@@ -120,17 +129,29 @@ mod tests {
     fn encodings_as_buildx() {
         assert_eq!(j(r#"base64encode("hello")"#), r#""aGVsbG8=""#);
         assert_eq!(j(r#"base64decode("aGVsbG8=")"#), r#""hello""#);
-        assert_eq!(j(r#"jsonencode({b = 1, a = [true, "<x>"]})"#), r#""{\"a\":[true,\"\\u003cx\\u003e\"],\"b\":1}""#);
+        assert_eq!(
+            j(r#"jsonencode({b = 1, a = [true, "<x>"]})"#),
+            r#""{\"a\":[true,\"\\u003cx\\u003e\"],\"b\":1}""#
+        );
         assert_eq!(j(r#"jsondecode("{\"a\": [1, 2.5]}")"#), r#"{"a":[1,2.5]}"#);
         assert_eq!(j(r#"csvdecode("a,b\n1,2\n")"#), r#"[{"a":"1","b":"2"}]"#);
         assert_eq!(j(r#"urlencode("a b&c/d")"#), r#""a+b%26c%2Fd""#);
-        assert_eq!(j(r#"md5("hello")"#), r#""5d41402abc4b2a76b9719d911017c592""#);
-        assert_eq!(j(r#"sha1("hello")"#), r#""aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d""#);
+        assert_eq!(
+            j(r#"md5("hello")"#),
+            r#""5d41402abc4b2a76b9719d911017c592""#
+        );
+        assert_eq!(
+            j(r#"sha1("hello")"#),
+            r#""aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d""#
+        );
         assert_eq!(
             j(r#"sha256("hello")"#),
             r#""2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824""#
         );
-        assert_eq!(j(r#"uuidv5("dns", "example.com")"#), r#""cfbff0d1-9375-5685-968c-48ce8b15ae17""#);
+        assert_eq!(
+            j(r#"uuidv5("dns", "example.com")"#),
+            r#""cfbff0d1-9375-5685-968c-48ce8b15ae17""#
+        );
         assert_eq!(j("strlen(uuidv4())"), "36");
     }
 }

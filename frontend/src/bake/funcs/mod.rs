@@ -200,8 +200,7 @@ pub(crate) mod testutil {
     pub fn eval(expr: &str) -> Result<Value, String> {
         let mut ctx = Context::new();
         super::declare(&mut ctx);
-        let body: hcl::Body =
-            hcl::from_str(&format!("x = {expr}\n")).map_err(|e| e.to_string())?;
+        let body: hcl::Body = hcl::from_str(&format!("x = {expr}\n")).map_err(|e| e.to_string())?;
         let attr = body.attributes().next().ok_or("no attribute")?;
         let _ = Evaluate::evaluate(attr.expr(), &ctx);
         crate::bake::userfunc::evaluate(attr.expr(), &ctx).map_err(|e| e.to_string())

@@ -27,8 +27,12 @@ fn parse(p: &str) -> Result<Net, String> {
     let (ip, len) = p
         .split_once('/')
         .ok_or_else(|| format!("invalid CIDR expression: {p}"))?;
-    let ip: IpAddr = ip.parse().map_err(|_| format!("invalid CIDR expression: {p}"))?;
-    let len: u32 = len.parse().map_err(|_| format!("invalid CIDR expression: {p}"))?;
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("invalid CIDR expression: {p}"))?;
+    let len: u32 = len
+        .parse()
+        .map_err(|_| format!("invalid CIDR expression: {p}"))?;
     let (addr, bits) = match ip {
         IpAddr::V4(a) => (u32::from(a) as u128, 32),
         IpAddr::V6(a) => (u128::from(a), 128),
@@ -36,11 +40,19 @@ fn parse(p: &str) -> Result<Net, String> {
     if len > bits {
         return Err(format!("invalid CIDR expression: {p}"));
     }
-    Ok(Net { addr: addr & mask(len, bits), len, bits })
+    Ok(Net {
+        addr: addr & mask(len, bits),
+        len,
+        bits,
+    })
 }
 
 fn mask(len: u32, bits: u32) -> u128 {
-    let all: u128 = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
+    let all: u128 = if bits == 128 {
+        u128::MAX
+    } else {
+        (1u128 << bits) - 1
+    };
     if len == 0 {
         0
     } else {
@@ -72,12 +84,20 @@ fn cidrhost(a: FuncArgs) -> Result<Value, String> {
     let off: u128 = if num < 0 {
         count
             .checked_sub(num.unsigned_abs() as u128)
-            .ok_or_else(|| format!("prefix of {} does not accommodate a host numbered {num}", n.len))?
+            .ok_or_else(|| {
+                format!(
+                    "prefix of {} does not accommodate a host numbered {num}",
+                    n.len
+                )
+            })?
     } else {
         num as u128
     };
     if off >= count {
-        return Err(format!("prefix of {} does not accommodate a host numbered {num}", n.len));
+        return Err(format!(
+            "prefix of {} does not accommodate a host numbered {num}",
+            n.len
+        ));
     }
     Ok(string(addr_text(n.addr + off, n.bits)))
 }
@@ -99,10 +119,16 @@ fn subnet(n: &Net, newbits: i64, num: i64) -> Result<Net, String> {
     }
     let len = n.len + newbits as u32;
     if num < 0 || (newbits < 127 && num as u128 >= 1u128 << newbits) {
-        return Err(format!("prefix extension of {newbits} does not accommodate a subnet numbered {num}"));
+        return Err(format!(
+            "prefix extension of {newbits} does not accommodate a subnet numbered {num}"
+        ));
     }
     let shifted = (num as u128).checked_shl(n.bits - len).unwrap_or(0);
-    Ok(Net { addr: n.addr | shifted, len, bits: n.bits })
+    Ok(Net {
+        addr: n.addr | shifted,
+        len,
+        bits: n.bits,
+    })
 }
 
 fn text(n: &Net) -> String {
@@ -115,7 +141,13 @@ fn cidrsubnet(a: FuncArgs) -> Result<Value, String> {
 }
 
 fn last(n: &Net) -> u128 {
-    n.addr | !mask(n.len, n.bits) & if n.bits == 128 { u128::MAX } else { (1u128 << n.bits) - 1 }
+    n.addr
+        | !mask(n.len, n.bits)
+            & if n.bits == 128 {
+                u128::MAX
+            } else {
+                (1u128 << n.bits) - 1
+            }
 }
 
 fn cidrsubnets(a: FuncArgs) -> Result<Value, String> {
@@ -129,13 +161,27 @@ fn cidrsubnets(a: FuncArgs) -> Result<Value, String> {
     for i in 2..a.len() {
         let nb = int(&a, i)?;
         if nb < 1 || base.len + nb as u32 > base.bits {
-            return Err(format!("would extend prefix to {} bits, which is too long for an address", base.len as i64 + nb));
+            return Err(format!(
+                "would extend prefix to {} bits, which is too long for an address",
+                base.len as i64 + nb
+            ));
         }
         let len = base.len + nb as u32;
         let m = mask(len, base.bits);
-        let containing = Net { addr: last(&current) & m, len, bits: base.bits };
-        let next = last(&containing).checked_add(1).ok_or("not enough remaining address space")? & m;
-        current = Net { addr: next, len, bits: base.bits };
+        let containing = Net {
+            addr: last(&current) & m,
+            len,
+            bits: base.bits,
+        };
+        let next = last(&containing)
+            .checked_add(1)
+            .ok_or("not enough remaining address space")?
+            & m;
+        current = Net {
+            addr: next,
+            len,
+            bits: base.bits,
+        };
         if last(&current) > last(&base) || current.addr < base.addr {
             return Err(format!("not enough remaining address space for a subnet with a prefix of {len} bits after {}", text(&containing)));
         }
@@ -153,8 +199,14 @@ mod tests {
         assert_eq!(j(r#"cidrhost("10.12.112.0/20", 16)"#), r#""10.12.112.16""#);
         assert_eq!(j(r#"cidrhost("10.12.112.0/20", -1)"#), r#""10.12.127.255""#);
         assert_eq!(j(r#"cidrnetmask("172.16.0.0/12")"#), r#""255.240.0.0""#);
-        assert_eq!(j(r#"cidrsubnet("172.16.0.0/12", 4, 2)"#), r#""172.18.0.0/16""#);
-        assert_eq!(j(r#"cidrsubnet("fd00:fd12:3456:7890::/56", 16, 162)"#), r#""fd00:fd12:3456:7800:a200::/72""#);
+        assert_eq!(
+            j(r#"cidrsubnet("172.16.0.0/12", 4, 2)"#),
+            r#""172.18.0.0/16""#
+        );
+        assert_eq!(
+            j(r#"cidrsubnet("fd00:fd12:3456:7890::/56", 16, 162)"#),
+            r#""fd00:fd12:3456:7800:a200::/72""#
+        );
         assert_eq!(
             j(r#"cidrsubnets("10.1.0.0/16", 4, 4, 8, 4)"#),
             r#"["10.1.0.0/20","10.1.16.0/20","10.1.32.0/24","10.1.48.0/20"]"#

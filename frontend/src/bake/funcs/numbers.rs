@@ -28,7 +28,11 @@ pub(super) const FUNCS: &[Entry] = &[
     ("equal", Arity::Fixed(2), equal),
     ("notequal", Arity::Fixed(2), notequal),
     ("greaterthan", Arity::Fixed(2), greaterthan),
-    ("greaterthanorequalto", Arity::Fixed(2), greaterthanorequalto),
+    (
+        "greaterthanorequalto",
+        Arity::Fixed(2),
+        greaterthanorequalto,
+    ),
     ("lessthan", Arity::Fixed(2), lessthan),
     ("lessthanorequalto", Arity::Fixed(2), lessthanorequalto),
     ("and", Arity::Fixed(2), and),
@@ -80,7 +84,13 @@ fn pow(a: FuncArgs) -> Result<Value, String> {
 }
 fn signum(a: FuncArgs) -> Result<Value, String> {
     let n = num(&a, 0)?;
-    Ok(number(if n > 0.0 { 1.0 } else if n < 0.0 { -1.0 } else { 0.0 }))
+    Ok(number(if n > 0.0 {
+        1.0
+    } else if n < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }))
 }
 fn int_fn(a: FuncArgs) -> Result<Value, String> {
     Ok(number(num(&a, 0)?.trunc()))
@@ -191,7 +201,9 @@ fn parse_version(v: &str) -> Result<Version, String> {
     }
     let mut nums = [0u64; 3];
     for (i, p) in parts.iter().enumerate() {
-        nums[i] = p.parse().map_err(|_| format!("invalid semantic version {v:?}"))?;
+        nums[i] = p
+            .parse()
+            .map_err(|_| format!("invalid semantic version {v:?}"))?;
     }
     Ok(Version { nums, pre })
 }
@@ -207,7 +219,8 @@ fn cmp_versions(a: &Version, b: &Version) -> std::cmp::Ordering {
         (true, false) => Ordering::Greater,
         (false, true) => Ordering::Less,
         (false, false) => {
-            let (x, y): (Vec<&str>, Vec<&str>) = (a.pre.split('.').collect(), b.pre.split('.').collect());
+            let (x, y): (Vec<&str>, Vec<&str>) =
+                (a.pre.split('.').collect(), b.pre.split('.').collect());
             for (p, q) in x.iter().zip(&y) {
                 let o = match (p.parse::<u64>(), q.parse::<u64>()) {
                     (Ok(m), Ok(n)) => m.cmp(&n),
@@ -238,7 +251,10 @@ fn check_one(c: &str, v: &Version) -> Result<bool, String> {
     let wild = |p: &&str| matches!(*p, "x" | "X" | "*");
     let given = parts.iter().take_while(|p| !wild(p)).count();
     let core: Vec<&str> = parts.iter().take(given).copied().collect();
-    let pre = rest.split_once('-').map(|(_, p)| p.to_string()).unwrap_or_default();
+    let pre = rest
+        .split_once('-')
+        .map(|(_, p)| p.to_string())
+        .unwrap_or_default();
     let base = if core.is_empty() {
         Version { nums: [0; 3], pre }
     } else {
@@ -259,7 +275,10 @@ fn check_one(c: &str, v: &Version) -> Result<bool, String> {
         for x in n.iter_mut().skip(idx + 1) {
             *x = 0;
         }
-        Version { nums: n, pre: String::new() }
+        Version {
+            nums: n,
+            pre: String::new(),
+        }
     };
     let below = |upper: &Version| cmp_versions(v, upper) == Less;
     Ok(match op {
@@ -273,7 +292,12 @@ fn check_one(c: &str, v: &Version) -> Result<bool, String> {
         "~" | "~>" => ord != Less && below(&bump(if given <= 1 { 0 } else { 1 })),
         _ => {
             // "^": the left-most non-zero part may not change.
-            let idx = base.nums.iter().take(given.max(1)).position(|&n| n != 0).unwrap_or(given.max(1) - 1);
+            let idx = base
+                .nums
+                .iter()
+                .take(given.max(1))
+                .position(|&n| n != 0)
+                .unwrap_or(given.max(1) - 1);
             ord != Less && below(&bump(idx))
         }
     })

@@ -86,9 +86,17 @@ fn substr(a: FuncArgs) -> Result<Value, String> {
     let chars: Vec<char> = s(&a, 0)?.chars().collect();
     let (off, len) = (int(&a, 1)?, int(&a, 2)?);
     let n = chars.len() as i64;
-    let start = if off < 0 { (n + off).max(0) } else { off.min(n) };
+    let start = if off < 0 {
+        (n + off).max(0)
+    } else {
+        off.min(n)
+    };
     let end = if len < 0 { n } else { (start + len).min(n) };
-    Ok(string(chars[start as usize..end.max(start) as usize].iter().collect::<String>()))
+    Ok(string(
+        chars[start as usize..end.max(start) as usize]
+            .iter()
+            .collect::<String>(),
+    ))
 }
 fn strlen(a: FuncArgs) -> Result<Value, String> {
     Ok(Value::from(s(&a, 0)?.chars().count() as u64))
@@ -102,7 +110,9 @@ fn bytesslice(a: FuncArgs) -> Result<Value, String> {
     if off < 0 || len < 0 || (off + len) as usize > b.len() {
         return Err("bytesslice: offset and length out of range".into());
     }
-    Ok(string(String::from_utf8_lossy(&b[off as usize..(off + len) as usize])))
+    Ok(string(String::from_utf8_lossy(
+        &b[off as usize..(off + len) as usize],
+    )))
 }
 fn reverse(a: FuncArgs) -> Result<Value, String> {
     Ok(string(s(&a, 0)?.chars().rev().collect::<String>()))
@@ -166,10 +176,16 @@ fn format_one(v: &Verb, arg: &Value) -> Result<String, String> {
     let as_num = || -> Result<f64, String> {
         match arg {
             Value::Number(n) => n.as_f64().ok_or_else(|| "bad number".to_string()),
-            Value::String(s) => s
-                .parse::<f64>()
-                .map_err(|_| format!("unsupported value for \"%{}\" at argument: a number is required", v.verb)),
-            _ => Err(format!("unsupported value for \"%{}\": a number is required", v.verb)),
+            Value::String(s) => s.parse::<f64>().map_err(|_| {
+                format!(
+                    "unsupported value for \"%{}\" at argument: a number is required",
+                    v.verb
+                )
+            }),
+            _ => Err(format!(
+                "unsupported value for \"%{}\": a number is required",
+                v.verb
+            )),
         }
     };
     let signed = |s: String, n: f64| {
@@ -205,7 +221,11 @@ fn format_one(v: &Verb, arg: &Value) -> Result<String, String> {
         'b' | 'o' | 'x' | 'X' => match arg {
             Value::String(s) if v.verb != 'b' && v.verb != 'o' && s.parse::<f64>().is_err() => {
                 let h: String = s.bytes().map(|b| format!("{b:02x}")).collect();
-                if v.verb == 'X' { h.to_uppercase() } else { h }
+                if v.verb == 'X' {
+                    h.to_uppercase()
+                } else {
+                    h
+                }
             }
             _ => {
                 let n = as_num()? as i64;
@@ -216,7 +236,11 @@ fn format_one(v: &Verb, arg: &Value) -> Result<String, String> {
                     'x' => format!("{m:x}"),
                     _ => format!("{m:X}"),
                 };
-                if neg { format!("-{d}") } else { signed(d, 0.0) }
+                if neg {
+                    format!("-{d}")
+                } else {
+                    signed(d, 0.0)
+                }
             }
         },
         'f' | 'F' => {
@@ -232,7 +256,9 @@ fn format_one(v: &Verb, arg: &Value) -> Result<String, String> {
             let n = as_num()?;
             let s = match v.prec {
                 Some(p) => format!("{:.*}", p, n),
-                None => number_text(&hcl::Number::from_f64(n).unwrap_or_else(|| hcl::Number::from(0))),
+                None => {
+                    number_text(&hcl::Number::from_f64(n).unwrap_or_else(|| hcl::Number::from(0)))
+                }
             };
             signed(s, n)
         }
@@ -280,7 +306,16 @@ pub(super) fn format_values(spec: &str, args: &[Value]) -> Result<String, String
             i += 1;
             continue;
         }
-        let mut v = Verb { minus: false, plus: false, zero: false, space: false, sharp: false, width: None, prec: None, verb: 'v' };
+        let mut v = Verb {
+            minus: false,
+            plus: false,
+            zero: false,
+            space: false,
+            sharp: false,
+            width: None,
+            prec: None,
+            verb: 'v',
+        };
         while let Some(&f) = chars.get(i) {
             match f {
                 '-' => v.minus = true,
@@ -293,7 +328,10 @@ pub(super) fn format_values(spec: &str, args: &[Value]) -> Result<String, String
             i += 1;
         }
         if chars.get(i) == Some(&'[') {
-            let end = chars[i..].iter().position(|&c| c == ']').ok_or("format: unclosed [")?;
+            let end = chars[i..]
+                .iter()
+                .position(|&c| c == ']')
+                .ok_or("format: unclosed [")?;
             let n: usize = chars[i + 1..i + end]
                 .iter()
                 .collect::<String>()
@@ -323,19 +361,26 @@ pub(super) fn format_values(spec: &str, args: &[Value]) -> Result<String, String
             }
             v.prec = Some(p.parse().unwrap_or(0));
         }
-        v.verb = *chars.get(i).ok_or("format: the format string ends in the middle of a verb")?;
+        v.verb = *chars
+            .get(i)
+            .ok_or("format: the format string ends in the middle of a verb")?;
         i += 1;
         let arg = args
             .get(next_arg)
             .ok_or_else(|| format!("format: not enough arguments for \"%{}\"", v.verb))?;
         next_arg += 1;
         if arg.is_null() && v.verb != 'v' {
-            return Err(format!("format: unsupported value for \"%{}\": null value cannot be formatted", v.verb));
+            return Err(format!(
+                "format: unsupported value for \"%{}\": null value cannot be formatted",
+                v.verb
+            ));
         }
         out.push_str(&format_one(&v, arg)?);
     }
     if !reordered && next_arg < args.len() {
-        return Err(format!("format: too many arguments; only {next_arg} used by format string"));
+        return Err(format!(
+            "format: too many arguments; only {next_arg} used by format string"
+        ));
     }
     Ok(out)
 }
@@ -393,7 +438,10 @@ fn captures(re: &regex::Regex, caps: &regex::Captures<'_>) -> Result<Value, Stri
         return Ok(Value::Object(m));
     }
     if names.iter().any(Option::is_some) {
-        return Err("invalid regular expression pattern: can't mix both named and unnamed capture groups".into());
+        return Err(
+            "invalid regular expression pattern: can't mix both named and unnamed capture groups"
+                .into(),
+        );
     }
     Ok(Value::Array((1..=names.len()).map(group).collect()))
 }
@@ -417,14 +465,22 @@ fn regexall(a: FuncArgs) -> Result<Value, String> {
 }
 fn regex_replace(a: FuncArgs) -> Result<Value, String> {
     let re = compile(&s(&a, 1)?)?;
-    Ok(string(re.replace_all(&s(&a, 0)?, s(&a, 2)?.as_str()).into_owned()))
+    Ok(string(
+        re.replace_all(&s(&a, 0)?, s(&a, 2)?.as_str()).into_owned(),
+    ))
 }
 
 fn sanitize(a: FuncArgs) -> Result<Value, String> {
     Ok(string(
         s(&a, 0)?
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect::<String>(),
     ))
 }
@@ -452,7 +508,9 @@ fn dirname(a: FuncArgs) -> Result<Value, String> {
 }
 fn homedir(a: FuncArgs) -> Result<Value, String> {
     arity(&a, "homedir", 0, 0)?;
-    Ok(string(std::env::var("HOME").unwrap_or_else(|_| "/root".into())))
+    Ok(string(
+        std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+    ))
 }
 
 #[cfg(test)]
@@ -476,10 +534,16 @@ mod tests {
     #[test]
     fn format_verbs() {
         assert_eq!(j(r#"format("%s-%d", "a", 3)"#), r#""a-3""#);
-        assert_eq!(j(r#"format("%05d|%-4s|%.2f", 42, "x", 3.14159)"#), r#""00042|x   |3.14""#);
+        assert_eq!(
+            j(r#"format("%05d|%-4s|%.2f", 42, "x", 3.14159)"#),
+            r#""00042|x   |3.14""#
+        );
         assert_eq!(j(r#"format("%q %t %%", "hi", true)"#), r#""\"hi\" true %""#);
         assert_eq!(j(r#"format("%[2]s %[1]s", "a", "b")"#), r#""b a""#);
-        assert_eq!(j(r#"format("%x %X %o %b", 255, 255, 8, 5)"#), r#""ff FF 10 101""#);
+        assert_eq!(
+            j(r#"format("%x %X %o %b", 255, 255, 8, 5)"#),
+            r#""ff FF 10 101""#
+        );
         assert_eq!(j(r#"format("%v %#v", [1], "s")"#), r#""[1] \"s\"""#);
         assert!(j(r#"format("%d")"#).starts_with("error"));
         assert!(j(r#"format("%d", 1, 2)"#).starts_with("error"));
@@ -500,7 +564,10 @@ mod tests {
         );
         assert_eq!(j(r#"regexall("\\d", "a1b2")"#), r#"["1","2"]"#);
         assert_eq!(j(r#"regex_replace("v1.2.3", "^v", "")"#), r#""1.2.3""#);
-        assert_eq!(j(r#"regex_replace("a-b", "(\\w)-(\\w)", "$2-$1")"#), r#""b-a""#);
+        assert_eq!(
+            j(r#"regex_replace("a-b", "(\\w)-(\\w)", "$2-$1")"#),
+            r#""b-a""#
+        );
         assert!(j(r#"regex("x", "abc")"#).starts_with("error"));
     }
 }

@@ -137,7 +137,9 @@ fn unix(v: Option<&Value>) -> Result<DateTime<FixedOffset>, String> {
 fn formattimestamp(a: FuncArgs) -> Result<Value, String> {
     let spec = s(&a, 0)?;
     let t = match a.get(1) {
-        Some(Value::String(ts)) => parse_time(ts).map_err(|_| "timestamp string must be RFC3339".to_string())?,
+        Some(Value::String(ts)) => {
+            parse_time(ts).map_err(|_| "timestamp string must be RFC3339".to_string())?
+        }
         Some(Value::Number(_)) => unix(a.get(1))?,
         _ => return Err("must be a string timestamp or a unix timestamp number".into()),
     };
@@ -162,10 +164,14 @@ fn go_duration(d: &str) -> Result<i64, String> {
     }
     let mut total: f64 = 0.0;
     while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
         let value: f64 = rest[..n].parse().map_err(|_| bad())?;
         rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = match &rest[..u] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -198,7 +204,10 @@ fn unixtimestampparse(a: FuncArgs) -> Result<Value, String> {
     m.insert("day".into(), n(t.day() as i64));
     m.insert("month".into(), n(t.month() as i64));
     m.insert("month_name".into(), string(t.format("%B").to_string()));
-    m.insert("weekday".into(), n(t.weekday().num_days_from_sunday() as i64));
+    m.insert(
+        "weekday".into(),
+        n(t.weekday().num_days_from_sunday() as i64),
+    );
     m.insert("weekday_name".into(), string(t.format("%A").to_string()));
     m.insert("hour".into(), n(t.hour() as i64));
     m.insert("minute".into(), n(t.minute() as i64));
@@ -215,14 +224,35 @@ mod tests {
 
     #[test]
     fn dates_as_buildx() {
-        assert_eq!(j(r#"formatdate("YYYY-MM-DD hh:mm", "2024-03-05T07:08:09Z")"#), r#""2024-03-05 07:08""#);
-        assert_eq!(j(r#"formatdate("DD MMM YYYY 'at' h:mm AA ZZZ", "2024-03-05T17:08:09Z")"#), r#""05 Mar 2024 at 17:08 PM UTC""#);
-        assert_eq!(j(r#"formatdate("EEEE, MMMM D", "2024-03-05T00:00:00+02:00")"#), r#""Tuesday, March 5""#);
-        assert_eq!(j(r#"formatdate("ZZZZZ", "2024-03-05T00:00:00+02:00")"#), r#""+02:00""#);
-        assert_eq!(j(r#"formattimestamp("X", "2024-01-01T00:00:00Z")"#), r#""1704067168""#.replace("1704067168", "1704067200"));
+        assert_eq!(
+            j(r#"formatdate("YYYY-MM-DD hh:mm", "2024-03-05T07:08:09Z")"#),
+            r#""2024-03-05 07:08""#
+        );
+        assert_eq!(
+            j(r#"formatdate("DD MMM YYYY 'at' h:mm AA ZZZ", "2024-03-05T17:08:09Z")"#),
+            r#""05 Mar 2024 at 17:08 PM UTC""#
+        );
+        assert_eq!(
+            j(r#"formatdate("EEEE, MMMM D", "2024-03-05T00:00:00+02:00")"#),
+            r#""Tuesday, March 5""#
+        );
+        assert_eq!(
+            j(r#"formatdate("ZZZZZ", "2024-03-05T00:00:00+02:00")"#),
+            r#""+02:00""#
+        );
+        assert_eq!(
+            j(r#"formattimestamp("X", "2024-01-01T00:00:00Z")"#),
+            r#""1704067168""#.replace("1704067168", "1704067200")
+        );
         assert_eq!(j(r#"formattimestamp("YYYY", 0)"#), r#""1970""#);
-        assert_eq!(j(r#"timeadd("2024-01-01T00:00:00Z", "1h30m")"#), r#""2024-01-01T01:30:00Z""#);
-        assert_eq!(j(r#"timeadd("2024-01-01T00:00:00Z", "-24h")"#), r#""2023-12-31T00:00:00Z""#);
+        assert_eq!(
+            j(r#"timeadd("2024-01-01T00:00:00Z", "1h30m")"#),
+            r#""2024-01-01T01:30:00Z""#
+        );
+        assert_eq!(
+            j(r#"timeadd("2024-01-01T00:00:00Z", "-24h")"#),
+            r#""2023-12-31T00:00:00Z""#
+        );
         assert_eq!(j(r#"unixtimestampparse(0).weekday_name"#), r#""Thursday""#);
         assert_eq!(j(r#"unixtimestampparse(1704067200).iso_week"#), "1");
         assert_eq!(j("strlen(timestamp())"), "20");
