@@ -227,4 +227,23 @@ fn bake_errors_have_positions() {
         err.contains("docker-bake.hcl:2:3: tags:") && err.contains("NOPE"),
         "{err}"
     );
+    // A failing validation stops the bake before any build, showing the condition's line.
+    std::fs::write(
+        tmp.path().join("docker-bake.hcl"),
+        "variable \"TAG\" {\n  default = \"\"\n  validation {\n    condition = TAG != \"\"\n    error_message = \"TAG is required.\"\n  }\n}\ntarget \"a\" {}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stromatekt"))
+        .current_dir(tmp.path())
+        .args(["bake", "a"])
+        .env_remove("TAG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("docker-bake.hcl:4:17: variable \"TAG\": validation failed: TAG is required.")
+            && err.contains(" 4 |     condition = TAG != \"\""),
+        "{err}"
+    );
 }
