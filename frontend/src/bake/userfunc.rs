@@ -299,8 +299,69 @@ pub fn rewrite_try(e: &Expression, ctx: &Context) -> Expression {
             t2.expr = r(&t.expr);
             Expression::Traversal(Box::new(t2))
         }
+        Expression::TemplateExpr(t) if template_uses_try(t) => {
+            // `"a${try(x, "")}b"` becomes `__template("a", try-result, "b")`.
+            use hcl::template::Element;
+            let Ok(tpl) = hcl::Template::from_expr(t) else {
+                return e.clone();
+            };
+            let mut parts = Vec::new();
+            for el in tpl.elements() {
+                match el {
+                    Element::Literal(l) => parts.push(Expression::String(l.clone())),
+                    Element::Interpolation(i) => parts.push(r(&i.expr)),
+                    Element::Directive(_) => return e.clone(),
+                }
+            }
+            let mut call = hcl::expr::FuncCall::new("__template");
+            call.args = parts;
+            Expression::FuncCall(Box::new(call))
+        }
         other => other.clone(),
     }
+}
+
+fn template_uses_try(t: &hcl::expr::TemplateExpr) -> bool {
+    use hcl::template::Element;
+    hcl::Template::from_expr(t).is_ok_and(|tpl| {
+        tpl.elements().iter().any(|el| match el {
+            Element::Interpolation(i) => uses_try(&i.expr),
+            _ => false,
+        })
+    })
+}
+
+/// `__template(parts...)`: a template's parts joined as a template joins
+/// them (primitives only).
+fn template(a: FuncArgs) -> Result<Value, String> {
+    let mut out = String::new();
+    for v in a.iter() {
+        match v {
+            Value::String(s) => out.push_str(s),
+            Value::Number(n) => out.push_str(&super::vartype::number_text(n)),
+            Value::Bool(b) => out.push_str(&b.to_string()),
+            Value::Null => return Err("the template's value is null: it cannot be interpolated".into()),
+            _ => return Err("cannot include a list or map in a string template".into()),
+        }
+    }
+    Ok(Value::String(out))
+}
+
+/// `try` and `can` where they cannot be rewritten (inside a `for`
+/// expression or a template directive): every argument is evaluated, so an
+/// error in one fails the call.
+fn try_eager(a: FuncArgs) -> Result<Value, String> {
+    a.first().cloned().ok_or_else(|| "try: at least one argument is required".into())
+}
+fn can_eager(_: FuncArgs) -> Result<Value, String> {
+    Ok(Value::Bool(true))
+}
+
+/// Declare `__template` and the eager `try`/`can`.
+pub fn declare_builtins(ctx: &mut Context) {
+    ctx.declare_func("__template", FuncDef::builder().variadic_param(ParamType::Any).build(template));
+    ctx.declare_func("try", FuncDef::builder().variadic_param(ParamType::Any).build(try_eager));
+    ctx.declare_func("can", FuncDef::builder().param(ParamType::Any).build(can_eager));
 }
 
 const SET_FUNCS: &[&str] = &[
@@ -346,6 +407,7 @@ pub fn uses_try(e: &Expression) -> bool {
         },
         Expression::Traversal(t) => uses_try(&t.expr),
         Expression::ForExpr(f) => uses_try(&f.collection_expr) || uses_try(&f.value_expr),
+        Expression::TemplateExpr(t) => template_uses_try(t),
         _ => false,
     }
 }
@@ -377,5 +439,7 @@ mod tests {
             r#"["a","b"]"#
         );
         assert_eq!(j(r#"false ? ["b", "a"] : ["d", "c"]"#), r#"["d","c"]"#);
+        assert_eq!(j(r#""a-${try(nope, "x")}-\"q\"-${1}""#), r#""a-x-\"q\"-1""#);
+        assert_eq!(j(r#"[for v in ["a"] : try(v, "z")]"#), r#"["a"]"#);
     }
 }

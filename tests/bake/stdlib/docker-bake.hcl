@@ -94,6 +94,8 @@ target "misc" {
     TRY_INDEX = try({ a = 1 }.b, "missing")
     CAN = can(jsondecode("{bad"))
     CAN_OK = can(upper("x"))
+    TRY_TEMPLATE = "v-${try(jsondecode("{bad"), "none")}-${upper("x")}"
+    TRY_FOR = join(",", [for v in ["a", "b"] : try(upper(v), "z")])
     CONVERT = convert(5, string)
     TIMESTAMP_LEN = strlen(timestamp())
     UUID_LEN = strlen(uuidv4())

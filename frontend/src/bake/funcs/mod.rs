@@ -189,6 +189,7 @@ pub fn declare(ctx: &mut Context) {
         };
         ctx.declare_func(name, def);
     }
+    super::userfunc::declare_builtins(ctx);
 }
 
 #[cfg(test)]
