@@ -142,7 +142,7 @@ fn call_slot(slot: usize, args: FuncArgs) -> Result<Value, String> {
     if let Some(v) = &f.variadic {
         ctx.declare_var(v.clone(), Value::Array(it.collect()));
     }
-    let body = rewrite_try(&f.result, &ctx);
+    let body = rewrite(&f.result, &ctx);
     body.evaluate(&ctx).map_err(|e| format!("{}: {e}", f.name))
 }
 
@@ -218,8 +218,8 @@ pub fn literal(v: Value) -> Expression {
 }
 
 /// Replace `try(...)` and `can(...)` calls by their values.
-pub fn rewrite_try(e: &Expression, ctx: &Context) -> Expression {
-    let r = |e: &Expression| rewrite_try(e, ctx);
+pub fn rewrite(e: &Expression, ctx: &Context) -> Expression {
+    let r = |e: &Expression| rewrite(e, ctx);
     match e {
         Expression::FuncCall(call)
             if call.name.namespace.is_empty()
@@ -289,6 +289,11 @@ pub fn rewrite_try(e: &Expression, ctx: &Context) -> Expression {
                     let mut b2 = b.clone();
                     b2.lhs_expr = r(&b.lhs_expr);
                     b2.rhs_expr = r(&b.rhs_expr);
+                    // cty converts strings to numbers for arithmetic and ordering.
+                    if numeric(&b.operator) {
+                        b2.lhs_expr = as_number(b2.lhs_expr);
+                        b2.rhs_expr = as_number(b2.rhs_expr);
+                    }
                     hcl::expr::Operation::Binary(b2)
                 }
             };
@@ -299,7 +304,7 @@ pub fn rewrite_try(e: &Expression, ctx: &Context) -> Expression {
             t2.expr = r(&t.expr);
             Expression::Traversal(Box::new(t2))
         }
-        Expression::TemplateExpr(t) if template_uses_try(t) => {
+        Expression::TemplateExpr(t) if template_needs_rewrite(t) => {
             // `"a${try(x, "")}b"` becomes `__template("a", try-result, "b")`.
             use hcl::template::Element;
             let Ok(tpl) = hcl::Template::from_expr(t) else {
@@ -321,11 +326,11 @@ pub fn rewrite_try(e: &Expression, ctx: &Context) -> Expression {
     }
 }
 
-fn template_uses_try(t: &hcl::expr::TemplateExpr) -> bool {
+fn template_needs_rewrite(t: &hcl::expr::TemplateExpr) -> bool {
     use hcl::template::Element;
     hcl::Template::from_expr(t).is_ok_and(|tpl| {
         tpl.elements().iter().any(|el| match el {
-            Element::Interpolation(i) => uses_try(&i.expr),
+            Element::Interpolation(i) => needs_rewrite(&i.expr),
             _ => false,
         })
     })
@@ -360,8 +365,32 @@ fn can_eager(_: FuncArgs) -> Result<Value, String> {
 /// Declare `__template` and the eager `try`/`can`.
 pub fn declare_builtins(ctx: &mut Context) {
     ctx.declare_func("__template", FuncDef::builder().variadic_param(ParamType::Any).build(template));
+    ctx.declare_func("__number", FuncDef::builder().param(ParamType::Any).build(number));
     ctx.declare_func("try", FuncDef::builder().variadic_param(ParamType::Any).build(try_eager));
     ctx.declare_func("can", FuncDef::builder().param(ParamType::Any).build(can_eager));
+}
+
+fn numeric(op: &hcl::expr::BinaryOperator) -> bool {
+    use hcl::expr::BinaryOperator::*;
+    matches!(op, Plus | Minus | Mul | Div | Mod | Less | LessEq | Greater | GreaterEq)
+}
+
+fn as_number(e: Expression) -> Expression {
+    match e {
+        Expression::Number(_) => e,
+        other => Expression::FuncCall(Box::new(hcl::expr::FuncCall::builder("__number").arg(other).build())),
+    }
+}
+
+/// `__number(x)`: a number, or a string holding one.
+fn number(a: FuncArgs) -> Result<Value, String> {
+    match a.first() {
+        Some(Value::Number(n)) => Ok(Value::Number(n.clone())),
+        Some(Value::String(s)) => super::vartype::parse_number(s)
+            .ok_or_else(|| format!("a number is required, not {s:?}")),
+        Some(other) => Err(format!("a number is required, not a {}", super::vartype::value_kind(other))),
+        None => Err("a number is required".into()),
+    }
 }
 
 const SET_FUNCS: &[&str] = &[
@@ -387,35 +416,37 @@ fn as_set(e: Expression) -> Expression {
 
 /// Whether an expression needs rewriting before evaluation (`try`, `can`,
 /// `convert`, a conditional with a set on one side); most do not.
-pub fn uses_try(e: &Expression) -> bool {
+pub fn needs_rewrite(e: &Expression) -> bool {
     match e {
         Expression::Conditional(c) if is_set_call(&c.true_expr) != is_set_call(&c.false_expr) => {
             true
         }
         Expression::FuncCall(c) => {
-            matches!(c.name.name.as_str(), "try" | "can" | "convert") || c.args.iter().any(uses_try)
+            matches!(c.name.name.as_str(), "try" | "can" | "convert") || c.args.iter().any(needs_rewrite)
         }
-        Expression::Array(items) => items.iter().any(uses_try),
-        Expression::Object(o) => o.values().any(uses_try),
-        Expression::Parenthesis(i) => uses_try(i),
+        Expression::Array(items) => items.iter().any(needs_rewrite),
+        Expression::Object(o) => o.values().any(needs_rewrite),
+        Expression::Parenthesis(i) => needs_rewrite(i),
         Expression::Conditional(c) => {
-            uses_try(&c.cond_expr) || uses_try(&c.true_expr) || uses_try(&c.false_expr)
+            needs_rewrite(&c.cond_expr) || needs_rewrite(&c.true_expr) || needs_rewrite(&c.false_expr)
         }
         Expression::Operation(op) => match &**op {
-            hcl::expr::Operation::Unary(u) => uses_try(&u.expr),
-            hcl::expr::Operation::Binary(b) => uses_try(&b.lhs_expr) || uses_try(&b.rhs_expr),
+            hcl::expr::Operation::Unary(u) => needs_rewrite(&u.expr),
+            hcl::expr::Operation::Binary(b) => {
+                numeric(&b.operator) || needs_rewrite(&b.lhs_expr) || needs_rewrite(&b.rhs_expr)
+            }
         },
-        Expression::Traversal(t) => uses_try(&t.expr),
-        Expression::ForExpr(f) => uses_try(&f.collection_expr) || uses_try(&f.value_expr),
-        Expression::TemplateExpr(t) => template_uses_try(t),
+        Expression::Traversal(t) => needs_rewrite(&t.expr),
+        Expression::ForExpr(f) => needs_rewrite(&f.collection_expr) || needs_rewrite(&f.value_expr),
+        Expression::TemplateExpr(t) => template_needs_rewrite(t),
         _ => false,
     }
 }
 
 /// Evaluate an expression with `try`/`can` support.
 pub fn evaluate(e: &Expression, ctx: &Context) -> Result<Value, hcl::eval::Error> {
-    if uses_try(e) {
-        rewrite_try(e, ctx).evaluate(ctx)
+    if needs_rewrite(e) {
+        rewrite(e, ctx).evaluate(ctx)
     } else {
         e.evaluate(ctx)
     }
@@ -441,5 +472,9 @@ mod tests {
         assert_eq!(j(r#"false ? ["b", "a"] : ["d", "c"]"#), r#"["d","c"]"#);
         assert_eq!(j(r#""a-${try(nope, "x")}-\"q\"-${1}""#), r#""a-x-\"q\"-1""#);
         assert_eq!(j(r#"[for v in ["a"] : try(v, "z")]"#), r#"["a"]"#);
+        assert_eq!(j(r#""5" + 1"#), "6");
+        assert_eq!(j(r#""x${"2" * 3}""#), r#""x6""#);
+        assert_eq!(j(r#""10" > 9"#), "true");
+        assert!(j(r#""a" + 1"#).starts_with("error"));
     }
 }

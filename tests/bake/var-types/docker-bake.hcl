@@ -22,6 +22,9 @@ variable "EXTRA" {
   type = list(string)
   default = []
 }
+variable "NUMSTR" {
+  default = "41"
+}
 variable "OPTIONAL" {
   type = string
 }
@@ -33,5 +36,8 @@ target "app" {
     DEBUG = DEBUG ? "on" : "off"
     NAME = NAME
     EXTRA = join(" ", EXTRA)
+    STR_MATH = NUMSTR + 1
+    STR_TEMPLATE = "v${NUMSTR * 2}"
+    STR_CMP = NUMSTR > 9 ? "big" : "small"
   }
 }
