@@ -2,7 +2,7 @@
 CARGO ?= cargo
 SHARED ?= ../shared
 
-.PHONY: all deps build demo test compat lint bench clean modern-docker
+.PHONY: all deps build demo test fuzz compat lint bench clean modern-docker
 
 all: build
 
@@ -51,6 +51,13 @@ test: deps modern-docker
 	@mkdir -p $(dir $(SKIP_LOG)) && rm -f $(SKIP_LOG)
 	STROMATEKT_SHARED=$(abspath $(SHARED)) STROMATEKT_CHECK_CHANGES=1 STROMATEKT_SKIP_LOG=$(SKIP_LOG) $(CARGO) test --workspace; \
 	  rc=$$?; ./scripts/skip-summary.sh $(SKIP_LOG); exit $$rc
+	./fuzz/run.sh -n $(FUZZ_RUNS)
+
+# Every fuzz target (fuzz/fuzz_targets) for FUZZ_RUNS executions; `make test`
+# does a short run. Long runs: FUZZ_RUNS=10000000 make fuzz.
+FUZZ_RUNS ?= 20000
+fuzz: deps
+	./fuzz/run.sh -n $(FUZZ_RUNS)
 
 # Times stromatekt against today's BuildKit (the modern Docker), Docker 20.10's
 # BuildKit, the legacy builder and buildah
@@ -61,6 +68,7 @@ bench: deps modern-docker
 	python3 bench/bench.py $(if $(BENCH_N),-n $(BENCH_N))
 	./scripts/install-ocinoco.sh
 	python3 bench/push.py $(if $(BENCH_N),-n $(BENCH_N))
+	python3 bench/ci.py $(if $(BENCH_N),-n $(BENCH_N))
 	$(CARGO) bench --bench transfer
 
 # The docker-build comparison alone (also part of `make test`): every case in

@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+import bake_scenario
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 SCEN_DIR = BENCH / "scenarios"
@@ -72,6 +74,8 @@ SCENARIOS = {
     "e": ("e-copy-context", "busybox", ["cold", "noop", "change"],
           "(e) COPY 20,000 small files + 100 MB"),
     "f": ("f-apt", "debian", ["cold"], "(f) apt-get install tree (Debian base)"),
+    "g": ("g-bake-services", "busybox", ["cold", "change"], "(g) bake of ten services"),
+    "h": ("h-buildpack-chain", "debian", ["cold"], "(h) buildpack-deps curl → scm chain (Debian base)"),
 }
 PHASE_TITLES = {"cold": "cold", "warm": "warm (identical rebuild)",
                 "noop": "no-op rebuild", "change": "one file changed"}
@@ -464,6 +468,8 @@ class Env:
     # ----------------------------------------------------------------------
     def command(self, builder, scen, dockerfile, ctx, cold):
         base = self.bases[builder][SCENARIOS[scen][1]]
+        if scen == "g":
+            return bake_scenario.command(self, builder, ctx, cold, base, STROMATEKT, MODERN_DOCKER)
         tag = f"bench-{scen}:latest"
         if builder == "stromatekt":
             dest = self.run_dir / f"out-{scen}"
@@ -524,6 +530,8 @@ class Env:
         if "stromatekt" in b:
             self.strom_reset()
             safe_rmtree(self.run_dir / f"out-{scen}")
+        if scen == "g":
+            safe_rmtree(self.run_dir / "ctx-g")
 
 
 def first_error_line(text):
@@ -535,9 +543,16 @@ def first_error_line(text):
     return (lines[-1][:200] if lines else "no output")
 
 
-def timed(cmd, env, logfile, timeout):
-    """Run one build; returns (seconds, None) or (None, error line)."""
+def timed(cmd, env, logfile, timeout, peak_rss=False):
+    """Run one build; returns (seconds, None, peak_kb) or (None, error line,
+    None). With `peak_rss` the command runs under GNU time, which records
+    the largest resident set of the process and of the processes it waited
+    for (kilobytes); else peak_kb is None."""
     global _current_child
+    rss_file = Path(str(logfile) + ".rss")
+    if peak_rss:
+        rss_file.unlink(missing_ok=True)
+        cmd = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)] + list(cmd)
     with open(logfile, "w") as lf:
         lf.write("$ " + " ".join(cmd) + "\n")
         lf.flush()
@@ -549,7 +564,7 @@ def timed(cmd, env, logfile, timeout):
             rc = p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             kill_child(p)
-            return None, f"timed out after {timeout} s"
+            return None, f"timed out after {timeout} s", None
         except BaseException:
             kill_child(p)
             raise
@@ -559,8 +574,14 @@ def timed(cmd, env, logfile, timeout):
     if rc != 0:
         text = Path(logfile).read_text(errors="replace")
         text = text.split("\n", 1)[1] if "\n" in text else text
-        return None, first_error_line(text)
-    return dt, None
+        return None, first_error_line(text), None
+    peak = None
+    if peak_rss:
+        try:
+            peak = int(rss_file.read_text().split()[-1])
+        except (OSError, ValueError, IndexError):
+            peak = None
+    return dt, None, peak
 
 
 # --------------------------------------------------------------------------
@@ -602,6 +623,10 @@ def machine_info(env):
     return info
 
 
+# Peak resident memory of each stromatekt run: {(scen, phase, builder): [kb, ...]}.
+PEAK_RSS = {}
+
+
 def write_results(info, args, results):
     """results: {(scen, phase, builder): [ (secs|None, err|None), ... ]}"""
     tsv = [f"# {k}: {v}" for k, v in info.items()]
@@ -622,6 +647,10 @@ def write_results(info, args, results):
           f"(stromatekt: {info['stromatekt cold']}); warm/no-op: identical rebuild.",
           "", "| scenario | " + " | ".join(BUILDER_TITLES[b] for b in args.builders) + " |",
           "|---|" + "---:|" * len(args.builders)]
+    peak_header = "stromatekt peak RSS (MB)"
+    if "stromatekt" in args.builders:
+        md[-2] = md[-2] + f" {peak_header} |"
+        md[-1] = md[-1] + "---:|"
     for scen in args.scenarios:
         for phase in SCENARIOS[scen][2]:
             cells = []
@@ -640,8 +669,14 @@ def write_results(info, args, results):
                 else:
                     err = errs[0] if errs else "not run"
                     tsv.append(f"{scen}\t{phase}\t{b}\t0\t\t\t\tfails: {err}\t")
-                    cell = "fails: " + err.replace("|", "\\|").replace("`", "'")
+                    cell = err if err.startswith("n/a") else "fails: " + err.replace("|", "\\|").replace("`", "'")
                 cells.append(cell)
+            if "stromatekt" in args.builders:
+                peaks = PEAK_RSS.get((scen, phase, "stromatekt"), [])
+                cells.append(f"{max(peaks) / 1024:.0f}" if peaks else "")
+                tsv.append(f"{scen}\t{phase}\tstromatekt-peak-rss-kb\t{len(peaks)}\t"
+                           + (f"{statistics.median(peaks):.0f}\t{min(peaks)}\t{max(peaks)}\tok\t" if peaks else "\t\t\tnot measured\t")
+                           + ",".join(map(str, peaks)))
             md.append(f"| {SCENARIOS[scen][3]}, {PHASE_TITLES[phase]} | " + " | ".join(cells) + " |")
     how = "make bench" + (f" BENCH_N={args.n}" if args.n != 3 else "") + \
         (f" BENCH_N_E={args.n_e}" if args.n_e != 1 else "")
@@ -650,7 +685,9 @@ def write_results(info, args, results):
            "Notes: (c) and (d) sleep 8 s in total; a builder that runs the stages or the parallel "
            "group concurrently can finish in about 2 s; the others run the group in sequence. "
            "stromatekt also writes (and gzips) an OCI layout at the end of every build; the docker "
-           "builders and buildah only commit to their local image store."]
+           "builders and buildah only commit to their local image store. Peak RSS: the largest "
+           "resident set of the `stromatekt build` process and of the processes it waited for "
+           "(GNU time's %M), the largest over the runs of the cell."]
     (BENCH / "results.tsv").write_text("\n".join(tsv) + "\n")
     (BENCH / "results.md").write_text("\n".join(md) + "\n")
 
@@ -663,7 +700,7 @@ def main():
                     help="runs per cell of scenario (e), the 120 MB context, capped at -n "
                          "(default 1, or $BENCH_N_E): one repetition of (e) takes about "
                          "4.5 minutes, so the default keeps the bench under 15 minutes")
-    ap.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", "a,b,c,d,e,f"))
+    ap.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", "a,b,c,d,e,f,g,h"))
     ap.add_argument("--builders", default=os.environ.get("BENCH_BUILDERS", ",".join(BUILDERS)))
     ap.add_argument("--timeout", type=int, default=int(os.environ.get("BENCH_TIMEOUT", "600")),
                     help="seconds one build may take before it counts as failed")
@@ -698,6 +735,9 @@ def main():
                 ctx = ctx_e
                 shutil.copyfile(dockerfile, ctx / "Dockerfile")
                 dockerfile = ctx / "Dockerfile"
+            if scen == "g":
+                ctx = bake_scenario.prepare(REPO, env.run_dir)
+                dockerfile = ctx / "Dockerfile"
             reps = min(args.n, args.n_e) if scen == "e" else args.n
             log(f"scenario {title}: {reps} x {len(args.builders)} builders x {len(phases)} phase(s)")
             for rep in range(reps):
@@ -710,8 +750,13 @@ def main():
                         if failed:
                             results.setdefault(key, []).append((None, f"{failed} (the cold build failed)"))
                             continue
+                        if scen == "g" and b not in bake_scenario.BUILDERS:
+                            results.setdefault(key, []).append((None, "n/a (no bake)"))
+                            continue
                         cold = phase == "cold"
-                        if phase == "change":
+                        if phase == "change" and scen == "g":
+                            env.modern_mirror(scen, ctx, bake_scenario.change(ctx, b, rep))
+                        elif phase == "change":
                             f = ctx / "data" / "small" / "d000" / "f00000.txt"
                             f.write_text(f"changed {b} {rep} {time.time_ns()}\n")
                             env.modern_mirror(scen, ctx, f)
@@ -719,12 +764,14 @@ def main():
                             env.before(b, scen, cold)
                             cmd, cenv = env.command(b, scen, dockerfile, ctx, cold)
                             logf = LOGS / f"{scen}-{phase}-{b}-{rep + 1}.log"
-                            secs, err = timed(cmd, cenv, logf, args.timeout)
+                            secs, err, peak = timed(cmd, cenv, logf, args.timeout, peak_rss=b == "stromatekt")
                         except (KeyboardInterrupt, Interrupted):
                             raise
                         except Exception as e:  # noqa: BLE001 - record it, go on
-                            secs, err = None, f"bench: {type(e).__name__}: {e}".splitlines()[0]
+                            secs, err, peak = None, f"bench: {type(e).__name__}: {e}".splitlines()[0], None
                         results.setdefault(key, []).append((secs, err))
+                        if peak is not None:
+                            PEAK_RSS.setdefault(key, []).append(peak)
                         shown = f"{secs:.2f} s" if secs is not None else f"fails: {err}"
                         log(f"  {scen} {phase:6} {b:10} run {rep + 1}/{reps}: {shown}")
                         if err and cold:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every system component stromatekt and its tests use, from Debian's
-# packages (and moto, the S3 server of the tests, from PyPI). Idempotent:
+# packages (moto, the S3 server of the tests, from PyPI; cargo-fuzz from the
+# Rust package registry). Idempotent:
 # packages already present are not reinstalled, and apt (or pip) is only
 # asked when something is missing.
 set -euo pipefail
@@ -42,3 +43,13 @@ else
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 install_moto
+
+# cargo-fuzz (the fuzz targets' runner, fuzz/run.sh), pinned, from the Rust
+# package registry.
+CARGO_FUZZ_VERSION=0.13.2
+if cargo fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION\$"; then
+  echo "install-deps: cargo-fuzz $CARGO_FUZZ_VERSION present"
+else
+  echo "install-deps: installing cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo install -q --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+fi

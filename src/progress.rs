@@ -4,6 +4,11 @@
 //! per line (`rawjson`), or nothing (`quiet`), plus the end-of-build summary
 //! (total time, steps run and cached, critical path).
 //!
+//! A `rawjson` line is our event (`event`, `step`, `name`, ...) and, for
+//! steps and their logs, also BuildKit's `SolveStatus` (`vertexes`, `logs`),
+//! which is what `docker buildx build --progress rawjson` writes: clients of
+//! that stream (Docker Compose) show our steps.
+//!
 //! Every event is also recorded with its timestamp, so tests can check which
 //! steps overlapped without timing anything.
 
@@ -80,6 +85,8 @@ pub struct Step {
     node: usize,
     name: String,
     start: Instant,
+    /// The start as Unix time (the rawjson events' `time` and `started`).
+    started_unix: f64,
 }
 
 impl Step {
@@ -241,7 +248,9 @@ impl Progress {
                 }
             }
             Mode::RawJson => {
-                let _ = writeln!(err, "{}", json());
+                let mut ev = json();
+                add_solve_status(&mut ev);
+                let _ = writeln!(err, "{ev}");
             }
             Mode::Quiet => {}
         }
@@ -250,7 +259,7 @@ impl Progress {
     /// A step of node `node` starts.
     pub fn start(&self, node: usize, name: &str) -> Step {
         let number = self.next.fetch_add(1, Ordering::SeqCst);
-        let step = Step { number, node, name: name.to_string(), start: Instant::now() };
+        let step = Step { number, node, name: name.to_string(), start: Instant::now(), started_unix: unix_now() };
         if let Some(live) = &self.live {
             let mut g = lock_live(live);
             g.running.insert(number, LiveStep { name: name.to_string(), start: step.start, tail: VecDeque::new(), partial: String::new() });
@@ -259,7 +268,7 @@ impl Progress {
         }
         self.emit(
             || format!("#{number} {name}"),
-            || serde_json::json!({"event": "start", "step": number, "node": node, "name": name, "time": unix_now()}),
+            || serde_json::json!({"event": "start", "step": number, "node": node, "name": name, "time": step.started_unix}),
         );
         step
     }
@@ -335,7 +344,7 @@ impl Progress {
                     Outcome::Cached => "cached",
                     Outcome::Error => "error",
                 };
-                serde_json::json!({"event": ev, "step": n, "node": step.node, "name": step.name, "time": unix_now(), "duration": dur})
+                serde_json::json!({"event": ev, "step": n, "node": step.node, "name": step.name, "time": unix_now(), "duration": dur, "started": step.started_unix})
             },
         );
         }
@@ -384,6 +393,49 @@ impl Progress {
             },
         );
     }
+}
+
+/// The `SolveStatus` fields of a rawjson event: a step's vertex (its digest
+/// unique to this process and step, name, start and end times, cached or
+/// failed) or a log chunk of it (base64, as Go encodes bytes).
+fn add_solve_status(ev: &mut serde_json::Value) {
+    use sha2::Digest as _;
+    let (Some(kind), Some(step)) = (ev["event"].as_str().map(str::to_string), ev["step"].as_u64()) else { return };
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(format!("stromatekt:{}:{step}", std::process::id()))));
+    let time = ev["time"].as_f64().unwrap_or_else(unix_now);
+    let name = ev["name"].as_str().unwrap_or_default().to_string();
+    let status = match kind.as_str() {
+        "start" => serde_json::json!({"vertexes": [{"digest": digest, "name": name, "started": rfc3339_nano(time)}]}),
+        "done" | "cached" | "error" => {
+            // The same start as the step's start event: BuildKit's display
+            // treats two starts as two intervals, the first never ending.
+            let started = ev["started"].as_f64().unwrap_or_else(|| time - ev["duration"].as_f64().unwrap_or(0.0));
+            let mut v = serde_json::json!({"digest": digest, "name": name, "started": rfc3339_nano(started), "completed": rfc3339_nano(time)});
+            if kind == "cached" {
+                v["cached"] = true.into();
+            }
+            if kind == "error" {
+                v["error"] = "failed".into();
+            }
+            serde_json::json!({"vertexes": [v]})
+        }
+        "log" => {
+            let data = ev["data"].as_str().unwrap_or_default();
+            serde_json::json!({"logs": [{"vertex": digest, "stream": 1, "data": frontend::lint::print::base64(data.as_bytes()), "timestamp": rfc3339_nano(unix_now())}]})
+        }
+        _ => return,
+    };
+    if let (Some(obj), serde_json::Value::Object(extra)) = (ev.as_object_mut(), status) {
+        obj.extend(extra);
+    }
+}
+
+/// RFC 3339 with nanoseconds, UTC, of a Unix time in seconds.
+fn rfc3339_nano(t: f64) -> String {
+    let secs = t.max(0.0).floor();
+    let nanos = ((t.max(0.0) - secs) * 1e9) as u64;
+    let (y, mo, d, h, mi, s) = crate::image::config::civil(secs as u64);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{nanos:09}Z")
 }
 
 /// Human size: `523.0 MB`.
@@ -504,6 +556,26 @@ mod tests {
             assert_eq!(Mode::parse("tty"), Some(Mode::Plain));
             assert_eq!(Mode::parse("auto"), Some(Mode::Plain));
         }
+    }
+
+    #[test]
+    fn rawjson_events_carry_buildkit_solve_status() {
+        let mut ev = serde_json::json!({"event": "cached", "step": 3, "node": 1, "name": "[a 2/3] RUN x", "time": 86400.5, "duration": 0.25});
+        add_solve_status(&mut ev);
+        let v = &ev["vertexes"][0];
+        assert_eq!(v["name"], "[a 2/3] RUN x");
+        assert_eq!(v["cached"], true);
+        assert_eq!(v["started"], "1970-01-02T00:00:00.250000000Z");
+        assert_eq!(v["completed"], "1970-01-02T00:00:00.500000000Z");
+        assert!(v["digest"].as_str().is_some_and(|d| d.starts_with("sha256:") && d.len() == 71));
+        assert_eq!(ev["event"], "cached", "our fields stay");
+        let mut log = serde_json::json!({"event": "log", "step": 3, "data": "hi\n"});
+        add_solve_status(&mut log);
+        assert_eq!(log["logs"][0]["data"], "aGkK");
+        assert_eq!(log["logs"][0]["vertex"], v["digest"]);
+        let mut msg = serde_json::json!({"event": "message", "text": "x"});
+        add_solve_status(&mut msg);
+        assert!(msg.get("vertexes").is_none());
     }
 
     #[test]

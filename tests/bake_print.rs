@@ -1,6 +1,7 @@
 //! `stromatekt bake --print` against today's Docker: for every case under
 //! `tests/bake/` (bake files, an `args` file with one command-line argument
-//! a line, an optional `env` file of `KEY=VALUE` lines), `stromatekt bake
+//! a line, an optional `env` file of `KEY=VALUE` lines, and for compose
+//! files an optional `.env`, read from the directory), `stromatekt bake
 //! --print` and the modern Docker's `docker buildx bake --print` (buildx
 //! 0.29, `../shared/modern-docker`) must print the same JSON, byte for byte
 //! (key order and indentation included), or both fail.

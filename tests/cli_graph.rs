@@ -58,3 +58,26 @@ fn dot_draws_stages_groups_mixins_and_removals() {
     assert!(out.contains("[style=dashed, label=\"with\"]"), "no mix-in edge: {out}");
     assert!(out.contains("label=\"remove x\", shape=octagon"), "no removal node: {out}");
 }
+
+#[test]
+fn bake_targets_are_one_graph() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bake");
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_stromatekt")).current_dir(&dir).arg("graph").args(args).output().unwrap();
+        assert!(o.status.success(), "graph {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let g: serde_json::Value = serde_json::from_str(&run(&["--bake"])).unwrap();
+    assert_eq!(g["targets"].as_object().unwrap().len(), 10, "{}", g["targets"]);
+    assert_eq!(g["targets"]["web"].as_array().unwrap().len(), 2, "two platforms, two exports");
+    let runs = |needle: &str| g["nodes"].as_array().unwrap().iter().filter(|n| n["op"]["op"] == "exec" && n["op"]["args"].to_string().contains(needle)).count();
+    assert_eq!(runs("runtime 1.0"), 2, "the base stage's RUN: once per platform");
+    assert_eq!(runs("SERVICE"), 12, "each service's RUN, per platform");
+    let dot = run(&["--format", "dot", "--bake", "accounts", "web"]);
+    assert!(dot.contains("label=\"target accounts\""), "{dot}");
+    assert!(dot.contains("label=\"shared by accounts, web\""), "{dot}");
+    assert!(dot.contains("[accounts service 4/6] RUN"), "{dot}");
+    let o = Command::new(env!("CARGO_BIN_EXE_stromatekt")).current_dir(&dir).args(["graph", "--bake", "nope"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nope"));
+}

@@ -267,3 +267,87 @@ fn a_build_killed_during_export_leaves_nothing_the_next_build_keeps() {
     assert!(temps(&root).is_empty(), "temporary entries left in the store: {:?}", temps(&root));
     assert!(active(&root).is_empty(), "work snapshots left: {:?}", active(&root));
 }
+
+/// A context `name` of group `g`: the same Dockerfile and data for every
+/// context of a group, so their builds share every step.
+fn group_context(dir: &Path, name: &str, g: usize) -> PathBuf {
+    let ctx = dir.join(name);
+    std::fs::create_dir_all(&ctx).unwrap();
+    let text = format!("ARG BASE\nFROM ${{BASE}}\nRUN echo group {g} > /built && sleep 1\nCOPY data.txt /data.txt\nRUN cat /data.txt /built > /both\n");
+    std::fs::write(ctx.join("Dockerfile"), text).unwrap();
+    std::fs::write(ctx.join("data.txt"), format!("data of group {g}\n")).unwrap();
+    ctx
+}
+
+/// How many of `outs` report the step whose name contains `needle` as `event`.
+fn count(outs: &[Output], event: &str, needle: &str) -> usize {
+    outs.iter().map(|o| events(o).iter().filter(|e| e["event"] == event && e["name"].as_str().unwrap_or("").contains(needle)).count()).sum()
+}
+
+#[test]
+fn twelve_builds_share_their_steps_and_a_prune_at_once_removes_nothing_in_use() {
+    if !common::runnable(&["mkfs.btrfs", "runc", "umoci"]) {
+        return;
+    }
+    let store = common::LoopStore::new(4);
+    let root = store.dir.join("root");
+    let base = store.scratch().join("busybox");
+    assert!(common::busybox_layout(&base));
+    // Three Dockerfiles, four builds of each.
+    let ctxs: Vec<(usize, PathBuf)> = (0..12).map(|i| (i % 3, group_context(store.scratch(), &format!("g{}-{i}", i % 3), i % 3))).collect();
+    let out = |phase: &str, i: usize| store.scratch().join(format!("{phase}-out{i}"));
+    let spawn = |phase: &str, i: usize| -> Child {
+        build_to(&root, &base, &ctxs[i].1, &out(phase, i))
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // Twelve at once: each step of a group runs in one build, the other
+    // three wait for it and find it cached.
+    let children: Vec<Child> = (0..12).map(|i| spawn("one", i)).collect();
+    let outs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for (i, o) in outs.iter().enumerate() {
+        assert!(o.status.success(), "build {i} failed:\n{}", show(o));
+    }
+    for g in 0..3 {
+        let group: Vec<Output> = outs.iter().zip(&ctxs).filter(|(_, c)| c.0 == g).map(|(o, _)| o.clone()).collect();
+        for step in [format!("echo group {g}"), "COPY data.txt".to_string(), "cat /data.txt".to_string()] {
+            assert_eq!(count(&group, "done", &step), 1, "group {g}: {step:?} did not run exactly once:\n{}", group.iter().map(show).collect::<Vec<_>>().join("\n"));
+            assert_eq!(count(&group, "cached", &step), 3, "group {g}: {step:?} was not cached for the other three");
+        }
+    }
+    // The base they share is imported by one of the twelve.
+    assert_eq!(count(&outs, "done", "load image"), 1, "the base was not imported exactly once");
+    let digests: Vec<String> = (0..12).map(|i| manifest_digest(&out("one", i))).collect();
+    for i in 0..12 {
+        assert_eq!(digests[i], digests[ctxs[i].0], "build {i}: not the image of its group");
+    }
+    assert!(digests[0] != digests[1] && digests[1] != digests[2] && digests[0] != digests[2], "groups made the same image: {digests:?}");
+
+    // Again, with `prune --all` started while the first six run: it waits
+    // for them (the store lock), the later six wait for it or run before it,
+    // and every build makes the same image as before.
+    let mut first: Vec<Child> = (0..6).map(|i| spawn("two", i)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let prune = stromatekt(&root).args(["prune", "--all"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    first.extend((6..12).map(|i| spawn("two", i)));
+    let prune = prune.wait_with_output().unwrap();
+    assert!(prune.status.success(), "prune failed:\n{}", show(&prune));
+    let said = String::from_utf8_lossy(&prune.stdout).into_owned();
+    assert!(said.starts_with("removed ") && !said.starts_with("removed 0 "), "prune removed nothing: {said}");
+    for (i, c) in first.into_iter().enumerate() {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "build {i} (prune at the same time) failed:\n{}", show(&o));
+        assert_eq!(manifest_digest(&out("two", i)), digests[i], "build {i}: another image with a prune at the same time");
+        let rootfs = common::unpack(&out("two", i), &store.scratch().join(format!("bundle{i}")));
+        let g = ctxs[i].0;
+        assert_eq!(std::fs::read_to_string(rootfs.join("both")).unwrap(), format!("data of group {g}\ngroup {g}\n"), "build {i}");
+    }
+    let check = stromatekt(&root).arg("check").output().unwrap();
+    assert!(check.status.success(), "the store is not clean after the builds and the prune:\n{}", show(&check));
+    assert!(containers(&root).is_empty() && active(&root).is_empty());
+}

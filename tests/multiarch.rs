@@ -14,29 +14,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use stromatekt::image::manifest::{Descriptor, Index, Platform, INDEX_V1};
-
-/// Put the `latest` images of the single-platform layouts `parts` into one
-/// layout at `out` as an index tagged `latest`.
-fn combine(parts: &[(&Path, &str)], out: &Path) {
-    let layout = stromatekt::image::layout::Layout::create(out).unwrap();
-    let mut manifests = Vec::new();
-    for (dir, arch) in parts {
-        let idx: Index = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
-        let mut d: Descriptor = idx.manifests[0].clone();
-        for e in std::fs::read_dir(dir.join("blobs/sha256")).unwrap() {
-            let e = e.unwrap();
-            layout.put_file(&format!("sha256:{}", e.file_name().to_string_lossy()), &e.path()).unwrap();
-        }
-        d.annotations = None;
-        d.platform = Some(Platform { architecture: arch.to_string(), os: "linux".into(), variant: None });
-        manifests.push(d);
-    }
-    let bytes = Index::new(manifests).to_json();
-    let d = stromatekt::image::manifest::descriptor(INDEX_V1, &bytes);
-    layout.put_bytes(&d.digest, &bytes).unwrap();
-    layout.set_manifest(d, Some("latest")).unwrap();
-}
 
 #[test]
 fn two_platforms_one_index() {
@@ -59,7 +36,7 @@ fn two_platforms_one_index() {
     assert!(common::busybox_layout(&amd));
     common::run(Command::new(common::repo_root().join("scripts/busybox-oci.sh")).arg(&arm).arg("arm64"));
     let multi = store.scratch().join("bb-multi");
-    combine(&[(&amd, "amd64"), (&arm, "arm64")], &multi);
+    common::combine_layouts(&[(&amd, "amd64"), (&arm, "arm64")], &multi);
 
     let ctx = store.scratch().join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();

@@ -1,6 +1,7 @@
 //! Golden tests of the bake frontend, without Docker: each case under the
 //! repository's `tests/bake/` holds bake files, the command line (`args`,
-//! one argument a line), the environment (`env`), and what buildx 0.29
+//! one argument a line), the environment (`env`, and a compose file's
+//! `.env`), and what buildx 0.29
 //! printed for them, recorded from `docker buildx bake --print`
 //! (`print.json`, or `list.txt` for a `--list` case) or its error (`error.txt`). The frontend must give the
 //! same JSON (compared as values) or fail. Where we differ from buildx on
@@ -65,7 +66,8 @@ fn run_case(dir: &Path) -> Result<String, String> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let config = bake::load(&files, &env).map_err(|e| e.to_string())?;
+    let dotenv = std::fs::read_to_string(dir.join(".env")).ok();
+    let config = bake::load_with_dotenv(&files, &env, dotenv.as_deref()).map_err(|e| e.to_string())?;
     if let Some(list) = list {
         let req = bake::list::parse_request(&list).map_err(|e| e.to_string())?;
         return Ok(match req.kind.as_str() {

@@ -117,6 +117,9 @@ impl Tree {
                 continue;
             }
             if let Some(hidden) = name.strip_prefix(b".wh.") {
+                if matches!(hidden, b"" | b"." | b"..") {
+                    anyhow::bail!("layer entry {}: a whiteout must name a file (.wh.NAME)", String::from_utf8_lossy(&raw));
+                }
                 deleted.push(dir.join(OsStr::from_bytes(hidden)));
                 continue;
             }
@@ -259,6 +262,16 @@ mod tests {
         assert_eq!(b.sha256, <[u8; 32]>::from(Sha256::digest(b"22")));
         assert_eq!(t.children(Path::new("")), [OsString::from("etc"), OsString::from("opt")].into());
         assert_eq!(t.children(Path::new("opt")), [OsString::from("new")].into());
+    }
+
+    #[test]
+    fn whiteouts_naming_no_file_are_refused() {
+        for bad in ["etc/.wh.", "etc/.wh..", ".wh..."] {
+            let mut t = Tree::default();
+            t.apply(&tar_of(&[("etc/", b""), ("etc/a", b"1")])[..]).unwrap();
+            let e = t.apply(&tar_of(&[(bad, b"")])[..]).unwrap_err().to_string();
+            assert!(e.contains("a whiteout must name a file"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -12,17 +12,18 @@
 //! Store layout: `cache/changes/<child>`: `SCL1\n`, a JSON line
 //! `{"parent", "gen"}` (the child's generation, see
 //! [`super::layers::generation`]), then per change a kind byte (`A`, `M`,
-//! `D`, `R`), the path's length (u32 LE) and its bytes. Written to a
-//! temporary name and renamed. A hint: a list that is missing, does not
-//! parse or names another parent or generation is ignored and the store
-//! diffs instead.
+//! `D`, `R`), the path's length (u32 LE) and its bytes; sealed with a
+//! checksum ([`crate::store::seal`]), written to a temporary name and
+//! renamed. A hint: a list that is missing or names another parent or
+//! generation is ignored and the store diffs instead; one that is damaged
+//! (its checksum fails, or it does not parse) is also reported and removed.
 //!
 //! With `STROMATEKT_CHECK_CHANGES=1` (the tests set it) every kept list is
 //! also compared with the store's diff, and a difference fails the build.
 
 use super::layers::generation;
 use crate::store::layout::{cache_dir, Area};
-use crate::store::temps::temp_sibling;
+use crate::store::seal;
 use crate::store::{Change, ChangeKind, Store};
 use anyhow::Result;
 use std::ffi::OsStr;
@@ -64,14 +65,34 @@ fn encode(header: &Header, changes: &[Change]) -> Vec<u8> {
     v
 }
 
-fn decode(bytes: &[u8], want: &Header) -> Option<Vec<Change>> {
+/// What a kept list holds.
+#[derive(Debug, PartialEq)]
+enum Decoded {
+    /// The changes, for the parent and generation asked for.
+    Changes(Vec<Change>),
+    /// A whole list, for another parent or generation.
+    Other,
+    /// Not a list.
+    Broken,
+}
+
+/// The header and the body of a list.
+fn split(bytes: &[u8]) -> Option<(Header, &[u8])> {
     let rest = bytes.strip_prefix(MAGIC)?;
     let nl = rest.iter().position(|&b| b == b'\n')?;
-    let header: Header = serde_json::from_slice(&rest[..nl]).ok()?;
-    if header != *want {
-        return None;
+    let header = serde_json::from_slice::<Header>(&rest[..nl]).ok()?;
+    Some((header, &rest[nl + 1..]))
+}
+
+fn decode(bytes: &[u8], want: &Header) -> Decoded {
+    match split(bytes) {
+        None => Decoded::Broken,
+        Some((header, _)) if header != *want => Decoded::Other,
+        Some((_, body)) => decode_body(body).map_or(Decoded::Broken, Decoded::Changes),
     }
-    let mut body = &rest[nl + 1..];
+}
+
+fn decode_body(mut body: &[u8]) -> Option<Vec<Change>> {
     let mut out = Vec::new();
     while let Some((&k, r)) = body.split_first() {
         let kind = match k {
@@ -90,19 +111,25 @@ fn decode(bytes: &[u8], want: &Header) -> Option<Vec<Change>> {
 }
 
 fn read(root: &Path, parent: Option<&str>, child: &str) -> Option<Vec<Change>> {
-    let bytes = fs::read(dir(root).join(child)).ok()?;
-    decode(&bytes, &Header { parent: parent.map(str::to_string), gen: generation(root, child) })
+    let path = dir(root).join(child);
+    let bytes = seal::read_sealed(&path, "kept change list")?;
+    let want = Header { parent: parent.map(str::to_string), gen: generation(root, child) };
+    match decode(&bytes, &want) {
+        Decoded::Changes(c) => Some(c),
+        Decoded::Other => None,
+        Decoded::Broken => {
+            seal::report(&path, "kept change list does not parse");
+            let _ = fs::remove_file(&path);
+            None
+        }
+    }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(d) = path.parent() {
-        fs::create_dir_all(d)?;
-    }
-    let tmp = temp_sibling(path, "changes");
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
+/// Whether the kept change list at `path` is whole (for `stromatekt check`).
+pub fn check_file(path: &Path) -> Result<(), String> {
+    let bytes = fs::read(path).map_err(|e| e.to_string())?;
+    let payload = seal::unseal(&bytes).map_err(|d| d.to_string())?;
+    split(payload).and_then(|(_, body)| decode_body(body)).map(|_| ()).ok_or_else(|| "it does not parse".to_string())
 }
 
 /// Keep `changes`, the diff from committed `parent` to committed `child`
@@ -110,7 +137,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// list not kept only costs the export a diff.
 pub fn keep(root: &Path, parent: Option<&str>, child: &str, changes: &[Change]) {
     let header = Header { parent: parent.map(str::to_string), gen: generation(root, child) };
-    let _ = write_atomic(&dir(root).join(child), &encode(&header, changes));
+    let _ = seal::write_sealed(&dir(root).join(child), &encode(&header, changes), "changes");
 }
 
 /// The changes from committed `parent` (or empty) to committed `child`:
@@ -167,10 +194,10 @@ mod tests {
         let changes = vec![ch("a", ChangeKind::Added), ch("a/b c", ChangeKind::Modified), ch("d", ChangeKind::Deleted), ch("r", ChangeKind::Replaced)];
         let h = Header { parent: Some("p".into()), gen: None };
         let bytes = encode(&h, &changes);
-        assert_eq!(decode(&bytes, &h), Some(changes));
-        assert_eq!(decode(&bytes, &Header { parent: None, gen: None }), None);
-        assert_eq!(decode(&bytes, &Header { parent: Some("p".into()), gen: Some("1".into()) }), None);
-        assert_eq!(decode(&bytes[..bytes.len() - 1], &h), None);
+        assert_eq!(decode(&bytes, &h), Decoded::Changes(changes));
+        assert_eq!(decode(&bytes, &Header { parent: None, gen: None }), Decoded::Other);
+        assert_eq!(decode(&bytes, &Header { parent: Some("p".into()), gen: Some("1".into()) }), Decoded::Other);
+        assert_eq!(decode(&bytes[..bytes.len() - 1], &h), Decoded::Broken);
     }
 
     #[test]

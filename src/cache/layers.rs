@@ -22,6 +22,7 @@ use crate::image::compress::{BlockCache, Blocks};
 use crate::image::layer::write_gzip_blob_cached;
 use crate::image::manifest::{Descriptor, LAYER_GZIP};
 use crate::store::layout::{blob_dir, blob_path, cache_dir, Area};
+use crate::store::seal;
 use crate::store::temps::{temp_prefix, temp_sibling};
 use crate::store::Store;
 use anyhow::{anyhow, Context as _, Result};
@@ -123,14 +124,23 @@ fn record_path(root: &Path, parent: Option<&str>, name: &str, epoch: Option<u64>
 }
 
 /// Write `rec` as the record of the layer `parent` -> `rec.snapshot`
-/// (temp + rename).
+/// (sealed, temp + rename).
 fn write_record(path: &Path, rec: &CachedLayer) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    seal::write_sealed(path, &serde_json::to_vec(rec)?, "record").with_context(|| format!("writing {}", path.display()))
+}
+
+/// The layer record at `path`, if it is there and whole (a damaged one is
+/// reported and removed, see [`seal`]).
+pub fn read_record(path: &Path) -> Option<CachedLayer> {
+    let bytes = seal::read_sealed(path, "layer record")?;
+    match serde_json::from_slice::<CachedLayer>(&bytes) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            seal::report(path, &format!("layer record does not parse: {e}"));
+            let _ = fs::remove_file(path);
+            None
+        }
     }
-    let tmp = temp_sibling(path, "record");
-    fs::write(&tmp, serde_json::to_vec(rec)?).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Record a blob that is known (from elsewhere: an imported build cache) to
@@ -159,15 +169,13 @@ pub fn layer_blob<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>
 pub(crate) fn layer_blob_blocks<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>) -> Result<(CachedLayer, PathBuf, Option<Blocks>)> {
     let root = store.root();
     let rec_path = record_path(root, l.parent.as_deref(), &l.name, epoch);
-    {
-        if let Ok(bytes) = fs::read(&rec_path) {
-            if let Ok(rec) = serde_json::from_slice::<CachedLayer>(&bytes) {
-                let p = blob_path(root, &rec.digest);
-                let current = rec.snapshot_gen == generation(root, &l.name);
-                if p.is_file() && current {
-                    return Ok((rec, p, None));
-                }
-            }
+    if let Some(rec) = read_record(&rec_path) {
+        let p = blob_path(root, &rec.digest);
+        let current = rec.snapshot_gen == generation(root, &l.name);
+        // The blob is checked against its digest before it is used: a
+        // damaged one is removed and the layer made again.
+        if current && p.is_file() && seal::blob_ok(&p, &rec.digest, Some(rec.size)) {
+            return Ok((rec, p, None));
         }
     }
     let changes = super::changes::layer_changes(store, l.parent.as_deref(), &l.name)?;
@@ -182,6 +190,7 @@ pub(crate) fn layer_blob_blocks<S: Store + ?Sized>(store: &S, l: &LayerRef, epoc
         .with_context(|| format!("writing the layer of {}", l.name))?;
     let dest = blob_path(root, &blob.digest);
     tmp.persist(&dest).map_err(|e| anyhow!(e.error)).with_context(|| format!("storing blob {}", dest.display()))?;
+    crate::store::fault::point("layer-blob-stored");
     // Best effort: a block not recorded is only compressed again next time.
     let _ = index.record(&blob.digest, &blocks.records);
     let rec = CachedLayer {
@@ -193,6 +202,7 @@ pub(crate) fn layer_blob_blocks<S: Store + ?Sized>(store: &S, l: &LayerRef, epoc
         snapshot_gen: generation(root, &l.name),
     };
     write_record(&rec_path, &rec)?;
+    crate::store::fault::point("layer-record-written");
     Ok((rec, dest, Some(blocks)))
 }
 

@@ -20,6 +20,7 @@
 //! of snapshots, exported and imported) is [`remote`].
 
 pub mod changes;
+pub mod check;
 pub mod key;
 pub mod layers;
 pub mod remote;
@@ -144,6 +145,7 @@ pub fn prune<S: Store + ?Sized>(
             out.snapshots += 1;
         }
     }
+    crate::store::fault::point("prune-snapshots-removed");
     // Layer records of removed snapshots; remember which blobs stay in use.
     let existing: BTreeSet<String> = store.list_committed()?.into_iter().collect();
     let mut ours = BTreeSet::new();
@@ -152,13 +154,12 @@ pub fn prune<S: Store + ?Sized>(
     if let Ok(rd) = fs::read_dir(&layers) {
         for e in rd.flatten() {
             let p = e.path();
-            let Ok(bytes) = fs::read(&p) else { continue };
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                let _ = fs::remove_file(&p);
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
                 continue;
-            };
-            let digest = v["digest"].as_str().unwrap_or("").trim_start_matches("sha256:").to_string();
-            let snapshot = v["snapshot"].as_str().unwrap_or("").to_string();
+            }
+            let Some(rec) = layers::read_record(&p) else { continue };
+            let digest = rec.digest.trim_start_matches("sha256:").to_string();
+            let snapshot = rec.snapshot;
             ours.insert(digest.clone());
             if snapshot.is_empty() || !existing.contains(&snapshot) || all {
                 let _ = fs::remove_file(&p);
@@ -167,6 +168,7 @@ pub fn prune<S: Store + ?Sized>(
             }
         }
     }
+    crate::store::fault::point("prune-records-removed");
     let blobs = blob_dir(&root);
     if let Ok(rd) = fs::read_dir(&blobs) {
         for e in rd.flatten() {
@@ -194,8 +196,7 @@ pub fn prune<S: Store + ?Sized>(
             let p = e.path();
             let keep = !all
                 && !e.file_name().to_string_lossy().starts_with(".tmp-")
-                && fs::read(&p)
-                    .ok()
+                && crate::store::seal::read_sealed(&p, "copy-site record")
                     .and_then(|b| serde_json::from_slice::<SiteSnapshot>(&b).ok())
                     .is_some_and(|r| existing.contains(&r.snapshot));
             if !keep {
@@ -297,7 +298,8 @@ mod tests {
         fs::write(blobs.join("aaaa"), b"ours").expect("blob");
         fs::write(blobs.join("bbbb"), b"pulled").expect("blob");
         fs::create_dir_all(tmp.path().join("cache/layers")).expect("mkdir");
-        fs::write(tmp.path().join("cache/layers/x.json"), br#"{"digest":"sha256:aaaa","snapshot":"run-old"}"#).expect("rec");
+        let rec = br#"{"diff_id":"sha256:d","digest":"sha256:aaaa","size":4,"media_type":"m","snapshot":"run-old"}"#;
+        fs::write(tmp.path().join("cache/layers/x.json"), crate::store::seal::seal(rec)).expect("rec");
 
         let p = prune(&store, false, None, &|| {}).expect("prune");
         assert_eq!(p.snapshots, 2);

@@ -4,12 +4,14 @@
 //! them (`--print`, buildx's JSON) or builds them.
 //!
 //! Building: each target becomes one `stromatekt build` request (its
-//! Dockerfile, args, target stage, platforms, outputs, caches, secrets, ...),
-//! and the targets run at once, each as a `stromatekt build` process on the
-//! shared store. They are not merged into one graph: a RUN two targets share
-//! runs once because the scheduler locks each RUN step by its cache key
-//! before looking in the cache. A target used by others as a named context
-//! (`target:NAME`) builds first, into an OCI layout the others read.
+//! Dockerfile, args, target stage, platforms, outputs, caches, secrets, ...).
+//! The targets are planned as those builds and run as one graph by one
+//! scheduler here ([`super::bake_graph`]); a target whose options are the
+//! whole build's runs as a `stromatekt build` process on the shared store at
+//! the same time (a RUN it shares with the graph runs once: the scheduler
+//! locks each RUN step by its cache key before looking in the cache). A
+//! target used by others as a named context (`target:NAME`) builds first,
+//! into an OCI layout the others read.
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Args;
@@ -72,6 +74,12 @@ pub struct BakeArgs {
     /// Shorthand for `--call=check`.
     #[arg(long)]
     pub check: bool,
+    /// Grant an entitlement (`network.host`, `security.insecure`,
+    /// `fs.read=PATH`, `fs.write=PATH`, `fs=PATH`, `device=...`). Accepted for
+    /// buildx's command line (Docker Compose passes them); stromatekt does not
+    /// check file-system entitlements.
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
     /// Set when run as `docker buildx bake` (the plugin adds it): targets
     /// without an output are loaded into Docker, as buildx's docker driver does.
     #[arg(long = "as-docker-plugin", hide = true)]
@@ -139,7 +147,6 @@ fn read_files(a: &BakeArgs) -> Result<Vec<BakeFile>> {
         names = bake::DEFAULT_FILES.iter().map(|s| s.to_string()).collect();
     }
     let mut files = Vec::new();
-    let mut compose_skipped = Vec::new();
     for n in names {
         let text = if n == "-" {
             let mut s = String::new();
@@ -153,25 +160,10 @@ fn read_files(a: &BakeArgs) -> Result<Vec<BakeFile>> {
                 Err(e) => bail!("open {n}: {e}"),
             }
         };
-        // Compose files are not read yet: found by the default lookup next
-        // to a bake file, they are left out (with a warning); named, or
-        // alone, they are an error (the frontend's).
-        if defaults && bake::is_compose_file(&n) {
-            compose_skipped.push(BakeFile { name: n, text });
-            continue;
-        }
         files.push(BakeFile { name: n, text });
     }
     if files.is_empty() {
-        if let Some(c) = compose_skipped.into_iter().next() {
-            files.push(c);
-        } else {
-            bail!("couldn't find a bake definition");
-        }
-    } else {
-        for c in &compose_skipped {
-            eprintln!("stromatekt: warning: {} left out: compose files are not supported by stromatekt bake yet", c.name);
-        }
+        bail!("couldn't find a bake definition");
     }
     Ok(files)
 }
@@ -191,11 +183,32 @@ fn environment(a: &BakeArgs) -> Result<BTreeMap<String, String>> {
     Ok(env)
 }
 
+/// Load the files; compose files are interpolated with the current
+/// directory's `.env` too.
+fn load_config(
+    files: &[bake::BakeFile],
+    env: &BTreeMap<String, String>,
+) -> Result<bake::Config> {
+    let dotenv = match std::fs::read_to_string(".env") {
+        Ok(text) => Some(text),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
+            ) =>
+        {
+            None
+        }
+        Err(e) => bail!("reading .env: {e}"),
+    };
+    Ok(bake::load_with_dotenv(files, env, dotenv.as_deref())?)
+}
+
 /// Read, resolve and (as buildx does before printing) add `SOURCE_DATE_EPOCH`.
-fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
+pub(crate) fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
     let files = read_files(a)?;
     let env = environment(a)?;
-    let config = bake::load(&files, &env)?;
+    let config = load_config(&files, &env)?;
     let mut resolved = bake::resolve(&config, &a.targets, &overrides(a))?;
     if let Some(epoch) = env.get("SOURCE_DATE_EPOCH").filter(|v| !v.is_empty()) {
         for t in resolved.targets.values_mut() {
@@ -210,11 +223,21 @@ fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
 
 /// Run `bake`.
 pub fn run(a: &BakeArgs) -> Result<()> {
+    for e in &a.allow {
+        let (name, _) = e.split_once('=').unwrap_or((e.as_str(), ""));
+        if !matches!(
+            name,
+            "network.host" | "security.insecure" | "fs" | "fs.read" | "fs.write" | "device" | "ssh"
+        ) {
+            bail!("--allow {e}: unknown entitlement (known: network.host, security.insecure, fs=PATH, fs.read=PATH, fs.write=PATH, device, ssh)");
+        }
+    }
     if let Some(list) = &a.list {
         if a.print {
             anyhow::bail!("--print and --list are mutually exclusive");
         }
-        let config = bake::load(&read_files(a)?, &environment(a)?)?;
+        let files = read_files(a)?;
+        let config = load_config(&files, &environment(a)?)?;
         let req = bake::list::parse_request(list)?;
         match req.kind.as_str() {
             "targets" => print!("{}", bake::list::targets(&config, &req.format)),
@@ -433,8 +456,17 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
             .ok()
             .filter(|p| !p.is_empty())
     });
+    // Which targets join the shared graph; the others are builds of their own.
+    let separate_all = std::env::var("STROMATEKT_BAKE_SEPARATE").is_ok_and(|v| !v.is_empty() && v != "0");
+    let separate = |t: &Target| separate_all || super::bake_graph::separate_reason(t).is_some();
+    for (name, t) in &resolved.targets {
+        if let Some(why) = super::bake_graph::separate_reason(t) {
+            eprintln!("stromatekt: target {name:?} is built on its own: {why}");
+        }
+    }
     // Several builds cannot share one terminal display: their lines interleave in plain form.
     if resolved.targets.len() > 1
+        && resolved.targets.values().any(&separate)
         && matches!(progress.as_deref(), None | Some("auto") | Some("tty"))
     {
         progress = Some("plain".into());
@@ -483,6 +515,7 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
         }
         remaining = rest;
         let mut children = Vec::new();
+        let mut joint = Vec::new();
         for name in ready {
             let t = &resolved.targets[name];
             let mut argv = vec!["build".to_string()];
@@ -506,6 +539,10 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
                 &links,
                 link_out.as_deref(),
             )?);
+            if !separate(t) {
+                joint.push((name.clone(), argv, meta));
+                continue;
+            }
             let mut child = Command::new(&exe)
                 .arg0("stromatekt")
                 .args(&argv)
@@ -526,6 +563,15 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
             });
             children.push((name.clone(), child, meta, relay));
         }
+        // The targets of the shared graph: built here, while the others run.
+        let joint_failed = if joint.is_empty() {
+            Ok(vec![])
+        } else {
+            let argvs: Vec<(String, Vec<String>)> =
+                joint.iter().map(|(n, argv, _)| (n.clone(), argv.clone())).collect();
+            super::bake_graph::build(&argvs)
+        };
+        let mut finished: Vec<(String, bool, PathBuf)> = Vec::new();
         for (name, mut child, meta, relay) in children {
             let status = child
                 .wait()
@@ -533,7 +579,15 @@ fn build(a: &BakeArgs, resolved: &bake::Resolved) -> Result<()> {
             if let Some(r) = relay {
                 let _ = r.join();
             }
-            if !status.success() {
+            finished.push((name, status.success(), meta));
+        }
+        let joint_failed = joint_failed?;
+        for (name, _, meta) in joint {
+            let ok = !joint_failed.contains(&name);
+            finished.push((name, ok, meta));
+        }
+        for (name, ok, meta) in finished {
+            if !ok {
                 failed.push(name);
                 continue;
             }

@@ -10,26 +10,25 @@ mod client;
 mod input;
 mod lazy;
 mod multi;
+mod outputs;
+pub(crate) mod plan;
 mod resolver;
 mod spec;
 
 pub(super) use input::Input;
-use input::{dockerignore_text, is_remote_context, local_dir, read_input};
-use multi::{check_multi_outputs, multi_platform_outputs};
-use resolver::{base_facts, base_image_configs, Resolver};
+pub(crate) use input::{dockerignore_text, read_input};
+pub(crate) use outputs::write as write_outputs;
+use plan::Plan;
 
 use crate::context::Context;
 use crate::exec::runc::RuncExecutor;
 use crate::exec::{BindMount, ExecError, ExecOutcome, ExecRequest, Executor, OutputSink};
-use crate::output::spec::OutputSpec;
-use crate::output::{write_iidfile, write_metadata, write_outputs, Request};
-use crate::progress::{Mode, Progress};
-use crate::store::layout::content_dir;
+use crate::progress::Progress;
 use crate::scheduler::{default_jobs, Options, Scheduler};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Args;
-use frontend::ir::{MountKind, Network, Op};
+use frontend::ir::{MountKind, Op};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -347,229 +346,12 @@ fn check_secrets(graph: &frontend::ir::Graph, secrets: &BTreeMap<String, Vec<u8>
 }
 
 /// Run `build`.
+/// Run `build`: plan, schedule, write the outputs.
 pub fn run(a: &BuildArgs) -> Result<()> {
-    a.unsupported.check()?;
-    let attest = crate::attest::flags::parse(&a.attest, std::env::var("BUILDX_NO_DEFAULT_ATTESTATIONS").ok().as_deref())?;
-    let resources = a.resources.resources()?;
-    let annotations = crate::output::annotations::Annotations::from_flags(&a.annotations)?;
-    use crate::cache::remote::{parse_cache_option, parse_cache_spec, CacheSpec, ImportedCache};
-    let cache_from =
-        a.cache_from.iter().map(|c| parse_cache_spec(c).with_context(|| format!("--cache-from {c}"))).collect::<Result<Vec<_>>>()?;
-    let cache_to_opts = a.cache_to.iter().map(|c| parse_cache_option(c).with_context(|| format!("--cache-to {c}"))).collect::<Result<Vec<_>>>()?;
-    let cache_to: Vec<CacheSpec> = cache_to_opts.iter().map(|o| o.spec.clone()).collect();
-    let mut build_args = BTreeMap::new();
-    for kv in &a.build_args {
-        // `--build-arg NAME` takes NAME from the environment (as docker).
-        match kv.split_once('=') {
-            Some((k, v)) => build_args.insert(k.to_string(), v.to_string()),
-            None => match std::env::var(kv) {
-                Ok(v) => build_args.insert(kv.clone(), v),
-                Err(_) => continue,
-            },
-        };
-    }
-    let labels = a.labels.iter().map(|l| key_value("--label", l)).collect::<Result<Vec<_>>>()?;
-    let mut build_contexts = BTreeMap::new();
-    for c in &a.build_contexts {
-        let (k, v) = key_value("--build-context", c)?;
-        build_contexts.insert(k, v);
-    }
-    let platforms: Vec<String> = match &a.platform {
-        None => vec![],
-        Some(list) => list.split(',').map(parse_platform).collect::<Result<_>>()?,
-    };
-    let platform = platforms.first().cloned();
-    let epoch = match build_args.get(frontend::epoch::NAME).cloned().or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok()) {
-        None => None,
-        Some(v) if v.is_empty() => None,
-        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| anyhow!("SOURCE_DATE_EPOCH={v:?}: expected seconds since 1970"))?),
-    };
-    let network = match a.network.as_deref() {
-        None | Some("default") => None,
-        Some("host") => Some(Network::Host),
-        Some("none") => Some(Network::None),
-        Some(n) => bail!("--network {n:?}: expected default, host or none (named networks are not supported)"),
-    };
-    let allowed = super::entitlements::parse(&a.allow, network)?;
-    // Checked now; written once the build's network (host-gateway) is known.
-    hosts_file(&a.add_hosts, None)?;
-    let mut secrets = BTreeMap::new();
-    for s in &a.secrets {
-        let (id, v) = parse_secret(s)?;
-        secrets.insert(id, v);
-    }
-    let mut ssh = BTreeMap::new();
-    for s in &a.ssh {
-        let (id, p) = parse_ssh(s)?;
-        ssh.insert(id, p);
-    }
-    let progress_mode = if a.quiet {
-        Mode::Quiet
-    } else {
-        match a.progress.clone().or_else(|| std::env::var("BUILDKIT_PROGRESS").ok().filter(|p| !p.is_empty())) {
-            None => Mode::parse("auto").unwrap_or(Mode::Plain),
-            Some(p) => Mode::parse(&p).ok_or_else(|| anyhow!("--progress {p:?}: expected auto, tty, plain, rawjson or quiet"))?,
-        }
-    };
-    let outputs: Vec<OutputSpec> = a.outputs.iter().map(|o| crate::output::spec::parse(o)).collect::<Result<_, _>>()?;
-    if a.push && a.tags.is_empty() {
-        bail!("--push needs an image name: add -t REGISTRY/REPO[:TAG]");
-    }
-    let to_stdout = outputs.iter().filter(|o| o.dest == Some(crate::output::spec::Dest::Stdout)).count();
-    if to_stdout > 1 || (to_stdout == 1 && a.quiet) {
-        bail!("only one thing can go to standard output: one --output with dest=- and no -q");
-    }
-
-    // Made on first use, then shared by every part of the build.
-    let registry: std::sync::Arc<dyn crate::registry::Registry> = std::sync::Arc::new(client::LazyRegistry::default());
-    // A remote context is fetched into the store; a local one needs no store
-    // to be read and checked (`--call`, `# check=error=true` run without one).
-    let early = if is_remote_context(a) { Some(open_store()?) } else { None };
-    let auth = crate::sources::git::GitAuth { secrets: secrets.clone(), ssh: ssh.clone() };
-    let keep_git_dir = build_args.get("BUILDKIT_CONTEXT_KEEP_GIT_DIR").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "True" | "TRUE" | "t"));
-    let named_dirs = super::named_contexts::local_dirs(&build_contexts)?;
-    // A task spec is read and lowered before anything else.
-    let (spec_input, lowered_spec) = match &a.spec {
-        Some(path) => {
-            let (i, l) = spec::read(a, path, &build_contexts)?;
-            (Some(i), Some(l))
-        }
-        None => (None, None),
-    };
-    let dockerfile = a.graph.is_none() && a.spec.is_none();
-    let input = match &a.graph {
-        _ if spec_input.is_some() => spec_input.expect("checked"),
-        Some(g) => {
-            if !a.context.is_dir() {
-                bail!("build context {} is not a directory", a.context.display());
-            }
-            Input { text: String::new(), shown: g.display().to_string(), file: None, dir: local_dir(&a.context)?, _tmp: None, origin: None }
-        }
-        None => read_input(a, early.as_ref().map(|(s, _)| s), &auth, keep_git_dir)?,
-    };
-    // As BuildKit: only a local context is filtered by a .dockerignore.
-    let ignore = match &lowered_spec {
-        Some(l) => l.context_exclude.join("\n"),
-        None if input.origin.is_some() => String::new(),
-        None => dockerignore_text(input.file.as_deref(), &input.dir)?,
-    };
-    let call = super::call::requested(a.call.as_deref(), a.check.as_deref())?;
-    if dockerfile {
-        super::call::syntax(&input.text)?;
-    }
-    if let Some(call) = &call {
-        if a.graph.is_some() {
-            bail!("--call and --check read a Dockerfile: they do not work with --graph");
-        }
-        // No store needed: base configs are read into a temporary directory.
-        let tmp = tempfile::Builder::new().prefix("stromatekt-call-").tempdir().context("temp dir for base image configs")?;
-        let resolver = Resolver::new(tmp.path().to_path_buf(), registry.clone());
-        let plat = platform.clone().unwrap_or_else(|| "linux/amd64".into());
-        let patterns = frontend::dockerignore::Matcher::parse(&ignore).patterns().to_vec();
-        let mut li = super::call::lint_input(&input.shown, &build_args, a.target.as_deref(), platform.as_deref(), &patterns);
-        super::call::fill_bases(&mut li, &input.text, &|n| base_facts(&resolver, n, &plat));
-        let display = super::call::display_name(a.file.as_deref(), &a.context);
-        let lower_opts = frontend::LowerOptions {
-            file: input.shown.clone(),
-            build_args: build_args.clone(),
-            target: a.target.clone(),
-            dockerignore: patterns.clone(),
-            build_contexts: build_contexts.clone(),
-            platform: platform.clone(),
-            image_env: li.image_env.clone(),
-            image_shell: li.image_shell.clone(),
-            ..Default::default()
-        };
-        let build_error = frontend::build_graph(&input.text, &lower_opts).err().map(|e| (e.kind.to_string(), e.span.line));
-        let code = super::call::answer(call, &input.text, &display, &li, build_error)?;
-        // exit() runs no destructors: remove the temporary directory first.
-        drop(resolver);
-        drop(tmp);
-        if code != 0 {
-            std::process::exit(code);
-        }
-        return Ok(());
-    }
-    // `# check=error=true` (or BUILDKIT_DOCKERFILE_CHECK=error=true): a
-    // violation fails the build here, before the store is even opened.
-    if dockerfile && super::call::errors_on_violation(&input.text, &build_args) {
-        let tmp = tempfile::Builder::new().prefix("stromatekt-check-").tempdir().context("temp dir for base image configs")?;
-        let resolver = Resolver::new(tmp.path().to_path_buf(), registry.clone());
-        let plat = platform.clone().unwrap_or_else(|| "linux/amd64".into());
-        let patterns = frontend::dockerignore::Matcher::parse(&ignore).patterns().to_vec();
-        let mut li = super::call::lint_input(&input.shown, &build_args, a.target.as_deref(), platform.as_deref(), &patterns);
-        super::call::fill_bases(&mut li, &input.text, &|n| base_facts(&resolver, n, &plat));
-        drop(super::call::build_checks(&input.text, &li, true)?);
-    }
-    // No SOURCE_DATE_EPOCH from the caller: a global `ARG SOURCE_DATE_EPOCH=N`
-    // of the Dockerfile gives it (BuildKit's dockerfile 1.23).
-    let epoch = match epoch {
-        None if dockerfile => frontend::epoch::from_global_arg(&input.text, &build_args).map_err(|e| anyhow!("{}", e.render(&input.shown, &input.text)))?,
-        e => e,
-    };
-    // A local context's build opens the store only now, after the checks.
-    let (store, _lock) = match early {
-        Some(s) => s,
-        None => open_store()?,
-    };
-    let resolver = Resolver::new(content_dir(store.root()), registry.clone());
-    let recorder = crate::attest::Recorder::new(&resolver);
-    let opts = frontend::LowerOptions {
-        file: input.shown.clone(),
-        build_args,
-        target: a.target.clone(),
-        dockerignore: frontend::dockerignore::Matcher::parse(&ignore).patterns().to_vec(),
-        build_contexts,
-        platform: platform.clone(),
-        ..Default::default()
-    };
-    let plat = platform.clone().unwrap_or_else(|| "linux/amd64".into());
-    let mut lint_input = super::call::lint_input(&input.shown, &opts.build_args, opts.target.as_deref(), opts.platform.as_deref(), &opts.dockerignore);
-    let lower = |plat: Option<String>| -> Result<frontend::ir::Graph> {
-        let mut o = opts.clone();
-        o.platform = plat.clone();
-        base_image_configs(&resolver, &input, &mut o, plat.as_deref().unwrap_or("linux/amd64"));
-        frontend::build_graph(&input.text, &o).map_err(|e| anyhow!("{}", e.render(&input.shown, &input.text)))
-    };
-    let mut graph = if let Some(l) = &lowered_spec {
-        l.graph.clone()
-    } else if let Some(g) = &a.graph {
-        let bytes = std::fs::read(g).with_context(|| format!("reading {}", g.display()))?;
-        let graph: frontend::ir::Graph =
-            serde_json::from_slice(&bytes).with_context(|| format!("{}: not an IR graph (expected `stromatekt graph --format json` output)", g.display()))?;
-        if graph.version != frontend::ir::IR_VERSION {
-            bail!("{}: IR version {} but this stromatekt reads version {}", g.display(), graph.version, frontend::ir::IR_VERSION);
-        }
-        graph
-    } else if platforms.len() > 1 {
-        let graphs = platforms.iter().map(|p| Ok((p.clone(), lower(Some(p.clone()))?))).collect::<Result<Vec<_>>>()?;
-        crate::scheduler::platforms::merge_graphs(graphs)?
-    } else {
-        lower(platform.clone())?
-    };
-    let _checks = if dockerfile {
-        super::call::fill_bases(&mut lint_input, &input.text, &|n| base_facts(&resolver, n, &plat));
-        Some(super::call::build_checks(&input.text, &lint_input, matches!(progress_mode, Mode::Quiet | Mode::RawJson))?)
-    } else {
-        None
-    };
-    if platforms.len() > 1 {
-        check_multi_outputs(a)?;
-    }
-    if let Some(net) = network {
-        for n in graph.nodes.iter_mut() {
-            if let Op::Exec(e) = &mut n.op {
-                if e.network == Network::Default {
-                    e.network = net;
-                }
-            }
-        }
-    }
-    // Before anything runs, as BuildKit checks them when it loads the LLB.
-    super::entitlements::check(&graph, &allowed)?;
-    check_secrets(&graph, &secrets, &input.shown)?;
-    let context = Context::new(&input.dir, &ignore).with_index(&store.cache_path(crate::store::Area::Context));
-    let runc = RuncExecutor::new(crate::store::layout::runc_dir(store.root())).with_resources(resources);
+    let Some(plan) = plan::plan(a)? else { return Ok(()) };
+    let Plan { store, input, ignore, resources, platform, secrets, ssh, named_dirs, cache_from, registry, graph, .. } = &plan;
+    let context = Context::new(&input.dir, ignore).with_index(&store.cache_path(crate::store::Area::Context));
+    let runc = RuncExecutor::new(crate::store::layout::runc_dir(store.root())).with_resources(resources.clone());
     let gateway = if a.add_hosts.iter().any(|h| h.ends_with(":host-gateway") || h.ends_with("=host-gateway")) {
         Some(runc.host_gateway().context("--add-host NAME:host-gateway needs the build's network")?)
     } else {
@@ -585,23 +367,24 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         None => None,
     };
     let exec = AddHosts { inner: &runc, hosts: hosts_dir.as_ref().map(|d| d.path().join("hosts")) };
-    let progress = Progress::new(progress_mode);
+    let progress = Progress::new(plan.progress_mode);
     // `..Options::default()`: fields added to Options later keep their defaults.
     #[allow(clippy::needless_update)]
     let sched_opts = Options {
-        platform: platform.unwrap_or_else(|| "linux/amd64".into()),
+        platform: platform.clone().unwrap_or_else(|| "linux/amd64".into()),
         jobs: a.jobs.unwrap_or_else(default_jobs),
         no_cache: a.no_cache,
         no_cache_stages: a.no_cache_filter.clone(),
-        secrets,
-        ssh,
-        named_contexts: named_dirs,
+        secrets: secrets.clone(),
+        ssh: ssh.clone(),
+        named_contexts: named_dirs.clone(),
         remote_context: input.origin.is_some(),
         ..Options::default()
     };
-    let mut sched = Scheduler::new(&store, &exec, &context, &recorder, &progress, sched_opts);
-    for spec in &cache_from {
-        match ImportedCache::import(spec, Some(registry.clone()), &sched.opts.platform) {
+    let recorder = crate::attest::Recorder::new(&*plan.resolver);
+    let mut sched = Scheduler::new(store, &exec, &context, &recorder, &progress, sched_opts);
+    for spec in cache_from {
+        match crate::cache::remote::ImportedCache::import(spec, Some(registry.clone()), &sched.opts.platform) {
             Ok(c) => {
                 progress.message(&format!("importing build cache {} ({} entries)", c.origin(), c.config().recipes.len()));
                 sched = sched.with_remote_cache(std::sync::Arc::new(c));
@@ -612,73 +395,16 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     }
     sched.recover()?;
     sched.cancel_on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]).context("installing the Ctrl-C handler")?;
-    let result = sched.run(&graph);
+    let result = sched.run(graph);
     if let Err(e) = context.save_index() {
         eprintln!("stromatekt: warning: could not save the context index: {e}");
     }
     let mut states = result?;
-    let lazy_ok = lazy::push_only(a, &outputs, platforms.len(), !cache_to.is_empty() || attest.sbom.is_some());
-    if !lazy_ok {
-        lazy::materialize_exports(&sched, &graph, &mut states)?;
-    }
-    let results: Vec<&crate::scheduler::State> = graph.exports.iter().filter_map(|e| states.get(&e.node)).collect();
-    let facts = super::attest::Facts {
-        dockerfile: input.file.as_deref(),
-        text: &input.text,
-        build_args: &opts.build_args,
-        labels: &labels,
-        context: input.origin.clone(),
-        epoch,
-        secrets: sched.opts.secrets.keys().cloned().collect(),
-        ssh: sched.opts.ssh.keys().cloned().collect(),
-    };
-    let attestations = super::attest::make(a, &attest, facts, &store, &graph, &states, &recorder, &sched.opts.platform)?;
-    for opt in cache_to_opts.iter().filter(|c| c.spec != CacheSpec::Inline) {
-        match crate::cache::remote::export_cache(&store, sched.recorded(), &results, &opt.spec, Some(&*registry)) {
-            Ok(s) => progress.message(&format!(
-                "exported build cache {} ({} entries, {} blobs{})",
-                s.manifest,
-                s.recipes,
-                s.blobs,
-                s.uploaded.map(|n| format!(", {n} uploaded")).unwrap_or_default()
-            )),
-            // As BuildKit: ignore-error=true makes a failed export a warning.
-            Err(e) if opt.ignore_error => progress.message(&format!("warning: --cache-to (ignore-error=true): {e:#}")),
-            Err(e) => return Err(e.context("--cache-to")),
-        }
-    }
-    if platforms.len() > 1 {
-        return multi_platform_outputs(a, &store, &graph, &states, &progress, epoch, sched.opts.jobs, &attestations, &*registry);
-    }
-    let export = graph.exports.first().ok_or_else(|| anyhow!("the Dockerfile exports nothing"))?;
-    let state = states.get(&export.node).ok_or_else(|| anyhow!("internal: export not built"))?;
-    let default_load = a.as_docker_plugin && outputs.is_empty() && !a.push && !a.load && crate::output::load::docker_reachable();
-    let mut labels = labels;
-    if cache_to.contains(&CacheSpec::Inline) {
-        labels.push(crate::cache::remote::inline_label(&store, sched.recorded(), &[state])?);
-    }
-    let attested = attestations.into_iter().next().unwrap_or_default();
-    let metadata = crate::attest::metadata(std::slice::from_ref(&attested), &crate::attest::build_ref(), std::env::var("BUILDX_METADATA_PROVENANCE").ok().as_deref());
-    let req = Request { outputs, tags: a.tags.clone(), labels, load: a.load || default_load, push: a.push, jobs: sched.opts.jobs, epoch, annotations, attestations: attested };
-    let need_image = a.quiet || a.iidfile.is_some() || a.metadata_file.is_some();
-    let info = write_outputs(&store, state, &req, &progress, need_image, &*registry)?;
-    if req.outputs.is_empty() && !req.push && !req.load {
-        progress.message("no output given (-o, --load or --push): the result stays in the build cache only");
-    }
-    if let (Some(path), Some(info)) = (&a.iidfile, &info) {
-        write_iidfile(path, info)?;
-    }
-    if let Some(path) = &a.metadata_file {
-        write_metadata(path, info.as_ref(), &metadata)?;
-    }
+    outputs::write(&plan, &sched, &recorder, graph, &mut states, &progress)?;
     progress.summary(&|n| graph.inputs(frontend::ir::NodeId(n)).into_iter().map(|i| i.0).collect());
-    if a.quiet {
-        if let Some(info) = &info {
-            println!("{}", info.config_digest);
-        }
-    }
     Ok(())
 }
+
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,5 @@
-//! `stromatekt du` and `stromatekt prune`: the build cache on the store.
+//! `stromatekt du`, `stromatekt prune` and `stromatekt check`: the build
+//! cache on the store.
 
 use crate::cache::{blob_usage, entries, fs_used, parse_size, prune};
 use crate::store::StoreLock;
@@ -27,6 +28,14 @@ pub struct PruneArgs {
     /// Accepted for docker compatibility (prune never asks).
     #[arg(long, short = 'f')]
     pub force: bool,
+}
+
+/// `check` arguments.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Remove what is damaged or half-made (builds make it again), and finish cut commits.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 fn human(bytes: u64) -> String {
@@ -116,5 +125,46 @@ pub fn run_prune(a: &PruneArgs) -> Result<()> {
         human(after),
         human(before)
     );
+    Ok(())
+}
+
+/// Run `check`: report every damaged or half-made entry; with `--repair`,
+/// remove them (holding the store lock exclusively, so no build runs).
+/// Problems left make it fail.
+pub fn run_check(a: &CheckArgs) -> Result<()> {
+    let store = crate::store::root::open_default()?;
+    let root = store.root().to_path_buf();
+    let _lock = if a.repair { StoreLock::exclusive(&root)? } else { StoreLock::shared(&root)? };
+    let mut found = crate::cache::check::find(&store);
+    let unfinished = store.writable_committed()?;
+    for name in &unfinished {
+        found.push(crate::cache::check::Problem {
+            path: std::path::PathBuf::from("committed").join(name),
+            what: "committed snapshot that is not read-only (its commit was cut short)".into(),
+        });
+    }
+    if found.is_empty() {
+        println!("store {}: no problems found", root.display());
+        return Ok(());
+    }
+    for p in &found {
+        println!("{}: {}", p.path.display(), p.what);
+    }
+    if !a.repair {
+        anyhow::bail!("store {}: {} problem(s) found; `stromatekt check --repair` removes the damaged entries (builds make them again)", root.display(), found.len());
+    }
+    let mut left = crate::cache::check::repair(&store, &found.iter().filter(|p| !p.path.starts_with("committed")).cloned().collect::<Vec<_>>());
+    for name in &unfinished {
+        if let Err(e) = store.finish_commit(name) {
+            left.push(crate::cache::check::Problem { path: name.into(), what: format!("could not be made read-only: {e}") });
+        }
+    }
+    if !left.is_empty() {
+        for p in &left {
+            eprintln!("{}: {}", p.path.display(), p.what);
+        }
+        anyhow::bail!("store {}: {} problem(s) could not be repaired", root.display(), left.len());
+    }
+    println!("store {}: repaired {} problem(s)", root.display(), found.len());
     Ok(())
 }

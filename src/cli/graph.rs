@@ -1,5 +1,7 @@
 //! `stromatekt graph -f Dockerfile [--format json|dot]`: print the lowered IR
-//! (of a 0.0 task spec with `--spec FILE.json`).
+//! (of a 0.0 task spec with `--spec FILE.json`; of bake targets, merged as
+//! `bake` runs them, with `--bake [BAKE OPTIONS] [TARGET...]`: see
+//! [`super::graph_bake`]).
 
 use clap::{Args, ValueEnum};
 use frontend::ir::{Graph, Op};
@@ -34,10 +36,18 @@ pub struct GraphArgs {
     /// A stromatekt 0.0 task spec instead of a Dockerfile (docs/spec.md).
     #[arg(long = "spec", value_name = "FILE", conflicts_with_all = ["build_args"])]
     pub spec: Option<PathBuf>,
+    /// The merged graph of bake targets: everything after `--bake` is bake's
+    /// options and targets (`-f docker-bake.hcl --set ... TARGET...`); give
+    /// `--format` before it.
+    #[arg(long, num_args = 0.., allow_hyphen_values = true, value_name = "BAKE ARGS", conflicts_with_all = ["spec", "build_args", "target"])]
+    pub bake: Option<Vec<String>>,
 }
 
 /// Run `graph`.
 pub fn run(a: &GraphArgs) -> anyhow::Result<()> {
+    if let Some(args) = &a.bake {
+        return super::graph_bake::run(args, a.format);
+    }
     if let Some(path) = &a.spec {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {shown}: {e}"))?;
@@ -79,20 +89,6 @@ fn print(graph: &Graph, format: Format) -> anyhow::Result<()> {
 pub fn to_dot(g: &Graph) -> String {
     use std::collections::BTreeMap;
     let mut s = String::from("digraph stromatekt {\n  rankdir=BT;\n  node [shape=box, fontname=monospace];\n");
-    let label = |n: &frontend::ir::Node| -> String {
-        match (&n.op, &n.origin) {
-            (Op::Image { reference, .. }, _) => format!("FROM {reference}"),
-            (Op::Context { name, .. }, _) => format!("context {name}"),
-            (Op::Http { url, .. }, _) => format!("ADD {url}"),
-            (Op::Git { remote, .. }, _) => format!("git {remote}"),
-            (Op::Remove { layers, .. }, _) => format!("remove {}", layers.join(" ")),
-            (Op::Rebase { .. }, Some(o)) => format!("[{}] base swap", o.stage),
-            (Op::Append { .. }, Some(o)) => format!("[{}] {}", o.stage, o.text),
-            (Op::Merge { overlap, .. }, _) => format!("parallel group ({})", if *overlap == frontend::ir::Overlap::LastWins { "last-wins" } else { "no overlap" }),
-            (_, Some(o)) => format!("[{} {}/{}] {}", o.stage, o.step, o.steps, o.text),
-            (op, None) => op.kind().to_string(),
-        }
-    };
     // Parallel group members, by their merge node.
     let mut group_of: BTreeMap<usize, usize> = BTreeMap::new();
     for n in &g.nodes {
@@ -111,17 +107,7 @@ pub fn to_dot(g: &Graph) -> String {
             None => loose.push(n.id.0),
         }
     }
-    let node_line = |id: usize| -> String {
-        let n = &g.nodes[id];
-        let style = match &n.op {
-            Op::Remove { .. } => ", shape=octagon, style=filled, fillcolor=mistyrose",
-            Op::Rebase { .. } => ", shape=hexagon, style=filled, fillcolor=lightyellow",
-            Op::Merge { .. } => ", shape=trapezium",
-            Op::Image { .. } | Op::Context { .. } | Op::Http { .. } | Op::Git { .. } => ", shape=folder",
-            _ => "",
-        };
-        format!("n{} [label={:?}{style}];\n", id, label(n))
-    };
+    let node_line = |id: usize| node_line(g, id);
     for id in &loose {
         s.push_str(&format!("  {}", node_line(*id)));
     }
@@ -151,4 +137,36 @@ pub fn to_dot(g: &Graph) -> String {
     }
     s.push_str("}\n");
     s
+}
+
+/// A node's box label in dot: its instruction, or what it is.
+fn label(n: &frontend::ir::Node) -> String {
+    match (&n.op, &n.origin) {
+        (Op::Image { reference, .. }, _) => format!("FROM {reference}"),
+        (Op::Context { name, .. }, _) => format!("context {name}"),
+        (Op::Http { url, .. }, _) => format!("ADD {url}"),
+        (Op::Git { remote, .. }, _) => format!("git {remote}"),
+        (Op::Remove { layers, .. }, _) => format!("remove {}", layers.join(" ")),
+        (Op::Rebase { .. }, Some(o)) => format!("[{}] base swap", o.stage),
+        (Op::Append { .. }, Some(o)) => format!("[{}] {}", o.stage, o.text),
+        (Op::Merge { overlap, .. }, _) => format!("parallel group ({})", if *overlap == frontend::ir::Overlap::LastWins { "last-wins" } else { "no overlap" }),
+        (_, Some(o)) => format!("[{} {}/{}] {}", o.stage, o.step, o.steps, o.text),
+        (op, None) => op.kind().to_string(),
+    }
+}
+
+/// A node's extra dot attributes (shape, fill) by kind.
+fn style(n: &frontend::ir::Node) -> &'static str {
+    match &n.op {
+        Op::Remove { .. } => ", shape=octagon, style=filled, fillcolor=mistyrose",
+        Op::Rebase { .. } => ", shape=hexagon, style=filled, fillcolor=lightyellow",
+        Op::Merge { .. } => ", shape=trapezium",
+        Op::Image { .. } | Op::Context { .. } | Op::Http { .. } | Op::Git { .. } => ", shape=folder",
+        _ => "",
+    }
+}
+
+/// One node's dot line (`nID [label=...];`).
+pub(crate) fn node_line(g: &Graph, id: usize) -> String {
+    format!("n{} [label={:?}{}];\n", id, label(&g.nodes[id]), style(&g.nodes[id]))
 }

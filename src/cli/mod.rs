@@ -5,6 +5,7 @@
 mod assemble;
 mod attest;
 mod bake;
+mod bake_graph;
 mod build;
 mod build_resources;
 mod buildx;
@@ -12,6 +13,7 @@ mod call;
 mod entitlements;
 mod cache;
 mod graph;
+mod graph_bake;
 mod imagetools;
 mod named_contexts;
 mod plugin;
@@ -52,6 +54,8 @@ pub enum Command {
     Du(cache::DuArgs),
     /// Remove build cache.
     Prune(cache::PruneArgs),
+    /// Verify the store: every blob against its digest, every record against its checksum, leftovers of crashed builds.
+    Check(cache::CheckArgs),
     /// Install stromatekt as the Docker CLI plugin `docker-buildx`.
     DockerPlugin(plugin::PluginArgs),
     /// buildx's builder commands (`inspect`, `ls`, `use`, `create`, `rm`, `stop`).
@@ -59,8 +63,20 @@ pub enum Command {
     Builder(buildx::BuilderCommand),
 }
 
+/// A build's error, with what filled up and what to do when it is a full disk.
+fn explain_space(e: anyhow::Error) -> anyhow::Error {
+    match crate::store::root::store_root() {
+        Ok(root) => crate::store::space::explain(e, &root),
+        Err(_) => e,
+    }
+}
+
 /// Run the CLI; returns the exit code.
 pub fn main() -> i32 {
+    if let Err(e) = crate::store::fault::check_env() {
+        eprintln!("stromatekt: {e}");
+        return 2;
+    }
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let args = match plugin::classify(&argv) {
         plugin::Invocation::Native => Args::parse(),
@@ -104,14 +120,14 @@ pub fn main() -> i32 {
         Command::Build(a) => match build::run(&a) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("stromatekt: {e:#}");
+                eprintln!("stromatekt: {:#}", explain_space(e));
                 1
             }
         },
         Command::Bake(a) => match bake::run(&a) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("stromatekt: {e:#}");
+                eprintln!("stromatekt: {:#}", explain_space(e));
                 1
             }
         },
@@ -130,6 +146,13 @@ pub fn main() -> i32 {
             }
         },
         Command::Du(a) => match cache::du(&a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("stromatekt: {e:#}");
+                1
+            }
+        },
+        Command::Check(a) => match cache::run_check(&a) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("stromatekt: {e:#}");

@@ -5,8 +5,10 @@
 //! sha256 of its content. A file whose stat tuple is unchanged is not read
 //! again; ctime changes on every write and chmod, so a rewrite that restores
 //! the old mtime is still seen. The index lives in the store
-//! (`cache/context/<hash of the context path>.json`) and is replaced
-//! atomically (write + rename) at the end of a build.
+//! (`cache/context/<hash of the context path>.json`), sealed with a
+//! checksum ([`crate::store::seal`]), and is replaced atomically (write +
+//! rename) at the end of a build. A damaged index is reported and the build
+//! starts from an empty one (every file is read again).
 
 pub mod tree;
 
@@ -98,9 +100,10 @@ impl Context {
         let canon = fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
         let name = hex::encode(Sha256::digest(canon.as_os_str().as_encoded_bytes()));
         let file = cache_dir.join(format!("{}.json", &name[..32]));
-        if let Ok(bytes) = fs::read(&file) {
-            if let Ok(map) = serde_json::from_slice::<HashMap<String, Entry>>(&bytes) {
-                self.index = RwLock::new(map);
+        if let Some(bytes) = crate::store::seal::read_sealed(&file, "context index") {
+            match serde_json::from_slice::<HashMap<String, Entry>>(&bytes) {
+                Ok(map) => self.index = RwLock::new(map),
+                Err(e) => crate::store::seal::report(&file, &format!("context index does not parse: {e}")),
             }
         }
         self.index_file = Some(file);
@@ -152,16 +155,12 @@ impl Context {
         if !self.dirty.lock().map(|d| *d).unwrap_or(false) {
             return Ok(());
         }
-        if let Some(dir) = file.parent() {
-            fs::create_dir_all(dir)?;
-        }
         let bytes = {
             let idx = self.index.read().map_err(|_| std::io::Error::other("context index lock poisoned"))?;
             serde_json::to_vec(&*idx).map_err(std::io::Error::other)?
         };
-        let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
-        fs::write(&tmp, bytes)?;
-        fs::rename(&tmp, file)
+        crate::store::fault::point("context-index-saving");
+        crate::store::seal::write_sealed(file, &bytes, "context-index")
     }
 }
 

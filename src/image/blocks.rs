@@ -101,8 +101,7 @@ impl BlockIndex {
             let dir = path.parent().ok_or_else(|| io::Error::other("block record without a directory"))?;
             fs::create_dir_all(dir)?;
             let tmp = dir.join(format!(".tmp-block-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
-            fs::write(&tmp, encode(&r.key, &rec))?;
-            if let Err(e) = fs::rename(&tmp, &path) {
+            if let Err(e) = fs::write(&tmp, encode(&r.key, &rec)).and_then(|()| fs::rename(&tmp, &path)) {
                 let _ = fs::remove_file(&tmp);
                 return Err(e);
             }

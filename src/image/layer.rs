@@ -30,6 +30,14 @@ pub enum LayerError {
         #[source]
         source: io::Error,
     },
+    /// A layer entry that cannot be applied.
+    #[error("layer entry {}: {message}", entry.display())]
+    Invalid {
+        /// The entry's path as the tar holds it.
+        entry: PathBuf,
+        /// What is wrong with it.
+        message: &'static str,
+    },
 }
 
 /// A written layer blob.
@@ -354,6 +362,11 @@ pub fn extract<R: io::Read>(reader: R, root: &Path) -> Result<(), LayerError> {
             continue;
         }
         if let Some(hidden) = name.strip_prefix(".wh.") {
+            // `.wh.`, `.wh..` and `.wh...` would name the directory itself
+            // or its parent (out of the root at the top): not a whiteout.
+            if matches!(hidden, "" | "." | "..") {
+                return Err(LayerError::Invalid { entry: raw, message: "a whiteout must name a file (.wh.NAME)" });
+            }
             remove_any(&root.join(parent).join(hidden))?;
             continue;
         }
@@ -520,6 +533,23 @@ mod extract_tests {
         assert!(!tmp.path().join("escape").exists());
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(root.join("f")).unwrap().permissions().mode() & 0o777, 0o640);
+    }
+
+    #[test]
+    fn whiteouts_naming_no_file_are_refused() {
+        use tar::EntryType::*;
+        for bad in [".wh.", ".wh..", ".wh...", "d/.wh...", "d/.wh."] {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path().join("root");
+            fs::create_dir(&root).unwrap();
+            fs::write(tmp.path().join("beside"), "kept").unwrap();
+            extract(&tar_of(&[("d/", Directory, ""), ("d/a", Regular, "A")])[..], &root).unwrap();
+            let e = extract(&tar_of(&[(bad, Regular, "")])[..], &root).unwrap_err().to_string();
+            assert!(e.contains("a whiteout must name a file"), "{bad}: {e}");
+            // Nothing removed: not the root, not its parent, not the directory.
+            assert_eq!(fs::read_to_string(root.join("d/a")).unwrap(), "A", "{bad}");
+            assert_eq!(fs::read_to_string(tmp.path().join("beside")).unwrap(), "kept", "{bad}");
+        }
     }
 }
 

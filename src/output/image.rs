@@ -129,13 +129,17 @@ impl BuiltImage {
     pub fn write_layout_dir_without(&self, dir: &Path, tag: &str, absent: &std::collections::BTreeSet<String>) -> Result<()> {
         let layout = Layout::create(dir).with_context(|| format!("creating OCI layout {}", dir.display()))?;
         for (d, file) in &self.layers {
-            if absent.contains(&d.digest) && !file.exists() {
+            // A base layer that may stay behind is left out when it is not
+            // downloaded, or when its copy is damaged (reported and removed):
+            // a push brings it from the base's repository.
+            if absent.contains(&d.digest) && !(file.exists() && crate::store::seal::blob_ok(file, &d.digest, Some(d.size))) {
                 continue;
             }
             layout.put_file(&d.digest, file).with_context(|| format!("copying {}", file.display()))?;
         }
         layout.put_bytes(&self.config_desc.digest, &self.config).with_context(|| format!("writing to {}", dir.display()))?;
         layout.put_bytes(&self.manifest_desc.digest, &self.manifest).with_context(|| format!("writing to {}", dir.display()))?;
+        crate::store::fault::point("export-blobs-written");
         layout.set_manifest(self.manifest_desc.clone(), Some(tag)).with_context(|| format!("writing {}/index.json", dir.display()))?;
         Ok(())
     }

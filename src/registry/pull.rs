@@ -126,15 +126,14 @@ fn io_at(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> RegistryErro
 }
 
 /// Make sure blob `desc` of `reference`'s repository is in `content`:
-/// skipped when a file of the right size is there (blobs are only ever put
-/// there after verification), else downloaded to a temporary name,
-/// verified and renamed. Returns the blob's path.
+/// skipped when a file with the right size and digest is there (checked
+/// once per process; a damaged one is reported and removed), else
+/// downloaded to a temporary name, verified and renamed. Returns the blob's
+/// path.
 pub fn ensure_blob(reg: &dyn Registry, reference: &str, desc: &Descriptor, content: &Path) -> Result<PathBuf, RegistryError> {
     let dest = blob_path(content, &desc.digest)?;
-    if let Ok(meta) = fs::metadata(&dest) {
-        if meta.is_file() && meta.len() == desc.size {
-            return Ok(dest);
-        }
+    if dest.is_file() && crate::store::seal::blob_ok(&dest, &desc.digest, Some(desc.size)) {
+        return Ok(dest);
     }
     let dir = content.join("blobs").join("sha256");
     fs::create_dir_all(&dir).map_err(io_at(&dir, "creating"))?;
@@ -339,6 +338,19 @@ mod tests {
         reg.fail_next(100);
         let again = pull_resolved(&reg, resolved, content.path()).unwrap();
         assert_eq!(again.layers[0].1, first.layers[0].1);
+    }
+
+    #[test]
+    fn a_damaged_blob_in_the_content_is_pulled_again() {
+        let reg = FakeRegistry::new();
+        image(&reg, "host:5000/r/damaged:1", "amd64", b"layer that gets damaged", false);
+        let content = tempfile::tempdir().unwrap();
+        let img = pull(&reg, "host:5000/r/damaged:1", "linux/amd64", content.path()).unwrap();
+        let blob = img.layers[0].1.clone();
+        // Same size, other bytes: a size check alone would keep it.
+        fs::write(&blob, b"LAYER THAT GETS DAMAGED").unwrap();
+        let again = pull(&reg, "host:5000/r/damaged:1", "linux/amd64", content.path()).unwrap();
+        assert_eq!(fs::read(&again.layers[0].1).unwrap(), b"layer that gets damaged");
     }
 
     #[test]

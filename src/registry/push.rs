@@ -391,6 +391,7 @@ fn push_node(
         }
         stats.add(&push_blobs(reg, target, &blobs)?);
         confirm_blobs(reg, target, blobs.iter().map(|p| p.desc.digest.as_str()))?;
+        crate::store::fault::point("push-blobs-pushed");
     }
     let digest = retry(|| reg.push_manifest(target, &bytes, &media_type))?;
     if digest != desc.digest {

@@ -114,7 +114,8 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         };
         let label = user_label(graph, node, &src.shown());
         let fail = |e: anyhow::Error| e.context(label.clone());
-        let auth = GitAuth { secrets: self.opts.secrets.clone(), ssh: self.opts.ssh.clone() };
+        let scope = self.scope(node.id);
+        let auth = GitAuth { secrets: scope.secrets.clone(), ssh: scope.ssh.clone() };
         let co = crate::sources::git::checkout(&src, &auth, &self.store.cache_path(crate::store::Area::Git), &self.store.temp_path()).map_err(fail)?;
         let sub = subdir.as_deref().unwrap_or("");
         let keep = *keep_git_dir && sub.is_empty();

@@ -95,7 +95,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     /// no step reads them, a lazy state (manifest and config only).
     pub(crate) fn run_image(&self, node: &Node, reference: &str, platform: Option<&str>) -> Result<State> {
         let step = Some(self.progress.start(node.id.0, &format!("[internal] load image {reference}")));
-        let platform = platform.map(str::to_string).unwrap_or_else(|| self.opts.platform.clone());
+        let platform = platform.map(str::to_string).unwrap_or_else(|| self.scope(node.id).platform.to_string());
         let lazy_ok = self.lazy_ok.lock().map(|l| l.get(node.id.0).copied().unwrap_or(false)).unwrap_or(false);
         let began = std::time::SystemTime::now();
         let t = std::time::Instant::now();

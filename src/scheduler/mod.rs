@@ -28,6 +28,10 @@ mod merge;
 mod mounts;
 pub mod platforms;
 mod run;
+mod scope;
+pub use scope::{Scope, Scopes};
+mod edit;
+pub use edit::apply_edit;
 
 use crate::context::Context;
 use crate::exec::Executor;
@@ -178,11 +182,17 @@ pub struct Scheduler<'a, S: Store, E: Executor> {
     /// Digests of build-context trees hashed in this build, by (path, name):
     /// the pre-hash thread and the COPY that reads the same source share one
     /// walk (the later caller waits for the first).
-    tree_digests: Mutex<std::collections::HashMap<(PathBuf, String), TreeDigest>>,
+    /// Keyed by the context read through (its address: one per scope's
+    /// context), the path and its name.
+    tree_digests: Mutex<std::collections::HashMap<(usize, PathBuf, String), TreeDigest>>,
     /// Per node: an `Image` node whose layers no step reads (see [`lazy`]).
     lazy_ok: Mutex<Vec<bool>>,
     /// Lazy bases imported in this build.
     lazy_imports: lazy::Imports,
+    /// The scopes of a shared graph (empty: every node reads the scheduler's own).
+    scopes: Scopes<'a>,
+    /// The node whose failure stopped the build.
+    failed: Mutex<Option<NodeId>>,
 }
 
 pub(crate) fn origin_label(node: &Node) -> String {
@@ -230,6 +240,8 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
             tree_digests: Mutex::new(Default::default()),
             lazy_ok: Mutex::new(Vec::new()),
             lazy_imports: Mutex::new(Default::default()),
+            scopes: Scopes::default(),
+            failed: Mutex::new(None),
         }
     }
 
@@ -269,13 +281,14 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         // Containers first: a leftover container may still use a snapshot.
         self.exec.recover().context("removing leftover containers")?;
         for key in self.store.list_active()? {
-            if let Some(pid) = owner_pid(&key) {
+            if let Some(pid) = crate::store::temps::active_owner(&key) {
                 if !crate::store::pid_alive(pid) {
                     self.store.remove(&key).with_context(|| format!("removing leftover snapshot {key}"))?;
                 }
             }
         }
         crate::store::sweep_dead_temps(self.store.root());
+        self.store.finish_commits().context("finishing commits a crash cut short")?;
         Ok(())
     }
 
@@ -286,7 +299,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
 
     /// Whether the flags allow the cache for `node` itself.
     fn cache_allowed_here(&self, node: &Node) -> bool {
-        if self.opts.no_cache {
+        if self.opts.no_cache || self.uncached_by_scope(node.id) {
             return false;
         }
         match &node.origin {
@@ -299,7 +312,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
     /// the cache: its cache key names its inputs' snapshots, which this build
     /// replaces, so its old result would be built on the old ones.
     fn mark_uncached_inputs(&self, graph: &Graph, needed: &[bool]) {
-        if self.opts.no_cache_stages.is_empty() {
+        if self.opts.no_cache_stages.is_empty() && self.scopes.uncached.is_empty() {
             return;
         }
         let mut off: Vec<bool> = graph.nodes.iter().map(|x| needed[x.id.0] && !self.cache_allowed_here(x)).collect();
@@ -341,9 +354,19 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
 
     /// A writable-snapshot key owned by this process (recovery removes it if
     /// the process dies).
+    /// Unique per call: two steps of one build may make the same snapshot
+    /// at once (two stages importing images that share base layers); each
+    /// works in a key of its own and the later commit finds the name made.
     pub(crate) fn work_key(&self, name: &str) -> String {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let tail: String = name.chars().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
-        format!("w-{}-{tail}", std::process::id())
+        format!("w-{}-{n}-{tail}", std::process::id())
+    }
+
+    /// The node whose failure stopped the last `run`, if one did.
+    pub fn failed_node(&self) -> Option<NodeId> {
+        self.failed.lock().ok().and_then(|f| *f)
     }
 
     /// Run every node needed by `graph`'s exports, in parallel; returns the
@@ -439,6 +462,9 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                             }
                             Err(e) => {
                                 if g.error.is_none() {
+                                    if let Ok(mut f) = self.failed.lock() {
+                                        *f = Some(id);
+                                    }
                                     g.error = Some(e);
                                     drop(g);
                                     self.exec.kill_all();
@@ -486,22 +512,24 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                 }
                 let rel = src.trim_start_matches("./").trim_start_matches('/');
                 let rel = if rel == "." { "" } else { rel };
-                let path = if rel.is_empty() { self.context.dir.clone() } else { self.context.dir.join(rel) };
+                let ctx = self.scope(c.source).context;
+                let path = if rel.is_empty() { ctx.dir.clone() } else { ctx.dir.join(rel) };
                 if path.exists() {
-                    let _ = self.context_tree_digest(&path, rel);
+                    let _ = self.context_tree_digest(ctx, &path, rel);
                 }
             }
         }
     }
 
     /// The digest of build-context tree `path` (named `rel`), see
-    /// [`crate::context::tree::tree_digest`]; computed once per build, whoever asks first.
-    pub(crate) fn context_tree_digest(&self, path: &std::path::Path, rel: &str) -> Result<[u8; 32]> {
+    /// [`crate::context::tree::tree_digest`] read through `ctx` (its ignore
+    /// rules and stat index); computed once per build, whoever asks first.
+    pub(crate) fn context_tree_digest(&self, ctx: &Context, path: &std::path::Path, rel: &str) -> Result<[u8; 32]> {
         let cell = {
             let mut m = self.tree_digests.lock().map_err(|_| anyhow!("internal: tree digest lock poisoned"))?;
-            m.entry((path.to_path_buf(), rel.to_string())).or_default().clone()
+            m.entry((ctx as *const Context as usize, path.to_path_buf(), rel.to_string())).or_default().clone()
         };
-        cell.get_or_init(|| crate::context::tree::tree_digest(path, rel, Some(self.context)).map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
+        cell.get_or_init(|| crate::context::tree::tree_digest(path, rel, Some(ctx)).map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
     }
 
     /// Start a progress step for `node` (nodes without a Dockerfile origin
@@ -536,7 +564,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         match &node.op {
             Op::Scratch => {
                 // BuildKit's empty image: PATH set, WorkingDir "/" (compat case scratch-env).
-                let mut config = ImageConfig::for_platform(&self.opts.platform);
+                let mut config = ImageConfig::for_platform(self.scope(node.id).platform);
                 config.config.env = Some(vec![format!("PATH={}", crate::image::config::DEFAULT_PATH)]);
                 config.config.working_dir = Some("/".into());
                 Ok(State { config, ..State::default() })
@@ -545,10 +573,11 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
                 if name != "context" && !name.is_empty() {
                     return self.run_named_context(node, name);
                 }
-                if self.opts.remote_context {
+                let scope = self.scope(node.id);
+                if scope.remote_context {
                     return self.run_remote_context(node);
                 }
-                Ok(State { context_dir: Some(self.context.dir.clone()), ..State::default() })
+                Ok(State { context_dir: Some(scope.context.dir.clone()), ..State::default() })
             }
             Op::Image { reference, platform } => self.run_image(node, reference, platform.as_deref()),
             Op::Config { base, edit } => {
@@ -585,6 +614,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         for ((layer, file), diff_id) in img.layers.iter().zip(&img.config.rootfs.diff_ids) {
             chain = crate::cache::key::chain_id((!chain.is_empty()).then_some(chain.as_str()), diff_id);
             let name = format!("img-{}", chain.trim_start_matches("sha256:"));
+            let _step_lock = crate::store::lock::step_lock(self.store.root(), &name);
             if !self.cached(&name) {
                 imported = true;
                 let key = self.work_key(&name);
@@ -699,81 +729,6 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
     fn used(&self, name: &str) {
         crate::cache::touch(self.store.root(), name);
     }
-}
-
-/// Apply one config edit.
-pub fn apply_edit(config: &mut ImageConfig, edit: &ConfigEdit) {
-    let c = &mut config.config;
-    match edit {
-        ConfigEdit::Env(kvs) => {
-            for (k, v) in kvs {
-                config.set_env(k, v);
-            }
-        }
-        ConfigEdit::Workdir(w) => {
-            let new = if w.starts_with('/') {
-                w.clone()
-            } else {
-                format!("{}/{}", c.working_dir.as_deref().unwrap_or("/").trim_end_matches('/'), w)
-            };
-            c.working_dir = Some(new);
-        }
-        ConfigEdit::User(u) => c.user = Some(u.clone()),
-        // `CMD []` / `ENTRYPOINT []` unset the field (BuildKit: a nil slice).
-        ConfigEdit::Cmd(v) => c.cmd = (!v.is_empty()).then(|| v.clone()),
-        ConfigEdit::Entrypoint(v) => {
-            c.entrypoint = (!v.is_empty()).then(|| v.clone());
-            c.cmd = None;
-        }
-        ConfigEdit::Label(kvs) => {
-            let l = c.labels.get_or_insert_with(BTreeMap::new);
-            for (k, v) in kvs {
-                l.insert(k.clone(), v.clone());
-            }
-        }
-        ConfigEdit::Expose(ports) => {
-            let p = c.exposed_ports.get_or_insert_with(BTreeMap::new);
-            for port in ports {
-                let port = if port.contains('/') { port.clone() } else { format!("{port}/tcp") };
-                p.insert(port, serde_json::json!({}));
-            }
-        }
-        ConfigEdit::Volume(vs) => {
-            let p = c.volumes.get_or_insert_with(BTreeMap::new);
-            for v in vs {
-                p.insert(v.clone(), serde_json::json!({}));
-            }
-        }
-        ConfigEdit::Shell(v) => c.shell = Some(v.clone()),
-        ConfigEdit::StopSignal(s) => c.stop_signal = Some(s.clone()),
-        ConfigEdit::Onbuild(s) => c.on_build.get_or_insert_with(Vec::new).push(s.clone()),
-        ConfigEdit::ClearOnbuild => c.on_build = None,
-        ConfigEdit::Maintainer(m) => config.author = Some(m.clone()),
-        ConfigEdit::Healthcheck(h) => {
-            // Docker's HealthConfig: durations in ns, zero values omitted.
-            let mut v = serde_json::Map::new();
-            v.insert("Test".into(), serde_json::json!(h.test));
-            for (k, n) in [
-                ("Interval", h.interval),
-                ("Timeout", h.timeout),
-                ("StartPeriod", h.start_period),
-                ("StartInterval", h.start_interval),
-                ("Retries", h.retries),
-            ] {
-                if n != 0 {
-                    v.insert(k.into(), serde_json::json!(n));
-                }
-            }
-            c.healthcheck = Some(serde_json::Value::Object(v));
-        }
-        ConfigEdit::Nothing => {}
-    }
-}
-
-
-/// The pid in a `w-<pid>-...` work key.
-fn owner_pid(key: &str) -> Option<i32> {
-    key.strip_prefix("w-")?.split('-').next()?.parse().ok()
 }
 
 /// `base` with the committed snapshot `name` stacked on top as one more layer.

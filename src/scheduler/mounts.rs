@@ -153,9 +153,9 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
 
 impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     /// Prepare `e`'s mounts and heredoc files for a run in `cwd`.
-    pub(crate) fn prepare_mounts(&self, e: &Exec, cwd: &str, states: &BTreeMap<NodeId, State>) -> Result<Prepared> {
+    pub(crate) fn prepare_mounts(&self, node: NodeId, e: &Exec, cwd: &str, states: &BTreeMap<NodeId, State>) -> Result<Prepared> {
         let mut p = Prepared::default();
-        let res = self.prepare_into(&mut p, e, cwd, states);
+        let res = self.prepare_into(&mut p, node, e, cwd, states);
         match res {
             Ok(()) => Ok(p),
             Err(err) => {
@@ -174,7 +174,8 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         Ok(path)
     }
 
-    fn prepare_into(&self, p: &mut Prepared, e: &Exec, cwd: &str, states: &BTreeMap<NodeId, State>) -> Result<()> {
+    fn prepare_into(&self, p: &mut Prepared, node: NodeId, e: &Exec, cwd: &str, states: &BTreeMap<NodeId, State>) -> Result<()> {
+        let scope = self.scope(node);
         for (i, m) in e.mounts.iter().enumerate() {
             let target = if m.target.is_empty() { String::new() } else { absolute(&m.target, cwd) };
             match m.kind {
@@ -185,7 +186,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                     };
                     let rel = m.source.as_deref().unwrap_or("").trim_start_matches('/').to_string();
                     let (root, ctx_dir, snapshot) = match src_state {
-                        None => (self.context.dir.clone(), true, None),
+                        None => (scope.context.dir.clone(), true, None),
                         Some(st) => match (&st.context_dir, &st.top) {
                             (Some(d), _) => (d.clone(), true, None),
                             (None, Some(top)) => {
@@ -203,7 +204,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                     }
                     // Key: the mounted content.
                     p.key.push(if ctx_dir {
-                        let digest = crate::context::tree::tree_digest(&src, &rel, if root == self.context.dir { Some(self.context) } else { None })?;
+                        let digest = crate::context::tree::tree_digest(&src, &rel, if root == scope.context.dir { Some(scope.context) } else { None })?;
                         MountInput::BindTree { target: target.clone(), digest, rw: !m.readonly }
                     } else {
                         MountInput::BindSnapshot { target: target.clone(), snapshot: snapshot.clone(), path: rel.clone(), rw: !m.readonly }
@@ -289,7 +290,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                 }
                 MountKind::Secret => {
                     let id = m.id.clone().unwrap_or_default();
-                    let Some(value) = self.opts.secrets.get(&id) else {
+                    let Some(value) = scope.secrets.get(&id) else {
                         if m.required {
                             bail!("secret {id:?} is required but was not given: pass --secret id={id},src=FILE (or env=VAR)");
                         }
@@ -313,7 +314,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                 }
                 MountKind::Ssh => {
                     let id = m.id.clone().unwrap_or_else(|| "default".into());
-                    let Some(sock) = self.opts.ssh.get(&id) else {
+                    let Some(sock) = scope.ssh.get(&id) else {
                         if m.required {
                             bail!("ssh agent {id:?} is required but was not given: pass --ssh {id}[=SOCKET] (default: $SSH_AUTH_SOCK)");
                         }

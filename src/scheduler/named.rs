@@ -31,7 +31,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
 
     fn named_inner(&self, node: &Node, name: &str) -> Result<State> {
         let dir = self
-            .opts
+            .scope(node.id)
             .named_contexts
             .get(name)
             .ok_or_else(|| anyhow!("no directory was given for build context {name:?} (--build-context {name}=DIR)"))?;
@@ -46,7 +46,8 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     /// The snapshot of the main context when it is a remote one.
     pub(crate) fn run_remote_context(&self, node: &Node) -> Result<State> {
         let step = self.progress.start(node.id.0, "[internal] load remote build context");
-        let res = self.snapshot_dir(node, &self.context.dir, "", true);
+        let dir = self.scope(node.id).context.dir.clone();
+        let res = self.snapshot_dir(node, &dir, "", true);
         self.progress.finish(step, if res.is_ok() { Outcome::Done } else { Outcome::Error });
         res
     }

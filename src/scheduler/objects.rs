@@ -89,7 +89,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let (digest, size) = (out.digest(), out.len);
         drop(out);
         let dest = blob_path(self.store.root(), &digest);
-        if !dest.is_file() {
+        if !(dest.is_file() && crate::store::seal::blob_ok(&dest, &digest, Some(size))) {
             tmp.persist(&dest).map_err(|e| anyhow!(e.error)).with_context(|| format!("storing blob {}", dest.display()))?;
         }
         Ok((Descriptor { media_type: LAYER_TAR.into(), digest, size, annotations: None, platform: None }, dest))
@@ -242,7 +242,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     fn store_bytes(&self, bytes: &[u8]) -> Result<(String, PathBuf)> {
         let digest = crate::image::manifest::digest_of(bytes);
         let dest = blob_path(self.store.root(), &digest);
-        if !dest.is_file() {
+        if !(dest.is_file() && crate::store::seal::blob_ok(&dest, &digest, Some(bytes.len() as u64))) {
             let dir = blob_dir(self.store.root());
             fs::create_dir_all(&dir)?;
             let mut tmp = tempfile::Builder::new().prefix(&crate::store::temps::temp_prefix("object")).tempfile_in(&dir)?;

@@ -106,7 +106,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         };
         let user = base.config.config.user.clone().unwrap_or_default();
         let step = self.step(node);
-        let mounts = match self.prepare_mounts(e, &cwd, states) {
+        let mounts = match self.prepare_mounts(node.id, e, &cwd, states) {
             Ok(m) => m,
             Err(err) => {
                 self.end(step, Outcome::Error);
@@ -145,7 +145,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         // Builds running at once on one store (bake's targets) run a step
         // they share once: the first takes the step's lock, the others wait
         // for it and then find the step cached.
-        let _step_lock = step_lock(self.store, &name);
+        let _step_lock = crate::store::lock::step_lock(self.store.root(), &name);
         if self.cached(&name) {
             mounts.release(self.store);
             self.end(step, Outcome::Cached);
@@ -235,17 +235,4 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         self.end(step, Outcome::Done);
         finish(name)
     }
-}
-
-/// An exclusive lock on snapshot `name`, held until dropped: a file in
-/// [`crate::store::layout::step_lock_dir`]. Best effort: without the file,
-/// no lock.
-fn step_lock<S: Store>(store: &S, name: &str) -> Option<fs::File> {
-    use std::os::fd::AsRawFd as _;
-    let dir = crate::store::layout::step_lock_dir(store.root());
-    fs::create_dir_all(&dir).ok()?;
-    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(name)).ok()?;
-    // SAFETY: flock on a descriptor we own; the lock goes with the file.
-    let ok = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0;
-    ok.then_some(file)
 }

@@ -291,13 +291,13 @@ fn a_context_tree_is_walked_once_per_build() {
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("f"), "one").unwrap();
     let sched = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, opts());
-    let first = sched.context_tree_digest(&dir, "t").unwrap();
+    let first = sched.context_tree_digest(sched.context, &dir, "t").unwrap();
     // The pre-hash thread and the COPY share the first walk's result.
     fs::write(dir.join("f"), "two").unwrap();
-    assert_eq!(sched.context_tree_digest(&dir, "t").unwrap(), first);
+    assert_eq!(sched.context_tree_digest(sched.context, &dir, "t").unwrap(), first);
     // The next build walks again and sees the change.
     let next = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, opts());
-    assert_ne!(next.context_tree_digest(&dir, "t").unwrap(), first);
+    assert_ne!(next.context_tree_digest(next.context, &dir, "t").unwrap(), first);
     // A COPY of the tree reuses the digest: its key is the one of a fresh
     // build of the same content.
     let g = graph("FROM scratch\nCOPY t /t\n", &[]);
@@ -353,4 +353,49 @@ fn spec_tasks_overlap_and_changesets_restack() {
         assert!(top.join(p).is_file(), "{p} missing from c's tree");
     }
     assert_eq!(st.config.history.len(), 5, "one history entry per layer");
+}
+
+#[test]
+fn work_keys_are_unique_per_call_and_owned_by_this_process() {
+    let f = fixture();
+    let exec = fake();
+    let progress = Progress::new(Mode::Quiet);
+    let sched = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, opts());
+    // Two imports of one layer at once (two stages on images sharing it)
+    // must not prepare the same key.
+    let (a, b) = (sched.work_key("img-0123456789abcdef"), sched.work_key("img-0123456789abcdef"));
+    assert_ne!(a, b);
+    for k in [&a, &b] {
+        assert_eq!(crate::store::temps::active_owner(k), Some(std::process::id() as i32), "{k}");
+        f.store.prepare(k, None).unwrap();
+    }
+}
+
+#[test]
+fn scopes_give_each_build_of_a_shared_graph_its_own_context() {
+    let f = fixture();
+    let other_dir = f._tmp.path().join("other");
+    fs::create_dir_all(&other_dir).unwrap();
+    fs::write(other_dir.join("a.txt"), "other").unwrap();
+    let other = Context::open(&other_dir).unwrap();
+    // Two builds of `COPY a.txt /a.txt`, one graph: the second build's nodes follow the first's.
+    let one = graph("FROM scratch\nCOPY a.txt /a.txt\n", &[]);
+    let mut nodes = one.nodes.clone();
+    let n = nodes.len();
+    for node in &one.nodes {
+        let mut op = node.op.clone();
+        platforms::remap_inputs(&mut op, &|id: NodeId| NodeId(id.0 + n));
+        nodes.push(Node { id: NodeId(node.id.0 + n), op, origin: node.origin.clone(), created_by: node.created_by.clone() });
+    }
+    let export = one.exports[0].node;
+    let g = Graph { version: one.version, nodes, exports: vec![one.exports[0].clone(), frontend::ir::Export { node: NodeId(export.0 + n), platform: None }] };
+    let scope = |context| Scope { context, remote_context: false, named_contexts: BTreeMap::new(), secrets: BTreeMap::new(), ssh: BTreeMap::new(), platform: "linux/amd64".into() };
+    let scopes = Scopes { list: vec![scope(&f.context), scope(&other)], of_node: (0..2 * n).map(|i| i / n).collect(), uncached: Default::default() };
+    let exec = fake();
+    let progress = Progress::new(Mode::Quiet);
+    let sched = Scheduler::new(&f.store, &exec, &f.context, &NoImages, &progress, opts()).with_scopes(scopes);
+    let states = sched.run(&g).unwrap();
+    let read = |id: NodeId| fs::read_to_string(f.store.get(states[&id].top.as_ref().unwrap()).unwrap().join("a.txt")).unwrap();
+    assert_eq!(read(export), "a");
+    assert_eq!(read(NodeId(export.0 + n)), "other", "the second build copies from its own context");
 }

@@ -187,6 +187,29 @@ impl BtrfsStore {
         self.root.join("committed").join(name)
     }
 
+    /// Committed snapshots that are still writable: a crash landed between
+    /// a commit's rename and its read-only flag (their content is whole: it
+    /// was synced before the rename).
+    pub fn writable_committed(&self) -> Result<Vec<String>, StoreError> {
+        use btrfs_uapi::subvolume::{subvolume_flags_get, SubvolumeFlags};
+        let mut v = Vec::new();
+        for name in self.list_committed()? {
+            let p = self.committed(&name);
+            let fd = open_dir(&p)?;
+            let flags = subvolume_flags_get(fd.as_fd()).map_err(errno("reading the flags of", &p))?;
+            if !flags.contains(SubvolumeFlags::RDONLY) {
+                v.push(name);
+            }
+        }
+        Ok(v)
+    }
+
+    /// Finish the commit of `name`: make it read-only.
+    pub fn finish_commit(&self, name: &str) -> Result<(), StoreError> {
+        check_name(name)?;
+        set_readonly(&self.committed(name))
+    }
+
     fn delete_subvol(path: &Path) -> Result<(), StoreError> {
         if fs::symlink_metadata(path).is_err() {
             return Ok(());
@@ -261,9 +284,13 @@ impl Store for BtrfsStore {
         let fd = open_dir(&src)?;
         nix::unistd::syncfs(fd.as_fd()).map_err(errno("syncing", &src))?;
         drop(fd);
+        super::fault::point("commit-synced");
         use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
         match renameat2(AT_FDCWD, &src, AT_FDCWD, &dst, RenameFlags::RENAME_NOREPLACE) {
-            Ok(()) => set_readonly(&dst)?,
+            Ok(()) => {
+                super::fault::point("commit-renamed");
+                set_readonly(&dst)?
+            }
             Err(nix::errno::Errno::EEXIST) | Err(nix::errno::Errno::ENOTEMPTY) => {
                 // A concurrent commit won: keep theirs.
                 Self::delete_subvol(&src)?;
@@ -307,6 +334,14 @@ impl Store for BtrfsStore {
 
     fn list_committed(&self) -> Result<Vec<String>, StoreError> {
         list(&self.root.join("committed"))
+    }
+
+    fn finish_commits(&self) -> Result<Vec<String>, StoreError> {
+        let cut = self.writable_committed()?;
+        for name in &cut {
+            self.finish_commit(name)?;
+        }
+        Ok(cut)
     }
 }
 

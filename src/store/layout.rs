@@ -105,7 +105,7 @@ pub fn temp_dir(root: &Path) -> PathBuf {
     root.join("tmp")
 }
 
-/// `ROOT/tmp/step-locks`: one lock file per RUN snapshot being made, so
+/// `ROOT/tmp/step-locks`: one lock file per snapshot being made (RUN, COPY, base layer), so
 /// that builds running at once on one store make a shared step once. The
 /// files are left behind by builds (removing one races with its next user)
 /// and removed by `prune`, which runs while no build does.

@@ -41,3 +41,18 @@ impl StoreLock {
         Self::take(root, libc::LOCK_EX)
     }
 }
+
+/// An exclusive lock on making snapshot `name` (a RUN's, a COPY's or an
+/// imported base layer's), held until dropped: a file in
+/// [`super::layout::step_lock_dir`]. Builds running at once on one store
+/// make a shared step once: the first takes the lock, the others wait for it
+/// and then find the step committed. Best effort: without the file, no lock
+/// (the commit is still atomic; the step may then run twice).
+pub fn step_lock(root: &Path, name: &str) -> Option<fs::File> {
+    let dir = super::layout::step_lock_dir(root);
+    fs::create_dir_all(&dir).ok()?;
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(name)).ok()?;
+    // SAFETY: flock on a descriptor we own; the lock goes with the file.
+    let ok = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0;
+    ok.then_some(file)
+}

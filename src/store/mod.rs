@@ -17,10 +17,13 @@
 //! plain directory copies for tests that run without root.
 
 pub mod btrfs;
+pub mod fault;
 pub mod layout;
 pub mod lock;
 pub mod mem;
 pub mod root;
+pub mod seal;
+pub mod space;
 pub mod temps;
 
 pub use layout::Area;
@@ -119,6 +122,13 @@ pub trait Store: Send + Sync {
 
     /// Committed names.
     fn list_committed(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Finish commits a crash cut short (for start-up recovery): a
+    /// committed snapshot left writable is made read-only. Returns their
+    /// names. Stores whose commit is one step have nothing to do.
+    fn finish_commits(&self) -> Result<Vec<String>, StoreError> {
+        Ok(vec![])
+    }
 
     /// The store's cache directory for `area` (see [`layout`]): kept
     /// between builds, emptied by `prune --all`.

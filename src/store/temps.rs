@@ -27,10 +27,37 @@ pub fn pid_alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The process that made active snapshot `key` (a build's work key,
+/// `w-<pid>-...`).
+pub fn active_owner(key: &str) -> Option<i32> {
+    key.strip_prefix("w-")?.split('-').next()?.parse().ok()
+}
+
+/// Temporary entries of processes that are gone, below the store (what
+/// [`sweep_dead_temps`] removes), as paths.
+pub fn dead_temps(root: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for dir in temp_dirs(root) {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if temp_owner(&name).is_some_and(|pid| !pid_alive(pid)) {
+                v.push(e.path());
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
 /// Where temporary entries of builds live in the store.
 fn temp_dirs(root: &Path) -> Vec<PathBuf> {
     let mut v = vec![root.to_path_buf(), temp_dir(root), blob_dir(root)];
     v.extend(Area::ALL.iter().map(|a| cache_dir(root, *a)));
+    // Block records sit one level down (`blocks/<hh>/`).
+    if let Ok(rd) = fs::read_dir(cache_dir(root, Area::Blocks)) {
+        v.extend(rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+    }
     v
 }
 

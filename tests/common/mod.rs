@@ -82,11 +82,16 @@ impl LoopStore {
     /// Make and mount one of `size_gb` GiB (sparse). Call after
     /// [`runnable`] checked root and `mkfs.btrfs`.
     pub fn new(size_gb: u64) -> LoopStore {
+        Self::with_mb(size_gb << 10)
+    }
+
+    /// [`LoopStore::new`] of `size_mb` MiB (a small store fills up quickly).
+    pub fn with_mb(size_mb: u64) -> LoopStore {
         let tmp = tempfile::tempdir().unwrap();
         let image = tmp.path().join("store.img");
         let dir = tmp.path().join("mnt");
         std::fs::create_dir(&dir).unwrap();
-        std::fs::File::create(&image).unwrap().set_len(size_gb << 30).unwrap();
+        std::fs::File::create(&image).unwrap().set_len(size_mb << 20).unwrap();
         run(Command::new("mkfs.btrfs").arg("-q").arg(&image));
         run(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&dir));
         LoopStore { dir, image, tmp }
@@ -517,12 +522,17 @@ impl BuildEnv {
     /// Set one up (`size_gb` GiB store), or `None` after [`skip`] when root,
     /// btrfs, runc, umoci or one of `tools` is missing.
     pub fn new(size_gb: u64, tools: &[&str]) -> Option<BuildEnv> {
+        Self::with_mb(size_gb << 10, tools)
+    }
+
+    /// [`BuildEnv::new`] with a store of `size_mb` MiB.
+    pub fn with_mb(size_mb: u64, tools: &[&str]) -> Option<BuildEnv> {
         let mut all = vec!["mkfs.btrfs", "runc", "umoci"];
         all.extend_from_slice(tools);
         if !runnable(&all) {
             return None;
         }
-        let store = LoopStore::new(size_gb);
+        let store = LoopStore::with_mb(size_mb);
         let root = store.dir.join("root");
         let base = store.scratch().join("busybox");
         if !busybox_layout(&base) {
@@ -620,4 +630,27 @@ pub fn action_outputs(text: &str) -> std::collections::BTreeMap<String, String> 
         }
     }
     out
+}
+
+/// Put the `latest` images of the single-platform layouts `parts` (layout,
+/// architecture) into one layout at `out` as an index tagged `latest`.
+pub fn combine_layouts(parts: &[(&Path, &str)], out: &Path) {
+    use stromatekt::image::manifest::{Descriptor, Index, Platform, INDEX_V1};
+    let layout = stromatekt::image::layout::Layout::create(out).unwrap();
+    let mut manifests = Vec::new();
+    for (dir, arch) in parts {
+        let idx: Index = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let mut d: Descriptor = idx.manifests[0].clone();
+        for e in std::fs::read_dir(dir.join("blobs/sha256")).unwrap() {
+            let e = e.unwrap();
+            layout.put_file(&format!("sha256:{}", e.file_name().to_string_lossy()), &e.path()).unwrap();
+        }
+        d.annotations = None;
+        d.platform = Some(Platform { architecture: arch.to_string(), os: "linux".into(), variant: None });
+        manifests.push(d);
+    }
+    let bytes = Index::new(manifests).to_json();
+    let d = stromatekt::image::manifest::descriptor(INDEX_V1, &bytes);
+    layout.put_bytes(&d.digest, &bytes).unwrap();
+    layout.set_manifest(d, Some("latest")).unwrap();
 }

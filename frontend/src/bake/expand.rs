@@ -499,17 +499,17 @@ pub fn targets(blocks: &[RawBlock], globals: &super::vars::Globals) -> Result<Ex
 
 /// Evaluate merged blocks into the configuration: variables, then targets
 /// (matrices expanded, references followed), then groups.
+///
+/// `config` may already hold targets and groups (from compose files): the
+/// blocks' are laid over them.
 pub fn config(
     blocks: &[RawBlock],
     env: &BTreeMap<String, String>,
+    mut config: super::Config,
 ) -> Result<super::Config, BakeError> {
     let globals = super::vars::evaluate(blocks, env)?;
     let expanded = targets(blocks, &globals)?;
-    let mut config = super::Config {
-        env: env.clone(),
-        variables: globals.list,
-        ..super::Config::default()
-    };
+    config.variables = globals.list;
     for (_, t) in expanded.targets {
         match config.targets.iter_mut().find(|e| e.name == t.name) {
             Some(existing) => existing.overlay(&t),

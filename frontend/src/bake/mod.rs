@@ -21,6 +21,9 @@
 //! assert_eq!(resolved.targets["app"].tags, Some(vec!["app:v1".to_string()]));
 //! ```
 
+pub mod compose;
+pub mod compose_env;
+mod compose_yaml;
 pub mod eval;
 pub mod expand;
 pub mod funcs;
@@ -113,12 +116,6 @@ pub const DEFAULT_FILES: &[&str] = &[
     "docker-bake.override.hcl",
 ];
 
-/// Whether a file name is a compose file (read by buildx's compose loader).
-pub fn is_compose_file(name: &str) -> bool {
-    let base = name.rsplit('/').next().unwrap_or(name);
-    base.ends_with(".yml") || base.ends_with(".yaml")
-}
-
 /// A group of targets.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Group {
@@ -148,18 +145,38 @@ pub struct Config {
 
 /// Read and evaluate bake files (in the order given; later files override).
 pub fn load(files: &[BakeFile], env: &BTreeMap<String, String>) -> Result<Config, BakeError> {
+    load_with_dotenv(files, env, None)
+}
+
+/// [`load`], with the text of the `.env` file of the current directory,
+/// which compose files are interpolated with (as buildx). Compose files
+/// ([`compose::is_compose`]) are read together first; the bake files' targets
+/// and groups are then laid over theirs.
+pub fn load_with_dotenv(
+    files: &[BakeFile],
+    env: &BTreeMap<String, String>,
+    dotenv: Option<&str>,
+) -> Result<Config, BakeError> {
+    let mut config = Config {
+        env: env.clone(),
+        ..Config::default()
+    };
+    let (compose_files, files): (Vec<BakeFile>, Vec<BakeFile>) = files
+        .iter()
+        .cloned()
+        .partition(|f| compose::is_compose(&f.name, &f.text));
+    if !compose_files.is_empty() {
+        let cenv = compose_env::compose_env(env, dotenv).map_err(BakeError::msg)?;
+        let (group, targets) = compose::load(&compose_files, &cenv)?;
+        config.groups.push(group);
+        config.targets = targets;
+    }
     let mut parsed = Vec::new();
-    for f in files {
-        if is_compose_file(&f.name) {
-            return Err(BakeError::msg(format!(
-                "{}: compose files are not supported by stromatekt bake yet; use a docker-bake.hcl or docker-bake.json",
-                f.name
-            )));
-        }
-        parsed.push(parse::parse_file(&f.name, &f.text).map_err(|e| e.with_source(files))?);
+    for f in &files {
+        parsed.push(parse::parse_file(&f.name, &f.text).map_err(|e| e.with_source(&files))?);
     }
     let blocks = parse::merge_blocks(parsed);
-    expand::config(&blocks, env).map_err(|e| e.with_source(files))
+    expand::config(&blocks, env, config).map_err(|e| e.with_source(&files))
 }
 
 /// The targets and groups a bake run acts on.

@@ -201,7 +201,7 @@ impl ImportedCache {
     /// Blob `l` in the store's content directory (brought there if missing).
     fn fetch(&self, root: &Path, l: &RecipeLayer) -> Result<PathBuf> {
         let dest = blob_path(root, &l.digest);
-        if fs::metadata(&dest).map(|m| m.is_file() && m.len() == l.size).unwrap_or(false) {
+        if dest.is_file() && crate::store::seal::blob_ok(&dest, &l.digest, Some(l.size)) {
             return Ok(dest);
         }
         let content = content_dir(root);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// The `.dockerignore` text: `<Dockerfile>.dockerignore` beside the
 /// Dockerfile wins over `CONTEXT/.dockerignore` (as BuildKit).
-pub(super) fn dockerignore_text(file: Option<&Path>, context: &Path) -> Result<String> {
+pub(crate) fn dockerignore_text(file: Option<&Path>, context: &Path) -> Result<String> {
     let mut candidates = vec![];
     if let Some(file) = file {
         let mut specific = file.as_os_str().to_owned();
@@ -61,7 +61,7 @@ pub(super) fn is_remote_context(a: &BuildArgs) -> bool {
     )
 }
 
-pub(super) fn read_input<S: Store>(a: &BuildArgs, store: Option<&S>, auth: &crate::sources::git::GitAuth, keep_git_dir: bool) -> Result<Input> {
+pub(crate) fn read_input<S: Store>(a: &BuildArgs, store: Option<&S>, auth: &crate::sources::git::GitAuth, keep_git_dir: bool) -> Result<Input> {
     let stdin_file = a.file.as_deref() == Some(Path::new("-"));
     let value = a.context.to_string_lossy();
     let loc = crate::sources::locate(&value).map_err(|e| anyhow!(e))?;

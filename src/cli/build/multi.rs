@@ -101,6 +101,5 @@ pub(super) fn multi_platform_outputs<S: crate::store::Store>(
         let extra = crate::attest::metadata(attestations, &crate::attest::build_ref(), std::env::var("BUILDX_METADATA_PROVENANCE").ok().as_deref());
         crate::output::write_index_records(a.iidfile.as_deref(), a.metadata_file.as_deref(), d, &names, &extra)?;
     }
-    progress.summary(&|n| graph.inputs(frontend::ir::NodeId(n)).into_iter().map(|i| i.0).collect());
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 /// Resolves `FROM` references: OCI layouts on disk, or registry pulls into
 /// the store's content directory.
-pub(super) struct Resolver {
+pub(crate) struct Resolver {
     content: PathBuf,
     /// The build's registry client.
     reg: Arc<dyn Registry>,

@@ -20,9 +20,9 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         for it in p.items {
             let digest = if it.from_context && p.exclude.is_none() {
                 // Shared with the pre-hash thread: one walk per source.
-                self.context_tree_digest(&it.path, &it.rel)?
+                self.context_tree_digest(p.ctx, &it.path, &it.rel)?
             } else {
-                let ctx = if it.from_context { Some(self.context) } else { None };
+                let ctx = if it.from_context { Some(p.ctx) } else { None };
                 let skip = |r: &str, _is_dir: bool| excluded_by(p.exclude, &it.base, r);
                 let mut sub = Sha256::new();
                 hash_tree_filtered(&mut sub, &it.path, &it.rel, ctx, &skip)?;

@@ -44,6 +44,7 @@ mod site;
 mod tests;
 
 use super::{origin_label, with_layer, Scheduler, State};
+use crate::context::Context;
 use crate::exec::Executor;
 use crate::fscopy::{apply_tree, place, resolve_chown, Chmod, Copier, Owner, Source, Watch};
 use crate::progress::{Outcome, Step};
@@ -61,6 +62,8 @@ use std::path::Path;
 /// copier needs.
 struct Plan<'a> {
     c: &'a CopyOp,
+    /// The build context its context sources are read through.
+    ctx: &'a Context,
     /// The state copied onto.
     base: &'a State,
     /// Its tree (None = empty).
@@ -98,7 +101,8 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             None => None,
         };
         let heredocs = tempfile::tempdir().context("temporary directory for heredoc sources")?;
-        let items = self.select(c, states, heredocs.path())?;
+        let ctx = self.scope(c.source).context;
+        let items = self.select(c, ctx, states, heredocs.path())?;
         let (chown, chmod) = copy_flags(c, base_root.as_deref())?;
         // BuildKit makes `--link` a merge only without `--chmod` (convert_copy.go);
         // with it the copy is an ordinary one on the base.
@@ -106,9 +110,11 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         let exclude = if c.exclude.is_empty() { None } else { Some(Matcher::parse(&c.exclude.join("\n"))) };
         let workdir = base.config.config.working_dir.clone().unwrap_or_else(|| "/".into());
         let dest_abs = if c.dest.starts_with('/') { c.dest.clone() } else { format!("{}/{}", workdir.trim_end_matches('/'), c.dest) };
-        let plan = Plan { c, base, base_root: base_root.as_deref(), items: &items, chown, chmod, link, exclude: exclude.as_ref(), dest_abs: &dest_abs };
+        let plan = Plan { c, ctx, base, base_root: base_root.as_deref(), items: &items, chown, chmod, link, exclude: exclude.as_ref(), dest_abs: &dest_abs };
 
         let name = self.snapshot_name("copy", node, &self.copy_key(&plan)?);
+        // Builds at once on one store make a shared COPY once (as a RUN).
+        let _step_lock = crate::store::lock::step_lock(self.store.root(), &name);
         let cached = self.cached(&name);
         if !cached {
             self.make_copy(node, &plan, &name, step)?;
@@ -182,9 +188,9 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
                 },
                 None => (self.store.prepare(&key, parent)?, false),
             };
-            let mut track = site.as_ref().map(|_| Track::new(&root, self.context, if from_prev { prev.as_ref().map(|r| &r.files) } else { None }));
+            let mut track = site.as_ref().map(|_| Track::new(&root, p.ctx, if from_prev { prev.as_ref().map(|r| &r.files) } else { None }));
             {
-                let mut cp = Copier::new(self.opts.ids, p.chown, p.chmod.clone(), p.exclude, Some(&self.context.matcher));
+                let mut cp = Copier::new(self.opts.ids, p.chown, p.chmod.clone(), p.exclude, Some(&p.ctx.matcher));
                 cp.watch = track.as_mut().map(|t| t as &mut dyn Watch);
                 place(&mut cp, &root, p.dest_abs, dest_is_dir(&p.c.dest), p.items)?;
             }
@@ -201,6 +207,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             }
         };
         self.commit_step(&key, name)?;
+        crate::store::fault::point("copy-committed");
         let (Some(site), Some(t)) = (site, track) else { return Ok(()) };
         // Everything below the destination is this COPY's: its changes
         // are known, the export need not diff (see `changes`).

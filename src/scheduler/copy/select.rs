@@ -23,14 +23,14 @@ use std::path::{Path, PathBuf};
 impl<S: Store, E: Executor> Scheduler<'_, S, E> {
     /// The sources of `c`, in order: local sources (wildcards expanded),
     /// heredocs (written to `heredocs`), remote sources.
-    pub(super) fn select(&self, c: &CopyOp, states: &BTreeMap<NodeId, State>, heredocs: &Path) -> Result<Vec<Source>> {
+    pub(super) fn select(&self, c: &CopyOp, context: &Context, states: &BTreeMap<NodeId, State>, heredocs: &Path) -> Result<Vec<Source>> {
         let src_state = Self::input(states, c.source)?;
         let (src_root, from_context) = match (&src_state.context_dir, &src_state.top) {
             (Some(d), _) => (Some(d.clone()), true),
             (None, Some(top)) => (Some(self.store.get(top).ok_or_else(|| anyhow!("snapshot {top} vanished"))?), false),
             (None, None) => (None, false),
         };
-        let ctx = if from_context { Some(self.context) } else { None };
+        let ctx = if from_context { Some(context) } else { None };
         let owners = if from_context { Owners::Root } else { Owners::Keep };
         let unpack_local = c.add && c.unpack != Some(false);
         let mut items = Vec::new();

@@ -17,7 +17,7 @@ use crate::exec::Executor;
 use crate::fscopy::{drop_extra_xattrs, same_xattrs, set_times, touch_dir, Owner, Watch};
 use crate::scheduler::Scheduler;
 use crate::store::Store;
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{Context as _, Result};
 use frontend::path::clean_below_root as clean_rel;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -48,29 +48,21 @@ pub(super) struct SiteRecord {
 }
 
 fn site_path(root: &Path, site: &str) -> PathBuf {
-    root.join("cache/copy-sites").join(format!("{site}.json"))
+    crate::store::layout::cache_dir(root, crate::store::Area::CopySites).join(format!("{site}.json"))
 }
 
+/// The site record of `site`: sealed ([`crate::store::seal`]); a damaged
+/// one is reported, removed and ignored.
 pub(super) fn read_site(root: &Path, site: &str) -> Option<SiteRecord> {
-    let bytes = fs::read(site_path(root, site)).ok()?;
+    let bytes = crate::store::seal::read_sealed(&site_path(root, site), "copy-site record")?;
     let r: SiteRecord = serde_json::from_slice(&bytes).ok()?;
     (r.v == SITE_VERSION).then_some(r)
 }
 
-/// Write a site record atomically (temp file + rename).
+/// Write a site record sealed and atomically (temp file + rename).
 pub(super) fn write_site(root: &Path, site: &str, rec: &SiteRecord) -> Result<()> {
-    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let p = site_path(root, site);
-    let dir = p.parent().ok_or_else(|| anyhow!("no parent of {}", p.display()))?;
-    fs::create_dir_all(dir)?;
-    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let tmp = dir.join(format!(".tmp-{}-{n}-{site}", std::process::id()));
-    fs::write(&tmp, serde_json::to_vec(rec)?)?;
-    if let Err(e) = fs::rename(&tmp, &p) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e.into());
-    }
-    Ok(())
+    crate::store::seal::write_sealed(&p, &serde_json::to_vec(rec)?, "site").with_context(|| format!("writing {}", p.display()))
 }
 
 /// An incremental-capable COPY's bookkeeping: what it produced (for the
@@ -324,7 +316,7 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         if !owned {
             return None;
         }
-        let canon = fs::canonicalize(&self.context.dir).unwrap_or_else(|_| self.context.dir.clone());
+        let canon = fs::canonicalize(&p.ctx.dir).unwrap_or_else(|_| p.ctx.dir.clone());
 Some(crate::cache::key::copy_site(&p.spec(), &canon.to_string_lossy(), SITE_VERSION).to_string())
     }
 }

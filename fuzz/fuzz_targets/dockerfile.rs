@@ -3,7 +3,7 @@
 //! expected; panics, overflows and hangs are bugs. A produced graph must
 //! list inputs before their users and survive a JSON round trip.
 //!
-//! Run (no nightly needed): `cd frontend/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run parse_lower`
+//! Run: see `fuzz/README.md`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,0 +1,3 @@
+#!/bin/sh
+# Helpers every service sources.
+log() { echo "[$SERVICE] $*"; }

@@ -1,0 +1,4 @@
+#!/bin/sh
+. /srv/lib/common.sh
+SERVICE=catalog
+log "serving"

@@ -1,0 +1,4 @@
+#!/bin/sh
+. /srv/lib/common.sh
+SERVICE=notify
+log "serving"
