@@ -210,15 +210,39 @@ pub(crate) fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
     let env = environment(a)?;
     let config = load_config(&files, &env)?;
     let mut resolved = bake::resolve(&config, &a.targets, &overrides(a))?;
-    if let Some(epoch) = env.get("SOURCE_DATE_EPOCH").filter(|v| !v.is_empty()) {
-        for t in resolved.targets.values_mut() {
-            t.args
-                .get_or_insert_with(BTreeMap::new)
-                .entry("SOURCE_DATE_EPOCH".into())
-                .or_insert_with(|| epoch.clone());
+    // The process environment only: `--var` sets bake variables, not this.
+    if let Ok(epoch) = std::env::var("SOURCE_DATE_EPOCH").map(|v| v.trim().to_string()) {
+        if !epoch.is_empty() {
+            for t in resolved.targets.values_mut() {
+                t.args
+                    .get_or_insert_with(BTreeMap::new)
+                    .entry("SOURCE_DATE_EPOCH".into())
+                    .or_insert_with(|| epoch.clone());
+            }
         }
     }
+    check_secret_files(&resolved)?;
     Ok(resolved)
+}
+
+/// A file secret whose `src` is missing fails before anything runs (also
+/// for `--print`), as buildx checks them when it prepares the builds.
+fn check_secret_files(resolved: &bake::Resolved) -> Result<()> {
+    for (name, t) in &resolved.targets {
+        for s in t.secrets.iter().flatten() {
+            let kind = s.get("type").and_then(|v| v.as_str()).unwrap_or("file");
+            let Some(src) = s.get("src").and_then(|v| v.as_str()) else {
+                continue;
+            };
+            if kind != "file" {
+                continue;
+            }
+            if let Err(e) = std::fs::metadata(src) {
+                bail!("target {name:?}: failed to stat secret {src}: {e} (create the file or change the secret's src)");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Run `bake`.
