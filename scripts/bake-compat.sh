@@ -2,7 +2,8 @@
 # Compare `stromatekt bake --print` with the modern Docker's `docker buildx
 # bake --print` on bake files we do not own: the docker-bake.hcl/.json files
 # of the repositories fetched under the mirror directory, and the bake files
-# written inline in buildx's own tests (bake/hcl_test.go, bake/bake_test.go of
+# written inline in buildx's own tests (bake/hcl_test.go, bake/bake_test.go,
+# tests/bake.go of
 # the buildx checkout in the mirror: each ParseFile/ParseFiles/ReadTargets
 # call with literal arguments becomes one comparison, with the t.Setenv
 # values set before it).
@@ -238,10 +239,31 @@ def buildx_tests():
                     n += 1
                     compare(f"buildx@{buildx_ref} {test_file} {name}#{n}", files, dict(env))
 
+def buildx_integration_tests():
+    """The bake files of buildx's integration tests (tests/bake.go): every
+    inline file with a target or group, printed whole."""
+    gd = os.path.join(mirror, "docker+buildx", "repo")
+    if not os.path.isdir(gd):
+        return
+    src = git(gd, "show", f"{buildx_ref}:tests/bake.go")
+    for func in re.split(r"\nfunc ", src)[1:]:
+        name = func.split("(", 1)[0]
+        n = 0
+        for m in snippet.finditer(func):
+            text = m.group(2)
+            if not re.search(r'^\s*(target|group)\s+"', text, re.M) and not text.lstrip().startswith("{"):
+                continue
+            if "services:" in text:
+                continue  # a compose file
+            n += 1
+            fname = "docker-bake.json" if text.lstrip().startswith("{") else "docker-bake.hcl"
+            compare(f"buildx@{buildx_ref} tests/bake.go {name}#{n}", [(fname, text)], {})
+
 if mode in ("projects", "all"):
     projects()
 if mode in ("buildx-tests", "all"):
     buildx_tests()
+    buildx_integration_tests()
 total = sum(results.values())
 print(f"\n{total} compared: " + ", ".join(f"{v} {k}" for k, v in results.items()))
 sys.exit(0 if results["equal"] + results["both-fail"] == total else 1)

@@ -225,8 +225,9 @@ pub(crate) fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
     Ok(resolved)
 }
 
-/// A file secret whose `src` is missing fails before anything runs (also
-/// for `--print`), as buildx checks them when it prepares the builds.
+/// A file secret whose `src` is missing, or an ssh entry for the agent
+/// without `SSH_AUTH_SOCK`, fails before anything runs (also for `--print`),
+/// as buildx checks them when it prepares the builds.
 fn check_secret_files(resolved: &bake::Resolved) -> Result<()> {
     for (name, t) in &resolved.targets {
         for s in t.secrets.iter().flatten() {
@@ -239,6 +240,17 @@ fn check_secret_files(resolved: &bake::Resolved) -> Result<()> {
             }
             if let Err(e) = std::fs::metadata(src) {
                 bail!("target {name:?}: failed to stat secret {src}: {e} (create the file or change the secret's src)");
+            }
+        }
+        for s in t.ssh.iter().flatten() {
+            let has_paths = s
+                .get("paths")
+                .and_then(|p| p.as_array())
+                .is_some_and(|p| !p.is_empty());
+            let agent = std::env::var("SSH_AUTH_SOCK").unwrap_or_default();
+            if !has_paths && agent.is_empty() {
+                let id = s.get("id").and_then(|v| v.as_str()).unwrap_or("default");
+                bail!("target {name:?}: ssh {id:?} uses the SSH agent, but SSH_AUTH_SOCK is not set (start an agent, or give the key's path: {id}=PATH)");
             }
         }
     }
