@@ -60,6 +60,10 @@ impl BakeError {
             Some(i) if pos.is_some() => message[..i].to_string(),
             _ => message,
         };
+        // The helpers the evaluation is rewritten with are not the user's functions.
+        let message = message
+            .replace("error calling function `__number`: ", "arithmetic: ")
+            .replace("error calling function `__template`: ", "");
         BakeError { pos, message }
     }
     /// The error with the line it points at, from the file it names:
