@@ -345,7 +345,9 @@ fn template(a: FuncArgs) -> Result<Value, String> {
             Value::String(s) => out.push_str(s),
             Value::Number(n) => out.push_str(&super::vartype::number_text(n)),
             Value::Bool(b) => out.push_str(&b.to_string()),
-            Value::Null => return Err("the template's value is null: it cannot be interpolated".into()),
+            Value::Null => {
+                return Err("the template's value is null: it cannot be interpolated".into())
+            }
             _ => return Err("cannot include a list or map in a string template".into()),
         }
     }
@@ -356,7 +358,9 @@ fn template(a: FuncArgs) -> Result<Value, String> {
 /// expression or a template directive): every argument is evaluated, so an
 /// error in one fails the call.
 fn try_eager(a: FuncArgs) -> Result<Value, String> {
-    a.first().cloned().ok_or_else(|| "try: at least one argument is required".into())
+    a.first()
+        .cloned()
+        .ok_or_else(|| "try: at least one argument is required".into())
 }
 fn can_eager(_: FuncArgs) -> Result<Value, String> {
     Ok(Value::Bool(true))
@@ -364,31 +368,55 @@ fn can_eager(_: FuncArgs) -> Result<Value, String> {
 
 /// Declare `__template` and the eager `try`/`can`.
 pub fn declare_builtins(ctx: &mut Context) {
-    ctx.declare_func("__template", FuncDef::builder().variadic_param(ParamType::Any).build(template));
-    ctx.declare_func("__number", FuncDef::builder().param(ParamType::Any).build(number));
-    ctx.declare_func("try", FuncDef::builder().variadic_param(ParamType::Any).build(try_eager));
-    ctx.declare_func("can", FuncDef::builder().param(ParamType::Any).build(can_eager));
+    ctx.declare_func(
+        "__template",
+        FuncDef::builder()
+            .variadic_param(ParamType::Any)
+            .build(template),
+    );
+    ctx.declare_func(
+        "__number",
+        FuncDef::builder().param(ParamType::Any).build(number),
+    );
+    ctx.declare_func(
+        "try",
+        FuncDef::builder()
+            .variadic_param(ParamType::Any)
+            .build(try_eager),
+    );
+    ctx.declare_func(
+        "can",
+        FuncDef::builder().param(ParamType::Any).build(can_eager),
+    );
 }
 
 fn numeric(op: &hcl::expr::BinaryOperator) -> bool {
     use hcl::expr::BinaryOperator::*;
-    matches!(op, Plus | Minus | Mul | Div | Mod | Less | LessEq | Greater | GreaterEq)
+    matches!(
+        op,
+        Plus | Minus | Mul | Div | Mod | Less | LessEq | Greater | GreaterEq
+    )
 }
 
 fn as_number(e: Expression) -> Expression {
     match e {
         Expression::Number(_) => e,
-        other => Expression::FuncCall(Box::new(hcl::expr::FuncCall::builder("__number").arg(other).build())),
+        other => Expression::FuncCall(Box::new(
+            hcl::expr::FuncCall::builder("__number").arg(other).build(),
+        )),
     }
 }
 
 /// `__number(x)`: a number, or a string holding one.
 fn number(a: FuncArgs) -> Result<Value, String> {
     match a.first() {
-        Some(Value::Number(n)) => Ok(Value::Number(n.clone())),
+        Some(Value::Number(n)) => Ok(Value::Number(*n)),
         Some(Value::String(s)) => super::vartype::parse_number(s)
             .ok_or_else(|| format!("a number is required, not {s:?}")),
-        Some(other) => Err(format!("a number is required, not a {}", super::vartype::value_kind(other))),
+        Some(other) => Err(format!(
+            "a number is required, not a {}",
+            super::vartype::value_kind(other)
+        )),
         None => Err("a number is required".into()),
     }
 }
@@ -422,13 +450,16 @@ pub fn needs_rewrite(e: &Expression) -> bool {
             true
         }
         Expression::FuncCall(c) => {
-            matches!(c.name.name.as_str(), "try" | "can" | "convert") || c.args.iter().any(needs_rewrite)
+            matches!(c.name.name.as_str(), "try" | "can" | "convert")
+                || c.args.iter().any(needs_rewrite)
         }
         Expression::Array(items) => items.iter().any(needs_rewrite),
         Expression::Object(o) => o.values().any(needs_rewrite),
         Expression::Parenthesis(i) => needs_rewrite(i),
         Expression::Conditional(c) => {
-            needs_rewrite(&c.cond_expr) || needs_rewrite(&c.true_expr) || needs_rewrite(&c.false_expr)
+            needs_rewrite(&c.cond_expr)
+                || needs_rewrite(&c.true_expr)
+                || needs_rewrite(&c.false_expr)
         }
         Expression::Operation(op) => match &**op {
             hcl::expr::Operation::Unary(u) => needs_rewrite(&u.expr),
