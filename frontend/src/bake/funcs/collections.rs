@@ -59,11 +59,12 @@ fn concat(a: FuncArgs) -> Result<Value, String> {
     }
     Ok(Value::Array(out))
 }
+/// The first non-null argument (an empty string counts, as in cty).
 fn coalesce(a: FuncArgs) -> Result<Value, String> {
     a.iter()
-        .find(|v| !v.is_null() && **v != Value::String(String::new()))
+        .find(|v| !v.is_null())
         .cloned()
-        .ok_or_else(|| "no non-null, non-empty-string arguments".to_string())
+        .ok_or_else(|| "no non-null arguments".to_string())
 }
 fn coalescelist(a: FuncArgs) -> Result<Value, String> {
     if a.is_empty() {
@@ -391,6 +392,7 @@ mod tests {
         assert_eq!(j("zipmap([\"a\", \"b\"], [1, 2])"), r#"{"a":1,"b":2}"#);
         assert_eq!(j("compact([\"a\", \"\", \"b\"])"), r#"["a","b"]"#);
         assert_eq!(j("coalescelist([], [1])"), "[1]");
+        assert_eq!(j(r#"coalesce(null, "", "x")"#), "\"\"");
         assert_eq!(j("indexof([\"a\", \"b\"], \"b\")"), "1");
         assert_eq!(j("lookup({a = 1}, \"b\", 2)"), "2");
         assert!(j("lookup({a = 1}, \"b\")").starts_with("error"));

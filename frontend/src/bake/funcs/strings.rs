@@ -101,18 +101,13 @@ fn substr(a: FuncArgs) -> Result<Value, String> {
 fn strlen(a: FuncArgs) -> Result<Value, String> {
     Ok(Value::from(s(&a, 0)?.chars().count() as u64))
 }
-fn byteslen(a: FuncArgs) -> Result<Value, String> {
-    Ok(Value::from(s(&a, 0)?.len() as u64))
+/// `byteslen`/`bytesslice` take cty's bytes values, which no bake
+/// expression produces: a string is refused, as buildx refuses it.
+fn byteslen(_: FuncArgs) -> Result<Value, String> {
+    Err("invalid value for \"buf\" parameter: bytes required".into())
 }
-fn bytesslice(a: FuncArgs) -> Result<Value, String> {
-    let b = s(&a, 0)?.into_bytes();
-    let (off, len) = (int(&a, 1)?, int(&a, 2)?);
-    if off < 0 || len < 0 || (off + len) as usize > b.len() {
-        return Err("bytesslice: offset and length out of range".into());
-    }
-    Ok(string(String::from_utf8_lossy(
-        &b[off as usize..(off + len) as usize],
-    )))
+fn bytesslice(_: FuncArgs) -> Result<Value, String> {
+    Err("invalid value for \"buf\" parameter: bytes required".into())
 }
 fn reverse(a: FuncArgs) -> Result<Value, String> {
     Ok(string(s(&a, 0)?.chars().rev().collect::<String>()))
