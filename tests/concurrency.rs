@@ -183,19 +183,19 @@ fn interrupted_and_killed_builds_are_recovered() {
     let out = build_cmd(&root, &base, &context(store.scratch(), "prime", "ARG BASE\nFROM ${BASE}\nRUN true\n")).output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
 
-    for (signal, delay_ms) in [("INT", 300u64), ("INT", 1800), ("KILL", 500), ("KILL", 2500), ("INT", 4200)] {
+    for (signal, delay_ms) in [("INT", 300u64), ("INT", 1800), ("KILL", 500), ("HUP", 1800), ("KILL", 2500), ("INT", 4200)] {
         let child = build_cmd(&root, &base, &ctx).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let pid = child.id();
         std::thread::sleep(Duration::from_millis(delay_ms));
         let st = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
         assert!(st.success());
         let out = child.wait_with_output().unwrap();
-        if signal == "INT" {
+        if signal != "KILL" {
             // Its own clean-up ran: nothing of it is left.
             assert!(!out.status.success(), "an interrupted build reported success:\n{}", show(&out));
-            assert!(containers(&root).is_empty(), "SIGINT left containers {:?}", containers(&root));
-            assert!(active(&root).is_empty(), "SIGINT left work snapshots {:?}", active(&root));
-            assert!(mounts_below(&root).is_empty(), "SIGINT left mounts {:?}", mounts_below(&root));
+            assert!(containers(&root).is_empty(), "SIG{signal} left containers {:?}", containers(&root));
+            assert!(active(&root).is_empty(), "SIG{signal} left work snapshots {:?}", active(&root));
+            assert!(mounts_below(&root).is_empty(), "SIG{signal} left mounts {:?}", mounts_below(&root));
         }
     }
     // The next build recovers what SIGKILL left, and succeeds.

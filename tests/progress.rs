@@ -90,12 +90,17 @@ built in T: 4 steps run, 0 cached
     )
     .unwrap();
     let session = format!("stromatekt-progress-{}", std::process::id());
+    // The build writes its exit code to `done` when it ends: the session is
+    // killed only then, so no build (and no runc container) outlives the
+    // test and keeps its store busy.
+    let done = ctx.join("done");
     let cmd = format!(
-        "STROMATEKT_ROOT={} {bin} build --progress=tty -f {} --build-arg BASE=oci-layout://{}:latest {}; sleep 30",
+        "STROMATEKT_ROOT={} {bin} build --progress=tty -f {} --build-arg BASE=oci-layout://{}:latest {}; echo $? > {}; sleep 30",
         root.display(),
         ctx.join("Dockerfile.par").display(),
         base.display(),
-        ctx.display()
+        ctx.display(),
+        done.display()
     );
     common::run(Command::new("tmux").args(["new-session", "-d", "-s", &session, "-x", "160", "-y", "40", &cmd]));
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -107,6 +112,12 @@ built in T: 4 steps run, 0 cached
         seen = String::from_utf8_lossy(&cap.stdout).into_owned();
         both = seen.contains("(2 running)") && seen.contains("left-started") && seen.contains("right-started");
     }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && !done.exists() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = Command::new("tmux").args(["kill-session", "-t", &session]).status();
     assert!(both, "the tty view never showed both members running:\n{seen}");
+    let code = std::fs::read_to_string(&done).unwrap_or_default();
+    assert_eq!(code.trim(), "0", "the tty build did not succeed:\n{seen}");
 }

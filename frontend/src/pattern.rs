@@ -167,45 +167,81 @@ fn class_char(chars: &[char], i: &mut usize) -> Option<char> {
     }
 }
 
-/// Backtracking match of a whole string against compiled tokens.
+/// Match of a whole string against compiled tokens: backtracking over the
+/// stars, memoised on (token, position), so a pattern of many stars
+/// (`*.*****…`) costs tokens × characters steps, never an exponential
+/// number (BuildKit's patterns compile to Go regexps, which are linear).
 fn glob_match(toks: &[Tok], s: &[char]) -> bool {
-    let Some((tok, rest)) = toks.split_first() else {
-        return s.is_empty();
-    };
-    match tok {
-        Tok::Lit(c) => s.first() == Some(c) && glob_match(rest, &s[1..]),
-        Tok::One => s.first().is_some_and(|&c| c != '/') && glob_match(rest, &s[1..]),
-        Tok::Class { negated, ranges } => match s.first() {
+    glob_match_counted(toks, s).0
+}
+
+/// [`glob_match`], and how many (token, position) pairs were decided.
+fn glob_match_counted(toks: &[Tok], s: &[char]) -> (bool, usize) {
+    let mut memo = vec![None; (toks.len() + 1) * (s.len() + 1)];
+    let v = match_from(toks, s, 0, 0, &mut memo);
+    (v, memo.iter().filter(|m| m.is_some()).count())
+}
+
+/// Whether `toks[ti..]` matches `s[si..]`.
+fn match_from(toks: &[Tok], s: &[char], ti: usize, si: usize, memo: &mut [Option<bool>]) -> bool {
+    let key = ti * (s.len() + 1) + si;
+    if let Some(v) = memo[key] {
+        return v;
+    }
+    let next = ti + 1;
+    let v = match toks.get(ti) {
+        None => si == s.len(),
+        Some(Tok::Lit(c)) => s.get(si) == Some(c) && match_from(toks, s, next, si + 1, memo),
+        Some(Tok::One) => s.get(si).is_some_and(|&c| c != '/') && match_from(toks, s, next, si + 1, memo),
+        Some(Tok::Class { negated, ranges }) => match s.get(si) {
             Some(&c) => {
                 let inside = ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi);
-                inside != *negated && glob_match(rest, &s[1..])
+                inside != *negated && match_from(toks, s, next, si + 1, memo)
             }
             None => false,
         },
-        Tok::Star => {
-            for k in 0..=s.len() {
-                if glob_match(rest, &s[k..]) {
-                    return true;
+        Some(Tok::Star) => {
+            let mut found = false;
+            for k in si..=s.len() {
+                if match_from(toks, s, next, k, memo) {
+                    found = true;
+                    break;
                 }
                 if k < s.len() && s[k] == '/' {
                     break;
                 }
             }
-            false
+            found
         }
-        Tok::DirStar => {
-            if glob_match(rest, s) {
-                return true;
-            }
-            (0..s.len()).any(|k| s[k] == '/' && glob_match(rest, &s[k + 1..]))
-        }
-        Tok::All => (0..=s.len()).any(|k| glob_match(rest, &s[k..])),
-    }
+        Some(Tok::DirStar) => match_from(toks, s, next, si, memo) || (si..s.len()).any(|k| s[k] == '/' && match_from(toks, s, next, k + 1, memo)),
+        Some(Tok::All) => (si..=s.len()).any(|k| match_from(toks, s, next, k, memo)),
+    };
+    memo[key] = Some(v);
+    v
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_stars_do_not_backtrack_exponentially() {
+        // 40 stars against 60 characters that never reach the final
+        // literal: about 10^16 paths for plain backtracking; memoised, each
+        // (token, position) pair is decided once. A watchdog turns a
+        // regression (a hang) into a failure; it is not a speed goal.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let g = Glob::new(&format!("{}x", "*a".repeat(40)), Syntax::Go).unwrap();
+            let name: Vec<char> = "a".repeat(60).chars().collect();
+            let _ = tx.send(glob_match_counted(g.toks(), &name));
+        });
+        let (matched, decided) = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("matching did not finish");
+        assert!(!matched);
+        assert!(decided > 1000, "{decided}");
+        assert_eq!(go_match(&format!("{}a", "*".repeat(30)), &"a".repeat(60)), Ok(true));
+        assert_eq!(go_match("*.*****************************3*", "x.y3z"), Ok(true));
+    }
 
     #[test]
     fn go_match_syntax() {

@@ -282,7 +282,7 @@ pub(crate) fn build(targets: &[(String, Vec<String>)]) -> Result<Vec<String>> {
     };
     let sched = Scheduler::new(store, &runc, &contexts[0], &recorder, &progress, opts).with_scopes(scopes);
     sched.recover()?;
-    sched.cancel_on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]).context("installing the Ctrl-C handler")?;
+    sched.cancel_on_signals(crate::scheduler::CANCEL_SIGNALS).context("installing the Ctrl-C handler")?;
     let result = sched.run(&merged.graph);
     for c in &contexts {
         if let Err(e) = c.save_index() {

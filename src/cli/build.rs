@@ -394,7 +394,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
         }
     }
     sched.recover()?;
-    sched.cancel_on_signals(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]).context("installing the Ctrl-C handler")?;
+    sched.cancel_on_signals(crate::scheduler::CANCEL_SIGNALS).context("installing the Ctrl-C handler")?;
     let result = sched.run(graph);
     if let Err(e) = context.save_index() {
         eprintln!("stromatekt: warning: could not save the context index: {e}");

@@ -221,7 +221,8 @@ pub struct BlockRecord {
 /// The blocks of a stream written with a cache.
 #[derive(Debug, Clone, Default)]
 pub struct Blocks {
-    /// Every block, in order (empty without a cache).
+    /// Every deflated block, in order (none without a cache; stored blocks
+    /// are never cached).
     pub records: Vec<BlockRecord>,
     /// Blocks compressed.
     pub total: usize,
@@ -248,12 +249,16 @@ struct Piece {
 
 /// Bytes of each of the three samples [`block_level`] deflates.
 const SAMPLE: usize = 16 * 1024;
+/// The level the samples are deflated at: the fastest with Huffman codes
+/// of the data's own (level 1 uses fixed codes only, and finds nothing to
+/// gain in text of few symbols without repeats, which level 6 does shrink).
+const SAMPLE_LEVEL: u32 = 2;
 
 /// The level a block is deflated at: `level`, or 0 (stored) when the block
 /// is incompressible (already compressed files, random data). Deflating
 /// those at level 6 costs most of an export's CPU and saves nothing (deflate
 /// then stores them anyway). Decided from three 16 KiB samples (start,
-/// middle, end) deflated at level 1: less than 2% smaller means stored. A
+/// middle, end) deflated at [`SAMPLE_LEVEL`]: less than 2% smaller means stored. A
 /// pure function of the block, so the output stays a pure function of the
 /// input.
 pub fn block_level(level: u32, data: &[u8]) -> u32 {
@@ -264,7 +269,7 @@ pub fn block_level(level: u32, data: &[u8]) -> u32 {
     let (mut input, mut output) = (0usize, 0usize);
     for start in [0, mid, data.len() - SAMPLE] {
         let sample = &data[start..start + SAMPLE];
-        match deflate_block(sample, &[], 1, true) {
+        match deflate_block(sample, &[], SAMPLE_LEVEL, true) {
             Ok(b) => output += b.len(),
             Err(_) => return level,
         }
@@ -280,7 +285,9 @@ pub fn block_level(level: u32, data: &[u8]) -> u32 {
 /// Compress one block, from the cache when it has it intact.
 fn make_piece(data: &[u8], dict: &[u8], level: u32, last: bool, cache: Option<&dyn BlockCache>) -> io::Result<Piece> {
     let level = block_level(level, data);
-    let Some(cache) = cache else {
+    // A stored block costs a copy: looking it up (a sha256 of the block
+    // for its key, another of the cached bytes) would cost more.
+    let Some(cache) = cache.filter(|_| level > 0) else {
         return Ok(Piece { bytes: deflate_block(data, dict, level, last)?, record: None, hit: false });
     };
     let key = block_key(level, dict, data, last);
@@ -598,6 +605,11 @@ mod tests {
         let (out, _) = gz(&random, 6, None, 2);
         assert!(out.len() < random.len() + random.len() / 1000 + 64, "{} for {}", out.len(), random.len());
         assert_eq!(gunzip_both(&out), random);
+        // Stored blocks are not looked up nor recorded in a block cache.
+        let cache = Arc::new(MemCache::default());
+        let (cached, blocks) = gz(&random, 6, Some(cache), 2);
+        assert_eq!(cached, out);
+        assert!(blocks.records.is_empty() && blocks.total == 0, "{blocks:?}");
         // Random data after compressible data in one stream: still one valid member.
         let mut both = mixed(2 * NORMAL_BLOCK, 5);
         both.extend_from_slice(&random);

@@ -144,6 +144,10 @@ impl Default for Options {
     }
 }
 
+/// The signals that cancel a build cleanly (its containers stopped, its
+/// work snapshots removed): Ctrl-C, `kill`, and the terminal closing.
+pub const CANCEL_SIGNALS: &[std::ffi::c_int] = &[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP];
+
 /// The default `--jobs`: twice the cores, at least 4. RUN steps often wait
 /// (network, sleep, I/O) rather than compute, so a little oversubscription
 /// overlaps waiting with work; CPU-bound steps just share the cores.
@@ -270,7 +274,7 @@ impl<'a, S: Store, E: Executor> Scheduler<'a, S, E> {
         self.cancel.cancel()
     }
 
-    /// Cancel the build on each of `signals` (SIGINT, SIGTERM).
+    /// Cancel the build on each of `signals` ([`CANCEL_SIGNALS`]).
     pub fn cancel_on_signals(&self, signals: &[std::ffi::c_int]) -> std::io::Result<()> {
         self.cancel.on_signals(signals)
     }
