@@ -142,17 +142,14 @@ fn from_env(
     }
 }
 
-/// A value as `--list variables` shows it.
-fn shown(v: &Value, ty: Option<&VarType>) -> Option<String> {
+/// A value as `--list variables` shows it: primitives as text, the rest as JSON.
+fn shown(v: &Value) -> Option<String> {
     match v {
         Value::Null => None,
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(number_text(n)),
         Value::Bool(b) => Some(b.to_string()),
-        other => {
-            let _ = ty;
-            Some(funcs::json_text(other))
-        }
+        other => Some(funcs::json_text(other)),
     }
 }
 
@@ -300,7 +297,6 @@ pub fn evaluate(blocks: &[RawBlock], env: &BTreeMap<String, String>) -> Result<G
         if list.iter().any(|v: &VariableInfo| v.name == b.name) {
             continue;
         }
-        let ty = types.get(b.name.as_str()).cloned().flatten();
         let description = match b.attr("description") {
             Some(a) => match userfunc::evaluate(&a.expr, &ctx) {
                 Ok(Value::String(s)) => s,
@@ -315,7 +311,7 @@ pub fn evaluate(blocks: &[RawBlock], env: &BTreeMap<String, String>) -> Result<G
                 .unwrap_or_default(),
             None => String::new(),
         };
-        let value = values.get(&b.name).and_then(|v| shown(v, ty.as_ref()));
+        let value = values.get(&b.name).and_then(shown);
         list.push(VariableInfo {
             name: b.name.clone(),
             description,
