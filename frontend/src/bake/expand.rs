@@ -186,6 +186,29 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// Which targets an expression uses through `target`.
+enum TargetUse {
+    /// None.
+    None,
+    /// Those named (`target.NAME...`).
+    Names(Vec<String>),
+    /// Any (`target` used as a whole or indexed by a computed name).
+    All,
+}
+
+impl TargetUse {
+    fn and(self, other: TargetUse) -> TargetUse {
+        match (self, other) {
+            (TargetUse::All, _) | (_, TargetUse::All) => TargetUse::All,
+            (TargetUse::None, x) | (x, TargetUse::None) => x,
+            (TargetUse::Names(mut a), TargetUse::Names(b)) => {
+                a.extend(b);
+                TargetUse::Names(a)
+            }
+        }
+    }
+}
+
 /// Evaluates target attributes on demand, in the order references need
 /// them, as buildx's parser does.
 struct Expander<'a> {
@@ -207,11 +230,13 @@ impl Expander<'_> {
         self.blocks[i].kind == "target"
     }
 
-    /// The `target` object: every target's attributes evaluated so far (null otherwise).
-    fn target_object(&self) -> Value {
+    /// The `target` object: the targets' attributes evaluated so far (null
+    /// otherwise), of the targets named (all with `None`).
+    fn target_object(&self, only: Option<&[String]>) -> Value {
+        let wanted = |n: &str| only.is_none_or(|o| o.iter().any(|x| x == n));
         let mut all = hcl::Map::new();
         for (i, b) in self.blocks.iter().enumerate() {
-            if !self.is_target(i) || b.attr("matrix").is_some() {
+            if !self.is_target(i) || b.attr("matrix").is_some() || !wanted(&b.name) {
                 continue;
             }
             let entry = all.entry(b.name.clone()).or_insert_with(|| {
@@ -233,21 +258,37 @@ impl Expander<'_> {
             }
         }
         for (k, v) in &self.matrix_values {
-            all.insert(k.clone(), v.clone());
+            if wanted(k) {
+                all.insert(k.clone(), v.clone());
+            }
         }
         Value::Object(all)
     }
 
-    fn context(&self) -> Context<'static> {
+    /// The global context with the `target` object an expression needs.
+    fn context(&self, uses: &TargetUse) -> Context<'static> {
         let mut ctx = self.globals.clone();
-        ctx.declare_var("target", self.target_object());
+        match uses {
+            TargetUse::None => {}
+            TargetUse::All => ctx.declare_var("target", self.target_object(None)),
+            TargetUse::Names(n) => ctx.declare_var("target", self.target_object(Some(n))),
+        }
         ctx
     }
 
-    /// Evaluate what an expression needs first.
-    fn needs(&mut self, e: &Expression, own: Option<usize>) -> Result<(), BakeError> {
+    /// Evaluate what an expression needs first; which targets it uses.
+    fn needs(&mut self, e: &Expression, own: Option<usize>) -> Result<TargetUse, BakeError> {
         let mut r = Refs::default();
         walk(e, &mut r);
+        let uses = r.vars.iter().filter(|v| *v == "target").count();
+        let uses_target = if uses == 0 {
+            TargetUse::None
+        } else if uses > r.targets.len() {
+            // `target` used other than as `target.NAME...`: all of it.
+            TargetUse::All
+        } else {
+            TargetUse::Names(r.targets.iter().map(|(n, _)| n.clone()).collect())
+        };
         for v in r.vars {
             if self.late.iter().any(|b| b.name == v) {
                 self.late_global(&v)?;
@@ -288,7 +329,7 @@ impl Expander<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(uses_target)
     }
 
     fn attr(&mut self, i: usize, key: &str) -> Result<(), BakeError> {
@@ -310,8 +351,13 @@ impl Expander<'_> {
             ));
         }
         self.attr_progress.push(id.clone());
-        self.needs(&a.expr, Some(i))?;
-        let v = eval::eval(a, &self.context())?;
+        // The `target` object is built for the expressions that use it,
+        // of the targets they name.
+        let uses = self.needs(&a.expr, Some(i))?;
+        let v = match uses {
+            TargetUse::None => eval::eval(a, &self.globals)?,
+            _ => eval::eval(a, &self.context(&uses))?,
+        };
         self.attr_progress.retain(|x| *x != id);
         self.attrs.insert(id, v);
         Ok(())
@@ -331,14 +377,15 @@ impl Expander<'_> {
             return Ok(());
         };
         self.late_state.insert(name.to_string(), false);
+        let mut uses = TargetUse::None;
         for a in &b.attrs {
-            self.needs(&a.expr, None)?;
+            uses = uses.and(self.needs(&a.expr, None)?);
         }
         let a = b
             .attrs
             .first()
             .ok_or_else(|| BakeError::at(b.pos.clone(), format!("{name}: no value")))?;
-        let v = eval::eval(a, &self.context())?;
+        let v = eval::eval(a, &self.context(&uses))?;
         self.globals.declare_var(name.to_string(), v);
         userfunc::install(self.funcs, &self.globals);
         self.late_state.insert(name.to_string(), true);
@@ -382,10 +429,11 @@ impl Expander<'_> {
             ));
         }
         self.whole_progress.push(i);
+        let mut uses = TargetUse::None;
         for a in &block.attrs {
-            self.needs(&a.expr, Some(i))?;
+            uses = uses.and(self.needs(&a.expr, Some(i))?);
         }
-        let ctx = self.context();
+        let ctx = self.context(&uses);
         let combos = combinations(block, &ctx)?.unwrap_or_default();
         let mut out = Vec::new();
         let mut names = Vec::new();
@@ -483,7 +531,7 @@ pub fn targets(blocks: &[RawBlock], globals: &super::vars::Globals) -> Result<Ex
     for name in late {
         x.late_global(&name)?;
     }
-    let ctx = x.context();
+    let ctx = x.context(&TargetUse::All);
     let mut targets = Vec::new();
     for (i, ts) in std::mem::take(&mut x.done) {
         for t in ts {
