@@ -35,6 +35,15 @@ impl VarType {
     /// Read a type expression.
     pub fn parse(expr: &Expression) -> Result<VarType, String> {
         match expr {
+            // JSON files write the type as a string: `"type": "list(string)"`.
+            Expression::String(s) => {
+                let body: hcl::Body = hcl::from_str(&format!("t = {s}\n"))
+                    .map_err(|_| format!("{s:?} is not a valid type specification"))?;
+                match body.attributes().next() {
+                    Some(a) if !matches!(a.expr(), Expression::String(_)) => VarType::parse(a.expr()),
+                    _ => Err(format!("{s:?} is not a valid type specification")),
+                }
+            }
             Expression::Variable(v) => match v.as_str() {
                 "any" => Ok(VarType::Any),
                 "string" => Ok(VarType::String),
@@ -311,6 +320,7 @@ mod tests {
         assert_eq!(ty("map(number)").friendly_name(), "map of number");
         assert_eq!(ty("set(bool)").friendly_name(), "set of bool");
         assert_eq!(ty("object({a = string})").friendly_name(), "object");
+        assert_eq!(ty("\"list(number)\"").friendly_name(), "list of number");
     }
 
     #[test]
