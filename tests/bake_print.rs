@@ -6,7 +6,10 @@
 //! 0.29, `../shared/modern-docker`) must print the same JSON, byte for byte
 //! (key order and indentation included), or both fail.
 //!
-//! The recorded outputs (`print.json`, `error.txt`) are also what
+//! A case whose arguments hold `--list` compares the listing instead
+//! (`list.txt`), byte for byte.
+//!
+//! The recorded outputs (`print.json`, `list.txt`, `error.txt`) are also what
 //! `frontend/tests/bake_golden.rs` checks the frontend against without Docker.
 //!
 //! One case differs on purpose: `cyclic` (targets inheriting each other in a
@@ -60,17 +63,21 @@ fn lines(p: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Run `cmd ARGS --print` in a copy of the case (the modern Docker reads
-/// files under /tmp only), with the case's environment.
+/// Run `cmd ARGS --print` (or `cmd ARGS` for a `--list` case) in a copy of
+/// the case (the modern Docker reads files under /tmp only), with the case's
+/// environment.
 fn print(case: &Path, work: &Path, cmd: &mut Command) -> Output {
     let env: Vec<(String, String)> = lines(&case.join("env"))
         .iter()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    cmd.current_dir(work)
-        .args(lines(&case.join("args")))
-        .arg("--print");
+    let args = lines(&case.join("args"));
+    let list = args.iter().any(|a| a.starts_with("--list"));
+    cmd.current_dir(work).args(&args);
+    if !list {
+        cmd.arg("--print");
+    }
     cmd.envs(env);
     cmd.output().unwrap()
 }
@@ -129,7 +136,19 @@ fn bake_print_matches_modern_docker() {
             }
             continue;
         }
+        let is_list = lines(&case.join("args"))
+            .iter()
+            .any(|a| a.starts_with("--list"));
         match (ours.status.success(), theirs.status.success()) {
+            (true, true) if is_list => {
+                if ours.stdout != theirs.stdout {
+                    failures.push(format!(
+                        "{name}: --list differs\n--- stromatekt\n{}\n--- docker buildx bake\n{}",
+                        String::from_utf8_lossy(&ours.stdout),
+                        String::from_utf8_lossy(&theirs.stdout)
+                    ));
+                }
+            }
             (true, true) => {
                 let a: serde_json::Value = match serde_json::from_slice(&ours.stdout) {
                     Ok(v) => v,
@@ -207,6 +226,25 @@ fn bake_errors_have_positions() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("docker-bake.hcl:2:3: tags:") && err.contains("NOPE"),
+        "{err}"
+    );
+    // A failing validation stops the bake before any build, showing the condition's line.
+    std::fs::write(
+        tmp.path().join("docker-bake.hcl"),
+        "variable \"TAG\" {\n  default = \"\"\n  validation {\n    condition = TAG != \"\"\n    error_message = \"TAG is required.\"\n  }\n}\ntarget \"a\" {}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stromatekt"))
+        .current_dir(tmp.path())
+        .args(["bake", "a"])
+        .env_remove("TAG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("docker-bake.hcl:4:17: variable \"TAG\": validation failed: TAG is required.")
+            && err.contains(" 4 |     condition = TAG != \"\""),
         "{err}"
     );
 }

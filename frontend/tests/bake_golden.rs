@@ -3,7 +3,7 @@
 //! one argument a line), the environment (`env`, and a compose file's
 //! `.env`), and what buildx 0.29
 //! printed for them, recorded from `docker buildx bake --print`
-//! (`print.json`) or its error (`error.txt`). The frontend must give the
+//! (`print.json`, or `list.txt` for a `--list` case) or its error (`error.txt`). The frontend must give the
 //! same JSON (compared as values) or fail. Where we differ from buildx on
 //! purpose, `stromatekt-error.txt` holds our error.
 //!
@@ -26,12 +26,15 @@ fn lines(p: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// What the command line asks for: files, `--set`s, targets.
-fn command_line(args: &[String]) -> (Vec<String>, Vec<String>, Vec<String>) {
+/// What the command line asks for: files, `--set`s, targets, a `--list`.
+fn command_line(args: &[String]) -> (Vec<String>, Vec<String>, Vec<String>, Option<String>) {
     let (mut files, mut sets, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+    let mut list = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--list" => list = Some(it.next().unwrap().clone()),
+            l if l.starts_with("--list=") => list = Some(l["--list=".len()..].to_string()),
             "-f" | "--file" => files.push(it.next().unwrap().clone()),
             "--set" => sets.push(it.next().unwrap().clone()),
             "--push" => sets.push("*.push=true".into()),
@@ -39,11 +42,11 @@ fn command_line(args: &[String]) -> (Vec<String>, Vec<String>, Vec<String>) {
             t => targets.push(t.to_string()),
         }
     }
-    (files, sets, targets)
+    (files, sets, targets, list)
 }
 
 fn run_case(dir: &Path) -> Result<String, String> {
-    let (mut names, sets, targets) = command_line(&lines(&dir.join("args")));
+    let (mut names, sets, targets, list) = command_line(&lines(&dir.join("args")));
     if names.is_empty() {
         names = bake::DEFAULT_FILES
             .iter()
@@ -65,6 +68,13 @@ fn run_case(dir: &Path) -> Result<String, String> {
         .collect();
     let dotenv = std::fs::read_to_string(dir.join(".env")).ok();
     let config = bake::load_with_dotenv(&files, &env, dotenv.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(list) = list {
+        let req = bake::list::parse_request(&list).map_err(|e| e.to_string())?;
+        return Ok(match req.kind.as_str() {
+            "targets" => bake::list::targets(&config, &req.format),
+            _ => bake::list::variables(&config, &req.format),
+        });
+    }
     let resolved = bake::resolve(&config, &targets, &sets).map_err(|e| e.to_string())?;
     Ok(resolved.print_json())
 }
@@ -88,7 +98,19 @@ fn bake_cases_match_buildx() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let got = run_case(dir);
         let ours_err = lines(&dir.join("stromatekt-error.txt"));
-        match (got, dir.join("print.json").exists() && ours_err.is_empty()) {
+        let listing = dir.join("list.txt");
+        match (
+            got,
+            (dir.join("print.json").exists() || listing.exists()) && ours_err.is_empty(),
+        ) {
+            (Ok(text), true) if listing.exists() => {
+                let want = std::fs::read_to_string(&listing).unwrap();
+                if text != want {
+                    failures.push(format!(
+                        "{name}: listing differs\n--- ours\n{text}\n--- buildx\n{want}"
+                    ));
+                }
+            }
             (Ok(text), true) => {
                 let a: serde_json::Value = serde_json::from_str(&text).unwrap();
                 let b: serde_json::Value =

@@ -37,6 +37,13 @@ pub struct BakeArgs {
     /// Print the resolved targets as JSON instead of building.
     #[arg(long)]
     pub print: bool,
+    /// List the targets or variables instead of building: `targets`,
+    /// `variables`, or `type=targets|variables,format=table|json`.
+    #[arg(long, value_name = "TYPE")]
+    pub list: Option<String>,
+    /// Set a variable (`NAME=VALUE`), over the environment.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
     /// Shorthand for `--set=*.output=type=registry` (push every target's tags).
     #[arg(long)]
     pub push: bool,
@@ -161,11 +168,27 @@ fn read_files(a: &BakeArgs) -> Result<Vec<BakeFile>> {
     Ok(files)
 }
 
-/// Read, resolve and (as buildx does before printing) add `SOURCE_DATE_EPOCH`.
-pub(crate) fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
-    let files = read_files(a)?;
-    let env: BTreeMap<String, String> = std::env::vars().collect();
-    // Compose files are interpolated with the current directory's `.env` too.
+/// The environment with `--var NAME=VALUE` laid over it.
+fn environment(a: &BakeArgs) -> Result<BTreeMap<String, String>> {
+    let mut env: BTreeMap<String, String> = std::env::vars().collect();
+    for v in a.vars.iter().filter(|v| !v.is_empty()) {
+        match v.split_once('=') {
+            Some(("", _)) => anyhow::bail!("invalid variable {v:?}, key is empty"),
+            Some((k, val)) => {
+                env.insert(k.to_string(), val.to_string());
+            }
+            None => anyhow::bail!("invalid variable {v:?}, expected key=value"),
+        }
+    }
+    Ok(env)
+}
+
+/// Load the files; compose files are interpolated with the current
+/// directory's `.env` too.
+fn load_config(
+    files: &[bake::BakeFile],
+    env: &BTreeMap<String, String>,
+) -> Result<bake::Config> {
     let dotenv = match std::fs::read_to_string(".env") {
         Ok(text) => Some(text),
         Err(e)
@@ -178,17 +201,60 @@ pub(crate) fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
         }
         Err(e) => bail!("reading .env: {e}"),
     };
-    let config = bake::load_with_dotenv(&files, &env, dotenv.as_deref())?;
+    Ok(bake::load_with_dotenv(files, env, dotenv.as_deref())?)
+}
+
+/// Read, resolve and (as buildx does before printing) add `SOURCE_DATE_EPOCH`.
+pub(crate) fn resolve(a: &BakeArgs) -> Result<bake::Resolved> {
+    let files = read_files(a)?;
+    let env = environment(a)?;
+    let config = load_config(&files, &env)?;
     let mut resolved = bake::resolve(&config, &a.targets, &overrides(a))?;
-    if let Some(epoch) = env.get("SOURCE_DATE_EPOCH").filter(|v| !v.is_empty()) {
-        for t in resolved.targets.values_mut() {
-            t.args
-                .get_or_insert_with(BTreeMap::new)
-                .entry("SOURCE_DATE_EPOCH".into())
-                .or_insert_with(|| epoch.clone());
+    // The process environment only: `--var` sets bake variables, not this.
+    if let Ok(epoch) = std::env::var("SOURCE_DATE_EPOCH").map(|v| v.trim().to_string()) {
+        if !epoch.is_empty() {
+            for t in resolved.targets.values_mut() {
+                t.args
+                    .get_or_insert_with(BTreeMap::new)
+                    .entry("SOURCE_DATE_EPOCH".into())
+                    .or_insert_with(|| epoch.clone());
+            }
         }
     }
+    check_secret_files(&resolved)?;
     Ok(resolved)
+}
+
+/// A file secret whose `src` is missing, or an ssh entry for the agent
+/// without `SSH_AUTH_SOCK`, fails before anything runs (also for `--print`),
+/// as buildx checks them when it prepares the builds.
+fn check_secret_files(resolved: &bake::Resolved) -> Result<()> {
+    for (name, t) in &resolved.targets {
+        for s in t.secrets.iter().flatten() {
+            let kind = s.get("type").and_then(|v| v.as_str()).unwrap_or("file");
+            let Some(src) = s.get("src").and_then(|v| v.as_str()) else {
+                continue;
+            };
+            if kind != "file" {
+                continue;
+            }
+            if let Err(e) = std::fs::metadata(src) {
+                bail!("target {name:?}: failed to stat secret {src}: {e} (create the file or change the secret's src)");
+            }
+        }
+        for s in t.ssh.iter().flatten() {
+            let has_paths = s
+                .get("paths")
+                .and_then(|p| p.as_array())
+                .is_some_and(|p| !p.is_empty());
+            let agent = std::env::var("SSH_AUTH_SOCK").unwrap_or_default();
+            if !has_paths && agent.is_empty() {
+                let id = s.get("id").and_then(|v| v.as_str()).unwrap_or("default");
+                bail!("target {name:?}: ssh {id:?} uses the SSH agent, but SSH_AUTH_SOCK is not set (start an agent, or give the key's path: {id}=PATH)");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Run `bake`.
@@ -201,6 +267,19 @@ pub fn run(a: &BakeArgs) -> Result<()> {
         ) {
             bail!("--allow {e}: unknown entitlement (known: network.host, security.insecure, fs=PATH, fs.read=PATH, fs.write=PATH, device, ssh)");
         }
+    }
+    if let Some(list) = &a.list {
+        if a.print {
+            anyhow::bail!("--print and --list are mutually exclusive");
+        }
+        let files = read_files(a)?;
+        let config = load_config(&files, &environment(a)?)?;
+        let req = bake::list::parse_request(list)?;
+        match req.kind.as_str() {
+            "targets" => print!("{}", bake::list::targets(&config, &req.format)),
+            _ => print!("{}", bake::list::variables(&config, &req.format)),
+        }
+        return Ok(());
     }
     let resolved = resolve(a)?;
     if a.print {

@@ -1,124 +1,29 @@
-//! Evaluating raw blocks: variables (defaults overridden by the environment
-//! the caller passes in, converted to the default's type), then every group
-//! and target attribute, with the variables and a subset of buildx's function
-//! library in scope.
+//! Evaluating one group or target block's attributes in a context (the
+//! global variables and functions, a matrix combination's values, the
+//! targets it refers to) into the typed [`Target`] / [`Group`], checking
+//! each attribute's shape (string, list, map, option entries).
 
 use std::collections::BTreeMap;
 
-use hcl::eval::{Context, Evaluate};
+use hcl::eval::Context;
 use hcl::Value;
 
-use super::funcs;
-use super::parse::{Pos, RawAttr, RawBlock};
+use super::parse::{RawAttr, RawBlock};
 use super::target::{parse_entries, Entry, EntryKind, Target};
+use super::userfunc;
+use super::vartype::number_text;
 use super::{BakeError, Group};
 
-/// Evaluate the variables into a context.
-pub fn variables(
-    blocks: &[RawBlock],
-    env: &BTreeMap<String, String>,
-) -> Result<Context<'static>, BakeError> {
-    let mut ctx = Context::new();
-    funcs::declare(&mut ctx);
-    let mut pending: Vec<&RawBlock> = blocks
-        .iter()
-        .filter(|b| b.kind == "variable" || b.kind == "attr")
-        .collect();
-    for b in &pending {
-        if b.kind == "variable" {
-            if let Some(a) = b.attrs.iter().find(|a| {
-                !matches!(
-                    a.key.as_str(),
-                    "default" | "description" | "type" | "validation"
-                )
-            }) {
-                return Err(unsupported(b, a));
-            }
-        }
-    }
-    // Defaults may use other variables: evaluate in rounds until nothing moves.
-    loop {
-        let mut progressed = false;
-        let mut last_err = None;
-        let mut still = Vec::new();
-        for b in pending {
-            let attr_key = if b.kind == "attr" {
-                b.name.as_str()
-            } else {
-                "default"
-            };
-            let from_env = if b.kind == "variable" {
-                env.get(&b.name)
-            } else {
-                None
-            };
-            let default = match b.attr(attr_key) {
-                Some(a) => match a.expr.evaluate(&ctx) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        if from_env.is_none() {
-                            last_err = Some(BakeError::at(a.pos.clone(), e.to_string()));
-                            still.push(b);
-                            continue;
-                        }
-                        None
-                    }
-                },
-                None => None,
-            };
-            let value = match (from_env, default) {
-                (Some(s), Some(Value::Bool(_))) => match s.as_str() {
-                    "true" | "1" | "t" | "T" | "TRUE" | "True" => Value::Bool(true),
-                    "false" | "0" | "f" | "F" | "FALSE" | "False" => Value::Bool(false),
-                    _ => {
-                        return Err(BakeError::at(
-                            b.pos.clone(),
-                            format!("failed to parse {} as bool: {s:?}", b.name),
-                        ))
-                    }
-                },
-                (Some(s), Some(Value::Number(_))) => match s.parse::<f64>() {
-                    Ok(n) => hcl::Number::from_f64(n).map_or(Value::Null, Value::Number),
-                    Err(_) => {
-                        return Err(BakeError::at(
-                            b.pos.clone(),
-                            format!("failed to parse {} as number: {s:?}", b.name),
-                        ))
-                    }
-                },
-                (Some(s), _) => Value::String(s.clone()),
-                (None, Some(v)) => v,
-                (None, None) => Value::String(String::new()),
-            };
-            ctx.declare_var(b.name.clone(), value);
-            progressed = true;
-        }
-        pending = still;
-        if pending.is_empty() {
-            return Ok(ctx);
-        }
-        if !progressed {
-            return Err(last_err.unwrap_or_else(|| {
-                BakeError::at(Pos::default(), "cannot evaluate variables".into())
-            }));
-        }
-    }
-}
-
-fn eval(attr: &RawAttr, ctx: &Context) -> Result<Value, BakeError> {
-    attr.expr.evaluate(ctx).map_err(|e| {
-        let mut msg = e.to_string();
-        if msg.contains("undefined variable `target`") {
-            msg = "references to other targets (target.NAME.FIELD) are not supported yet".into();
-        }
-        BakeError::at(attr.pos.clone(), format!("{}: {msg}", attr.key))
-    })
+/// Evaluate one attribute; errors name it and its place.
+pub fn eval(attr: &RawAttr, ctx: &Context) -> Result<Value, BakeError> {
+    userfunc::evaluate(&attr.expr, ctx)
+        .map_err(|e| BakeError::at(attr.pos.clone(), format!("{}: {e}", attr.key)))
 }
 
 fn scalar(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::Number(n) => Some(number_text(n)),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
@@ -252,23 +157,69 @@ fn want_entries(
     Ok(Some(out))
 }
 
-/// Evaluate a target block.
-pub fn target(block: &RawBlock, ctx: &Context) -> Result<Target, BakeError> {
+/// The attributes a target may have; `target.NAME.KEY` of an attribute a
+/// target does not set is null.
+pub const TARGET_KEYS: &[&str] = &[
+    "description",
+    "inherits",
+    "annotations",
+    "attest",
+    "context",
+    "contexts",
+    "dockerfile",
+    "dockerfile-inline",
+    "args",
+    "labels",
+    "tags",
+    "cache-from",
+    "cache-to",
+    "target",
+    "secret",
+    "ssh",
+    "platforms",
+    "output",
+    "pull",
+    "no-cache",
+    "network",
+    "no-cache-filter",
+    "shm-size",
+    "ulimits",
+    "call",
+    "entitlements",
+    "extra-hosts",
+];
+
+/// Evaluate a target block named `name` (its label, or the matrix
+/// combination's name); also returns the attribute values as an object, for
+/// other blocks' `target.NAME.KEY` references.
+pub fn target(block: &RawBlock, name: &str, ctx: &Context) -> Result<(Target, Value), BakeError> {
+    target_with(block, name, |a| eval(a, ctx))
+}
+
+/// [`target`] with the attribute values given by `value_of` (already
+/// evaluated, in the order other blocks' references needed them).
+pub fn target_with(
+    block: &RawBlock,
+    name: &str,
+    mut value_of: impl FnMut(&RawAttr) -> Result<Value, BakeError>,
+) -> Result<(Target, Value), BakeError> {
     let mut t = Target {
-        name: block.name.clone(),
+        name: name.to_string(),
         ..Target::default()
     };
+    let mut obj = hcl::Map::new();
+    obj.insert("name".to_string(), Value::String(name.to_string()));
+    for k in TARGET_KEYS {
+        obj.insert(k.to_string(), Value::Null);
+    }
     for a in &block.attrs {
         if a.key == "matrix" || a.key == "name" {
-            return Err(BakeError::at(
-                a.pos.clone(),
-                format!(
-                    "target {:?}: matrix targets are not supported yet",
-                    block.name
-                ),
-            ));
+            continue;
         }
-        let v = eval(a, ctx)?;
+        let v = value_of(a)?;
+        if TARGET_KEYS.contains(&a.key.as_str()) {
+            obj.insert(a.key.clone(), reference_value(&a.key, &v));
+        }
         match a.key.as_str() {
             "description" => t.description = want_string(a, v)?,
             "inherits" => t.inherits = want_list(a, v)?.unwrap_or_default(),
@@ -300,12 +251,18 @@ pub fn target(block: &RawBlock, ctx: &Context) -> Result<Target, BakeError> {
             _ => return Err(unsupported(block, a)),
         }
     }
-    Ok(t)
+    Ok((t, Value::Object(obj)))
 }
 
 /// `KIND "NAME": unsupported attribute "KEY"`, at the attribute.
 fn unsupported(block: &RawBlock, a: &RawAttr) -> BakeError {
-    BakeError::at(a.pos.clone(), format!("{} {:?}: unsupported attribute {:?}", block.kind, block.name, a.key))
+    BakeError::at(
+        a.pos.clone(),
+        format!(
+            "{} {:?}: unsupported attribute {:?}",
+            block.kind, block.name, a.key
+        ),
+    )
 }
 
 /// Evaluate a group block.
@@ -315,6 +272,15 @@ pub fn group(block: &RawBlock, ctx: &Context) -> Result<Group, BakeError> {
         ..Group::default()
     };
     for a in &block.attrs {
+        if a.key == "name" || a.key == "matrix" {
+            return Err(BakeError::at(
+                a.pos.clone(),
+                format!(
+                    "group {:?}: {} is not supported for groups",
+                    block.name, a.key
+                ),
+            ));
+        }
         let v = eval(a, ctx)?;
         match a.key.as_str() {
             "targets" => g.targets = want_list(a, v)?.unwrap_or_default(),
@@ -323,4 +289,39 @@ pub fn group(block: &RawBlock, ctx: &Context) -> Result<Group, BakeError> {
         }
     }
     Ok(g)
+}
+
+/// An attribute's value as other blocks see it through `target.NAME.KEY`:
+/// option lists (`output`, `cache-from`, ...) as objects even where the
+/// file wrote CSV strings, as buildx exposes them.
+pub fn reference_value(key: &str, v: &Value) -> Value {
+    let kind = match key {
+        "output" => EntryKind::Output,
+        "cache-from" | "cache-to" => EntryKind::Cache,
+        "attest" => EntryKind::Attest,
+        "secret" => EntryKind::Secret,
+        "ssh" => EntryKind::Ssh,
+        _ => return v.clone(),
+    };
+    let Value::Array(items) = v else {
+        return v.clone();
+    };
+    let mut out = Vec::new();
+    for item in items {
+        match item {
+            Value::String(s) => match parse_entries(std::slice::from_ref(s), kind) {
+                Ok(entries) => {
+                    for e in entries {
+                        match hcl::to_value(&e) {
+                            Ok(v) => out.push(v),
+                            Err(_) => out.push(item.clone()),
+                        }
+                    }
+                }
+                Err(_) => out.push(item.clone()),
+            },
+            other => out.push(other.clone()),
+        }
+    }
+    Value::Array(out)
 }

@@ -25,9 +25,14 @@ pub mod compose;
 pub mod compose_env;
 mod compose_yaml;
 pub mod eval;
+pub mod expand;
 pub mod funcs;
+pub mod list;
 pub mod parse;
 pub mod target;
+pub mod userfunc;
+pub mod vars;
+pub mod vartype;
 
 use std::collections::BTreeMap;
 
@@ -50,7 +55,40 @@ impl BakeError {
     /// An error at a place in a file (a place without a file is dropped).
     pub fn at(pos: Pos, message: String) -> Self {
         let pos = if pos.file.is_empty() { None } else { Some(pos) };
+        // hcl-rs appends the whole expression; the position and the line shown say where.
+        let message = match message.find(" in expression `") {
+            Some(i) if pos.is_some() => message[..i].to_string(),
+            _ => message,
+        };
+        // The helpers the evaluation is rewritten with are not the user's functions.
+        let message = message
+            .replace("error calling function `__number`: ", "arithmetic: ")
+            .replace("error calling function `__template`: ", "");
         BakeError { pos, message }
+    }
+    /// The error with the line it points at, from the file it names:
+    /// `NN | text` and a caret under the column.
+    pub fn with_source(mut self, files: &[BakeFile]) -> Self {
+        let Some(pos) = &self.pos else {
+            return self;
+        };
+        let Some(f) = files.iter().find(|f| f.name == pos.file) else {
+            return self;
+        };
+        if pos.line == 0 || self.message.contains('\n') {
+            return self;
+        }
+        if let Some(line) = f.text.lines().nth(pos.line - 1) {
+            let num = pos.line.to_string();
+            let pad = " ".repeat(num.len());
+            let caret: String = line
+                .chars()
+                .take(pos.col.saturating_sub(1))
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            self.message = format!("{}\n {num} | {line}\n {pad} | {caret}^", self.message);
+        }
+        self
     }
     /// An error not tied to a file.
     pub fn msg(message: impl Into<String>) -> Self {
@@ -105,6 +143,8 @@ pub struct Config {
     /// The environment the files were read with (`--set T.args.NAME`
     /// without a value takes NAME from it).
     pub env: BTreeMap<String, String>,
+    /// The `variable` blocks with their values (`--list variables`).
+    pub variables: Vec<vars::VariableInfo>,
 }
 
 /// Read and evaluate bake files (in the order given; later files override).
@@ -137,52 +177,10 @@ pub fn load_with_dotenv(
     }
     let mut parsed = Vec::new();
     for f in &files {
-        parsed.push(parse::parse_file(&f.name, &f.text)?);
+        parsed.push(parse::parse_file(&f.name, &f.text).map_err(|e| e.with_source(&files))?);
     }
     let blocks = parse::merge_blocks(parsed);
-    let ctx = eval::variables(&blocks, env)?;
-    for b in &blocks {
-        match b.kind.as_str() {
-            "target" | "group" => {
-                if b.name.is_empty()
-                    || !b
-                        .name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                {
-                    return Err(BakeError::at(
-                        b.pos.clone(),
-                        format!(
-                            "invalid name {:?}: only \"[a-zA-Z0-9_-]+\" are allowed",
-                            b.name
-                        ),
-                    ));
-                }
-                if b.kind == "target" {
-                    let t = eval::target(b, &ctx)?;
-                    match config.targets.iter_mut().find(|e| e.name == t.name) {
-                        Some(existing) => existing.overlay(&t),
-                        None => config.targets.push(t),
-                    }
-                } else {
-                    let g = eval::group(b, &ctx)?;
-                    match config.groups.iter_mut().find(|e| e.name == g.name) {
-                        Some(existing) => {
-                            if b.attr("targets").is_some() {
-                                existing.targets = g.targets;
-                            }
-                            if g.description.is_some() {
-                                existing.description = g.description;
-                            }
-                        }
-                        None => config.groups.push(g),
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(config)
+    expand::config(&blocks, env, config).map_err(|e| e.with_source(&files))
 }
 
 /// The targets and groups a bake run acts on.
@@ -213,9 +211,8 @@ impl Resolved {
                 m.iter_mut().flatten().for_each(|(_, v)| esc(v));
             }
         }
-        let mut out = serde_json::to_string_pretty(&shown).unwrap_or_default();
-        out.push('\n');
-        out
+        // Go's encoder escapes `<`, `>` and `&` (`\u003c`, ...).
+        list::go_json(&shown)
     }
 }
 
@@ -298,26 +295,34 @@ impl Config {
         Ok(names)
     }
 
-    /// Targets and groups reached from `name` (a name that is not a group is a target).
+    /// Targets and groups reached from `name` (a name that is not a group
+    /// is a target), as buildx's `Config.group`: a group met again while it
+    /// is being expanded counts as a target of that name (a group and a
+    /// target may share a name).
     fn expand(
         &self,
         name: &str,
-        seen: &mut Vec<String>,
-        targets: &mut Vec<String>,
-        groups: &mut Vec<String>,
-    ) {
+        visited: &mut BTreeMap<String, (Vec<String>, Vec<String>)>,
+    ) -> (Vec<String>, Vec<String>) {
+        if let Some(v) = visited.get(name) {
+            return v.clone();
+        }
         let Some(g) = self.find_group(name) else {
-            push_unique(targets, name);
-            return;
+            return (vec![name.to_string()], Vec::new());
         };
-        if seen.iter().any(|s| s == name) {
-            return;
-        }
-        seen.push(name.to_string());
-        push_unique(groups, name);
+        visited.insert(name.to_string(), (Vec::new(), Vec::new()));
+        let (mut targets, mut groups) = (Vec::new(), vec![name.to_string()]);
         for t in &g.targets {
-            self.expand(t, seen, targets, groups);
+            let (tt, tg) = self.expand(t, visited);
+            if tt.is_empty() {
+                targets.push(t.clone());
+            } else {
+                targets.extend(tt);
+            }
+            groups.extend(tg);
         }
+        visited.insert(name.to_string(), (targets.clone(), groups.clone()));
+        (targets, groups)
     }
 
     /// `--set PATTERN.KEY=VALUE` values, per target.
@@ -549,8 +554,7 @@ pub fn resolve(
     let overrides = config.overrides(sets)?;
     let mut out = Resolved::default();
     for name in &names {
-        let (mut targets, mut groups) = (Vec::new(), Vec::new());
-        config.expand(name, &mut Vec::new(), &mut targets, &mut groups);
+        let (targets, groups) = config.expand(name, &mut BTreeMap::new());
         for t in targets {
             let resolved = config.resolve_target(&t, &overrides)?;
             out.targets.insert(t, resolved);
@@ -561,16 +565,25 @@ pub fn resolve(
             }
         }
     }
-    let has_default = out.groups.contains_key("default");
+    // As buildx: `default` is left out once a `default` group exists, which
+    // an earlier name of the list may have just created.
+    for n in &names {
+        if out.groups.contains_key("default") && n == "default" {
+            continue;
+        }
+        out.groups
+            .entry("default".into())
+            .or_insert_with(|| Group {
+                name: "default".into(),
+                ..Group::default()
+            })
+            .targets
+            .push(n.clone());
+    }
     let default = out.groups.entry("default".into()).or_insert_with(|| Group {
         name: "default".into(),
         ..Group::default()
     });
-    for n in &names {
-        if !(has_default && n == "default") {
-            default.targets.push(n.clone());
-        }
-    }
     let mut seen = std::collections::BTreeSet::new();
     default.targets.retain(|t| seen.insert(t.clone()));
     default.targets.sort();

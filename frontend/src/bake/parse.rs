@@ -41,9 +41,12 @@ pub struct RawAttr {
     pub expr: Expression,
     /// Where it was written.
     pub pos: Pos,
+    /// Where its value starts.
+    pub value_pos: Pos,
 }
 
-/// A `variable`, `group` or `target` block, or a top-level attribute (kind `attr`).
+/// A `variable`, `function`, `group` or `target` block, a `validation`
+/// block inside a variable, or a top-level attribute (kind `attr`).
 #[derive(Debug, Clone)]
 pub struct RawBlock {
     /// `variable`, `group`, `target`, or `attr`.
@@ -52,6 +55,8 @@ pub struct RawBlock {
     pub name: String,
     /// Its attributes, in order.
     pub attrs: Vec<RawAttr>,
+    /// Blocks inside it (a variable's `validation` blocks).
+    pub blocks: Vec<RawBlock>,
     /// Where the block starts.
     pub pos: Pos,
 }
@@ -110,6 +115,7 @@ fn parse_hcl(name: &str, text: &str) -> Result<Vec<RawBlock>, BakeError> {
         match structure {
             hcl::edit::structure::Structure::Attribute(a) => {
                 let pos = pos_of(name, text, a.span());
+                let value_pos = pos_of(name, text, a.value.span());
                 out.push(RawBlock {
                     kind: "attr".into(),
                     name: a.key.to_string(),
@@ -117,64 +123,82 @@ fn parse_hcl(name: &str, text: &str) -> Result<Vec<RawBlock>, BakeError> {
                         key: a.key.to_string(),
                         expr: a.value.into(),
                         pos: pos.clone(),
+                        value_pos,
                     }],
+                    blocks: Vec::new(),
                     pos,
                 });
             }
             hcl::edit::structure::Structure::Block(b) => {
-                let pos = pos_of(name, text, b.span());
-                let kind = b.ident.to_string();
-                let labels: Vec<String> = b.labels.iter().map(|l| l.as_str().to_string()).collect();
-                match kind.as_str() {
-                    "variable" | "group" | "target" => {}
-                    "function" => {
-                        return Err(BakeError::at(
-                            pos,
-                            "function blocks are not supported yet".into(),
-                        ))
-                    }
-                    other => {
-                        return Err(BakeError::at(
-                            pos,
-                            format!("unsupported block type {other:?}"),
-                        ))
-                    }
-                }
-                let [label] = labels.as_slice() else {
-                    return Err(BakeError::at(
-                        pos,
-                        format!("{kind} block needs exactly one label"),
-                    ));
-                };
-                let mut attrs = Vec::new();
-                for s in b.body.into_iter() {
-                    match s {
-                        hcl::edit::structure::Structure::Attribute(a) => attrs.push(RawAttr {
-                            key: a.key.to_string(),
-                            pos: pos_of(name, text, a.span()),
-                            expr: a.value.into(),
-                        }),
-                        hcl::edit::structure::Structure::Block(inner) => {
-                            return Err(BakeError::at(
-                                pos_of(name, text, inner.span()),
-                                format!(
-                                    "unexpected block {:?} inside {kind} {label:?}",
-                                    inner.ident.to_string()
-                                ),
-                            ))
-                        }
-                    }
-                }
-                out.push(RawBlock {
-                    kind,
-                    name: label.clone(),
-                    attrs,
-                    pos,
-                });
+                out.push(hcl_block(name, text, b, None)?);
             }
         }
     }
     Ok(out)
+}
+
+/// One block of an HCL file; `parent` is the kind of the enclosing block.
+fn hcl_block(
+    name: &str,
+    text: &str,
+    b: hcl::edit::structure::Block,
+    parent: Option<&str>,
+) -> Result<RawBlock, BakeError> {
+    let pos = pos_of(name, text, b.span());
+    let kind = b.ident.to_string();
+    let labels: Vec<String> = b.labels.iter().map(|l| l.as_str().to_string()).collect();
+    match (parent, kind.as_str()) {
+        (None, "variable" | "group" | "target" | "function") => {}
+        (Some("variable"), "validation") => {}
+        (None, other) => {
+            return Err(BakeError::at(
+                pos,
+                format!("unsupported block type {other:?}: a bake file has variable, function, target and group blocks"),
+            ))
+        }
+        (Some(p), other) => {
+            return Err(BakeError::at(
+                pos,
+                format!("unexpected block {other:?} inside {p} {:?}", labels.first().map(String::as_str).unwrap_or_default()),
+            ))
+        }
+    }
+    let label = if parent.is_some() {
+        if !labels.is_empty() {
+            return Err(BakeError::at(pos, format!("a {kind} block takes no label")));
+        }
+        String::new()
+    } else {
+        let [label] = labels.as_slice() else {
+            return Err(BakeError::at(
+                pos,
+                format!("invalid block label: a {kind} block needs exactly one label"),
+            ));
+        };
+        label.clone()
+    };
+    let mut attrs = Vec::new();
+    let mut blocks = Vec::new();
+    for s in b.body.into_iter() {
+        match s {
+            hcl::edit::structure::Structure::Attribute(a) => attrs.push(RawAttr {
+                key: a.key.to_string(),
+                pos: pos_of(name, text, a.span()),
+                value_pos: pos_of(name, text, a.value.span()),
+                expr: a.value.into(),
+            }),
+            hcl::edit::structure::Structure::Block(inner) => {
+                blocks.push(hcl_block(name, text, inner, Some(&kind))?);
+            }
+        }
+    }
+    Ok(RawBlock {
+        kind,
+        name: label,
+        attrs,
+        blocks,
+        pos,
+    })
 }
 
 /// A JSON value as the HCL expression HCL's JSON syntax reads it: strings are templates.
@@ -243,7 +267,7 @@ fn parse_json(name: &str, text: &str) -> Result<Vec<RawBlock>, BakeError> {
     let mut out = Vec::new();
     for (kind, blocks) in root {
         match kind.as_str() {
-            "variable" | "group" | "target" => {}
+            "variable" | "group" | "target" | "function" => {}
             _ => {
                 // HCL's JSON form: any other top-level key is an attribute.
                 out.push(RawBlock {
@@ -253,7 +277,9 @@ fn parse_json(name: &str, text: &str) -> Result<Vec<RawBlock>, BakeError> {
                         key: kind,
                         expr: json_to_expr(blocks, name)?,
                         pos: file_pos.clone(),
+                        value_pos: file_pos.clone(),
                     }],
+                    blocks: Vec::new(),
                     pos: file_pos.clone(),
                 });
                 continue;
@@ -278,17 +304,47 @@ fn parse_json(name: &str, text: &str) -> Result<Vec<RawBlock>, BakeError> {
                         ));
                     };
                     let mut attrs = Vec::new();
+                    let mut inner = Vec::new();
                     for (key, v) in body {
+                        if kind == "variable" && key == "validation" {
+                            for rule in one_or_many(v) {
+                                let serde_json::Value::Object(rule) = rule else {
+                                    return Err(BakeError::at(
+                                        file_pos,
+                                        format!("variable {label:?}: validation must be an object"),
+                                    ));
+                                };
+                                let mut rattrs = Vec::new();
+                                for (k, v) in rule {
+                                    rattrs.push(RawAttr {
+                                        key: k,
+                                        expr: json_to_expr(v, name)?,
+                                        pos: file_pos.clone(),
+                                        value_pos: file_pos.clone(),
+                                    });
+                                }
+                                inner.push(RawBlock {
+                                    kind: "validation".into(),
+                                    name: String::new(),
+                                    attrs: rattrs,
+                                    blocks: Vec::new(),
+                                    pos: file_pos.clone(),
+                                });
+                            }
+                            continue;
+                        }
                         attrs.push(RawAttr {
                             key,
                             expr: json_to_expr(v, name)?,
                             pos: file_pos.clone(),
+                            value_pos: file_pos.clone(),
                         });
                     }
                     out.push(RawBlock {
                         kind: kind.clone(),
                         name: label.clone(),
                         attrs,
+                        blocks: inner,
                         pos: file_pos.clone(),
                     });
                 }
@@ -312,7 +368,7 @@ fn one_or_many(v: serde_json::Value) -> Vec<serde_json::Value> {
 pub fn merge_blocks(files: Vec<Vec<RawBlock>>) -> Vec<RawBlock> {
     let mut out: Vec<RawBlock> = Vec::new();
     for block in files.into_iter().flatten() {
-        let mergeable = block.kind == "variable" || block.kind == "attr";
+        let mergeable = matches!(block.kind.as_str(), "variable" | "attr" | "function");
         match out
             .iter_mut()
             .find(|b| mergeable && b.kind == block.kind && b.name == block.name)
@@ -323,6 +379,9 @@ pub fn merge_blocks(files: Vec<Vec<RawBlock>>) -> Vec<RawBlock> {
                         Some(e) => *e = a,
                         None => existing.attrs.push(a),
                     }
+                }
+                if !block.blocks.is_empty() {
+                    existing.blocks = block.blocks;
                 }
             }
             None => out.push(block),

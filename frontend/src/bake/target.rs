@@ -79,7 +79,11 @@ pub struct Target {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     #[allow(missing_docs)]
-    #[serde(rename = "secret", skip_serializing_if = "Option::is_none", serialize_with = "id_first")]
+    #[serde(
+        rename = "secret",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "id_first"
+    )]
     pub secrets: Option<Vec<Entry>>,
     #[allow(missing_docs)]
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "id_first")]
@@ -275,6 +279,12 @@ impl Target {
                 .push("network.host".to_string());
         }
         dedup_strings(&mut self.entitlements);
+        // Go's `omitempty`: an empty map is not printed.
+        for m in [&mut self.args, &mut self.labels, &mut self.extra_hosts] {
+            if m.as_ref().is_some_and(BTreeMap::is_empty) {
+                *m = None;
+            }
+        }
         if let Some(c) = &mut self.contexts {
             c.retain(|_, v| !v.is_empty());
             if c.is_empty() {
@@ -440,10 +450,15 @@ fn set_load(outputs: &mut Option<Vec<Entry>>, on: bool) {
     list.push(string_entry(&[("type", "docker")]));
 }
 
+/// buildx's `removeDupesStr`: duplicates and empty strings go; an empty
+/// list is not printed (Go's `omitempty`).
 fn dedup_strings(list: &mut Option<Vec<String>>) {
     if let Some(l) = list {
         let mut seen = std::collections::BTreeSet::new();
-        l.retain(|s| seen.insert(s.clone()));
+        l.retain(|s| !s.is_empty() && seen.insert(s.clone()));
+        if l.is_empty() {
+            *list = None;
+        }
     }
 }
 
