@@ -433,9 +433,10 @@ fn add_solve_status(ev: &mut serde_json::Value) {
 /// RFC 3339 with nanoseconds, UTC, of a Unix time in seconds.
 fn rfc3339_nano(t: f64) -> String {
     let secs = t.max(0.0).floor();
-    let nanos = ((t.max(0.0) - secs) * 1e9) as u64;
-    let (y, mo, d, h, mi, s) = crate::image::config::civil(secs as u64);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{nanos:09}Z")
+    let nanos = ((t.max(0.0) - secs) * 1e9) as u32;
+    chrono::DateTime::from_timestamp(secs as i64, nanos.min(999_999_999))
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 /// Human size: `523.0 MB`.
