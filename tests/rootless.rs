@@ -3,6 +3,8 @@
 //! naming each piece such a build will need, with the root command that
 //! provides it.
 
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
