@@ -7,46 +7,12 @@ use crate::instructions::{Healthcheck, ShellOrExec};
 use crate::quote::{go_quote, go_quote_rune};
 use crate::ir::Health;
 
-/// Parse a Go duration (`1h2m3.5s`, `300ms`, `0`) into nanoseconds.
+/// Parse a Go duration (`1h2m3.5s`, `300ms`, `0`) into nanoseconds; a
+/// HEALTHCHECK duration cannot be negative.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let bad = || format!("time: invalid duration {s:?}");
-    let (neg, mut rest) = match s.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    if rest == "0" {
-        return Ok(0);
-    }
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total: f64 = 0.0;
-    while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        if n == 0 {
-            return Err(bad());
-        }
-        let value: f64 = rest[..n].parse().map_err(|_| bad())?;
-        rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            "" => return Err(format!("time: missing unit in duration {s:?}")),
-            other => return Err(format!("time: unknown unit {other:?} in duration {s:?}")),
-        };
-        rest = &rest[u..];
-        total += value * unit;
-    }
-    if neg && total > 0.0 {
+    let total = crate::duration::parse_go(s)?;
+    if total < 0.0 {
         return Err(format!("duration {s:?} cannot be negative"));
-    }
-    if !total.is_finite() || total > u64::MAX as f64 {
-        return Err(bad());
     }
     Ok(total.round() as u64)
 }

@@ -29,6 +29,7 @@ pub mod annotations;
 pub mod bake;
 pub mod buildoci;
 pub mod dockerignore;
+pub mod duration;
 pub mod epoch;
 pub mod error;
 pub mod health;

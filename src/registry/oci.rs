@@ -40,9 +40,7 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -419,17 +417,7 @@ impl Registry for OciRegistry {
         })
         .map_err(|e| map_err(reference, &format!("blob {digest}"), e))?;
         // Verify independently of the client.
-        let mut hasher = Sha256::new();
-        let mut f = std::fs::File::open(tmp.path())?;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let got = format!("sha256:{}", hex::encode(hasher.finalize()));
+        let got = super::pull::file_digest(tmp.path())?;
         if got != digest {
             return Err(RegistryError::Transport {
                 reference: reference.to_string(),

@@ -22,9 +22,7 @@ use crate::image::config::ImageConfig;
 use crate::image::manifest::{Descriptor, Manifest, MANIFEST_V1};
 use crate::image::source::SourceImage;
 use oci_client::Reference;
-use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Docker schema2 image manifest media type.
@@ -107,17 +105,7 @@ fn sha256_hex(digest: &str) -> Result<&str, RegistryError> {
 
 /// `sha256:` digest of a file's content.
 pub(crate) fn file_digest(path: &Path) -> Result<String, std::io::Error> {
-    let mut f = fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+    Ok(format!("sha256:{}", crate::store::seal::file_sha256(path)?))
 }
 
 fn io_at(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> RegistryError {

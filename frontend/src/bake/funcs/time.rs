@@ -149,47 +149,9 @@ fn formattimestamp(a: FuncArgs) -> Result<Value, String> {
     format_spec(&spec, &t).map(string)
 }
 
-/// A Go duration (`1h30m`, `-2.5s`, `300ms`) in nanoseconds.
-fn go_duration(d: &str) -> Result<i64, String> {
-    let bad = || format!("invalid duration {d:?}");
-    let (neg, mut rest) = match d.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, d.strip_prefix('+').unwrap_or(d)),
-    };
-    if rest == "0" {
-        return Ok(0);
-    }
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total: f64 = 0.0;
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let value: f64 = rest[..n].parse().map_err(|_| bad())?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(bad()),
-        };
-        total += value * unit;
-        rest = &rest[u..];
-    }
-    Ok(if neg { -(total as i64) } else { total as i64 })
-}
-
 fn timeadd(a: FuncArgs) -> Result<Value, String> {
     let t = parse_time(&s(&a, 0)?)?;
-    let d = go_duration(&s(&a, 1)?)?;
+    let d = crate::duration::parse_go(&s(&a, 1)?)? as i64;
     let t = t + chrono::Duration::nanoseconds(d);
     Ok(string(rfc3339(&t)))
 }
