@@ -49,7 +49,7 @@ SKIP_LOG ?= $(CURDIR)/target/test-skips.txt
 test: deps modern-docker
 	@test -d $(SHARED)/compat/buildkit || { echo "test: $(SHARED)/compat is missing (the conformance fixtures)"; exit 1; }
 	@mkdir -p $(dir $(SKIP_LOG)) && rm -f $(SKIP_LOG)
-	STROMATEKT_SHARED=$(abspath $(SHARED)) STROMATEKT_CHECK_CHANGES=1 STROMATEKT_SKIP_LOG=$(SKIP_LOG) $(CARGO) test --workspace; \
+	STROMATEKT_SHARED=$(abspath $(SHARED)) STROMATEKT_CHECK_CHANGES=1 STROMATEKT_SKIP_LOG=$(SKIP_LOG) $(CARGO) test --workspace --no-fail-fast; \
 	  rc=$$?; ./scripts/skip-summary.sh $(SKIP_LOG); exit $$rc
 	./fuzz/run.sh -n $(FUZZ_RUNS)
 

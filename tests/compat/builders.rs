@@ -84,12 +84,15 @@ impl Modern {
     }
 
     /// `docker buildx build` with the docker driver (the image lands in the
-    /// daemon's image store), `--network=host`, `BASE` = the loaded base.
+    /// daemon's image store), `--network=host`, `BASE` = the loaded base,
+    /// `--no-cache`: the daemon is shared and long-lived, and a step cached
+    /// by an earlier run whose cache mount was pruned since would not run
+    /// again (a later step then sees an empty cache mount).
     fn build(&self, env: &Env, dockerfile: &Path, ctx: &Path, tag: &str, extra: &[String]) -> Result<(), String> {
         let mut cmd = self.cmd();
         ssh(&mut cmd, env);
         let o = cmd
-            .args(["buildx", "build", "--builder", "default", "--progress=plain", "--network=host", "--build-arg"])
+            .args(["buildx", "build", "--builder", "default", "--progress=plain", "--network=host", "--no-cache", "--build-arg"])
             .arg(format!("BASE={}", self.base))
             .args(["-t", tag, "-f"])
             .arg(dockerfile)
