@@ -5,8 +5,9 @@
 //! `/etc/hosts` and `/etc/resolv.conf` (the host's, as BuildKit rewrites it:
 //! [`super::resolv`]) are written into the bundle and bind-mounted read-only.
 //! Default-network steps join the build's network namespace ([`super::netns`]),
-//! made when the first one runs and removed with the executor. The container
-//! is always deleted afterwards.
+//! made when the first one runs and removed with the executor. `runc run`
+//! deletes the container when its process ends; one it leaves behind is
+//! deleted afterwards.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -230,7 +231,13 @@ impl Executor for RuncExecutor {
         let init = self.prepare(req, bundle.path())?;
         lock(&self.running).insert(req.id.clone());
         let result = self.run_container(req, bundle.path(), init.as_ref(), output);
-        self.delete(&req.id);
+        // `runc run` (attached) deletes its container when the process
+        // ends; only a container it left behind (runc killed, or failing
+        // part-way) keeps its state directory and needs a `runc delete`,
+        // which would otherwise cost another runc start per step.
+        if fs::symlink_metadata(self.state_dir.join(&req.id)).is_ok() {
+            self.delete(&req.id);
+        }
         lock(&self.running).remove(&req.id);
         if lock(&self.killed).remove(&req.id) {
             return Err(ExecError::Cancelled);

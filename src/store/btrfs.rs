@@ -30,11 +30,15 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 /// A snapshot store on btrfs subvolumes.
 #[derive(Debug)]
 pub struct BtrfsStore {
     root: PathBuf,
+    /// Work snapshots of committed layers, by layer name, kept for the next
+    /// step that starts from that layer ([`Store::commit`]).
+    spares: Mutex<BTreeMap<String, PathBuf>>,
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -176,7 +180,7 @@ impl BtrfsStore {
             });
         }
         super::layout::create_skeleton(root).map_err(io("creating the store in", root))?;
-        Ok(BtrfsStore { root: root.to_path_buf() })
+        Ok(BtrfsStore { root: root.to_path_buf(), spares: Mutex::default() })
     }
 
     fn active(&self, key: &str) -> PathBuf {
@@ -208,6 +212,36 @@ impl BtrfsStore {
     pub fn finish_commit(&self, name: &str) -> Result<(), StoreError> {
         check_name(name)?;
         set_readonly(&self.committed(name))
+    }
+
+    /// Keep work snapshot `src`, whose content is committed layer `name`,
+    /// for the next step that starts from `name`: renamed (a directory
+    /// rename, no transaction) to a name of this process under `active/`,
+    /// which a later build removes if this one dies. Those left unused are
+    /// deleted when the store is dropped.
+    fn keep_spare(&self, name: &str, src: &Path) {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let spare = self.active(&format!("w-{}-spare-{n}", std::process::id()));
+        if fs::rename(src, &spare).is_err() {
+            let _ = Self::delete_subvol(src);
+            return;
+        }
+        let old = self.spares.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), spare);
+        if let Some(p) = old {
+            let _ = Self::delete_subvol(&p);
+        }
+    }
+
+    /// Move the spare of layer `name`, if there is one, to `dst`.
+    fn take_spare(&self, name: &str, dst: &Path) -> bool {
+        let spare = self.spares.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        let Some(spare) = spare else { return false };
+        if fs::rename(&spare, dst).is_ok() {
+            return true;
+        }
+        let _ = Self::delete_subvol(&spare);
+        false
     }
 
     fn delete_subvol(path: &Path) -> Result<(), StoreError> {
@@ -247,7 +281,9 @@ impl Store for BtrfsStore {
                 if !src.is_dir() {
                     return Err(StoreError::NotFound(p.to_string()));
                 }
-                snapshot(&src, &dst)?;
+                if !self.take_spare(p, &dst) {
+                    snapshot(&src, &dst)?;
+                }
             }
             None => {
                 let (parent, name) = parent_and_name(&dst)?;
@@ -269,34 +305,33 @@ impl Store for BtrfsStore {
             Self::delete_subvol(&src)?;
             return Ok(dst);
         }
-        // The active subvolume itself becomes the layer: renamed into place,
-        // then made read-only (btrfs refuses to rename a read-only
-        // subvolume). No snapshot is taken and none deleted, so its inodes,
-        // and the page cache of what the step wrote, stay (the export reads
-        // them next). Until the flag is set the layer is writable, but
-        // nothing writes to `committed/`; `send_stream` sets the flag on a
-        // layer a crash left without it.
-        // Durable first: one syncfs writes what the step wrote and commits a
-        // btrfs transaction, so a layer that is in `committed/` after a
-        // crash is whole (RUNs' own syncs are answered without running, see
-        // `exec::seccomp`). Only then the rename: if a crash loses it, the
-        // step is an active leftover, removed and run again.
+        // One read-only snapshot of the work snapshot is the layer. Creating
+        // it writes out what the step wrote and waits for it (the kernel
+        // flushes a subvolume before snapshotting it), then commits one
+        // btrfs transaction that makes the layer appear, read-only, with its
+        // data on disk: a layer in `committed/` after a crash is whole (RUNs'
+        // own syncs are answered without running, see `exec::seccomp`), and a
+        // crash before leaves only the work snapshot, removed and run again.
+        // A sync, a rename and a read-only flag cost a transaction each.
         let fd = open_dir(&src)?;
-        nix::unistd::syncfs(fd.as_fd()).map_err(errno("syncing", &src))?;
-        drop(fd);
-        super::fault::point("commit-synced");
-        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-        match renameat2(AT_FDCWD, &src, AT_FDCWD, &dst, RenameFlags::RENAME_NOREPLACE) {
-            Ok(()) => {
-                super::fault::point("commit-renamed");
-                set_readonly(&dst)?
-            }
-            Err(nix::errno::Errno::EEXIST) | Err(nix::errno::Errno::ENOTEMPTY) => {
+        let (parent, dst_name) = parent_and_name(&dst)?;
+        match btrfs_uapi::subvolume::snapshot_create(parent.as_fd(), fd.as_fd(), &dst_name, true, &[]) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EEXIST) => {
                 // A concurrent commit won: keep theirs.
+                drop(fd);
                 Self::delete_subvol(&src)?;
+                return Ok(dst);
             }
-            Err(e) => return Err(StoreError::Io { op: "renaming", path: dst, source: e.into() }),
+            Err(e) => return Err(StoreError::Io { op: "snapshotting", path: dst, source: e.into() }),
         }
+        drop(fd);
+        super::fault::point("commit-snapshotted");
+        // The work snapshot now holds what the layer holds: kept as the
+        // next step's work snapshot when that step starts from this layer
+        // (the usual chain of RUNs), which then costs a rename instead of a
+        // snapshot and its transaction.
+        self.keep_spare(name, &src);
         Ok(dst)
     }
 
@@ -342,6 +377,15 @@ impl Store for BtrfsStore {
             self.finish_commit(name)?;
         }
         Ok(cut)
+    }
+}
+
+impl Drop for BtrfsStore {
+    fn drop(&mut self) {
+        let spares = std::mem::take(self.spares.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for p in spares.values() {
+            let _ = Self::delete_subvol(p);
+        }
     }
 }
 

@@ -20,14 +20,10 @@ pub struct Point {
 }
 
 /// Every crash point, one place.
-pub const POINTS: [Point; 10] = [
+pub const POINTS: [Point; 9] = [
     Point {
-        name: "commit-synced",
-        state: "a step's snapshot is synced but still active (not renamed into committed/)",
-    },
-    Point {
-        name: "commit-renamed",
-        state: "a step's snapshot is in committed/ but not yet read-only",
+        name: "commit-snapshotted",
+        state: "a step's read-only layer is in committed/; its work snapshot is still in active/",
     },
     Point {
         name: "copy-committed",
