@@ -1,13 +1,14 @@
 //! The real snapshot store: btrfs subvolumes under a root on btrfs.
 //!
 //! Layout: `ROOT/active/KEY` (writable subvolumes) and `ROOT/committed/NAME`
-//! (read-only subvolumes). A commit syncs the filesystem once (`syncfs`: the
-//! step's data and a btrfs transaction; the layer is durable), then renames the active subvolume to
-//! `committed/NAME` with `RENAME_NOREPLACE` (atomic: a concurrent commit of
-//! the same name wins or loses cleanly; the loser's subvolume is deleted),
-//! then makes it read-only (btrfs cannot rename a read-only subvolume). A
-//! layer a crash left writable in between is made read-only by the next
-//! diff (`send_stream`).
+//! (read-only subvolumes). A commit is one read-only snapshot of the active
+//! subvolume as `committed/NAME` (one btrfs transaction, the data written out
+//! first: the layer appears whole, read-only and durable; a concurrent commit
+//! of the same name wins or loses cleanly, the loser's subvolume is
+//! deleted). The active subvolume is then kept as a *spare* and becomes the
+//! work snapshot of the next step that starts from `NAME` (a rename instead
+//! of a snapshot and its transaction). A committed layer found writable is
+//! made read-only by the next diff (`send_stream`).
 //!
 //! Subvolumes are created, snapshotted and deleted with the btrfs ioctls
 //! (`btrfs-uapi`), and [`Store::diff`] reads the metadata-only send stream
@@ -191,9 +192,7 @@ impl BtrfsStore {
         self.root.join("committed").join(name)
     }
 
-    /// Committed snapshots that are still writable: a crash landed between
-    /// a commit's rename and its read-only flag (their content is whole: it
-    /// was synced before the rename).
+    /// Committed snapshots that are still writable (a commit never leaves one).
     pub fn writable_committed(&self) -> Result<Vec<String>, StoreError> {
         use btrfs_uapi::subvolume::{subvolume_flags_get, SubvolumeFlags};
         let mut v = Vec::new();
@@ -305,14 +304,12 @@ impl Store for BtrfsStore {
             Self::delete_subvol(&src)?;
             return Ok(dst);
         }
-        // One read-only snapshot of the work snapshot is the layer. Creating
-        // it writes out what the step wrote and waits for it (the kernel
-        // flushes a subvolume before snapshotting it), then commits one
-        // btrfs transaction that makes the layer appear, read-only, with its
-        // data on disk: a layer in `committed/` after a crash is whole (RUNs'
-        // own syncs are answered without running, see `exec::seccomp`), and a
-        // crash before leaves only the work snapshot, removed and run again.
-        // A sync, a rename and a read-only flag cost a transaction each.
+        // The layer is a read-only snapshot of the work snapshot: the kernel
+        // writes out and waits for the source's data, then commits one btrfs
+        // transaction that makes the layer appear with its data on disk. A
+        // layer in `committed/` after a crash is whole (RUNs' own syncs are
+        // answered without running, see `exec::seccomp`); a crash before
+        // leaves the work snapshot, removed, and the step runs again.
         let fd = open_dir(&src)?;
         let (parent, dst_name) = parent_and_name(&dst)?;
         match btrfs_uapi::subvolume::snapshot_create(parent.as_fd(), fd.as_fd(), &dst_name, true, &[]) {
@@ -327,10 +324,8 @@ impl Store for BtrfsStore {
         }
         drop(fd);
         super::fault::point("commit-snapshotted");
-        // The work snapshot now holds what the layer holds: kept as the
-        // next step's work snapshot when that step starts from this layer
-        // (the usual chain of RUNs), which then costs a rename instead of a
-        // snapshot and its transaction.
+        // The work snapshot holds what the layer holds: the next step that
+        // starts from this layer takes it (a rename, no transaction).
         self.keep_spare(name, &src);
         Ok(dst)
     }
