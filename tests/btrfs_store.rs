@@ -49,6 +49,14 @@ fn changes(v: &[stromatekt::store::Change]) -> Vec<(String, ChangeKind)> {
     v.iter().map(|c| (c.path.display().to_string(), c.kind)).collect()
 }
 
+/// The store's active entries: work snapshots, and spares (work snapshots
+/// of committed layers kept for the next step).
+fn active(s: &BtrfsStore) -> (Vec<String>, usize) {
+    let all = s.list_active().unwrap();
+    let spares = all.iter().filter(|k| k.contains("-spare-")).count();
+    (all.into_iter().filter(|k| !k.contains("-spare-")).collect(), spares)
+}
+
 fn w(p: &Path, s: &str) {
     fs::write(p, s).expect("write");
 }
@@ -72,7 +80,7 @@ fn btrfs_prepare_commit_diff() {
     w(&a.join("repl/old"), "1");
     let base = s.commit("w1", "base").expect("commit");
     assert_eq!(base, m.dir.join("committed/base"));
-    assert_eq!(s.list_active().unwrap(), Vec::<String>::new());
+    assert_eq!(active(&s), (vec![], 1), "the work snapshot is kept as a spare");
     assert_eq!(s.list_committed().unwrap(), vec!["base".to_string()]);
     assert_eq!(
         changes(&s.diff(None, "base").expect("diff")),
@@ -93,8 +101,10 @@ fn btrfs_prepare_commit_diff() {
     // Read-only.
     assert!(fs::write(base.join("nope"), "x").is_err());
 
+    // The child starts from base's spare: the diff below compares layers
+    // that are snapshots of one work snapshot.
     let b = s.prepare("w2", Some("base")).expect("prepare child");
-    assert_eq!(s.list_active().unwrap(), vec!["w2".to_string()]);
+    assert_eq!(active(&s), (vec!["w2".to_string()], 0), "the spare became the child's work snapshot");
     w(&b.join("new"), "n");
     w(&b.join("edit"), "new content");
     fs::set_permissions(b.join("mode"), fs::Permissions::from_mode(0o600)).unwrap();
@@ -127,7 +137,7 @@ fn btrfs_prepare_commit_diff() {
     w(&c.join("other"), "o");
     assert_eq!(s.commit("w3", "child").expect("commit again"), m.dir.join("committed/child"));
     assert!(!m.dir.join("committed/child/other").exists());
-    assert_eq!(s.list_active().unwrap(), Vec::<String>::new());
+    assert_eq!(active(&s), (vec![], 1), "w3 removed, child's spare kept");
     assert!(s.get("child").is_some());
     assert!(s.get("missing").is_none());
     assert!(matches!(s.prepare("x", Some("missing")), Err(stromatekt::store::StoreError::NotFound(_))));
@@ -137,6 +147,7 @@ fn btrfs_prepare_commit_diff() {
     assert_eq!(s.list_committed().unwrap(), vec!["base".to_string()]);
     s.remove("base").expect("remove base");
     drop(s);
+    assert_eq!(fs::read_dir(m.dir.join("active")).unwrap().count(), 0, "spares left after the store was dropped");
     let img = m.image.clone();
     drop(m);
     let out = Command::new("losetup").arg("-a").output().expect("losetup");
@@ -306,7 +317,7 @@ fn btrfs_commit_is_read_only_and_a_writable_layer_heals() {
     let a = s.prepare("w1", None).unwrap();
     w(&a.join("f"), "1");
     let base = s.commit("w1", "base").unwrap();
-    assert!(!m.dir.join("active/w1").exists(), "the active subvolume became the layer");
+    assert!(!m.dir.join("active/w1").exists(), "the work snapshot was committed");
     let ro = |p: &Path| String::from_utf8_lossy(&Command::new("btrfs").args(["property", "get", "-ts"]).arg(p).arg("ro").output().unwrap().stdout).trim().to_string();
     assert_eq!(ro(&base), "ro=true");
     assert!(Command::new("btrfs").args(["property", "set", "-ts"]).arg(&base).args(["ro", "false"]).status().unwrap().success());
