@@ -395,12 +395,25 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     }
     sched.recover()?;
     sched.cancel_on_signals(crate::scheduler::CANCEL_SIGNALS).context("installing the Ctrl-C handler")?;
-    let result = sched.run(graph);
+    // Without the cache every default-network RUN runs: the network is
+    // made beside the first steps instead of before the first RUN.
+    let early_net = a.no_cache
+        && graph.nodes.iter().any(|n| matches!(&n.op, Op::Exec(e) if e.network == frontend::ir::Network::Default));
+    let result = std::thread::scope(|s| {
+        if early_net {
+            s.spawn(|| runc.prepare_network());
+        }
+        sched.run(graph)
+    });
     if let Err(e) = context.save_index() {
         eprintln!("stromatekt: warning: could not save the context index: {e}");
     }
     let mut states = result?;
-    outputs::write(&plan, &sched, &recorder, graph, &mut states, &progress)?;
+    // The steps are done: the network goes while the outputs are written.
+    std::thread::scope(|s| {
+        s.spawn(|| runc.release_network());
+        outputs::write(&plan, &sched, &recorder, graph, &mut states, &progress)
+    })?;
     progress.summary(&|n| graph.inputs(frontend::ir::NodeId(n)).into_iter().map(|i| i.0).collect());
     Ok(())
 }

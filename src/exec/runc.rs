@@ -78,6 +78,21 @@ impl RuncExecutor {
         Ok(slot.gateway().into())
     }
 
+    /// Make the build's network now, for a build whose RUN steps will run
+    /// (`--no-cache`), while its first steps load their bases; a failure is
+    /// left for the first step, which tries again and reports it.
+    pub fn prepare_network(&self) {
+        let _ = self.netns();
+    }
+
+    /// Remove the build's network now (no step will run any more): while
+    /// the outputs are written rather than after. A step after this one
+    /// would make it again.
+    pub fn release_network(&self) {
+        let net = lock(&self.net).take();
+        drop(net);
+    }
+
     /// The build's network namespace, made on first call.
     fn netns(&self) -> Result<PathBuf, ExecError> {
         let mut net = lock(&self.net);
