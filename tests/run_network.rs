@@ -250,3 +250,25 @@ fn in_use(slot: &str) -> bool {
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     rc != 0
 }
+
+#[test]
+fn a_build_without_the_cache_has_one_network_for_its_runs_and_removes_it() {
+    let Some(env) = common::BuildEnv::new(2, &[]) else { return };
+    tools_present();
+    // `--no-cache`: the network is made while the base loads, before the
+    // first RUN asks for it; every RUN joins it, and it goes with the build.
+    let ctx = env.ctx("ctx", "ARG BASE\nFROM ${BASE}\nRUN ip route > /route1\nRUN ip route > /route2 && ls /sys/class/net > /ifaces\n", &[]);
+    let out = env.store.scratch().join("out");
+    env.build_oci(&ctx, &out, &["--no-cache"]);
+    let rootfs = common::unpack(&out, &env.store.scratch().join("unpacked"));
+    let read = |name: &str| std::fs::read_to_string(rootfs.join(name)).unwrap();
+    let routes = read("route1");
+    let gw = routes.lines().find_map(|l| l.strip_prefix("default via ")).and_then(|r| r.split_whitespace().next()).unwrap_or("");
+    assert!(gw.starts_with("10.89.") && gw.ends_with(".1"), "{routes}");
+    assert_eq!(read("route2"), routes, "the second RUN is in the same network");
+    assert_eq!(read("ifaces"), "eth0\nlo\n");
+    let slot = gw.trim_start_matches("10.89.").trim_end_matches(".1");
+    let gone = |p: String| !Path::new(&p).exists() || in_use(slot);
+    assert!(gone(format!("/run/netns/stromatekt-{slot}")), "stromatekt-{slot} left behind");
+    assert!(gone(format!("/sys/class/net/stk-{slot}")), "stk-{slot} left behind");
+}
