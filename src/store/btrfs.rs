@@ -213,11 +213,10 @@ impl BtrfsStore {
         set_readonly(&self.committed(name))
     }
 
-    /// Keep work snapshot `src`, whose content is committed layer `name`,
-    /// for the next step that starts from `name`: renamed (a directory
-    /// rename, no transaction) to a name of this process under `active/`,
-    /// which a later build removes if this one dies. Those left unused are
-    /// deleted when the store is dropped.
+    /// Keep work snapshot `src` (the content of layer `name`) for the next
+    /// step that starts from `name`, renamed to a name of this process under
+    /// `active/` (removed by a later build if this one dies, when the store
+    /// is dropped if unused).
     fn keep_spare(&self, name: &str, src: &Path) {
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -332,6 +331,10 @@ impl Store for BtrfsStore {
 
     fn remove(&self, key_or_name: &str) -> Result<(), StoreError> {
         check_name(key_or_name)?;
+        let spare = self.spares.lock().unwrap_or_else(|e| e.into_inner()).remove(key_or_name);
+        if let Some(p) = spare {
+            Self::delete_subvol(&p)?;
+        }
         Self::delete_subvol(&self.active(key_or_name))?;
         Self::delete_subvol(&self.committed(key_or_name))
     }
