@@ -186,8 +186,13 @@ pub(crate) fn layer_blob_blocks<S: Store + ?Sized>(store: &S, l: &LayerRef, epoc
     let tmp = tempfile::Builder::new().prefix(&temp_prefix("layer")).tempfile_in(&blobs).context("temp file in the store")?;
     // Unchanged stretches of the tar are taken compressed from earlier blobs.
     let index = Arc::new(block_index(root));
-    let (blob, blocks) = write_gzip_blob_cached(&tree, &changes, tmp.path(), epoch, Some(index.clone() as Arc<dyn BlockCache>))
-        .with_context(|| format!("writing the layer of {}", l.name))?;
+    // The files the step wrote, read where they are likely still cached.
+    let twin = store.borrow_twin(&l.name);
+    let written = write_gzip_blob_cached(twin.as_deref().unwrap_or(&tree), &changes, tmp.path(), epoch, Some(index.clone() as Arc<dyn BlockCache>));
+    if let Some(t) = twin {
+        store.give_back(&l.name, t);
+    }
+    let (blob, blocks) = written.with_context(|| format!("writing the layer of {}", l.name))?;
     let dest = blob_path(root, &blob.digest);
     tmp.persist(&dest).map_err(|e| anyhow!(e.error)).with_context(|| format!("storing blob {}", dest.display()))?;
     crate::store::fault::point("layer-blob-stored");

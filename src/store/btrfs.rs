@@ -31,15 +31,13 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 
 /// A snapshot store on btrfs subvolumes.
 #[derive(Debug)]
 pub struct BtrfsStore {
     root: PathBuf,
-    /// Work snapshots of committed layers, by layer name, kept for the next
-    /// step that starts from that layer ([`Store::commit`]).
-    spares: Mutex<BTreeMap<String, PathBuf>>,
+    /// Work snapshots of committed layers, by layer name ([`super::spare`]).
+    spares: super::spare::Spares,
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -181,7 +179,7 @@ impl BtrfsStore {
             });
         }
         super::layout::create_skeleton(root).map_err(io("creating the store in", root))?;
-        Ok(BtrfsStore { root: root.to_path_buf(), spares: Mutex::default() })
+        Ok(BtrfsStore { root: root.to_path_buf(), spares: Default::default() })
     }
 
     fn active(&self, key: &str) -> PathBuf {
@@ -213,33 +211,9 @@ impl BtrfsStore {
         set_readonly(&self.committed(name))
     }
 
-    /// Keep work snapshot `src` (the content of layer `name`) for the next
-    /// step that starts from `name`, renamed to a name of this process under
-    /// `active/` (removed by a later build if this one dies, when the store
-    /// is dropped if unused).
-    fn keep_spare(&self, name: &str, src: &Path) {
-        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let spare = self.active(&format!("w-{}-spare-{n}", std::process::id()));
-        if fs::rename(src, &spare).is_err() {
-            let _ = Self::delete_subvol(src);
-            return;
-        }
-        let old = self.spares.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), spare);
-        if let Some(p) = old {
-            let _ = Self::delete_subvol(&p);
-        }
-    }
-
-    /// Move the spare of layer `name`, if there is one, to `dst`.
-    fn take_spare(&self, name: &str, dst: &Path) -> bool {
-        let spare = self.spares.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
-        let Some(spare) = spare else { return false };
-        if fs::rename(&spare, dst).is_ok() {
-            return true;
-        }
-        let _ = Self::delete_subvol(&spare);
-        false
+    /// Delete a spare (errors ignored: a spare is an optimisation).
+    fn drop_spare(path: &Path) {
+        let _ = Self::delete_subvol(path);
     }
 
     fn delete_subvol(path: &Path) -> Result<(), StoreError> {
@@ -279,7 +253,7 @@ impl Store for BtrfsStore {
                 if !src.is_dir() {
                     return Err(StoreError::NotFound(p.to_string()));
                 }
-                if !self.take_spare(p, &dst) {
+                if !self.spares.take(p, &dst, Self::drop_spare) {
                     snapshot(&src, &dst)?;
                 }
             }
@@ -325,16 +299,13 @@ impl Store for BtrfsStore {
         super::fault::point("commit-snapshotted");
         // The work snapshot holds what the layer holds: the next step that
         // starts from this layer takes it (a rename, no transaction).
-        self.keep_spare(name, &src);
+        self.spares.keep(name, &src, &self.root.join("active"), Self::drop_spare);
         Ok(dst)
     }
 
     fn remove(&self, key_or_name: &str) -> Result<(), StoreError> {
         check_name(key_or_name)?;
-        let spare = self.spares.lock().unwrap_or_else(|e| e.into_inner()).remove(key_or_name);
-        if let Some(p) = spare {
-            Self::delete_subvol(&p)?;
-        }
+        self.spares.forget(key_or_name, Self::drop_spare);
         Self::delete_subvol(&self.active(key_or_name))?;
         Self::delete_subvol(&self.committed(key_or_name))
     }
@@ -369,6 +340,14 @@ impl Store for BtrfsStore {
         list(&self.root.join("committed"))
     }
 
+    fn borrow_twin(&self, name: &str) -> Option<PathBuf> {
+        self.spares.lend(name)
+    }
+
+    fn give_back(&self, name: &str, twin: PathBuf) {
+        self.spares.give_back(name, twin, self.get(name).is_some(), Self::drop_spare);
+    }
+
     fn finish_commits(&self) -> Result<Vec<String>, StoreError> {
         let cut = self.writable_committed()?;
         for name in &cut {
@@ -380,10 +359,7 @@ impl Store for BtrfsStore {
 
 impl Drop for BtrfsStore {
     fn drop(&mut self) {
-        let spares = std::mem::take(self.spares.get_mut().unwrap_or_else(|e| e.into_inner()));
-        for p in spares.values() {
-            let _ = Self::delete_subvol(p);
-        }
+        self.spares.clear(Self::drop_spare);
     }
 }
 

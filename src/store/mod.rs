@@ -24,6 +24,7 @@ pub mod mem;
 pub mod root;
 pub mod seal;
 pub mod space;
+pub mod spare;
 pub mod temps;
 
 pub use layout::Area;
@@ -122,6 +123,17 @@ pub trait Store: Send + Sync {
 
     /// Committed names.
     fn list_committed(&self) -> Result<Vec<String>, StoreError>;
+
+    /// A writable twin of committed `name` holding the very files its step
+    /// wrote (their pages likely still cached), lent until [`Store::give_back`]
+    /// and left alone meanwhile: reading a layer's files from it right after
+    /// the step is cheaper than from the layer. None when there is none.
+    fn borrow_twin(&self, _name: &str) -> Option<PathBuf> {
+        None
+    }
+
+    /// Return a twin lent by [`Store::borrow_twin`].
+    fn give_back(&self, _name: &str, _twin: PathBuf) {}
 
     /// Finish commits a crash cut short (for start-up recovery): a
     /// committed snapshot left writable is made read-only. Returns their
