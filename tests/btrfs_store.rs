@@ -325,3 +325,36 @@ fn btrfs_commit_is_read_only_and_a_writable_layer_heals() {
     assert_eq!(changes(&s.diff(None, "base").unwrap()), vec![("f".into(), ChangeKind::Added)]);
     assert_eq!(ro(&base), "ro=true");
 }
+
+#[test]
+fn a_lent_spare_is_not_taken_by_a_step_and_comes_back() {
+    let Some(m) = mount() else { return };
+    let s = BtrfsStore::open(&m.dir).expect("open");
+    let a = s.prepare("w1", None).unwrap();
+    w(&a.join("f"), "layer");
+    s.commit("w1", "base").unwrap();
+    // Lent (the export reads the layer's files from it): the same files.
+    let twin = s.borrow_twin("base").expect("the commit left a spare");
+    assert_eq!(fs::read_to_string(twin.join("f")).unwrap(), "layer");
+    assert!(s.borrow_twin("base").is_none(), "lent twice");
+    // Meanwhile a step starting from base snapshots the layer instead.
+    let b = s.prepare("w2", Some("base")).unwrap();
+    w(&b.join("f"), "changed");
+    assert_eq!(fs::read_to_string(twin.join("f")).unwrap(), "layer", "a step wrote into the lent spare");
+    s.give_back("base", twin);
+    assert_eq!(active(&s), (vec!["w2".to_string()], 1));
+    // Given back, the next step takes it.
+    let c = s.prepare("w3", Some("base")).unwrap();
+    assert_eq!(fs::read_to_string(c.join("f")).unwrap(), "layer");
+    assert_eq!(active(&s), (vec!["w2".to_string(), "w3".to_string()], 0));
+    s.remove("w2").unwrap();
+    s.remove("w3").unwrap();
+    // A twin given back after its layer went is deleted.
+    let d = s.prepare("w4", Some("base")).unwrap();
+    w(&d.join("g"), "1");
+    s.commit("w4", "child").unwrap();
+    let twin = s.borrow_twin("child").expect("spare of child");
+    s.remove("child").unwrap();
+    s.give_back("child", twin);
+    assert_eq!(active(&s), (vec![], 0));
+}
