@@ -125,8 +125,11 @@ mod tests {
     use std::collections::BTreeMap;
     use walkdir::WalkDir;
 
-    /// Path -> (type, mode, size, mtime, content) of every entry below `root`.
-    fn listing(root: &Path) -> BTreeMap<PathBuf, (String, u32, u64, (i64, i64), Vec<u8>)> {
+    /// Type, mode, size, mtime and content of an entry.
+    type Facts = (String, u32, u64, (i64, i64), Vec<u8>);
+
+    /// The [`Facts`] of every entry below `root`, by path.
+    fn listing(root: &Path) -> BTreeMap<PathBuf, Facts> {
         WalkDir::new(root)
             .min_depth(1)
             .into_iter()
