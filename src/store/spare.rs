@@ -48,7 +48,9 @@ impl Spares {
 
     /// Move the spare of layer `name`, if there is one, to `dst`.
     pub fn take(&self, name: &str, dst: &Path, delete: Delete) -> bool {
-        let Some(spare) = self.map().remove(name) else { return false };
+        let Some(spare) = self.map().remove(name) else {
+            return false;
+        };
         if fs::rename(&spare, dst).is_ok() {
             return true;
         }
