@@ -30,6 +30,7 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A snapshot store on btrfs subvolumes.
 #[derive(Debug)]
@@ -215,7 +216,39 @@ impl BtrfsStore {
             return Ok(());
         }
         let (parent, name) = parent_and_name(path)?;
-        btrfs_uapi::subvolume::subvolume_delete(parent.as_fd(), &name).map_err(errno("deleting subvolume", path))
+        match btrfs_uapi::subvolume::subvolume_delete(parent.as_fd(), &name) {
+            Err(nix::errno::Errno::EPERM | nix::errno::Errno::EROFS) if !nix::unistd::geteuid().is_root() || crate::rootless::userns::active() => {
+                Self::delete_subvol_unprivileged(path, &parent, &name)
+            }
+            r => r.map_err(errno("deleting subvolume", path)),
+        }
+    }
+
+    /// Delete a subvolume without CAP_SYS_ADMIN: writable first (the
+    /// kernel refuses a read-only one to its owner), then the ioctl, which
+    /// `user_subvol_rm_allowed` allows its owner; without that mount
+    /// option, empty it and `rmdir` it (an empty subvolume, kernel 4.18+).
+    fn delete_subvol_unprivileged(path: &Path, parent: &OwnedFd, name: &CString) -> Result<(), StoreError> {
+        use btrfs_uapi::subvolume::{subvolume_flags_get, subvolume_flags_set, SubvolumeFlags};
+        {
+            let fd = open_dir(path)?;
+            let flags = subvolume_flags_get(fd.as_fd()).map_err(errno("reading the flags of", path))?;
+            if flags.contains(SubvolumeFlags::RDONLY) {
+                subvolume_flags_set(fd.as_fd(), flags - SubvolumeFlags::RDONLY).map_err(errno("making writable", path))?;
+            }
+        }
+        match btrfs_uapi::subvolume::subvolume_delete(parent.as_fd(), name) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::EPERM) => {
+                for e in fs::read_dir(path).map_err(io("emptying subvolume", path))? {
+                    let p = e.map_err(io("emptying subvolume", path))?.path();
+                    let r = if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+                    r.map_err(io("emptying subvolume", &p))?;
+                }
+                fs::remove_dir(path).map_err(io("removing the empty subvolume", path))
+            }
+            Err(e) => Err(StoreError::Io { op: "deleting subvolume", path: path.to_path_buf(), source: e.into() }),
+        }
     }
 }
 
@@ -319,7 +352,18 @@ impl Store for BtrfsStore {
             None => None,
         };
         let derr = |message: String| StoreError::Diff { child: child.to_string(), message };
-        let stream = send_stream(old.as_deref(), &new)?;
+        if SEND_DENIED.load(Ordering::Relaxed) {
+            return walk_diff(old.as_deref(), &new, child);
+        }
+        let stream = match send_stream(old.as_deref(), &new) {
+            Err(StoreError::Io { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
+                // No CAP_SYS_ADMIN in the initial namespace (a build by an
+                // ordinary user): walk the two trees instead, from now on.
+                SEND_DENIED.store(true, Ordering::Relaxed);
+                return walk_diff(old.as_deref(), &new, child);
+            }
+            r => r?,
+        };
         let ops = stream_ops(&stream).map_err(|m| derr(format!("reading the send stream: {m}")))?;
         let changes = changes_from_ops(ops, old.as_deref(), &new).map_err(|e| match e {
             StoreError::Diff { message, .. } => derr(message),
@@ -343,6 +387,38 @@ impl Store for BtrfsStore {
         }
         Ok(cut)
     }
+}
+
+/// Set once `BTRFS_IOC_SEND` was refused: diffs walk the trees
+/// ([`super::walkdiff`]).
+static SEND_DENIED: AtomicBool = AtomicBool::new(false);
+
+/// [`super::walkdiff::diff`] of committed snapshots, read-only first as
+/// the send path makes them.
+fn walk_diff(old: Option<&Path>, new: &Path, child: &str) -> Result<Vec<Change>, StoreError> {
+    set_readonly(new)?;
+    super::walkdiff::diff(old, new).map_err(|e| StoreError::Diff { child: child.to_string(), message: format!("comparing with the parent: {e}") })
+}
+
+/// The diff of committed snapshots by the send stream, for tests that
+/// compare it with [`walk_diff_of`].
+#[doc(hidden)]
+pub fn send_diff_of(store: &BtrfsStore, parent: Option<&str>, child: &str) -> Result<Vec<Change>, StoreError> {
+    let was = SEND_DENIED.swap(false, Ordering::Relaxed);
+    let r = store.diff(parent, child);
+    SEND_DENIED.store(was, Ordering::Relaxed);
+    r
+}
+
+/// The diff of committed snapshots by walking both trees.
+#[doc(hidden)]
+pub fn walk_diff_of(store: &BtrfsStore, parent: Option<&str>, child: &str) -> Result<Vec<Change>, StoreError> {
+    let new = store.get(child).ok_or_else(|| StoreError::NotFound(child.to_string()))?;
+    let old = match parent {
+        Some(p) => Some(store.get(p).ok_or_else(|| StoreError::NotFound(p.to_string()))?),
+        None => None,
+    };
+    walk_diff(old.as_deref(), &new, child)
 }
 
 /// A send-stream path (relative to the subvolume root) as a [`PathBuf`]
@@ -380,7 +456,7 @@ struct State {
 /// Whether regular files `a` and `b` are the same to an image: type, mode,
 /// owner, size, mtime and content (containerd's differ does the same, so a
 /// file rewritten with identical content and mtime is not a change).
-fn same_file(a: &Path, b: &Path) -> bool {
+pub(super) fn same_file(a: &Path, b: &Path) -> bool {
     use std::io::Read;
     let (Ok(ma), Ok(mb)) = (fs::symlink_metadata(a), fs::symlink_metadata(b)) else { return false };
     if !(ma.is_file() && mb.is_file())
@@ -391,6 +467,11 @@ fn same_file(a: &Path, b: &Path) -> bool {
         || ma.mtime() != mb.mtime()
         || ma.mtime_nsec() != mb.mtime_nsec()
     {
+        return false;
+    }
+    // An xattr change moves only the ctime: the send stream's `set_xattr`
+    // must not be taken for a rewrite with the same content.
+    if super::walkdiff::xattrs(a) != super::walkdiff::xattrs(b) {
         return false;
     }
     let (Ok(mut fa), Ok(mut fb)) = (fs::File::open(a), fs::File::open(b)) else { return false };
