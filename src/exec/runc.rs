@@ -344,7 +344,7 @@ fn place_fds(fds: &[RawFd]) -> std::io::Result<()> {
 fn leftover(id: &str) -> bool {
     let owner = id.strip_prefix("stromatekt-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<i32>().ok());
     match owner {
-        Some(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
+        Some(pid) => !crate::store::pid_alive(pid),
         None => true,
     }
 }
