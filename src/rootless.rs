@@ -161,6 +161,23 @@ pub fn check(sys: &dyn System, user: &User, root: Option<&Path>) -> Vec<Missing>
     missing
 }
 
+/// What [`check`] found in place, one line each, for `setup`'s report in
+/// a user namespace of ours (where every piece was in place to enter it).
+pub fn in_place(sys: &dyn System, user: &User, root: &Path) -> Vec<String> {
+    let count = |file: &str| {
+        let text = sys.read(Path::new(file)).unwrap_or_default();
+        userns::ranges(&text, &user.name, user.uid).iter().map(|(_, c)| c).sum::<u64>()
+    };
+    vec![
+        format!("user:    {} (uid {}) in a user namespace of its own (inside uid 0 is the user)", user.name, user.uid),
+        format!("ids:     {} subordinate user ids (/etc/subuid), {} group ids (/etc/subgid)", count("/etc/subuid"), count("/etc/subgid")),
+        "maps:    newuidmap and newgidmap on PATH".into(),
+        format!("mount:   {} on btrfs, owned by {}, mounted with user_subvol_rm_allowed", root.display(), user.name),
+        "network: RUN shares the user's network (default and host) or has none (none); no per-build network namespace".into(),
+        "limits:  no cgroup limits (--memory, --cpu-*) without root".into(),
+    ]
+}
+
 /// The report for a non-root user: each missing piece with its fix.
 pub fn report(user: &User, missing: &[Missing]) -> String {
     let mut s = format!("building as an ordinary user ({}, uid {}) needs what rootless builders need", user.name, user.uid);

@@ -191,6 +191,10 @@ fn last_layer(layout: &Path) -> Vec<(String, u64, u64)> {
 fn owners_survive_a_rootless_run_and_a_chown_lands_as_written() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(env) = Env::new() else { return };
+    // setup as the user says what is in place and makes the store.
+    let o = ok("rootless setup", env.as_user().arg("setup").output().unwrap());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("in a user namespace of its own") && text.contains("user_subvol_rm_allowed") && text.contains("setup:   ok (rootless)"), "{text}");
     // The base, built by root: files of uid 1000 and 65534.
     let base_ctx = env.ctx("owners-base", "ARG BASE\nFROM ${BASE}\nRUN touch /u1000 /u65534 && chown 1000:1000 /u1000 && chown 65534:65534 /u65534\n");
     let owners_base = env.store.scratch().join("owners-base-oci");

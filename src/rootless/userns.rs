@@ -34,8 +34,31 @@ pub fn is_initial_map(map: &str) -> bool {
     map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
 }
 
+/// The id outside that id 0 inside maps to, from `uid_map`/`gid_map` text.
+pub fn outside_root(map: &str) -> Option<u32> {
+    map.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.first() == Some(&"0")).then(|| f.get(1)?.parse().ok()).flatten()
+    })
+}
+
+/// The user this process acts for inside a namespace of ours (the owner
+/// of inside id 0); `None` outside one.
+pub fn outside_user() -> Option<super::User> {
+    if !active() {
+        return None;
+    }
+    let uid = outside_root(&std::fs::read_to_string("/proc/self/uid_map").ok()?)?;
+    let u = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten();
+    Some(match u {
+        Some(u) => super::User { name: u.name, uid, home: u.dir },
+        None => super::User { name: uid.to_string(), uid, home: std::env::var_os("HOME").map(Into::into).unwrap_or_default() },
+    })
+}
+
 /// The subordinate ranges (start, count) of `/etc/subuid`-format `text`
-/// for the user `name`/`id`, in file order.
+/// (or `/etc/subgid`, also keyed by user) for the user `name`/`id`, in
+/// file order.
 pub fn ranges(text: &str, name: &str, id: u32) -> Vec<(u64, u64)> {
     let id = id.to_string();
     text.lines()
@@ -95,7 +118,8 @@ pub fn reexec(name: &str, uid: u32, gid: u32) -> Result<i32, String> {
     use nix::sys::signal::{SigmaskHow, Signal};
     let read = |p: &str| std::fs::read_to_string(p).map_err(|e| format!("reading {p}: {e}"));
     let uid_ranges = ranges(&read("/etc/subuid")?, name, uid);
-    let gid_ranges = ranges(&read("/etc/subgid")?, name, gid);
+    // Both files name the user (by name or uid), not a group.
+    let gid_ranges = ranges(&read("/etc/subgid")?, name, uid);
     if uid_ranges.is_empty() || gid_ranges.is_empty() {
         return Err(format!("no subordinate ids for {name} in /etc/subuid and /etc/subgid"));
     }
@@ -198,6 +222,8 @@ mod tests {
     fn maps_and_ranges() {
         assert!(is_initial_map("         0          0 4294967295\n"));
         assert!(!is_initial_map("0 1000 1\n1 100000 65536\n"));
+        assert_eq!(outside_root("         0       1000          1\n         1     100000      65536\n"), Some(1000));
+        assert_eq!(outside_root("1 2 3\n"), None);
         let text = "bob:1:5\nalice:100000:65536\n1000:300000:10\nalice:5:0\n";
         assert_eq!(ranges(text, "alice", 1000), [(100000, 65536), (300000, 10)]);
         assert_eq!(
