@@ -116,6 +116,8 @@ impl Env {
             .arg(format!("HOME={}", self.user.dir.display()))
             .arg(format!("STROMATEKT_ROOT={}", self.user_root.display()))
             .arg("SOURCE_DATE_EPOCH=1700000000")
+            // COPY's kept change lists are checked against the walk diff.
+            .arg("STROMATEKT_CHECK_CHANGES=1")
             .arg(env!("CARGO_BIN_EXE_stromatekt"));
         c.current_dir(self.store.scratch()).stdin(Stdio::null());
         c
