@@ -17,7 +17,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use stromatekt::store::btrfs::{send_diff_of, walk_diff_of, BtrfsStore};
+use stromatekt::store::btrfs::BtrfsStore;
+use stromatekt::store::unprivileged::{send_diff_of, walk_diff_of};
 use stromatekt::store::Store;
 
 fn w(p: &Path, s: &str) {

@@ -64,6 +64,22 @@ impl RuncExecutor {
         self
     }
 
+    /// Refuse limits that need a cgroup inside a user namespace of ours: the
+    /// user owns none, and runc would fail each RUN with a cgroup error.
+    pub fn check_resources(&self) -> Result<(), ExecError> {
+        let flags = self.resources.cgroup_flags();
+        if flags.is_empty() || !crate::rootless::userns::active() {
+            return Ok(());
+        }
+        Err(ExecError::Runtime {
+            step: "applying resource limits",
+            message: format!(
+                "{} need cgroups, which a build as an ordinary user does not have (run it as root, or leave them out; --ulimit and --shm-size work)",
+                flags.join(", ")
+            ),
+        })
+    }
+
     /// The address `host-gateway` stands for: the host's end of the build's
     /// network, made now so that the address exists on the host for
     /// `--network=host` steps too (as Docker's bridge gateway does).

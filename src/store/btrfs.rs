@@ -30,7 +30,7 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 /// A snapshot store on btrfs subvolumes.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ pub struct BtrfsStore {
     root: PathBuf,
 }
 
-fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+pub(super) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_path_buf();
     move |source| StoreError::Io { op, path, source }
 }
@@ -62,20 +62,20 @@ fn run(op: &'static str, path: &Path, cmd: &mut Command) -> Result<(), StoreErro
 }
 
 /// An `errno` of a btrfs ioctl as a [`StoreError`].
-fn errno(op: &'static str, path: &Path) -> impl FnOnce(nix::errno::Errno) -> StoreError {
+pub(super) fn errno(op: &'static str, path: &Path) -> impl FnOnce(nix::errno::Errno) -> StoreError {
     let path = path.to_path_buf();
     move |e| StoreError::Io { op, path, source: e.into() }
 }
 
 /// An open directory (for ioctls and `*at` calls).
-fn open_dir(path: &Path) -> Result<OwnedFd, StoreError> {
+pub(super) fn open_dir(path: &Path) -> Result<OwnedFd, StoreError> {
     use nix::fcntl::{open, OFlag};
     open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(errno("opening", path))
 }
 
 /// The open parent directory of `path` and its last component (the btrfs
 /// subvolume ioctls name an entry of a directory).
-fn parent_and_name(path: &Path) -> Result<(OwnedFd, CString), StoreError> {
+pub(super) fn parent_and_name(path: &Path) -> Result<(OwnedFd, CString), StoreError> {
     let bad = || StoreError::Io { op: "naming", path: path.to_path_buf(), source: std::io::Error::from(std::io::ErrorKind::InvalidInput) };
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Err(bad()) };
     let name = CString::new(name.as_bytes()).map_err(|_| bad())?;
@@ -83,7 +83,7 @@ fn parent_and_name(path: &Path) -> Result<(OwnedFd, CString), StoreError> {
 }
 
 /// Make subvolume `path` read-only (a no-op when it is).
-fn set_readonly(path: &Path) -> Result<(), StoreError> {
+pub(super) fn set_readonly(path: &Path) -> Result<(), StoreError> {
     use btrfs_uapi::subvolume::{subvolume_flags_get, subvolume_flags_set, SubvolumeFlags};
     let fd = open_dir(path)?;
     let flags = subvolume_flags_get(fd.as_fd()).map_err(errno("reading the flags of", path))?;
@@ -218,36 +218,9 @@ impl BtrfsStore {
         let (parent, name) = parent_and_name(path)?;
         match btrfs_uapi::subvolume::subvolume_delete(parent.as_fd(), &name) {
             Err(nix::errno::Errno::EPERM | nix::errno::Errno::EROFS) if !nix::unistd::geteuid().is_root() || crate::rootless::userns::active() => {
-                Self::delete_subvol_unprivileged(path, &parent, &name)
+                super::unprivileged::delete_subvol(path, &parent, &name)
             }
             r => r.map_err(errno("deleting subvolume", path)),
-        }
-    }
-
-    /// Delete a subvolume without CAP_SYS_ADMIN: writable first (the
-    /// kernel refuses a read-only one to its owner), then the ioctl, which
-    /// `user_subvol_rm_allowed` allows its owner; without that mount
-    /// option, empty it and `rmdir` it (an empty subvolume, kernel 4.18+).
-    fn delete_subvol_unprivileged(path: &Path, parent: &OwnedFd, name: &CString) -> Result<(), StoreError> {
-        use btrfs_uapi::subvolume::{subvolume_flags_get, subvolume_flags_set, SubvolumeFlags};
-        {
-            let fd = open_dir(path)?;
-            let flags = subvolume_flags_get(fd.as_fd()).map_err(errno("reading the flags of", path))?;
-            if flags.contains(SubvolumeFlags::RDONLY) {
-                subvolume_flags_set(fd.as_fd(), flags - SubvolumeFlags::RDONLY).map_err(errno("making writable", path))?;
-            }
-        }
-        match btrfs_uapi::subvolume::subvolume_delete(parent.as_fd(), name) {
-            Ok(()) => Ok(()),
-            Err(nix::errno::Errno::EPERM) => {
-                for e in fs::read_dir(path).map_err(io("emptying subvolume", path))? {
-                    let p = e.map_err(io("emptying subvolume", path))?.path();
-                    let r = if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
-                    r.map_err(io("emptying subvolume", &p))?;
-                }
-                fs::remove_dir(path).map_err(io("removing the empty subvolume", path))
-            }
-            Err(e) => Err(StoreError::Io { op: "deleting subvolume", path: path.to_path_buf(), source: e.into() }),
         }
     }
 }
@@ -352,15 +325,15 @@ impl Store for BtrfsStore {
             None => None,
         };
         let derr = |message: String| StoreError::Diff { child: child.to_string(), message };
-        if SEND_DENIED.load(Ordering::Relaxed) {
-            return walk_diff(old.as_deref(), &new, child);
+        if super::unprivileged::SEND_DENIED.load(Ordering::Relaxed) {
+            return super::unprivileged::walk_diff(old.as_deref(), &new, child);
         }
         let stream = match send_stream(old.as_deref(), &new) {
             Err(StoreError::Io { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
                 // No CAP_SYS_ADMIN in the initial namespace (a build by an
                 // ordinary user): walk the two trees instead, from now on.
-                SEND_DENIED.store(true, Ordering::Relaxed);
-                return walk_diff(old.as_deref(), &new, child);
+                super::unprivileged::SEND_DENIED.store(true, Ordering::Relaxed);
+                return super::unprivileged::walk_diff(old.as_deref(), &new, child);
             }
             r => r?,
         };
@@ -387,38 +360,6 @@ impl Store for BtrfsStore {
         }
         Ok(cut)
     }
-}
-
-/// Set once `BTRFS_IOC_SEND` was refused: diffs walk the trees
-/// ([`super::walkdiff`]).
-static SEND_DENIED: AtomicBool = AtomicBool::new(false);
-
-/// [`super::walkdiff::diff`] of committed snapshots, read-only first as
-/// the send path makes them.
-fn walk_diff(old: Option<&Path>, new: &Path, child: &str) -> Result<Vec<Change>, StoreError> {
-    set_readonly(new)?;
-    super::walkdiff::diff(old, new).map_err(|e| StoreError::Diff { child: child.to_string(), message: format!("comparing with the parent: {e}") })
-}
-
-/// The diff of committed snapshots by the send stream, for tests that
-/// compare it with [`walk_diff_of`].
-#[doc(hidden)]
-pub fn send_diff_of(store: &BtrfsStore, parent: Option<&str>, child: &str) -> Result<Vec<Change>, StoreError> {
-    let was = SEND_DENIED.swap(false, Ordering::Relaxed);
-    let r = store.diff(parent, child);
-    SEND_DENIED.store(was, Ordering::Relaxed);
-    r
-}
-
-/// The diff of committed snapshots by walking both trees.
-#[doc(hidden)]
-pub fn walk_diff_of(store: &BtrfsStore, parent: Option<&str>, child: &str) -> Result<Vec<Change>, StoreError> {
-    let new = store.get(child).ok_or_else(|| StoreError::NotFound(child.to_string()))?;
-    let old = match parent {
-        Some(p) => Some(store.get(p).ok_or_else(|| StoreError::NotFound(p.to_string()))?),
-        None => None,
-    };
-    walk_diff(old.as_deref(), &new, child)
 }
 
 /// A send-stream path (relative to the subvolume root) as a [`PathBuf`]
