@@ -361,3 +361,34 @@ fn rootless_builds_are_the_root_builds() {
     ok("rootless prune", env.as_user().args(["prune", "--all", "-f"]).output().unwrap());
     assert_eq!(left("committed"), Vec::<String>::new(), "prune --all left snapshots");
 }
+
+#[test]
+fn a_debian_base_builds_rootless_as_for_root() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(env) = Env::new() else { return };
+    let Some(fixture) = common::debian_layout() else { return };
+    // The base has device nodes (/dev/null, ...), which a user namespace
+    // cannot make: the user's snapshot holds empty files in their place.
+    let debian = env.store.scratch().join("debian");
+    common::run(Command::new("cp").arg("-a").arg(&fixture).arg(&debian));
+    env.readable(&debian);
+    let ctx = env.ctx(
+        "debian",
+        "ARG BASE\nFROM ${BASE}\nRUN useradd -m app && echo hi > /home/app/x && chown app: /home/app/x && rm /etc/issue\nCOPY data.txt /home/app/\nRUN ls -ln /home/app > /listing\n",
+    );
+    let theirs = env.store.scratch().join("debian-root");
+    let t = std::time::Instant::now();
+    ok("root build on Debian", env.as_root().args(Env::build_args(&ctx, &debian, &theirs, &[])).output().unwrap());
+    let root_time = t.elapsed();
+    let mine = env.out.join("debian-user");
+    let t = std::time::Instant::now();
+    ok("rootless build on Debian", env.as_user().args(Env::build_args(&ctx, &debian, &mine, &[])).output().unwrap());
+    let user_time = t.elapsed();
+    eprintln!("Debian base, import + 2 RUN + COPY: root {root_time:?}, rootless {user_time:?}");
+    assert_eq!(digest(&mine), digest(&theirs), "the rootless image on Debian differs from root's");
+    let rootfs = common::unpack(&mine, &env.store.scratch().join("debian-unpacked"));
+    let m = std::fs::metadata(rootfs.join("home/app/x")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (1000, 1000));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(rootfs.join("dev/null")).unwrap().file_type().is_char_device(), "the base's /dev/null in the image");
+}
