@@ -128,9 +128,9 @@ fn the_walk_gives_the_send_streams_changes() {
     s.commit("w-base", "base").unwrap();
     assert_eq!(send_diff_of(&s, None, "base").unwrap(), walk_diff_of(&s, None, "base").unwrap(), "diff against nothing");
 
-    let mut all_cases: Vec<(String, fn(&Path))> = cases().into_iter().map(|(n, f)| (n.to_string(), f)).collect();
+    let mut all_cases = cases();
     // Everything at once, too.
-    all_cases.push(("all".into(), |d| {
+    all_cases.push(("all", |d| {
         for (name, f) in cases() {
             if !matches!(name, "rename-over" | "rename" | "delete") {
                 f(d);
@@ -139,6 +139,7 @@ fn the_walk_gives_the_send_streams_changes() {
     }));
     let mut failures = Vec::new();
     for (name, f) in &all_cases {
+        let name = *name;
         let key = format!("w-{name}");
         let d = s.prepare(&key, Some("base")).unwrap();
         f(&d);
@@ -175,15 +176,18 @@ fn the_walk_on_a_debian_base_costs_little() {
     w(&c.join("opt/app/a"), "a");
     fs::remove_file(c.join("etc/issue")).unwrap();
     s.commit("w-step", "step").unwrap();
-    // Warm the inode cache as a build has it (it just wrote the step).
-    let _ = walk_diff_of(&s, Some("debian"), "step").unwrap();
+    // The first walk finds the child's inodes cold (a snapshot's inodes are
+    // its own in memory), as a build's diff at export does; the second warm.
     let t = Instant::now();
     let walked = walk_diff_of(&s, Some("debian"), "step").unwrap();
-    let walk_time = t.elapsed();
+    let cold = t.elapsed();
+    let t = Instant::now();
+    let _ = walk_diff_of(&s, Some("debian"), "step").unwrap();
+    let warm = t.elapsed();
     let t = Instant::now();
     let sent = send_diff_of(&s, Some("debian"), "step").unwrap();
     let send_time = t.elapsed();
     assert_eq!(sent, walked);
-    eprintln!("walk diff of a Debian base ({files} entries): {walk_time:?}; send stream: {send_time:?}");
-    assert!(walk_time.as_millis() < 1000, "the walk took {walk_time:?} over {files} entries");
+    eprintln!("walk diff of a Debian base ({files} entries): {cold:?} cold, {warm:?} warm; send stream: {send_time:?}");
+    assert!(cold.as_millis() < 3000, "the walk took {cold:?} over {files} entries");
 }

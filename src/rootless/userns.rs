@@ -134,16 +134,17 @@ pub fn reexec(name: &str, uid: u32, gid: u32) -> Result<i32, String> {
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&held), None).map_err(|e| format!("blocking signals: {e}"))?;
 
     // The child says its pid once it has unshared; the mapper writes its maps
-    // and answers 1 (go) or 0 (stop).
-    let mapper = std::thread::spawn(move || -> Result<(), String> {
+    // and answers 1 (go) or 0 (stop). `Err(None)`: the child never asked
+    // (its own error says why).
+    let mapper = std::thread::spawn(move || -> Result<(), Option<String>> {
         let mut r = std::fs::File::from(ready_r);
         let mut go = std::fs::File::from(go_w);
         let mut pid = [0u8; 4];
-        r.read_exact(&mut pid).map_err(|e| format!("the new namespace did not start: {e}"))?;
+        r.read_exact(&mut pid).map_err(|_| None)?;
         let pid = i32::from_ne_bytes(pid);
         let mapped = map_ids("newuidmap", pid, &uid_args).and_then(|()| map_ids("newgidmap", pid, &gid_args));
         let _ = go.write_all(if mapped.is_ok() { b"1" } else { b"0" });
-        mapped
+        mapped.map_err(Some)
     });
 
     let (rw, gr) = (ready_w.as_raw_fd(), go_r.as_raw_fd());
@@ -196,8 +197,14 @@ pub fn reexec(name: &str, uid: u32, gid: u32) -> Result<i32, String> {
     let mapped = mapper.join().map_err(|_| "the id mapper panicked".to_string())?;
     let mut child = match (spawned, mapped) {
         (Ok(c), Ok(())) => c,
-        (_, Err(e)) => return Err(format!("mapping the subordinate ids into the new user namespace: {e}")),
-        (Err(e), Ok(())) => return Err(format!("entering a new user namespace: {e}")),
+        (_, Err(Some(e))) => return Err(format!("mapping the subordinate ids into the new user namespace: {e}")),
+        (Err(e), _) => return Err(format!("entering a new user namespace: {e}")),
+        (Ok(mut c), Err(None)) => {
+            // Cannot happen: the child runs only after the mapper's answer.
+            let _ = c.kill();
+            let _ = c.wait();
+            return Err("entering a new user namespace: the new process did not report".into());
+        }
     };
 
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
