@@ -94,8 +94,9 @@ class Rootless:
         return self.user_cmd(args + [str(ctx)]), None
 
     def before(self, scen, cold):
-        shutil.rmtree(self.out / f"out-{scen}", ignore_errors=True)
+        # As for root: the output is kept between the phases of a repetition.
         if cold:
+            shutil.rmtree(self.out / f"out-{scen}", ignore_errors=True)
             self.reset()
 
     def reset(self):
