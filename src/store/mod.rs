@@ -26,6 +26,8 @@ pub mod seal;
 pub mod space;
 pub mod spare;
 pub mod temps;
+pub mod unprivileged;
+pub mod walkdiff;
 
 pub use layout::Area;
 pub use lock::StoreLock;
