@@ -43,7 +43,6 @@ use crate::image::manifest::{digest_of, MANIFEST_V1};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
-use oci_client::RegistryOperation;
 use oci_client::{Client, Reference};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -86,6 +85,9 @@ pub struct OciRegistry {
     open_clients: [std::sync::OnceLock<Client>; 4],
     /// Per registry: whether its `/v2/` ping asked for no credentials.
     open: Mutex<BTreeMap<String, bool>>,
+    /// The clients of those pings, by protocol (HTTPS, plain HTTP); None
+    /// when one could not be made.
+    pingers: [std::sync::OnceLock<Option<reqwest::Client>>; 2],
     credentials: Credentials,
     auths: Mutex<BTreeMap<String, RegistryAuth>>,
     uploads: std::sync::atomic::AtomicUsize,
@@ -264,6 +266,7 @@ impl OciRegistry {
             clients: Default::default(),
             open_clients: Default::default(),
             open: Mutex::default(),
+            pingers: Default::default(),
             credentials,
             auths: Mutex::default(),
             uploads: Default::default(),
@@ -341,33 +344,49 @@ impl OciRegistry {
         })
     }
 
-    /// Whether `r`'s registry takes anonymous requests as they are: we have
-    /// no credentials for it and its `/v2/` ping (asked once per registry)
-    /// answered without a token challenge. oci-client keeps no token for such
-    /// a registry and pings it again before every request; a client that
-    /// holds no credentials sends the same requests without the pings.
-    /// A ping that fails is not remembered (the request itself then reports
-    /// the failure).
+    /// Whether `r`'s registry takes requests without credentials: we have
+    /// none for it, and its `/v2/` ping (sent once per registry) answered
+    /// 200 without a challenge. oci-client keeps no token for such a
+    /// registry and pings it again before every request; a client holding
+    /// no credentials sends the same requests without the pings. A ping that
+    /// fails or gets another answer (5xx) is not remembered: the request
+    /// then goes the usual way, and reports the failure if it persists.
     fn is_open(&self, r: &Reference) -> bool {
-        let registry = r.resolve_registry().to_string();
+        let registry = r.resolve_registry();
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(known) = open.get(&registry) {
+        if let Some(known) = open.get(registry) {
             return *known;
         }
-        let auth = self.auth(r);
-        if !matches!(auth, RegistryAuth::Anonymous) {
-            open.insert(registry, false);
+        if !matches!(self.auth(r), RegistryAuth::Anonymous) {
+            open.insert(registry.to_string(), false);
             return false;
         }
-        let client = self.client_for(r);
-        match self.runtime.block_on(client.auth(r, &auth, RegistryOperation::Pull)) {
-            Ok(token) => {
-                let known = token.is_none();
-                open.insert(registry, known);
-                known
-            }
-            Err(_) => false,
-        }
+        let http = is_loopback(registry);
+        let Some(pinger) = self.pinger(http) else { return false };
+        let url = format!("{}://{registry}/v2/", if http { "http" } else { "https" });
+        let Ok(answer) = self.runtime.block_on(pinger.get(&url).send()) else { return false };
+        let known = match answer.status().as_u16() {
+            200..=299 => !answer.headers().contains_key(reqwest::header::WWW_AUTHENTICATE),
+            401 | 403 => false,
+            _ => return false,
+        };
+        open.insert(registry.to_string(), known);
+        known
+    }
+
+    /// The client pinging registries over plain HTTP (`http`) or HTTPS. It
+    /// follows no redirects; over plain HTTP it has no TLS roots to load.
+    fn pinger(&self, http: bool) -> Option<&reqwest::Client> {
+        self.pingers[usize::from(http)]
+            .get_or_init(|| {
+                let builder = reqwest::Client::builder()
+                    .connect_timeout(std::time::Duration::from_secs(30))
+                    .timeout(std::time::Duration::from_secs(60))
+                    .redirect(reqwest::redirect::Policy::none());
+                let builder = if http { builder.tls_certs_only(Vec::<reqwest::Certificate>::new()) } else { builder };
+                builder.build().ok()
+            })
+            .as_ref()
     }
 
     /// The client for a request to `r`'s registry, uploading in chunks or
