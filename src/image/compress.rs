@@ -608,7 +608,7 @@ mod tests {
         assert_eq!(block_level(0, &mixed(NORMAL_BLOCK, 3)), 0);
         // A tar of incompressible files: 20 KiB ones save only their headers
         // (under 4%) and are stored; 2 KiB ones save a fifth and are deflated.
-        let tar_of = |file: usize| -> Vec<u8> {
+        let mut tar_of = |file: usize| -> Vec<u8> {
             let mut v = Vec::with_capacity(NORMAL_BLOCK);
             let mut k = 0;
             while v.len() < NORMAL_BLOCK {
@@ -617,7 +617,10 @@ mod tests {
                 head[..name.len()].copy_from_slice(name.as_bytes());
                 head[100..107].copy_from_slice(b"0000644");
                 v.extend_from_slice(&head);
-                v.extend_from_slice(&random[(k * 7919) % (NORMAL_BLOCK - file)..][..file]);
+                v.extend((0..file).map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (x >> 56) as u8
+                }));
                 k += 1;
             }
             v.truncate(NORMAL_BLOCK);
