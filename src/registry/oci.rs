@@ -364,7 +364,8 @@ impl OciRegistry {
         let http = is_loopback(registry);
         let Some(pinger) = self.pinger(http) else { return false };
         let url = format!("{}://{registry}/v2/", if http { "http" } else { "https" });
-        let Ok(answer) = self.runtime.block_on(pinger.get(&url).send()) else { return false };
+        // Made inside the runtime: the request's timeout is a tokio timer.
+        let Ok(answer) = self.runtime.block_on(async { pinger.get(&url).send().await }) else { return false };
         let known = match answer.status().as_u16() {
             200..=299 => !answer.headers().contains_key(reqwest::header::WWW_AUTHENTICATE),
             401 | 403 => false,
@@ -379,6 +380,8 @@ impl OciRegistry {
     fn pinger(&self, http: bool) -> Option<&reqwest::Client> {
         self.pingers[usize::from(http)]
             .get_or_init(|| {
+                // reqwest sets up its connector's timers in a runtime.
+                let _in_runtime = self.runtime.enter();
                 let builder = reqwest::Client::builder()
                     .connect_timeout(std::time::Duration::from_secs(30))
                     .timeout(std::time::Duration::from_secs(60))
