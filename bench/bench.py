@@ -3,13 +3,12 @@
 20.10's BuildKit, the legacy docker builder and buildah on the scenarios of
 bench/scenarios/, interleaved, median of N.
 
-Usage: python3 bench/bench.py [-n N] [--n-e N] [--scenarios a,b,...]
-                              [--builders stromatekt,modern,buildkit,legacy,buildah]
-                              [--timeout SECONDS]
+Usage: python3 bench/bench.py [-n N] [--n-e N] [--scenarios a,b,...] [--builders ...] [--timeout S]
 
 Everything runs offline: the busybox base comes from busybox-static
 (scripts/busybox-oci.sh), the Debian base from `debootstrap --variant=minbase`
-(cached under target/bench/cache/). A private reference dockerd
+(cached under target/bench/cache/); the phase "no-op rebuild, registry base"
+pushes them to a local registry (registry_base.py). A private reference dockerd
 (scripts/ref-dockerd.sh) and a bench-owned buildah storage and stromatekt store
 (a loop-mounted btrfs image) live under target/bench/ and are stopped,
 unmounted and removed at the end, also on failure and Ctrl-C. The modern
@@ -41,6 +40,7 @@ import time
 from pathlib import Path
 
 import bake_scenario
+import registry_base
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -67,8 +67,8 @@ BUILDER_TITLES = {
 # every repetition and builder, in order; "cold" empties the builder's cache
 # first, the others rebuild on what the previous phase left.
 SCENARIOS = {
-    "a": ("a-seq-runs", "busybox", ["cold", "warm"], "(a) 4 sequential short RUNs"),
-    "b": ("b-30-layers", "busybox", ["cold", "warm"], "(b) 30 one-file RUN layers"),
+    "a": ("a-seq-runs", "busybox", ["cold", "warm", "regnoop"], "(a) 4 sequential short RUNs"),
+    "b": ("b-30-layers", "busybox", ["cold", "warm", "regnoop"], "(b) 30 one-file RUN layers"),
     "c": ("c-4-stages", "busybox", ["cold"], "(c) 4 independent stages of sleep 2"),
     "d": ("d-parallel-group", "busybox", ["cold"], "(d) parallel group of 4 x sleep 2"),
     "e": ("e-copy-context", "busybox", ["cold", "noop", "change"],
@@ -78,7 +78,7 @@ SCENARIOS = {
     "h": ("h-buildpack-chain", "debian", ["cold"], "(h) buildpack-deps curl → scm chain (Debian base)"),
 }
 PHASE_TITLES = {"cold": "cold", "warm": "warm (identical rebuild)",
-                "noop": "no-op rebuild", "change": "one file changed"}
+                "noop": "no-op rebuild", "change": "one file changed", "regnoop": registry_base.TITLE}
 
 E_SMALL_FILES = 20000
 E_BIG_FILES = 10
@@ -291,9 +291,7 @@ class Env:
 
     # stromatekt -----------------------------------------------------------
     def strom_env(self):
-        e = dict(os.environ)
-        e["STROMATEKT_ROOT"] = str(self.store)
-        return e
+        return dict(os.environ, STROMATEKT_ROOT=str(self.store))
 
     def strom_cleanup(self):
         runc_root = self.store / "runc"
@@ -437,8 +435,7 @@ class Env:
         if "stromatekt" in b:
             if not STROMATEKT.exists():
                 raise RuntimeError(f"{STROMATEKT} is missing: run `cargo build --release` first")
-            help_text = subprocess.run([str(STROMATEKT), "build", "--help"], capture_output=True,
-                                       text=True).stdout
+            help_text = subprocess.run([str(STROMATEKT), "build", "--help"], capture_output=True, text=True).stdout
             self.strom_no_cache = "--no-cache" in help_text
             log("stromatekt cold builds use " + ("--no-cache" if self.strom_no_cache else
                 "an emptied store (build cache deleted, imported base layers kept)"))
@@ -457,6 +454,7 @@ class Env:
                             env=self.strom_env(), check=False, stdout=lf, stderr=subprocess.STDOUT)
                 if rc != 0:
                     log(f"warning: priming stromatekt with the {name} base failed (see {lf.name})")
+        registry_base.setup(self, layouts, any("regnoop" in SCENARIOS[s][2] for s in self.args.scenarios), on_exit, sh)
         self.bases = {
             "stromatekt": {n: f"oci-layout://{p}:latest" for n, p in layouts.items() if p},
             "modern": {n: f"stromatekt-bench/{n}:latest" for n in layouts},
@@ -466,8 +464,8 @@ class Env:
         }
 
     # ----------------------------------------------------------------------
-    def command(self, builder, scen, dockerfile, ctx, cold):
-        base = self.bases[builder][SCENARIOS[scen][1]]
+    def command(self, builder, scen, dockerfile, ctx, cold, base=None):
+        base = base or self.bases[builder][SCENARIOS[scen][1]]
         if scen == "g":
             return bake_scenario.command(self, builder, ctx, cold, base, STROMATEKT, MODERN_DOCKER)
         tag = f"bench-{scen}:latest"
@@ -507,10 +505,11 @@ class Env:
         raise ValueError(builder)
 
     def before(self, builder, scen, cold):
-        if builder == "stromatekt":
+        if builder == "stromatekt" and cold:
+            # The OCI output is kept between the phases of a repetition, as
+            # a user rebuilding into the same -o dest keeps it.
             safe_rmtree(self.run_dir / f"out-{scen}")
-            if cold:
-                self.strom_reset()
+            self.strom_reset()
 
     def after_scenario(self, scen):
         """Free what a scenario left (untimed) so disk use stays bounded."""
@@ -697,9 +696,8 @@ def main():
     ap.add_argument("-n", type=int, default=int(os.environ.get("BENCH_N", "3")),
                     help="timed runs per cell (default 3, or $BENCH_N)")
     ap.add_argument("--n-e", type=int, default=int(os.environ.get("BENCH_N_E", "1")),
-                    help="runs per cell of scenario (e), the 120 MB context, capped at -n "
-                         "(default 1, or $BENCH_N_E): one repetition of (e) takes about "
-                         "4.5 minutes, so the default keeps the bench under 15 minutes")
+                    help="runs per cell of scenario (e), the 120 MB context, capped at -n (default 1, or "
+                         "$BENCH_N_E): one repetition takes about 4.5 minutes")
     ap.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", "a,b,c,d,e,f,g,h"))
     ap.add_argument("--builders", default=os.environ.get("BENCH_BUILDERS", ",".join(BUILDERS)))
     ap.add_argument("--timeout", type=int, default=int(os.environ.get("BENCH_TIMEOUT", "600")),
@@ -764,7 +762,11 @@ def main():
                             env.before(b, scen, cold)
                             cmd, cenv = env.command(b, scen, dockerfile, ctx, cold)
                             logf = LOGS / f"{scen}-{phase}-{b}-{rep + 1}.log"
-                            secs, err, peak = timed(cmd, cenv, logf, args.timeout, peak_rss=b == "stromatekt")
+                            if phase == "regnoop":
+                                secs, err, peak = registry_base.run(env, b, scen, SCENARIOS[scen][1], dockerfile,
+                                                                    ctx, logf, args.timeout, timed)
+                            else:
+                                secs, err, peak = timed(cmd, cenv, logf, args.timeout, peak_rss=b == "stromatekt")
                         except (KeyboardInterrupt, Interrupted):
                             raise
                         except Exception as e:  # noqa: BLE001 - record it, go on

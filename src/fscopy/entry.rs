@@ -1,6 +1,7 @@
 //! Copying one entry: its type (file, directory, symlink, hard link,
 //! fifo, device, socket), owner, mode, xattrs and times.
 
+use super::files::{copy_file, FileJob};
 use super::meta::{copy_xattrs, set_times};
 use super::{Copier, Owner, Owners};
 use anyhow::{bail, Context as _, Result};
@@ -60,7 +61,13 @@ impl Copier<'_> {
                 let target = fs::read_link(src).with_context(|| format!("readlink {}", src.display()))?;
                 std::os::unix::fs::symlink(target, dst).with_context(|| format!("symlink {}", dst.display()))?;
             } else if ft.is_file() {
-                fs::copy(src, dst).with_context(|| format!("copy {} to {}", src.display(), dst.display()))?;
+                let job = FileJob { src: src.to_path_buf(), dst: dst.to_path_buf(), owner: host_owner, mode: self.mode_of(&md) };
+                return match &self.pool {
+                    // A lone file: written by a worker (several links: here,
+                    // as the later names link to this one).
+                    Some(pool) if md.nlink() == 1 => pool.send(job),
+                    _ => copy_file(&job),
+                };
             } else if ft.is_socket() {
                 // Today's BuildKit copies a socket as an empty file with its
                 // permission bits.

@@ -17,6 +17,7 @@
 
 mod chmod;
 mod entry;
+mod files;
 mod meta;
 mod owner;
 mod place;
@@ -68,12 +69,14 @@ pub(crate) struct Copier<'a> {
     replace: bool,
     /// Told of every entry before it is written.
     pub(crate) watch: Option<&'a mut dyn Watch>,
+    /// The workers writing regular files, during a tree walk.
+    pool: Option<files::FilePool>,
 }
 
 impl<'a> Copier<'a> {
     /// A copier for one COPY.
     pub(crate) fn new(ids: IdMap, chown: Option<Owner>, chmod: Option<Chmod>, exclude: Option<&'a Matcher>, ignore: Option<&'a Matcher>) -> Self {
-        Copier { chown, chmod, ids, exclude, ignore, links: HashMap::new(), replace: false, watch: None }
+        Copier { chown, chmod, ids, exclude, ignore, links: HashMap::new(), replace: false, watch: None, pool: None }
     }
 
     /// Create the missing directories of `dir` (below `root`), root-owned or

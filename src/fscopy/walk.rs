@@ -6,12 +6,19 @@ use super::{excluded_by, Copier, Owners};
 use anyhow::{Context as _, Result};
 use std::ffi::OsString;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 impl Copier<'_> {
     /// Copy the contents of directory `src` (its path `rel` in the source
-    /// root; `item` = the selected source it belongs to) into `dst`.
+    /// root; `item` = the selected source it belongs to) into `dst`. Regular
+    /// files are written by worker threads ([`super::files`]); all is in
+    /// place when this returns.
     pub(crate) fn tree(&mut self, src: &Path, dst: &Path, rel: &str, item: &str, from_context: bool, owners: Owners) -> Result<()> {
+        self.with_file_pool(|cp| cp.walk(src, dst, rel, item, from_context, owners))
+    }
+
+    /// [`Self::tree`] on the walking thread.
+    pub(super) fn walk(&mut self, src: &Path, dst: &Path, rel: &str, item: &str, from_context: bool, owners: Owners) -> Result<()> {
         for (n, is_dir, excluded) in self.children(src, rel, item, from_context)? {
             let r = if rel.is_empty() { n.to_string_lossy().into_owned() } else { format!("{rel}/{}", n.to_string_lossy()) };
             let (child, d) = (src.join(&n), dst.join(&n));
@@ -20,18 +27,30 @@ impl Copier<'_> {
                 // if something in it is re-included (as the context walker).
                 if is_dir && self.has_included(&child, &r, item, from_context)? {
                     self.entry(&child, &d, owners)?;
-                    self.tree(&child, &d, &r, item, from_context, owners)?;
-                    self.times(&child, &d)?;
+                    self.walk(&child, &d, &r, item, from_context, owners)?;
+                    self.dir_done(child, d)?;
                 }
                 continue;
             }
             self.entry(&child, &d, owners)?;
             if is_dir {
-                self.tree(&child, &d, &r, item, from_context, owners)?;
-                self.times(&child, &d)?;
+                self.walk(&child, &d, &r, item, from_context, owners)?;
+                self.dir_done(child, d)?;
             }
         }
         Ok(())
+    }
+
+    /// Directory `dst` (a copy of `src`) is filled: set its times now, or,
+    /// while workers may still be writing files in it, once they are done.
+    fn dir_done(&mut self, src: PathBuf, dst: PathBuf) -> Result<()> {
+        match &mut self.pool {
+            Some(p) => {
+                p.dir_times.push((src, dst));
+                Ok(())
+            }
+            None => self.times(&src, &dst),
+        }
     }
 
     /// The entries of directory `src` (its path `rel`), sorted: name, whether

@@ -112,6 +112,12 @@ pub struct TarOptions {
 
 /// [`write_tar`] with options.
 pub fn write_tar_with<W: Write>(root: &Path, changes: &[Change], out: W, opts: TarOptions) -> Result<W, LayerError> {
+    // The files are read ahead on another thread (see `prefetch`).
+    super::prefetch::with_read_ahead(root, changes, |progress| write_entries(root, changes, out, opts, progress))
+}
+
+/// The entries of [`write_tar_with`], reporting each change reached to `progress`.
+fn write_entries<W: Write>(root: &Path, changes: &[Change], out: W, opts: TarOptions, progress: Option<&super::prefetch::Progress>) -> Result<W, LayerError> {
     let epoch = opts.epoch;
     let mut b = tar::Builder::new(out);
     let mut links: BTreeMap<(u64, u64), PathBuf> = BTreeMap::new();
@@ -120,7 +126,10 @@ pub fn write_tar_with<W: Write>(root: &Path, changes: &[Change], out: W, opts: T
         let path = path.to_path_buf();
         move |source| LayerError::Io { op: "writing layer entry", path, source }
     };
-    for c in changes {
+    for (i, c) in changes.iter().enumerate() {
+        if let Some(p) = progress {
+            p.at(i);
+        }
         let mut parent = PathBuf::new();
         if let Some(dir) = c.path.parent() {
             for comp in dir.components() {

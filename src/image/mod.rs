@@ -8,5 +8,6 @@ pub mod config;
 pub mod layer;
 pub mod layout;
 pub mod manifest;
+mod prefetch;
 pub mod rebase;
 pub mod source;

@@ -45,6 +45,7 @@ mod tests;
 
 use super::{origin_label, with_layer, Scheduler, State};
 use crate::context::Context;
+use crate::exec::rootfs::resolve_in_root;
 use crate::exec::Executor;
 use crate::fscopy::{apply_tree, place, resolve_chown, Chmod, Copier, Owner, Source, Watch};
 use crate::progress::{Outcome, Step};
@@ -53,7 +54,7 @@ use anyhow::{anyhow, Context as _, Result};
 use frontend::dockerignore::Matcher;
 use frontend::path::clean_below_root as clean_rel;
 use frontend::ir::{CopyOp, Node, NodeId, Op};
-use site::{read_site, site_changes, write_site, SiteRecord, Track, SITE_VERSION};
+use site::{read_site, site_changes, with_stat_ahead, write_site, SiteRecord, Track, SITE_VERSION};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
@@ -192,7 +193,8 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
             {
                 let mut cp = Copier::new(self.opts.ids, p.chown, p.chmod.clone(), p.exclude, Some(&p.ctx.matcher));
                 cp.watch = track.as_mut().map(|t| t as &mut dyn Watch);
-                place(&mut cp, &root, p.dest_abs, dest_is_dir(&p.c.dest), p.items)?;
+                let ahead = from_prev.then(|| resolve_in_root(&root, &dest_rel).ok()).flatten();
+                with_stat_ahead(ahead.as_deref(), || place(&mut cp, &root, p.dest_abs, dest_is_dir(&p.c.dest), p.items))?;
             }
             if let Some(t) = track.as_mut().filter(|t| t.prev.is_some()) {
                 t.complete(&dest_rel, start, dest_is_file)?;

@@ -320,3 +320,26 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
 Some(crate::cache::key::copy_site(&p.spec(), &canon.to_string_lossy(), SITE_VERSION).to_string())
     }
 }
+
+/// Run `copy` (an incremental copy into `dir`, a snapshot of the previous
+/// result) while another thread stats the entries of `dir` in the order the
+/// copy visits them: each is a new inode of the new snapshot, read from disk
+/// on first use, and [`Track::before`] compares every one of them. The copy
+/// then finds them in memory. Nothing is changed; errors are ignored.
+pub(super) fn with_stat_ahead<T>(dir: Option<&Path>, copy: impl FnOnce() -> T) -> T {
+    let Some(dir) = dir else { return copy() };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for e in walkdir::WalkDir::new(dir).sort_by_file_name().into_iter().flatten() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let _ = e.metadata();
+            }
+        });
+        let out = copy();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
+    })
+}
