@@ -41,6 +41,7 @@ from pathlib import Path
 
 import bake_scenario
 import registry_base
+import rootless_builder
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -54,9 +55,10 @@ DOCKER = "/usr/bin/docker"  # Debian's 20.10 CLI, never /usr/local/bin/docker
 # Today's Docker (dockerd 28.5 with its BuildKit, buildx 0.29): shared/modern-docker.
 MODERN_DOCKER = Path(os.environ.get("STROMATEKT_SHARED") or REPO.parent / "shared") / "modern-docker" / "docker"
 
-BUILDERS = ["stromatekt", "modern", "buildkit", "legacy", "buildah"]
+BUILDERS = ["stromatekt", rootless_builder.NAME, "modern", "buildkit", "legacy", "buildah"]
 BUILDER_TITLES = {
     "stromatekt": "stromatekt",
+    rootless_builder.NAME: rootless_builder.TITLE,
     "modern": "BuildKit (Docker 28.5)",
     "buildkit": "BuildKit (Docker 20.10)",
     "legacy": "docker legacy",
@@ -288,6 +290,7 @@ class Env:
         self.docker_host = None
         self.strom_no_cache = False
         self.bases = {}
+        self.rootless = rootless_builder.Rootless(WORK, sh, on_exit)
 
     # stromatekt -----------------------------------------------------------
     def strom_env(self):
@@ -454,9 +457,12 @@ class Env:
                             env=self.strom_env(), check=False, stdout=lf, stderr=subprocess.STDOUT)
                 if rc != 0:
                     log(f"warning: priming stromatekt with the {name} base failed (see {lf.name})")
+        if rootless_builder.NAME in b:
+            self.rootless.setup(STROMATEKT, layouts, log)
         registry_base.setup(self, layouts, any("regnoop" in SCENARIOS[s][2] for s in self.args.scenarios), on_exit, sh)
         self.bases = {
             "stromatekt": {n: f"oci-layout://{p}:latest" for n, p in layouts.items() if p},
+            rootless_builder.NAME: {n: f"oci-layout://{p}:latest" for n, p in layouts.items() if p},
             "modern": {n: f"stromatekt-bench/{n}:latest" for n in layouts},
             "buildkit": {n: f"bench/{n}:latest" for n in layouts},
             "legacy": {n: f"bench/{n}:latest" for n in layouts},
@@ -469,6 +475,8 @@ class Env:
         if scen == "g":
             return bake_scenario.command(self, builder, ctx, cold, base, STROMATEKT, MODERN_DOCKER)
         tag = f"bench-{scen}:latest"
+        if builder == rootless_builder.NAME:
+            return self.rootless.command(scen, dockerfile, ctx, cold, base)
         if builder == "stromatekt":
             dest = self.run_dir / f"out-{scen}"
             cmd = [str(STROMATEKT), "build", "-f", str(dockerfile), "-t", tag,
@@ -505,6 +513,8 @@ class Env:
         raise ValueError(builder)
 
     def before(self, builder, scen, cold):
+        if builder == rootless_builder.NAME:
+            self.rootless.before(scen, cold)
         if builder == "stromatekt" and cold:
             # The OCI output is kept between the phases of a repetition, as
             # a user rebuilding into the same -o dest keeps it.
@@ -529,6 +539,8 @@ class Env:
         if "stromatekt" in b:
             self.strom_reset()
             safe_rmtree(self.run_dir / f"out-{scen}")
+        if rootless_builder.NAME in b:
+            self.rootless.before(scen, True)
         if scen == "g":
             safe_rmtree(self.run_dir / "ctx-g")
 
@@ -750,6 +762,9 @@ def main():
                             continue
                         if scen == "g" and b not in bake_scenario.BUILDERS:
                             results.setdefault(key, []).append((None, "n/a (no bake)"))
+                            continue
+                        if b == rootless_builder.NAME and scen not in rootless_builder.SCENARIOS:
+                            results.setdefault(key, []).append((None, "n/a"))
                             continue
                         cold = phase == "cold"
                         if phase == "change" and scen == "g":

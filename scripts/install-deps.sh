@@ -9,7 +9,7 @@ set -euo pipefail
 pkgs=(runc btrfs-progs iproute2 iptables libclang-dev docker-registry busybox-static debootstrap
       skopeo umoci qemu-user-static binfmt-support docker.io buildah podman
       tmux jq git python3 python3-venv curl openssh-client nodejs sqlite3
-      gcc libc6-dev libseccomp-dev)
+      gcc libc6-dev libseccomp-dev uidmap)
 
 # moto's S3 server (the S3-compatible server the type=s3 cache tests start),
 # pinned, in its own virtualenv: the tests run $MOTO_VENV/bin/moto_server.

@@ -1,20 +1,22 @@
-//! Building as an ordinary user: what it needs, checked and explained.
+//! Building as an ordinary user: what it needs, checked and explained, and
+//! the user namespace it runs in ([`userns`]).
 //!
-//! stromatekt builds as root today (the store's ioctls, its send-stream
-//! diffs and runc need it). A build by an ordinary user will need what
-//! rootless builders need: subordinate user and group ids for the user
+//! A build by an ordinary user needs what rootless builders need: subordinate user and group ids for the user
 //! (`/etc/subuid`, `/etc/subgid`) and the setuid `newuidmap`/`newgidmap`
 //! that map them, unprivileged user namespaces, runc, and a store on a
 //! btrfs filesystem the user owns, mounted with `user_subvol_rm_allowed`
 //! (so the user may delete its subvolumes). [`check`] finds each missing
 //! piece and the root command that provides it; `setup` and every command
 //! that opens the store run it for a non-root user and stop before
-//! anything is created.
+//! anything is created. With nothing missing, [`enter`] runs the command
+//! again inside a user namespace mapping the user's ids ([`userns`]).
 //!
 //! The checks read their inputs through [`System`], so the rules are
 //! unit-tested on made-up systems.
 
 use std::path::{Path, PathBuf};
+
+pub mod userns;
 
 /// The subordinate ids a user needs at least (a whole 16-bit range, as
 /// podman and rootlesskit expect).
@@ -159,17 +161,30 @@ pub fn check(sys: &dyn System, user: &User, root: Option<&Path>) -> Vec<Missing>
     missing
 }
 
-/// The report for a non-root user: each missing piece with its fix, and
-/// that building as an ordinary user is not available yet either way.
+/// What [`check`] found in place, one line each, for `setup`'s report in
+/// a user namespace of ours (where every piece was in place to enter it).
+pub fn in_place(sys: &dyn System, user: &User, root: &Path) -> Vec<String> {
+    let count = |file: &str| {
+        let text = sys.read(Path::new(file)).unwrap_or_default();
+        userns::ranges(&text, &user.name, user.uid).iter().map(|(_, c)| c).sum::<u64>()
+    };
+    vec![
+        format!("user:    {} (uid {}) in a user namespace of its own (inside uid 0 is the user)", user.name, user.uid),
+        format!("ids:     {} subordinate user ids (/etc/subuid), {} group ids (/etc/subgid)", count("/etc/subuid"), count("/etc/subgid")),
+        "maps:    newuidmap and newgidmap on PATH".into(),
+        format!("mount:   {} on btrfs, owned by {}, mounted with user_subvol_rm_allowed", root.display(), user.name),
+        "network: RUN shares the user's network (default and host) or has none (none); no per-build network namespace".into(),
+        "limits:  no cgroup limits (--memory, --cpu-*) without root".into(),
+    ]
+}
+
+/// The report for a non-root user: each missing piece with its fix.
 pub fn report(user: &User, missing: &[Missing]) -> String {
-    let mut s = format!(
-        "stromatekt builds as root: building as an ordinary user ({}, uid {}) is not supported yet; run it as root (sudo).",
-        user.name, user.uid
-    );
+    let mut s = format!("building as an ordinary user ({}, uid {}) needs what rootless builders need", user.name, user.uid);
     if missing.is_empty() {
-        s.push_str("\nEverything a build as this user will need is in place.");
+        s.push_str(": everything is in place.");
     } else {
-        s.push_str(&format!("\nA build as this user will also need ({} missing; each fix runs as root):", missing.len()));
+        s.push_str(&format!("; {} missing (each fix runs as root):", missing.len()));
         for m in missing {
             s.push_str(&format!("\n  - {}\n      fix: {}", m.what, m.fix));
         }
@@ -207,16 +222,40 @@ pub fn current_user() -> User {
     }
 }
 
-/// For a non-root process: the report of [`check`] on this host, for the
-/// store root configured for it (`configured`: STROMATEKT_ROOT or the
-/// user's config file named one). `None` for root.
+/// For a non-root process outside a user namespace of ours: the report of
+/// [`check`] on this host, for the store root configured for it
+/// (`configured`: STROMATEKT_ROOT or the user's config file named one),
+/// when something is missing. `None` for root, inside the namespace, or
+/// with everything in place.
 pub fn refusal(root: &Path, configured: bool) -> Option<String> {
     if nix::unistd::geteuid().is_root() {
         return None;
     }
     let user = current_user();
     let missing = check(&Host, &user, configured.then_some(root));
-    Some(report(&user, &missing))
+    (!missing.is_empty()).then(|| report(&user, &missing))
+}
+
+/// For a non-root process with every piece in place: run this command
+/// again inside a user namespace ([`userns::reexec`]) and return its exit
+/// code. `None`: go on in this process (root, already inside, or something
+/// is missing, which opening the store then reports).
+pub fn enter(root: &Path, configured: bool) -> Option<i32> {
+    if nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let user = current_user();
+    if !check(&Host, &user, configured.then_some(root)).is_empty() {
+        return None;
+    }
+    let gid = nix::unistd::getegid().as_raw();
+    match userns::reexec(&user.name, user.uid, gid) {
+        Ok(code) => Some(code),
+        Err(e) => {
+            eprintln!("stromatekt: building as {} in a user namespace: {e}", user.name);
+            Some(1)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -275,7 +314,7 @@ mod tests {
     fn a_ready_system_misses_nothing() {
         assert_eq!(check(&ready(), &alice(), Some(Path::new("/home/alice/store"))), vec![]);
         let r = report(&alice(), &[]);
-        assert!(r.contains("not supported yet") && r.contains("Everything"), "{r}");
+        assert!(r.contains("everything is in place"), "{r}");
     }
 
     #[test]

@@ -1,7 +1,6 @@
-//! An ordinary user: `setup` and `build` stop before anything is made,
-//! saying that building as an ordinary user is not supported yet and
-//! naming each piece such a build will need, with the root command that
-//! provides it.
+//! An ordinary user without the prerequisites: `setup` and `build` stop
+//! before anything is made, naming each missing piece with the root command
+//! that provides it. (A user with them builds: `rootless_build.rs`.)
 
 #![allow(clippy::unwrap_used)]
 
@@ -43,7 +42,7 @@ fn an_ordinary_user_is_told_what_is_missing_and_nothing_is_made() {
         let out = as_nobody(&args, Some(&store));
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert!(err.contains("building as an ordinary user (nobody, uid 65534) is not supported yet"), "{args:?}: {err}");
+        assert!(err.contains("building as an ordinary user (nobody, uid 65534) needs what rootless builders need"), "{args:?}: {err}");
         assert!(err.contains(&format!("the store directory {} (it does not exist)", store.display())), "{args:?}: {err}");
         assert!(
             err.contains(&format!("mount -o loop,user_subvol_rm_allowed {0}.img {0} && chown nobody: {0}", store.display())),

@@ -352,6 +352,7 @@ pub fn run(a: &BuildArgs) -> Result<()> {
     let Plan { store, input, ignore, resources, platform, secrets, ssh, named_dirs, cache_from, registry, graph, .. } = &plan;
     let context = Context::new(&input.dir, ignore).with_index(&store.cache_path(crate::store::Area::Context));
     let runc = RuncExecutor::new(crate::store::layout::runc_dir(store.root())).with_resources(resources.clone());
+    runc.check_resources()?;
     let gateway = if a.add_hosts.iter().any(|h| h.ends_with(":host-gateway") || h.ends_with("=host-gateway")) {
         Some(runc.host_gateway().context("--add-host NAME:host-gateway needs the build's network")?)
     } else {

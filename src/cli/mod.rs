@@ -98,6 +98,16 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    if !matches!(args.command, Command::Version | Command::Graph(_)) {
+        // An ordinary user with everything in place builds inside a user
+        // namespace of its own: this process only waits for that one.
+        if let Ok(root) = crate::store::root::store_root() {
+            let configured = root != std::path::Path::new(crate::store::root::DEFAULT_ROOT);
+            if let Some(code) = crate::rootless::enter(&root, configured) {
+                return code;
+            }
+        }
+    }
     match args.command {
         Command::Version => {
             println!("{}", buildx::version_text());

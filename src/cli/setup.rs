@@ -143,6 +143,9 @@ pub fn run() -> Result<()> {
     if let Some(refusal) = crate::rootless::refusal(&root, root != Path::new(crate::store::root::DEFAULT_ROOT)) {
         anyhow::bail!("{refusal}");
     }
+    if let Some(user) = crate::rootless::userns::outside_user() {
+        return run_rootless(&user, &root);
+    }
     let mut missing: Vec<String> = Vec::new();
 
     match open_default() {
@@ -190,6 +193,38 @@ pub fn run() -> Result<()> {
 
     if missing.is_empty() {
         println!("setup:   ok");
+        return Ok(());
+    }
+    anyhow::bail!("setup is incomplete:\n  - {}", missing.join("\n  - "))
+}
+
+/// `setup` for an ordinary user, inside its user namespace: every piece
+/// it needs was checked on the way in; say what is in place, make the
+/// store and check runc. binfmt_misc is root's to set up.
+fn run_rootless(user: &crate::rootless::User, root: &Path) -> Result<()> {
+    for line in crate::rootless::in_place(&crate::rootless::Host, user, root) {
+        println!("{line}");
+    }
+    let mut missing: Vec<String> = Vec::new();
+    match open_default() {
+        Ok(store) => println!("store:   {} (btrfs, ready)", store.root().display()),
+        Err(e) => missing.push(format!("store: {e:#}")),
+    }
+    match runc_version() {
+        Ok(v) => println!("runc:    {v} (runs rootless in the user namespace)"),
+        Err(e) => missing.push(e),
+    }
+    let dir = Path::new(BINFMT_DIR);
+    if binfmt_mounted(dir) {
+        match qemu_handlers(dir) {
+            Ok(hs) if !hs.is_empty() => println!("{}", describe_handlers(&hs)),
+            _ => println!("qemu:    no qemu handlers registered (root registers them: `stromatekt setup` as root)"),
+        }
+    } else {
+        println!("binfmt:  not mounted at {} (root mounts it: `stromatekt setup` as root)", dir.display());
+    }
+    if missing.is_empty() {
+        println!("setup:   ok (rootless)");
         return Ok(());
     }
     anyhow::bail!("setup is incomplete:\n  - {}", missing.join("\n  - "))

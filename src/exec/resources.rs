@@ -210,6 +210,28 @@ impl Resources {
         *self == Resources::default()
     }
 
+    /// The flags that need a cgroup of the container's own (all but
+    /// `--ulimit` and `--shm-size`), as given on the command line.
+    pub fn cgroup_flags(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let set = [
+            ("--cgroup-parent", self.cgroup_parent.is_some()),
+            ("--memory", self.memory.is_some()),
+            ("--memory-swap", self.memory_swap.is_some()),
+            ("--cpu-shares", self.cpu_shares.is_some()),
+            ("--cpu-period", self.cpu_period.is_some()),
+            ("--cpu-quota", self.cpu_quota.is_some()),
+            ("--cpuset-cpus", self.cpuset_cpus.is_some()),
+            ("--cpuset-mems", self.cpuset_mems.is_some()),
+        ];
+        for (flag, on) in set {
+            if on {
+                v.push(flag);
+            }
+        }
+        v
+    }
+
     /// The cgroup path for container `id` under `--cgroup-parent`, as
     /// BuildKit makes it: `SLICE:` + id for a systemd slice given as
     /// `x.slice:`, else `/PARENT/buildkit/ID`.

@@ -64,10 +64,30 @@ impl RuncExecutor {
         self
     }
 
+    /// Refuse limits that need a cgroup inside a user namespace of ours: the
+    /// user owns none, and runc would fail each RUN with a cgroup error.
+    pub fn check_resources(&self) -> Result<(), ExecError> {
+        let flags = self.resources.cgroup_flags();
+        if flags.is_empty() || !crate::rootless::userns::active() {
+            return Ok(());
+        }
+        Err(ExecError::Runtime {
+            step: "applying resource limits",
+            message: format!(
+                "{} need cgroups, which a build as an ordinary user does not have (run it as root, or leave them out; --ulimit and --shm-size work)",
+                flags.join(", ")
+            ),
+        })
+    }
+
     /// The address `host-gateway` stands for: the host's end of the build's
     /// network, made now so that the address exists on the host for
     /// `--network=host` steps too (as Docker's bridge gateway does).
     pub fn host_gateway(&self) -> Result<std::net::IpAddr, ExecError> {
+        if crate::rootless::userns::active() {
+            // Steps share the user's network: the host is the loopback.
+            return Ok(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         self.netns()?;
         let net = lock(&self.net);
         let slot = net.as_ref().map(|n| n.slot()).ok_or(ExecError::Runtime {
@@ -134,6 +154,9 @@ impl RuncExecutor {
         ];
         let root = fs::canonicalize(&req.rootfs).map_err(rt("resolving rootfs"))?;
         let mut spec = spec::build(req, &root, uid, gid, gids, &extra, netns.as_deref());
+        if crate::rootless::userns::active() {
+            spec::for_user_namespace(&mut spec);
+        }
         let init = init::take_seccomp(&mut spec)?;
         let mut json = spec::to_json(&spec)?;
         if !self.resources.is_empty() {
@@ -222,6 +245,16 @@ impl RuncExecutor {
 
 impl Executor for RuncExecutor {
     fn run(&self, req: &ExecRequest, output: OutputSink<'_>) -> Result<ExecOutcome, ExecError> {
+        let rootless;
+        let req = if req.network == super::Network::Default && crate::rootless::userns::active() {
+            // Inside a user namespace of ours no network namespace can be
+            // wired to the host (veth, NAT need root): the default network
+            // is the user's own, as `--network=host`.
+            rootless = ExecRequest { network: super::Network::Host, ..req.clone() };
+            &rootless
+        } else {
+            req
+        };
         fs::create_dir_all(&self.state_dir).map_err(rt("creating runc state directory"))?;
         let bundle = tempfile::Builder::new()
             .prefix("stromatekt-bundle-")
@@ -254,6 +287,10 @@ impl Executor for RuncExecutor {
 
     fn recover(&self) -> Result<(), ExecError> {
         self.recover_containers()?;
+        if crate::rootless::userns::active() {
+            // No build networks are made in a user namespace of ours.
+            return Ok(());
+        }
         // Then the networks of builds that died (their slot lock went with
         // them): a container no longer holds them.
         super::netns::sweep()
@@ -323,7 +360,7 @@ fn place_fds(fds: &[RawFd]) -> std::io::Result<()> {
 fn leftover(id: &str) -> bool {
     let owner = id.strip_prefix("stromatekt-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<i32>().ok());
     match owner {
-        Some(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
+        Some(pid) => !crate::store::pid_alive(pid),
         None => true,
     }
 }

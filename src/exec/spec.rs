@@ -253,6 +253,27 @@ pub fn build(
     spec
 }
 
+/// Adjust a spec for a process inside a user namespace of ours
+/// ([`crate::rootless::userns`]): runc sees the namespace and runs rootless
+/// (no uid mappings in the spec: the namespace is entered already). A v1
+/// `cgroup` filesystem cannot be mounted there, so `/sys/fs/cgroup` is the
+/// host's, bound read-only.
+pub fn for_user_namespace(spec: &mut Spec) {
+    if let Some(mounts) = spec.mounts().clone() {
+        let mounts = mounts
+            .into_iter()
+            .map(|m| {
+                if m.typ().as_deref() == Some("cgroup") {
+                    mount("/sys/fs/cgroup", "bind", "/sys/fs/cgroup", &["rbind", "nosuid", "noexec", "nodev", "ro"])
+                } else {
+                    m
+                }
+            })
+            .collect();
+        spec.set_mounts(Some(mounts));
+    }
+}
+
 /// Serialize a spec as `config.json` text.
 pub fn to_json(spec: &Spec) -> Result<String, ExecError> {
     serde_json::to_string_pretty(spec)

@@ -417,8 +417,15 @@ pub fn extract<R: io::Read>(reader: R, root: &Path) -> Result<(), LayerError> {
                 };
                 let major = header.device_major().ok().flatten().unwrap_or(0) as u64;
                 let minor = header.device_minor().ok().flatten().unwrap_or(0) as u64;
-                mknod(&dest, sflag, Mode::from_bits_truncate(0o600), nix::sys::stat::makedev(major, minor))
-                    .map_err(|e| LayerError::Io { op: "creating device node", path: dest.clone(), source: e.into() })?;
+                match mknod(&dest, sflag, Mode::from_bits_truncate(0o600), nix::sys::stat::makedev(major, minor)) {
+                    // A user namespace may not make devices: an empty file
+                    // holds the place (RUN gets runc's /dev over it, and the
+                    // image keeps the layer's blob with the device).
+                    Err(nix::errno::Errno::EPERM) if kind != tar::EntryType::Fifo && crate::rootless::userns::active() => {
+                        fs::File::create(&dest).map_err(ioerr("creating", &dest))?;
+                    }
+                    r => r.map_err(|e| LayerError::Io { op: "creating device node", path: dest.clone(), source: e.into() })?,
+                }
             }
             _ => continue,
         }

@@ -46,7 +46,21 @@ pub fn docker_socket() -> Result<(PathBuf, bool)> {
         let host = v["Endpoints"]["docker"]["Host"].as_str().ok_or_else(|| anyhow!("Docker context {ctx:?} has no docker endpoint"))?;
         return Ok((unix_path(host)?, true));
     }
-    Ok((PathBuf::from("/var/run/docker.sock"), false))
+    let for_user = !nix::unistd::geteuid().is_root() || crate::rootless::userns::active();
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+    Ok((default_socket(runtime.as_deref(), for_user, |p| p.exists()), false))
+}
+
+/// The socket without `DOCKER_HOST` or a context: rootless Docker's
+/// (`$XDG_RUNTIME_DIR/docker.sock`, where `dockerd-rootless.sh` listens) for
+/// an ordinary user who has one, else the system daemon's.
+fn default_socket(runtime_dir: Option<&Path>, for_user: bool, exists: impl Fn(&Path) -> bool) -> PathBuf {
+    if for_user {
+        if let Some(sock) = runtime_dir.map(|d| d.join("docker.sock")).filter(|s| exists(s)) {
+            return sock;
+        }
+    }
+    PathBuf::from("/var/run/docker.sock")
 }
 
 fn unix_path(host: &str) -> Result<PathBuf> {
@@ -164,5 +178,15 @@ mod tests {
         assert!(parse_load_response(bad.as_bytes()).unwrap_err().to_string().contains("refused the image: no"));
         let status = "HTTP/1.1 500 Internal Server Error\r\n\r\n{\"message\":\"boom\"}";
         assert!(parse_load_response(status.as_bytes()).unwrap_err().to_string().contains("boom"));
+    }
+
+    #[test]
+    fn an_ordinary_user_gets_rootless_dockers_socket() {
+        let run = Path::new("/run/user/1000");
+        let has = |p: &Path| p == Path::new("/run/user/1000/docker.sock");
+        assert_eq!(default_socket(Some(run), true, has), Path::new("/run/user/1000/docker.sock"));
+        assert_eq!(default_socket(Some(run), false, has), Path::new("/var/run/docker.sock"), "root keeps the system daemon");
+        assert_eq!(default_socket(Some(run), true, |_| false), Path::new("/var/run/docker.sock"), "no rootless daemon running");
+        assert_eq!(default_socket(None, true, has), Path::new("/var/run/docker.sock"));
     }
 }

@@ -30,6 +30,7 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 
 /// A snapshot store on btrfs subvolumes.
 #[derive(Debug)]
@@ -37,7 +38,7 @@ pub struct BtrfsStore {
     root: PathBuf,
 }
 
-fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+pub(super) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_path_buf();
     move |source| StoreError::Io { op, path, source }
 }
@@ -61,20 +62,20 @@ fn run(op: &'static str, path: &Path, cmd: &mut Command) -> Result<(), StoreErro
 }
 
 /// An `errno` of a btrfs ioctl as a [`StoreError`].
-fn errno(op: &'static str, path: &Path) -> impl FnOnce(nix::errno::Errno) -> StoreError {
+pub(super) fn errno(op: &'static str, path: &Path) -> impl FnOnce(nix::errno::Errno) -> StoreError {
     let path = path.to_path_buf();
     move |e| StoreError::Io { op, path, source: e.into() }
 }
 
 /// An open directory (for ioctls and `*at` calls).
-fn open_dir(path: &Path) -> Result<OwnedFd, StoreError> {
+pub(super) fn open_dir(path: &Path) -> Result<OwnedFd, StoreError> {
     use nix::fcntl::{open, OFlag};
     open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(errno("opening", path))
 }
 
 /// The open parent directory of `path` and its last component (the btrfs
 /// subvolume ioctls name an entry of a directory).
-fn parent_and_name(path: &Path) -> Result<(OwnedFd, CString), StoreError> {
+pub(super) fn parent_and_name(path: &Path) -> Result<(OwnedFd, CString), StoreError> {
     let bad = || StoreError::Io { op: "naming", path: path.to_path_buf(), source: std::io::Error::from(std::io::ErrorKind::InvalidInput) };
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Err(bad()) };
     let name = CString::new(name.as_bytes()).map_err(|_| bad())?;
@@ -82,7 +83,7 @@ fn parent_and_name(path: &Path) -> Result<(OwnedFd, CString), StoreError> {
 }
 
 /// Make subvolume `path` read-only (a no-op when it is).
-fn set_readonly(path: &Path) -> Result<(), StoreError> {
+pub(super) fn set_readonly(path: &Path) -> Result<(), StoreError> {
     use btrfs_uapi::subvolume::{subvolume_flags_get, subvolume_flags_set, SubvolumeFlags};
     let fd = open_dir(path)?;
     let flags = subvolume_flags_get(fd.as_fd()).map_err(errno("reading the flags of", path))?;
@@ -215,7 +216,12 @@ impl BtrfsStore {
             return Ok(());
         }
         let (parent, name) = parent_and_name(path)?;
-        btrfs_uapi::subvolume::subvolume_delete(parent.as_fd(), &name).map_err(errno("deleting subvolume", path))
+        match btrfs_uapi::subvolume::subvolume_delete(parent.as_fd(), &name) {
+            Err(nix::errno::Errno::EPERM | nix::errno::Errno::EROFS) if !nix::unistd::geteuid().is_root() || crate::rootless::userns::active() => {
+                super::unprivileged::delete_subvol(path, &parent, &name)
+            }
+            r => r.map_err(errno("deleting subvolume", path)),
+        }
     }
 }
 
@@ -319,7 +325,18 @@ impl Store for BtrfsStore {
             None => None,
         };
         let derr = |message: String| StoreError::Diff { child: child.to_string(), message };
-        let stream = send_stream(old.as_deref(), &new)?;
+        if super::unprivileged::SEND_DENIED.load(Ordering::Relaxed) {
+            return super::unprivileged::walk_diff(old.as_deref(), &new, child);
+        }
+        let stream = match send_stream(old.as_deref(), &new) {
+            Err(StoreError::Io { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
+                // No CAP_SYS_ADMIN in the initial namespace (a build by an
+                // ordinary user): walk the two trees instead, from now on.
+                super::unprivileged::SEND_DENIED.store(true, Ordering::Relaxed);
+                return super::unprivileged::walk_diff(old.as_deref(), &new, child);
+            }
+            r => r?,
+        };
         let ops = stream_ops(&stream).map_err(|m| derr(format!("reading the send stream: {m}")))?;
         let changes = changes_from_ops(ops, old.as_deref(), &new).map_err(|e| match e {
             StoreError::Diff { message, .. } => derr(message),
@@ -380,7 +397,7 @@ struct State {
 /// Whether regular files `a` and `b` are the same to an image: type, mode,
 /// owner, size, mtime and content (containerd's differ does the same, so a
 /// file rewritten with identical content and mtime is not a change).
-fn same_file(a: &Path, b: &Path) -> bool {
+pub(super) fn same_file(a: &Path, b: &Path) -> bool {
     use std::io::Read;
     let (Ok(ma), Ok(mb)) = (fs::symlink_metadata(a), fs::symlink_metadata(b)) else { return false };
     if !(ma.is_file() && mb.is_file())
@@ -391,6 +408,11 @@ fn same_file(a: &Path, b: &Path) -> bool {
         || ma.mtime() != mb.mtime()
         || ma.mtime_nsec() != mb.mtime_nsec()
     {
+        return false;
+    }
+    // An xattr change moves only the ctime: the send stream's `set_xattr`
+    // must not be taken for a rewrite with the same content.
+    if super::walkdiff::xattrs(a) != super::walkdiff::xattrs(b) {
         return false;
     }
     let (Ok(mut fa), Ok(mut fb)) = (fs::File::open(a), fs::File::open(b)) else { return false };

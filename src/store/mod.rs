@@ -25,6 +25,8 @@ pub mod root;
 pub mod seal;
 pub mod space;
 pub mod temps;
+pub mod unprivileged;
+pub mod walkdiff;
 
 pub use layout::Area;
 pub use lock::StoreLock;

@@ -24,7 +24,13 @@ pub fn temp_sibling(path: &Path, kind: &str) -> PathBuf {
 
 /// Whether process `pid` exists.
 pub fn pid_alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    // A zombie holds nothing: a build killed while its parent is gone too
+    // (the outer process of a rootless build) waits for an init that may
+    // be slow to reap it.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(") ").is_none_or(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
 }
 
 /// The process that made active snapshot `key` (a build's work key,
