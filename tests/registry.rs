@@ -288,6 +288,29 @@ fn random_layout(dir: &std::path::Path, layer_size: usize) -> (stromatekt::image
 }
 
 #[test]
+fn a_push_to_an_open_registry_pings_once_and_asks_once_per_blob() {
+    use common::FaultyProxy;
+    let Some(server) = RegistryServer::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (md, _) = random_layout(tmp.path(), 1 << 20);
+    let proxy = FaultyProxy::start(server.port, Box::new(|_, _| None));
+    let reg = OciRegistry::anonymous().unwrap();
+    for tag in ["v1", "v2"] {
+        let reference = format!("{}/open/img:{tag}", proxy.host());
+        assert_eq!(stromatekt::registry::push::push_layout(&reg, tmp.path(), &md, &reference).unwrap(), md.digest);
+    }
+    let lines: Vec<String> = proxy.requests().into_iter().map(|(l, _)| l).collect();
+    let count = |p: &str| lines.iter().filter(|l| l.starts_with(p)).count();
+    // One ping for the process; per push one HEAD per blob (config and
+    // layer), uploads only the first time, one manifest PUT.
+    assert_eq!(count("GET /v2/ "), 1, "{lines:#?}");
+    assert_eq!(count("HEAD "), 4, "{lines:#?}");
+    assert_eq!(count("POST "), 2, "{lines:#?}");
+    assert_eq!(count("PUT "), 4, "{lines:#?}");
+    assert_eq!(lines.len(), 11, "{lines:#?}");
+}
+
+#[test]
 fn push_and_pull_retry_through_injected_faults() {
     use common::{Fault, FaultyProxy};
     let Some(server) = RegistryServer::start() else { return };

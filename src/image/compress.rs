@@ -253,14 +253,19 @@ const SAMPLE: usize = 16 * 1024;
 /// of the data's own (level 1 uses fixed codes only, and finds nothing to
 /// gain in text of few symbols without repeats, which level 6 does shrink).
 const SAMPLE_LEVEL: u32 = 2;
+/// Blocks whose samples shrink by less than this many percent are stored.
+const STORED_BELOW_PERCENT: usize = 4;
 
 /// The level a block is deflated at: `level`, or 0 (stored) when the block
 /// is incompressible (already compressed files, random data). Deflating
 /// those at level 6 costs most of an export's CPU and saves nothing (deflate
-/// then stores them anyway). Decided from three 16 KiB samples (start,
-/// middle, end) deflated at [`SAMPLE_LEVEL`]: less than 2% smaller means stored. A
-/// pure function of the block, so the output stays a pure function of the
-/// input.
+/// then stores them anyway), or only their tar headers: a tar of
+/// incompressible files of 16 KiB and more shrinks by less than 4% (the
+/// 512-byte headers), at the full cost of deflating every byte. Decided
+/// from three 16 KiB samples (start, middle, end) deflated at
+/// [`SAMPLE_LEVEL`]: less than [`STORED_BELOW_PERCENT`] smaller means
+/// stored. A pure function of the block, so the output stays a pure
+/// function of the input.
 pub fn block_level(level: u32, data: &[u8]) -> u32 {
     if level == 0 || data.len() < 4 * SAMPLE {
         return level;
@@ -275,7 +280,7 @@ pub fn block_level(level: u32, data: &[u8]) -> u32 {
         }
         input += sample.len();
     }
-    if output * 50 >= input * 49 {
+    if output * 100 >= input * (100 - STORED_BELOW_PERCENT) {
         0
     } else {
         level
@@ -601,6 +606,28 @@ mod tests {
         assert_eq!(block_level(6, &mixed(NORMAL_BLOCK, 3)), 6, "half text is deflated");
         assert_eq!(block_level(6, &random[..1000]), 6, "small blocks are not sampled");
         assert_eq!(block_level(0, &mixed(NORMAL_BLOCK, 3)), 0);
+        // A tar of incompressible files: 20 KiB ones save only their headers
+        // (under 4%) and are stored; 2 KiB ones save a fifth and are deflated.
+        let mut tar_of = |file: usize| -> Vec<u8> {
+            let mut v = Vec::with_capacity(NORMAL_BLOCK);
+            let mut k = 0;
+            while v.len() < NORMAL_BLOCK {
+                let mut head = [0u8; 512];
+                let name = format!("app/f{k:05}.js");
+                head[..name.len()].copy_from_slice(name.as_bytes());
+                head[100..107].copy_from_slice(b"0000644");
+                v.extend_from_slice(&head);
+                v.extend((0..file).map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (x >> 56) as u8
+                }));
+                k += 1;
+            }
+            v.truncate(NORMAL_BLOCK);
+            v
+        };
+        assert_eq!(block_level(6, &tar_of(20 * 1024)), 0, "headers alone are not worth deflating");
+        assert_eq!(block_level(6, &tar_of(2 * 1024)), 6, "many headers are");
         // Stored: the output is the input plus framing, and reads back.
         let (out, _) = gz(&random, 6, None, 2);
         assert!(out.len() < random.len() + random.len() / 1000 + 64, "{} for {}", out.len(), random.len());

@@ -118,6 +118,13 @@ pub trait Registry: Send + Sync {
     /// Upload the blob at `path` with `digest` unless it is already there.
     fn push_blob(&self, reference: &str, digest: &str, path: &Path) -> Result<(), RegistryError>;
 
+    /// Upload the blob at `path` with `digest`, without first asking whether
+    /// the repository has it (the caller just did). The default asks anyway
+    /// ([`Registry::push_blob`]).
+    fn upload_blob(&self, reference: &str, digest: &str, path: &Path) -> Result<(), RegistryError> {
+        self.push_blob(reference, digest, path)
+    }
+
     /// Upload a manifest under `reference`'s tag; returns its digest.
     fn push_manifest(&self, reference: &str, bytes: &[u8], media_type: &str) -> Result<String, RegistryError>;
 

@@ -10,6 +10,10 @@
 //! the registry redirect to an HTTPS host (blob storage). Credentials come from Docker's `config.json`
 //! (`$DOCKER_CONFIG` or `~/.docker`, credential helpers included), then
 //! podman's `auth.json`, per registry; without any, access is anonymous.
+//! oci-client pings `/v2/` before every request to a registry that needs no
+//! token (it caches tokens only); once such a registry is known
+//! ([`OciRegistry::is_open`]), its blob and manifest requests go through
+//! clients that hold no credentials and so send no pings.
 //! Docker identity tokens (OAuth refresh tokens) are not supported yet.
 //!
 //! Failures are classified for [`super::retry`]: connection errors,
@@ -76,6 +80,14 @@ pub struct OciRegistry {
     runtime: tokio::runtime::Runtime,
     /// The clients by (loopback → plain HTTP, chunked uploads), made on first use.
     clients: [std::sync::OnceLock<Client>; 4],
+    /// Clients that are never given credentials, for registries that ask
+    /// for none ([`OciRegistry::is_open`]), by the same index.
+    open_clients: [std::sync::OnceLock<Client>; 4],
+    /// Per registry: whether its `/v2/` ping asked for no credentials.
+    open: Mutex<BTreeMap<String, bool>>,
+    /// The clients of those pings, by protocol (HTTPS, plain HTTP); None
+    /// when one could not be made.
+    pingers: [std::sync::OnceLock<Option<reqwest::Client>>; 2],
     credentials: Credentials,
     auths: Mutex<BTreeMap<String, RegistryAuth>>,
     uploads: std::sync::atomic::AtomicUsize,
@@ -252,6 +264,9 @@ impl OciRegistry {
         Ok(OciRegistry {
             runtime,
             clients: Default::default(),
+            open_clients: Default::default(),
+            open: Mutex::default(),
+            pingers: Default::default(),
             credentials,
             auths: Mutex::default(),
             uploads: Default::default(),
@@ -319,10 +334,6 @@ impl OciRegistry {
         self.client(is_loopback(r.resolve_registry()), false)
     }
 
-    /// The client uploading in PATCH chunks.
-    fn chunked_client_for(&self, r: &Reference) -> &Client {
-        self.client(is_loopback(r.resolve_registry()), true)
-    }
 
     /// The client for plain HTTP (`http`) or HTTPS, uploading in chunks or not.
     fn client(&self, http: bool, chunked: bool) -> &Client {
@@ -331,6 +342,71 @@ impl OciRegistry {
             let protocol = if http { ClientProtocol::Http } else { ClientProtocol::Https };
             make_client(protocol, !chunked)
         })
+    }
+
+    /// Whether `r`'s registry takes requests without credentials: we have
+    /// none for it, and its `/v2/` ping (sent once per registry) answered
+    /// 200 without a challenge. oci-client keeps no token for such a
+    /// registry and pings it again before every request; a client holding
+    /// no credentials sends the same requests without the pings. A ping that
+    /// fails or gets another answer (5xx) is not remembered: the request
+    /// then goes the usual way, and reports the failure if it persists.
+    fn is_open(&self, r: &Reference) -> bool {
+        let registry = r.resolve_registry();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = open.get(registry) {
+            return *known;
+        }
+        if !matches!(self.auth(r), RegistryAuth::Anonymous) {
+            open.insert(registry.to_string(), false);
+            return false;
+        }
+        let http = is_loopback(registry);
+        let Some(pinger) = self.pinger(http) else { return false };
+        let url = format!("{}://{registry}/v2/", if http { "http" } else { "https" });
+        // Made inside the runtime: the request's timeout is a tokio timer.
+        let Ok(answer) = self.runtime.block_on(async { pinger.get(&url).send().await }) else { return false };
+        let known = match answer.status().as_u16() {
+            200..=299 => !answer.headers().contains_key(reqwest::header::WWW_AUTHENTICATE),
+            401 | 403 => false,
+            _ => return false,
+        };
+        open.insert(registry.to_string(), known);
+        known
+    }
+
+    /// The client pinging registries over plain HTTP (`http`) or HTTPS. It
+    /// follows no redirects; over plain HTTP it has no TLS roots to load.
+    fn pinger(&self, http: bool) -> Option<&reqwest::Client> {
+        self.pingers[usize::from(http)]
+            .get_or_init(|| {
+                // reqwest sets up its connector's timers in a runtime.
+                let _in_runtime = self.runtime.enter();
+                let builder = reqwest::Client::builder()
+                    .connect_timeout(std::time::Duration::from_secs(30))
+                    .timeout(std::time::Duration::from_secs(60))
+                    .redirect(reqwest::redirect::Policy::none());
+                let builder = if http { builder.tls_certs_only(Vec::<reqwest::Certificate>::new()) } else { builder };
+                builder.build().ok()
+            })
+            .as_ref()
+    }
+
+    /// The client for a request to `r`'s registry, uploading in chunks or
+    /// not: one without credentials for an open registry ([`Self::is_open`]),
+    /// else the usual one, holding the registry's credentials.
+    fn request_client(&self, r: &Reference, chunked: bool) -> &Client {
+        let http = is_loopback(r.resolve_registry());
+        if self.is_open(r) {
+            let i = usize::from(http) * 2 + usize::from(chunked);
+            return self.open_clients[i].get_or_init(|| {
+                let protocol = if http { ClientProtocol::Http } else { ClientProtocol::Https };
+                make_client(protocol, !chunked)
+            });
+        }
+        let client = self.client(http, chunked);
+        self.runtime.block_on(client.store_auth_if_needed(r.resolve_registry(), &self.auth(r)));
+        client
     }
 
     fn pull_raw(&self, reference: &str, r: &Reference) -> Result<RawManifest, RegistryError> {
@@ -406,10 +482,8 @@ impl Registry for OciRegistry {
         let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| Path::new("."));
         let tmp = tempfile::NamedTempFile::new_in(dir)?;
         let file = tokio::fs::File::from_std(tmp.reopen()?);
-        let client = self.client_for(&r);
-        let auth = self.auth(&r);
+        let client = self.request_client(&r, false);
         self.runtime.block_on(async {
-            client.store_auth_if_needed(r.resolve_registry(), &auth).await;
             let mut file = file;
             client.pull_blob(&r, digest, &mut file).await?;
             tokio::io::AsyncWriteExt::flush(&mut file).await?;
@@ -430,19 +504,18 @@ impl Registry for OciRegistry {
 
     fn blob_exists(&self, reference: &str, digest: &str) -> Result<bool, RegistryError> {
         let r = parse_reference(reference)?;
-        let client = self.client_for(&r);
-        let auth = self.auth(&r);
-        self.runtime
-            .block_on(async {
-                client.store_auth_if_needed(r.resolve_registry(), &auth).await;
-                client.blob_exists(&r, digest).await
-            }).map_err(|e| map_err(reference, &format!("blob {digest}"), e))
+        let client = self.request_client(&r, false);
+        self.runtime.block_on(client.blob_exists(&r, digest)).map_err(|e| map_err(reference, &format!("blob {digest}"), e))
     }
 
     fn push_blob(&self, reference: &str, digest: &str, path: &Path) -> Result<(), RegistryError> {
         if self.blob_exists(reference, digest)? {
             return Ok(());
         }
+        self.upload_blob(reference, digest, path)
+    }
+
+    fn upload_blob(&self, reference: &str, digest: &str, path: &Path) -> Result<(), RegistryError> {
         let r = parse_reference(reference)?;
         let at = |e: std::io::Error| std::io::Error::new(e.kind(), format!("reading blob {digest} from {}: {e}", path.display()));
         let file = std::fs::File::open(path).map_err(at)?;
@@ -455,30 +528,20 @@ impl Registry for OciRegistry {
                 message: format!("blob {digest} at {} is empty; cannot upload an empty blob", path.display()),
             });
         }
-        let auth = self.auth(&r);
         let pushed = if len > self.chunked_above.load(std::sync::atomic::Ordering::Relaxed) {
             let data = self.mapped(digest, &file, len).map_err(at)?;
-            let client = self.chunked_client_for(&r);
-            self.runtime.block_on(async {
-                client.store_auth_if_needed(r.resolve_registry(), &auth).await;
-                client.push_blob(&r, data, digest).await
-            })
+            let client = self.request_client(&r, true);
+            self.runtime.block_on(client.push_blob(&r, data, digest))
         } else if len > MAP_ABOVE {
             // One PUT straight from the mapped file: on a fast link the
             // round trips of 4 MiB chunks cost more than they save.
             let data = self.mapped(digest, &file, len).map_err(at)?;
-            let client = self.client_for(&r);
-            self.runtime.block_on(async {
-                client.store_auth_if_needed(r.resolve_registry(), &auth).await;
-                client.push_blob(&r, data, digest).await
-            })
+            let client = self.request_client(&r, false);
+            self.runtime.block_on(client.push_blob(&r, data, digest))
         } else {
             let data = std::fs::read(path).map_err(at)?;
-            let client = self.client_for(&r);
-            self.runtime.block_on(async {
-                client.store_auth_if_needed(r.resolve_registry(), &auth).await;
-                client.push_blob(&r, data, digest).await
-            })
+            let client = self.request_client(&r, false);
+            self.runtime.block_on(client.push_blob(&r, data, digest))
         };
         pushed.map_err(|e| map_err(reference, &format!("blob {digest}"), e))?;
         self.uploads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -491,14 +554,10 @@ impl Registry for OciRegistry {
         if source.resolve_registry() != r.resolve_registry() || source.repository() == r.repository() {
             return Ok(false);
         }
-        let client = self.client_for(&r);
-        let auth = self.auth(&r);
+        let client = self.request_client(&r, false);
         // A registry that does not have the blob (or does not mount) answers
         // 202 and opens an upload instead; the caller then uploads.
-        let mounted = self.runtime.block_on(async {
-            client.store_auth_if_needed(r.resolve_registry(), &auth).await;
-            client.mount_blob(&r, &source, digest).await
-        });
+        let mounted = self.runtime.block_on(client.mount_blob(&r, &source, digest));
         match mounted {
             Ok(()) => {
                 self.mounts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -517,12 +576,9 @@ impl Registry for OciRegistry {
             reference: reference.to_string(),
             message: format!("bad media type {media_type}: {e}"),
         })?;
-        let client = self.client_for(&r);
+        let client = self.request_client(&r, false);
         self.runtime
-            .block_on(async {
-                client.store_auth_if_needed(r.resolve_registry(), &self.auth(&r)).await;
-                client.push_manifest_raw(&r, bytes.to_vec(), content_type).await
-            })
+            .block_on(client.push_manifest_raw(&r, bytes.to_vec(), content_type))
             .map_err(|e| map_err(reference, "manifest", e))?;
         Ok(digest_of(bytes))
     }

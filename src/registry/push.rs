@@ -1,11 +1,13 @@
 //! Pushing images to a registry.
 //!
 //! Order matters for readers of the registry: every blob (layers and the
-//! config) is made present first, then each is confirmed to exist, and
-//! only then is the manifest put under the tag, so a tag never points at an
-//! image with missing blobs. An index (multi-platform image) pushes each
-//! child manifest by digest first, then the index under the tag: a failure
-//! anywhere leaves the tag as it was.
+//! config) is made present first (each by an answer of the registry: it
+//! has it, or it created it from our upload or mount), and only then is
+//! the manifest put under the tag, so a tag never points at an image with
+//! missing blobs. An index (multi-platform image, or an image with its
+//! attestations) makes the blobs of all its child manifests present at
+//! once, then pushes the children by digest (together), then the index
+//! under the tag: a failure anywhere leaves the tag as it was.
 //!
 //! Per blob, cheapest first: skipped when the target repository has it;
 //! mounted from another repository of the same registry that is known to
@@ -146,7 +148,8 @@ pub fn push_layout_stats(
     }
     let mount_from = same_registry(&r, &opts.mount_from)?;
     let mut stats = PushStats::default();
-    let digest = push_node(reg, layout_dir, manifest, &normalized, &mount_from, &opts.remote, 0, &mut stats)?;
+    let sources = Sources { mount_from: &mount_from, remote: &opts.remote };
+    let digest = push_node(reg, layout_dir, manifest, &normalized, &sources, 0, &mut stats)?;
     Ok((digest, stats))
 }
 
@@ -200,10 +203,15 @@ pub fn push_manifest_with_blobs(
         if prepared.iter().any(|p: &Prepared| p.desc.digest == b.desc.digest) {
             continue;
         }
-        prepared.push(Prepared { desc: b.desc.clone(), path: b.path.clone(), mount_from: same_registry(&r, &b.remote)?, remote: b.remote.clone() });
+        prepared.push(Prepared {
+            desc: b.desc.clone(),
+            path: b.path.clone(),
+            mount_from: same_registry(&r, &b.remote)?,
+            remote: b.remote.clone(),
+            verified: false,
+        });
     }
     let stats = push_blobs(reg, &normalized, &prepared)?;
-    confirm_blobs(reg, &normalized, prepared.iter().map(|p| p.desc.digest.as_str()))?;
     let digest = retry(|| reg.push_manifest(&normalized, bytes, media_type))?;
     Ok((digest, stats))
 }
@@ -217,6 +225,8 @@ struct Prepared {
     mount_from: Vec<String>,
     /// All repositories known to hold it (to download from).
     remote: Vec<String>,
+    /// `path` was checked against the digest already.
+    verified: bool,
 }
 
 /// What happened to one blob.
@@ -245,14 +255,16 @@ fn push_one(reg: &dyn Registry, target: &str, p: &Prepared) -> Result<Outcome, R
                 format!("blob {} is {} bytes but the manifest says {}", path.display(), meta.len(), p.desc.size),
             )));
         }
-        let got = file_digest(path).map_err(|e| io_err(path, "reading", e))?;
-        if got != *digest {
-            return Err(RegistryError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("blob {} has digest {got}, not {digest}; the local copy is corrupt", path.display()),
-            )));
+        if !p.verified {
+            let got = file_digest(path).map_err(|e| io_err(path, "reading", e))?;
+            if got != *digest {
+                return Err(RegistryError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("blob {} has digest {got}, not {digest}; the local copy is corrupt", path.display()),
+                )));
+            }
         }
-        retry(|| reg.push_blob(target, digest, path))?;
+        upload(reg, target, digest, path)?;
         return Ok(Outcome::Uploaded);
     }
     // Only in a repository of another registry (or one that declined to
@@ -263,8 +275,20 @@ fn push_one(reg: &dyn Registry, target: &str, p: &Prepared) -> Result<Outcome, R
     let tmp = tempfile::Builder::new().prefix("stromatekt-blob-").tempfile()?;
     let pinned = pinned_reference(from, digest)?;
     retry(|| reg.fetch_blob(&pinned, digest, tmp.path()))?;
-    retry(|| reg.push_blob(target, digest, tmp.path()))?;
+    upload(reg, target, digest, tmp.path())?;
     Ok(Outcome::Uploaded)
+}
+
+/// Upload a blob the target was just found not to have. A retry first asks
+/// again: the failed attempt may have completed on the registry's side.
+fn upload(reg: &dyn Registry, target: &str, digest: &str, path: &Path) -> Result<(), RegistryError> {
+    let mut first = true;
+    retry(|| {
+        if !std::mem::take(&mut first) && reg.blob_exists(target, digest)? {
+            return Ok(());
+        }
+        reg.upload_blob(target, digest, path)
+    })
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> RegistryError {
@@ -313,94 +337,146 @@ fn push_blobs(reg: &dyn Registry, target: &str, blobs: &[Prepared]) -> Result<Pu
     Ok(stats.into_inner().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// Check that the registry has every blob before a manifest names them.
-fn confirm_blobs<'a>(reg: &dyn Registry, target: &str, digests: impl Iterator<Item = &'a str>) -> Result<(), RegistryError> {
-    for d in digests {
-        if !retry(|| reg.blob_exists(target, d))? {
-            return Err(RegistryError::Transport {
-                reference: target.to_string(),
-                message: format!("blob {d} was uploaded but the registry does not have it; manifest not pushed"),
-            });
+/// Where blobs the layout lacks can be had (see [`PushOptions`]).
+struct Sources<'a> {
+    /// Same-registry repositories every blob may be mounted from.
+    mount_from: &'a [String],
+    /// Blobs missing from the layout, with repositories that hold them.
+    remote: &'a std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// A manifest or index of the layout: its bytes (digest checked) and media
+/// type (the descriptor's, else the document's own).
+fn read_node(layout: &Path, desc: &Descriptor) -> Result<(Vec<u8>, String), RegistryError> {
+    let bytes = read_blob(layout, desc)?;
+    let own = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string));
+    let media_type = if !desc.media_type.is_empty() { desc.media_type.clone() } else { own.unwrap_or_else(|| MANIFEST_V1.to_string()) };
+    Ok((bytes, media_type))
+}
+
+/// Add the blobs of image manifest `bytes` (`desc`, to be pushed to
+/// `target`) to `blobs`, skipping those already there. Local blobs are
+/// checked against their digests here, before anything is sent.
+fn manifest_blobs(
+    layout: &Path,
+    desc: &Descriptor,
+    bytes: &[u8],
+    target: &str,
+    sources: &Sources,
+    blobs: &mut Vec<Prepared>,
+) -> Result<(), RegistryError> {
+    let m: Manifest =
+        serde_json::from_slice(bytes).map_err(|e| invalid(layout, format!("manifest {} does not parse: {e}", desc.digest)))?;
+    for b in m.layers.iter().chain(std::iter::once(&m.config)) {
+        if blobs.iter().any(|p: &Prepared| p.desc.digest == b.digest) {
+            continue;
         }
+        let path = blob_path(layout, &b.digest)?;
+        if !path.is_file() {
+            match sources.remote.get(&b.digest) {
+                Some(refs) => {
+                    let mut from = sources.mount_from.to_vec();
+                    let target_ref = super::reference::parse(target)
+                        .map_err(|e| RegistryError::Reference { reference: target.to_string(), message: e.to_string() })?;
+                    from.extend(same_registry(&target_ref, refs)?.into_iter().filter(|r| !sources.mount_from.contains(r)));
+                    blobs.push(Prepared { desc: b.clone(), path: None, mount_from: from, remote: refs.clone(), verified: false });
+                    continue;
+                }
+                None => return Err(invalid(layout, format!("blob {} of manifest {} is missing", b.digest, desc.digest))),
+            }
+        }
+        let got = file_digest(&path).map_err(|e| invalid(layout, format!("reading {}: {e}", path.display())))?;
+        if got != b.digest {
+            return Err(invalid(layout, format!("blob {} has digest {got}; the layout is corrupt", path.display())));
+        }
+        blobs.push(Prepared { desc: b.clone(), path: Some(path), mount_from: sources.mount_from.to_vec(), remote: vec![], verified: true });
     }
     Ok(())
 }
 
+/// Put manifest `bytes` at `target` and check the digest the registry
+/// took it under is `want`.
+fn put_manifest(reg: &dyn Registry, target: &str, bytes: &[u8], media_type: &str, want: &str) -> Result<String, RegistryError> {
+    let digest = retry(|| reg.push_manifest(target, bytes, media_type))?;
+    if digest != want {
+        return Err(RegistryError::Transport {
+            reference: target.to_string(),
+            message: format!("pushed manifest has digest {digest}, expected {want}"),
+        });
+    }
+    Ok(digest)
+}
+
+/// An image manifest of an index, ready to put once its blobs are present.
+struct Child {
+    desc: Descriptor,
+    bytes: Vec<u8>,
+    media_type: String,
+    target: String,
+}
+
+/// Put the children's manifests, all at once (none names another); the
+/// first error is returned after all are done.
+fn put_children(reg: &dyn Registry, children: &[Child]) -> Result<(), RegistryError> {
+    let results: Vec<Result<String, RegistryError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = children
+            .iter()
+            .map(|c| s.spawn(move || put_manifest(reg, &c.target, &c.bytes, &c.media_type, &c.desc.digest)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(RegistryError::Io(std::io::Error::other("a thread pushing a manifest panicked")))
+                })
+            })
+            .collect()
+    });
+    results.into_iter().try_for_each(|r| r.map(|_| ()))
+}
+
 /// Push one manifest or index and what it references; `target` is where the
 /// manifest itself goes (a tag, or `repo@digest` for index children).
-#[allow(clippy::too_many_arguments)]
 fn push_node(
     reg: &dyn Registry,
     layout: &Path,
     desc: &Descriptor,
     target: &str,
-    mount_from: &[String],
-    remote: &std::collections::BTreeMap<String, Vec<String>>,
+    sources: &Sources,
     depth: usize,
     stats: &mut PushStats,
 ) -> Result<String, RegistryError> {
     if depth > 4 {
         return Err(invalid(layout, format!("indexes nested deeper than 4 levels at {}", desc.digest)));
     }
-    let bytes = read_blob(layout, desc)?;
-    // The descriptor's media type wins; fall back to the document's own.
-    let own = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_string));
-    let media_type = if !desc.media_type.is_empty() { desc.media_type.clone() } else { own.unwrap_or_else(|| MANIFEST_V1.to_string()) };
+    let (bytes, media_type) = read_node(layout, desc)?;
+    let mut blobs = Vec::new();
+    let mut children = Vec::new();
     if is_index(&media_type) {
         let index: Index =
             serde_json::from_slice(&bytes).map_err(|e| invalid(layout, format!("index {} does not parse: {e}", desc.digest)))?;
         // Every child manifest is in place before the index names them.
         for child in &index.manifests {
             let child_target = pinned_reference(target, &child.digest)?;
-            push_node(reg, layout, child, &child_target, mount_from, remote, depth + 1, stats)?;
-        }
-    } else {
-        let m: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| invalid(layout, format!("manifest {} does not parse: {e}", desc.digest)))?;
-        let mut blobs = Vec::new();
-        for b in m.layers.iter().chain(std::iter::once(&m.config)) {
-            if blobs.iter().any(|p: &Prepared| p.desc.digest == b.digest) {
+            let (child_bytes, child_type) = read_node(layout, child)?;
+            if is_index(&child_type) {
+                push_node(reg, layout, child, &child_target, sources, depth + 1, stats)?;
                 continue;
             }
-            let path = blob_path(layout, &b.digest)?;
-            if !path.is_file() {
-                match remote.get(&b.digest) {
-                    Some(refs) => {
-                        let mut from = mount_from.to_vec();
-                        let target_ref = super::reference::parse(target)
-                            .map_err(|e| RegistryError::Reference { reference: target.to_string(), message: e.to_string() })?;
-                        from.extend(same_registry(&target_ref, refs)?.into_iter().filter(|r| !mount_from.contains(r)));
-                        blobs.push(Prepared { desc: b.clone(), path: None, mount_from: from, remote: refs.clone() });
-                        continue;
-                    }
-                    None => return Err(invalid(layout, format!("blob {} of manifest {} is missing", b.digest, desc.digest))),
-                }
-            }
-            blobs.push(Prepared { desc: b.clone(), path: Some(path), mount_from: mount_from.to_vec(), remote: vec![] });
+            manifest_blobs(layout, child, &child_bytes, &child_target, sources, &mut blobs)?;
+            children.push(Child { desc: child.clone(), bytes: child_bytes, media_type: child_type, target: child_target });
         }
-        // Local blobs are checked before anything is sent.
-        for p in &blobs {
-            if let Some(path) = &p.path {
-                let got = file_digest(path).map_err(|e| invalid(layout, format!("reading {}: {e}", path.display())))?;
-                if got != p.desc.digest {
-                    return Err(invalid(layout, format!("blob {} has digest {got}; the layout is corrupt", path.display())));
-                }
-            }
-        }
+    } else {
+        manifest_blobs(layout, desc, &bytes, target, sources, &mut blobs)?;
+    }
+    if !blobs.is_empty() {
         stats.add(&push_blobs(reg, target, &blobs)?);
-        confirm_blobs(reg, target, blobs.iter().map(|p| p.desc.digest.as_str()))?;
         crate::store::fault::point("push-blobs-pushed");
     }
-    let digest = retry(|| reg.push_manifest(target, &bytes, &media_type))?;
-    if digest != desc.digest {
-        return Err(RegistryError::Transport {
-            reference: target.to_string(),
-            message: format!("pushed manifest has digest {digest}, expected {}", desc.digest),
-        });
-    }
-    Ok(digest)
+    put_children(reg, &children)?;
+    put_manifest(reg, target, &bytes, &media_type, &desc.digest)
 }
 
 #[cfg(test)]

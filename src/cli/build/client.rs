@@ -47,6 +47,10 @@ impl Registry for LazyRegistry {
         self.get()?.push_blob(reference, digest, path)
     }
 
+    fn upload_blob(&self, reference: &str, digest: &str, path: &Path) -> Result<(), RegistryError> {
+        self.get()?.upload_blob(reference, digest, path)
+    }
+
     fn push_manifest(&self, reference: &str, bytes: &[u8], media_type: &str) -> Result<String, RegistryError> {
         self.get()?.push_manifest(reference, bytes, media_type)
     }
