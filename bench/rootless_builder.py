@@ -74,6 +74,7 @@ class Rootless:
             d = self.out / f"prime-{name}"
             d.mkdir(exist_ok=True)
             (d / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\n")
+            os.chown(d, uid, gid)  # the user writes the primed output there
             cmd = self.user_cmd(["build", "--build-arg", f"BASE=oci-layout://{lay}:latest",
                                  "-o", f"type=oci,dest={d / 'out'}", str(d)])
             if self.sh(cmd, check=False, quiet=True) != 0:

@@ -7,8 +7,8 @@
 #
 # -n RUNS: executions per target (default 20000: the short run `make test`
 # does); -t SECONDS: stop a target after that long instead; -s SANITIZER:
-# cargo-fuzz's sanitizer (default address; `none` runs the targets two to
-# four times faster, for the long runs: the code is safe Rust, and panics,
+# cargo-fuzz's sanitizer (default address; `none` runs the targets two or
+# more times faster, for the long runs: the code is safe Rust, and panics,
 # overflows (debug assertions stay on) and hangs are caught either way).
 # No TARGET: all.
 # Seeds come from the repository's own fixtures (Dockerfiles, bake files,
