@@ -81,8 +81,10 @@ def command(builder, ctx, base, ref, cache_ref, store):
             cmd += ["--cache-from", f"type=registry,ref={cache_ref}"]
         return cmd + [ctx], env
     if builder == "modern":
+        # The modern Docker runs without a bridge network: its RUN steps
+        # use the host's (as in bench.py).
         cmd = [MODERN_DOCKER, "buildx", "build", "--build-arg", f"BASE={base}", "-t", ref, "--push",
-               "--cache-to", "type=inline", "--progress", "plain"]
+               "--network", "host", "--cache-to", "type=inline", "--progress", "plain"]
         if cache_ref:
             cmd += ["--cache-from", f"type=registry,ref={cache_ref}"]
         return cmd + [ctx], None
