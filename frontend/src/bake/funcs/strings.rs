@@ -167,6 +167,18 @@ fn pad(v: &Verb, body: String) -> String {
     }
 }
 
+/// Go's fmt takes widths and precisions up to a million (a larger one is
+/// "crazy long", and would make a string of that many bytes).
+const MAX_WIDTH: usize = 1_000_000;
+
+/// A width or precision of `digits`, refused above [`MAX_WIDTH`].
+fn bounded(digits: &str, what: &str) -> Result<usize, String> {
+    match digits.parse::<usize>() {
+        Ok(n) if n <= MAX_WIDTH => Ok(n),
+        _ => Err(format!("format: {what} {digits} is too large (at most {MAX_WIDTH})")),
+    }
+}
+
 fn format_one(v: &Verb, arg: &Value) -> Result<String, String> {
     let as_num = || -> Result<f64, String> {
         match arg {
@@ -345,7 +357,7 @@ pub(super) fn format_values(spec: &str, args: &[Value]) -> Result<String, String
             i += 1;
         }
         if !digits.is_empty() {
-            v.width = digits.parse().ok();
+            v.width = Some(bounded(&digits, "width")?);
         }
         if chars.get(i) == Some(&'.') {
             i += 1;
@@ -354,7 +366,7 @@ pub(super) fn format_values(spec: &str, args: &[Value]) -> Result<String, String
                 p.push(*d);
                 i += 1;
             }
-            v.prec = Some(p.parse().unwrap_or(0));
+            v.prec = Some(if p.is_empty() { 0 } else { bounded(&p, "precision")? });
         }
         v.verb = *chars
             .get(i)
@@ -542,6 +554,12 @@ mod tests {
         assert_eq!(j(r#"format("%v %#v", [1], "s")"#), r#""[1] \"s\"""#);
         assert!(j(r#"format("%d")"#).starts_with("error"));
         assert!(j(r#"format("%d", 1, 2)"#).starts_with("error"));
+        // A huge width or precision is an error, not a string of that size
+        // (found by fuzzing: the process ran out of memory).
+        let huge = j(r#"formatlist("%s=%44444444444444444s", ["a", "b"], "x")"#);
+        assert!(huge.contains("width 44444444444444444 is too large"), "{huge}");
+        assert!(j(r#"format("%.99999999f", 1.5)"#).contains("precision 99999999 is too large"));
+        assert_eq!(j(r#"format("%8s|%.3s", "ab", "abcdef")"#), r#""      ab|abc""#);
         assert_eq!(
             j(r#"formatlist("%s:%s", ["a", "b"], "x")"#),
             r#"["a:x","b:x"]"#
