@@ -63,6 +63,7 @@ impl BakeError {
         // The helpers the evaluation is rewritten with are not the user's functions.
         let message = message
             .replace("error calling function `__number`: ", "arithmetic: ")
+            .replace("error calling function `__arith`: ", "arithmetic: ")
             .replace("error calling function `__template`: ", "");
         BakeError { pos, message }
     }

@@ -289,6 +289,17 @@ pub fn rewrite(e: &Expression, ctx: &Context) -> Expression {
                     let mut b2 = b.clone();
                     b2.lhs_expr = r(&b.lhs_expr);
                     b2.rhs_expr = r(&b.rhs_expr);
+                    // Arithmetic is ours (`__arith`): hcl-rs panics on a division
+                    // by zero, a result that is not finite and an integer overflow.
+                    if let Some(sym) = arithmetic(&b.operator) {
+                        return Expression::FuncCall(Box::new(
+                            hcl::expr::FuncCall::builder("__arith")
+                                .arg(Expression::String(sym.into()))
+                                .arg(b2.lhs_expr)
+                                .arg(b2.rhs_expr)
+                                .build(),
+                        ));
+                    }
                     // cty converts strings to numbers for arithmetic and ordering.
                     if numeric(&b.operator) {
                         b2.lhs_expr = as_number(b2.lhs_expr);
@@ -379,6 +390,14 @@ pub fn declare_builtins(ctx: &mut Context) {
         FuncDef::builder().param(ParamType::Any).build(number),
     );
     ctx.declare_func(
+        "__arith",
+        FuncDef::builder()
+            .param(ParamType::String)
+            .param(ParamType::Any)
+            .param(ParamType::Any)
+            .build(arith),
+    );
+    ctx.declare_func(
         "try",
         FuncDef::builder()
             .variadic_param(ParamType::Any)
@@ -409,7 +428,12 @@ fn as_number(e: Expression) -> Expression {
 
 /// `__number(x)`: a number, or a string holding one.
 fn number(a: FuncArgs) -> Result<Value, String> {
-    match a.first() {
+    number_of(a.first())
+}
+
+/// A number, or a string holding one.
+fn number_of(v: Option<&Value>) -> Result<Value, String> {
+    match v {
         Some(Value::Number(n)) => Ok(Value::Number(*n)),
         Some(Value::String(s)) => super::vartype::parse_number(s)
             .ok_or_else(|| format!("a number is required, not {s:?}")),
@@ -418,6 +442,69 @@ fn number(a: FuncArgs) -> Result<Value, String> {
             super::vartype::value_kind(other)
         )),
         None => Err("a number is required".into()),
+    }
+}
+
+/// The symbol of an arithmetic operator (`+ - * / %`).
+fn arithmetic(op: &hcl::expr::BinaryOperator) -> Option<&'static str> {
+    use hcl::expr::BinaryOperator::*;
+    Some(match op {
+        Plus => "+",
+        Minus => "-",
+        Mul => "*",
+        Div => "/",
+        Mod => "%",
+        _ => return None,
+    })
+}
+
+/// `__arith(op, a, b)`: `a op b` on two numbers (or strings holding them),
+/// computed as hcl-rs computes it, but an error where hcl-rs would panic: a
+/// division by zero or a result that is not a finite number. An integer
+/// result beyond 64 bits becomes a float (cty's numbers are unbounded).
+fn arith(a: FuncArgs) -> Result<Value, String> {
+    let num = |v: Option<&Value>| -> Result<hcl::Number, String> {
+        match number_of(v)? {
+            Value::Number(n) => Ok(n),
+            _ => Err("a number is required".into()),
+        }
+    };
+    let op = match a.first() {
+        Some(Value::String(op)) => op.as_str(),
+        _ => return Err("an arithmetic operator is required".into()),
+    };
+    let (x, y) = (num(a.get(1))?, num(a.get(2))?);
+    let (fx, fy) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+    if matches!(op, "/" | "%") && fy == 0.0 {
+        return Err("can't divide by zero".into());
+    }
+    let f = match op {
+        "+" => fx + fy,
+        "-" => fx - fy,
+        "*" => fx * fy,
+        "/" => fx / fy,
+        _ => fx % fy,
+    };
+    if !f.is_finite() {
+        return Err(format!("the result of {} {op} {} is not a finite number", fx, fy));
+    }
+    let float = || hcl::Number::from_f64(f).map(Value::Number).ok_or_else(|| "not a finite number".to_string());
+    if op == "/" || x.is_f64() || y.is_f64() {
+        // hcl-rs divides, and computes with a float operand, in f64.
+        return float();
+    }
+    let (Some(ix), Some(iy)) = (x.as_i64().map(i128::from).or(x.as_u64().map(i128::from)), y.as_i64().map(i128::from).or(y.as_u64().map(i128::from))) else {
+        return float();
+    };
+    let exact = match op {
+        "+" => ix.checked_add(iy),
+        "-" => ix.checked_sub(iy),
+        "*" => ix.checked_mul(iy),
+        _ => ix.checked_rem(iy),
+    };
+    match exact.and_then(|r| i64::try_from(r).ok()) {
+        Some(r) => Ok(Value::Number(hcl::Number::from(r))),
+        None => float(),
     }
 }
 
@@ -486,6 +573,21 @@ pub fn evaluate(e: &Expression, ctx: &Context) -> Result<Value, hcl::eval::Error
 #[cfg(test)]
 mod tests {
     use super::super::funcs::testutil::j;
+
+    #[test]
+    fn arithmetic_errors_instead_of_panics() {
+        // Found by fuzzing: hcl-rs panics on these (a non-finite result, an
+        // integer overflow, a remainder by zero).
+        assert!(j("1 / 0").contains("can't divide by zero"), "{}", j("1 / 0"));
+        assert!(j("--3 --3 / 0").contains("can't divide by zero"));
+        assert!(j("5 % 0").contains("can't divide by zero"));
+        assert!(j("1e308 * 10").contains("not a finite number"), "{}", j("1e308 * 10"));
+        assert_eq!(j("9223372036854775807 + 1"), "9223372036854775808");
+        assert_eq!(j("7 / 2"), "3.5");
+        assert_eq!(j("2 + 3 * 4 - 1"), "13");
+        assert_eq!(j("-7 % 3"), "-1");
+        assert_eq!(j(r#""6" * 7"#), "42");
+    }
 
     #[test]
     fn try_can_convert() {
