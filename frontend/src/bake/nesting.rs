@@ -8,8 +8,8 @@
 //! directive in a string), it keeps the operators read so far and then
 //! tries the failing operator once more: the failing operand is read twice.
 //! When that operand holds another such chain, each level doubles the work:
-//! `a = 1 + 1 + (1 + 1 + (... <x ...))` nested 25 times takes seconds,
-//! 40 times hours. Valid files never fail that way, but a mistyped one
+//! `a = 1 + 1 + (1 + 1 + (... <x ...))` nested 20 times takes seconds,
+//! 40 times days. Valid files never fail that way, but a mistyped one
 //! must not hang `stromatekt bake`.
 //!
 //! So before the parser sees the text, [`check`] walks it once, tracking
@@ -22,9 +22,11 @@
 //! lists, function calls) does not count: the parser itself stops it at 64
 //! levels, and it costs nothing extra.
 //!
-//! The scan errs on the side of counting: a `-` or `!` after an operand is
-//! taken as an operator. Parsing itself, and every other error, is left to
-//! the parser.
+//! Where the scan cannot tell what the parser will make of a token, it
+//! errs on the side of counting: a `-` after an operand is a binary
+//! operator, `<<ID` and a line end always start a heredoc, a closing bracket
+//! that does not match is ignored. Parsing itself, and every other error,
+//! is left to the parser.
 
 /// How many brackets may be opened inside operator chains, one in another:
 /// `(a + (b + (c)))` uses two. Of 316 bake files (buildx's tests, projects'
@@ -420,7 +422,8 @@ mod tests {
     #[test]
     fn operator_chains_count_up_to_the_limit() {
         assert!(depth_ok(&parens(MAX_OPERATOR_NESTING, "1")));
-        let err = check(&parens(MAX_OPERATOR_NESTING + 1, "1"), Start::Body).unwrap_err();
+        let err = check(&parens(MAX_OPERATOR_NESTING + 1, "1"), Start::Body)
+            .expect_err("one level too deep");
         assert_eq!(err.opener, "(");
         assert_eq!(err.offset, 4 + 5 * MAX_OPERATOR_NESTING + 4);
     }
