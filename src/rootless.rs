@@ -8,14 +8,16 @@
 //! (so the user may delete its subvolumes). [`check`] finds each missing
 //! piece and the root command that provides it; `setup` and every command
 //! that opens the store run it for a non-root user and stop before
-//! anything is created. With nothing missing, [`enter`] runs the command
-//! again inside a user namespace mapping the user's ids ([`userns`]).
+//! anything is created. With nothing missing, [`enter`] joins the user
+//! namespace a holder process keeps ([`holder`]) or runs the command again
+//! inside a new one mapping the user's ids ([`userns`]).
 //!
 //! The checks read their inputs through [`System`], so the rules are
 //! unit-tested on made-up systems.
 
 use std::path::{Path, PathBuf};
 
+pub mod holder;
 pub mod userns;
 
 /// The subordinate ids a user needs at least (a whole 16-bit range, as
@@ -175,7 +177,18 @@ pub fn in_place(sys: &dyn System, user: &User, root: &Path) -> Vec<String> {
         format!("mount:   {} on btrfs, owned by {}, mounted with user_subvol_rm_allowed", root.display(), user.name),
         "network: RUN shares the user's network (default and host) or has none (none); no per-build network namespace".into(),
         "limits:  no cgroup limits (--memory, --cpu-*) without root".into(),
+        userns_line(),
     ]
+}
+
+/// How this process came into its user namespace: joined the one a holder
+/// keeps, or made it (and left a holder for the next command).
+fn userns_line() -> String {
+    let ino = std::fs::metadata("/proc/self/ns/user").map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap_or(0);
+    match holder::entered() {
+        Some(holder::Entered::Joined(r)) => format!("userns:  user:[{ino}], joined: kept by process {} for later commands", r.pid),
+        None => format!("userns:  user:[{ino}], made by this command; a holder process keeps it for later commands"),
+    }
 }
 
 /// The report for a non-root user: each missing piece with its fix.
@@ -236,10 +249,13 @@ pub fn refusal(root: &Path, configured: bool) -> Option<String> {
     (!missing.is_empty()).then(|| report(&user, &missing))
 }
 
-/// For a non-root process with every piece in place: run this command
-/// again inside a user namespace ([`userns::reexec`]) and return its exit
-/// code. `None`: go on in this process (root, already inside, or something
-/// is missing, which opening the store then reports).
+/// For a non-root process with every piece in place: join the user
+/// namespace a holder keeps ([`holder::join`]) and return `None` (go on in
+/// this process, now inside), else run this command again inside a new
+/// user namespace ([`userns::reexec`]), which leaves a holder for the next
+/// command, and return its exit code. `None` also for root, already
+/// inside, or something missing, which opening the store then reports.
+/// Call it while the process has one thread.
 pub fn enter(root: &Path, configured: bool) -> Option<i32> {
     if nix::unistd::geteuid().is_root() {
         return None;
@@ -249,7 +265,22 @@ pub fn enter(root: &Path, configured: bool) -> Option<i32> {
         return None;
     }
     let gid = nix::unistd::getegid().as_raw();
-    match userns::reexec(&user.name, user.uid, gid) {
+    let record = holder::record_path(&user.home);
+    match userns::user_maps(&user.name, user.uid, gid) {
+        Ok((uid_args, gid_args)) => match holder::join(&record, user.uid, &uid_args, &gid_args) {
+            Ok(_) => return None,
+            Err(holder::NotJoined::Fatal(e)) => {
+                eprintln!("stromatekt: building as {} in a user namespace: {e}", user.name);
+                return Some(1);
+            }
+            Err(holder::NotJoined::Fallback(_)) => {}
+        },
+        Err(e) => {
+            eprintln!("stromatekt: building as {} in a user namespace: {e}", user.name);
+            return Some(1);
+        }
+    }
+    match userns::reexec(&user.name, user.uid, gid, Some(&record)) {
         Ok(code) => Some(code),
         Err(e) => {
             eprintln!("stromatekt: building as {} in a user namespace: {e}", user.name);

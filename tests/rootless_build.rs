@@ -392,3 +392,152 @@ fn a_debian_base_builds_rootless_as_for_root() {
     use std::os::unix::fs::FileTypeExt;
     assert!(std::fs::symlink_metadata(rootfs.join("dev/null")).unwrap().file_type().is_char_device(), "the base's /dev/null in the image");
 }
+
+/// The holder record of the user (`HOME/.config/stromatekt/userns`: the
+/// user's commands run without `XDG_RUNTIME_DIR`): pid and namespace inode.
+fn holder_record(env: &Env) -> Option<(i32, u64)> {
+    let text = std::fs::read_to_string(env.user.dir.join(".config/stromatekt/userns")).ok()?;
+    let rec = stromatekt::rootless::holder::Record::parse(&text)?;
+    Some((rec.pid, rec.ns_ino))
+}
+
+/// Whether process `pid` is gone (or a zombie, which only its reaper keeps).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Kill `pid` and wait until it is gone.
+fn kill_and_wait(pid: i32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    for _ in 0..100 {
+        if gone(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("process {pid} is still there after SIGKILL");
+}
+
+/// The contents of `path` in the last layer of image `latest`.
+fn layer_file(layout: &Path, path: &str) -> Option<String> {
+    let manifest: serde_json::Value = serde_json::from_slice(&blob(layout, &digest(layout))).unwrap();
+    let l = manifest["layers"].as_array().unwrap().last().unwrap()["digest"].as_str().unwrap().to_string();
+    let data = blob(layout, &l);
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&data[..]));
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_string_lossy().trim_start_matches("./") == path {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            return Some(s);
+        }
+    }
+    None
+}
+
+#[test]
+fn later_commands_join_the_namespace_the_first_left() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(env) = Env::new() else { return };
+    // A record from an earlier run names a holder long gone.
+    let record = env.user.dir.join(".config/stromatekt/userns");
+    let _ = std::fs::remove_file(&record);
+
+    // The first command makes the namespace and leaves a holder in it.
+    let o = ok("first setup", env.as_user().arg("setup").output().unwrap());
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (holder, ino) = holder_record(&env).unwrap_or_else(|| panic!("no holder record after the first command:\n{text}"));
+    assert!(!gone(holder), "the holder {holder} is not running");
+    assert_eq!(std::fs::metadata(format!("/proc/{holder}/ns/user")).unwrap().ino(), ino);
+    assert!(text.contains(&format!("userns:  user:[{ino}], made by this command")), "{text}");
+    let m = std::fs::metadata(record.parent().unwrap()).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o022), (env.user.uid.as_raw(), 0), "the record's directory is the user's alone");
+    // The holder keeps nothing of the store: its directory is /, it has no
+    // files open but /dev/null, and its mount namespace is the host's.
+    assert_eq!(std::fs::read_link(format!("/proc/{holder}/cwd")).unwrap(), Path::new("/"));
+    for fd in std::fs::read_dir(format!("/proc/{holder}/fd")).unwrap() {
+        let target = std::fs::read_link(fd.unwrap().path()).unwrap();
+        assert_eq!(target, Path::new("/dev/null"), "the holder holds {}", target.display());
+    }
+    let mnt = |p: &str| std::fs::metadata(format!("/proc/{p}/ns/mnt")).unwrap().ino();
+    assert_eq!(mnt(&holder.to_string()), mnt("self"), "the holder is in a mount namespace of its own");
+
+    // The second joins it: the same namespace, the same holder.
+    let o = ok("second setup", env.as_user().arg("setup").output().unwrap());
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains(&format!("userns:  user:[{ino}], joined: kept by process {holder}")), "the second command did not join {holder}:\n{text}");
+    assert!(text.contains("setup:   ok (rootless)"), "{text}");
+    assert_eq!(holder_record(&env), Some((holder, ino)));
+
+    // A build that joined: RUN sees the namespace, owners land as written.
+    let build = |name: &str| {
+        let ctx = env.ctx(name, "ARG BASE\nFROM ${BASE}\nARG N\nRUN readlink /proc/self/ns/user > /ns && touch /c && chown 123:456 /c\n");
+        let image = env.out.join(name);
+        ok(name, env.as_user().args(Env::build_args(&ctx, &env.base, &image, &["--build-arg", &format!("N={name}")])).output().unwrap());
+        let layer = last_layer(&image);
+        assert!(layer.contains(&("c".into(), 123, 456)), "{name}: chown 123:456 in the layer: {layer:?}");
+        layer_file(&image, "ns").unwrap_or_default().trim().to_string()
+    };
+    assert_eq!(build("joined"), format!("user:[{ino}]"), "RUN ran in another user namespace");
+    assert_eq!(holder_record(&env), Some((holder, ino)));
+
+    // The holder killed: the next command makes a namespace and a holder.
+    kill_and_wait(holder);
+    let seen = build("after-kill");
+    let (second, ino2) = holder_record(&env).expect("a record after the holder was killed");
+    assert!(second != holder && ino2 != ino && !gone(second), "record {second} {ino2} after killing {holder}");
+    assert_eq!(seen, format!("user:[{ino2}]"));
+
+    // A record naming a live process of the user that is not the holder (a
+    // reused pid): its start time and namespace do not match.
+    let sleeper = Command::new("setpriv")
+        .arg(format!("--reuid={}", env.user.uid))
+        .arg(format!("--regid={}", env.user.gid))
+        .arg("--init-groups")
+        .args(["sleep", "120"])
+        .spawn()
+        .unwrap();
+    let sleeper_pid = sleeper.id() as i32;
+    let _sleeper = Agent(sleeper);
+    let text = std::fs::read_to_string(&record).unwrap();
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    std::fs::write(&record, format!("{sleeper_pid} {}\n", fields[1..].join(" "))).unwrap();
+    let seen = build("foreign-pid");
+    let (third, ino3) = holder_record(&env).expect("a record after the foreign one");
+    assert!(third != sleeper_pid && third != second && !gone(third), "record {third} after the foreign {sleeper_pid}");
+    assert_eq!(seen, format!("user:[{ino3}]"));
+    assert!(!gone(sleeper_pid), "the foreign process was touched");
+    // A record naming another user's process (this test's, as it is: its
+    // namespace and start time): not joined, a namespace of its own made.
+    let me = std::process::id();
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let start = stromatekt::rootless::holder::parse_start_time(&stat).unwrap();
+    let own = std::fs::metadata("/proc/self/ns/user").unwrap();
+    std::fs::write(&record, format!("{me} {} {} {start}\n", own.dev(), own.ino())).unwrap();
+    let o = ok("setup with a record of root's process", env.as_user().arg("setup").output().unwrap());
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("made by this command") && !text.contains(&format!("user:[{}]", own.ino())), "{text}");
+    let (fourth, _) = holder_record(&env).expect("a record after root's");
+    assert!(fourth != me as i32 && !gone(fourth), "{fourth}");
+    kill_and_wait(third);
+    let third = fourth;
+    // The replaced holder sees a record that is not its own and goes at its
+    // next look; kill it now.
+    kill_and_wait(second);
+
+    // prune --all stops the holder; nothing of the user's is left running.
+    let o = ok("prune --all", env.as_user().args(["prune", "--all", "-f"]).output().unwrap());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("stopped the process that kept the user namespace"), "{}", String::from_utf8_lossy(&o.stdout));
+    for _ in 0..100 {
+        if gone(third) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(gone(third), "the holder {third} outlived prune --all: {}", std::fs::read_to_string(format!("/proc/{third}/status")).unwrap_or_default());
+    assert!(!record.exists(), "prune --all left the record");
+    kill_and_wait(sleeper_pid);
+}

@@ -125,6 +125,16 @@ pub fn run_prune(a: &PruneArgs) -> Result<()> {
         human(after),
         human(before)
     );
+    if a.all {
+        // An ordinary user's namespace holder goes too (this command keeps
+        // the namespace until it exits).
+        if let Some(user) = crate::rootless::userns::outside_user() {
+            let record = crate::rootless::holder::record_path(&user.home);
+            if crate::rootless::holder::stop(&record) {
+                println!("stopped the process that kept the user namespace");
+            }
+        }
+    }
     Ok(())
 }
 

@@ -12,6 +12,9 @@
 //! not own, and network namespaces wired to the host (veth, NAT); the store
 //! and the executor ask [`active`] for that.
 //!
+//! The command that makes a namespace leaves a holder in it, which later
+//! commands join instead ([`super::holder`]).
+//!
 //! The outer process only waits: it forwards SIGTERM, SIGHUP and SIGQUIT,
 //! ignores SIGINT (the terminal sends it to both), and exits as the inner one
 //! did. The inner process dies with it (`PR_SET_PDEATHSIG`).
@@ -110,12 +113,10 @@ fn held_signals() -> nix::sys::signal::SigSet {
     s
 }
 
-/// Run this program again, with the same arguments, inside a new user and
-/// mount namespace mapping `uid`/`gid` to 0 and the subordinate ranges
-/// after it; wait for it and return its exit code. Call it before any
-/// thread is started and before the store is opened.
-pub fn reexec(name: &str, uid: u32, gid: u32) -> Result<i32, String> {
-    use nix::sys::signal::{SigmaskHow, Signal};
+/// The arguments of `newuidmap` and `newgidmap` (after the pid) for the
+/// user `name` (`uid`, primary group `gid`), from `/etc/subuid` and
+/// `/etc/subgid`.
+pub fn user_maps(name: &str, uid: u32, gid: u32) -> Result<(Vec<String>, Vec<String>), String> {
     let read = |p: &str| std::fs::read_to_string(p).map_err(|e| format!("reading {p}: {e}"));
     let uid_ranges = ranges(&read("/etc/subuid")?, name, uid);
     // Both files name the user (by name or uid), not a group.
@@ -123,7 +124,18 @@ pub fn reexec(name: &str, uid: u32, gid: u32) -> Result<i32, String> {
     if uid_ranges.is_empty() || gid_ranges.is_empty() {
         return Err(format!("no subordinate ids for {name} in /etc/subuid and /etc/subgid"));
     }
-    let (uid_args, gid_args) = (map_args(uid, &uid_ranges), map_args(gid, &gid_ranges));
+    Ok((map_args(uid, &uid_ranges), map_args(gid, &gid_ranges)))
+}
+
+/// Run this program again, with the same arguments, inside a new user and
+/// mount namespace mapping `uid`/`gid` to 0 and the subordinate ranges
+/// after it; wait for it and return its exit code. With `holder`, also
+/// start a holder of the new namespace recorded there
+/// ([`super::holder::start`]). Call it before any thread is started and
+/// before the store is opened.
+pub fn reexec(name: &str, uid: u32, gid: u32, holder: Option<&std::path::Path>) -> Result<i32, String> {
+    use nix::sys::signal::{SigmaskHow, Signal};
+    let (uid_args, gid_args) = user_maps(name, uid, gid)?;
 
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("making a pipe: {e}"));
     let (ready_r, ready_w): (OwnedFd, OwnedFd) = pipe()?;
@@ -208,6 +220,10 @@ pub fn reexec(name: &str, uid: u32, gid: u32) -> Result<i32, String> {
     };
 
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    if let Some(path) = holder {
+        // Without a holder the next command makes its own namespace again.
+        let _ = super::holder::start(pid.as_raw(), path);
+    }
     std::thread::spawn(move || loop {
         if let Ok(sig) = held.wait() {
             if sig != Signal::SIGINT {
