@@ -6,7 +6,8 @@ Set-up (as root, untimed): the user `stromatekt-rl` (made if missing, as
 tests/rootless_build.rs makes it) with subordinate id ranges, a sparse btrfs
 image under target/bench/ loop-mounted with `user_subvol_rm_allowed` and
 handed to the user, the base imported once; each build runs as the user
-through `setpriv`, so it re-runs itself in a user namespace, diffs RUN steps
+through `setpriv`, so it runs in a user namespace (the first build makes it
+and leaves a holder, the others join it; the holder is stopped at the end), diffs RUN steps
 by walking the snapshots and runs runc rootless, as a user's build does.
 At the end the mount is released and the image deleted (the user stays).
 """
@@ -100,6 +101,21 @@ class Rootless:
             shutil.rmtree(self.out / f"out-{scen}", ignore_errors=True)
             self.reset()
 
+    def stop_holder(self):
+        """Stop the process that keeps the user's namespace (docs/rootless.md),
+        by the pid of its record, if that pid is still a holder."""
+        try:
+            _, _, home = _ids()
+            pid = int(Path(home, ".config/stromatekt/userns").read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (KeyError, OSError, ValueError, IndexError):
+            return
+        if b"__stromatekt-userns-holder" in cmdline:
+            try:
+                os.kill(pid, 15)
+            except OSError:
+                pass
+
     def reset(self):
         """Empty the build cache, keeping the imported base layers (img-*)."""
         d = self.store / "committed"
@@ -110,6 +126,7 @@ class Rootless:
             self.sh(["btrfs", "subvolume", "delete", *dels], check=False, quiet=True)
 
     def cleanup(self):
+        self.stop_holder()
         if os.path.ismount(self.store):
             subprocess.run(["umount", str(self.store)], stderr=subprocess.DEVNULL)
         if not os.path.ismount(self.store):

@@ -528,6 +528,30 @@ fn later_commands_join_the_namespace_the_first_left() {
     // next look; kill it now.
     kill_and_wait(second);
 
+    // SIGTERM reaches a build that joined (there is no outer process to
+    // forward it): it cancels, stops its container and leaves no snapshot.
+    let slow = env.ctx("slow-joined", "ARG BASE\nFROM ${BASE}\nRUN sleep 30 && echo late > /late\n");
+    let mut child = env.as_user().args(Env::build_args(&slow, &env.base, &env.out.join("slow-joined"), &[])).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let runc_state = env.user_root.join("runc");
+    let busy = || std::fs::read_dir(&runc_state).is_ok_and(|mut d| d.next().is_some());
+    for _ in 0..200 {
+        if busy() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(busy(), "the RUN step never started");
+    assert_eq!(holder_record(&env).map(|r| r.0), Some(third), "the slow build did not join");
+    let t = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(!child.wait().unwrap().success());
+    assert!(t.elapsed() < Duration::from_secs(20), "SIGTERM took {:?}", t.elapsed());
+    let left = |d: &str| -> Vec<String> {
+        std::fs::read_dir(env.user_root.join(d)).map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default()
+    };
+    assert_eq!(left("active"), Vec::<String>::new(), "work snapshots left after SIGTERM");
+    assert_eq!(left("runc"), Vec::<String>::new(), "containers left after SIGTERM");
+
     // prune --all stops the holder; nothing of the user's is left running.
     let o = ok("prune --all", env.as_user().args(["prune", "--all", "-f"]).output().unwrap());
     assert!(String::from_utf8_lossy(&o.stdout).contains("stopped the process that kept the user namespace"), "{}", String::from_utf8_lossy(&o.stdout));
