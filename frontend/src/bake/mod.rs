@@ -28,6 +28,7 @@ pub mod eval;
 pub mod expand;
 pub mod funcs;
 pub mod list;
+pub mod nesting;
 pub mod parse;
 pub mod target;
 pub mod userfunc;

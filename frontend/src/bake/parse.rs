@@ -9,7 +9,7 @@
 use hcl::edit::Span as _;
 use hcl::Expression;
 
-use super::BakeError;
+use super::{nesting, BakeError};
 
 /// Where something is in a bake file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -99,6 +99,8 @@ pub fn parse_file(name: &str, text: &str) -> Result<Vec<RawBlock>, BakeError> {
 }
 
 fn parse_hcl(name: &str, text: &str) -> Result<Vec<RawBlock>, BakeError> {
+    nesting::check(text, nesting::Start::Body)
+        .map_err(|e| BakeError::at(pos_of(name, text, Some(e.offset..e.offset)), e.message()))?;
     let body = hcl::edit::parser::parse_body(text).map_err(|e| {
         let loc = e.location();
         BakeError::at(
@@ -213,6 +215,15 @@ fn json_to_expr(v: serde_json::Value, file: &str) -> Result<Expression, BakeErro
         },
         J::String(s) => {
             if s.contains("${") || s.contains("%{") {
+                nesting::check(&s, nesting::Start::Template).map_err(|e| {
+                    BakeError::at(
+                        Pos {
+                            file: file.into(),
+                            ..Pos::default()
+                        },
+                        format!("in {s:?}: {}", e.message()),
+                    )
+                })?;
                 let t: hcl::Template = s.parse().map_err(|e: hcl::Error| {
                     BakeError::at(
                         Pos {

@@ -37,7 +37,10 @@ impl VarType {
         match expr {
             // JSON files write the type as a string: `"type": "list(string)"`.
             Expression::String(s) => {
-                let body: hcl::Body = hcl::from_str(&format!("t = {s}\n"))
+                let text = format!("t = {s}\n");
+                super::nesting::check(&text, super::nesting::Start::Body)
+                    .map_err(|e| format!("{s:?} is not a valid type specification: {}", e.message()))?;
+                let body: hcl::Body = hcl::from_str(&text)
                     .map_err(|_| format!("{s:?} is not a valid type specification"))?;
                 match body.attributes().next() {
                     Some(a) if !matches!(a.expr(), Expression::String(_)) => VarType::parse(a.expr()),
