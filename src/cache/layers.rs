@@ -170,9 +170,12 @@ pub fn layer_blob<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>
     layer_blob_blocks(store, l, epoch).map(|(rec, path, _)| (rec, path))
 }
 
-/// [`layer_blob`], also returning, when the blob was made now, its gzip
-/// blocks and how many tar entries were copied from the previous layer's.
-pub(crate) fn layer_blob_blocks<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>) -> Result<(CachedLayer, PathBuf, Option<(Blocks, usize)>)> {
+/// How a blob was made now: its gzip blocks, and how many tar entries were
+/// copied from the previous layer's blob.
+pub(crate) type Made = (Blocks, usize);
+
+/// [`layer_blob`], also returning how the blob was made when it was made now.
+pub(crate) fn layer_blob_blocks<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>) -> Result<(CachedLayer, PathBuf, Option<Made>)> {
     let root = store.root();
     let rec_path = record_path(root, l.parent.as_deref(), &l.name, epoch);
     if let Some(rec) = read_record(&rec_path) {

@@ -119,11 +119,11 @@ pub fn write_tar_with<W: Write>(root: &Path, changes: &[Change], out: W, opts: T
 /// [`write_tar_with`], copying the entries `old` has from it (see
 /// [`super::splice`]); also returns the plain entries written, for the
 /// entry index of the blob.
-pub fn write_tar_spliced<W: Write>(root: &Path, changes: &[Change], out: W, opts: TarOptions, mut old: Option<&mut OldTar>) -> Result<(W, Vec<TarEntry>), LayerError> {
+pub fn write_tar_spliced<W: Write>(root: &Path, changes: &[Change], out: W, opts: TarOptions, old: Option<&mut OldTar>) -> Result<(W, Vec<TarEntry>), LayerError> {
     // The files are read ahead on another thread (see `prefetch`), but for
     // those that will be copied from the old tar.
     let copied: Vec<bool> = changes.iter().map(|c| old.as_deref().is_some_and(|o| o.likely(&c.path))).collect();
-    super::prefetch::with_read_ahead(root, changes, &copied, |progress| write_entries(root, changes, out, opts, progress, old.as_deref_mut()))
+    super::prefetch::with_read_ahead(root, changes, &copied, |progress| write_entries(root, changes, out, opts, progress, old))
 }
 
 /// The entries of [`write_tar_spliced`], reporting each change reached to `progress`.
