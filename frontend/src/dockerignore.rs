@@ -115,6 +115,10 @@ impl Matcher {
     /// accepted so callers can pass what they know.
     pub fn excluded(&self, path: &str, is_dir: bool) -> bool {
         let _ = is_dir;
+        if self.compiled.is_empty() {
+            // No rules (no .dockerignore): nothing to clean or split.
+            return false;
+        }
         let path = clean(path);
         let path = path.trim_start_matches('/');
         if path.is_empty() || path == "." {

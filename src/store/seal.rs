@@ -82,9 +82,13 @@ pub fn write_sealed(path: &Path, payload: &[u8], kind: &str) -> std::io::Result<
 /// The payload of the sealed record at `path`; `None` when it is absent or
 /// unreadable, or damaged (then reported as `what` and removed).
 pub fn read_sealed(path: &Path, what: &str) -> Option<Vec<u8>> {
-    let bytes = fs::read(path).ok()?;
-    match unseal(&bytes) {
-        Ok(p) => Some(p.to_vec()),
+    let mut bytes = fs::read(path).ok()?;
+    match unseal(&bytes).map(<[u8]>::len) {
+        Ok(n) => {
+            // The payload is the start of the bytes read.
+            bytes.truncate(n);
+            Some(bytes)
+        }
         // Written before records were sealed: not damage, but unchecked.
         // Made again like a damaged one, with one note for all of them.
         // (A record cut short is not whole JSON, and is reported below.)
