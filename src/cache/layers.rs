@@ -205,7 +205,7 @@ pub(crate) fn layer_blob_blocks<S: Store + ?Sized>(store: &S, l: &LayerRef, epoc
     if let (Err(e), Some(_)) = (&written, &old) {
         // The previous blob could not be read through, or its index did not
         // match it: this layer is written from its files alone.
-        seal::report(tmp.path(), &format!("copying from the previous layer failed ({e}); writing it from its files"));
+        eprintln!("stromatekt: warning: the layer of {}: copying entries from the previous layer's blob failed ({e}); writing it from its files", l.name);
         old = None;
         written = write_gzip_blob_spliced(dir, &changes, tmp.path(), epoch, cache(), None);
     }
