@@ -12,7 +12,10 @@
 //! Store layout: `cache/changes/<child>`: `SCL1\n`, a JSON line
 //! `{"parent", "gen"}` (the child's generation, see
 //! [`super::layers::generation`]), then per change a kind byte (`A`, `M`,
-//! `D`, `R`), the path's length (u32 LE) and its bytes; sealed with a
+//! `D`, `R`), the path's length (u32 LE) and its bytes, then, when the
+//! step started from a snapshot of an earlier result (`"from"` in the
+//! header: an incremental COPY), the paths it rewrote there in the same
+//! form with kind `W` (see [`Derived`]); sealed with a
 //! checksum ([`crate::store::seal`]), written to a temporary name and
 //! renamed. A hint: a list that is missing or names another parent or
 //! generation is ignored and the store diffs instead; one that is damaged
@@ -37,6 +40,21 @@ const MAGIC: &[u8] = b"SCL1\n";
 struct Header {
     parent: Option<String>,
     gen: Option<String>,
+    /// The committed snapshot the step started from, when not `parent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    from: Option<String>,
+}
+
+/// How the child was made from an earlier result: the step started from a
+/// snapshot of `from` and rewrote, removed or replaced only `rewritten`
+/// (every other path below it is `from`'s entry, untouched), so the layer's
+/// tar may copy those entries from `from`'s ([`crate::image::splice`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    /// The committed snapshot the step started from.
+    pub from: String,
+    /// Paths written anew (or whose entry was replaced).
+    pub rewritten: std::collections::HashSet<PathBuf>,
 }
 
 fn dir(root: &Path) -> PathBuf {
@@ -52,13 +70,14 @@ fn kind_byte(k: ChangeKind) -> u8 {
     }
 }
 
-fn encode(header: &Header, changes: &[Change]) -> Vec<u8> {
+fn encode(header: &Header, changes: &[Change], rewritten: &[PathBuf]) -> Vec<u8> {
     let mut v = MAGIC.to_vec();
     v.extend_from_slice(&serde_json::to_vec(header).unwrap_or_default());
     v.push(b'\n');
-    for c in changes {
-        let p = c.path.as_os_str().as_bytes();
-        v.push(kind_byte(c.kind));
+    let items = changes.iter().map(|c| (kind_byte(c.kind), &c.path)).chain(rewritten.iter().map(|p| (b'W', p)));
+    for (kind, path) in items {
+        let p = path.as_os_str().as_bytes();
+        v.push(kind);
         v.extend_from_slice(&(p.len() as u32).to_le_bytes());
         v.extend_from_slice(p);
     }
@@ -68,8 +87,9 @@ fn encode(header: &Header, changes: &[Change]) -> Vec<u8> {
 /// What a kept list holds.
 #[derive(Debug, PartialEq)]
 enum Decoded {
-    /// The changes, for the parent and generation asked for.
-    Changes(Vec<Change>),
+    /// The changes, for the parent and generation asked for, and how the
+    /// child was derived from an earlier result, when known.
+    Changes(Vec<Change>, Option<Derived>),
     /// A whole list, for another parent or generation.
     Other,
     /// Not a list.
@@ -87,35 +107,47 @@ fn split(bytes: &[u8]) -> Option<(Header, &[u8])> {
 fn decode(bytes: &[u8], want: &Header) -> Decoded {
     match split(bytes) {
         None => Decoded::Broken,
-        Some((header, _)) if header != *want => Decoded::Other,
-        Some((_, body)) => decode_body(body).map_or(Decoded::Broken, Decoded::Changes),
+        Some((header, _)) if (&header.parent, &header.gen) != (&want.parent, &want.gen) => Decoded::Other,
+        Some((header, body)) => match decode_body(body) {
+            None => Decoded::Broken,
+            Some((changes, rewritten)) => {
+                let derived = header.from.map(|from| Derived { from, rewritten: rewritten.into_iter().collect() });
+                Decoded::Changes(changes, derived)
+            }
+        },
     }
 }
 
-fn decode_body(mut body: &[u8]) -> Option<Vec<Change>> {
-    let mut out = Vec::new();
+/// The changes and the rewritten paths (`W`) of a list's body.
+fn decode_body(mut body: &[u8]) -> Option<(Vec<Change>, Vec<PathBuf>)> {
+    let (mut out, mut rewritten) = (Vec::new(), Vec::new());
     while let Some((&k, r)) = body.split_first() {
         let kind = match k {
-            b'A' => ChangeKind::Added,
-            b'M' => ChangeKind::Modified,
-            b'D' => ChangeKind::Deleted,
-            b'R' => ChangeKind::Replaced,
+            b'A' => Some(ChangeKind::Added),
+            b'M' => Some(ChangeKind::Modified),
+            b'D' => Some(ChangeKind::Deleted),
+            b'R' => Some(ChangeKind::Replaced),
+            b'W' => None,
             _ => return None,
         };
         let len = u32::from_le_bytes(r.get(..4)?.try_into().ok()?) as usize;
-        let path = r.get(4..4 + len)?;
-        out.push(Change { path: PathBuf::from(OsStr::from_bytes(path)), kind });
+        let path = PathBuf::from(OsStr::from_bytes(r.get(4..4 + len)?));
+        match kind {
+            Some(kind) if rewritten.is_empty() => out.push(Change { path, kind }),
+            Some(_) => return None,
+            None => rewritten.push(path),
+        }
         body = &r[4 + len..];
     }
-    Some(out)
+    Some((out, rewritten))
 }
 
-fn read(root: &Path, parent: Option<&str>, child: &str) -> Option<Vec<Change>> {
+fn read(root: &Path, parent: Option<&str>, child: &str) -> Option<(Vec<Change>, Option<Derived>)> {
     let path = dir(root).join(child);
     let bytes = seal::read_sealed(&path, "kept change list")?;
-    let want = Header { parent: parent.map(str::to_string), gen: generation(root, child) };
+    let want = Header { parent: parent.map(str::to_string), gen: generation(root, child), from: None };
     match decode(&bytes, &want) {
-        Decoded::Changes(c) => Some(c),
+        Decoded::Changes(c, d) => Some((c, d)),
         Decoded::Other => None,
         Decoded::Broken => {
             seal::report(&path, "kept change list does not parse");
@@ -133,24 +165,33 @@ pub fn check_file(path: &Path) -> Result<(), String> {
 }
 
 /// Keep `changes`, the diff from committed `parent` to committed `child`
-/// (sorted, in the store's form), for [`layer_changes`]. Best effort: a
-/// list not kept only costs the export a diff.
-pub fn keep(root: &Path, parent: Option<&str>, child: &str, changes: &[Change]) {
-    let header = Header { parent: parent.map(str::to_string), gen: generation(root, child) };
-    let _ = seal::write_sealed(&dir(root).join(child), &encode(&header, changes), "changes");
+/// (sorted, in the store's form), for [`layer_changes`], with how `child`
+/// was derived from an earlier result when it was: `(from, rewritten)`,
+/// see [`Derived`]. Best effort: a list not kept only costs the export a
+/// diff.
+pub fn keep(root: &Path, parent: Option<&str>, child: &str, changes: &[Change], derived: Option<(&str, &[PathBuf])>) {
+    let header = Header { parent: parent.map(str::to_string), gen: generation(root, child), from: derived.map(|(f, _)| f.to_string()) };
+    let rewritten = derived.map_or(&[][..], |(_, r)| r);
+    let _ = seal::write_sealed(&dir(root).join(child), &encode(&header, changes, rewritten), "changes");
 }
 
 /// The changes from committed `parent` (or empty) to committed `child`:
 /// the kept ones ([`keep`]), else the store's diff.
 pub fn layer_changes<S: Store + ?Sized>(store: &S, parent: Option<&str>, child: &str) -> Result<Vec<Change>> {
+    layer_changes_derived(store, parent, child).map(|(c, _)| c)
+}
+
+/// [`layer_changes`], with how `child` was derived from an earlier result
+/// when that was kept with them.
+pub fn layer_changes_derived<S: Store + ?Sized>(store: &S, parent: Option<&str>, child: &str) -> Result<(Vec<Change>, Option<Derived>)> {
     let check = std::env::var_os("STROMATEKT_CHECK_CHANGES").is_some_and(|v| v == "1");
     changes_checked(store, parent, child, check)
 }
 
-/// [`layer_changes`]; with `check`, a kept list must equal the store's diff.
-fn changes_checked<S: Store + ?Sized>(store: &S, parent: Option<&str>, child: &str, check: bool) -> Result<Vec<Change>> {
-    let Some(kept) = read(store.root(), parent, child) else {
-        return Ok(store.diff(parent, child)?);
+/// [`layer_changes_derived`]; with `check`, a kept list must equal the store's diff.
+fn changes_checked<S: Store + ?Sized>(store: &S, parent: Option<&str>, child: &str, check: bool) -> Result<(Vec<Change>, Option<Derived>)> {
+    let Some((kept, derived)) = read(store.root(), parent, child) else {
+        return Ok((store.diff(parent, child)?, None));
     };
     if check {
         let diff = store.diff(parent, child)?;
@@ -166,7 +207,7 @@ fn changes_checked<S: Store + ?Sized>(store: &S, parent: Option<&str>, child: &s
             );
         }
     }
-    Ok(kept)
+    Ok((kept, derived))
 }
 
 /// Remove the records of snapshots that are not in `existing`.
@@ -192,12 +233,17 @@ mod tests {
     #[test]
     fn records_round_trip_and_check_their_header() {
         let changes = vec![ch("a", ChangeKind::Added), ch("a/b c", ChangeKind::Modified), ch("d", ChangeKind::Deleted), ch("r", ChangeKind::Replaced)];
-        let h = Header { parent: Some("p".into()), gen: None };
-        let bytes = encode(&h, &changes);
-        assert_eq!(decode(&bytes, &h), Decoded::Changes(changes));
-        assert_eq!(decode(&bytes, &Header { parent: None, gen: None }), Decoded::Other);
-        assert_eq!(decode(&bytes, &Header { parent: Some("p".into()), gen: Some("1".into()) }), Decoded::Other);
+        let h = Header { parent: Some("p".into()), gen: None, from: None };
+        let bytes = encode(&h, &changes, &[]);
+        assert_eq!(decode(&bytes, &h), Decoded::Changes(changes.clone(), None));
+        assert_eq!(decode(&bytes, &Header { parent: None, gen: None, from: None }), Decoded::Other);
+        assert_eq!(decode(&bytes, &Header { parent: Some("p".into()), gen: Some("1".into()), from: None }), Decoded::Other);
         assert_eq!(decode(&bytes[..bytes.len() - 1], &h), Decoded::Broken);
+        // Derived from an earlier result: the rewritten paths come along.
+        let d = Header { parent: Some("p".into()), gen: None, from: Some("old".into()) };
+        let bytes = encode(&d, &changes, &[PathBuf::from("a/b c")]);
+        let derived = Derived { from: "old".into(), rewritten: [PathBuf::from("a/b c")].into_iter().collect() };
+        assert_eq!(decode(&bytes, &h), Decoded::Changes(changes, Some(derived)));
     }
 
     #[test]
@@ -214,22 +260,22 @@ mod tests {
         let diff = store.diff(Some("b"), "n").unwrap();
         assert_eq!(diff, vec![ch("d", ChangeKind::Added), ch("d/f", ChangeKind::Added)]);
         // Nothing kept: the store's diff.
-        assert_eq!(changes_checked(&store, Some("b"), "n", false).unwrap(), diff);
+        assert_eq!(changes_checked(&store, Some("b"), "n", false).unwrap().0, diff);
         // A kept list is what the export gets, even a wrong one unless checked.
         let wrong = vec![ch("d", ChangeKind::Added)];
-        keep(&root, Some("b"), "n", &wrong);
-        assert_eq!(changes_checked(&store, Some("b"), "n", false).unwrap(), wrong);
+        keep(&root, Some("b"), "n", &wrong, None);
+        assert_eq!(changes_checked(&store, Some("b"), "n", false).unwrap().0, wrong);
         // Kept for another parent: not used.
-        assert_eq!(changes_checked(&store, None, "n", false).unwrap(), store.diff(None, "n").unwrap());
+        assert_eq!(changes_checked(&store, None, "n", false).unwrap().0, store.diff(None, "n").unwrap());
         // Stale after the snapshot is replaced (its generation moves).
         crate::cache::layers::bump_generation(&root, "n").unwrap();
-        assert_eq!(changes_checked(&store, Some("b"), "n", false).unwrap(), diff);
+        assert_eq!(changes_checked(&store, Some("b"), "n", false).unwrap().0, diff);
         // The check compares with the diff.
-        keep(&root, Some("b"), "n", &wrong);
+        keep(&root, Some("b"), "n", &wrong, None);
         let err = changes_checked(&store, Some("b"), "n", true).unwrap_err().to_string();
         assert!(err.contains("differ from the store's diff") && err.contains("Added d/f"), "{err}");
-        keep(&root, Some("b"), "n", &diff);
-        assert_eq!(changes_checked(&store, Some("b"), "n", true).unwrap(), diff);
+        keep(&root, Some("b"), "n", &diff, None);
+        assert_eq!(changes_checked(&store, Some("b"), "n", true).unwrap().0, diff);
         // Pruned with the snapshot.
         prune(&root, &["b".to_string()].into_iter().collect());
         assert!(!dir(&root).join("n").exists());

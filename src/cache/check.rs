@@ -92,6 +92,11 @@ pub fn find<S: Store + ?Sized>(store: &S) -> Vec<Problem> {
             bad(p, format!("kept change list: {e}"));
         }
     }
+    for p in files(&cache_dir(root, Area::Entries)) {
+        if let Err(e) = super::entries::check_file(&p) {
+            bad(p, format!("layer entry index: {e}"));
+        }
+    }
     for (area, what) in [
         (Area::CopySites, "copy-site record"),
         (Area::Context, "context index"),

@@ -14,12 +14,17 @@
 //! - `cache/blocks/`: where the deflated bytes of each gzip block of our
 //!   layer blobs lie ([`crate::image::blocks`]), so that a layer that changed
 //!   a little reuses the compressed bytes of its unchanged parts;
+//! - `cache/entries/`: where each plain entry of our layer blobs' tars lies
+//!   ([`super::entries`]), so that the next version of a layer made by an
+//!   incremental COPY copies the entries it kept from the previous blob
+//!   ([`crate::image::splice`]) instead of reading their files;
 //! - `cache/gen/<snapshot>`: the generation of a snapshot replaced by a
 //!   `--no-cache` build, which makes the records of the old one stale.
 
 use crate::image::blocks::BlockIndex;
 use crate::image::compress::{BlockCache, Blocks};
-use crate::image::layer::write_gzip_blob_cached;
+use crate::image::layer::write_gzip_blob_spliced;
+use crate::image::splice::OldTar;
 use crate::image::manifest::{Descriptor, LAYER_GZIP};
 use crate::store::layout::{blob_dir, blob_path, cache_dir, Area};
 use crate::store::seal;
@@ -165,8 +170,12 @@ pub fn layer_blob<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>
     layer_blob_blocks(store, l, epoch).map(|(rec, path, _)| (rec, path))
 }
 
-/// [`layer_blob`], also returning the gzip blocks when the blob was made now.
-pub(crate) fn layer_blob_blocks<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>) -> Result<(CachedLayer, PathBuf, Option<Blocks>)> {
+/// How a blob was made now: its gzip blocks, and how many tar entries were
+/// copied from the previous layer's blob.
+pub(crate) type Made = (Blocks, usize);
+
+/// [`layer_blob`], also returning how the blob was made when it was made now.
+pub(crate) fn layer_blob_blocks<S: Store + ?Sized>(store: &S, l: &LayerRef, epoch: Option<u64>) -> Result<(CachedLayer, PathBuf, Option<Made>)> {
     let root = store.root();
     let rec_path = record_path(root, l.parent.as_deref(), &l.name, epoch);
     if let Some(rec) = read_record(&rec_path) {
@@ -178,8 +187,10 @@ pub(crate) fn layer_blob_blocks<S: Store + ?Sized>(store: &S, l: &LayerRef, epoc
             return Ok((rec, p, None));
         }
     }
-    let changes = super::changes::layer_changes(store, l.parent.as_deref(), &l.name)?;
+    let (changes, derived) = super::changes::layer_changes_derived(store, l.parent.as_deref(), &l.name)?;
     let tree = store.get(&l.name).ok_or_else(|| anyhow!("snapshot {} vanished", l.name))?;
+    // The entries the step kept are copied from the previous layer's blob.
+    let mut old = derived.and_then(|d| previous_tar(root, l.parent.as_deref(), &d.from, epoch, d.rewritten));
     let blobs = blob_dir(root);
     fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
     // Named with the pid: the start-up sweep removes it after a crash.
@@ -188,16 +199,29 @@ pub(crate) fn layer_blob_blocks<S: Store + ?Sized>(store: &S, l: &LayerRef, epoc
     let index = Arc::new(block_index(root));
     // The files the step wrote, read where they are likely still cached.
     let twin = store.borrow_twin(&l.name);
-    let written = write_gzip_blob_cached(twin.as_deref().unwrap_or(&tree), &changes, tmp.path(), epoch, Some(index.clone() as Arc<dyn BlockCache>));
+    let dir = twin.as_deref().unwrap_or(&tree);
+    let cache = || Some(index.clone() as Arc<dyn BlockCache>);
+    let mut written = write_gzip_blob_spliced(dir, &changes, tmp.path(), epoch, cache(), old.as_mut());
+    if let (Err(e), Some(_)) = (&written, &old) {
+        // The previous blob could not be read through, or its index did not
+        // match it: this layer is written from its files alone.
+        eprintln!("stromatekt: warning: the layer of {}: copying entries from the previous layer's blob failed ({e}); writing it from its files", l.name);
+        old = None;
+        written = write_gzip_blob_spliced(dir, &changes, tmp.path(), epoch, cache(), None);
+    }
+    let copied = old.map_or(0, |o| o.reused);
     if let Some(t) = twin {
         store.give_back(&l.name, t);
     }
-    let (blob, blocks) = written.with_context(|| format!("writing the layer of {}", l.name))?;
+    let (blob, blocks, entries) = written.with_context(|| format!("writing the layer of {}", l.name))?;
     let dest = blob_path(root, &blob.digest);
     tmp.persist(&dest).map_err(|e| anyhow!(e.error)).with_context(|| format!("storing blob {}", dest.display()))?;
     crate::store::fault::point("layer-blob-stored");
-    // Best effort: a block not recorded is only compressed again next time.
+    seal::stamp_written(&dest, &blob.digest);
+    // Best effort: a block not recorded is only compressed again next time,
+    // an entry index not kept means reading the files next time.
     let _ = index.record(&blob.digest, &blocks.records);
+    super::entries::keep(root, &blob.digest, &entries);
     let rec = CachedLayer {
         diff_id: blob.diff_id,
         digest: blob.digest,
@@ -208,7 +232,23 @@ pub(crate) fn layer_blob_blocks<S: Store + ?Sized>(store: &S, l: &LayerRef, epoc
     };
     write_record(&rec_path, &rec)?;
     crate::store::fault::point("layer-record-written");
-    Ok((rec, dest, Some(blocks)))
+    Ok((rec, dest, Some((blocks, copied))))
+}
+
+/// The tar of the layer `parent` -> `from` as we exported it, to copy
+/// from all but the `rewritten` entries: only with a current layer record,
+/// a blob that passes its check and the blob's entry index.
+fn previous_tar(root: &Path, parent: Option<&str>, from: &str, epoch: Option<u64>, rewritten: std::collections::HashSet<PathBuf>) -> Option<OldTar> {
+    let rec = read_record(&record_path(root, parent, from, epoch))?;
+    if rec.snapshot_gen != generation(root, from) || rec.media_type != LAYER_GZIP {
+        return None;
+    }
+    let p = blob_path(root, &rec.digest);
+    if !seal::blob_ok(&p, &rec.digest, Some(rec.size)) {
+        return None;
+    }
+    let entries = super::entries::read(root, &rec.digest)?;
+    OldTar::open(&p, entries, rewritten).ok()
 }
 
 #[cfg(test)]
@@ -242,7 +282,7 @@ mod tests {
         store.commit("w1", "copy-a").unwrap();
         let epoch = Some(1_700_000_000);
         let (a, _, blocks) = layer_blob_blocks(&store, &layer("copy-a"), epoch).unwrap();
-        let blocks = blocks.unwrap();
+        let blocks = blocks.unwrap().0;
         assert!(blocks.total >= 4 && blocks.reused == 0, "{blocks:?}");
         assert!(fs::read_dir(cache_dir(tmp.path(), Area::Blocks)).unwrap().count() > 0);
 
@@ -250,7 +290,7 @@ mod tests {
         store.prepare("w2", Some("copy-a")).unwrap();
         store.commit("w2", "copy-b").unwrap();
         let (b, _, again) = layer_blob_blocks(&store, &layer("copy-b"), epoch).unwrap();
-        let again = again.unwrap();
+        let again = again.unwrap().0;
         assert_eq!(b.digest, a.digest);
         assert_eq!(again.reused, again.total);
 
@@ -260,7 +300,7 @@ mod tests {
         std::io::Write::write_all(&mut f, &[b'x'; 700]).unwrap();
         store.commit("w3", "copy-c").unwrap();
         let (c, path, changed) = layer_blob_blocks(&store, &layer("copy-c"), epoch).unwrap();
-        let changed = changed.unwrap();
+        let changed = changed.unwrap().0;
         assert_ne!(c.digest, a.digest);
         assert!(changed.reused > 0 && changed.reused + 2 >= changed.total, "{changed:?}");
         // And the blob is what compressing from scratch gives.

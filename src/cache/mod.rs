@@ -7,7 +7,8 @@
 //! touches `cache/used/<name>`, whose mtime is the entry's last use. Layer
 //! records (`cache/layers/*.json`) and their blobs (`content/blobs`) follow
 //! the snapshots they describe, and the gzip block records
-//! (`cache/blocks`) the blobs they point into. COPY site records
+//! (`cache/blocks`) and tar entry indexes (`cache/entries`) the blobs they
+//! point into. COPY site records
 //! (`cache/copy-sites/*.json`, hints for incremental COPYs) go with the
 //! snapshot they name.
 //!
@@ -21,6 +22,7 @@
 
 pub mod changes;
 pub mod check;
+pub mod entries;
 pub mod key;
 pub mod layers;
 pub mod remote;
@@ -190,6 +192,8 @@ pub fn prune<S: Store + ?Sized>(
     layers::prune_generations(&root, &existing);
     // Records of gzip blocks in the blobs just removed.
     crate::image::blocks::prune(&cache_dir(&root, Area::Blocks), &blobs, all);
+    // Entry indexes of the blobs just removed.
+    entries::prune(&root, &blobs, all);
     // COPY site records (hints for incremental COPYs) of removed snapshots.
     if let Ok(rd) = fs::read_dir(cache_dir(&root, Area::CopySites)) {
         for e in rd.flatten() {

@@ -8,6 +8,7 @@
 //! [`extract`] applies a layer to a tree (base image import), safely.
 
 use super::compress::{BlockCache, Blocks, ParGzWriter};
+use super::splice::{Counting, OldTar, TarEntry};
 use crate::store::{Change, ChangeKind};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,14 +113,31 @@ pub struct TarOptions {
 
 /// [`write_tar`] with options.
 pub fn write_tar_with<W: Write>(root: &Path, changes: &[Change], out: W, opts: TarOptions) -> Result<W, LayerError> {
-    // The files are read ahead on another thread (see `prefetch`).
-    super::prefetch::with_read_ahead(root, changes, |progress| write_entries(root, changes, out, opts, progress))
+    write_tar_spliced(root, changes, out, opts, None).map(|(w, _)| w)
 }
 
-/// The entries of [`write_tar_with`], reporting each change reached to `progress`.
-fn write_entries<W: Write>(root: &Path, changes: &[Change], out: W, opts: TarOptions, progress: Option<&super::prefetch::Progress>) -> Result<W, LayerError> {
+/// [`write_tar_with`], copying the entries `old` has from it (see
+/// [`super::splice`]); also returns the plain entries written, for the
+/// entry index of the blob.
+pub fn write_tar_spliced<W: Write>(root: &Path, changes: &[Change], out: W, opts: TarOptions, old: Option<&mut OldTar>) -> Result<(W, Vec<TarEntry>), LayerError> {
+    // The files are read ahead on another thread (see `prefetch`), but for
+    // those that will be copied from the old tar.
+    let copied: Vec<bool> = changes.iter().map(|c| old.as_deref().is_some_and(|o| o.likely(&c.path))).collect();
+    super::prefetch::with_read_ahead(root, changes, &copied, |progress| write_entries(root, changes, out, opts, progress, old))
+}
+
+/// The entries of [`write_tar_spliced`], reporting each change reached to `progress`.
+fn write_entries<W: Write>(
+    root: &Path,
+    changes: &[Change],
+    out: W,
+    opts: TarOptions,
+    progress: Option<&super::prefetch::Progress>,
+    mut old: Option<&mut OldTar>,
+) -> Result<(W, Vec<TarEntry>), LayerError> {
     let epoch = opts.epoch;
-    let mut b = tar::Builder::new(out);
+    let mut b = tar::Builder::new(Counting { inner: out, n: 0 });
+    let mut index = Vec::new();
     let mut links: BTreeMap<(u64, u64), PathBuf> = BTreeMap::new();
     let mut dirs_written: BTreeSet<PathBuf> = BTreeSet::new();
     let werr = |path: &Path| {
@@ -151,9 +169,20 @@ fn write_entries<W: Write>(root: &Path, changes: &[Change], out: W, opts: TarOpt
                 if dirs_written.contains(&c.path) {
                     continue;
                 }
-                let is_dir = append_path(&mut b, root, &c.path, opts, &mut links)?;
+                let start = b.get_ref().n;
+                if let Some((from, to)) = old.as_deref().filter(|_| c.kind != ChangeKind::Replaced).and_then(|o| o.reusable(&c.path)) {
+                    if let Some(o) = old.as_deref_mut() {
+                        o.copy_to(&c.path, from, to, b.get_mut()).map_err(|source| LayerError::Io { op: "copying from the previous layer", path: c.path.clone(), source })?;
+                        index.push(TarEntry { path: c.path.clone(), start, end: b.get_ref().n });
+                        continue;
+                    }
+                }
+                let (is_dir, plain) = append_path(&mut b, root, &c.path, opts, &mut links)?;
                 if is_dir {
                     dirs_written.insert(c.path.clone());
+                }
+                if plain {
+                    index.push(TarEntry { path: c.path.clone(), start, end: b.get_ref().n });
                 }
                 if c.kind == ChangeKind::Replaced && is_dir {
                     let opq = c.path.join(".wh..wh..opq");
@@ -166,19 +195,22 @@ fn write_entries<W: Write>(root: &Path, changes: &[Change], out: W, opts: TarOpt
             }
         }
     }
-    b.into_inner().map_err(werr(root))
+    let out = b.into_inner().map_err(werr(root))?;
+    Ok((out.inner, index))
 }
 
 /// Append the entry for `path` (relative to `root`) as it is in `root`;
 /// a second name of an inode already written becomes a hard link to the
-/// first. Returns whether it was a directory.
+/// first. Returns whether it was a directory, and whether it was plain (a
+/// regular file with one link or a symlink, whose bytes depend on nothing
+/// but itself: see [`super::splice`]).
 fn append_path<W: Write>(
     b: &mut tar::Builder<W>,
     root: &Path,
     path: &Path,
     opts: TarOptions,
     links: &mut BTreeMap<(u64, u64), PathBuf>,
-) -> Result<bool, LayerError> {
+) -> Result<(bool, bool), LayerError> {
     let werr = |source| LayerError::Io { op: "writing layer entry", path: path.to_path_buf(), source };
     let full = root.join(path);
     let meta = fs::symlink_metadata(&full).map_err(|source| LayerError::Io { op: "stat", path: full.clone(), source })?;
@@ -224,7 +256,7 @@ fn append_path<W: Write>(
         h.set_size(0);
         append_dir_or_special(b, &mut h, path, ft.is_dir()).map_err(werr)?;
     }
-    Ok(ft.is_dir())
+    Ok((ft.is_dir(), ft.is_symlink() || (ft.is_file() && meta.nlink() == 1)))
 }
 
 /// The PAX records of `full`'s extended attributes, sorted by name.
@@ -327,6 +359,19 @@ pub fn write_gzip_blob_cached(
     epoch: Option<u64>,
     cache: Option<std::sync::Arc<dyn BlockCache>>,
 ) -> Result<(LayerBlob, Blocks), LayerError> {
+    write_gzip_blob_spliced(root, changes, dest, epoch, cache, None).map(|(blob, blocks, _)| (blob, blocks))
+}
+
+/// [`write_gzip_blob_cached`] copying the entries `old` has from it (see
+/// [`super::splice`]); also returns the plain entries of the tar.
+pub fn write_gzip_blob_spliced(
+    root: &Path,
+    changes: &[Change],
+    dest: &Path,
+    epoch: Option<u64>,
+    cache: Option<std::sync::Arc<dyn BlockCache>>,
+    old: Option<&mut OldTar>,
+) -> Result<(LayerBlob, Blocks, Vec<TarEntry>), LayerError> {
     let derr = |source| LayerError::Io { op: "writing blob", path: dest.to_path_buf(), source };
     let file = fs::File::create(dest).map_err(derr)?;
     let compressed = Hashing { inner: io::BufWriter::new(file), hash: Sha256::new(), len: 0 };
@@ -334,11 +379,11 @@ pub fn write_gzip_blob_cached(
     // same bytes for the same tar.
     let gz = ParGzWriter::with_cache(compressed, 6, cache).map_err(derr)?;
     let tar_out = Hashing { inner: gz, hash: Sha256::new(), len: 0 };
-    let tar_out = write_tar(root, changes, tar_out, epoch)?;
+    let (tar_out, entries) = write_tar_spliced(root, changes, tar_out, TarOptions { epoch, xattrs: false }, old)?;
     let diff_id = sha(tar_out.hash);
     let (mut compressed, blocks) = tar_out.inner.finish_blocks().map_err(derr)?;
     compressed.flush().map_err(derr)?;
-    Ok((LayerBlob { diff_id, digest: sha(compressed.hash), size: compressed.len }, blocks))
+    Ok((LayerBlob { diff_id, digest: sha(compressed.hash), size: compressed.len }, blocks, entries))
 }
 
 /// Apply a layer tar (uncompressed) to the tree at `root`: whiteouts delete,

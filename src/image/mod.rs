@@ -11,3 +11,4 @@ pub mod manifest;
 mod prefetch;
 pub mod rebase;
 pub mod source;
+pub mod splice;

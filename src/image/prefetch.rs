@@ -65,14 +65,15 @@ impl Progress {
 }
 
 /// Run `write` (the tar thread's work, told a [`Progress`] to report to)
-/// with the files of `changes` below `root` read ahead of it.
-pub(crate) fn with_read_ahead<T>(root: &Path, changes: &[Change], write: impl FnOnce(Option<&Progress>) -> T) -> T {
-    if changes.len() < MIN_ENTRIES {
+/// with the files of `changes` below `root` read ahead of it, but for those
+/// marked in `skip` (copied from elsewhere; may be empty).
+pub(crate) fn with_read_ahead<T>(root: &Path, changes: &[Change], skip: &[bool], write: impl FnOnce(Option<&Progress>) -> T) -> T {
+    if changes.len() - skip.iter().filter(|&&s| s).count() < MIN_ENTRIES {
         return write(None);
     }
     let progress = Progress::new();
     std::thread::scope(|s| {
-        s.spawn(|| read_ahead(root, changes, &progress));
+        s.spawn(|| read_ahead(root, changes, skip, &progress));
         let out = write(Some(&progress));
         progress.stop();
         out
@@ -81,12 +82,12 @@ pub(crate) fn with_read_ahead<T>(root: &Path, changes: &[Change], write: impl Fn
 
 /// Open the regular files of `changes` in order and read them into the page
 /// cache, staying within [`AHEAD_BYTES`] and [`AHEAD_ENTRIES`] of the tar thread.
-fn read_ahead(root: &Path, changes: &[Change], progress: &Progress) {
+fn read_ahead(root: &Path, changes: &[Change], skip: &[bool], progress: &Progress) {
     // (index, size) of the files read ahead and not yet passed by the tar thread.
     let mut window: std::collections::VecDeque<(usize, u64)> = std::collections::VecDeque::new();
     let mut bytes = 0u64;
     for (i, c) in changes.iter().enumerate() {
-        if c.kind == ChangeKind::Deleted {
+        if c.kind == ChangeKind::Deleted || skip.get(i).copied().unwrap_or(false) {
             continue;
         }
         // Make room: wait for the tar thread to pass the oldest file.

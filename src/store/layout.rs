@@ -34,6 +34,8 @@ pub enum Area {
     Gen,
     /// `blocks/`: where each gzip block of our layer blobs lies.
     Blocks,
+    /// `entries/<blob>`: where each plain entry of our layer blobs' tars lies.
+    Entries,
     /// `copy-sites/<site>.json`: hints for incremental COPYs.
     CopySites,
     /// `mounts/<id>`: the contents of `RUN --mount=type=cache` mounts.
@@ -46,12 +48,13 @@ pub enum Area {
 
 impl Area {
     /// Every area.
-    pub const ALL: [Area; 9] = [
+    pub const ALL: [Area; 10] = [
         Area::Used,
         Area::Layers,
         Area::Changes,
         Area::Gen,
         Area::Blocks,
+        Area::Entries,
         Area::CopySites,
         Area::Mounts,
         Area::Context,
@@ -66,6 +69,7 @@ impl Area {
             Area::Changes => "changes",
             Area::Gen => "gen",
             Area::Blocks => "blocks",
+            Area::Entries => "entries",
             Area::CopySites => "copy-sites",
             Area::Mounts => "mounts",
             Area::Context => "context",

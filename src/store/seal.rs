@@ -160,7 +160,6 @@ fn checked_stamp(digest: &str, md: &fs::Metadata) -> String {
 /// What no write changes (a bad sector) the store's filesystem catches:
 /// btrfs checksums every data block and fails the read.
 pub fn blob_ok(path: &Path, digest: &str, size: Option<u64>) -> bool {
-    static GOOD: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     let want = digest.trim_start_matches("sha256:");
     if GOOD.lock().map(|g| g.contains(want)).unwrap_or(false) {
         return true;
@@ -177,6 +176,24 @@ pub fn blob_ok(path: &Path, digest: &str, size: Option<u64>) -> bool {
             report(path, &p);
             let _ = fs::remove_file(path);
             false
+        }
+    }
+}
+
+/// Blobs (digest hex) that passed [`blob_ok`] in this process.
+static GOOD: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// Stamp the blob this process has just written to `path` and hashed as it
+/// wrote it (`digest`), as [`blob_ok`] does once it hashed a blob: the
+/// bytes hashed are the bytes written, and hashing them again to use the
+/// blob next time would cost as much as writing it.
+pub fn stamp_written(path: &Path, digest: &str) {
+    let want = digest.trim_start_matches("sha256:");
+    let Ok(md) = fs::metadata(path) else { return };
+    // Best effort: without the stamp the blob is hashed when next used.
+    if xattr::set(path, CHECKED_XATTR, checked_stamp(want, &md).as_bytes()).is_ok() {
+        if let Ok(mut g) = GOOD.lock() {
+            g.insert(want.to_string());
         }
     }
 }

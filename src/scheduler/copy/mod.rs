@@ -215,7 +215,10 @@ impl<S: Store, E: Executor> Scheduler<'_, S, E> {
         // are known, the export need not diff (see `changes`).
         let new = self.store.get(name).ok_or_else(|| anyhow!("snapshot {name} vanished"))?;
         let list = site_changes(start, &new, &t, &dest_rel, dest_is_file);
-        crate::cache::changes::keep(self.store.root(), parent, name, &list);
+        // Started from the previous result: what was not rewritten is that
+        // result's, and its layer's tar entries can be copied (see `splice`).
+        let derived = prev.as_ref().filter(|_| t.prev.is_some()).map(|r| (r.snapshot.as_str(), &t.rewritten[..]));
+        crate::cache::changes::keep(self.store.root(), parent, name, &list, derived);
         if t.prev.is_some() {
             self.incremental_copies.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if let Some(step) = step {

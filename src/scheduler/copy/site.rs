@@ -85,11 +85,14 @@ pub(super) struct Track<'p> {
     pub(super) kept: usize,
     pub(super) written: usize,
     pub(super) removed: usize,
+    /// In an incremental copy, the paths (below the work tree) not kept as
+    /// they were: written, replaced, or directories (whose times are reset).
+    pub(super) rewritten: Vec<PathBuf>,
 }
 
 impl<'p> Track<'p> {
     pub(super) fn new(root: &Path, ctx: &'p Context, prev: Option<&'p HashMap<String, String>>) -> Self {
-        Track { root: root.to_path_buf(), ctx, prev, files: HashMap::new(), produced: HashSet::new(), dirs: Vec::new(), kept: 0, written: 0, removed: 0 }
+        Track { root: root.to_path_buf(), ctx, prev, files: HashMap::new(), produced: HashSet::new(), dirs: Vec::new(), kept: 0, written: 0, removed: 0, rewritten: Vec::new() }
     }
 
     /// After an incremental copy into `dest`: remove what is below it and
@@ -273,6 +276,9 @@ impl Watch for Track<'_> {
         if same {
             t.kept += 1;
             return Ok(true);
+        }
+        if let Ok(rel) = dst.strip_prefix(&t.root) {
+            t.rewritten.push(rel.to_path_buf());
         }
         match existing {
             None => {}

@@ -4,6 +4,7 @@
 
 mod add;
 mod incremental;
+mod spliced;
 
 use crate::context::Context;
 use crate::exec::fake::FakeExecutor;
