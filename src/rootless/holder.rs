@@ -303,7 +303,7 @@ pub fn stop(path: &Path) -> bool {
 /// Whether a holder with `record` (None: no readable record) last touched
 /// at `touched` should go on at `now`.
 pub fn keep_holding(me: i32, record: Option<Record>, touched: SystemTime, now: SystemTime) -> bool {
-    record.is_some_and(|r| r.pid == me) && now.duration_since(touched).map_or(true, |d| d < IDLE)
+    record.is_some_and(|r| r.pid == me) && !now.duration_since(touched).is_ok_and(|d| d >= IDLE)
 }
 
 /// The holder's life: when `args` start with [`HOLDER_ARG`], sleep until
