@@ -58,13 +58,23 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// Detach every loop device backed by `image`.
+/// Detach every loop device backed by `image`. A device another process
+/// (udev probing it, a late closer of the unmounted filesystem) still holds
+/// open is only marked to clear itself when that process closes it, so this
+/// waits, up to 10 s, until `losetup` no longer lists one.
 pub fn detach_loops(image: &Path) {
-    let Ok(out) = Command::new("losetup").args(["-j"]).arg(image).output() else { return };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some(dev) = line.split(':').next() {
-            let _ = Command::new("losetup").arg("-d").arg(dev).status();
+    for _ in 0..100 {
+        let Ok(out) = Command::new("losetup").args(["-j"]).arg(image).output() else { return };
+        let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+        if listed.trim().is_empty() {
+            return;
         }
+        for line in listed.lines() {
+            if let Some(dev) = line.split(':').next() {
+                let _ = Command::new("losetup").arg("-d").arg(dev).stderr(Stdio::null()).status();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
