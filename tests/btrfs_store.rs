@@ -26,7 +26,7 @@ struct Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         // umount of a `-o loop` mount frees the loop device too.
-        let _ = Command::new("umount").arg(&self.dir).status();
+        common::unmount(&self.dir);
         common::detach_loops(&self.image);
     }
 }

@@ -58,6 +58,23 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// Unmount `dir`, retrying for up to 10 s while it is busy: a child another
+/// test thread forks holds copies of this process's descriptors (one may be
+/// a directory in the mount) until it execs, which a loaded machine can
+/// delay past the first attempt.
+pub fn unmount(dir: &Path) {
+    for _ in 0..100 {
+        let mounted = std::fs::read_to_string("/proc/self/mounts")
+            .map(|m| m.lines().filter_map(|l| l.split(' ').nth(1)).any(|m| Path::new(m) == dir))
+            .unwrap_or(false);
+        if !mounted {
+            return;
+        }
+        let _ = Command::new("umount").arg(dir).stderr(Stdio::null()).status();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Detach every loop device backed by `image`. A device another process
 /// (udev probing it, a late closer of the unmounted filesystem) still holds
 /// open is only marked to clear itself when that process closes it, so this
@@ -126,7 +143,7 @@ impl Drop for LoopStore {
             }
         }
         // umount of a `-o loop` mount frees the loop device too; be sure.
-        let _ = Command::new("umount").arg(&self.dir).status();
+        unmount(&self.dir);
         detach_loops(&self.image);
     }
 }
